@@ -1,0 +1,183 @@
+// The hub's store: one interface for the embedded SQLite store and, later, a PostgreSQL store
+// shared by several hubs. Everything the hub persists passes through here.
+//
+// Durability contract:
+// - insertTask() resolves only once the task row is committed: a hub that has acknowledged a
+//   submission to a client never loses the task, even on kill -9.
+// - Other writes (updateTask, appendOutput, upsertAgent, audit) are batched and committed
+//   within `flushIntervalMs` (default 10 ms) in one transaction, so the store never limits
+//   throughput. flush() commits what is pending now.
+// - Reads see every write made before them (the store reads through its pending batch or
+//   flushes first).
+import type { TaskStateName } from "../../common/task-state.js";
+
+export type Role = "admin" | "operator" | "viewer" | "agent";
+
+export interface TargetRecord {
+  agentId?: string;
+  pool?: string;
+  labels?: Record<string, string>;
+}
+
+export interface TaskRecord {
+  id: string; // UUIDv7
+  kind: string; // "echo" | "shell" | ...
+  target: TargetRecord;
+  /** The TaskSpec protobuf, encoded. */
+  spec: Uint8Array;
+  state: TaskStateName;
+  agentId: string | null;
+  requester: string; // token name
+  createdAt: number; // ms since epoch
+  assignedAt: number | null;
+  startedAt: number | null;
+  finishedAt: number | null;
+  deadlineAt: number | null;
+  exitCode: number | null;
+  signal: string | null;
+  errorCode: number | null; // gRPC status code
+  errorMessage: string | null;
+  reason: string | null;
+  durationMs: number | null;
+  stdoutBytes: number; // total produced, including what the cap dropped
+  stderrBytes: number;
+  result: Uint8Array | null; // Finished.result
+}
+
+export type NewTask = Pick<
+  TaskRecord,
+  "id" | "kind" | "target" | "spec" | "requester" | "createdAt" | "deadlineAt"
+> & { state?: TaskStateName };
+
+export type TaskPatch = Partial<
+  Pick<
+    TaskRecord,
+    | "state"
+    | "agentId"
+    | "assignedAt"
+    | "startedAt"
+    | "finishedAt"
+    | "exitCode"
+    | "signal"
+    | "errorCode"
+    | "errorMessage"
+    | "reason"
+    | "durationMs"
+    | "result"
+  >
+>;
+
+export interface TaskFilter {
+  limit?: number; // default 50, max 1000
+  agentId?: string;
+  pool?: string;
+  states?: TaskStateName[];
+  beforeId?: string; // newest first; ids below this one
+}
+
+export type OutputStreamName = "stdout" | "stderr";
+
+/**
+ * Output as kept for `switchboard logs` and for replay of finished tasks. The cap applies to a
+ * task's output as produced (stdout and stderr chunks interleaved): the first cap/2 bytes (head)
+ * and the last cap/2 bytes (tail) are kept, the bytes between are dropped and counted. Per
+ * stream, head and tail are that stream's bytes within the kept head and tail.
+ */
+export interface StoredStreamOutput {
+  head: Uint8Array;
+  tail: Uint8Array;
+  droppedBytes: number; // bytes between head and tail that were not kept
+  totalBytes: number;
+}
+
+export interface StoredOutput {
+  stdout: StoredStreamOutput;
+  stderr: StoredStreamOutput;
+  /** Interleaving of the kept chunks in the order they were produced, for faithful replay. */
+  chunks: { stream: OutputStreamName; data: Uint8Array; gapBefore: number }[];
+}
+
+export interface AgentRecord {
+  id: string;
+  pool: string;
+  labels: Record<string, string>;
+  hostname: string;
+  platform: string;
+  version: string;
+  taskKinds: string[];
+  maxConcurrency: number;
+  firstSeenAt: number;
+  lastSeenAt: number;
+  lastSessionId: string | null;
+  connected: boolean;
+}
+
+export interface TokenRecord {
+  id: string; // public id, "tok_..."
+  name: string;
+  role: Role;
+  pools: string[]; // empty: all pools
+  agentId: string | null; // agent tokens may pin an agent id
+  hash: string; // hex SHA-256 of the secret; the secret itself is never stored
+  createdAt: number;
+  revokedAt: number | null;
+  lastUsedAt: number | null;
+}
+
+export interface AuditEntry {
+  at: number;
+  actor: string; // token name, or "system"
+  action: string; // "task.submit", "task.cancel", "token.create", "token.revoke", "agent.connect", ...
+  subject: string; // task id, token id, agent id
+  detail?: Record<string, unknown>;
+}
+
+export interface AuditRecord extends AuditEntry {
+  id: number;
+}
+
+export interface Store {
+  // tasks
+  insertTask(task: NewTask): Promise<void>;
+  updateTask(id: string, patch: TaskPatch): void;
+  getTask(id: string): TaskRecord | undefined;
+  listTasks(filter: TaskFilter): TaskRecord[];
+  /** Tasks not in a terminal state: what a restarted hub must account for. */
+  listUnfinishedTasks(): TaskRecord[];
+  countTasks(): number;
+
+  // output (capped per task, head and tail)
+  appendOutput(taskId: string, stream: OutputStreamName, data: Uint8Array): void;
+  getOutput(taskId: string): StoredOutput;
+
+  // agents
+  upsertAgent(agent: AgentRecord): void;
+  getAgent(id: string): AgentRecord | undefined;
+  listAgents(): AgentRecord[];
+  /** At hub start: no agent is connected yet. */
+  markAllAgentsDisconnected(): void;
+
+  // tokens
+  insertToken(token: TokenRecord): void;
+  findTokenByHash(hash: string): TokenRecord | undefined;
+  findToken(idOrName: string): TokenRecord | undefined;
+  listTokens(includeRevoked: boolean): TokenRecord[];
+  revokeToken(id: string, at: number): void;
+  touchToken(id: string, at: number): void;
+
+  // audit
+  audit(entry: AuditEntry): void;
+  listAudit(filter: { limit?: number; action?: string; subject?: string }): AuditRecord[];
+
+  /** Commit everything pending now. */
+  flush(): Promise<void>;
+  /** Flush and close; the store is unusable afterwards. */
+  close(): Promise<void>;
+}
+
+export interface StoreOptions {
+  /** Output kept per task, head plus tail. Default 1 MiB. */
+  outputCapBytes?: number;
+  /** Longest a batched write waits before commit. Default 10 ms. */
+  flushIntervalMs?: number;
+}
