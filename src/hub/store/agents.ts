@@ -1,0 +1,119 @@
+// Queries on the agents table: the last known record of every agent that ever connected.
+import type { Database, Statement } from "better-sqlite3";
+import type { AgentRecord } from "./interfaces.js";
+
+const AGENT_COLUMNS = `id, pool, labels, hostname, platform, version, task_kinds, max_concurrency,
+  first_seen_at, last_seen_at, last_session_id, connected`;
+
+// first_seen_at keeps the value of the first insert.
+const UPSERT_AGENT = `
+INSERT INTO agents (${AGENT_COLUMNS})
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+  pool = excluded.pool,
+  labels = excluded.labels,
+  hostname = excluded.hostname,
+  platform = excluded.platform,
+  version = excluded.version,
+  task_kinds = excluded.task_kinds,
+  max_concurrency = excluded.max_concurrency,
+  last_seen_at = excluded.last_seen_at,
+  last_session_id = excluded.last_session_id,
+  connected = excluded.connected`;
+
+const SELECT_AGENT = `SELECT ${AGENT_COLUMNS} FROM agents WHERE id = ?`;
+
+const SELECT_AGENTS = `SELECT ${AGENT_COLUMNS} FROM agents ORDER BY id`;
+
+const MARK_ALL_DISCONNECTED = `UPDATE agents SET connected = 0 WHERE connected <> 0`;
+
+interface AgentRow {
+  id: string;
+  pool: string;
+  labels: string;
+  hostname: string;
+  platform: string;
+  version: string;
+  task_kinds: string;
+  max_concurrency: number;
+  first_seen_at: number;
+  last_seen_at: number;
+  last_session_id: string | null;
+  connected: number;
+}
+
+type UpsertParams = [
+  string,
+  string,
+  string,
+  string,
+  string,
+  string,
+  string,
+  number,
+  number,
+  number,
+  string | null,
+  number,
+];
+
+export class AgentQueries {
+  private readonly upsertStmt: Statement<UpsertParams>;
+  private readonly selectStmt: Statement<[string], AgentRow>;
+  private readonly listStmt: Statement<[], AgentRow>;
+  private readonly disconnectStmt: Statement<[]>;
+
+  constructor(db: Database) {
+    this.upsertStmt = db.prepare(UPSERT_AGENT);
+    this.selectStmt = db.prepare(SELECT_AGENT);
+    this.listStmt = db.prepare(SELECT_AGENTS);
+    this.disconnectStmt = db.prepare(MARK_ALL_DISCONNECTED);
+  }
+
+  upsert(a: AgentRecord): void {
+    this.upsertStmt.run(
+      a.id,
+      a.pool,
+      JSON.stringify(a.labels),
+      a.hostname,
+      a.platform,
+      a.version,
+      JSON.stringify(a.taskKinds),
+      a.maxConcurrency,
+      a.firstSeenAt,
+      a.lastSeenAt,
+      a.lastSessionId,
+      a.connected ? 1 : 0,
+    );
+  }
+
+  get(id: string): AgentRecord | undefined {
+    const row = this.selectStmt.get(id);
+    return row && toAgentRecord(row);
+  }
+
+  list(): AgentRecord[] {
+    return this.listStmt.all().map(toAgentRecord);
+  }
+
+  markAllDisconnected(): number {
+    return this.disconnectStmt.run().changes;
+  }
+}
+
+function toAgentRecord(row: AgentRow): AgentRecord {
+  return {
+    id: row.id,
+    pool: row.pool,
+    labels: JSON.parse(row.labels) as Record<string, string>,
+    hostname: row.hostname,
+    platform: row.platform,
+    version: row.version,
+    taskKinds: JSON.parse(row.task_kinds) as string[],
+    maxConcurrency: row.max_concurrency,
+    firstSeenAt: row.first_seen_at,
+    lastSeenAt: row.last_seen_at,
+    lastSessionId: row.last_session_id,
+    connected: row.connected !== 0,
+  };
+}

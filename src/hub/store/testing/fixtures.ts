@@ -1,0 +1,54 @@
+// Helpers the store's tests share: a temporary directory per test and task records to insert.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { newTaskId } from "../../../common/ids.js";
+import type { NewTask, TargetRecord } from "../interfaces.js";
+
+export interface TempDir {
+  path: string;
+  file(name: string): string;
+  remove(): void;
+}
+
+export function tempDir(): TempDir {
+  const path = mkdtempSync(join(tmpdir(), "switchboard-store-"));
+  return {
+    path,
+    file: (name) => join(path, name),
+    remove: () => rmSync(path, { recursive: true, force: true }),
+  };
+}
+
+export function newTask(overrides: Partial<NewTask> = {}): NewTask {
+  const target: TargetRecord = { pool: "default" };
+  return {
+    id: newTaskId(),
+    kind: "echo",
+    target,
+    spec: new Uint8Array([1, 2, 3]),
+    requester: "tester",
+    createdAt: Date.now(),
+    deadlineAt: null,
+    ...overrides,
+  };
+}
+
+/** Polls `condition` until it holds or `timeoutMs` passes. */
+export async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** The error `fn` throws; fails when it returns. */
+export function thrownBy(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  throw new Error("expected an error, but none was thrown");
+}
