@@ -1,0 +1,217 @@
+// The running agent: wires the link, the pipeline, heartbeats and statistics, and owns the graceful
+// shutdown (Goodbye, no more credits, running tasks get their grace, the rest are cancelled, the
+// outbox is flushed, the stream half-closed). index.ts's startAgent is the public way in.
+import { mkdir } from "node:fs/promises";
+import { hostname } from "node:os";
+import { codeName } from "../common/errors.js";
+import { newInstanceId } from "../common/ids.js";
+import { createLogger, type Logger } from "../common/logger.js";
+import { VERSION } from "../common/version.js";
+import type { Hello } from "../gen/switchboard/v1/agent.js";
+import type { Backoff } from "./backoff.js";
+import type { AgentConfig } from "./config.js";
+import { EchoExecutor } from "./executors/echo.js";
+import { ShellExecutor, type ShellExecutorOptions } from "./executors/shell.js";
+import { Heartbeater } from "./heartbeat.js";
+import { AgentLink } from "./link.js";
+import { Outbox } from "./outbox.js";
+import { Pipeline } from "./pipeline.js";
+import { AgentStats, StatsReporter } from "./stats.js";
+
+export interface Agent {
+  readonly agentId: string;
+  isConnected(): boolean;
+  /** Resolves once a hub session is up; rejects at the deadline, saying what failed last. */
+  whenConnected(timeoutMs: number): Promise<void>;
+  /** Graceful drain; resolves once the agent is at rest. Calling it again returns the same promise. */
+  shutdown(opts?: { graceMs?: number }): Promise<void>;
+}
+
+/** Knobs for tests; production uses the defaults. */
+export interface AgentTuning {
+  backoff?: Backoff;
+  welcomeTimeoutMs?: number;
+  closeTimeoutMs?: number;
+  shell?: Pick<ShellExecutorOptions, "pipeLingerMs" | "killWaitMs" | "idleFlushMs">;
+}
+
+type AgentState = "running" | "shutting_down" | "stopped";
+
+export const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
+/** After a Drain the agent keeps the session this long at most for the tasks it still holds. */
+const DRAIN_HOLD_MAX_MS = 60 * 60_000;
+const FLUSH_MS = 10_000;
+/** After Goodbye: how long Assigns the hub sent before it read the Goodbye may take to arrive. */
+const GOODBYE_SETTLE_MS = 250;
+
+export async function createAgent(
+  config: AgentConfig,
+  logger?: Logger,
+  tuning: AgentTuning = {},
+): Promise<Agent> {
+  const { agent: cfg } = config;
+  const log = (logger ?? createLogger("agent")).child({ agentId: cfg.agentId });
+  try {
+    await mkdir(cfg.dataDir, { recursive: true });
+  } catch (e) {
+    throw new Error(`agent.data_dir: cannot create ${cfg.dataDir}: ${(e as Error).message}`);
+  }
+  for (const w of config.warnings) log.warn(w);
+
+  let state: AgentState = "running";
+  const stats = new AgentStats();
+  // The outbox reports to the pipeline, created just below; nothing is pushed before it exists.
+  const outbox = new Outbox(cfg.outboxCapacity, {
+    written: (msg) => {
+      if (msg.body?.$case === "event" && msg.body.value.event?.$case === "finished") {
+        stats.completed += 1;
+        stats.lastCompletedTaskId = msg.body.value.taskId;
+      }
+    },
+    shrank: () => p.outboxShrank(),
+  });
+  const p = new Pipeline({
+    agentId: cfg.agentId,
+    poolSize: cfg.poolSize,
+    threshold: cfg.threshold,
+    inboxCapacity: cfg.inboxCapacity,
+    outbox,
+    executors: [
+      new EchoExecutor(),
+      new ShellExecutor({
+        enabled: config.shell.enabled,
+        agentId: cfg.agentId,
+        killGraceMs: config.shell.killGraceMs,
+        maxChunkBytes: config.shell.maxChunkBytes,
+        ...tuning.shell,
+      }),
+    ],
+    stats,
+    logger: log,
+  });
+  const heartbeater = new Heartbeater(
+    () => p.heartbeat(),
+    (m) => outbox.pushUrgent(m),
+  );
+  const reporter = new StatsReporter(
+    stats,
+    () => ({
+      running: p.running,
+      inboxDepth: p.inboxDepth,
+      inboxCapacity: p.inboxCapacity,
+      outboxDepth: outbox.depth,
+      outboxCapacity: outbox.capacity,
+    }),
+    log,
+    config.monitoring.statsIntervalMs,
+  );
+
+  const hello: Hello = {
+    agentId: cfg.agentId,
+    pool: cfg.pool,
+    labels: cfg.labels,
+    hostname: hostname(),
+    platform: cfg.platform,
+    version: VERSION,
+    taskKinds: config.shell.enabled ? ["echo", "shell"] : ["echo"],
+    maxConcurrency: cfg.poolSize,
+    instanceId: newInstanceId(),
+  };
+
+  const link: AgentLink = new AgentLink({
+    addresses: cfg.hub,
+    token: cfg.token,
+    hello,
+    outbox,
+    logger: log,
+    ...(tuning.backoff ? { backoff: tuning.backoff } : {}),
+    ...(tuning.welcomeTimeoutMs ? { welcomeTimeoutMs: tuning.welcomeTimeoutMs } : {}),
+    ...(tuning.closeTimeoutMs ? { closeTimeoutMs: tuning.closeTimeoutMs } : {}),
+    readPauseDepth: 2 * cfg.outboxCapacity + 4 * cfg.poolSize,
+    handler: {
+      sessionStarted: (s) => {
+        p.beginSession({
+          epoch: s.epoch,
+          initialOutputWindowBytes: s.welcome.initialOutputWindowBytes,
+          maxMessageBytes: s.welcome.maxMessageBytes,
+        });
+        heartbeater.start(s.welcome.heartbeatIntervalMs || config.monitoring.heartbeatIntervalMs);
+      },
+      message: (s, msg) => {
+        p.handle(s.epoch, msg);
+        if (msg.body?.$case === "drain") {
+          // The hub wants this session gone: once its tasks have reported, close it and dial the next hub.
+          p.whenIdle(DRAIN_HOLD_MAX_MS, s.epoch)
+            .then(() => link.release(s.epoch, FLUSH_MS))
+            .catch((e: unknown) => log.error({ err: e }, "closing the drained session failed"));
+        }
+      },
+      sessionEnded: (s, end) => {
+        heartbeater.stop();
+        p.endSession(s.epoch, `${codeName(end.code)}${end.details ? `: ${end.details}` : ""}`);
+      },
+    },
+  });
+
+  log.info(
+    {
+      hub: cfg.hub,
+      pool: cfg.pool,
+      labels: cfg.labels,
+      poolSize: cfg.poolSize,
+      threshold: cfg.threshold,
+      shell: config.shell.enabled,
+      configFile: config.sources.file ?? "",
+      tokenFrom: config.sources.token,
+      version: VERSION,
+    },
+    "agent starting",
+  );
+  link.start();
+  reporter.start();
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = async (graceMs: number): Promise<void> => {
+    state = "shutting_down";
+    log.info({ graceMs, holding: p.holding(), connected: link.isConnected() }, "agent shutting down");
+    p.stopGranting();
+    if (link.isConnected()) {
+      outbox.pushUrgent({ body: { $case: "goodbye", value: { reason: "agent shutting down" } } });
+    }
+    link.stopDialing();
+    const deadline = Date.now() + graceMs;
+    let idle = await p.whenIdle(graceMs);
+    if (idle && link.isConnected() && p.unusedCredits > 0) {
+      // The hub may have sent Assigns before it read the Goodbye; they are accepted work: let them
+      // arrive and run within the grace, rather than half-close under them.
+      await new Promise((r) =>
+        setTimeout(r, Math.min(GOODBYE_SETTLE_MS, Math.max(0, deadline - Date.now()))),
+      );
+      idle = await p.whenIdle(Math.max(0, deadline - Date.now()));
+    }
+    if (!idle) {
+      const n = p.stopAll("shutdown", "agent shutting down");
+      log.warn({ cancelledTasks: n, graceMs }, "shutdown grace over: cancelling the tasks still running");
+      const boundMs = config.shell.killGraceMs + 10_000;
+      if (!(await p.whenIdle(boundMs))) {
+        log.error(
+          { holding: p.holding(), waitedMs: boundMs },
+          "some tasks did not end after they were cancelled",
+        );
+      }
+    }
+    await link.close(FLUSH_MS);
+    heartbeater.stop();
+    reporter.stop();
+    reporter.logNow();
+    state = "stopped";
+    log.info({ state }, "agent stopped");
+  };
+
+  return {
+    agentId: cfg.agentId,
+    isConnected: () => state !== "stopped" && link.isConnected(),
+    whenConnected: (timeoutMs) => link.whenConnected(timeoutMs),
+    shutdown: (opts) => (stopping ??= shutdown(opts?.graceMs ?? DEFAULT_SHUTDOWN_GRACE_MS)),
+  };
+}

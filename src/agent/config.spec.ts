@@ -1,0 +1,332 @@
+// Agent configuration: TOML parsing, file < env < flags precedence, the master_host alias, token
+// files, and an error naming the key (and where its value came from) for every invalid setting.
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { ConfigError, loadAgentConfig, type AgentConfig, type LoadAgentConfigInput } from "./config.js";
+import { parseHubAddress } from "./hub-address.js";
+
+const dir = mkdtempSync(join(tmpdir(), "sb-agent-config-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let n = 0;
+
+function file(text: string): string {
+  const path = join(dir, `agent-${n++}.toml`);
+  writeFileSync(path, text);
+  return path;
+}
+
+function load(input: LoadAgentConfigInput): AgentConfig {
+  return loadAgentConfig({ env: {}, ...input });
+}
+
+function problem(input: LoadAgentConfigInput): string {
+  try {
+    load(input);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return (e as ConfigError).message;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+const FULL = `
+[agent]
+agent_id = "agent-1"
+hub = ["127.0.0.1:7000", "http://hub-b:7001/"]
+token = "sbt_file"
+pool = "edge"
+labels = { region = "eu", disk = "ssd" }
+platform = "desktop"
+max_storage_nodes = 12
+pool_size = 6
+threshold = 70
+inbox_capacity = 50
+outbox_capacity = 500
+data_dir = "./agent-data"
+
+[storage]
+binary_path = "./target/release/storage-server"
+data_path = "./data"
+default_memory_mb = 1024
+default_port_range_start = 50100
+
+[monitoring]
+heartbeat_interval_secs = 2
+health_check_interval_secs = 15
+restart_failed_nodes = false
+stats_interval_secs = 30
+
+[shell]
+enabled = true
+kill_grace_ms = 1500
+max_chunk_bytes = 65536
+`;
+
+describe("loadAgentConfig", () => {
+  it("reads every section of a TOML file into typed values", () => {
+    const path = file(FULL);
+    const c = load({ file: path });
+    expect(c.agent).toEqual({
+      agentId: "agent-1",
+      hub: ["127.0.0.1:7000", "hub-b:7001"],
+      token: "sbt_file",
+      pool: "edge",
+      labels: { region: "eu", disk: "ssd" },
+      platform: "desktop",
+      maxStorageNodes: 12,
+      poolSize: 6,
+      threshold: 70,
+      inboxCapacity: 50,
+      outboxCapacity: 500,
+      dataDir: resolve("./agent-data"),
+    });
+    expect(c.storage).toEqual({
+      binaryPath: "./target/release/storage-server",
+      dataPath: "./data",
+      defaultMemoryMb: 1024,
+      defaultPortRangeStart: 50100,
+    });
+    expect(c.monitoring).toEqual({
+      heartbeatIntervalMs: 2000,
+      healthCheckIntervalMs: 15000,
+      restartFailedNodes: false,
+      statsIntervalMs: 30000,
+    });
+    expect(c.shell).toEqual({ enabled: true, killGraceMs: 1500, maxChunkBytes: 65536 });
+    expect(c.sources.file).toBe(path);
+    expect(c.warnings).toEqual([]);
+  });
+
+  it("fills defaults: host name, pool, sizes, shell off", () => {
+    const c = load({ flags: { token: "t" } });
+    expect(c.agent.agentId).toBe(hostname());
+    expect(c.agent.hub).toEqual(["127.0.0.1:7000"]);
+    expect(c.agent.pool).toBe("default");
+    expect(c.agent.poolSize).toBe(4);
+    expect(c.agent.threshold).toBe(80);
+    expect(c.agent.inboxCapacity).toBe(100);
+    expect(c.agent.outboxCapacity).toBe(1000);
+    expect(c.agent.maxStorageNodes).toBe(10);
+    expect(c.agent.platform).toBe(`${process.platform}-${process.arch}`);
+    expect(c.monitoring.heartbeatIntervalMs).toBe(5000);
+    expect(c.monitoring.statsIntervalMs).toBe(10000);
+    expect(c.shell).toEqual({ enabled: false, killGraceMs: 5000, maxChunkBytes: 1024 * 1024 });
+  });
+
+  it("accepts seed 004's master_host as the hub address, with or without http://", () => {
+    const seed = file(
+      '[agent]\nagent_id = "agent-1"\nmaster_host = "localhost:7000"\nplatform = "desktop"\nmax_storage_nodes = 10\ntoken = "x"\n',
+    );
+    expect(load({ file: seed }).agent.hub).toEqual(["localhost:7000"]);
+    const http = file('[agent]\nmaster_host = "http://10.0.0.5:7000"\ntoken = "x"\n');
+    expect(load({ file: http }).agent.hub).toEqual(["10.0.0.5:7000"]);
+    const both = file('[agent]\nmaster_host = "a:1"\nhub = ["b:2"]\ntoken = "x"\n');
+    expect(problem({ file: both })).toMatch(/^agent\.master_host: set either hub or master_host.*\(in .*\)$/);
+    // A flag or variable replaces the file's master_host like it replaces hub.
+    expect(load({ file: http, flags: { hub: "c:3" } }).agent.hub).toEqual(["c:3"]);
+  });
+
+  it("lets environment variables override the file, and flags override both", () => {
+    const path = file(FULL);
+    const env = {
+      SWITCHBOARD_HUB: "env-a:7000, env-b",
+      SWITCHBOARD_TOKEN: "sbt_env",
+      SWITCHBOARD_AGENT_ID: "env-agent",
+      SWITCHBOARD_POOL: "env-pool",
+      SWITCHBOARD_LABELS: "zone=a,tier=gold",
+      SWITCHBOARD_SHELL_ENABLED: "false",
+      SWITCHBOARD_POOL_SIZE: "9",
+      SWITCHBOARD_THRESHOLD: "50",
+    };
+    const fromEnv = load({ file: path, env });
+    expect(fromEnv.agent.hub).toEqual(["env-a:7000", "env-b:7000"]);
+    expect(fromEnv.agent.token).toBe("sbt_env");
+    expect(fromEnv.sources.token).toBe("SWITCHBOARD_TOKEN");
+    expect(fromEnv.agent.agentId).toBe("env-agent");
+    expect(fromEnv.agent.pool).toBe("env-pool");
+    expect(fromEnv.agent.labels).toEqual({ zone: "a", tier: "gold" });
+    expect(fromEnv.shell.enabled).toBe(false);
+    expect(fromEnv.agent.poolSize).toBe(9);
+    expect(fromEnv.agent.threshold).toBe(50);
+    expect(fromEnv.agent.inboxCapacity).toBe(50); // untouched keys keep the file's value
+
+    const fromFlags = load({
+      env,
+      flags: {
+        config: path,
+        hub: ["flag-a:1", "flag-b:2,flag-c:3"],
+        token: "sbt_flag",
+        agentId: "flag-agent",
+        pool: "flag-pool",
+        labels: ["k=v", "x=y"],
+        poolSize: 3,
+        threshold: "90",
+        shell: true,
+        dataDir: join(dir, "data"),
+        heartbeatInterval: "500ms",
+        output: "json", // flags of other commands are none of the config's business
+      },
+    });
+    expect(fromFlags.sources.file).toBe(path);
+    expect(fromFlags.agent.hub).toEqual(["flag-a:1", "flag-b:2", "flag-c:3"]);
+    expect(fromFlags.agent.token).toBe("sbt_flag");
+    expect(fromFlags.sources.token).toBe("--token");
+    expect(fromFlags.agent.agentId).toBe("flag-agent");
+    expect(fromFlags.agent.pool).toBe("flag-pool");
+    expect(fromFlags.agent.labels).toEqual({ k: "v", x: "y" });
+    expect(fromFlags.agent.poolSize).toBe(3);
+    expect(fromFlags.agent.threshold).toBe(90);
+    expect(fromFlags.shell.enabled).toBe(true);
+    expect(fromFlags.agent.dataDir).toBe(join(dir, "data"));
+    expect(fromFlags.monitoring.heartbeatIntervalMs).toBe(500);
+    expect(load({ flags: { token: "t", heartbeatInterval: 2 } }).monitoring.heartbeatIntervalMs).toBe(2000);
+  });
+
+  it("treats an empty environment variable as unset", () => {
+    const msg = problem({ env: { SWITCHBOARD_TOKEN: "", SWITCHBOARD_POOL: "" } });
+    expect(msg).toMatch(/^agent\.token: no agent token/);
+    expect(load({ env: { SWITCHBOARD_TOKEN: "t", SWITCHBOARD_POOL: "" } }).agent.pool).toBe("default");
+  });
+
+  it("reads token_file, warns when others can read it, and lets a flag token win over it", () => {
+    const tokenPath = join(dir, "agent.token");
+    writeFileSync(tokenPath, "sbt_from_file\n");
+    chmodSync(tokenPath, 0o600);
+    const path = file(`[agent]\ntoken_file = "${tokenPath}"\n`);
+    const c = load({ file: path });
+    expect(c.agent.token).toBe("sbt_from_file");
+    expect(c.sources.token).toBe(tokenPath);
+    expect(c.warnings).toEqual([]);
+
+    chmodSync(tokenPath, 0o644);
+    expect(load({ file: path }).warnings[0]).toMatch(
+      /agent\.token_file: .* can be read by other users \(mode 644\)/,
+    );
+    expect(load({ file: path, flags: { token: "sbt_flag" } }).agent.token).toBe("sbt_flag");
+    expect(
+      load({ file: file('[agent]\ntoken = "in-file"\n'), flags: { tokenFile: tokenPath } }).agent.token,
+    ).toBe("sbt_from_file");
+
+    expect(problem({ flags: { tokenFile: join(dir, "missing.token") } })).toMatch(
+      /^agent\.token_file: cannot read .*missing\.token: .*ENOENT.* \(from --token-file\)$/,
+    );
+    const empty = join(dir, "empty.token");
+    writeFileSync(empty, "\n");
+    expect(problem({ flags: { tokenFile: empty } })).toMatch(/^agent\.token_file: .*empty\.token is empty/);
+    expect(problem({ file: file(`[agent]\ntoken = "a"\ntoken_file = "${tokenPath}"\n`) })).toMatch(
+      /^agent\.token_file: set either token or token_file, not both/,
+    );
+  });
+
+  it("names the file for a TOML syntax error and for a missing file", () => {
+    const bad = file("[agent\npool = 'x'\n");
+    expect(problem({ file: bad })).toMatch(new RegExp(`^${bad}: invalid TOML at line \\d+, column \\d+: `));
+    expect(problem({ file: "/nonexistent/agent.toml" })).toMatch(
+      /^\/nonexistent\/agent\.toml: cannot read the config file: .*ENOENT/,
+    );
+    expect(problem({ flags: { config: true } })).toMatch(/^--config: expected a file path/);
+  });
+
+  it("names the key of every invalid setting, and the file it came from", () => {
+    const cases: [section: string, line: string, key: string][] = [
+      ["agent", 'agent_id = "bad id!"', "agent.agent_id"],
+      ["agent", "hub = []", "agent.hub"],
+      ["agent", 'hub = ["ok:1", "h:99999"]', "agent.hub[1]"],
+      ["agent", 'hub = "https://secure:7000"', "agent.hub"],
+      ["agent", "master_host = 5", "agent.master_host"],
+      ["agent", 'token = ""', "agent.token"],
+      ["agent", "token_file = 3", "agent.token_file"],
+      ["agent", 'pool = ""', "agent.pool"],
+      ["agent", "labels = 5", "agent.labels"],
+      ["agent", "labels = { x = 1 }", "agent.labels.x"],
+      ["agent", 'platform = ""', "agent.platform"],
+      ["agent", "max_storage_nodes = -1", "agent.max_storage_nodes"],
+      ["agent", 'pool_size = "abc"', "agent.pool_size"],
+      ["agent", "pool_size = 0", "agent.pool_size"],
+      ["agent", "pool_size = 5000", "agent.pool_size"],
+      ["agent", "threshold = 101", "agent.threshold"],
+      ["agent", "inbox_capacity = 1.5", "agent.inbox_capacity"],
+      ["agent", "outbox_capacity = -3", "agent.outbox_capacity"],
+      ["agent", "data_dir = 7", "agent.data_dir"],
+      ["agent", "bogus = 1", "agent.bogus"],
+      ["storage", "binary_path = 1", "storage.binary_path"],
+      ["storage", 'data_path = ""', "storage.data_path"],
+      ["storage", "default_memory_mb = 0", "storage.default_memory_mb"],
+      ["storage", "default_port_range_start = 70000", "storage.default_port_range_start"],
+      ["monitoring", "heartbeat_interval_secs = 0", "monitoring.heartbeat_interval_secs"],
+      ["monitoring", 'health_check_interval_secs = "x"', "monitoring.health_check_interval_secs"],
+      ["monitoring", 'restart_failed_nodes = "yes"', "monitoring.restart_failed_nodes"],
+      ["monitoring", "stats_interval_secs = -1", "monitoring.stats_interval_secs"],
+      ["shell", 'enabled = "true"', "shell.enabled"],
+      ["shell", "kill_grace_ms = -5", "shell.kill_grace_ms"],
+      ["shell", "max_chunk_bytes = 0", "shell.max_chunk_bytes"],
+      ["nope", "x = 1", "nope"],
+    ];
+    for (const [section, line, key] of cases) {
+      const token = line.startsWith("token") ? "" : 'token = "t"\n';
+      const path = file(`[agent]\n${token}${section === "agent" ? "" : `[${section}]\n`}${line}\n`);
+      const msg = problem({ file: path });
+      expect(msg, `${section}: ${line}`).toContain(`${key}: `);
+      expect(msg, `${section}: ${line}`).toContain(`(in ${path})`);
+    }
+    expect(problem({ file: file('storage = 5\n[agent]\ntoken = "t"\n') })).toMatch(
+      /^storage: expected a table \(in /,
+    );
+  });
+
+  it("says what is wrong in words a user can act on", () => {
+    const path = file('[agent]\npool_size = "abc"\ntoken = "t"\n');
+    expect(problem({ file: path })).toBe(
+      `agent.pool_size: expected a positive integer, got "abc" (in ${path})`,
+    );
+    expect(problem({ flags: { token: "t", threshold: 0 } })).toBe(
+      "agent.threshold: expected a percentage from 1 to 100, got 0 (from --threshold)",
+    );
+    expect(problem({ env: { SWITCHBOARD_TOKEN: "t", SWITCHBOARD_POOL_SIZE: "many" } })).toBe(
+      'agent.pool_size: expected a positive integer, got "many" (from SWITCHBOARD_POOL_SIZE)',
+    );
+    expect(problem({ env: { SWITCHBOARD_TOKEN: "t", SWITCHBOARD_LABELS: "novalue" } })).toBe(
+      'agent.labels: expected k=v pairs separated by commas, got "novalue" (from SWITCHBOARD_LABELS)',
+    );
+    expect(problem({ env: { SWITCHBOARD_TOKEN: "t", SWITCHBOARD_SHELL_ENABLED: "maybe" } })).toBe(
+      'shell.enabled: expected true or false, got "maybe" (from SWITCHBOARD_SHELL_ENABLED)',
+    );
+    expect(problem({ flags: { token: "t", hub: "h:0" } })).toBe(
+      'agent.hub: "h:0" has an invalid port; use 1-65535 (from --hub)',
+    );
+    expect(problem({ flags: { token: "t", heartbeatInterval: "soon" } })).toMatch(
+      /^monitoring\.heartbeat_interval_secs: expected a positive number of seconds.*got "soon" \(from --heartbeat-interval\)$/,
+    );
+    // Several problems: every one of them, one per line.
+    const many = problem({ file: file("[agent]\npool_size = 0\nthreshold = 0\n") });
+    expect(many.split("\n")).toHaveLength(2);
+  });
+});
+
+describe("parseHubAddress", () => {
+  it("normalizes what users write to host:port", () => {
+    expect(parseHubAddress("hub.example.com:7000")).toBe("hub.example.com:7000");
+    expect(parseHubAddress("hub.example.com")).toBe("hub.example.com:7000");
+    expect(parseHubAddress("http://10.1.2.3:7100/")).toBe("10.1.2.3:7100");
+    expect(parseHubAddress(" grpc://h:1 ")).toBe("h:1");
+    expect(parseHubAddress("[::1]:7000")).toBe("[::1]:7000");
+    expect(parseHubAddress("[::1]")).toBe("[::1]:7000");
+  });
+
+  it("rejects what it cannot dial", () => {
+    for (const bad of [
+      "",
+      "https://h:1",
+      "ftp://h:1",
+      "h:1/path",
+      "h:x",
+      "h:70000",
+      "::1:7000",
+      "bad host:1",
+    ]) {
+      expect(() => parseHubAddress(bad), bad).toThrow();
+    }
+  });
+});

@@ -1,0 +1,547 @@
+// The agent's configuration: a TOML file (seed 004's sections plus ours), then SWITCHBOARD_* environment
+// variables, then flags; later ones win. Validated once, here, into a typed AgentConfig; every error
+// names the key and says where the bad value came from (the file, the variable or the flag).
+import { readFileSync, statSync } from "node:fs";
+import { arch, hostname, platform } from "node:os";
+import { resolve } from "node:path";
+import { parse as parseToml } from "smol-toml";
+import { z } from "zod";
+import { parseDuration } from "../common/duration.js";
+import { parseHubAddress } from "./hub-address.js";
+
+export interface AgentConfig {
+  agent: {
+    agentId: string;
+    /** Normalized "host:port" targets, dialled in turn. */
+    hub: string[];
+    token: string;
+    pool: string;
+    labels: Record<string, string>;
+    platform: string;
+    maxStorageNodes: number;
+    /** Executors, and the max concurrency announced in Hello. */
+    poolSize: number;
+    /** Outbox fill, in percent of its capacity, above which credits are withheld. */
+    threshold: number;
+    inboxCapacity: number;
+    /** In events. */
+    outboxCapacity: number;
+    /** Absolute. */
+    dataDir: string;
+  };
+  storage: {
+    binaryPath: string;
+    dataPath: string;
+    defaultMemoryMb: number;
+    defaultPortRangeStart: number;
+  };
+  monitoring: {
+    /** Used until the hub's Welcome names its own interval. */
+    heartbeatIntervalMs: number;
+    healthCheckIntervalMs: number;
+    restartFailedNodes: boolean;
+    statsIntervalMs: number;
+  };
+  shell: {
+    enabled: boolean;
+    killGraceMs: number;
+    maxChunkBytes: number;
+  };
+  /** Where the file and the token came from, for the start-up log (never the token itself). */
+  sources: { file?: string; token: string };
+  /** Worth a warning at start, e.g. a token file that other users can read. */
+  warnings: string[];
+}
+
+export class ConfigError extends Error {
+  /** One sentence per problem; `message` is these joined by newlines. */
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(problems.join("\n"));
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+export type AgentFlags = Record<string, string | number | boolean | string[] | undefined>;
+
+export interface LoadAgentConfigInput {
+  file?: string;
+  /** Default: process.env. */
+  env?: NodeJS.ProcessEnv;
+  flags?: AgentFlags;
+}
+
+// ---- where a value came from ----
+
+type Origin =
+  | { kind: "file"; file: string }
+  | { kind: "env"; name: string }
+  | { kind: "flag"; name: string }
+  | { kind: "default"; what: string };
+
+function describeOrigin(o: Origin | undefined): string {
+  if (!o) return "";
+  switch (o.kind) {
+    case "file":
+      return ` (in ${o.file})`;
+    case "env":
+      return ` (from ${o.name})`;
+    case "flag":
+      return ` (from ${o.name})`;
+    case "default":
+      return ` (default: ${o.what})`;
+  }
+}
+
+// ---- overrides from the environment and flags ----
+
+/** How a string from the environment or a flag is read before validation. */
+type OverrideType = "string" | "int" | "bool" | "list" | "labels" | "secs";
+
+interface Override {
+  section: string;
+  key: string;
+  type: OverrideType;
+}
+
+const ENV_OVERRIDES: Record<string, Override> = {
+  SWITCHBOARD_HUB: { section: "agent", key: "hub", type: "list" },
+  SWITCHBOARD_TOKEN: { section: "agent", key: "token", type: "string" },
+  SWITCHBOARD_AGENT_ID: { section: "agent", key: "agent_id", type: "string" },
+  SWITCHBOARD_POOL: { section: "agent", key: "pool", type: "string" },
+  SWITCHBOARD_LABELS: { section: "agent", key: "labels", type: "labels" },
+  SWITCHBOARD_SHELL_ENABLED: { section: "shell", key: "enabled", type: "bool" },
+  SWITCHBOARD_POOL_SIZE: { section: "agent", key: "pool_size", type: "int" },
+  SWITCHBOARD_THRESHOLD: { section: "agent", key: "threshold", type: "int" },
+};
+
+/** Flag keys as commander hands them over (camelCase), with the flag a user typed. */
+const FLAG_OVERRIDES: Record<string, Override & { flag: string }> = {
+  hub: { section: "agent", key: "hub", type: "list", flag: "--hub" },
+  token: { section: "agent", key: "token", type: "string", flag: "--token" },
+  tokenFile: { section: "agent", key: "token_file", type: "string", flag: "--token-file" },
+  agentId: { section: "agent", key: "agent_id", type: "string", flag: "--agent-id" },
+  pool: { section: "agent", key: "pool", type: "string", flag: "--pool" },
+  labels: { section: "agent", key: "labels", type: "labels", flag: "--labels" },
+  poolSize: { section: "agent", key: "pool_size", type: "int", flag: "--pool-size" },
+  threshold: { section: "agent", key: "threshold", type: "int", flag: "--threshold" },
+  shell: { section: "shell", key: "enabled", type: "bool", flag: "--shell" },
+  dataDir: { section: "agent", key: "data_dir", type: "string", flag: "--data" },
+  heartbeatInterval: {
+    section: "monitoring",
+    key: "heartbeat_interval_secs",
+    type: "secs",
+    flag: "--heartbeat-interval",
+  },
+};
+
+const TRUE_WORDS = new Set(["1", "true", "yes", "on"]);
+const FALSE_WORDS = new Set(["0", "false", "no", "off"]);
+
+/** Strings become numbers or booleans when they clearly are; anything else is left for validation to name. */
+function coerce(value: string | number | boolean | string[], type: OverrideType): unknown {
+  if (typeof value !== "string") return value; // commander already typed it (a number, a boolean, a list)
+  const s = value.trim();
+  switch (type) {
+    case "int":
+      return /^-?\d+(\.\d+)?$/.test(s) ? Number(s) : value;
+    case "bool":
+      if (TRUE_WORDS.has(s.toLowerCase())) return true;
+      if (FALSE_WORDS.has(s.toLowerCase())) return false;
+      return value;
+    case "secs":
+      // A bare number is seconds, like the file's *_secs keys; "500ms", "2m" are durations.
+      if (/^\d+(\.\d+)?$/.test(s)) return Number(s);
+      try {
+        return parseDuration(s) / 1000;
+      } catch {
+        return value;
+      }
+    default:
+      return value;
+  }
+}
+
+// ---- validation ----
+
+function show(v: unknown): string {
+  if (v === undefined) return "nothing";
+  if (typeof v === "bigint") return `${v}`;
+  let s: string | undefined;
+  try {
+    s = JSON.stringify(v);
+  } catch {
+    s = undefined;
+  }
+  s ??= Object.prototype.toString.call(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+function check<T>(ok: (v: unknown) => boolean, expected: string): z.ZodType<T> {
+  return z.custom<T>((v) => ok(v), { error: (iss) => `expected ${expected}, got ${show(iss.input)}` });
+}
+
+/** An integer in [min, max]; the message says whether the type or the range is wrong. */
+function integer(kind: string, min: number, max: number, notPositive = false): z.ZodType<number> {
+  return z.unknown().transform((v, ctx) => {
+    // "a positive integer, got 0" reads better than a range for a value that is not positive at all.
+    if (typeof v !== "number" || !Number.isInteger(v) || (notPositive && v < 1)) {
+      ctx.addIssue({ code: "custom", message: `expected ${kind}, got ${show(v)}` });
+      return z.NEVER;
+    }
+    if (v < min || v > max) {
+      ctx.addIssue({ code: "custom", message: `expected ${kind} from ${min} to ${max}, got ${v}` });
+      return z.NEVER;
+    }
+    return v;
+  });
+}
+
+const positiveInt = (max: number): z.ZodType<number> => integer("a positive integer", 1, max, true);
+
+const seconds = check<number>(
+  (v) => typeof v === "number" && Number.isFinite(v) && v > 0 && v <= 86_400,
+  "a positive number of seconds (at most 86400)",
+);
+
+const bool = check<boolean>((v) => typeof v === "boolean", "true or false");
+
+const text = check<string>((v) => typeof v === "string" && v.trim() !== "", "a non-empty string");
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
+const identifier = (what: string): z.ZodType<string> =>
+  check<string>(
+    (v) => typeof v === "string" && NAME.test(v),
+    `${what} of letters, digits and . _ : @ - (at most 128, starting with a letter or digit)`,
+  );
+
+/** Hub addresses: a TOML array or string; from a variable or a flag, comma-separated (items of a repeated flag too). */
+const hubList = z.unknown().transform((v, ctx) => {
+  if (!Array.isArray(v) && typeof v !== "string") {
+    ctx.addIssue({ code: "custom", message: `expected a list of host:port addresses, got ${show(v)}` });
+    return z.NEVER;
+  }
+  const items: unknown[] = typeof v === "string" ? [v] : (v as unknown[]);
+  const out: string[] = [];
+  items.forEach((item, i) => {
+    const path = Array.isArray(v) ? [i] : [];
+    if (typeof item !== "string") {
+      ctx.addIssue({ code: "custom", message: `expected host:port, got ${show(item)}`, path });
+      return;
+    }
+    for (const part of item.split(",")) {
+      if (part.trim() === "" && item.includes(",")) continue; // "a,,b" or a trailing comma
+      try {
+        out.push(parseHubAddress(part));
+      } catch (e) {
+        ctx.addIssue({ code: "custom", message: (e as Error).message, path });
+      }
+    }
+  });
+  if (out.length === 0 && items.length === 0) {
+    ctx.addIssue({ code: "custom", message: "expected at least one host:port, got an empty list" });
+  }
+  return out;
+});
+
+const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/;
+
+/** Labels: a TOML table of strings, or "k=v,k=v" from the environment or a flag (repeatable flag: a list). */
+const labelMap = z.unknown().transform((v, ctx) => {
+  const out: Record<string, string> = {};
+  const bad = (message: string, path: (string | number)[] = []): void =>
+    ctx.addIssue({ code: "custom", message, path });
+  if (typeof v === "string" || Array.isArray(v)) {
+    const items = (typeof v === "string" ? [v] : (v as unknown[])).flatMap((x) =>
+      typeof x === "string" ? x.split(",") : [x],
+    );
+    for (const item of items) {
+      if (typeof item !== "string") {
+        bad(`expected k=v pairs separated by commas, got ${show(item)}`);
+        continue;
+      }
+      if (item.trim() === "") continue;
+      const eq = item.indexOf("=");
+      const key = eq > 0 ? item.slice(0, eq).trim() : "";
+      if (eq <= 0 || !LABEL_KEY.test(key)) {
+        bad(`expected k=v pairs separated by commas, got ${show(item)}`);
+        continue;
+      }
+      out[key] = item.slice(eq + 1).trim();
+    }
+    return out;
+  }
+  if (typeof v !== "object" || v === null) {
+    bad(`expected a table of strings like { region = "eu" }, got ${show(v)}`);
+    return z.NEVER;
+  }
+  for (const [key, value] of Object.entries(v)) {
+    if (!LABEL_KEY.test(key)) bad(`invalid label name; use letters, digits and . _ / -`, [key]);
+    else if (typeof value !== "string") bad(`expected a string, got ${show(value)}`, [key]);
+    else out[key] = value;
+  }
+  return out;
+});
+
+const MAX_CHUNK_LIMIT = 8 * 1024 * 1024;
+
+// No prefault here: the loader always fills agent_id (the host name by default), so the section exists.
+const agentSection = z.strictObject({
+  agent_id: identifier("a name"),
+  hub: hubList.optional(),
+  master_host: hubList.optional(),
+  token: text.optional(),
+  token_file: text.optional(),
+  pool: identifier("a pool name").default("default"),
+  labels: labelMap.default({}),
+  platform: text.default(`${platform()}-${arch()}`),
+  max_storage_nodes: integer("an integer", 0, 10_000).default(10),
+  pool_size: positiveInt(1024).default(4),
+  threshold: integer("a percentage", 1, 100).default(80),
+  inbox_capacity: positiveInt(100_000).default(100),
+  outbox_capacity: positiveInt(1_000_000).default(1000),
+  data_dir: text.default("./agent-data"),
+});
+
+const storageSection = z
+  .strictObject({
+    binary_path: text.default("switchboard-storage-node"),
+    data_path: text.default("./nodes"),
+    default_memory_mb: positiveInt(16 * 1024 * 1024).default(2048),
+    default_port_range_start: integer("a port", 1, 65_535).default(50_051),
+  })
+  .prefault({});
+
+const monitoringSection = z
+  .strictObject({
+    heartbeat_interval_secs: seconds.default(5),
+    health_check_interval_secs: seconds.default(10),
+    restart_failed_nodes: bool.default(true),
+    stats_interval_secs: seconds.default(10),
+  })
+  .prefault({});
+
+const shellSection = z
+  .strictObject({
+    enabled: bool.default(false),
+    kill_grace_ms: integer("a number of milliseconds", 0, 600_000).default(5000),
+    max_chunk_bytes: positiveInt(MAX_CHUNK_LIMIT).default(1024 * 1024),
+  })
+  .prefault({});
+
+const fileSchema = z.strictObject({
+  agent: agentSection,
+  storage: storageSection,
+  monitoring: monitoringSection,
+  shell: shellSection,
+});
+
+const SECTIONS = ["agent", "storage", "monitoring", "shell"] as const;
+
+// ---- loading ----
+
+type RawTree = Record<string, unknown>;
+
+class Layers {
+  readonly raw: RawTree = {};
+  private readonly origins = new Map<string, Origin>();
+
+  setFile(doc: RawTree, file: string): void {
+    for (const [section, body] of Object.entries(doc)) {
+      this.raw[section] = isTable(body) ? { ...body } : body;
+      this.origins.set(section, { kind: "file", file });
+      if (isTable(body))
+        for (const key of Object.keys(body)) this.origins.set(`${section}.${key}`, { kind: "file", file });
+    }
+  }
+
+  set(section: string, key: string, value: unknown, origin: Origin): void {
+    let body = this.raw[section];
+    if (body === undefined) body = this.raw[section] = {};
+    if (!isTable(body)) return; // the file made it a non-table: validation reports that
+    // Settings that name the same thing in two ways: the later source replaces both.
+    for (const sibling of SAME_SETTING[`${section}.${key}`] ?? []) delete body[sibling];
+    body[key] = value;
+    this.origins.set(`${section}.${key}`, origin);
+  }
+
+  originOf(path: readonly PropertyKey[]): Origin | undefined {
+    const [section, key] = path;
+    if (typeof key === "string") return this.origins.get(`${String(section)}.${key}`);
+    return this.origins.get(String(section));
+  }
+}
+
+const SAME_SETTING: Record<string, string[]> = {
+  "agent.token": ["token_file"],
+  "agent.token_file": ["token"],
+  "agent.hub": ["master_host"],
+};
+
+function isTable(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+function dotted(path: readonly PropertyKey[]): string {
+  let out = "";
+  for (const p of path) out += typeof p === "number" ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
+}
+
+function readTomlFile(file: string): RawTree {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new ConfigError([`${file}: cannot read the config file: ${(e as Error).message}`]);
+  }
+  try {
+    return parseToml(text);
+  } catch (e) {
+    const err = e as Error & { line?: number; column?: number };
+    const where = err.line ? ` at line ${err.line}, column ${err.column ?? 0}` : "";
+    const first = (err.message ?? String(e)).split("\n")[0]!.replace(/^Invalid TOML document:\s*/, "");
+    throw new ConfigError([`${file}: invalid TOML${where}: ${first}`]);
+  }
+}
+
+/** Reads, merges and validates the agent's configuration. Throws ConfigError naming every bad key. */
+export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
+  const env = input.env ?? process.env;
+  const flags = input.flags ?? {};
+  const configFlag = flags.config;
+  if (configFlag !== undefined && typeof configFlag !== "string") {
+    throw new ConfigError([`--config: expected a file path, got ${show(configFlag)}`]);
+  }
+  const file = configFlag ?? input.file;
+
+  const layers = new Layers();
+  if (file !== undefined) layers.setFile(readTomlFile(file), file);
+  for (const [name, o] of Object.entries(ENV_OVERRIDES)) {
+    const value = env[name];
+    // An empty variable counts as unset, so `SWITCHBOARD_TOKEN= cmd` cannot smuggle in an empty token.
+    if (value === undefined || value === "") continue;
+    layers.set(o.section, o.key, coerce(value, o.type), { kind: "env", name });
+  }
+  for (const [name, o] of Object.entries(FLAG_OVERRIDES)) {
+    const value = flags[name];
+    if (value === undefined) continue;
+    layers.set(o.section, o.key, coerce(value, o.type), { kind: "flag", name: o.flag });
+  }
+  const agentRaw = layers.raw.agent;
+  if (agentRaw === undefined || (isTable(agentRaw) && agentRaw.agent_id === undefined)) {
+    layers.set("agent", "agent_id", hostname(), { kind: "default", what: "the host name" });
+  }
+
+  const parsed = fileSchema.safeParse(layers.raw);
+  const problems: string[] = [];
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      if (issue.code === "unrecognized_keys") {
+        for (const key of issue.keys) {
+          const path = [...issue.path, key];
+          const what =
+            issue.path.length === 0
+              ? `unknown section; known sections are ${SECTIONS.map((s) => `[${s}]`).join(", ")}`
+              : "unknown key";
+          problems.push(`${dotted(path)}: ${what}${describeOrigin(layers.originOf(path))}`);
+        }
+      } else if (issue.code === "invalid_type" && issue.path.length === 1) {
+        problems.push(
+          `${dotted(issue.path)}: expected a table${describeOrigin(layers.originOf(issue.path))}`,
+        );
+      } else {
+        problems.push(
+          `${dotted(issue.path)}: ${issue.message}${describeOrigin(layers.originOf(issue.path))}`,
+        );
+      }
+    }
+    throw new ConfigError(problems);
+  }
+  const { agent, storage, monitoring, shell } = parsed.data;
+  const warnings: string[] = [];
+
+  if (agent.hub !== undefined && agent.master_host !== undefined) {
+    problems.push(
+      `agent.master_host: set either hub or master_host (its older name), not both${describeOrigin(layers.originOf(["agent", "master_host"]))}`,
+    );
+  }
+  if (agent.token !== undefined && agent.token_file !== undefined) {
+    problems.push(
+      `agent.token_file: set either token or token_file, not both${describeOrigin(layers.originOf(["agent", "token_file"]))}`,
+    );
+  }
+  let token = "";
+  let tokenSource = "";
+  if (agent.token !== undefined) {
+    token = agent.token.trim();
+    tokenSource = sourceName(layers.originOf(["agent", "token"]), "agent.token");
+  } else if (agent.token_file !== undefined) {
+    const origin = layers.originOf(["agent", "token_file"]);
+    const path = resolve(agent.token_file);
+    try {
+      token = readFileSync(path, "utf8").trim();
+      const mode = statSync(path).mode & 0o777;
+      if ((mode & 0o077) !== 0) {
+        warnings.push(
+          `agent.token_file: ${path} can be read by other users (mode ${mode.toString(8)}); chmod 600 it`,
+        );
+      }
+      if (token === "") problems.push(`agent.token_file: ${path} is empty${describeOrigin(origin)}`);
+    } catch (e) {
+      problems.push(
+        `agent.token_file: cannot read ${path}: ${(e as Error).message}${describeOrigin(origin)}`,
+      );
+    }
+    tokenSource = path;
+  } else {
+    problems.push(
+      "agent.token: no agent token; set token or token_file in [agent], SWITCHBOARD_TOKEN, or --token / --token-file",
+    );
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  return {
+    agent: {
+      agentId: agent.agent_id,
+      hub: agent.hub ?? agent.master_host ?? [`127.0.0.1:7000`],
+      token,
+      pool: agent.pool,
+      labels: agent.labels,
+      platform: agent.platform,
+      maxStorageNodes: agent.max_storage_nodes,
+      poolSize: agent.pool_size,
+      threshold: agent.threshold,
+      inboxCapacity: agent.inbox_capacity,
+      outboxCapacity: agent.outbox_capacity,
+      dataDir: resolve(agent.data_dir),
+    },
+    storage: {
+      binaryPath: storage.binary_path,
+      dataPath: storage.data_path,
+      defaultMemoryMb: storage.default_memory_mb,
+      defaultPortRangeStart: storage.default_port_range_start,
+    },
+    monitoring: {
+      heartbeatIntervalMs: Math.round(monitoring.heartbeat_interval_secs * 1000),
+      healthCheckIntervalMs: Math.round(monitoring.health_check_interval_secs * 1000),
+      restartFailedNodes: monitoring.restart_failed_nodes,
+      statsIntervalMs: Math.round(monitoring.stats_interval_secs * 1000),
+    },
+    shell: {
+      enabled: shell.enabled,
+      killGraceMs: shell.kill_grace_ms,
+      maxChunkBytes: shell.max_chunk_bytes,
+    },
+    sources: { ...(file !== undefined ? { file } : {}), token: tokenSource },
+    warnings,
+  };
+}
+
+function sourceName(origin: Origin | undefined, fallback: string): string {
+  if (!origin) return fallback;
+  if (origin.kind === "file") return `${origin.file} (agent.token)`;
+  if (origin.kind === "env" || origin.kind === "flag") return origin.name;
+  return fallback;
+}

@@ -1,0 +1,77 @@
+// What an executor is: it admits or refuses a task spec up front, then runs it, reporting Started and
+// output through its context and resolving with the task's Finished; it stops when asked (a cancel,
+// a timeout, the link lost, the agent shutting down). Also the Finished builders all executors share.
+import type { Logger } from "../../common/logger.js";
+import { Code } from "../../common/errors.js";
+import { Finished, TaskState, type TaskError, type TaskSpec } from "../../gen/switchboard/v1/task.js";
+import type { OutputSink } from "../output-gate.js";
+
+export type TaskKind = NonNullable<TaskSpec["kind"]>["$case"];
+
+/** Why a task is being stopped before it ended by itself. */
+export type StopCause = "cancelled" | "timed_out" | "lost" | "shutdown";
+
+export interface StopRequest {
+  cause: StopCause;
+  /** The human sentence for Finished.reason. */
+  reason: string;
+  /** SIGTERM -> SIGKILL grace; undefined: the task's or the agent's default. */
+  graceMs?: number;
+}
+
+export interface ExecutionContext {
+  readonly taskId: string;
+  /** Absolute, ms since epoch; 0 = none. */
+  readonly deadlineMs: number;
+  readonly output: OutputSink;
+  /** The largest Output chunk the session's stream carries (the hub's max message size, less framing). */
+  readonly maxChunkBytes?: number;
+  /** Reports Started (once, when the work really began). */
+  started(pid: number): void;
+  readonly logger: Logger;
+}
+
+export interface Execution {
+  /** Asks the work to stop; the first request wins, later ones are ignored. */
+  stop(request: StopRequest): void;
+  /** The task's Finished; never rejects for task failures (they are a Finished too). */
+  readonly done: Promise<Finished>;
+}
+
+export interface Executor {
+  readonly kind: TaskKind;
+  /** A refusal (Finished FAILED with this error, no Started), or undefined to run the spec. */
+  admit(spec: TaskSpec): TaskError | undefined;
+  start(spec: TaskSpec, ctx: ExecutionContext): Execution;
+}
+
+/** The terminal state a stop leads to: a timeout is TIMED_OUT, everything else CANCELLED. */
+export function stateForStop(cause: StopCause): TaskState {
+  return cause === "timed_out" ? TaskState.TASK_STATE_TIMED_OUT : TaskState.TASK_STATE_CANCELLED;
+}
+
+export function codeForStop(cause: StopCause): Code {
+  return cause === "timed_out" ? Code.DEADLINE_EXCEEDED : Code.CANCELLED;
+}
+
+/** A task that could not run, or failed before it produced an exit status. */
+export function failedFinished(code: Code, message: string, durationMs = 0): Finished {
+  return Finished.fromPartial({
+    state: TaskState.TASK_STATE_FAILED,
+    exitCode: -1,
+    error: { code, message },
+    durationMs,
+    reason: message,
+  });
+}
+
+/** A task stopped before it could start (or with no process to report on). */
+export function stoppedFinished(stop: StopRequest, durationMs = 0): Finished {
+  return Finished.fromPartial({
+    state: stateForStop(stop.cause),
+    exitCode: -1,
+    error: { code: codeForStop(stop.cause), message: stop.reason },
+    durationMs,
+    reason: stop.reason,
+  });
+}

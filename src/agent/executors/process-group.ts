@@ -1,0 +1,41 @@
+// Process groups: each shell task leads its own group (spawned detached, so setsid), so one signal to
+// -pgid reaches the whole tree it started, grandchildren included.
+import { readdirSync, readFileSync } from "node:fs";
+
+/** Signals every process of the group. "gone" when none is left; other failures are thrown. */
+export function signalGroup(pgid: number, signal: NodeJS.Signals): "sent" | "gone" {
+  // kill(-0) or kill(-1) would hit our own group or every process we may signal: never.
+  if (!Number.isInteger(pgid) || pgid <= 1) throw new RangeError(`refusing to signal process group ${pgid}`);
+  try {
+    process.kill(-pgid, signal);
+    return "sent";
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ESRCH") return "gone";
+    throw e;
+  }
+}
+
+/** The live (not zombie) pids of a process group, from /proc; empty where /proc does not exist. */
+export function groupMembers(pgid: number): number[] {
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  for (const name of entries) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, "utf8");
+    } catch {
+      continue; // exited while we looked
+    }
+    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so cut at the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const state = fields[0];
+    if (Number(fields[2]) === pgid && state !== "Z" && state !== "X") out.push(Number(name));
+  }
+  return out;
+}

@@ -1,0 +1,14 @@
+// The agent's public surface: load its configuration, start it, shut it down. Everything else in
+// this folder is internal; the CLI and the demo use only what is exported here.
+import type { Logger } from "../common/logger.js";
+import { createAgent, type Agent } from "./agent.js";
+import type { AgentConfig } from "./config.js";
+
+export type { Agent } from "./agent.js";
+export { ConfigError, loadAgentConfig } from "./config.js";
+export type { AgentConfig, AgentFlags, LoadAgentConfigInput } from "./config.js";
+
+/** Starts the agent: it dials the hub in the background; use whenConnected() to wait for a session. */
+export function startAgent(config: AgentConfig, logger?: Logger): Promise<Agent> {
+  return createAgent(config, logger);
+}

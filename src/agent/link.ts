@@ -1,0 +1,378 @@
+// The agent's link to the hub: dials the addresses in turn over one gRPC bidi stream, says Hello with
+// its bearer token, waits for Welcome, and drains the outbox into the stream. On any end it redials:
+// with jittered backoff, at the cap after a refusal (a config mistake), at once after a Drain.
+import { credentials, type ClientDuplexStream, type StatusObject } from "@grpc/grpc-js";
+import { bearerMetadata } from "../common/auth.js";
+import { Code, codeName } from "../common/errors.js";
+import { clientOptions } from "../common/grpc-options.js";
+import type { Logger } from "../common/logger.js";
+import {
+  AgentServiceClient,
+  type AgentMessage,
+  type Hello,
+  type HubMessage,
+  type Welcome,
+} from "../gen/switchboard/v1/agent.js";
+import { Backoff } from "./backoff.js";
+import type { Outbox } from "./outbox.js";
+
+export interface LinkSession {
+  /** Increases with every dial; tags what belongs to this session. */
+  readonly epoch: number;
+  readonly hub: string;
+  readonly welcome: Welcome;
+  readonly connectedAt: number;
+}
+
+export interface LinkEnd {
+  code: number;
+  details: string;
+  /** The hub sent Drain on this session. */
+  drained: boolean;
+}
+
+export interface LinkHandler {
+  sessionStarted(session: LinkSession): void;
+  message(session: LinkSession, msg: HubMessage): void;
+  sessionEnded(session: LinkSession, end: LinkEnd): void;
+}
+
+export interface AgentLinkOptions {
+  addresses: readonly string[];
+  token: string;
+  hello: Hello;
+  outbox: Outbox;
+  handler: LinkHandler;
+  logger: Logger;
+  backoff?: Backoff;
+  /** How long a dialled hub may take to answer Hello. */
+  welcomeTimeoutMs?: number;
+  /** After the agent half-closes: how long the hub may take to end the stream. */
+  closeTimeoutMs?: number;
+  /**
+   * Outbox depth above which the agent stops reading the hub's stream until the outbox has room: only a
+   * hub that breaks the credit contract can push it there, and it must not grow the agent's memory.
+   */
+  readPauseDepth?: number;
+}
+
+/** Refusals that mean the agent's own config is wrong: retried slowly, and said loudly. */
+const REFUSALS: ReadonlySet<number> = new Set([
+  Code.UNAUTHENTICATED,
+  Code.PERMISSION_DENIED,
+  Code.INVALID_ARGUMENT,
+]);
+
+/** Two Drains closer than this: the second redial backs off instead of going at once. */
+const DRAIN_REPEAT_MS = 5000;
+
+/** dialing covers the backoff sleeps between dials; closing: shutdown began, no new dials. */
+type LinkState = "idle" | "dialing" | "connected" | "closing" | "closed";
+
+const LINK_TRANSITIONS: Record<LinkState, readonly LinkState[]> = {
+  idle: ["dialing", "closing"],
+  dialing: ["connected", "closing"],
+  connected: ["dialing", "closing"],
+  closing: ["closed"],
+  closed: [],
+};
+
+type HubCall = ClientDuplexStream<AgentMessage, HubMessage>;
+
+interface Dial {
+  hub: string;
+  call: HubCall;
+  session: LinkSession | undefined;
+  ended: Promise<void>;
+}
+
+interface DialEnd extends LinkEnd {
+  session: LinkSession | undefined;
+}
+
+export class AgentLink {
+  private readonly opts: AgentLinkOptions;
+  private readonly backoff: Backoff;
+  private state: LinkState = "idle";
+  private epochs = 0;
+  private attempt = 0;
+  private addressIndex = 0;
+  private dial: Dial | undefined;
+  private connectWaiters = new Set<() => void>();
+  private wakeFromSleep: (() => void) | undefined;
+  private loop: Promise<void> | undefined;
+  private lastProblem = "not dialled yet";
+  private lastDrainAt = 0;
+
+  constructor(opts: AgentLinkOptions) {
+    if (opts.addresses.length === 0) throw new Error("the agent needs at least one hub address");
+    this.opts = opts;
+    this.backoff = opts.backoff ?? new Backoff();
+  }
+
+  start(): void {
+    if (!this.move("dialing")) return;
+    this.loop = this.run();
+  }
+
+  /** A welcomed session is open (also while closing it). */
+  isConnected(): boolean {
+    return this.dial?.session !== undefined;
+  }
+
+  get session(): LinkSession | undefined {
+    return this.dial?.session;
+  }
+
+  /** Resolves once a session is up; rejects at the deadline with what went wrong last. */
+  whenConnected(timeoutMs: number): Promise<void> {
+    if (this.isConnected()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.connectWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.connectWaiters.delete(done);
+        reject(
+          new Error(
+            `agent ${this.opts.hello.agentId} did not connect to ${this.opts.addresses.join(", ")} within ${timeoutMs} ms: ${this.lastProblem}`,
+          ),
+        );
+      }, timeoutMs);
+      this.connectWaiters.add(done);
+    });
+  }
+
+  /**
+   * Ends a session cleanly: waits (bounded) until the outbox was handed to the stream, half-closes it,
+   * and gives the hub closeTimeoutMs to end its side before cancelling.
+   */
+  async release(epoch: number, flushMs: number): Promise<void> {
+    const dial = this.dial;
+    if (!dial?.session || dial.session.epoch !== epoch) return;
+    const flushed = await this.opts.outbox.whenEmpty(flushMs);
+    if (this.dial !== dial) return;
+    if (!flushed) {
+      this.opts.logger.warn(
+        { hub: dial.hub, outboxDepth: this.opts.outbox.depth },
+        "outbox not flushed in time; closing anyway",
+      );
+    }
+    dial.call.end();
+    const closeMs = this.opts.closeTimeoutMs ?? 5000;
+    const ended = await endedWithin(dial, closeMs);
+    if (!ended) {
+      this.opts.logger.warn(
+        { hub: dial.hub, closeMs },
+        "the hub did not end the stream after the agent closed it; cancelling",
+      );
+      dial.call.cancel();
+      await dial.ended;
+    }
+  }
+
+  /** No more dials (shutdown); the current session, if any, stays until close(). */
+  stopDialing(): void {
+    if (this.move("closing")) this.wakeFromSleep?.();
+  }
+
+  /** Shutdown: stop dialling, flush and close the current session, and wait for the link to rest. */
+  async close(flushMs: number): Promise<void> {
+    this.stopDialing();
+    const dial = this.dial;
+    if (dial?.session) await this.release(dial.session.epoch, flushMs);
+    else if (dial) {
+      dial.call.cancel(); // a dial still waiting for its Welcome
+      await dial.ended;
+    }
+    await this.loop;
+    this.move("closed");
+  }
+
+  private move(next: LinkState): boolean {
+    if (!LINK_TRANSITIONS[this.state].includes(next)) return false;
+    this.state = next;
+    return true;
+  }
+
+  private get stopping(): boolean {
+    return this.state === "closing" || this.state === "closed";
+  }
+
+  private async run(): Promise<void> {
+    while (this.state === "dialing" || this.state === "connected") {
+      const hub = this.opts.addresses[this.addressIndex % this.opts.addresses.length]!;
+      this.attempt += 1;
+      const end = await this.dialOnce(hub);
+      // In turn: whatever happened, the next dial goes to the next address.
+      this.addressIndex += 1;
+      if (this.stopping) {
+        this.logLink(end.session ? "disconnected" : "dial failed", hub, end, 0);
+        break;
+      }
+      this.move("dialing");
+      let wait: number;
+      if (end.drained && Date.now() - this.lastDrainAt > DRAIN_REPEAT_MS) {
+        this.lastDrainAt = Date.now();
+        this.backoff.reset();
+        wait = 0;
+      } else if (end.drained) {
+        // Drained again right away (every hub is draining?): back off, or the agent would spin.
+        wait = this.backoff.next();
+      } else if (REFUSALS.has(end.code)) {
+        wait = this.backoff.maxMs;
+      } else {
+        if (end.session) this.backoff.reset();
+        wait = this.backoff.next();
+      }
+      this.logLink(end.session ? "disconnected" : "dial failed", hub, end, wait);
+      if (REFUSALS.has(end.code)) {
+        this.opts.logger.error(
+          { hub, code: codeName(end.code), reason: end.details, retryInMs: wait },
+          `the hub refused agent ${this.opts.hello.agentId}: ${end.details || codeName(end.code)}; check its token, agent id and pool`,
+        );
+      }
+      await this.sleep(wait);
+    }
+  }
+
+  private dialOnce(hub: string): Promise<DialEnd> {
+    return new Promise((resolve) => {
+      const client = new AgentServiceClient(hub, credentials.createInsecure(), clientOptions());
+      const call = client.connect(bearerMetadata(this.opts.token));
+      const epoch = ++this.epochs;
+      let drained = false;
+      let localReason = "";
+      let readPaused = false;
+      let markEnded!: () => void;
+      const dial: Dial = { hub, call, session: undefined, ended: new Promise((r) => (markEnded = r)) };
+      this.dial = dial;
+      const welcomeMs = this.opts.welcomeTimeoutMs ?? 15_000;
+      const welcomeTimer = setTimeout(() => {
+        localReason = `no Welcome within ${welcomeMs} ms`;
+        call.cancel();
+      }, welcomeMs);
+
+      call.on("data", (msg: HubMessage) => {
+        try {
+          if (!dial.session) {
+            if (msg.body?.$case !== "welcome") {
+              this.opts.logger.debug({ hub, kind: msg.body?.$case }, "message before Welcome ignored");
+              return;
+            }
+            clearTimeout(welcomeTimer);
+            this.welcomed(dial, epoch, msg.body.value);
+            return;
+          }
+          if (msg.body?.$case === "welcome") {
+            this.opts.logger.debug({ hub }, "second Welcome ignored");
+            return;
+          }
+          if (msg.body?.$case === "drain") drained = true;
+          this.opts.handler.message(dial.session, msg);
+          const limit = this.opts.readPauseDepth;
+          if (limit !== undefined && !readPaused && this.opts.outbox.depth > limit) {
+            readPaused = true;
+            call.pause();
+            this.opts.outbox.onceRoom(() => {
+              readPaused = false;
+              call.resume();
+            });
+          }
+        } catch (e) {
+          // A bug or bad input must not take the agent down: log it and keep the session.
+          this.opts.logger.error({ err: e, hub, kind: msg.body?.$case }, "handling a hub message failed");
+        }
+      });
+      // 'status' follows every 'error' with the same code; this listener only keeps 'error' from throwing.
+      call.on("error", () => undefined);
+      call.on("status", (st: StatusObject) => {
+        clearTimeout(welcomeTimer);
+        const details = localReason || st.details;
+        const session = dial.session;
+        if (session) {
+          this.opts.outbox.detach();
+          this.lastProblem = `session with ${hub} ended: ${codeName(st.code)} ${details}`;
+          try {
+            this.opts.handler.sessionEnded(session, { code: st.code, details, drained });
+          } catch (e) {
+            this.opts.logger.error({ err: e, hub }, "ending the session failed");
+          }
+        } else {
+          this.lastProblem = `${hub}: ${codeName(st.code)} ${details}`;
+        }
+        if (this.dial === dial) this.dial = undefined;
+        client.close();
+        markEnded();
+        resolve({ session, code: st.code, details, drained });
+      });
+      call.write({ body: { $case: "hello", value: this.opts.hello } });
+    });
+  }
+
+  private welcomed(dial: Dial, epoch: number, welcome: Welcome): void {
+    const session: LinkSession = { epoch, hub: dial.hub, welcome, connectedAt: Date.now() };
+    dial.session = session;
+    this.move("connected"); // stays closing when shutdown began during the dial
+    this.opts.outbox.attach({
+      write: (m) => dial.call.write(m),
+      onceDrain: (cb) => dial.call.once("drain", cb),
+    });
+    this.logLink("connected", dial.hub, { session, code: Code.OK, details: "", drained: false }, 0);
+    this.opts.handler.sessionStarted(session);
+    for (const w of [...this.connectWaiters]) w();
+  }
+
+  /** One shape for every connect and disconnect line, so they can be queried together. */
+  private logLink(
+    event: "connected" | "disconnected" | "dial failed",
+    hub: string,
+    end: DialEnd,
+    nextDialInMs: number,
+  ): void {
+    const fields = {
+      event,
+      hub,
+      attempt: this.attempt,
+      sessionId: end.session?.welcome.sessionId ?? "",
+      code: codeName(end.code),
+      reason: end.details,
+      connectedForMs: end.session && event !== "connected" ? Date.now() - end.session.connectedAt : 0,
+      nextDialInMs,
+    };
+    if (event === "connected") this.opts.logger.info(fields, `connected to hub ${hub}`);
+    else
+      this.opts.logger.warn(
+        fields,
+        event === "disconnected" ? `disconnected from hub ${hub}` : `cannot reach hub ${hub}`,
+      );
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (ms <= 0 || this.state !== "dialing") return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wakeFromSleep = () => {
+        this.wakeFromSleep = undefined;
+        done();
+      };
+    });
+  }
+}
+
+/** true once the dial's call ended, false at the deadline (whose timer never outlives the wait). */
+function endedWithin(dial: Dial, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    void dial.ended.then(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}

@@ -1,0 +1,466 @@
+// The agent's work pipeline (seed 001): Assign -> bounded inbox -> executor pool -> outbox. It grants
+// task-slot credits (withheld while the outbox is above its threshold) and answers every Assign with
+// exactly one Finished, refusals included. It knows nothing of gRPC: the link feeds it per session.
+import type { Logger } from "../common/logger.js";
+import { Code } from "../common/errors.js";
+import type { AgentTaskEvent, Assign, Heartbeat, HubMessage } from "../gen/switchboard/v1/agent.js";
+import { TaskState, type Finished } from "../gen/switchboard/v1/task.js";
+import { CreditLedger } from "./credits.js";
+import { failedFinished, type Executor, type StopCause } from "./executors/executor.js";
+import { Inbox } from "./inbox.js";
+import type { Outbox } from "./outbox.js";
+import type { AgentStats } from "./stats.js";
+import { TaskRun } from "./task-run.js";
+
+export interface PipelineOptions {
+  agentId: string;
+  poolSize: number;
+  /** Percent of the outbox capacity at or above which credits are withheld. */
+  threshold: number;
+  inboxCapacity: number;
+  outbox: Outbox;
+  executors: readonly Executor[];
+  stats: AgentStats;
+  logger: Logger;
+}
+
+export interface SessionStart {
+  epoch: number;
+  /** Welcome.initial_output_window_bytes; 0 means the hub does not flow-control output. */
+  initialOutputWindowBytes: number;
+  /** Welcome.max_message_bytes; 0 means the hub did not say. */
+  maxMessageBytes?: number;
+}
+
+/** Room left in a message for everything but the output bytes (ids, seq, field tags). */
+const MESSAGE_FRAMING_BYTES = 4096;
+
+interface Session {
+  epoch: number;
+  outputWindow: number;
+  maxChunkBytes: number | undefined;
+  ledger: CreditLedger;
+  /** The hub is shutting down: no more credits, and the link closes once this session's tasks end. */
+  draining: boolean;
+  withholding: boolean;
+  /** Task ids seen in this session, to refuse a duplicate Assign (bounded). */
+  seen: Set<string>;
+}
+
+const SEEN_IDS_LIMIT = 10_000;
+
+export class Pipeline {
+  private readonly opts: PipelineOptions;
+  private readonly inbox: Inbox<TaskRun>;
+  /** Every task not finished yet, whatever its session: each holds one executor slot. */
+  private readonly runs = new Map<string, TaskRun>();
+  private readonly executors = new Map<string, Executor>();
+  private busy = 0;
+  private session: Session | undefined;
+  private granting = true;
+  private idleWaiters: { epoch?: number; done: () => void }[] = [];
+  private droppedEvents = 0;
+  private readonly thresholdDepth: number;
+
+  constructor(opts: PipelineOptions) {
+    this.opts = opts;
+    this.inbox = new Inbox(opts.inboxCapacity);
+    for (const e of opts.executors) this.executors.set(e.kind, e);
+    this.thresholdDepth = (opts.outbox.capacity * opts.threshold) / 100;
+  }
+
+  get currentEpoch(): number | undefined {
+    return this.session?.epoch;
+  }
+
+  /** Tasks held (queued or running), optionally only those of one session. */
+  holding(epoch?: number): number {
+    if (epoch === undefined) return this.runs.size;
+    let n = 0;
+    for (const r of this.runs.values()) if (r.epoch === epoch) n += 1;
+    return n;
+  }
+
+  get running(): number {
+    return this.busy;
+  }
+
+  get inboxDepth(): number {
+    return this.inbox.depth;
+  }
+
+  get inboxCapacity(): number {
+    return this.inbox.capacity;
+  }
+
+  get grantedTotal(): number {
+    return this.session?.ledger.grantedTotal ?? 0;
+  }
+
+  /** Credits the hub has not used yet in this session: Assigns it may still send (or have in flight). */
+  get unusedCredits(): number {
+    const l = this.session?.ledger;
+    return l ? l.grantedTotal - l.assignedTotal : 0;
+  }
+
+  /** A session was welcomed: grant the slots that are free now. */
+  beginSession(start: SessionStart): void {
+    if (this.session) this.endSession(this.session.epoch, "replaced by a new session");
+    const ledger = new CreditLedger();
+    // Tasks of an earlier session may still be dying; their slots come back as they end.
+    ledger.begin(this.granting ? this.opts.poolSize - this.runs.size : 0);
+    this.session = {
+      epoch: start.epoch,
+      outputWindow: start.initialOutputWindowBytes > 0 ? start.initialOutputWindowBytes : Infinity,
+      maxChunkBytes:
+        start.maxMessageBytes && start.maxMessageBytes > MESSAGE_FRAMING_BYTES * 2
+          ? start.maxMessageBytes - MESSAGE_FRAMING_BYTES
+          : undefined,
+      ledger,
+      draining: false,
+      withholding: false,
+      seen: new Set(),
+    };
+    this.pushCredits(ledger.grantInitial());
+  }
+
+  /**
+   * The session's stream ended. Its tasks can no longer report (session resume comes later): running
+   * ones are stopped (their process trees killed), queued ones discarded, queued events dropped.
+   */
+  endSession(epoch: number, reason: string): void {
+    if (this.session?.epoch !== epoch) return;
+    this.session = undefined;
+    const discarded = this.inbox.removeWhere((r) => r.epoch === epoch);
+    for (const r of discarded)
+      r.stop({ cause: "lost", reason: "link to the hub lost before the task started" });
+    let cancelled = 0;
+    for (const r of [...this.runs.values()]) {
+      if (r.epoch !== epoch || r.state === "finished") continue;
+      cancelled += 1;
+      r.stop({ cause: "lost", reason: "link to the hub lost" });
+    }
+    const dropped = this.opts.outbox.clear() + this.droppedEvents;
+    this.droppedEvents = 0;
+    if (cancelled + discarded.length + dropped > 0) {
+      this.opts.logger.warn(
+        {
+          epoch,
+          reason,
+          cancelledTasks: cancelled,
+          discardedTasks: discarded.length,
+          droppedEvents: dropped,
+        },
+        "session lost: its tasks were stopped and their unsent events dropped",
+      );
+    }
+    this.notifyIdle();
+  }
+
+  /** A message from the hub on a session. Never throws on bad input: it is logged and answered. */
+  handle(epoch: number, msg: HubMessage): void {
+    if (this.session?.epoch !== epoch) {
+      this.opts.logger.debug({ epoch, kind: msg.body?.$case }, "message for an ended session ignored");
+      return;
+    }
+    const body = msg.body;
+    switch (body?.$case) {
+      case "assign":
+        this.onAssign(body.value);
+        return;
+      case "cancel": {
+        const run = this.runs.get(body.value.taskId);
+        if (!run) {
+          this.opts.logger.debug(
+            { taskId: body.value.taskId },
+            "CancelTask for a task this agent does not hold",
+          );
+          return;
+        }
+        run.stop({
+          cause: "cancelled",
+          reason: body.value.reason || "cancelled by the hub",
+          ...(body.value.graceMs > 0 ? { graceMs: body.value.graceMs } : {}),
+        });
+        return;
+      }
+      case "window": {
+        const run = this.runs.get(body.value.taskId);
+        if (!run) {
+          this.opts.logger.debug(
+            { taskId: body.value.taskId },
+            "OutputWindow for a task this agent does not hold",
+          );
+          return;
+        }
+        run.grantWindow(body.value.bytes);
+        return;
+      }
+      case "drain":
+        this.session.draining = true;
+        this.opts.logger.info(
+          { epoch, reason: body.value.reason, holding: this.holding(epoch) },
+          "the hub is draining: finishing what this session holds, then reconnecting",
+        );
+        this.notifyIdle();
+        return;
+      case "heartbeat":
+      case "welcome":
+        return;
+      default:
+        this.opts.logger.debug({ epoch }, "empty or unknown message from the hub ignored");
+    }
+  }
+
+  /** Shutdown: no more credits, in this session or any later one. */
+  stopGranting(): void {
+    this.granting = false;
+  }
+
+  /** Stops every task this agent holds (shutdown after its grace). */
+  stopAll(cause: StopCause, reason: string): number {
+    let n = 0;
+    for (const r of [...this.runs.values()]) {
+      if (r.state === "finished") continue;
+      n += 1;
+      r.stop({ cause, reason });
+    }
+    return n;
+  }
+
+  /** Resolves true once no task (of the session, if given) is held, false at the deadline. */
+  whenIdle(timeoutMs: number, epoch?: number): Promise<boolean> {
+    if (this.holding(epoch) === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const waiter = {
+        ...(epoch !== undefined ? { epoch } : {}),
+        done: () => {
+          clearTimeout(timer);
+          resolve(true);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.idleWaiters = this.idleWaiters.filter((w) => w !== waiter);
+        resolve(false);
+      }, timeoutMs);
+      this.idleWaiters.push(waiter);
+    });
+  }
+
+  /** Whether the session was drained by the hub. */
+  isDraining(epoch: number): boolean {
+    return this.session?.epoch === epoch && this.session.draining;
+  }
+
+  /** The outbox shrank: credits withheld above the threshold may be grantable now. */
+  outboxShrank(): void {
+    this.maybeGrant();
+  }
+
+  /** The load part of a Heartbeat. */
+  heartbeat(): Omit<Heartbeat, "sentAtMs"> {
+    const { degraded, reason } = this.trouble();
+    return {
+      running: this.busy,
+      inboxDepth: this.inbox.depth,
+      outboxDepth: this.opts.outbox.depth,
+      outboxCapacity: this.opts.outbox.capacity,
+      lastCompletedTaskId: this.opts.stats.lastCompletedTaskId,
+      completedTotal: this.opts.stats.completed,
+      degraded,
+      degradedReason: reason,
+    };
+  }
+
+  /** Degraded while the inbox is full or the outbox is above its threshold. */
+  trouble(): { degraded: boolean; reason: string } {
+    if (this.inbox.isFull()) {
+      return { degraded: true, reason: `inbox full (${this.inbox.depth}/${this.inbox.capacity} tasks)` };
+    }
+    const depth = this.opts.outbox.depth;
+    if (depth >= this.thresholdDepth) {
+      return {
+        degraded: true,
+        reason: `outbox above threshold (${depth}/${this.opts.outbox.capacity} events, threshold ${this.opts.threshold}%)`,
+      };
+    }
+    return { degraded: false, reason: "" };
+  }
+
+  // ---- assigns ----
+
+  private onAssign(a: Assign): void {
+    const session = this.session!;
+    const stats = this.opts.stats;
+    stats.fetched += 1;
+    if (!session.ledger.tryAssign()) {
+      // The hub exceeded the credits it was granted: refuse, and grant nothing back for it.
+      this.opts.logger.warn(
+        { taskId: a.taskId, granted: session.ledger.grantedTotal, assigned: session.ledger.assignedTotal },
+        "Assign beyond the granted credits refused (hub protocol violation)",
+      );
+      this.refuse(
+        a.taskId,
+        Code.RESOURCE_EXHAUSTED,
+        `agent ${this.opts.agentId} has no free task slot (the hub exceeded its credits)`,
+        false,
+      );
+      return;
+    }
+    const refusal = this.check(a, session);
+    if (refusal) {
+      this.refuse(a.taskId, refusal.code, refusal.message, true);
+      return;
+    }
+    if (session.seen.size >= SEEN_IDS_LIMIT) session.seen.clear();
+    session.seen.add(a.taskId);
+    const run = new TaskRun({
+      assign: a,
+      epoch: session.epoch,
+      executor: this.executors.get(a.spec!.kind!.$case)!,
+      outputWindowBytes: session.outputWindow,
+      ...(session.maxChunkBytes !== undefined ? { maxChunkBytes: session.maxChunkBytes } : {}),
+      room: this.opts.outbox,
+      owner: { emit: (r, ev) => this.emit(r, ev), ended: (r, f) => this.ended(r, f) },
+      logger: this.opts.logger,
+    });
+    if (!this.inbox.offer(run)) {
+      this.refuse(
+        a.taskId,
+        Code.RESOURCE_EXHAUSTED,
+        `agent ${this.opts.agentId}'s inbox is full (${this.inbox.capacity} tasks)`,
+        true,
+      );
+      return;
+    }
+    this.runs.set(a.taskId, run);
+    this.opts.logger.debug({ taskId: a.taskId, kind: run.kind, requester: a.requester }, "task accepted");
+    this.dispatch();
+  }
+
+  /** Why an Assign within credits cannot run, or undefined. */
+  private check(a: Assign, session: Session): { code: Code; message: string } | undefined {
+    if (a.taskId === "") return { code: Code.INVALID_ARGUMENT, message: "Assign without a task_id" };
+    if (this.runs.has(a.taskId) || session.seen.has(a.taskId)) {
+      return {
+        code: Code.ALREADY_EXISTS,
+        message: `task ${a.taskId} was already assigned to agent ${this.opts.agentId}`,
+      };
+    }
+    if (!a.spec) return { code: Code.INVALID_ARGUMENT, message: `Assign for task ${a.taskId} has no spec` };
+    const kind = a.spec.kind?.$case;
+    const executor = kind ? this.executors.get(kind) : undefined;
+    if (!executor) {
+      return {
+        code: Code.UNIMPLEMENTED,
+        message: `agent ${this.opts.agentId} does not run this kind of task (it runs: ${[...this.executors.keys()].join(", ")})`,
+      };
+    }
+    const refused = executor.admit(a.spec);
+    return refused ? { code: refused.code, message: refused.message } : undefined;
+  }
+
+  /** Answers an Assign that will not run with its one Finished (seq 1, no Started). */
+  private refuse(taskId: string, code: Code, message: string, counted: boolean): void {
+    this.opts.logger.info({ taskId, code, reason: message }, "task refused");
+    this.opts.stats.failed += 1;
+    this.pushEvent({ taskId, seq: 1, event: { $case: "finished", value: failedFinished(code, message) } });
+    if (counted) {
+      this.session?.ledger.release();
+      this.maybeGrant();
+    }
+  }
+
+  private dispatch(): void {
+    while (this.busy < this.opts.poolSize) {
+      const run = this.inbox.take();
+      if (!run) return;
+      if (run.state !== "queued") continue; // stopped while it waited
+      this.busy += 1;
+      run.start();
+    }
+  }
+
+  // ---- events and ends of runs ----
+
+  private emit(run: TaskRun, event: AgentTaskEvent): void {
+    if (this.session?.epoch !== run.epoch) {
+      this.droppedEvents += 1; // its session is gone; nobody is listening
+      return;
+    }
+    this.pushEvent(event);
+  }
+
+  private pushEvent(event: AgentTaskEvent): void {
+    this.opts.outbox.push({ body: { $case: "event", value: event } });
+  }
+
+  private ended(run: TaskRun, f: Finished): void {
+    this.runs.delete(run.taskId);
+    if (run.wasStarted) {
+      this.busy -= 1;
+      this.opts.stats.processed += 1;
+    }
+    if (f.state !== TaskState.TASK_STATE_SUCCEEDED) this.opts.stats.failed += 1;
+    const out = run.outputStats();
+    this.opts.logger.debug(
+      {
+        taskId: run.taskId,
+        state: TaskState[f.state],
+        exitCode: f.exitCode,
+        reason: f.reason,
+        durationMs: f.durationMs,
+        outputBytes: out.sentBytes,
+        droppedOutputBytes: out.droppedBytes,
+      },
+      "task finished",
+    );
+    // Any freed slot is owed to the live session, even one freed by a task of an earlier session: the
+    // session began with only the slots that were free then.
+    this.session?.ledger.release();
+    this.maybeGrant();
+    this.dispatch();
+    this.notifyIdle();
+  }
+
+  // ---- credits ----
+
+  private maybeGrant(): void {
+    const s = this.session;
+    if (!s || !this.granting || s.draining || s.ledger.owedSlots === 0) return;
+    const depth = this.opts.outbox.depth;
+    if (depth >= this.thresholdDepth) {
+      if (!s.withholding) {
+        s.withholding = true;
+        this.opts.logger.info(
+          { outboxDepth: depth, outboxCapacity: this.opts.outbox.capacity, threshold: this.opts.threshold },
+          "outbox above threshold: withholding credits",
+        );
+      }
+      return;
+    }
+    if (s.withholding) {
+      s.withholding = false;
+      this.opts.logger.info(
+        { outboxDepth: depth, outboxCapacity: this.opts.outbox.capacity, owed: s.ledger.owedSlots },
+        "outbox below threshold: granting withheld credits",
+      );
+    }
+    const total = s.ledger.grantOwed();
+    if (total !== undefined) this.pushCredits(total);
+  }
+
+  private pushCredits(grantedTotal: number): void {
+    this.opts.outbox.push({ body: { $case: "credits", value: { grantedTotal } } });
+  }
+
+  private notifyIdle(): void {
+    if (this.idleWaiters.length === 0) return;
+    const still: typeof this.idleWaiters = [];
+    for (const w of this.idleWaiters) {
+      if (this.holding(w.epoch) === 0) w.done();
+      else still.push(w);
+    }
+    this.idleWaiters = still;
+  }
+}
