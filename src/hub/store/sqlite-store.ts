@@ -132,7 +132,7 @@ export class SqliteStore implements Store {
   private readonly outputs = new Map<string, OutputBuffer>();
   /** Buffers whose tail changed since it was last written. */
   private readonly unsavedTails = new Set<OutputBuffer>();
-  private batchTimer: NodeJS.Timeout | undefined;
+  private batchTimer: NodeJS.Timeout | NodeJS.Immediate | undefined;
   private tailTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private closing: Promise<void> | undefined;
@@ -334,7 +334,7 @@ export class SqliteStore implements Store {
     } catch (err) {
       failure = err;
     }
-    clearTimeout(this.batchTimer);
+    this.clearBatchTimer();
     clearTimeout(this.tailTimer);
     this.batchTimer = undefined;
     this.tailTimer = undefined;
@@ -353,7 +353,20 @@ export class SqliteStore implements Store {
     const batch = this.batch;
     batch.ops++;
     if (batch.ops >= this.settings.maxBatchOps) this.flushQuietly("due");
-    else if (!this.batchTimer) this.batchTimer = setTimeout(this.onBatchTimer, this.settings.flushIntervalMs);
+    else if (!this.batchTimer) {
+      // Interval 0: commit once the current turn of the event loop is done, so that everything
+      // that arrived together shares one commit and a lone write waits for no timer.
+      this.batchTimer =
+        this.settings.flushIntervalMs === 0
+          ? setImmediate(this.onBatchTimer)
+          : setTimeout(this.onBatchTimer, this.settings.flushIntervalMs);
+    }
+  }
+
+  private clearBatchTimer(): void {
+    if (this.batchTimer === undefined) return;
+    if ("hasRef" in this.batchTimer && "refresh" in this.batchTimer) clearTimeout(this.batchTimer);
+    else clearImmediate(this.batchTimer);
   }
 
   private readonly onBatchTimer = (): void => {
@@ -388,7 +401,7 @@ export class SqliteStore implements Store {
    * alone. Throws only when nothing could be committed.
    */
   private flushNow(mode: FlushMode, tailNow?: OutputBuffer): void {
-    clearTimeout(this.batchTimer);
+    this.clearBatchTimer();
     this.batchTimer = undefined;
     const batch = this.batch;
     const now = Date.now();

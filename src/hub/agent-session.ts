@@ -1,0 +1,115 @@
+// One connected agent: its stream, its credits, its health. Health is Healthy while heartbeats
+// arrive on time and the agent reports no trouble, Degraded when they are late or it reports
+// trouble, Offline once the stream is gone or silent past offlineAfterMs.
+import type { ServerDuplexStream } from "@grpc/grpc-js";
+import type { AgentMessage, Heartbeat, Hello, HubMessage } from "../gen/switchboard/v1/agent.js";
+import type { Principal } from "./auth.js";
+import type { SchedAgent } from "./scheduler.js";
+
+export type Health = "healthy" | "degraded" | "offline";
+
+export class AgentSession {
+  readonly agentId: string;
+  readonly pool: string;
+  readonly labels: Record<string, string>;
+  readonly connectedAt = Date.now();
+  lastSeenAt = Date.now();
+  lastHeartbeat: Heartbeat | undefined;
+  /** Cumulative credits the agent granted, and tasks the hub assigned, in this session. */
+  grantedTotal = 0;
+  assignedTotal = 0;
+  /** Tasks assigned to this session and not finished. */
+  readonly tasks = new Set<string>();
+  /** The agent said Goodbye: no new work. */
+  leaving = false;
+  /** Logically gone: the hub has accounted for its tasks. */
+  closed = false;
+  private streamEnded = false;
+  health: Health = "healthy";
+  healthReason = "";
+  completedTotal = 0;
+  readonly sched: SchedAgent;
+
+  constructor(
+    readonly sessionId: string,
+    readonly hello: Hello,
+    readonly principal: Principal,
+    private readonly call: ServerDuplexStream<AgentMessage, HubMessage>,
+  ) {
+    this.agentId = hello.agentId;
+    this.pool = hello.pool || "default";
+    this.labels = { ...hello.labels };
+    this.sched = {
+      id: this.agentId,
+      pool: this.pool,
+      labels: this.labels,
+      kinds: new Set(hello.taskKinds),
+      free: 0,
+      accepting: true,
+    };
+  }
+
+  send(msg: HubMessage): void {
+    if (this.streamEnded) return;
+    // Volume to the agent is bounded by credits and task count, so grpc-js's buffer stays small.
+    this.call.write(msg);
+  }
+
+  /** Apply a Credits message; returns true when capacity grew. */
+  grant(total: number): boolean {
+    if (total <= this.grantedTotal) return false; // duplicates or going backwards: ignore
+    this.grantedTotal = total;
+    this.refreshFree();
+    return true;
+  }
+
+  noteAssigned(taskId: string): void {
+    this.assignedTotal++;
+    this.tasks.add(taskId);
+    this.refreshFree();
+  }
+
+  refreshFree(): void {
+    this.sched.free = Math.max(0, this.grantedTotal - this.assignedTotal);
+  }
+
+  /** Recompute health; returns true when it changed. */
+  evaluate(now: number, heartbeatIntervalMs: number): boolean {
+    const before = `${this.health}|${this.healthReason}`;
+    const silentMs = now - this.lastSeenAt;
+    if (this.closed) {
+      this.health = "offline";
+      this.healthReason = "disconnected";
+    } else if (silentMs > 2 * heartbeatIntervalMs) {
+      this.health = "degraded";
+      this.healthReason = `heartbeat late by ${Math.round((silentMs - heartbeatIntervalMs) / 1000)}s`;
+    } else if (this.lastHeartbeat?.degraded) {
+      this.health = "degraded";
+      this.healthReason = this.lastHeartbeat.degradedReason || "the agent reports trouble";
+    } else if (this.leaving) {
+      this.health = "degraded";
+      this.healthReason = "shutting down";
+    } else {
+      this.health = "healthy";
+      this.healthReason = "";
+    }
+    this.sched.accepting = this.health === "healthy";
+    return before !== `${this.health}|${this.healthReason}`;
+  }
+
+  /** End the stream, with a status when given. */
+  end(code?: number, details?: string): void {
+    if (this.streamEnded) return;
+    this.streamEnded = true;
+    this.sched.accepting = false;
+    try {
+      if (code !== undefined) {
+        this.call.emit("error", Object.assign(new Error(details), { code, details }));
+      } else {
+        this.call.end();
+      }
+    } catch {
+      // the stream is already gone
+    }
+  }
+}

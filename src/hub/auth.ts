@@ -1,0 +1,194 @@
+// Tokens: random secrets shown once, kept only as SHA-256 hashes, checked on every call, scoped
+// by role and pools, and revocable with immediate effect on live sessions.
+import { createHash, randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Metadata } from "@grpc/grpc-js";
+import { tokenFromMetadata } from "../common/auth.js";
+import { Code, SwitchboardError } from "../common/errors.js";
+import type { Logger } from "../common/logger.js";
+import type { Role, Store, TokenRecord } from "./store/index.js";
+
+export const ROLES: readonly Role[] = ["admin", "operator", "viewer", "agent"];
+
+/** Who is calling, as far as the hub is concerned. */
+export interface Principal {
+  tokenId: string;
+  name: string;
+  role: Role;
+  pools: string[];
+  agentId: string | null;
+}
+
+const CLIENT_RANK: Record<Exclude<Role, "agent">, number> = { viewer: 1, operator: 2, admin: 3 };
+
+export function hashToken(secret: string): string {
+  return createHash("sha256").update(secret).digest("hex");
+}
+
+export function newTokenSecret(): string {
+  return `sbt_${randomBytes(32).toString("base64url")}`;
+}
+
+export function newTokenId(): string {
+  return `tok_${randomBytes(9).toString("base64url")}`;
+}
+
+export class TokenAuthority {
+  private readonly cache = new Map<string, TokenRecord>();
+  private readonly revokeListeners = new Set<(tokenId: string) => void>();
+  private lastTouch = new Map<string, number>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly logger: Logger,
+  ) {}
+
+  /** The caller of a call, or a SwitchboardError (UNAUTHENTICATED) saying what to do. */
+  authenticate(md: Metadata): Principal {
+    const secret = tokenFromMetadata(md);
+    if (!secret) {
+      throw new SwitchboardError(
+        Code.UNAUTHENTICATED,
+        "missing token: pass --token or set SWITCHBOARD_TOKEN",
+      );
+    }
+    const hash = hashToken(secret);
+    let rec = this.cache.get(hash);
+    if (!rec) {
+      rec = this.store.findTokenByHash(hash);
+      if (rec && rec.revokedAt === null) this.cache.set(hash, rec);
+    }
+    if (!rec) {
+      throw new SwitchboardError(
+        Code.UNAUTHENTICATED,
+        "unknown token: pass a valid --token or set SWITCHBOARD_TOKEN",
+      );
+    }
+    if (rec.revokedAt !== null) {
+      throw new SwitchboardError(
+        Code.UNAUTHENTICATED,
+        `token ${rec.name} was revoked: ask an admin for a new one`,
+      );
+    }
+    const now = Date.now();
+    // last_used_at is informational: write it at most once a minute per token.
+    if ((this.lastTouch.get(rec.id) ?? 0) < now - 60_000) {
+      this.lastTouch.set(rec.id, now);
+      this.store.touchToken(rec.id, now);
+    }
+    return { tokenId: rec.id, name: rec.name, role: rec.role, pools: rec.pools, agentId: rec.agentId };
+  }
+
+  /** A client principal with at least `min` role. */
+  requireClient(md: Metadata, min: Exclude<Role, "agent">): Principal {
+    const p = this.authenticate(md);
+    if (p.role === "agent") {
+      throw new SwitchboardError(
+        Code.PERMISSION_DENIED,
+        `token ${p.name} is an agent token: clients need an admin, operator or viewer token`,
+      );
+    }
+    if (CLIENT_RANK[p.role] < CLIENT_RANK[min]) {
+      const what = min === "operator" ? "run or cancel tasks" : "manage tokens";
+      throw new SwitchboardError(
+        Code.PERMISSION_DENIED,
+        `role ${p.role} cannot ${what}; ask an admin for an ${min} token`,
+      );
+    }
+    return p;
+  }
+
+  requireAgent(md: Metadata): Principal {
+    const p = this.authenticate(md);
+    if (p.role !== "agent") {
+      throw new SwitchboardError(
+        Code.PERMISSION_DENIED,
+        `token ${p.name} has role ${p.role}: agents need an agent token (switchboard token create --role agent --pool P)`,
+      );
+    }
+    return p;
+  }
+
+  create(input: { name?: string; role: string; pools?: string[]; agentId?: string }): {
+    secret: string;
+    record: TokenRecord;
+  } {
+    if (!ROLES.includes(input.role as Role)) {
+      throw new SwitchboardError(
+        Code.INVALID_ARGUMENT,
+        `unknown role "${input.role}": use one of ${ROLES.join(", ")}`,
+      );
+    }
+    const role = input.role as Role;
+    if (input.agentId && role !== "agent") {
+      throw new SwitchboardError(Code.INVALID_ARGUMENT, "only agent tokens can be pinned to an agent id");
+    }
+    const pools = [...new Set((input.pools ?? []).map((p) => p.trim()).filter(Boolean))];
+    const id = newTokenId();
+    const name = input.name?.trim() || `${role}-${id.slice(4, 10)}`;
+    if (!/^[\w.@:-]{1,128}$/.test(name)) {
+      throw new SwitchboardError(
+        Code.INVALID_ARGUMENT,
+        `token name "${name}" is not allowed: use letters, digits and . _ - @ : (at most 128)`,
+      );
+    }
+    const secret = newTokenSecret();
+    const record: TokenRecord = {
+      id,
+      name,
+      role,
+      pools,
+      agentId: input.agentId || null,
+      hash: hashToken(secret),
+      createdAt: Date.now(),
+      revokedAt: null,
+      lastUsedAt: null,
+    };
+    this.store.insertToken(record);
+    return { secret, record };
+  }
+
+  revoke(idOrName: string): TokenRecord {
+    const rec = this.store.findToken(idOrName);
+    if (!rec)
+      throw new SwitchboardError(
+        Code.NOT_FOUND,
+        `no token with id or name "${idOrName}": see switchboard token list`,
+      );
+    if (rec.revokedAt === null) {
+      const at = Date.now();
+      this.store.revokeToken(rec.id, at);
+      rec.revokedAt = at;
+    }
+    this.cache.delete(rec.hash);
+    for (const l of this.revokeListeners) l(rec.id);
+    return rec;
+  }
+
+  onRevoke(listener: (tokenId: string) => void): void {
+    this.revokeListeners.add(listener);
+  }
+
+  /** First start: make an admin token and leave it, 0600, where the CLI on this machine looks. */
+  bootstrapAdmin(dataDir: string): string {
+    const file = join(dataDir, "admin.token");
+    const hasAdmin = this.store.listTokens(false).some((t) => t.role === "admin");
+    if (hasAdmin && existsSync(file)) return file;
+    if (hasAdmin) {
+      this.logger.info({ file }, "an admin token exists but its file is gone; not writing a new one");
+      return file;
+    }
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    const { secret } = this.create({ name: `admin-${Date.now().toString(36)}`, role: "admin" });
+    writeFileSync(file, `${secret}\n`, { mode: 0o600 });
+    chmodSync(file, 0o600);
+    this.logger.info({ file }, "created the first admin token");
+    return file;
+  }
+}
+
+/** Whether a principal's pool scope admits a pool. */
+export function poolAllowed(p: Principal, pool: string): boolean {
+  return p.pools.length === 0 || p.pools.includes(pool);
+}

@@ -1,0 +1,194 @@
+// The hub's configuration: TOML file < SWITCHBOARD_* environment < flags, validated once here
+// into a typed HubConfig. Every error names the key and where its value came from.
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { parse as parseToml } from "smol-toml";
+import { z } from "zod";
+import { parseDuration } from "../common/duration.js";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../common/grpc-options.js";
+
+export interface HubConfig {
+  listen: string;
+  dataDir: string;
+  heartbeatIntervalMs: number;
+  offlineAfterMs: number;
+  queueLimit: number;
+  maxMessageBytes: number;
+  outputCapBytes: number;
+  drainGraceMs: number;
+  /** Output bytes a task may send ahead of its slowest consumer. */
+  outputWindowBytes: number;
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+export const HUB_DEFAULTS: HubConfig = {
+  listen: "0.0.0.0:7000",
+  dataDir: "./data",
+  heartbeatIntervalMs: 5_000,
+  offlineAfterMs: 30_000,
+  queueLimit: 1000,
+  maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
+  outputCapBytes: 1024 * 1024,
+  drainGraceMs: 30_000,
+  outputWindowBytes: 1024 * 1024,
+};
+
+const positiveInt = z.number().int().positive();
+const fileSchema = z
+  .object({
+    hub: z
+      .object({
+        listen: z.string().min(1),
+        data_dir: z.string().min(1),
+        queue_limit: positiveInt,
+        max_message_bytes: positiveInt.min(64 * 1024),
+        drain_grace_secs: z.number().nonnegative(),
+      })
+      .strict()
+      .partial(),
+    monitoring: z
+      .object({ heartbeat_interval_secs: z.number().positive(), offline_after_secs: z.number().positive() })
+      .strict()
+      .partial(),
+    store: z
+      .object({ output_cap_bytes: positiveInt.min(2) })
+      .strict()
+      .partial(),
+  })
+  .strict()
+  .partial();
+
+export interface LoadHubConfigInput {
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  flags?: Record<string, string | number | boolean | undefined>;
+}
+
+function describeIssues(error: z.ZodError, where: string): string {
+  return error.issues
+    .map((i) => {
+      const key = i.path.join(".") || "(file)";
+      if (i.code === "unrecognized_keys")
+        return `${[...i.path, ...i.keys].join(".")}: unknown key (${where})`;
+      return `${key}: ${i.message} (${where})`;
+    })
+    .join("\n");
+}
+
+function checkListen(value: string, where: string): string {
+  if (
+    !/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/.test(value) ||
+    Number(value.slice(value.lastIndexOf(":") + 1)) > 65535
+  ) {
+    throw new ConfigError(`hub.listen: expected host:port such as 0.0.0.0:7000, got "${value}" (${where})`);
+  }
+  return value;
+}
+
+function intFrom(key: string, raw: string | number, where: string, min = 1): number {
+  const n = typeof raw === "number" ? raw : Number(raw);
+  if (!Number.isInteger(n) || n < min) {
+    throw new ConfigError(`${key}: expected an integer >= ${min}, got "${raw}" (${where})`);
+  }
+  return n;
+}
+
+function durationFrom(key: string, raw: string | number, where: string, unitMs: number): number {
+  try {
+    return typeof raw === "number"
+      ? Math.round(raw * unitMs)
+      : /^\d+(\.\d+)?$/.test(raw)
+        ? Math.round(Number(raw) * unitMs)
+        : parseDuration(raw);
+  } catch (e) {
+    throw new ConfigError(`${key}: ${(e as Error).message} (${where})`);
+  }
+}
+
+export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
+  const env = input.env ?? process.env;
+  const flags = input.flags ?? {};
+  const cfg: HubConfig = { ...HUB_DEFAULTS };
+
+  const file = typeof flags.config === "string" ? flags.config : input.file;
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (e) {
+      throw new ConfigError(
+        `cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      );
+    }
+    let raw: unknown;
+    try {
+      raw = parseToml(text);
+    } catch (e) {
+      throw new ConfigError(`${file}: invalid TOML: ${(e as Error).message.split("\n")[0]}`);
+    }
+    const parsed = fileSchema.safeParse(raw);
+    if (!parsed.success) throw new ConfigError(describeIssues(parsed.error, `in ${file}`));
+    const f = parsed.data;
+    const where = `in ${file}`;
+    if (f.hub?.listen !== undefined) cfg.listen = checkListen(f.hub.listen, where);
+    if (f.hub?.data_dir !== undefined) cfg.dataDir = f.hub.data_dir;
+    if (f.hub?.queue_limit !== undefined) cfg.queueLimit = f.hub.queue_limit;
+    if (f.hub?.max_message_bytes !== undefined) cfg.maxMessageBytes = f.hub.max_message_bytes;
+    if (f.hub?.drain_grace_secs !== undefined) cfg.drainGraceMs = Math.round(f.hub.drain_grace_secs * 1000);
+    if (f.monitoring?.heartbeat_interval_secs !== undefined)
+      cfg.heartbeatIntervalMs = Math.round(f.monitoring.heartbeat_interval_secs * 1000);
+    if (f.monitoring?.offline_after_secs !== undefined)
+      cfg.offlineAfterMs = Math.round(f.monitoring.offline_after_secs * 1000);
+    if (f.store?.output_cap_bytes !== undefined) cfg.outputCapBytes = f.store.output_cap_bytes;
+  }
+
+  const e = (name: string): string | undefined => (env[name] ? env[name] : undefined);
+  if (e("SWITCHBOARD_LISTEN")) cfg.listen = checkListen(e("SWITCHBOARD_LISTEN")!, "from SWITCHBOARD_LISTEN");
+  if (e("SWITCHBOARD_DATA")) cfg.dataDir = e("SWITCHBOARD_DATA")!;
+  if (e("SWITCHBOARD_QUEUE_LIMIT"))
+    cfg.queueLimit = intFrom(
+      "hub.queue_limit",
+      e("SWITCHBOARD_QUEUE_LIMIT")!,
+      "from SWITCHBOARD_QUEUE_LIMIT",
+    );
+
+  if (flags.listen !== undefined) cfg.listen = checkListen(String(flags.listen), "from --listen");
+  if (flags.data !== undefined) cfg.dataDir = String(flags.data);
+  if (flags.queueLimit !== undefined)
+    cfg.queueLimit = intFrom("hub.queue_limit", flags.queueLimit as string | number, "from --queue-limit");
+  if (flags.drainGrace !== undefined)
+    cfg.drainGraceMs = durationFrom(
+      "hub.drain_grace_secs",
+      flags.drainGrace as string | number,
+      "from --drain-grace",
+      1000,
+    );
+  if (flags.heartbeatInterval !== undefined)
+    cfg.heartbeatIntervalMs = durationFrom(
+      "monitoring.heartbeat_interval_secs",
+      flags.heartbeatInterval as string | number,
+      "from --heartbeat-interval",
+      1000,
+    );
+  if (flags.offlineAfter !== undefined)
+    cfg.offlineAfterMs = durationFrom(
+      "monitoring.offline_after_secs",
+      flags.offlineAfter as string | number,
+      "from --offline-after",
+      1000,
+    );
+
+  if (cfg.offlineAfterMs <= cfg.heartbeatIntervalMs) {
+    throw new ConfigError(
+      `monitoring.offline_after_secs (${cfg.offlineAfterMs / 1000}) must be longer than monitoring.heartbeat_interval_secs (${cfg.heartbeatIntervalMs / 1000})`,
+    );
+  }
+  cfg.dataDir = resolve(cfg.dataDir);
+  return cfg;
+}

@@ -1,0 +1,952 @@
+// The hub's heart: agent sessions, the scheduler, tasks while they live, and the store. The gRPC
+// services are thin adapters over this class; it never touches a socket itself except through
+// AgentSession.send and the watchers that services attach.
+import type { ServerDuplexStream } from "@grpc/grpc-js";
+import { Code, SwitchboardError } from "../common/errors.js";
+import { newSessionId, newTaskId } from "../common/ids.js";
+import type { Logger } from "../common/logger.js";
+import { isTerminal, stateFromWire, stateToWire, type TaskStateName } from "../common/task-state.js";
+import { VERSION } from "../common/version.js";
+import type { AgentMessage, AgentTaskEvent, Hello, HubMessage } from "../gen/switchboard/v1/agent.js";
+import type { SubmitRequest } from "../gen/switchboard/v1/client.js";
+import {
+  OutputStream,
+  TaskSpec,
+  type Finished,
+  type TaskEvent,
+  type TaskInfo,
+  type TaskResult,
+} from "../gen/switchboard/v1/task.js";
+import { AgentSession } from "./agent-session.js";
+import { poolAllowed, type Principal, type TokenAuthority } from "./auth.js";
+import type { HubConfig } from "./config.js";
+import { LiveTask, type FinishInfo, type Watcher } from "./live-task.js";
+import { describeTarget, Scheduler, type Target } from "./scheduler.js";
+import type { AgentRecord, Store, TaskRecord } from "./store/index.js";
+
+/** How long a finished task stays in memory for clients that re-attach with a sequence number. */
+const LINGER_MS = 30_000;
+const HELLO_TIMEOUT_MS = 10_000;
+const MAX_ID = 128;
+const EMPTY = Buffer.alloc(0);
+
+/** Generated messages carry bytes as Buffer; views over the same memory cost nothing. */
+function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+export interface ClientStream {
+  principal: Principal;
+  end(code: number, details: string): void;
+}
+
+export class HubCore {
+  readonly sessions = new Map<string, AgentSession>();
+  readonly tasks = new Map<string, LiveTask>();
+  readonly scheduler: Scheduler;
+  readonly startedAt = Date.now();
+  readonly clientStreams = new Set<ClientStream>();
+  draining = false;
+  private lingering: { id: string; at: number }[] = [];
+  private lingerHead = 0;
+  private tickTimer: NodeJS.Timeout | undefined;
+  private readonly agentPersistedAt = new Map<string, number>();
+  private warnedUnknownEvent = new WeakSet<AgentSession>();
+
+  constructor(
+    readonly config: HubConfig,
+    readonly store: Store,
+    readonly auth: TokenAuthority,
+    readonly logger: Logger,
+  ) {
+    this.scheduler = new Scheduler(config.queueLimit);
+    auth.onRevoke((tokenId) => this.onRevoke(tokenId));
+  }
+
+  start(): void {
+    this.tickTimer = setInterval(() => this.tick(), 1000);
+    this.tickTimer.unref();
+  }
+
+  // ---- submission ---------------------------------------------------------------------------
+
+  async submit(p: Principal, req: SubmitRequest): Promise<LiveTask> {
+    if (this.draining) {
+      throw new SwitchboardError(
+        Code.UNAVAILABLE,
+        "hub is shutting down: retry against another hub or in a moment",
+      );
+    }
+    const { kind, target, spec } = validateSubmit(req);
+    if (target.pool && !poolAllowed(p, target.pool)) {
+      throw new SwitchboardError(
+        Code.PERMISSION_DENIED,
+        `token ${p.name} may not reach pool ${target.pool} (scoped to ${p.pools.join(", ")})`,
+      );
+    }
+    if (target.agentId && p.pools.length > 0) {
+      const pool = this.sessions.get(target.agentId)?.pool ?? this.store.getAgent(target.agentId)?.pool;
+      if (pool !== undefined && !poolAllowed(p, pool)) {
+        throw new SwitchboardError(
+          Code.PERMISSION_DENIED,
+          `token ${p.name} may not reach agent ${target.agentId} in pool ${pool}`,
+        );
+      }
+    }
+    const now = Date.now();
+    const id = newTaskId();
+    const t = this.newLiveTask(
+      id,
+      kind,
+      spec,
+      target,
+      p.name,
+      p.pools,
+      now,
+      req.timeoutMs ? now + req.timeoutMs : null,
+      req.waitForAgent,
+    );
+    const decision = this.scheduler.submit({ id, kind, target, allowedPools: p.pools }, req.waitForAgent);
+    let session: AgentSession | undefined;
+    if ("assign" in decision) {
+      session = this.sessions.get(decision.assign)!;
+      session.noteAssigned(id);
+    }
+    this.tasks.set(id, t);
+    try {
+      await this.store.insertTask({
+        id,
+        kind,
+        target,
+        spec: TaskSpec.encode(spec).finish(),
+        requester: p.name,
+        createdAt: now,
+        deadlineAt: t.deadlineAt,
+      });
+    } catch (err) {
+      this.tasks.delete(id);
+      if (session) {
+        session.tasks.delete(id);
+        session.assignedTotal--;
+        session.refreshFree();
+      } else {
+        this.scheduler.remove(id);
+      }
+      throw err;
+    }
+    this.store.audit({
+      at: now,
+      actor: p.name,
+      action: "task.submit",
+      subject: id,
+      detail: { kind, target },
+    });
+    t.emit({ $case: "queued", value: { queuedAtMs: now } });
+    if (t.deadlineAt !== null) this.armDeadline(t);
+    if (session) {
+      if (t.terminal) return t;
+      if (!session.closed && this.sessions.get(session.agentId) === session) {
+        this.assign(t, session);
+      } else if (!t.terminal) {
+        this.scheduler.requeue({ id, kind, target, allowedPools: p.pools });
+      }
+    }
+    return t;
+  }
+
+  private newLiveTask(
+    id: string,
+    kind: string,
+    spec: TaskSpec,
+    target: Target,
+    requester: string,
+    allowedPools: readonly string[],
+    createdAt: number,
+    deadlineAt: number | null,
+    wait: boolean,
+  ): LiveTask {
+    const t: LiveTask = new LiveTask(
+      id,
+      kind,
+      spec,
+      target,
+      requester,
+      allowedPools,
+      createdAt,
+      deadlineAt,
+      wait,
+      this.config.outputWindowBytes,
+      (bytes) => {
+        const s = t.agentId ? this.sessions.get(t.agentId) : undefined;
+        if (s && s.sessionId === t.sessionId)
+          s.send({ body: { $case: "window", value: { taskId: id, bytes } } });
+      },
+    );
+    return t;
+  }
+
+  private assign(t: LiveTask, session: AgentSession): void {
+    if (!session.tasks.has(t.id)) session.noteAssigned(t.id);
+    const now = Date.now();
+    t.transition("assigned");
+    t.agentId = session.agentId;
+    t.sessionId = session.sessionId;
+    t.assignedAt = now;
+    this.store.updateTask(t.id, { state: "assigned", agentId: session.agentId, assignedAt: now });
+    session.send({
+      body: {
+        $case: "assign",
+        value: { taskId: t.id, spec: t.spec, deadlineMs: t.deadlineAt ?? 0, requester: t.requester },
+      },
+    });
+    t.emit({ $case: "assigned", value: { agentId: session.agentId, assignedAtMs: now } });
+  }
+
+  /** Hand queued work to an agent that has capacity. */
+  private dispatch(session: AgentSession): void {
+    if (session.closed) return;
+    for (const { task } of this.scheduler.drainQueuesFor(session.agentId)) {
+      const t = this.tasks.get(task.id);
+      if (!t || t.terminal) {
+        session.sched.free++;
+        continue;
+      }
+      this.assign(t, session);
+    }
+  }
+
+  private armDeadline(t: LiveTask): void {
+    const ms = Math.max(0, (t.deadlineAt ?? 0) - Date.now());
+    t.deadlineTimer = setTimeout(() => this.onDeadline(t), ms);
+    t.deadlineTimer.unref();
+  }
+
+  private onDeadline(t: LiveTask): void {
+    if (t.terminal) return;
+    const budget = t.deadlineAt! - t.createdAt;
+    if (t.state === "queued") {
+      this.scheduler.remove(t.id);
+      this.finishLocal(
+        t,
+        "timed_out",
+        Code.DEADLINE_EXCEEDED,
+        `deadline of ${budget} ms passed while the task waited for ${describeTarget(t.target)}`,
+      );
+      return;
+    }
+    // On an agent: ask it to stop; its CANCELLED reads as TIMED_OUT. If it never answers, end it here.
+    t.deadlineHit = true;
+    const s = t.agentId ? this.sessions.get(t.agentId) : undefined;
+    s?.send({
+      body: {
+        $case: "cancel",
+        value: { taskId: t.id, reason: `deadline of ${budget} ms passed`, graceMs: 0 },
+      },
+    });
+    const grace = shellGrace(t.spec) + 5_000;
+    setTimeout(() => {
+      if (!t.terminal)
+        this.finishLocal(
+          t,
+          "timed_out",
+          Code.DEADLINE_EXCEEDED,
+          `deadline of ${budget} ms passed; the agent did not confirm the stop`,
+        );
+    }, grace).unref();
+  }
+
+  cancel(p: Principal, taskId: string, reason: string): TaskStateName {
+    const t = this.tasks.get(taskId);
+    if (!t) {
+      const rec = this.store.getTask(taskId);
+      if (!rec) throw new SwitchboardError(Code.NOT_FOUND, `no task ${taskId}: see switchboard tasks`);
+      return rec.state;
+    }
+    if (t.terminal) return t.state;
+    if (p.pools.length > 0) {
+      const pool = t.target.pool ?? (t.agentId ? this.sessions.get(t.agentId)?.pool : undefined);
+      if (pool !== undefined && !poolAllowed(p, pool)) {
+        throw new SwitchboardError(
+          Code.PERMISSION_DENIED,
+          `token ${p.name} may not cancel tasks in pool ${pool}`,
+        );
+      }
+    }
+    const why = reason || `cancelled by ${p.name}`;
+    this.store.audit({
+      at: Date.now(),
+      actor: p.name,
+      action: "task.cancel",
+      subject: taskId,
+      detail: { reason: why },
+    });
+    if (t.state === "queued") {
+      this.scheduler.remove(t.id);
+      this.finishLocal(t, "cancelled", Code.CANCELLED, why);
+      return t.state;
+    }
+    t.cancelReason = why;
+    const s = t.agentId ? this.sessions.get(t.agentId) : undefined;
+    s?.send({ body: { $case: "cancel", value: { taskId: t.id, reason: why, graceMs: 0 } } });
+    return t.state;
+  }
+
+  // ---- task outcomes ------------------------------------------------------------------------
+
+  /** End a task from the hub's side (lost, cancelled while queued, timed out, ...). */
+  finishLocal(t: LiveTask, state: TaskStateName, errorCode: number | null, reason: string): void {
+    this.finishTask(t, {
+      state,
+      exitCode: null,
+      signal: null,
+      errorCode,
+      errorMessage: errorCode === null ? null : reason,
+      reason,
+      durationMs: t.startedAt ? Date.now() - t.startedAt : null,
+      result: null,
+    });
+  }
+
+  private finishTask(t: LiveTask, info: FinishInfo): void {
+    if (!t.transition(info.state)) return;
+    const now = Date.now();
+    if (t.agentId) {
+      const s = this.sessions.get(t.agentId);
+      if (s && s.sessionId === t.sessionId && s.tasks.delete(t.id)) s.completedTotal++;
+    }
+    this.store.updateTask(t.id, {
+      state: info.state,
+      finishedAt: now,
+      exitCode: info.exitCode,
+      signal: info.signal,
+      errorCode: info.errorCode,
+      errorMessage: info.errorMessage,
+      reason: info.reason,
+      durationMs: info.durationMs,
+      result: info.result,
+    });
+    const finished: Finished = {
+      state: stateToWire(info.state),
+      exitCode: info.exitCode ?? -1,
+      signal: info.signal ?? "",
+      error: info.errorCode === null ? undefined : { code: info.errorCode, message: info.errorMessage ?? "" },
+      durationMs: info.durationMs ?? 0,
+      result: info.result ? asBuffer(info.result) : EMPTY,
+      reason: info.reason ?? "",
+    };
+    t.emit({ $case: "finished", value: finished });
+    t.complete(info, now);
+    this.lingering.push({ id: t.id, at: now });
+  }
+
+  // ---- agent sessions -----------------------------------------------------------------------
+
+  /** Serve one agent's Connect stream from Hello to its end. */
+  connect(call: ServerDuplexStream<AgentMessage, HubMessage>): void {
+    let principal: Principal;
+    try {
+      principal = this.auth.requireAgent(call.metadata);
+    } catch (err) {
+      endCall(call, err);
+      return;
+    }
+    let session: AgentSession | undefined;
+    const helloTimer = setTimeout(
+      () =>
+        endCall(
+          call,
+          new SwitchboardError(
+            Code.INVALID_ARGUMENT,
+            `no Hello within ${HELLO_TIMEOUT_MS / 1000}s: the first message must be Hello`,
+          ),
+        ),
+      HELLO_TIMEOUT_MS,
+    );
+    call.on("data", (msg: AgentMessage) => {
+      try {
+        if (!session) {
+          if (msg.body?.$case !== "hello") {
+            throw new SwitchboardError(
+              Code.INVALID_ARGUMENT,
+              "the first message on the agent stream must be Hello",
+            );
+          }
+          clearTimeout(helloTimer);
+          session = this.openSession(call, principal, msg.body.value);
+          return;
+        }
+        this.onAgentMessage(session, msg);
+      } catch (err) {
+        clearTimeout(helloTimer);
+        this.logger.warn({ agent_id: session?.agentId, err: (err as Error).message }, "agent stream refused");
+        if (session) this.closeSession(session, (err as Error).message);
+        endCall(call, err);
+      }
+    });
+    const onGone = (why: string) => () => {
+      clearTimeout(helloTimer);
+      if (session) this.closeSession(session, why);
+    };
+    call.on("end", () => {
+      onGone("the agent closed its stream")();
+      if (session) session.end();
+      else endCall(call, new SwitchboardError(Code.INVALID_ARGUMENT, "the stream ended before Hello"));
+    });
+    call.on("error", (e: Error) => onGone(`stream error: ${e.message}`)());
+    call.on("cancelled", onGone("the connection dropped"));
+    call.on("close", onGone("the connection closed"));
+  }
+
+  private openSession(
+    call: ServerDuplexStream<AgentMessage, HubMessage>,
+    p: Principal,
+    hello: Hello,
+  ): AgentSession {
+    const agentId = hello.agentId.trim();
+    if (!agentId || agentId.length > MAX_ID || !/^[\w.@:-]+$/.test(agentId)) {
+      throw new SwitchboardError(
+        Code.INVALID_ARGUMENT,
+        `agent id "${agentId}" is not allowed: use 1-128 letters, digits and . _ - @ :`,
+      );
+    }
+    const pool = hello.pool.trim() || "default";
+    if (!/^[\w.@:-]{1,128}$/.test(pool)) {
+      throw new SwitchboardError(
+        Code.INVALID_ARGUMENT,
+        `pool "${pool}" is not allowed: use 1-128 letters, digits and . _ - @ :`,
+      );
+    }
+    if (!poolAllowed(p, pool)) {
+      throw new SwitchboardError(
+        Code.PERMISSION_DENIED,
+        `agent token ${p.name} may register only into pool ${p.pools.join(", ")}, not ${pool}: use a token for pool ${pool}`,
+      );
+    }
+    if (p.agentId && p.agentId !== agentId) {
+      throw new SwitchboardError(
+        Code.PERMISSION_DENIED,
+        `agent token ${p.name} is pinned to agent ${p.agentId}, not ${agentId}`,
+      );
+    }
+    const existing = this.sessions.get(agentId);
+    if (existing && !existing.closed) {
+      const silent = Date.now() - existing.lastSeenAt;
+      if (silent <= 2 * this.config.heartbeatIntervalMs) {
+        throw new SwitchboardError(
+          Code.ALREADY_EXISTS,
+          `agent ${agentId} is already connected (session ${existing.sessionId}): give each agent its own --agent-id`,
+        );
+      }
+      this.logger.warn(
+        { agent_id: agentId, session_id: existing.sessionId },
+        "replacing a silent session of the same agent",
+      );
+      this.closeSession(existing, "replaced by a new connection of the same agent");
+      existing.end(Code.ABORTED, "replaced by a new connection of the same agent");
+    }
+    const session = new AgentSession(newSessionId(), { ...hello, agentId, pool }, p, call);
+    this.sessions.set(agentId, session);
+    this.scheduler.upsertAgent(session.sched);
+    session.send({
+      body: {
+        $case: "welcome",
+        value: {
+          sessionId: session.sessionId,
+          heartbeatIntervalMs: this.config.heartbeatIntervalMs,
+          offlineAfterMs: this.config.offlineAfterMs,
+          maxMessageBytes: this.config.maxMessageBytes,
+          initialOutputWindowBytes: this.config.outputWindowBytes,
+          hubVersion: VERSION,
+          hubTimeMs: Date.now(),
+        },
+      },
+    });
+    this.persistAgent(session, true);
+    const at = Date.now();
+    this.store.audit({
+      at,
+      actor: p.name,
+      action: "agent.connect",
+      subject: agentId,
+      detail: { pool, session: session.sessionId, version: hello.version },
+    });
+    this.logger.info(
+      { agent_id: agentId, session_id: session.sessionId, pool, version: hello.version },
+      "agent connected",
+    );
+    return session;
+  }
+
+  private onAgentMessage(s: AgentSession, msg: AgentMessage): void {
+    s.lastSeenAt = Date.now();
+    const body = msg.body;
+    switch (body?.$case) {
+      case "credits":
+        if (s.grant(body.value.grantedTotal)) this.dispatch(s);
+        return;
+      case "heartbeat": {
+        s.lastHeartbeat = body.value;
+        const wasAccepting = s.sched.accepting;
+        s.evaluate(Date.now(), this.config.heartbeatIntervalMs);
+        s.send({ body: { $case: "heartbeat", value: { hubTimeMs: Date.now() } } });
+        if (!wasAccepting && s.sched.accepting) this.dispatch(s);
+        this.maybePersistAgent(s);
+        return;
+      }
+      case "event":
+        this.onAgentEvent(s, body.value);
+        return;
+      case "goodbye":
+        s.leaving = true;
+        s.evaluate(Date.now(), this.config.heartbeatIntervalMs);
+        this.logger.info({ agent_id: s.agentId, reason: body.value.reason }, "agent is leaving");
+        return;
+      case "hello":
+        this.logger.warn({ agent_id: s.agentId }, "ignoring a second Hello on an open session");
+        return;
+      default:
+        return;
+    }
+  }
+
+  private onAgentEvent(s: AgentSession, ev: AgentTaskEvent): void {
+    const t = this.tasks.get(ev.taskId);
+    if (!t || t.sessionId !== s.sessionId || t.terminal) {
+      if (!this.warnedUnknownEvent.has(s)) {
+        this.warnedUnknownEvent.add(s);
+        this.logger.warn(
+          { agent_id: s.agentId, task_id: ev.taskId },
+          "event for a task this session does not hold; ignoring",
+        );
+      }
+      return;
+    }
+    if (ev.seq <= t.lastAgentSeq) return; // a duplicate
+    t.lastAgentSeq = ev.seq;
+    const e = ev.event;
+    switch (e?.$case) {
+      case "started": {
+        if (!t.transition("running")) return;
+        t.startedAt = e.value.startedAtMs || Date.now();
+        this.store.updateTask(t.id, { state: "running", startedAt: t.startedAt });
+        t.emit({ $case: "started", value: e.value });
+        return;
+      }
+      case "output": {
+        const data = e.value.data;
+        const stream = e.value.stream === OutputStream.OUTPUT_STREAM_STDERR ? "stderr" : "stdout";
+        if (stream === "stderr") t.stderrBytes += data.length;
+        else t.stdoutBytes += data.length;
+        this.store.appendOutput(t.id, stream, data);
+        t.emit({ $case: "output", value: e.value }, data.length);
+        return;
+      }
+      case "finished": {
+        const f = e.value;
+        let state = stateFromWire(f.state) ?? "failed";
+        if (!isTerminal(state)) state = "failed";
+        if (state === "cancelled" && t.deadlineHit) state = "timed_out";
+        const reason = state === "cancelled" && t.cancelReason && !f.reason ? t.cancelReason : f.reason;
+        this.finishTask(t, {
+          state,
+          exitCode: state === "succeeded" || state === "failed" || f.exitCode !== -1 ? f.exitCode : null,
+          signal: f.signal || null,
+          errorCode: f.error ? f.error.code : state === "timed_out" ? Code.DEADLINE_EXCEEDED : null,
+          errorMessage: f.error ? f.error.message : null,
+          reason: reason || null,
+          durationMs: f.durationMs,
+          result: f.result.length > 0 ? f.result : null,
+        });
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** A session ended: its unfinished tasks are lost, clients are told. */
+  closeSession(s: AgentSession, why: string): void {
+    if (this.sessions.get(s.agentId) === s) {
+      this.sessions.delete(s.agentId);
+      this.scheduler.removeAgent(s.agentId);
+    }
+    if (s.closed && s.tasks.size === 0 && s.health === "offline") return;
+    s.closed = true;
+    s.sched.accepting = false;
+    s.evaluate(Date.now(), this.config.heartbeatIntervalMs);
+    for (const id of [...s.tasks]) {
+      const t = this.tasks.get(id);
+      if (t && !t.terminal)
+        this.finishLocal(
+          t,
+          "lost",
+          Code.ABORTED,
+          `agent ${s.agentId} disconnected while the task was running (${why})`,
+        );
+    }
+    s.tasks.clear();
+    this.persistAgent(s, false);
+    this.store.audit({
+      at: Date.now(),
+      actor: s.principal.name,
+      action: "agent.disconnect",
+      subject: s.agentId,
+      detail: { session: s.sessionId, why },
+    });
+    this.logger.info({ agent_id: s.agentId, session_id: s.sessionId, why }, "agent disconnected");
+  }
+
+  private persistAgent(s: AgentSession, connected: boolean): void {
+    const prev = this.store.getAgent(s.agentId);
+    const rec: AgentRecord = {
+      id: s.agentId,
+      pool: s.pool,
+      labels: s.labels,
+      hostname: s.hello.hostname,
+      platform: s.hello.platform,
+      version: s.hello.version,
+      taskKinds: [...s.hello.taskKinds],
+      maxConcurrency: s.hello.maxConcurrency,
+      firstSeenAt: prev?.firstSeenAt ?? s.connectedAt,
+      lastSeenAt: s.lastSeenAt,
+      lastSessionId: s.sessionId,
+      connected,
+    };
+    this.store.upsertAgent(rec);
+    this.agentPersistedAt.set(s.agentId, Date.now());
+  }
+
+  private maybePersistAgent(s: AgentSession): void {
+    if (Date.now() - (this.agentPersistedAt.get(s.agentId) ?? 0) > 30_000) this.persistAgent(s, true);
+  }
+
+  private onRevoke(tokenId: string): void {
+    for (const s of [...this.sessions.values()]) {
+      if (s.principal.tokenId !== tokenId) continue;
+      this.closeSession(s, "its token was revoked");
+      s.end(Code.UNAUTHENTICATED, `token ${s.principal.name} was revoked`);
+    }
+    for (const c of [...this.clientStreams]) {
+      if (c.principal.tokenId === tokenId)
+        c.end(Code.UNAUTHENTICATED, `token ${c.principal.name} was revoked`);
+    }
+  }
+
+  /** Health, offline detection and housekeeping, once a second. */
+  tick(now = Date.now()): void {
+    for (const s of [...this.sessions.values()]) {
+      if (now - s.lastSeenAt > this.config.offlineAfterMs) {
+        const why = `no heartbeat for ${Math.round((now - s.lastSeenAt) / 1000)}s`;
+        this.closeSession(s, why);
+        s.end(Code.UNAVAILABLE, `${why}: marked offline`);
+        continue;
+      }
+      const wasAccepting = s.sched.accepting;
+      if (s.evaluate(now, this.config.heartbeatIntervalMs)) {
+        this.logger.info(
+          { agent_id: s.agentId, health: s.health, reason: s.healthReason },
+          "agent health changed",
+        );
+      }
+      if (!wasAccepting && s.sched.accepting) this.dispatch(s);
+    }
+    while (this.lingerHead < this.lingering.length && this.lingering[this.lingerHead]!.at < now - LINGER_MS) {
+      const { id } = this.lingering[this.lingerHead++]!;
+      const t = this.tasks.get(id);
+      if (t?.terminal) this.tasks.delete(id);
+    }
+    if (this.lingerHead > 4096) {
+      this.lingering = this.lingering.slice(this.lingerHead);
+      this.lingerHead = 0;
+    }
+  }
+
+  // ---- reading tasks ------------------------------------------------------------------------
+
+  taskInfo(t: LiveTask): TaskInfo {
+    const f = t.finish;
+    return {
+      taskId: t.id,
+      kind: t.kind,
+      target: { agentId: t.target.agentId ?? "", pool: t.target.pool ?? "", labels: t.target.labels ?? {} },
+      state: stateToWire(t.state),
+      agentId: t.agentId ?? "",
+      requester: t.requester,
+      createdAtMs: t.createdAt,
+      assignedAtMs: t.assignedAt ?? 0,
+      startedAtMs: t.startedAt ?? 0,
+      finishedAtMs: t.finishedAt ?? 0,
+      exitCode: f?.exitCode ?? -1,
+      signal: f?.signal ?? "",
+      error: f?.errorCode != null ? { code: f.errorCode, message: f.errorMessage ?? "" } : undefined,
+      reason: f?.reason ?? "",
+      durationMs: f?.durationMs ?? 0,
+      deadlineMs: t.deadlineAt ?? 0,
+      stdoutBytes: t.stdoutBytes,
+      stderrBytes: t.stderrBytes,
+      spec: t.spec,
+    };
+  }
+
+  recordInfo(r: TaskRecord, withSpec: boolean): TaskInfo {
+    return {
+      taskId: r.id,
+      kind: r.kind,
+      target: { agentId: r.target.agentId ?? "", pool: r.target.pool ?? "", labels: r.target.labels ?? {} },
+      state: stateToWire(r.state),
+      agentId: r.agentId ?? "",
+      requester: r.requester,
+      createdAtMs: r.createdAt,
+      assignedAtMs: r.assignedAt ?? 0,
+      startedAtMs: r.startedAt ?? 0,
+      finishedAtMs: r.finishedAt ?? 0,
+      exitCode: r.exitCode ?? -1,
+      signal: r.signal ?? "",
+      error: r.errorCode !== null ? { code: r.errorCode, message: r.errorMessage ?? "" } : undefined,
+      reason: r.reason ?? "",
+      durationMs: r.durationMs ?? 0,
+      deadlineMs: r.deadlineAt ?? 0,
+      stdoutBytes: r.stdoutBytes,
+      stderrBytes: r.stderrBytes,
+      spec: withSpec ? safeDecodeSpec(r.spec) : undefined,
+    };
+  }
+
+  /** The whole result of a task, live or stored. */
+  result(taskId: string): TaskResult {
+    const t = this.tasks.get(taskId);
+    if (t) return this.liveResult(t);
+    const rec = this.store.getTask(taskId);
+    if (!rec) throw new SwitchboardError(Code.NOT_FOUND, `no task ${taskId}: see switchboard tasks`);
+    const out = rec.stdoutBytes + rec.stderrBytes > 0 ? this.storedOutput(taskId) : undefined;
+    return {
+      info: this.recordInfo(rec, true),
+      stdout: out?.stdout ?? EMPTY,
+      stderr: out?.stderr ?? EMPTY,
+      result: rec.result ? asBuffer(rec.result) : EMPTY,
+      outputTruncated: out?.truncated ?? false,
+    };
+  }
+
+  liveResult(t: LiveTask): TaskResult {
+    const out = t.stdoutBytes + t.stderrBytes > 0 ? this.storedOutput(t.id) : undefined;
+    return {
+      info: this.taskInfo(t),
+      stdout: out?.stdout ?? EMPTY,
+      stderr: out?.stderr ?? EMPTY,
+      result: t.finish?.result ? asBuffer(t.finish.result) : EMPTY,
+      outputTruncated: out?.truncated ?? false,
+    };
+  }
+
+  private storedOutput(id: string): { stdout: Buffer; stderr: Buffer; truncated: boolean } {
+    const o = this.store.getOutput(id);
+    return {
+      stdout: Buffer.concat([o.stdout.head, o.stdout.tail]),
+      stderr: Buffer.concat([o.stderr.head, o.stderr.tail]),
+      truncated: o.stdout.droppedBytes + o.stderr.droppedBytes > 0,
+    };
+  }
+
+  /**
+   * Attach a watcher to a task, replaying events after `afterSeq`. A live (or recently finished)
+   * task replays from memory with the numbering clients saw live; an older task is replayed
+   * from the store as Queued(1), Assigned(2), Started(3), its kept output chunks, Finished.
+   * Returns false when the task is already finished (everything has been delivered).
+   */
+  watch(taskId: string, afterSeq: number, w: Watcher): boolean {
+    const t = this.tasks.get(taskId);
+    if (t) {
+      t.attach(w, afterSeq);
+      return !t.terminal;
+    }
+    const rec = this.store.getTask(taskId);
+    if (!rec) throw new SwitchboardError(Code.NOT_FOUND, `no task ${taskId}: see switchboard tasks`);
+    for (const ev of this.replayFromStore(rec)) if (ev.seq > afterSeq) w.deliver(ev, () => undefined);
+    return !isTerminal(rec.state);
+  }
+
+  private *replayFromStore(r: TaskRecord): Iterable<TaskEvent> {
+    let seq = 0;
+    const ev = (event: TaskEvent["event"], gapBytes = 0): TaskEvent => ({
+      taskId: r.id,
+      seq: ++seq,
+      event,
+      gapBytes,
+    });
+    yield ev({ $case: "queued", value: { queuedAtMs: r.createdAt } });
+    if (r.agentId)
+      yield ev({ $case: "assigned", value: { agentId: r.agentId, assignedAtMs: r.assignedAt ?? 0 } });
+    if (r.startedAt) yield ev({ $case: "started", value: { startedAtMs: r.startedAt, pid: 0 } });
+    if (r.stdoutBytes + r.stderrBytes > 0) {
+      for (const c of this.store.getOutput(r.id).chunks) {
+        const stream =
+          c.stream === "stderr" ? OutputStream.OUTPUT_STREAM_STDERR : OutputStream.OUTPUT_STREAM_STDOUT;
+        yield ev({ $case: "output", value: { stream, data: asBuffer(c.data) } }, c.gapBefore);
+      }
+    }
+    if (isTerminal(r.state)) {
+      yield ev({
+        $case: "finished",
+        value: {
+          state: stateToWire(r.state),
+          exitCode: r.exitCode ?? -1,
+          signal: r.signal ?? "",
+          error: r.errorCode !== null ? { code: r.errorCode, message: r.errorMessage ?? "" } : undefined,
+          durationMs: r.durationMs ?? 0,
+          result: r.result ? asBuffer(r.result) : EMPTY,
+          reason: r.reason ?? "",
+        },
+      });
+    }
+  }
+
+  // ---- recovery and shutdown -----------------------------------------------------------------
+
+  /** After a restart: nothing accepted goes missing. */
+  recover(): { requeued: number; lost: number } {
+    this.store.markAllAgentsDisconnected();
+    let requeued = 0;
+    let lost = 0;
+    const now = Date.now();
+    for (const r of this.store.listUnfinishedTasks()) {
+      if (r.state === "queued" && (r.deadlineAt === null || r.deadlineAt > now)) {
+        const spec = safeDecodeSpec(r.spec);
+        // A task without a deadline gets a bounded wait for its agents to come back.
+        const deadline = r.deadlineAt ?? now + 2 * this.config.offlineAfterMs;
+        const t = this.newLiveTask(
+          r.id,
+          r.kind,
+          spec,
+          r.target,
+          r.requester,
+          [],
+          r.createdAt,
+          deadline,
+          true,
+        );
+        t.emit({ $case: "queued", value: { queuedAtMs: r.createdAt } });
+        this.tasks.set(r.id, t);
+        this.scheduler.requeue({ id: r.id, kind: r.kind, target: r.target, allowedPools: [] });
+        this.armDeadline(t);
+        requeued++;
+        continue;
+      }
+      const reason =
+        r.state === "queued"
+          ? "its deadline passed while the hub was down"
+          : `hub restarted while the task was on agent ${r.agentId ?? "(none)"}`;
+      this.store.updateTask(r.id, {
+        state: r.state === "queued" ? "timed_out" : "lost",
+        finishedAt: now,
+        errorCode: r.state === "queued" ? Code.DEADLINE_EXCEEDED : Code.ABORTED,
+        errorMessage: reason,
+        reason,
+      });
+      lost++;
+    }
+    if (requeued + lost > 0) this.logger.info({ requeued, lost }, "recovered unfinished tasks");
+    return { requeued, lost };
+  }
+
+  /** Tasks on agents now. */
+  inFlight(): number {
+    let n = 0;
+    for (const t of this.tasks.values()) if (t.state === "assigned" || t.state === "running") n++;
+    return n;
+  }
+
+  async shutdown(graceMs: number): Promise<void> {
+    this.draining = true;
+    this.logger.info(
+      { in_flight: this.inFlight(), grace_ms: graceMs },
+      "draining: no new work; waiting for running tasks",
+    );
+    const deadline = Date.now() + graceMs;
+    while (this.inFlight() > 0 && Date.now() < deadline) await sleep(50);
+    const left = [...this.tasks.values()].filter((t) => t.state === "assigned" || t.state === "running");
+    if (left.length > 0) {
+      this.logger.warn({ tasks: left.length }, "grace over: cancelling what still runs");
+      for (const t of left) {
+        t.cancelReason = "hub shut down";
+        const s = t.agentId ? this.sessions.get(t.agentId) : undefined;
+        s?.send({ body: { $case: "cancel", value: { taskId: t.id, reason: "hub shut down", graceMs: 0 } } });
+      }
+      const stopBy = Date.now() + 5_000;
+      while (left.some((t) => !t.terminal) && Date.now() < stopBy) await sleep(50);
+      for (const t of left)
+        if (!t.terminal) this.finishLocal(t, "cancelled", Code.CANCELLED, "hub shut down");
+    }
+    clearInterval(this.tickTimer);
+    for (const s of [...this.sessions.values()]) {
+      s.send({ body: { $case: "drain", value: { reason: "hub shutting down" } } });
+      this.closeSession(s, "hub shut down");
+      s.end();
+    }
+    for (const c of [...this.clientStreams]) {
+      c.end(
+        Code.UNAVAILABLE,
+        "hub shut down: queued tasks stay queued and run when it is back; watch them again then",
+      );
+    }
+    for (const t of this.tasks.values()) clearTimeout(t.deadlineTimer);
+  }
+}
+
+function validateSubmit(req: SubmitRequest): { kind: string; target: Target; spec: TaskSpec } {
+  const tg = req.target;
+  const labels = tg && Object.keys(tg.labels).length > 0 ? tg.labels : undefined;
+  const set = [tg?.agentId ? 1 : 0, tg?.pool ? 1 : 0, labels ? 1 : 0].reduce((a, b) => a + b, 0);
+  if (!tg || set !== 1) {
+    throw new SwitchboardError(
+      Code.INVALID_ARGUMENT,
+      "a task needs exactly one target: an agent id, a pool, or labels",
+    );
+  }
+  const target: Target = tg.agentId ? { agentId: tg.agentId } : tg.pool ? { pool: tg.pool } : { labels };
+  const spec = req.spec;
+  const kind = spec?.kind?.$case;
+  if (!spec || !kind) throw new SwitchboardError(Code.INVALID_ARGUMENT, "a task needs a spec: echo or shell");
+  if (spec.kind?.$case === "shell") {
+    const sh = spec.kind.value;
+    const hasArgv = sh.argv.length > 0;
+    const hasScript = sh.script.length > 0;
+    if (hasArgv === hasScript) {
+      throw new SwitchboardError(
+        Code.INVALID_ARGUMENT,
+        "a shell task needs either argv or a script, not both and not neither",
+      );
+    }
+    if (hasArgv && !sh.argv[0])
+      throw new SwitchboardError(Code.INVALID_ARGUMENT, "a shell task's argv[0] must name a program");
+  }
+  return { kind, target, spec };
+}
+
+function safeDecodeSpec(bytes: Uint8Array): TaskSpec {
+  try {
+    return TaskSpec.decode(bytes);
+  } catch {
+    return { kind: undefined };
+  }
+}
+
+function shellGrace(spec: TaskSpec): number {
+  return spec.kind?.$case === "shell" && spec.kind.value.killGraceMs > 0
+    ? spec.kind.value.killGraceMs
+    : 5_000;
+}
+
+function endCall(call: ServerDuplexStream<AgentMessage, HubMessage>, err: unknown): void {
+  const code = err instanceof SwitchboardError ? err.code : Code.INTERNAL;
+  const details = err instanceof Error ? err.message : String(err);
+  try {
+    call.emit("error", Object.assign(new Error(details), { code, details }));
+  } catch {
+    // the stream is already gone
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

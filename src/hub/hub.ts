@@ -1,0 +1,86 @@
+// Starting and stopping a hub: open the store, make the first admin token, recover what a crash
+// left, serve gRPC, and on shutdown drain before closing anything.
+import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { serverOptions } from "../common/grpc-options.js";
+import { silentLogger, type Logger } from "../common/logger.js";
+import { AgentServiceService, type AgentServiceServer } from "../gen/switchboard/v1/agent.js";
+import { AdminServiceService, ClientServiceService } from "../gen/switchboard/v1/client.js";
+import { TokenAuthority } from "./auth.js";
+import type { HubConfig } from "./config.js";
+import { HubCore } from "./hub-core.js";
+import { adminService } from "./services/admin-service.js";
+import { clientService } from "./services/client-service.js";
+import { openSqliteStore, type Store } from "./store/index.js";
+
+export interface Hub {
+  readonly address: string;
+  readonly adminTokenFile: string;
+  readonly store: Store;
+  readonly core: HubCore;
+  shutdown(opts?: { graceMs?: number }): Promise<void>;
+}
+
+export async function startHub(config: HubConfig, logger: Logger = silentLogger()): Promise<Hub> {
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const store = openSqliteStore(join(config.dataDir, "switchboard.db"), {
+    outputCapBytes: config.outputCapBytes,
+    flushIntervalMs: 0,
+    logger: logger.child({ part: "store" }),
+  });
+  const auth = new TokenAuthority(store, logger);
+  const adminTokenFile = auth.bootstrapAdmin(config.dataDir);
+  const core = new HubCore(config, store, auth, logger);
+  core.recover();
+
+  const server = new Server(serverOptions(config.maxMessageBytes));
+  const agentService: AgentServiceServer = { connect: (call) => core.connect(call) };
+  server.addService(AgentServiceService, agentService);
+  server.addService(ClientServiceService, clientService(core));
+  server.addService(AdminServiceService, adminService(core));
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(config.listen, ServerCredentials.createInsecure(), (err, p) =>
+      err ? reject(err) : resolve(p),
+    );
+  }).catch(async (err: Error) => {
+    await store.close();
+    throw new Error(`cannot listen on ${config.listen}: ${err.message}`);
+  });
+  const host = config.listen.slice(0, config.listen.lastIndexOf(":"));
+  const reachable = host === "0.0.0.0" || host === "[::]" || host === "::" ? "127.0.0.1" : host;
+  const address = `${reachable}:${port}`;
+  core.start();
+
+  const hubJson = join(config.dataDir, "hub.json");
+  const tmp = `${hubJson}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify({ address, pid: process.pid, startedAt: core.startedAt }) + "\n");
+  renameSync(tmp, hubJson);
+  logger.info(
+    { address, listen: config.listen, data: config.dataDir, admin_token_file: adminTokenFile },
+    "hub listening",
+  );
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = (opts: { graceMs?: number } = {}): Promise<void> => {
+    stopping ??= (async () => {
+      const graceMs = opts.graceMs ?? config.drainGraceMs;
+      await core.shutdown(graceMs);
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 3_000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      await store.close();
+      rmSync(hubJson, { force: true });
+      logger.info("hub stopped");
+    })();
+    return stopping;
+  };
+  return { address, adminTokenFile, store, core, shutdown };
+}

@@ -1,0 +1,188 @@
+// The admin API: agents, cluster status and tokens. Reading needs a viewer token; tokens need admin.
+import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
+import { Code, SwitchboardError, toServiceError } from "../../common/errors.js";
+import { VERSION } from "../../common/version.js";
+import {
+  AgentHealth,
+  type AdminServiceServer,
+  type AgentInfo,
+  type PoolStatus,
+  type TokenInfo,
+} from "../../gen/switchboard/v1/client.js";
+import type { AgentSession } from "../agent-session.js";
+import type { HubCore } from "../hub-core.js";
+import type { AgentRecord, TokenRecord } from "../store/index.js";
+
+const HEALTH = {
+  healthy: AgentHealth.AGENT_HEALTH_HEALTHY,
+  degraded: AgentHealth.AGENT_HEALTH_DEGRADED,
+  offline: AgentHealth.AGENT_HEALTH_OFFLINE,
+};
+
+function sessionInfo(s: AgentSession): AgentInfo {
+  const hb = s.lastHeartbeat;
+  return {
+    agentId: s.agentId,
+    pool: s.pool,
+    labels: s.labels,
+    hostname: s.hello.hostname,
+    platform: s.hello.platform,
+    version: s.hello.version,
+    health: HEALTH[s.health],
+    healthReason: s.healthReason,
+    connected: !s.closed,
+    sessionId: s.sessionId,
+    maxConcurrency: s.hello.maxConcurrency,
+    running: s.tasks.size,
+    freeSlots: s.sched.free,
+    lastSeenMs: s.lastSeenAt,
+    connectedAtMs: s.connectedAt,
+    taskKinds: [...s.hello.taskKinds],
+    completedTotal: hb?.completedTotal ?? s.completedTotal,
+    inboxDepth: hb?.inboxDepth ?? 0,
+    outboxDepth: hb?.outboxDepth ?? 0,
+  };
+}
+
+function recordInfo(a: AgentRecord): AgentInfo {
+  return {
+    agentId: a.id,
+    pool: a.pool,
+    labels: a.labels,
+    hostname: a.hostname,
+    platform: a.platform,
+    version: a.version,
+    health: AgentHealth.AGENT_HEALTH_OFFLINE,
+    healthReason: "disconnected",
+    connected: false,
+    sessionId: a.lastSessionId ?? "",
+    maxConcurrency: a.maxConcurrency,
+    running: 0,
+    freeSlots: 0,
+    lastSeenMs: a.lastSeenAt,
+    connectedAtMs: 0,
+    taskKinds: a.taskKinds,
+    completedTotal: 0,
+    inboxDepth: 0,
+    outboxDepth: 0,
+  };
+}
+
+function tokenInfo(t: TokenRecord): TokenInfo {
+  return {
+    id: t.id,
+    name: t.name,
+    role: t.role,
+    pools: t.pools,
+    agentId: t.agentId ?? "",
+    createdAtMs: t.createdAt,
+    revokedAtMs: t.revokedAt ?? 0,
+    lastUsedMs: t.lastUsedAt ?? 0,
+  };
+}
+
+export function allAgents(core: HubCore, includeOffline: boolean): AgentInfo[] {
+  const out = [...core.sessions.values()].map(sessionInfo);
+  if (includeOffline) {
+    for (const a of core.store.listAgents()) if (!core.sessions.has(a.id)) out.push(recordInfo(a));
+  }
+  return out.sort((a, b) =>
+    a.pool === b.pool ? (a.agentId < b.agentId ? -1 : 1) : a.pool < b.pool ? -1 : 1,
+  );
+}
+
+function unary<Req, Res>(
+  core: HubCore,
+  min: "viewer" | "operator" | "admin",
+  fn: (req: Req, actor: string) => Res,
+): (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void {
+  return (call, cb) => {
+    try {
+      const p = core.auth.requireClient(call.metadata, min);
+      cb(null, fn(call.request, p.name));
+    } catch (err) {
+      cb(toServiceError(err));
+    }
+  };
+}
+
+export function adminService(core: HubCore): AdminServiceServer {
+  return {
+    listAgents: unary(core, "viewer", (req) => ({
+      agents: allAgents(core, req.includeOffline).filter((a) => !req.pool || a.pool === req.pool),
+    })),
+
+    getAgent: unary(core, "viewer", (req) => {
+      const s = core.sessions.get(req.agentId);
+      if (s) return sessionInfo(s);
+      const rec = core.store.getAgent(req.agentId);
+      if (!rec)
+        throw new SwitchboardError(
+          Code.NOT_FOUND,
+          `no agent ${req.agentId} has ever connected: see switchboard agents --all`,
+        );
+      return recordInfo(rec);
+    }),
+
+    clusterStatus: unary(core, "viewer", () => {
+      const agents = allAgents(core, true);
+      const pools = new Map<string, PoolStatus>();
+      for (const a of agents) {
+        const ps = pools.get(a.pool) ?? { pool: a.pool, agents: 0, healthy: 0, freeSlots: 0, queued: 0 };
+        ps.agents++;
+        if (a.health === AgentHealth.AGENT_HEALTH_HEALTHY) ps.healthy++;
+        ps.freeSlots += a.freeSlots;
+        pools.set(a.pool, ps);
+      }
+      for (const ps of pools.values()) ps.queued = core.scheduler.queuedFor((t) => t.pool === ps.pool);
+      let running = 0;
+      for (const t of core.tasks.values()) if (t.state === "assigned" || t.state === "running") running++;
+      return {
+        hubVersion: VERSION,
+        hubStartedAtMs: core.startedAt,
+        agentsTotal: agents.length,
+        agentsHealthy: agents.filter((a) => a.health === AgentHealth.AGENT_HEALTH_HEALTHY).length,
+        agentsDegraded: agents.filter((a) => a.health === AgentHealth.AGENT_HEALTH_DEGRADED).length,
+        agentsOffline: agents.filter((a) => a.health === AgentHealth.AGENT_HEALTH_OFFLINE).length,
+        tasksQueued: core.scheduler.queuedCount(),
+        tasksRunning: running,
+        tasksTotal: core.store.countTasks(),
+        pools: [...pools.values()],
+        draining: core.draining,
+      };
+    }),
+
+    createToken: unary(core, "admin", (req, actor) => {
+      const { secret, record } = core.auth.create({
+        name: req.name,
+        role: req.role,
+        pools: req.pools,
+        agentId: req.agentId,
+      });
+      core.store.audit({
+        at: Date.now(),
+        actor,
+        action: "token.create",
+        subject: record.id,
+        detail: { name: record.name, role: record.role, pools: record.pools },
+      });
+      return { token: secret, info: tokenInfo(record) };
+    }),
+
+    listTokens: unary(core, "admin", (req) => ({
+      tokens: core.store.listTokens(req.includeRevoked).map(tokenInfo),
+    })),
+
+    revokeToken: unary(core, "admin", (req, actor) => {
+      const rec = core.auth.revoke(req.idOrName);
+      core.store.audit({
+        at: Date.now(),
+        actor,
+        action: "token.revoke",
+        subject: rec.id,
+        detail: { name: rec.name },
+      });
+      return { info: tokenInfo(rec) };
+    }),
+  };
+}

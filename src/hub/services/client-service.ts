@@ -1,0 +1,341 @@
+// The client API over gRPC: thin adapters from calls to HubCore, with write backpressure on every
+// stream so that a slow client holds back only its own tasks.
+import type { sendUnaryData, ServerDuplexStream, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
+import { Code, SwitchboardError, toServiceError } from "../../common/errors.js";
+import { stateFromWire, stateToWire } from "../../common/task-state.js";
+import {
+  SessionMode,
+  type CancelRequest,
+  type CancelResponse,
+  type ClientServiceServer,
+  type GetTaskRequest,
+  type ListTasksRequest,
+  type ListTasksResponse,
+  type SessionRequest,
+  type SessionResponse,
+  type SubmitRequest,
+  type SubmitResponse,
+  type WatchRequest,
+} from "../../gen/switchboard/v1/client.js";
+import type { TaskEvent, TaskResult } from "../../gen/switchboard/v1/task.js";
+import type { ClientStream, HubCore } from "../hub-core.js";
+import type { LiveTask, Watcher } from "../live-task.js";
+import type { TaskStateName } from "../../common/task-state.js";
+
+type Writable<T> = { write(msg: T, cb?: () => void): boolean };
+
+function streamWatcher<T>(call: Writable<T>, wrap: (ev: TaskEvent) => T, onFinished: () => void): Watcher {
+  return {
+    consumedBytes: 0,
+    deliver(ev, consumed) {
+      call.write(wrap(ev), consumed);
+      if (ev.event?.$case === "finished") onFinished();
+    },
+  };
+}
+
+/** A finished task that never reached an agent failed to be scheduled: that is a call error. */
+function schedulingError(t: LiveTask): SwitchboardError | undefined {
+  const f = t.finish;
+  if (!f || t.agentId !== null || f.errorCode === null) return undefined;
+  return new SwitchboardError(f.errorCode, f.reason ?? f.errorMessage ?? "the task could not be scheduled");
+}
+
+export function clientService(core: HubCore): ClientServiceServer {
+  const auth = core.auth;
+
+  function trackStream(principal: ClientStream["principal"], end: ClientStream["end"]): () => void {
+    const entry: ClientStream = { principal, end };
+    core.clientStreams.add(entry);
+    return () => core.clientStreams.delete(entry);
+  }
+
+  return {
+    execute(call: ServerUnaryCall<SubmitRequest, TaskResult>, callback: sendUnaryData<TaskResult>) {
+      let p;
+      try {
+        p = auth.requireClient(call.metadata, "operator");
+      } catch (err) {
+        callback(toServiceError(err));
+        return;
+      }
+      let answered = false;
+      const answer = (err: unknown, res?: TaskResult) => {
+        if (answered) return;
+        answered = true;
+        untrack();
+        if (err) callback(toServiceError(err));
+        else callback(null, res);
+      };
+      const untrack = trackStream(p, (code, details) => answer(new SwitchboardError(code, details)));
+      core.submit(p, call.request).then(
+        (t) =>
+          t.onFinish(() => {
+            const err = schedulingError(t);
+            if (err) answer(err);
+            else {
+              try {
+                answer(null, core.liveResult(t));
+              } catch (e) {
+                answer(e);
+              }
+            }
+          }),
+        (err) => answer(err),
+      );
+    },
+
+    run(call: ServerWritableStream<SubmitRequest, TaskEvent>) {
+      let p;
+      try {
+        p = auth.requireClient(call.metadata, "operator");
+      } catch (err) {
+        call.emit("error", toServiceError(err));
+        return;
+      }
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        untrack();
+        call.end();
+      };
+      const untrack = trackStream(p, (code, details) => {
+        if (done) return;
+        done = true;
+        untrack();
+        call.emit("error", toServiceError(new SwitchboardError(code, details)));
+      });
+      core.submit(p, call.request).then(
+        (t) => {
+          const w = streamWatcher(
+            call,
+            (ev) => ev,
+            () => setImmediate(finish),
+          );
+          t.attach(w, 0);
+          if (t.terminal) setImmediate(finish);
+          call.on("cancelled", () => {
+            t.detach(w);
+            done = true;
+            untrack();
+          });
+        },
+        (err) => {
+          done = true;
+          untrack();
+          call.emit("error", toServiceError(err));
+        },
+      );
+    },
+
+    submit(call: ServerUnaryCall<SubmitRequest, SubmitResponse>, callback: sendUnaryData<SubmitResponse>) {
+      try {
+        const p = auth.requireClient(call.metadata, "operator");
+        core.submit(p, call.request).then(
+          (t) => callback(null, { taskId: t.id }),
+          (err) => callback(toServiceError(err)),
+        );
+      } catch (err) {
+        callback(toServiceError(err));
+      }
+    },
+
+    watch(call: ServerWritableStream<WatchRequest, TaskEvent>) {
+      let done = false;
+      try {
+        const p = auth.requireClient(call.metadata, "viewer");
+        const finish = () => {
+          if (done) return;
+          done = true;
+          untrack();
+          call.end();
+        };
+        const untrack = trackStream(p, (code, details) => {
+          if (done) return;
+          done = true;
+          untrack();
+          call.emit("error", toServiceError(new SwitchboardError(code, details)));
+        });
+        const w = streamWatcher(
+          call,
+          (ev) => ev,
+          () => setImmediate(finish),
+        );
+        const live = core.watch(call.request.taskId, call.request.afterSeq, w);
+        if (!live) setImmediate(finish);
+        call.on("cancelled", () => {
+          core.tasks.get(call.request.taskId)?.detach(w);
+          done = true;
+          untrack();
+        });
+      } catch (err) {
+        done = true;
+        call.emit("error", toServiceError(err));
+      }
+    },
+
+    cancel(call: ServerUnaryCall<CancelRequest, CancelResponse>, callback: sendUnaryData<CancelResponse>) {
+      try {
+        const p = auth.requireClient(call.metadata, "operator");
+        const state = core.cancel(p, call.request.taskId, call.request.reason);
+        callback(null, { state: stateToWire(state) });
+      } catch (err) {
+        callback(toServiceError(err));
+      }
+    },
+
+    getTask(call: ServerUnaryCall<GetTaskRequest, TaskResult>, callback: sendUnaryData<TaskResult>) {
+      try {
+        auth.requireClient(call.metadata, "viewer");
+        callback(null, core.result(call.request.taskId));
+      } catch (err) {
+        callback(toServiceError(err));
+      }
+    },
+
+    listTasks(
+      call: ServerUnaryCall<ListTasksRequest, ListTasksResponse>,
+      callback: sendUnaryData<ListTasksResponse>,
+    ) {
+      try {
+        auth.requireClient(call.metadata, "viewer");
+        const r = call.request;
+        const states = r.states
+          .map((s) => stateFromWire(s))
+          .filter((s): s is TaskStateName => s !== undefined);
+        const rows = core.store.listTasks({
+          limit: r.limit || 50,
+          agentId: r.agentId || undefined,
+          pool: r.pool || undefined,
+          states: states.length ? states : undefined,
+          beforeId: r.beforeTaskId || undefined,
+        });
+        callback(null, { tasks: rows.map((row) => core.recordInfo(row, false)) });
+      } catch (err) {
+        callback(toServiceError(err));
+      }
+    },
+
+    session(call: ServerDuplexStream<SessionRequest, SessionResponse>) {
+      let p: ReturnType<typeof auth.requireClient>;
+      try {
+        p = auth.requireClient(call.metadata, "viewer");
+      } catch (err) {
+        call.emit("error", toServiceError(err));
+        return;
+      }
+      let closed = false;
+      // A client may half-close once it has sent everything: answer what is pending, then end.
+      let pending = 0;
+      let halfClosed = false;
+      const settle = () => {
+        pending--;
+        if (halfClosed && pending === 0) {
+          close();
+          call.end();
+        }
+      };
+      const watchers = new Map<string, Watcher>();
+      const untrack = trackStream(p, (code, details) => {
+        if (closed) return;
+        closed = true;
+        call.emit("error", toServiceError(new SwitchboardError(code, details)));
+      });
+      const send = (msg: SessionResponse) => {
+        if (!closed) call.write(msg);
+      };
+      const fail = (ref: number, taskId: string, err: unknown) => {
+        const e = toServiceError(err);
+        send({ ref, taskId, body: { $case: "error", value: { code: e.code, message: e.details } } });
+      };
+      call.on("data", (req: SessionRequest) => {
+        const ref = req.ref;
+        const body = req.body;
+        if (body?.$case === "submit") {
+          const mode = body.value.mode;
+          let principal;
+          try {
+            principal = auth.requireClient(call.metadata, "operator");
+          } catch (err) {
+            fail(ref, "", err);
+            return;
+          }
+          pending++;
+          core.submit(principal, body.value.request ?? ({} as SubmitRequest)).then(
+            (t) => {
+              send({ ref, taskId: t.id, body: { $case: "accepted", value: { taskId: t.id } } });
+              if (mode === SessionMode.SESSION_MODE_ACK) {
+                settle();
+                return;
+              }
+              if (mode === SessionMode.SESSION_MODE_EVENTS) {
+                const w = streamWatcher<SessionResponse>(
+                  { write: (m, cb) => (closed ? (cb?.(), true) : call.write(m, cb)) },
+                  (ev) => ({ ref, taskId: t.id, body: { $case: "event", value: ev } }),
+                  () => {
+                    watchers.delete(t.id);
+                    setImmediate(settle);
+                  },
+                );
+                watchers.set(t.id, w);
+                t.attach(w, 0);
+                return;
+              }
+              t.onFinish(() => {
+                const err = schedulingError(t);
+                if (err) fail(ref, t.id, err);
+                else {
+                  try {
+                    send({ ref, taskId: t.id, body: { $case: "result", value: core.liveResult(t) } });
+                  } catch (e) {
+                    fail(ref, t.id, e);
+                  }
+                }
+                settle();
+              });
+            },
+            (err) => {
+              fail(ref, "", err);
+              settle();
+            },
+          );
+        } else if (body?.$case === "cancel") {
+          try {
+            const principal = auth.requireClient(call.metadata, "operator");
+            const state = core.cancel(principal, body.value.taskId, body.value.reason);
+            send({
+              ref,
+              taskId: body.value.taskId,
+              body: { $case: "cancelled", value: { state: stateToWire(state) } },
+            });
+          } catch (err) {
+            fail(ref, body.value.taskId, err);
+          }
+        } else {
+          fail(
+            ref,
+            "",
+            new SwitchboardError(Code.INVALID_ARGUMENT, "a session request needs submit or cancel"),
+          );
+        }
+      });
+      const close = () => {
+        if (closed) return;
+        closed = true;
+        untrack();
+        for (const [id, w] of watchers) core.tasks.get(id)?.detach(w);
+        watchers.clear();
+      };
+      call.on("end", () => {
+        halfClosed = true;
+        if (pending === 0) {
+          close();
+          call.end();
+        }
+      });
+      call.on("cancelled", close);
+      call.on("error", close);
+    },
+  };
+}
