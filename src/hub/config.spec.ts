@@ -1,0 +1,50 @@
+// Hub config: file < env < flags, and errors that name the key.
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { ConfigError, HUB_DEFAULTS, loadHubConfig } from "./config.js";
+
+function file(text: string): string {
+  const f = join(mkdtempSync(join(tmpdir(), "sb-hubcfg-")), "hub.toml");
+  writeFileSync(f, text);
+  return f;
+}
+
+describe("loadHubConfig", () => {
+  it("has the documented defaults", () => {
+    const c = loadHubConfig({ env: {} });
+    expect(c.listen).toBe("0.0.0.0:7000");
+    expect(c.queueLimit).toBe(1000);
+    expect(c.heartbeatIntervalMs).toBe(5000);
+    expect(c.offlineAfterMs).toBe(30000);
+    expect(c.maxMessageBytes).toBe(HUB_DEFAULTS.maxMessageBytes);
+  });
+
+  it("layers file, env and flags", () => {
+    const f = file(
+      '[hub]\nlisten = "127.0.0.1:9000"\nqueue_limit = 5\n[monitoring]\nheartbeat_interval_secs = 2\n',
+    );
+    const c = loadHubConfig({ file: f, env: { SWITCHBOARD_QUEUE_LIMIT: "7" }, flags: { drainGrace: "3s" } });
+    expect(c.listen).toBe("127.0.0.1:9000");
+    expect(c.queueLimit).toBe(7);
+    expect(c.heartbeatIntervalMs).toBe(2000);
+    expect(c.drainGraceMs).toBe(3000);
+    expect(
+      loadHubConfig({ file: f, env: {}, flags: { queueLimit: "9", listen: "127.0.0.1:0" } }).queueLimit,
+    ).toBe(9);
+  });
+
+  it("names the bad key", () => {
+    expect(() => loadHubConfig({ file: file("[hub]\nqueue_limit = -5\n"), env: {} })).toThrow(
+      /hub\.queue_limit/,
+    );
+    expect(() => loadHubConfig({ file: file("[hub]\nbogus = 1\n"), env: {} })).toThrow(
+      /hub\.bogus: unknown key/,
+    );
+    expect(() => loadHubConfig({ env: {}, flags: { listen: "nowhere" } })).toThrow(/hub\.listen/);
+    expect(() => loadHubConfig({ env: {}, flags: { queueLimit: "x" } })).toThrow(/from --queue-limit/);
+    expect(() => loadHubConfig({ file: "/nonexistent.toml", env: {} })).toThrow(ConfigError);
+    expect(() => loadHubConfig({ file: file("[hub\n"), env: {} })).toThrow(/invalid TOML/);
+  });
+});
