@@ -1,7 +1,7 @@
 // Properties of the scheduler under random agents, credits, targets, submissions and finishes.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { SwitchboardError } from "../common/errors.js";
+import { Code, SwitchboardError } from "../common/errors.js";
 import { Scheduler, type SchedAgent, type SchedTask } from "./scheduler.js";
 
 const POOLS = ["a", "b", "c"];
@@ -145,8 +145,8 @@ describe("Scheduler", () => {
                 } catch (e) {
                   expect(e).toBeInstanceOf(SwitchboardError);
                   const code = (e as SwitchboardError).code;
-                  if (code === 8) expect(queuedBefore).toBe(limit); // RESOURCE_EXHAUSTED only when full
-                  if (code === 14) expect(o.wait).toBe(false); // UNAVAILABLE only without wait
+                  if (code === Code.RESOURCE_EXHAUSTED) expect(queuedBefore).toBe(limit); // only when full
+                  if (code === Code.UNAVAILABLE) expect(o.wait).toBe(false); // only without wait
                 }
                 break;
               }
