@@ -665,51 +665,34 @@ export class HubCore {
 
   taskInfo(t: LiveTask): TaskInfo {
     const f = t.finish;
-    return {
-      taskId: t.id,
-      kind: t.kind,
-      target: { agentId: t.target.agentId ?? "", pool: t.target.pool ?? "", labels: t.target.labels ?? {} },
-      state: stateToWire(t.state),
-      agentId: t.agentId ?? "",
-      requester: t.requester,
-      createdAtMs: t.createdAt,
-      assignedAtMs: t.assignedAt ?? 0,
-      startedAtMs: t.startedAt ?? 0,
-      finishedAtMs: t.finishedAt ?? 0,
-      exitCode: f?.exitCode ?? -1,
-      signal: f?.signal ?? "",
-      error: f?.errorCode != null ? { code: f.errorCode, message: f.errorMessage ?? "" } : undefined,
-      reason: f?.reason ?? "",
-      durationMs: f?.durationMs ?? 0,
-      deadlineMs: t.deadlineAt ?? 0,
-      stdoutBytes: t.stdoutBytes,
-      stderrBytes: t.stderrBytes,
-      spec: t.spec,
-    };
+    return toInfo(
+      {
+        id: t.id,
+        kind: t.kind,
+        target: t.target,
+        state: t.state,
+        agentId: t.agentId,
+        requester: t.requester,
+        createdAt: t.createdAt,
+        assignedAt: t.assignedAt,
+        startedAt: t.startedAt,
+        finishedAt: t.finishedAt,
+        deadlineAt: t.deadlineAt,
+        exitCode: f?.exitCode ?? null,
+        signal: f?.signal ?? null,
+        errorCode: f?.errorCode ?? null,
+        errorMessage: f?.errorMessage ?? null,
+        reason: f?.reason ?? null,
+        durationMs: f?.durationMs ?? null,
+        stdoutBytes: t.stdoutBytes,
+        stderrBytes: t.stderrBytes,
+      },
+      t.spec,
+    );
   }
 
   recordInfo(r: TaskRecord, withSpec: boolean): TaskInfo {
-    return {
-      taskId: r.id,
-      kind: r.kind,
-      target: { agentId: r.target.agentId ?? "", pool: r.target.pool ?? "", labels: r.target.labels ?? {} },
-      state: stateToWire(r.state),
-      agentId: r.agentId ?? "",
-      requester: r.requester,
-      createdAtMs: r.createdAt,
-      assignedAtMs: r.assignedAt ?? 0,
-      startedAtMs: r.startedAt ?? 0,
-      finishedAtMs: r.finishedAt ?? 0,
-      exitCode: r.exitCode ?? -1,
-      signal: r.signal ?? "",
-      error: r.errorCode !== null ? { code: r.errorCode, message: r.errorMessage ?? "" } : undefined,
-      reason: r.reason ?? "",
-      durationMs: r.durationMs ?? 0,
-      deadlineMs: r.deadlineAt ?? 0,
-      stdoutBytes: r.stdoutBytes,
-      stderrBytes: r.stderrBytes,
-      spec: withSpec ? safeDecodeSpec(r.spec) : undefined,
-    };
+    return toInfo(r, withSpec ? safeDecodeSpec(r.spec) : undefined);
   }
 
   /** The whole result of a task, live or stored. */
@@ -891,6 +874,31 @@ export class HubCore {
     }
     for (const t of this.tasks.values()) clearTimeout(t.deadlineTimer);
   }
+}
+
+/** A task as the wire describes it, from what the hub knows of it live or stored. */
+function toInfo(r: Omit<TaskRecord, "spec" | "result">, spec: TaskSpec | undefined): TaskInfo {
+  return {
+    taskId: r.id,
+    kind: r.kind,
+    target: { agentId: r.target.agentId ?? "", pool: r.target.pool ?? "", labels: r.target.labels ?? {} },
+    state: stateToWire(r.state),
+    agentId: r.agentId ?? "",
+    requester: r.requester,
+    createdAtMs: r.createdAt,
+    assignedAtMs: r.assignedAt ?? 0,
+    startedAtMs: r.startedAt ?? 0,
+    finishedAtMs: r.finishedAt ?? 0,
+    exitCode: r.exitCode ?? -1,
+    signal: r.signal ?? "",
+    error: r.errorCode !== null ? { code: r.errorCode, message: r.errorMessage ?? "" } : undefined,
+    reason: r.reason ?? "",
+    durationMs: r.durationMs ?? 0,
+    deadlineMs: r.deadlineAt ?? 0,
+    stdoutBytes: r.stdoutBytes,
+    stderrBytes: r.stderrBytes,
+    spec,
+  };
 }
 
 function validateSubmit(req: SubmitRequest): { kind: string; target: Target; spec: TaskSpec } {

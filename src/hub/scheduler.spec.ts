@@ -246,7 +246,7 @@ describe("Scheduler", () => {
       accepting: true,
     });
     expect(
-      s.submit({ id: "1", kind: "echo", target: { labels: { region: "us" } }, allowedPools: [] }),
+      s.submit({ id: "1", kind: "echo", target: { labels: { region: "us" } }, allowedPools: [] }, false),
     ).toEqual({ assign: "us" });
     expect(() =>
       s.submit({ id: "2", kind: "echo", target: { labels: { region: "us" } }, allowedPools: ["p1"] }, false),

@@ -18,6 +18,7 @@ import {
   type WatchRequest,
 } from "../../gen/switchboard/v1/client.js";
 import type { TaskEvent, TaskResult } from "../../gen/switchboard/v1/task.js";
+import type { Principal } from "../auth.js";
 import type { ClientStream, HubCore } from "../hub-core.js";
 import type { LiveTask, Watcher } from "../live-task.js";
 import type { TaskStateName } from "../../common/task-state.js";
@@ -50,6 +51,64 @@ export function clientService(core: HubCore): ClientServiceServer {
     return () => core.clientStreams.delete(entry);
   }
 
+  function withPrincipal(
+    call: ServerWritableStream<SubmitRequest | WatchRequest, TaskEvent>,
+    min: "viewer" | "operator",
+    then: (p: Principal) => void,
+  ): void {
+    let p: Principal;
+    try {
+      p = auth.requireClient(call.metadata, min);
+    } catch (err) {
+      call.emit("error", toServiceError(err));
+      return;
+    }
+    then(p);
+  }
+
+  /**
+   * Stream a task's events to a call until Finished, then end it. `start` attaches the watcher
+   * and says whether the task is still live. Hub shutdown or revocation ends it with a status.
+   */
+  function followTask(
+    call: ServerWritableStream<SubmitRequest | WatchRequest, TaskEvent>,
+    p: Principal,
+    start: (w: Watcher) => { live: boolean; detach: () => void },
+  ): void {
+    let done = false;
+    const stop = (err?: SwitchboardError) => {
+      if (done) return;
+      done = true;
+      untrack();
+      if (err) call.emit("error", toServiceError(err));
+      else call.end();
+    };
+    const untrack = trackStream(p, (code, details) => stop(new SwitchboardError(code, details)));
+    const w = streamWatcher(
+      call,
+      (ev) => ev,
+      () => setImmediate(stop),
+    );
+    const { live, detach } = start(w);
+    if (!live) setImmediate(stop);
+    call.on("cancelled", () => {
+      detach();
+      done = true;
+      untrack();
+    });
+  }
+
+  /** What a whole-result caller gets once the task ended: an error or the result. */
+  function outcome(t: LiveTask): { err: unknown } | { result: TaskResult } {
+    const err = schedulingError(t);
+    if (err) return { err };
+    try {
+      return { result: core.liveResult(t) };
+    } catch (e) {
+      return { err: e };
+    }
+  }
+
   return {
     execute(call: ServerUnaryCall<SubmitRequest, TaskResult>, callback: sendUnaryData<TaskResult>) {
       let p;
@@ -71,62 +130,22 @@ export function clientService(core: HubCore): ClientServiceServer {
       core.submit(p, call.request).then(
         (t) =>
           t.onFinish(() => {
-            const err = schedulingError(t);
-            if (err) answer(err);
-            else {
-              try {
-                answer(null, core.liveResult(t));
-              } catch (e) {
-                answer(e);
-              }
-            }
+            const o = outcome(t);
+            if ("err" in o) answer(o.err);
+            else answer(null, o.result);
           }),
         (err) => answer(err),
       );
     },
 
     run(call: ServerWritableStream<SubmitRequest, TaskEvent>) {
-      let p;
-      try {
-        p = auth.requireClient(call.metadata, "operator");
-      } catch (err) {
-        call.emit("error", toServiceError(err));
-        return;
-      }
-      let done = false;
-      const finish = () => {
-        if (done) return;
-        done = true;
-        untrack();
-        call.end();
-      };
-      const untrack = trackStream(p, (code, details) => {
-        if (done) return;
-        done = true;
-        untrack();
-        call.emit("error", toServiceError(new SwitchboardError(code, details)));
+      withPrincipal(call, "operator", (p) => {
+        core.submit(p, call.request).then(
+          (t) =>
+            followTask(call, p, (w) => (t.attach(w, 0), { live: !t.terminal, detach: () => t.detach(w) })),
+          (err) => call.emit("error", toServiceError(err)),
+        );
       });
-      core.submit(p, call.request).then(
-        (t) => {
-          const w = streamWatcher(
-            call,
-            (ev) => ev,
-            () => setImmediate(finish),
-          );
-          t.attach(w, 0);
-          if (t.terminal) setImmediate(finish);
-          call.on("cancelled", () => {
-            t.detach(w);
-            done = true;
-            untrack();
-          });
-        },
-        (err) => {
-          done = true;
-          untrack();
-          call.emit("error", toServiceError(err));
-        },
-      );
     },
 
     submit(call: ServerUnaryCall<SubmitRequest, SubmitResponse>, callback: sendUnaryData<SubmitResponse>) {
@@ -142,37 +161,17 @@ export function clientService(core: HubCore): ClientServiceServer {
     },
 
     watch(call: ServerWritableStream<WatchRequest, TaskEvent>) {
-      let done = false;
-      try {
-        const p = auth.requireClient(call.metadata, "viewer");
-        const finish = () => {
-          if (done) return;
-          done = true;
-          untrack();
-          call.end();
-        };
-        const untrack = trackStream(p, (code, details) => {
-          if (done) return;
-          done = true;
-          untrack();
-          call.emit("error", toServiceError(new SwitchboardError(code, details)));
-        });
-        const w = streamWatcher(
-          call,
-          (ev) => ev,
-          () => setImmediate(finish),
-        );
-        const live = core.watch(call.request.taskId, call.request.afterSeq, w);
-        if (!live) setImmediate(finish);
-        call.on("cancelled", () => {
-          core.tasks.get(call.request.taskId)?.detach(w);
-          done = true;
-          untrack();
-        });
-      } catch (err) {
-        done = true;
-        call.emit("error", toServiceError(err));
-      }
+      withPrincipal(call, "viewer", (p) => {
+        const { taskId, afterSeq } = call.request;
+        try {
+          followTask(call, p, (w) => ({
+            live: core.watch(taskId, afterSeq, w),
+            detach: () => core.tasks.get(taskId)?.detach(w),
+          }));
+        } catch (err) {
+          call.emit("error", toServiceError(err));
+        }
+      });
     },
 
     cancel(call: ServerUnaryCall<CancelRequest, CancelResponse>, callback: sendUnaryData<CancelResponse>) {
@@ -218,7 +217,7 @@ export function clientService(core: HubCore): ClientServiceServer {
     },
 
     session(call: ServerDuplexStream<SessionRequest, SessionResponse>) {
-      let p: ReturnType<typeof auth.requireClient>;
+      let p: Principal;
       try {
         p = auth.requireClient(call.metadata, "viewer");
       } catch (err) {
@@ -283,15 +282,9 @@ export function clientService(core: HubCore): ClientServiceServer {
                 return;
               }
               t.onFinish(() => {
-                const err = schedulingError(t);
-                if (err) fail(ref, t.id, err);
-                else {
-                  try {
-                    send({ ref, taskId: t.id, body: { $case: "result", value: core.liveResult(t) } });
-                  } catch (e) {
-                    fail(ref, t.id, e);
-                  }
-                }
+                const o = outcome(t);
+                if ("err" in o) fail(ref, t.id, o.err);
+                else send({ ref, taskId: t.id, body: { $case: "result", value: o.result } });
                 settle();
               });
             },
