@@ -1,0 +1,327 @@
+// The typed client for Switchboard's hub: tasks over one shared Session stream by default, the
+// unary and streaming RPCs where they fit better, and the admin API. Every call takes the same
+// bearer token; every failure is a SwitchboardClientError with a gRPC status code.
+import {
+  credentials,
+  Metadata,
+  status,
+  type CallOptions,
+  type ChannelCredentials,
+  type ChannelOptions,
+  type ClientReadableStream,
+} from "@grpc/grpc-js";
+import { bearerMetadata } from "../common/auth.js";
+import { clientOptions, DEFAULT_MAX_MESSAGE_BYTES } from "../common/grpc-options.js";
+import {
+  AdminServiceClient,
+  ClientServiceClient,
+  type AgentInfo,
+  type ClusterStatusResponse,
+  type CreateTokenResponse,
+  type ListTasksRequest,
+  type TokenInfo,
+} from "../gen/switchboard/v1/client.js";
+import type { TaskEvent, TaskInfo, TaskResult, TaskState } from "../gen/switchboard/v1/task.js";
+import { toSubmitRequest, type TaskRequest } from "./builders.js";
+import { SwitchboardClientError, toClientError } from "./errors.js";
+import { SessionMux } from "./session.js";
+
+export interface SwitchboardClientOptions {
+  /** host:port of the hub. */
+  hub: string;
+  token?: string;
+  /** Default: insecure (plaintext) channel. */
+  credentials?: ChannelCredentials;
+  maxMessageBytes?: number;
+  /** Deadline for short calls (getTask, listTasks, admin); default 30 s. */
+  callTimeoutMs?: number;
+  channelOptions?: ChannelOptions;
+}
+
+export interface ListTasksFilter {
+  limit?: number;
+  agentId?: string;
+  pool?: string;
+  states?: TaskState[];
+  beforeTaskId?: string;
+}
+
+export interface WatchOptions {
+  /** Replay events after this sequence number; 0 (default) replays from the start. */
+  afterSeq?: number;
+  signal?: AbortSignal;
+  /** How long to keep re-attaching after the stream breaks (hub restart, network); default 30 s. */
+  reattachForMs?: number;
+}
+
+export interface RunOptions {
+  /** Called with the task id as soon as the hub has accepted the task. */
+  onTaskId?: (taskId: string) => void;
+}
+
+export interface CreateTokenInput {
+  name: string;
+  role: "admin" | "operator" | "viewer" | "agent";
+  pools?: string[];
+  agentId?: string;
+}
+
+export interface AdminApi {
+  listAgents(opts?: { pool?: string; includeOffline?: boolean }): Promise<AgentInfo[]>;
+  getAgent(agentId: string): Promise<AgentInfo>;
+  clusterStatus(): Promise<ClusterStatusResponse>;
+  createToken(input: CreateTokenInput): Promise<CreateTokenResponse>;
+  listTokens(opts?: { includeRevoked?: boolean }): Promise<TokenInfo[]>;
+  revokeToken(idOrName: string): Promise<TokenInfo>;
+}
+
+type Callback<T> = (err: Error | null, value?: T) => void;
+
+export class SwitchboardClient {
+  readonly hub: string;
+  readonly admin: AdminApi;
+  private readonly rpc: ClientServiceClient;
+  private readonly adminRpc: AdminServiceClient;
+  private readonly token: string;
+  private readonly callTimeoutMs: number;
+  private readonly session: SessionMux;
+
+  constructor(opts: SwitchboardClientOptions) {
+    this.hub = opts.hub;
+    this.token = opts.token ?? "";
+    this.callTimeoutMs = opts.callTimeoutMs ?? 30_000;
+    const channelOpts = {
+      ...clientOptions(opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES),
+      ...opts.channelOptions,
+    };
+    const creds = opts.credentials ?? credentials.createInsecure();
+    this.rpc = new ClientServiceClient(opts.hub, creds, channelOpts);
+    this.adminRpc = new AdminServiceClient(opts.hub, creds, {
+      ...channelOpts,
+      channelOverride: this.rpc.getChannel(),
+    });
+    this.session = new SessionMux(this.rpc, () => this.metadata(), this.hub);
+    this.admin = this.makeAdmin();
+  }
+
+  /** Runs a task and resolves with its result, over the shared Session stream. */
+  execute(req: TaskRequest, opts: RunOptions = {}): Promise<TaskResult> {
+    return this.session.execute(toSubmitRequest(req), req.signal, opts.onTaskId);
+  }
+
+  /** The same as execute(), as one unary Execute RPC (simpler on the wire, dearer per task). */
+  executeUnary(req: TaskRequest): Promise<TaskResult> {
+    return this.withAbort(req.signal, (opts, cb: Callback<TaskResult>) =>
+      this.rpc.execute(toSubmitRequest(req), this.metadata(), opts, cb),
+    );
+  }
+
+  /** Submits a task and resolves with its id once the hub has stored it. */
+  submit(req: TaskRequest): Promise<string> {
+    return this.session.submit(toSubmitRequest(req), req.signal);
+  }
+
+  /**
+   * Runs a task and yields its events (Queued, Assigned, Started, Output..., Finished) as they
+   * happen. The stream is flow-controlled: a slow reader slows only this task. Aborting the
+   * signal, or leaving the loop early, cancels the task.
+   */
+  async *run(req: TaskRequest, opts: RunOptions = {}): AsyncGenerator<TaskEvent, void, undefined> {
+    const call = this.rpc.run(toSubmitRequest(req), this.metadata());
+    let taskId: string | undefined;
+    let finished = false;
+    const onAbort = (): void => {
+      if (taskId) void this.cancel(taskId, "cancelled by the caller").catch(() => undefined);
+      call.cancel();
+    };
+    req.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      for await (const ev of readStream<TaskEvent>(call, this.hub)) {
+        if (!taskId && ev.taskId) {
+          taskId = ev.taskId;
+          opts.onTaskId?.(taskId);
+        }
+        if (ev.event?.$case === "finished") finished = true;
+        yield ev;
+        if (finished) return;
+      }
+      if (req.signal?.aborted) throw cancelledByCaller();
+    } finally {
+      req.signal?.removeEventListener("abort", onAbort);
+      if (!finished) {
+        call.cancel();
+        if (taskId && !req.signal?.aborted)
+          await this.cancel(taskId, "the client stopped reading").catch(() => undefined);
+      }
+    }
+  }
+
+  /**
+   * Yields a task's events from `afterSeq` on, replaying what already happened, until it finishes.
+   * When the stream breaks (a hub restart, a network blip), it re-attaches after the last event
+   * it saw, so nothing is missed and nothing is repeated.
+   */
+  async *watch(taskId: string, opts: WatchOptions = {}): AsyncGenerator<TaskEvent, void, undefined> {
+    let after = opts.afterSeq ?? 0;
+    const reattachFor = opts.reattachForMs ?? 30_000;
+    let brokenSince: number | undefined;
+    let delay = 100;
+    for (;;) {
+      const call = this.rpc.watch({ taskId, afterSeq: after }, this.metadata());
+      const onAbort = (): void => call.cancel();
+      opts.signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        for await (const ev of readStream<TaskEvent>(call, this.hub)) {
+          brokenSince = undefined;
+          delay = 100;
+          if (ev.seq <= after) continue;
+          after = ev.seq;
+          yield ev;
+          if (ev.event?.$case === "finished") return;
+        }
+        if (opts.signal?.aborted) throw cancelledByCaller();
+        return;
+      } catch (e) {
+        const err = toClientError(e, this.hub);
+        if (opts.signal?.aborted) throw cancelledByCaller();
+        if (err.code !== status.UNAVAILABLE) throw err;
+        brokenSince ??= Date.now();
+        if (Date.now() - brokenSince > reattachFor) throw err;
+        await sleep(delay * (0.5 + Math.random() / 2), opts.signal);
+        delay = Math.min(delay * 2, 5_000);
+      } finally {
+        opts.signal?.removeEventListener("abort", onAbort);
+        call.cancel();
+      }
+    }
+  }
+
+  /** Cancels a task; resolves with its state afterwards (a finished task keeps its state). */
+  async cancel(taskId: string, reason = ""): Promise<TaskState> {
+    const r = await this.unary<{ state: TaskState }>((o, cb) =>
+      this.rpc.cancel({ taskId, reason }, this.metadata(), o, cb),
+    );
+    return r.state;
+  }
+
+  getTask(taskId: string): Promise<TaskResult> {
+    return this.unary<TaskResult>((o, cb) => this.rpc.getTask({ taskId }, this.metadata(), o, cb));
+  }
+
+  async listTasks(filter: ListTasksFilter = {}): Promise<TaskInfo[]> {
+    const req: ListTasksRequest = {
+      limit: filter.limit ?? 0,
+      agentId: filter.agentId ?? "",
+      pool: filter.pool ?? "",
+      states: filter.states ?? [],
+      beforeTaskId: filter.beforeTaskId ?? "",
+    };
+    const r = await this.unary<{ tasks: TaskInfo[] }>((o, cb) =>
+      this.rpc.listTasks(req, this.metadata(), o, cb),
+    );
+    return r.tasks;
+  }
+
+  /** Ends the session stream once its calls are answered, then the channel. */
+  close(): void {
+    this.session.close();
+    // Let the session's half-close go out before the channel closes under it.
+    setImmediate(() => {
+      this.adminRpc.close();
+      this.rpc.close();
+    });
+  }
+
+  private metadata(): Metadata {
+    return bearerMetadata(this.token);
+  }
+
+  private unary<T>(invoke: (opts: CallOptions, cb: Callback<T>) => unknown): Promise<T> {
+    return this.withAbort(undefined, invoke, Date.now() + this.callTimeoutMs);
+  }
+
+  private withAbort<T>(
+    signal: AbortSignal | undefined,
+    invoke: (opts: CallOptions, cb: Callback<T>) => unknown,
+    deadline?: number,
+  ): Promise<T> {
+    if (signal?.aborted) return Promise.reject(cancelledByCaller());
+    return new Promise<T>((resolve, reject) => {
+      const opts: CallOptions = deadline ? { deadline } : {};
+      const call = invoke(opts, (err, value) => {
+        signal?.removeEventListener("abort", onAbort);
+        if (err) reject(toClientError(err, this.hub));
+        else resolve(value as T);
+      }) as { cancel(): void };
+      const onAbort = (): void => call.cancel();
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  private makeAdmin(): AdminApi {
+    const md = (): Metadata => this.metadata();
+    const a = this.adminRpc;
+    return {
+      listAgents: async (o = {}) =>
+        (
+          await this.unary<{ agents: AgentInfo[] }>((c, cb) =>
+            a.listAgents({ pool: o.pool ?? "", includeOffline: o.includeOffline ?? false }, md(), c, cb),
+          )
+        ).agents,
+      getAgent: (agentId) => this.unary<AgentInfo>((c, cb) => a.getAgent({ agentId }, md(), c, cb)),
+      clusterStatus: () => this.unary<ClusterStatusResponse>((c, cb) => a.clusterStatus({}, md(), c, cb)),
+      createToken: (i) =>
+        this.unary<CreateTokenResponse>((c, cb) =>
+          a.createToken(
+            { name: i.name, role: i.role, pools: i.pools ?? [], agentId: i.agentId ?? "" },
+            md(),
+            c,
+            cb,
+          ),
+        ),
+      listTokens: async (o = {}) =>
+        (
+          await this.unary<{ tokens: TokenInfo[] }>((c, cb) =>
+            a.listTokens({ includeRevoked: o.includeRevoked ?? false }, md(), c, cb),
+          )
+        ).tokens,
+      revokeToken: async (idOrName) => {
+        const r = await this.unary<{ info?: TokenInfo }>((c, cb) => a.revokeToken({ idOrName }, md(), c, cb));
+        if (!r.info) throw new SwitchboardClientError(status.INTERNAL, "the hub answered without the token");
+        return r.info;
+      },
+    };
+  }
+}
+
+/** A grpc-js server stream as an async iterable whose errors are SwitchboardClientErrors. */
+async function* readStream<T>(
+  call: ClientReadableStream<T>,
+  hub: string,
+): AsyncGenerator<T, void, undefined> {
+  try {
+    for await (const msg of call as AsyncIterable<T>) yield msg;
+  } catch (e) {
+    const err = toClientError(e, hub);
+    if (err.code === status.CANCELLED) return;
+    throw err;
+  }
+}
+
+function cancelledByCaller(): SwitchboardClientError {
+  return new SwitchboardClientError(status.CANCELLED, "cancelled by the caller");
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      { once: true },
+    );
+  });
+}

@@ -1,0 +1,18 @@
+// The Switchboard SDK: a typed client for the hub. Promises for single results, async iterators
+// for event streams, AbortSignal to cancel. The CLI is built on exactly this surface.
+export { SwitchboardClient } from "./client.js";
+export type {
+  AdminApi,
+  CreateTokenInput,
+  ListTasksFilter,
+  RunOptions,
+  SwitchboardClientOptions,
+  WatchOptions,
+} from "./client.js";
+export { echo, shell, toSubmitRequest, toTarget } from "./builders.js";
+export type { ShellOptions, TargetInput, TaskRequest } from "./builders.js";
+export { SwitchboardClientError } from "./errors.js";
+export { SessionMode, AgentHealth } from "../gen/switchboard/v1/client.js";
+export type { AgentInfo, ClusterStatusResponse, TokenInfo } from "../gen/switchboard/v1/client.js";
+export { TaskState, OutputStream } from "../gen/switchboard/v1/task.js";
+export type { TaskEvent, TaskInfo, TaskResult, TaskSpec } from "../gen/switchboard/v1/task.js";

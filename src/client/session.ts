@@ -1,0 +1,178 @@
+// One bidirectional Session stream that carries many tasks at once. Calls are told apart by a
+// ref the client picks; a broken stream fails every call it carried and the next call opens a
+// new one. Pipelining here is what makes the SDK cheap per task (see the benchmarks).
+import { status, type ClientDuplexStream, type Metadata } from "@grpc/grpc-js";
+import {
+  SessionMode,
+  type ClientServiceClient,
+  type SessionRequest,
+  type SessionResponse,
+  type SubmitRequest,
+} from "../gen/switchboard/v1/client.js";
+import type { TaskResult } from "../gen/switchboard/v1/task.js";
+import { SwitchboardClientError, toClientError } from "./errors.js";
+
+interface Pending {
+  mode: SessionMode.SESSION_MODE_RESULT | SessionMode.SESSION_MODE_ACK;
+  taskId?: string;
+  /** Set by an abort that came before the hub accepted the task: cancel it once accepted. */
+  cancelOnAccept?: string;
+  onAccepted?: (taskId: string) => void;
+  resolve(v: TaskResult | string): void;
+  reject(e: SwitchboardClientError): void;
+}
+
+export class SessionMux {
+  private call: ClientDuplexStream<SessionRequest, SessionResponse> | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private nextRef = 1;
+  private closed = false;
+
+  constructor(
+    private readonly rpc: ClientServiceClient,
+    private readonly metadata: () => Metadata,
+    private readonly hub: string,
+  ) {}
+
+  /** Submits and resolves with the task id once the hub has accepted (stored) the task. */
+  submit(req: SubmitRequest, signal?: AbortSignal): Promise<string> {
+    return this.start(req, SessionMode.SESSION_MODE_ACK, signal) as Promise<string>;
+  }
+
+  /** Submits and resolves with the task's result when it ends. */
+  execute(
+    req: SubmitRequest,
+    signal?: AbortSignal,
+    onAccepted?: (taskId: string) => void,
+  ): Promise<TaskResult> {
+    return this.start(req, SessionMode.SESSION_MODE_RESULT, signal, onAccepted) as Promise<TaskResult>;
+  }
+
+  /** Ends the stream once every call on it has been answered. */
+  close(): void {
+    this.closed = true;
+    if (this.pending.size === 0) this.endCall();
+  }
+
+  private start(
+    req: SubmitRequest,
+    mode: Pending["mode"],
+    signal?: AbortSignal,
+    onAccepted?: (taskId: string) => void,
+  ): Promise<TaskResult | string> {
+    if (this.closed)
+      return Promise.reject(new SwitchboardClientError(status.CANCELLED, "the client is closed"));
+    if (signal?.aborted) return Promise.reject(aborted());
+    const ref = this.nextRef++;
+    return new Promise<TaskResult | string>((resolve, reject) => {
+      const p: Pending = { mode, resolve, reject };
+      if (onAccepted) p.onAccepted = onAccepted;
+      if (signal) {
+        const onAbort = (): void => {
+          if (!this.pending.has(ref)) return;
+          this.pending.delete(ref);
+          if (p.taskId) this.sendCancel(p.taskId);
+          else p.cancelOnAccept = "cancelled by the caller";
+          // Keep a slot so that the acceptance (and its cancel) still finds us.
+          if (!p.taskId) this.pending.set(ref, { ...p, resolve: () => undefined, reject: () => undefined });
+          this.maybeEnd();
+          reject(aborted());
+        };
+        signal.addEventListener("abort", onAbort, { once: true });
+        const done = (): void => signal.removeEventListener("abort", onAbort);
+        p.resolve = (v) => {
+          done();
+          resolve(v);
+        };
+        p.reject = (e) => {
+          done();
+          reject(e);
+        };
+      }
+      this.pending.set(ref, p);
+      this.stream().write({ ref, body: { $case: "submit", value: { request: req, mode } } });
+    });
+  }
+
+  private sendCancel(taskId: string): void {
+    if (!this.call) return;
+    this.call.write({
+      ref: this.nextRef++,
+      body: { $case: "cancel", value: { taskId, reason: "cancelled by the caller" } },
+    });
+  }
+
+  private stream(): ClientDuplexStream<SessionRequest, SessionResponse> {
+    if (this.call) return this.call;
+    const call = this.rpc.session(this.metadata());
+    this.call = call;
+    call.on("data", (msg: SessionResponse) => this.onResponse(msg));
+    call.on("error", (err) => this.fail(call, toClientError(err, this.hub)));
+    call.on("end", () =>
+      this.fail(
+        call,
+        new SwitchboardClientError(status.UNAVAILABLE, `hub at ${this.hub} closed the session`),
+      ),
+    );
+    return call;
+  }
+
+  private onResponse(msg: SessionResponse): void {
+    const p = this.pending.get(msg.ref);
+    if (!p || !msg.body) return;
+    switch (msg.body.$case) {
+      case "accepted": {
+        const taskId = msg.body.value.taskId;
+        p.taskId = taskId;
+        if (p.cancelOnAccept) {
+          this.pending.delete(msg.ref);
+          this.sendCancel(taskId);
+          this.maybeEnd();
+          return;
+        }
+        p.onAccepted?.(taskId);
+        if (p.mode === SessionMode.SESSION_MODE_ACK) {
+          this.pending.delete(msg.ref);
+          p.resolve(taskId);
+          this.maybeEnd();
+        }
+        return;
+      }
+      case "result":
+        this.pending.delete(msg.ref);
+        p.resolve(msg.body.value);
+        this.maybeEnd();
+        return;
+      case "error":
+        this.pending.delete(msg.ref);
+        p.reject(new SwitchboardClientError(msg.body.value.code, msg.body.value.message));
+        this.maybeEnd();
+        return;
+      default:
+        return;
+    }
+  }
+
+  private fail(call: ClientDuplexStream<SessionRequest, SessionResponse>, err: SwitchboardClientError): void {
+    if (this.call !== call) return;
+    this.call = undefined;
+    const failed = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of failed) p.reject(err);
+  }
+
+  private maybeEnd(): void {
+    if (this.closed && this.pending.size === 0) this.endCall();
+  }
+
+  private endCall(): void {
+    const call = this.call;
+    if (!call) return;
+    this.call = undefined;
+    call.end();
+  }
+}
+
+function aborted(): SwitchboardClientError {
+  return new SwitchboardClientError(status.CANCELLED, "cancelled by the caller");
+}
