@@ -3,7 +3,8 @@ const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 
 
 export function parseDuration(input: string | number): number {
   if (typeof input === "number") {
-    if (!Number.isFinite(input) || input < 0) throw new Error(`invalid duration ${input}: use a non-negative number of ms`);
+    if (!Number.isFinite(input) || input < 0)
+      throw new Error(`invalid duration ${input}: use a non-negative number of ms`);
     return Math.round(input);
   }
   const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(input);

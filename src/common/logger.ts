@@ -18,7 +18,13 @@ export function createLogger(name: string, opts: LoggerOptions = {}): Logger {
   }
   return pino(
     { name, level },
-    pretty({ destination: 2, sync: true, colorize: true, translateTime: "HH:MM:ss.l", ignore: "pid,hostname" }),
+    pretty({
+      destination: 2,
+      sync: true,
+      colorize: true,
+      translateTime: "HH:MM:ss.l",
+      ignore: "pid,hostname",
+    }),
   );
 }
 

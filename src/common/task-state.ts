@@ -2,14 +2,7 @@
 import { TaskState } from "../gen/switchboard/v1/task.js";
 
 export type TaskStateName =
-  | "queued"
-  | "assigned"
-  | "running"
-  | "succeeded"
-  | "failed"
-  | "cancelled"
-  | "timed_out"
-  | "lost";
+  "queued" | "assigned" | "running" | "succeeded" | "failed" | "cancelled" | "timed_out" | "lost";
 
 export const TERMINAL_STATES: ReadonlySet<TaskStateName> = new Set([
   "succeeded",

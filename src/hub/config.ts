@@ -176,6 +176,14 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
       "from --heartbeat-interval",
       1000,
     );
+  if (flags.maxMessageBytes !== undefined) {
+    cfg.maxMessageBytes = intFrom(
+      "hub.max_message_bytes",
+      flags.maxMessageBytes as string | number,
+      "from --max-message-bytes",
+      64 * 1024,
+    );
+  }
   if (flags.offlineAfter !== undefined)
     cfg.offlineAfterMs = durationFrom(
       "monitoring.offline_after_secs",

@@ -1,0 +1,79 @@
+// `switchboard agent`: dial the hub, take tasks, drain on SIGTERM/SIGINT and exit 0.
+import type { Command } from "commander";
+import { createLogger } from "../../common/logger.js";
+import { ConfigError, loadAgentConfig, startAgent, type AgentFlags } from "../../agent/index.js";
+import { usageError } from "../cli-error.js";
+import { collect } from "../flags.js";
+import { stopOnSignals } from "../signals.js";
+
+interface AgentCliFlags {
+  config?: string;
+  hub?: string[];
+  token?: string;
+  tokenFile?: string;
+  agentId?: string;
+  pool?: string;
+  labels?: string;
+  poolSize?: string;
+  threshold?: string;
+  shell?: boolean;
+  data?: string;
+  heartbeatInterval?: string;
+}
+
+export function registerAgent(program: Command): void {
+  program
+    .command("agent")
+    .description("run an agent: dial out to the hub and run the tasks it sends")
+    .option("-c, --config <file>", "TOML config file ([agent], [storage], [monitoring], [shell])")
+    .option(
+      "--hub <host:port>",
+      "hub address; repeat (or separate with commas) for fallbacks tried in turn",
+      collect,
+    )
+    .option("--token <token>", "agent token (switchboard token create --role agent --pool P)")
+    .option("--token-file <file>", "read the token from this file")
+    .option("--agent-id <id>", "this agent's id (default: the hostname)")
+    .option("--pool <name>", "pool to join (default: default)")
+    .option("--labels <k=v,...>", "labels for targeting, e.g. region=eu,gpu=true")
+    .option("--pool-size <n>", "executors, i.e. tasks run at once (default: number of CPUs)")
+    .option("--threshold <percent>", "outbox fill above which no new work is taken (default 80)")
+    .option("--shell", "enable shell tasks (off unless set here, in [shell] or SWITCHBOARD_SHELL_ENABLED)")
+    .option("--data <dir>", "the agent's data dir (default ./agent-data)")
+    .option("--heartbeat-interval <duration>", "heartbeat interval until the hub names one (default 5s)")
+    .addHelpText(
+      "after",
+      "\nEnvironment: SWITCHBOARD_HUB, SWITCHBOARD_TOKEN, SWITCHBOARD_AGENT_ID, SWITCHBOARD_POOL, SWITCHBOARD_LABELS,\n" +
+        "SWITCHBOARD_POOL_SIZE, SWITCHBOARD_THRESHOLD, SWITCHBOARD_SHELL_ENABLED. Flags win over the environment,\n" +
+        "which wins over the file.",
+    )
+    .action(async (flags: AgentCliFlags, cmd: Command) => {
+      const globals = cmd.parent?.opts<{ hub?: string; master?: string; token?: string }>() ?? {};
+      const f: AgentFlags = {
+        config: flags.config,
+        hub: flags.hub ?? (globals.hub ? [globals.hub] : globals.master ? [globals.master] : undefined),
+        token: flags.token ?? globals.token,
+        tokenFile: flags.tokenFile,
+        agentId: flags.agentId,
+        pool: flags.pool,
+        labels: flags.labels,
+        poolSize: flags.poolSize,
+        threshold: flags.threshold,
+        shell: flags.shell,
+        dataDir: flags.data,
+        heartbeatInterval: flags.heartbeatInterval,
+      };
+      let config;
+      try {
+        config = loadAgentConfig({ env: process.env, flags: f });
+      } catch (e) {
+        if (e instanceof ConfigError)
+          throw usageError(e.message, "fix the setting named above (see switchboard agent --help)");
+        throw e;
+      }
+      const logger = createLogger("agent");
+      for (const w of config.warnings) logger.warn(w);
+      const agent = await startAgent(config, logger);
+      await stopOnSignals(logger, (o) => agent.shutdown(o));
+    });
+}

@@ -1,0 +1,51 @@
+// `agents` (alias `list-agents`) and `status`: what is connected, how healthy, how busy.
+import type { Command } from "commander";
+import { formatDuration } from "../../common/duration.js";
+import { clientCommand, withClient } from "../client-command.js";
+import { AGENT_COLUMNS, agentRow, outputFormat, printList, printObject, type Column } from "../output.js";
+import type { PoolStatus } from "../../gen/switchboard/v1/client.js";
+
+export function registerAgents(program: Command): void {
+  clientCommand(program, "agents", "list agents with their pool, health and load")
+    .alias("list-agents")
+    .option("--pool <name>", "only this pool")
+    .option("-a, --all", "include offline agents")
+    .option("-o, --output <format>", "table or json", "table")
+    .action(async (f: { pool?: string; all?: boolean; output?: string }, cmd: Command) => {
+      const format = outputFormat(f.output);
+      const agents = await withClient(cmd, (c) =>
+        c.admin.listAgents({ pool: f.pool ?? "", includeOffline: f.all ?? false }),
+      );
+      printList(
+        agents.map(agentRow),
+        AGENT_COLUMNS,
+        format,
+        "no agents connected (start one with switchboard agent --help)",
+      );
+    });
+
+  clientCommand(program, "status", "the cluster at a glance: hub, agents by health, tasks, pools")
+    .option("-o, --output <format>", "table or json", "table")
+    .action(async (f: { output?: string }, cmd: Command) => {
+      const format = outputFormat(f.output);
+      const s = await withClient(cmd, (c) => c.admin.clusterStatus());
+      if (format === "json") return printObject(s, format);
+      printObject(
+        {
+          hub: `${s.hubVersion}, up ${formatDuration(Date.now() - s.hubStartedAtMs)}${s.draining ? ", DRAINING" : ""}`,
+          agents: `${s.agentsTotal} (${s.agentsHealthy} healthy, ${s.agentsDegraded} degraded, ${s.agentsOffline} offline)`,
+          tasks: `${s.tasksQueued} queued, ${s.tasksRunning} running, ${s.tasksTotal} in all`,
+        },
+        "table",
+      );
+      process.stdout.write("\n");
+      const cols: Column<PoolStatus>[] = [
+        { header: "POOL", value: (p) => p.pool },
+        { header: "AGENTS", value: (p) => String(p.agents) },
+        { header: "HEALTHY", value: (p) => String(p.healthy) },
+        { header: "FREE SLOTS", value: (p) => String(p.freeSlots) },
+        { header: "QUEUED", value: (p) => String(p.queued) },
+      ];
+      printList(s.pools, cols, "table", "no pools yet");
+    });
+}

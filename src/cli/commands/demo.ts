@@ -1,0 +1,107 @@
+// `switchboard demo`: a hub on the embedded SQLite store and two shell-enabled agents in pool
+// `demo`, all in this process, then the commands to try. Ctrl-C stops everything gracefully.
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Command } from "commander";
+import { loadAgentConfig, startAgent, type Agent } from "../../agent/index.js";
+import { SwitchboardClient } from "../../client/index.js";
+import { createLogger } from "../../common/logger.js";
+import { ConfigError, loadHubConfig, startHub } from "../../hub/index.js";
+import { readFileSync } from "node:fs";
+import { usageError } from "../cli-error.js";
+import { stopOnSignals } from "../signals.js";
+
+const AGENTS = ["demo-1", "demo-2"];
+
+export function registerDemo(program: Command): void {
+  program
+    .command("demo")
+    .description("start a hub and two local shell agents in pool demo, and print what to try")
+    .option("--listen <host:port>", "hub address (default 127.0.0.1:7000)")
+    .option("--data <dir>", "data dir (default $SWITCHBOARD_DATA or ./data)")
+    .action(async (flags: { listen?: string; data?: string }) => {
+      const dataDir = resolve(flags.data ?? (process.env.SWITCHBOARD_DATA || "./data"));
+      let config;
+      try {
+        config = loadHubConfig({
+          env: {},
+          flags: { listen: flags.listen ?? "127.0.0.1:7000", data: dataDir, drainGrace: "10s" },
+        });
+      } catch (e) {
+        if (e instanceof ConfigError) throw usageError(e.message);
+        throw e;
+      }
+      const logger = createLogger("demo", { level: process.env.SWITCHBOARD_LOG_LEVEL ? undefined : "warn" });
+      const hub = await startHub(config, logger.child({ part: "hub" }));
+      const agents: Agent[] = [];
+      const stop = async (o: { graceMs?: number }): Promise<void> => {
+        await Promise.all(agents.map((a) => a.shutdown(o)));
+        await hub.shutdown(o);
+      };
+      try {
+        const admin = new SwitchboardClient({
+          hub: hub.address,
+          token: readFileSync(hub.adminTokenFile, "utf8").trim(),
+        });
+        let token: string;
+        try {
+          const created = await admin.admin.createToken({
+            name: `demo-agents-${Date.now()}`,
+            role: "agent",
+            pools: ["demo"],
+          });
+          token = created.token;
+        } finally {
+          admin.close();
+        }
+        for (const agentId of AGENTS) {
+          const cfg = loadAgentConfig({
+            env: {},
+            flags: {
+              hub: [hub.address],
+              token,
+              agentId,
+              pool: "demo",
+              shell: true,
+              poolSize: "4",
+              dataDir: join(dataDir, "agents", agentId),
+            },
+          });
+          const agent = await startAgent(cfg, logger.child({ part: "agent", agentId }));
+          agents.push(agent);
+        }
+        await Promise.all(agents.map((a) => a.whenConnected(15_000)));
+      } catch (e) {
+        await stop({ graceMs: 0 });
+        throw e;
+      }
+      process.stdout.write(tryNext(hub.address, dataDir));
+      await stopOnSignals(logger, stop);
+      process.stdout.write("demo stopped\n");
+    });
+}
+
+function tryNext(address: string, dataDir: string): string {
+  const cli = fileURLToPath(new URL("../main.js", import.meta.url));
+  return `
+Switchboard demo is running
+  hub     ${address} (store: ${join(dataDir, "switchboard.db")})
+  agents  ${AGENTS.join(", ")} in pool demo, shell enabled
+
+Try, in another terminal:
+  alias switchboard='node ${cli}'    # or: npm link
+  export SWITCHBOARD_DATA=${dataDir}    # the CLI finds the hub and admin token there
+
+  switchboard agents
+  switchboard exec --pool demo -- uname -a
+  switchboard exec --pool demo --shell 'for i in 1 2 3; do echo tick $i; sleep 1; done'
+  switchboard ping --pool demo --count 5
+  switchboard exec --pool demo --detach --shell 'sleep 60'   # prints a task id
+  switchboard tasks
+  switchboard logs --follow <task id>
+  switchboard cancel <task id>
+  switchboard status
+
+Ctrl-C stops the demo (running tasks get 10 s to finish).
+`;
+}

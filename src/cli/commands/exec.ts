@@ -1,0 +1,195 @@
+// `switchboard exec`: run a command on an agent and behave like it ran here: output streams live
+// (stdout and stderr apart), the exit code is the remote one, Ctrl-C cancels the remote task.
+import { once } from "node:events";
+import { constants } from "node:os";
+import type { Command } from "commander";
+import { shell, type TaskRequest } from "../../client/index.js";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../../common/grpc-options.js";
+import { OutputStream, TaskState, type Finished } from "../../gen/switchboard/v1/task.js";
+import { CliError, EXIT, usageError } from "../cli-error.js";
+import {
+  addTargetOptions,
+  clientCommand,
+  targetFrom,
+  withClient,
+  type TargetFlags,
+} from "../client-command.js";
+import { collect, durationFlag } from "../flags.js";
+
+interface ExecFlags extends TargetFlags {
+  shell?: string;
+  cwd?: string;
+  env?: string[];
+  stdin?: boolean;
+  timeout?: string;
+  killGrace?: string;
+  wait?: boolean;
+  detach?: boolean;
+}
+
+export function registerExec(program: Command): void {
+  const cmd = clientCommand(
+    program,
+    "exec",
+    "run a command on an agent, streaming its output; exits with its exit code",
+  )
+    .argument("[command...]", "the command and its arguments (put them after --)")
+    .option("--shell <script>", "run this string with bash -c instead of a command")
+    .option("--cwd <dir>", "working directory on the agent")
+    .option("-e, --env <KEY=VALUE>", "set an environment variable (repeatable)", collect)
+    .option("--stdin", "send this process's stdin to the command (read whole, up to 15 MiB)")
+    .option("--timeout <duration>", "stop the command after this long (e.g. 30s, 5m); exit code 124")
+    .option(
+      "--kill-grace <duration>",
+      "after SIGTERM on cancel or timeout, SIGKILL after this long (default 5s)",
+    )
+    .option("--wait", "queue the task even when no agent of the target is connected (until --timeout)")
+    .option("-d, --detach", "submit, print the task id and return at once")
+    .passThroughOptions()
+    .addHelpText(
+      "after",
+      `
+Examples:
+  switchboard exec --pool demo -- uname -a
+  switchboard exec --agent web-1 --timeout 1m --shell 'journalctl -u nginx | tail -50'
+  echo hello | switchboard exec --pool demo --stdin -- tr a-z A-Z
+
+Exit code: the command's own; 128+N when killed by signal N; 124 on timeout; 130 when
+cancelled (Ctrl-C); 1 when the task could not run; 2 on bad usage.`,
+    );
+  addTargetOptions(cmd);
+  cmd.action(async (argv: string[], flags: ExecFlags, command: Command) => {
+    const target = targetFrom(flags);
+    if (argv.length > 0 && flags.shell !== undefined)
+      throw usageError("give either a command after -- or --shell 'script', not both");
+    if (argv.length === 0 && flags.shell === undefined)
+      throw usageError(
+        "nothing to run",
+        "put the command after --, e.g. switchboard exec --pool P -- ls -l, or use --shell 'script'",
+      );
+    const env: Record<string, string> = {};
+    for (const kv of flags.env ?? []) {
+      const eq = kv.indexOf("=");
+      if (eq <= 0) throw usageError(`--env: expected KEY=VALUE, got "${kv}"`);
+      env[kv.slice(0, eq)] = kv.slice(eq + 1);
+    }
+    const timeoutMs = flags.timeout !== undefined ? durationFlag("--timeout", flags.timeout) : 0;
+    const killGraceMs = flags.killGrace !== undefined ? durationFlag("--kill-grace", flags.killGrace) : 0;
+    const stdin = flags.stdin ? await readStdin(DEFAULT_MAX_MESSAGE_BYTES - 1024 * 1024) : undefined;
+    const req: TaskRequest = {
+      ...shell({
+        ...(argv.length > 0 ? { argv } : { script: flags.shell! }),
+        cwd: flags.cwd ?? "",
+        env,
+        ...(stdin ? { stdin } : {}),
+        timeoutMs,
+        killGraceMs,
+      }),
+      target,
+      timeoutMs,
+      waitForAgent: flags.wait ?? false,
+    };
+    const code = await withClient(command, async (client) => {
+      if (flags.detach) {
+        process.stdout.write(`${await client.submit(req)}\n`);
+        return EXIT.ok;
+      }
+      let taskId: string | undefined;
+      let interrupts = 0;
+      const cancelNow = (): void => {
+        if (!taskId) return;
+        client.cancel(taskId, "cancelled from the command line (Ctrl-C)").catch((e: unknown) => {
+          process.stderr.write(`switchboard: could not cancel task ${taskId}: ${(e as Error).message}\n`);
+        });
+      };
+      const onSigint = (): void => {
+        interrupts++;
+        if (interrupts === 1) {
+          process.stderr.write(
+            `\nswitchboard: cancelling task ${taskId ?? "(being submitted)"}; Ctrl-C again to stop waiting\n`,
+          );
+          cancelNow();
+        } else {
+          process.stderr.write(
+            `switchboard: stopped waiting; task ${taskId ?? "?"} may still be cancelling\n`,
+          );
+          process.exit(EXIT.interrupted);
+        }
+      };
+      process.on("SIGINT", onSigint);
+      process.on("SIGTERM", onSigint);
+      let finished: Finished | undefined;
+      try {
+        for await (const ev of client.run(req, {
+          onTaskId: (id) => {
+            taskId = id;
+            if (interrupts > 0) cancelNow();
+          },
+        })) {
+          const e = ev.event;
+          if (ev.gapBytes > 0)
+            process.stderr.write(`[switchboard: ${ev.gapBytes} bytes of output not kept]\n`);
+          if (e?.$case === "output") {
+            const out =
+              e.value.stream === OutputStream.OUTPUT_STREAM_STDERR ? process.stderr : process.stdout;
+            if (!out.write(e.value.data)) await once(out, "drain");
+          } else if (e?.$case === "finished") {
+            finished = e.value;
+          }
+        }
+      } finally {
+        process.off("SIGINT", onSigint);
+        process.off("SIGTERM", onSigint);
+      }
+      if (!finished) throw new CliError(`the hub ended the stream of task ${taskId ?? "?"} without a result`);
+      return exitCodeOf(finished, taskId ?? "?");
+    });
+    process.exitCode = code;
+  });
+}
+
+/** The exit code a local run of the task would have had, with a note on stderr when it did not run to its end. */
+export function exitCodeOf(f: Finished, taskId: string): number {
+  const why = f.reason || f.error?.message || "";
+  const note = (what: string): void => {
+    process.stderr.write(`switchboard: task ${taskId} ${what}${why ? `: ${why}` : ""}\n`);
+  };
+  switch (f.state) {
+    case TaskState.TASK_STATE_SUCCEEDED:
+      return EXIT.ok;
+    case TaskState.TASK_STATE_CANCELLED:
+      note("was cancelled");
+      return EXIT.interrupted;
+    case TaskState.TASK_STATE_TIMED_OUT:
+      note("timed out");
+      return EXIT.timeout;
+    case TaskState.TASK_STATE_LOST:
+      note("was lost");
+      return EXIT.failed;
+    default:
+      if (f.signal) {
+        const n = (constants.signals as Record<string, number | undefined>)[f.signal];
+        note(`was killed by ${f.signal}`);
+        return n ? 128 + n : EXIT.failed;
+      }
+      if (f.exitCode > 0) return Math.min(f.exitCode, 255);
+      note("failed");
+      return EXIT.failed;
+  }
+}
+
+async function readStdin(limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of process.stdin) {
+    const b = chunk as Buffer;
+    size += b.length;
+    if (size > limit)
+      throw usageError(
+        `--stdin: more than ${limit} bytes on stdin`,
+        "copy large inputs to the agent as a file instead",
+      );
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks);
+}

@@ -1,0 +1,52 @@
+// `switchboard hub`: serve agents and clients until SIGTERM, then drain and exit 0.
+import type { Command } from "commander";
+import { createLogger } from "../../common/logger.js";
+import { ConfigError, loadHubConfig, startHub } from "../../hub/index.js";
+import { usageError } from "../cli-error.js";
+import { stopOnSignals } from "../signals.js";
+
+interface HubFlags {
+  config?: string;
+  listen?: string;
+  data?: string;
+  queueLimit?: string;
+  drainGrace?: string;
+  heartbeatInterval?: string;
+  offlineAfter?: string;
+  maxMessageBytes?: string;
+}
+
+export function registerHub(program: Command): void {
+  program
+    .command("hub")
+    .description("run the hub: agents dial in, clients send tasks (stops gracefully on SIGTERM)")
+    .option("-c, --config <file>", "TOML config file ([hub], [monitoring], [store])")
+    .option(
+      "--listen <host:port>",
+      "gRPC address to listen on (default 0.0.0.0:7000; port 0 picks a free one)",
+    )
+    .option("--data <dir>", "data dir: the SQLite store, admin.token, hub.json (default ./data)")
+    .option("--queue-limit <n>", "tasks queued per target before RESOURCE_EXHAUSTED (default 1000)")
+    .option("--drain-grace <duration>", "on SIGTERM, how long running tasks may take to finish (default 30s)")
+    .option("--heartbeat-interval <duration>", "heartbeat interval asked of agents (default 5s)")
+    .option("--offline-after <duration>", "an agent silent this long is offline (default 30s)")
+    .option("--max-message-bytes <n>", "largest gRPC message accepted (default 16777216)")
+    .addHelpText(
+      "after",
+      "\nEnvironment: SWITCHBOARD_LISTEN, SWITCHBOARD_DATA, SWITCHBOARD_QUEUE_LIMIT, SWITCHBOARD_LOG_LEVEL.\n" +
+        "On first start the hub writes an admin token to <data>/admin.token (mode 0600).",
+    )
+    .action(async (flags: HubFlags) => {
+      let config;
+      try {
+        config = loadHubConfig({ env: process.env, flags: { ...flags } });
+      } catch (e) {
+        if (e instanceof ConfigError)
+          throw usageError(e.message, "fix the setting named above (see switchboard hub --help)");
+        throw e;
+      }
+      const logger = createLogger("hub");
+      const hub = await startHub(config, logger);
+      await stopOnSignals(logger, (o) => hub.shutdown(o));
+    });
+}

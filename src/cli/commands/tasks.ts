@@ -1,0 +1,149 @@
+// Looking at tasks: `tasks` (list), `task` (one), `logs` (kept output, or --follow live), `cancel`.
+import { once } from "node:events";
+import type { Command } from "commander";
+import { ALL_STATES, stateFromWire, stateToWire, type TaskStateName } from "../../common/task-state.js";
+import { OutputStream, type TaskResult } from "../../gen/switchboard/v1/task.js";
+import { usageError } from "../cli-error.js";
+import { clientCommand, withClient } from "../client-command.js";
+import { intFlag } from "../flags.js";
+import { isoTime, outputFormat, printList, printObject, TASK_COLUMNS, taskRow } from "../output.js";
+
+export function registerTasks(program: Command): void {
+  clientCommand(program, "tasks", "list recent tasks, newest first")
+    .option("--agent <id>", "only tasks of this agent")
+    .option("--pool <name>", "only tasks aimed at this pool")
+    .option("--state <states>", `only these states, comma-separated (${ALL_STATES.join(", ")})`)
+    .option("--limit <n>", "at most this many (default 50, max 1000)")
+    .option("--before <task-id>", "page: tasks older than this one")
+    .option("-o, --output <format>", "table or json", "table")
+    .action(
+      async (
+        f: {
+          agent?: string;
+          pool?: string;
+          state?: string;
+          limit?: string;
+          before?: string;
+          output?: string;
+        },
+        cmd: Command,
+      ) => {
+        const format = outputFormat(f.output);
+        const states = (f.state ?? "")
+          .split(",")
+          .map((s) => s.trim().toLowerCase())
+          .filter(Boolean)
+          .map((s) => {
+            if (!ALL_STATES.includes(s as TaskStateName))
+              throw usageError(`--state: unknown state "${s}"`, `use one of ${ALL_STATES.join(", ")}`);
+            return stateToWire(s as TaskStateName);
+          });
+        const tasks = await withClient(cmd, (c) =>
+          c.listTasks({
+            limit: f.limit ? intFlag("--limit", f.limit, 1) : 50,
+            agentId: f.agent ?? "",
+            pool: f.pool ?? "",
+            states,
+            beforeTaskId: f.before ?? "",
+          }),
+        );
+        printList(tasks.map(taskRow), TASK_COLUMNS, format, "no tasks match");
+      },
+    );
+
+  clientCommand(program, "task", "show one task: state, agent, exit code, timing, output sizes")
+    .argument("<task-id>")
+    .option("-o, --output <format>", "table or json", "table")
+    .action(async (taskId: string, f: { output?: string }, cmd: Command) => {
+      const format = outputFormat(f.output);
+      const r = await withClient(cmd, (c) => c.getTask(taskId));
+      if (!r.info) throw usageError(`the hub returned no information for task ${taskId}`);
+      const row = taskRow(r.info);
+      const spec = r.info.spec?.kind;
+      const detail = {
+        ...row,
+        spec:
+          spec?.$case === "shell"
+            ? spec.value.argv.length
+              ? { argv: spec.value.argv, cwd: spec.value.cwd || undefined }
+              : { script: spec.value.script, cwd: spec.value.cwd || undefined }
+            : spec?.$case === "echo"
+              ? { payloadBytes: spec.value.payload.length }
+              : undefined,
+        outputTruncated: r.outputTruncated,
+      };
+      if (format === "json") return printObject(detail, format);
+      printObject(
+        {
+          task: row.taskId,
+          kind: row.kind,
+          state: row.state + (row.reason ? ` (${row.reason})` : ""),
+          target: row.target,
+          agent: row.agentId,
+          requester: row.requester,
+          command: detail.spec,
+          exit: row.signal || (row.exitCode ?? undefined),
+          error: row.error?.message,
+          created: isoTime(row.createdAtMs),
+          started: isoTime(row.startedAtMs),
+          finished: isoTime(row.finishedAtMs),
+          duration: row.finishedAtMs ? `${row.durationMs} ms` : undefined,
+          stdout: `${row.stdoutBytes} bytes`,
+          stderr: `${row.stderrBytes} bytes${r.outputTruncated ? " (kept: head and tail; see switchboard logs)" : ""}`,
+        },
+        "table",
+      );
+    });
+
+  clientCommand(program, "logs", "print a task's output (stdout here to stdout, stderr to stderr)")
+    .argument("<task-id>")
+    .option("-f, --follow", "stream output live until the task ends")
+    .action(async (taskId: string, f: { follow?: boolean }, cmd: Command) => {
+      await withClient(cmd, async (c) => {
+        if (!f.follow) return writeKept(await c.getTask(taskId));
+        const abort = new AbortController();
+        const onSigint = (): void => abort.abort();
+        process.once("SIGINT", onSigint);
+        try {
+          for await (const ev of c.watch(taskId, { signal: abort.signal })) {
+            if (ev.gapBytes > 0)
+              process.stderr.write(`\n[switchboard: ${ev.gapBytes} bytes of output not kept]\n`);
+            const e = ev.event;
+            if (e?.$case === "output") {
+              const out =
+                e.value.stream === OutputStream.OUTPUT_STREAM_STDERR ? process.stderr : process.stdout;
+              if (!out.write(e.value.data)) await once(out, "drain");
+            } else if (e?.$case === "finished") {
+              process.stderr.write(
+                `[switchboard: task ${taskId} ${stateFromWire(e.value.state) ?? "ended"}${e.value.reason ? `: ${e.value.reason}` : ""}]\n`,
+              );
+            }
+          }
+        } finally {
+          process.off("SIGINT", onSigint);
+        }
+      });
+    });
+
+  clientCommand(program, "cancel", "cancel a task: SIGTERM to its process group, SIGKILL after the grace")
+    .argument("<task-id...>")
+    .option("--reason <text>", "recorded with the task and in the audit log")
+    .action(async (ids: string[], f: { reason?: string }, cmd: Command) => {
+      await withClient(cmd, async (c) => {
+        for (const id of ids) {
+          const state = await c.cancel(id, f.reason ?? "cancelled from the command line");
+          process.stdout.write(`${id}  ${stateFromWire(state) ?? "unknown"}\n`);
+        }
+      });
+    });
+}
+
+function writeKept(r: TaskResult): void {
+  process.stdout.write(r.stdout);
+  process.stderr.write(r.stderr);
+  if (r.outputTruncated) {
+    process.stderr.write(
+      `[switchboard: output was cut to its head and tail (stdout ${r.info?.stdoutBytes ?? "?"} bytes, stderr ${r.info?.stderrBytes ?? "?"} bytes in all)]\n`,
+    );
+  }
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+// The `switchboard` command: servers (hub, agent, demo) and the client commands, all on the SDK.
+import { Command, CommanderError, Option } from "commander";
+import { VERSION } from "../common/version.js";
+import { EXIT, report } from "./cli-error.js";
+import { registerAgent } from "./commands/agent.js";
+import { registerAgents } from "./commands/agents.js";
+import { registerDemo } from "./commands/demo.js";
+import { registerExec } from "./commands/exec.js";
+import { registerHub } from "./commands/hub.js";
+import { registerPing } from "./commands/ping.js";
+import { registerTasks } from "./commands/tasks.js";
+import { registerToken } from "./commands/token.js";
+
+export function buildProgram(): Command {
+  const program = new Command("switchboard")
+    .description(
+      "Run work on machines you cannot reach: agents dial out to a hub; clients send them tasks.\n" +
+        "Start with `switchboard demo`, then `switchboard exec --pool demo -- uname -a`.",
+    )
+    .version(VERSION, "-V, --version")
+    .option(
+      "--hub <host:port>",
+      "hub address (default: $SWITCHBOARD_HUB, else <data>/hub.json, else 127.0.0.1:7000)",
+    )
+    .addOption(new Option("--master <host:port>", "alias of --hub"))
+    .option("--token <token>", "API token (default: $SWITCHBOARD_TOKEN, else <data>/admin.token)")
+    .enablePositionalOptions()
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride()
+    .addHelpText(
+      "after",
+      "\n<data> is $SWITCHBOARD_DATA, else ./data: where a hub on this machine keeps hub.json and admin.token.",
+    );
+  registerHub(program);
+  registerAgent(program);
+  registerDemo(program);
+  registerAgents(program);
+  registerExec(program);
+  registerPing(program);
+  registerTasks(program);
+  registerToken(program);
+  return program;
+}
+
+async function main(): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(process.argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      const ok =
+        e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help";
+      process.exitCode = ok ? EXIT.ok : EXIT.usage;
+      return;
+    }
+    process.exitCode = report(e);
+  }
+  // Everything a command opened is closed by now; if a stray handle lingers, do not hang on it.
+  setTimeout(() => process.exit(), 5_000).unref();
+}
+
+await main();
