@@ -119,6 +119,9 @@ export function registerTasks(program: Command): void {
               );
             }
           }
+        } catch (e) {
+          // Ctrl-C ends the watch, not the task.
+          if (!abort.signal.aborted) throw e;
         } finally {
           process.off("SIGINT", onSigint);
         }
