@@ -1,0 +1,142 @@
+// Every refusal of the token model, end to end.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  agentToken,
+  runCli,
+  spawnCli,
+  startAgent,
+  startHub,
+  stopAll,
+  tempDir,
+  waitFor,
+  listAgents,
+  type HubProc,
+} from "./support/processes.js";
+
+let hub: HubProc;
+// Run CLI calls from a directory with no admin.token, so only the token we pass counts.
+const bare = { SWITCHBOARD_TOKEN: "", SWITCHBOARD_DATA: tempDir("empty") };
+
+beforeAll(async () => {
+  hub = await startHub();
+  await startAgent(hub, { agentId: "auth-1", pool: "auth" });
+});
+
+afterAll(stopAll);
+
+async function token(role: string, extra: string[] = []): Promise<string> {
+  const r = await runCli([
+    ...hub.cli,
+    "token",
+    "create",
+    "--role",
+    role,
+    "--name",
+    `${role}-${Math.random().toString(36).slice(2, 8)}`,
+    ...extra,
+  ]);
+  expect(r.code).toBe(0);
+  return r.stdout.trim().split("\n").pop()!.trim();
+}
+
+describe("tokens", () => {
+  it("refuses a call without a token", async () => {
+    const r = await runCli(["--hub", hub.address, "agents"], { env: bare });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/token/i);
+  });
+
+  it("refuses an unknown token", async () => {
+    const r = await runCli(["--hub", hub.address, "--token", "sbt_not-a-real-token", "agents"], {
+      env: bare,
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/unknown token/i);
+  });
+
+  it("refuses a revoked token", async () => {
+    const t = await token("operator");
+    const before = await runCli(["--hub", hub.address, "--token", t, "agents"], { env: bare });
+    expect(before.code).toBe(0);
+    const list = await runCli([...hub.cli, "token", "list", "--output", "json"]);
+    const mine = (JSON.parse(list.stdout) as { id: string; name: string; role: string }[]).filter(
+      (x) => x.role === "operator",
+    );
+    expect(mine.length).toBeGreaterThan(0);
+    const revoke = await runCli([...hub.cli, "token", "revoke", mine[0]!.id]);
+    expect(revoke.code).toBe(0);
+    const after = await runCli(["--hub", hub.address, "--token", t, "agents"], { env: bare });
+    expect(after.code).toBe(1);
+    expect(after.stderr).toMatch(/revoked/i);
+  });
+
+  it("lets a viewer list but not run tasks", async () => {
+    const t = await token("viewer");
+    const list = await runCli(["--hub", hub.address, "--token", t, "agents"], { env: bare });
+    expect(list.code).toBe(0);
+    const run = await runCli(["--hub", hub.address, "--token", t, "exec", "--pool", "auth", "--", "true"], {
+      env: bare,
+    });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/viewer/i);
+  });
+
+  it("keeps an operator scoped to a pool out of other pools", async () => {
+    const t = await token("operator", ["--pool", "other"]);
+    const r = await runCli(["--hub", hub.address, "--token", t, "exec", "--pool", "auth", "--", "true"], {
+      env: bare,
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/PERMISSION_DENIED|not allowed|scope/i);
+  });
+
+  it("refuses an agent token on the client API", async () => {
+    const t = await agentToken(hub, "auth");
+    const r = await runCli(["--hub", hub.address, "--token", t, "agents"], { env: bare });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/agent token|PERMISSION_DENIED/i);
+  });
+
+  it("does not let an agent token scoped to one pool register into another", async () => {
+    const t = await agentToken(hub, "pool-a");
+    const p = spawnCli([
+      "agent",
+      "--hub",
+      hub.address,
+      "--token",
+      t,
+      "--agent-id",
+      "intruder",
+      "--pool",
+      "pool-b",
+      "--data",
+      tempDir("intruder"),
+    ]);
+    await waitFor("the agent to log the refusal", () => /PERMISSION_DENIED|pool-b/.test(p.stderr()), 15_000);
+    const agents = await listAgents(hub);
+    expect(agents.some((a) => a.agentId === "intruder" && a.connected)).toBe(false);
+    p.kill("SIGTERM");
+    await p.exited;
+  });
+
+  it("refuses an agent with an unknown token", async () => {
+    const p = spawnCli([
+      "agent",
+      "--hub",
+      hub.address,
+      "--token",
+      "sbt_bogus",
+      "--agent-id",
+      "bogus",
+      "--data",
+      tempDir("bogus"),
+    ]);
+    await waitFor(
+      "the agent to log the refusal",
+      () => /UNAUTHENTICATED|unknown token/i.test(p.stderr()),
+      15_000,
+    );
+    p.kill("SIGTERM");
+    await p.exited;
+  });
+});

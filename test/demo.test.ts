@@ -1,0 +1,38 @@
+// The README's demo: one command starts a hub and two agents; the commands it prints work.
+import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { afterAll, describe, expect, it } from "vitest";
+import { runCli, spawnCli, stopAll, tempDir, waitFor } from "./support/processes.js";
+
+afterAll(stopAll);
+
+describe("switchboard demo", () => {
+  it("starts a hub and two shell agents, prints what to try, and stops cleanly", async () => {
+    const dataDir = tempDir("demo");
+    const demo = spawnCli(["demo", "--listen", "127.0.0.1:0", "--data", dataDir]);
+    await waitFor(
+      "the demo to print what to try",
+      () => demo.stdout().includes("switchboard exec --pool demo"),
+      30_000,
+    );
+    expect(existsSync(join(dataDir, "admin.token"))).toBe(true);
+    // The CLI finds the hub and the token from the data dir, as the printed commands expect.
+    const env = { SWITCHBOARD_DATA: dataDir, SWITCHBOARD_TOKEN: "", SWITCHBOARD_HUB: "" };
+    const agents = await runCli(["agents", "--output", "json"], { env });
+    expect(agents.code).toBe(0);
+    const rows = JSON.parse(agents.stdout) as { agentId: string; pool: string; connected: boolean }[];
+    expect(
+      rows
+        .filter((a) => a.pool === "demo" && a.connected)
+        .map((a) => a.agentId)
+        .sort(),
+    ).toEqual(["demo-1", "demo-2"]);
+    const exec = await runCli(["exec", "--pool", "demo", "--", "uname", "-s"], { env });
+    expect(exec.code).toBe(0);
+    expect(exec.stdout).toBe("Linux\n");
+    const ping = await runCli(["ping", "--pool", "demo", "--count", "2", "--interval", "10ms"], { env });
+    expect(ping.code).toBe(0);
+    demo.kill("SIGINT");
+    expect(await demo.exited).toBe(0);
+  }, 60_000);
+});

@@ -1,0 +1,54 @@
+// Clean shutdown: SIGTERM drains the hub and the agent; running work finishes; exit code 0.
+import { TaskState } from "../src/gen/switchboard/v1/task.js";
+import { afterAll, describe, expect, it } from "vitest";
+import { SwitchboardClient, shell } from "../src/client/index.js";
+import { runCli, spawnCli, startAgent, startHub, stopAll, waitFor } from "./support/processes.js";
+
+afterAll(stopAll);
+
+describe("graceful shutdown", () => {
+  it("hub SIGTERM: the running task finishes, new work is refused, exit 0", async () => {
+    const hub = await startHub();
+    await startAgent(hub, { agentId: "drain-1", pool: "drain" });
+    const exec = spawnCli([
+      ...hub.cli,
+      "exec",
+      "--pool",
+      "drain",
+      "--shell",
+      "echo begin; sleep 2; echo end",
+    ]);
+    await waitFor("the task to start", () => exec.stdout().includes("begin"), 20_000);
+    hub.kill("SIGTERM");
+    await waitFor("the hub to refuse new work", async () => {
+      const r = await runCli([...hub.cli, "exec", "--pool", "drain", "--", "true"]);
+      return r.code !== 0;
+    });
+    expect(await exec.exited).toBe(0);
+    expect(exec.stdout()).toBe("begin\nend\n");
+    expect(await hub.exited).toBe(0);
+  }, 60_000);
+
+  it("agent SIGTERM: the running task finishes and reports, exit 0", async () => {
+    const hub = await startHub();
+    const agent = await startAgent(hub, { agentId: "drain-2", pool: "drain2" });
+    const client = new SwitchboardClient({ hub: hub.address, token: hub.adminToken });
+    try {
+      const id = await client.submit({
+        ...shell({ script: "sleep 1; echo done" }),
+        target: { pool: "drain2" },
+      });
+      await waitFor(
+        "the task to run",
+        async () => (await client.getTask(id)).info?.state === TaskState.TASK_STATE_RUNNING,
+      );
+      agent.kill("SIGTERM");
+      expect(await agent.exited).toBe(0);
+      const t = await client.getTask(id);
+      expect(t.info?.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
+      expect(Buffer.from(t.stdout).toString()).toBe("done\n");
+    } finally {
+      client.close();
+    }
+  }, 60_000);
+});

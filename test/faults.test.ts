@@ -1,0 +1,114 @@
+// Faults: an agent killed mid-task, and a hub killed under load and restarted. Nothing accepted
+// may go missing: every task ends in a terminal state that says what happened.
+import { createServer } from "node:net";
+import { TaskState } from "../src/gen/switchboard/v1/task.js";
+import { afterAll, describe, expect, it } from "vitest";
+import { SwitchboardClient, echo, shell } from "../src/client/index.js";
+import { runCli, spawnCli, startAgent, startHub, stopAll, tempDir, waitFor } from "./support/processes.js";
+
+afterAll(stopAll);
+
+const TERMINAL = new Set([
+  TaskState.TASK_STATE_SUCCEEDED,
+  TaskState.TASK_STATE_FAILED,
+  TaskState.TASK_STATE_CANCELLED,
+  TaskState.TASK_STATE_TIMED_OUT,
+  TaskState.TASK_STATE_LOST,
+]);
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+describe("faults", () => {
+  it("marks the task lost and tells the client when the agent is killed mid-task", async () => {
+    const hub = await startHub();
+    const agent = await startAgent(hub, { agentId: "doomed", pool: "doom" });
+    const exec = spawnCli([...hub.cli, "exec", "--pool", "doom", "--shell", "echo started; sleep 60"]);
+    await waitFor("the task to start", () => exec.stdout().includes("started"), 20_000);
+    agent.kill("SIGKILL");
+    expect(await exec.exited).toBe(1);
+    expect(exec.stderr()).toMatch(/lost|disconnected/i);
+    const tasks = await runCli([...hub.cli, "tasks", "--pool", "doom", "--output", "json"]);
+    const [task] = JSON.parse(tasks.stdout) as { state: string; reason?: string }[];
+    expect(task?.state).toBe("lost");
+  }, 60_000);
+
+  it("accounts for every accepted task after the hub is killed under load and restarted", async () => {
+    const dataDir = tempDir("hub-crash");
+    const port = await freePort();
+    const listen = ["--listen", `127.0.0.1:${port}`];
+    let hub = await startHub({ dataDir, args: listen });
+    await startAgent(hub, { agentId: "survivor", pool: "load", args: ["--pool-size", "8"] });
+    const client = new SwitchboardClient({ hub: hub.address, token: hub.adminToken });
+    const accepted: string[] = [];
+    let stop = false;
+    const load = (async () => {
+      let i = 0;
+      while (!stop && i < 5000) {
+        const spec = i % 2 === 0 ? echo(new Uint8Array([i & 255])) : shell({ argv: ["sleep", "0.05"] });
+        const batch = Array.from({ length: 16 }, () =>
+          client.submit({ ...spec, target: { pool: "load" }, timeoutMs: 60_000 }).then(
+            (id) => accepted.push(id),
+            () => undefined,
+          ),
+        );
+        await Promise.all(batch);
+        i += 16;
+      }
+    })();
+    await waitFor("some tasks to be accepted", () => accepted.length >= 300, 30_000);
+    hub.kill("SIGKILL");
+    await hub.exited;
+    stop = true;
+    await load;
+    client.close();
+    const count = accepted.length;
+    hub = await startHub({ dataDir, args: listen });
+    const after = new SwitchboardClient({ hub: hub.address, token: hub.adminToken });
+    try {
+      await waitFor(
+        "every accepted task to reach a terminal state",
+        async () => {
+          for (const id of accepted) {
+            const t = await after.getTask(id);
+            if (!t.info || !TERMINAL.has(t.info.state)) return false;
+          }
+          return true;
+        },
+        60_000,
+        500,
+      );
+      expect(accepted.length).toBe(count);
+      const states = new Map<TaskState, number>();
+      for (const id of accepted) {
+        const s = (await after.getTask(id)).info!.state;
+        states.set(s, (states.get(s) ?? 0) + 1);
+      }
+      // Most work completed; what was on the agent when the hub died is lost, with a reason.
+      expect(states.get(TaskState.TASK_STATE_SUCCEEDED) ?? 0).toBeGreaterThan(0);
+      for (const id of accepted) {
+        const t = (await after.getTask(id)).info!;
+        if (t.state === TaskState.TASK_STATE_LOST) expect(t.reason).toMatch(/hub restarted/);
+      }
+      // The agent found the restarted hub by itself and takes new work.
+      const r = await after.execute({
+        ...echo(new TextEncoder().encode("back")),
+        target: { pool: "load" },
+        waitForAgent: true,
+        timeoutMs: 30_000,
+      });
+      expect(Buffer.from(r.result).toString()).toBe("back");
+    } finally {
+      after.close();
+    }
+  }, 150_000);
+});
