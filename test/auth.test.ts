@@ -119,6 +119,24 @@ describe("tokens", () => {
     await p.exited;
   });
 
+  it("ends a live agent session when its token is revoked", async () => {
+    const t = await agentToken(hub, "revocable");
+    const agent = await startAgent(hub, { agentId: "revocable-1", pool: "revocable", token: t });
+    const list = await runCli([...hub.cli, "token", "list", "--output", "json"]);
+    const tokens = JSON.parse(list.stdout) as { id: string; role: string; pools: string[] }[];
+    const mine = tokens.filter((x) => x.role === "agent" && x.pools.includes("revocable"));
+    expect(mine).toHaveLength(1);
+    expect((await runCli([...hub.cli, "token", "revoke", mine[0]!.id])).code).toBe(0);
+    await waitFor(
+      "the agent to be disconnected",
+      async () => !(await listAgents(hub)).some((a) => a.agentId === "revocable-1" && a.connected),
+      5_000,
+    );
+    await waitFor("the agent to log the revocation", () => /revoked/i.test(agent.stderr()), 5_000);
+    agent.kill("SIGTERM");
+    await agent.exited;
+  });
+
   it("refuses an agent with an unknown token", async () => {
     const p = spawnCli([
       "agent",

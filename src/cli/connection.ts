@@ -25,7 +25,7 @@ export function resolveHub(flags: ConnectionFlags, env: NodeJS.ProcessEnv = proc
   const explicit = nonEmpty(flags.hub) ?? nonEmpty(flags.master) ?? nonEmpty(env.SWITCHBOARD_HUB);
   if (explicit)
     return explicit
-      .replace(/^grpc:\/\//, "")
+      .replace(/^[a-z][a-z0-9+.-]*:\/\//i, "")
       .split(",")[0]!
       .trim();
   const file = join(dataDir(env), "hub.json");

@@ -36,7 +36,7 @@ export function registerAgent(program: Command): void {
     .option("--agent-id <id>", "this agent's id (default: the hostname)")
     .option("--pool <name>", "pool to join (default: default)")
     .option("--labels <k=v,...>", "labels for targeting, e.g. region=eu,gpu=true")
-    .option("--pool-size <n>", "executors, i.e. tasks run at once (default: number of CPUs)")
+    .option("--pool-size <n>", "executors, i.e. tasks run at once (default 4)")
     .option("--threshold <percent>", "outbox fill above which no new work is taken (default 80)")
     .option("--shell", "enable shell tasks (off unless set here, in [shell] or SWITCHBOARD_SHELL_ENABLED)")
     .option("--data <dir>", "the agent's data dir (default ./agent-data)")

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything Switchboard needs on a fresh Debian machine with Node 20+ and npm:
+# the Debian packages its tests and benchmarks use, the npm dependencies (better-sqlite3
+# compiles its native addon here), and the build. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "Switchboard needs Node.js 20 or newer (found $(node -v))." >&2
+  exit 1
+fi
+
+# Debian packages: nats-server is the peer the benchmarks measure against.
+apt_missing=()
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || apt_missing+=(nats-server)
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian packages: ${apt_missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+  else
+    log "missing Debian packages (install them as root): ${apt_missing[*]}"
+  fi
+fi
+
+# npm dependencies: reinstall only when the lockfile changed since the last install.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
+  || [ ! -f node_modules/better-sqlite3/build/Release/better_sqlite3.node ]; then
+  log "installing npm dependencies (better-sqlite3 compiles from source: about a minute)"
+  npm ci --no-fund --no-audit
+fi
+
+log "building"
+npm run --silent build
+log "ready: try 'npm run demo', or 'npm test'"
