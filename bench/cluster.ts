@@ -1,0 +1,133 @@
+// Our side of every benchmark: a hub and one agent, each its own child process started through the
+// built CLI as in production, and an SDK client in this process.
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { SwitchboardClient } from "../src/client/index.js";
+import { CLI, log, spawnNode, waitFor, type Child } from "./harness.js";
+
+const execFileP = promisify(execFile);
+
+export const POOL = "bench";
+export const AGENT_ID = "bench-1";
+
+export interface ClusterOptions {
+  poolSize: number;
+  shell: boolean;
+  /** Extra node flags for the hub and the agent (e.g. --cpu-prof). */
+  hubNodeFlags?: readonly string[];
+  agentNodeFlags?: readonly string[];
+}
+
+export interface Cluster {
+  hub: Child;
+  agent: Child;
+  address: string;
+  client: SwitchboardClient;
+  /** Stops the client, the agent, then the hub, and removes their data directories. */
+  stop(): Promise<void>;
+}
+
+const childEnv = { SWITCHBOARD_LOG_LEVEL: "warn" };
+
+export async function startCluster(o: ClusterOptions): Promise<Cluster> {
+  const root = mkdtempSync(path.join(os.tmpdir(), "switchboard-bench-"));
+  const hubDir = path.join(root, "hub");
+  const agentDir = path.join(root, "agent");
+  let hub: Child | undefined;
+  let agent: Child | undefined;
+  let client: SwitchboardClient | undefined;
+  const cleanup = async (): Promise<void> => {
+    client?.close();
+    await agent?.stop();
+    await hub?.stop();
+    rmSync(root, { recursive: true, force: true });
+  };
+  try {
+    hub = spawnNode("hub", CLI, {
+      args: ["hub", "--listen", "127.0.0.1:0", "--data", hubDir],
+      env: childEnv,
+      nodeFlags: o.hubNodeFlags ?? [],
+    });
+    const h = hub;
+    const info = await waitFor(
+      "hub.json",
+      () => {
+        if (h.exited()) throw new Error(`hub exited:\n${h.output()}`);
+        const j = JSON.parse(readFileSync(path.join(hubDir, "hub.json"), "utf8")) as { address?: string };
+        return typeof j.address === "string" ? j.address : undefined;
+      },
+      20_000,
+    );
+    const adminToken = readFileSync(path.join(hubDir, "admin.token"), "utf8").trim();
+    const { stdout } = await execFileP(
+      process.execPath,
+      [
+        CLI,
+        "--hub",
+        info,
+        "--token",
+        adminToken,
+        "token",
+        "create",
+        "--role",
+        "agent",
+        "--pool",
+        POOL,
+        "--name",
+        "bench-agent",
+      ],
+      { env: { ...process.env, ...childEnv }, cwd: root },
+    ).catch((err: unknown) => {
+      throw new Error(`token create failed: ${err instanceof Error ? err.message : String(err)}`);
+    });
+    const agentToken = stdout.trim().split("\n").pop()?.trim() ?? "";
+    if (agentToken === "") throw new Error("token create printed nothing");
+
+    agent = spawnNode("agent", CLI, {
+      args: [
+        "agent",
+        "--hub",
+        info,
+        "--token",
+        agentToken,
+        "--agent-id",
+        AGENT_ID,
+        "--pool",
+        POOL,
+        "--pool-size",
+        String(o.poolSize),
+        ...(o.shell ? ["--shell"] : []),
+        "--data",
+        agentDir,
+      ],
+      env: childEnv,
+      nodeFlags: o.agentNodeFlags ?? [],
+    });
+    client = new SwitchboardClient({ hub: info, token: adminToken });
+    const c = client;
+    const a = agent;
+    await waitFor(
+      "the agent to connect",
+      async () => {
+        if (a.exited()) throw new Error(`agent exited:\n${a.output()}`);
+        const agents = await c.admin.listAgents();
+        const me = agents.find((x) => x.agentId === AGENT_ID);
+        return me?.connected === true && me.freeSlots > 0 ? true : undefined;
+      },
+      20_000,
+      100,
+    );
+    log(`cluster up: hub ${info} (pid ${h.pid}), agent ${AGENT_ID} (pid ${a.pid}), pool size ${o.poolSize}`);
+    return { hub: h, agent: a, address: info, client: c, stop: cleanup };
+  } catch (err) {
+    const detail = [hub, agent]
+      .filter((x): x is Child => x !== undefined)
+      .map((x) => `--- ${x.name} output ---\n${x.output()}`)
+      .join("\n");
+    await cleanup();
+    throw new Error(`${err instanceof Error ? err.message : String(err)}\n${detail}`);
+  }
+}
