@@ -133,6 +133,7 @@ export class SqliteStore implements Store {
   /** Buffers whose tail changed since it was last written. */
   private readonly unsavedTails = new Set<OutputBuffer>();
   private batchTimer: NodeJS.Timeout | NodeJS.Immediate | undefined;
+  private batchTimerImmediate = false;
   private tailTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private closing: Promise<void> | undefined;
@@ -168,7 +169,7 @@ export class SqliteStore implements Store {
     const done = new Promise<void>((resolve, reject) => {
       this.batch.inserts.push({ task, resolve, reject });
     });
-    this.enqueued();
+    this.enqueued(true);
     return done;
   }
 
@@ -349,17 +350,27 @@ export class SqliteStore implements Store {
 
   // ---- the write queue
 
-  private enqueued(): void {
+  /**
+   * A write joined the batch. An insert someone awaits (`urgent`) commits as soon as the current
+   * turn of the event loop is done, taking everything pending with it; other writes wait up to
+   * flushIntervalMs, so that a task's updates share commits with other tasks' instead of each
+   * costing one (a commit writes whole WAL pages, and that, not the rows, is what costs).
+   */
+  private enqueued(urgent = false): void {
     const batch = this.batch;
     batch.ops++;
-    if (batch.ops >= this.settings.maxBatchOps) this.flushQuietly("due");
-    else if (!this.batchTimer) {
-      // Interval 0: commit once the current turn of the event loop is done, so that everything
-      // that arrived together shares one commit and a lone write waits for no timer.
-      this.batchTimer =
-        this.settings.flushIntervalMs === 0
-          ? setImmediate(this.onBatchTimer)
-          : setTimeout(this.onBatchTimer, this.settings.flushIntervalMs);
+    if (batch.ops >= this.settings.maxBatchOps) {
+      this.flushQuietly("due");
+      return;
+    }
+    if (urgent || this.settings.flushIntervalMs === 0) {
+      if (this.batchTimer !== undefined && this.batchTimerImmediate) return;
+      this.clearBatchTimer();
+      this.batchTimer = setImmediate(this.onBatchTimer);
+      this.batchTimerImmediate = true;
+    } else if (this.batchTimer === undefined) {
+      this.batchTimer = setTimeout(this.onBatchTimer, this.settings.flushIntervalMs);
+      this.batchTimerImmediate = false;
     }
   }
 

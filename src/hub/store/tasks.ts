@@ -18,9 +18,10 @@ const COUNT_TASKS = `SELECT COUNT(*) AS n FROM tasks`;
 
 const UNFINISHED_STATES = ALL_STATES.filter((s) => !isTerminal(s));
 
+// The states are written out (not bound) so that the partial index tasks_unfinished applies.
 const SELECT_UNFINISHED_TASKS = `
 SELECT ${TASK_COLUMNS} FROM tasks
-WHERE state IN (${UNFINISHED_STATES.map(() => "?").join(", ")})
+WHERE state IN (${UNFINISHED_STATES.map((s) => `'${s}'`).join(", ")})
 ORDER BY id`;
 
 /** TaskPatch fields and the columns they set. */
@@ -98,7 +99,7 @@ export class TaskQueries {
   private readonly insertStmt: Statement<SqlValue[]>;
   private readonly selectStmt: Statement<[string], TaskRow>;
   private readonly countStmt: Statement<[], { n: number }>;
-  private readonly unfinishedStmt: Statement<string[], TaskRow>;
+  private readonly unfinishedStmt: Statement<[], TaskRow>;
   private readonly updateStmts = new Map<number, Statement<SqlValue[]>>();
   private readonly listStmts = new Map<string, Statement<SqlValue[], TaskRow>>();
   /** Reused for every update's parameters: updates are applied one at a time, synchronously. */
@@ -171,7 +172,7 @@ export class TaskQueries {
   }
 
   listUnfinished(): TaskRecord[] {
-    return this.unfinishedStmt.all(...UNFINISHED_STATES).map(toTaskRecord);
+    return this.unfinishedStmt.all().map(toTaskRecord);
   }
 
   count(): number {
