@@ -28,5 +28,8 @@ export function clientOptions(maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES): Chan
     "grpc.keepalive_permit_without_calls": 1,
     // We dial again ourselves with our own backoff; do not let the channel hide failures.
     "grpc.enable_retries": 0,
+    // A larger receive window than HTTP/2's 64 KiB default, so that a fast stream (task output)
+    // is not held to one window per round trip.
+    "grpc-node.flow_control_window": 4 * 1024 * 1024,
   };
 }

@@ -36,7 +36,7 @@ export const HUB_DEFAULTS: HubConfig = {
   maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
   outputCapBytes: 1024 * 1024,
   drainGraceMs: 30_000,
-  outputWindowBytes: 1024 * 1024,
+  outputWindowBytes: 2 * 1024 * 1024,
 };
 
 const positiveInt = z.number().int().positive();

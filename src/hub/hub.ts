@@ -5,11 +5,13 @@ import { join } from "node:path";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { serverOptions } from "../common/grpc-options.js";
 import { silentLogger, type Logger } from "../common/logger.js";
-import { AgentServiceService, type AgentServiceServer } from "../gen/switchboard/v1/agent.js";
-import { AdminServiceService, ClientServiceService } from "../gen/switchboard/v1/client.js";
+import { agentServiceDefinition, clientServiceDefinition } from "../common/codec.js";
+import { type AgentServiceServer } from "../gen/switchboard/v1/agent.js";
+import { AdminServiceService } from "../gen/switchboard/v1/client.js";
 import { TokenAuthority } from "./auth.js";
 import type { HubConfig } from "./config.js";
 import { HubCore } from "./hub-core.js";
+import { widenHttp2Windows } from "./http2-windows.js";
 import { adminService } from "./services/admin-service.js";
 import { clientService } from "./services/client-service.js";
 import { openSqliteStore, type Store } from "./store/index.js";
@@ -26,7 +28,6 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const store = openSqliteStore(join(config.dataDir, "switchboard.db"), {
     outputCapBytes: config.outputCapBytes,
-    flushIntervalMs: 0,
     logger: logger.child({ part: "store" }),
   });
   const auth = new TokenAuthority(store, logger);
@@ -36,8 +37,8 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
 
   const server = new Server(serverOptions(config.maxMessageBytes));
   const agentService: AgentServiceServer = { connect: (call) => core.connect(call) };
-  server.addService(AgentServiceService, agentService);
-  server.addService(ClientServiceService, clientService(core));
+  server.addService(agentServiceDefinition, agentService);
+  server.addService(clientServiceDefinition, clientService(core));
   server.addService(AdminServiceService, adminService(core));
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(config.listen, ServerCredentials.createInsecure(), (err, p) =>
@@ -50,6 +51,7 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
   const host = config.listen.slice(0, config.listen.lastIndexOf(":"));
   const reachable = host === "0.0.0.0" || host === "[::]" || host === "::" ? "127.0.0.1" : host;
   const address = `${reachable}:${port}`;
+  widenHttp2Windows(server, logger);
   core.start();
 
   const hubJson = join(config.dataDir, "hub.json");

@@ -6,7 +6,7 @@ import { canTransition, isTerminal, type TaskStateName } from "../common/task-st
 import type { Target } from "./scheduler.js";
 
 /** Output kept in memory per task for watchers that attach late; older output is trimmed. */
-export const RETAINED_OUTPUT_BYTES = 4 * 1024 * 1024;
+export const RETAINED_OUTPUT_BYTES = 2 * 1024 * 1024;
 
 export interface Watcher {
   /** Hand an event to the watcher; call `consumed` once it has left the hub (written out). */
