@@ -4,15 +4,10 @@
 import { credentials, type ClientDuplexStream, type StatusObject } from "@grpc/grpc-js";
 import { bearerMetadata } from "../common/auth.js";
 import { Code, codeName } from "../common/errors.js";
+import { FastAgentServiceClient } from "../common/codec.js";
 import { clientOptions } from "../common/grpc-options.js";
 import type { Logger } from "../common/logger.js";
-import {
-  AgentServiceClient,
-  type AgentMessage,
-  type Hello,
-  type HubMessage,
-  type Welcome,
-} from "../gen/switchboard/v1/agent.js";
+import { type AgentMessage, type Hello, type HubMessage, type Welcome } from "../gen/switchboard/v1/agent.js";
 import { Backoff } from "./backoff.js";
 import type { Outbox } from "./outbox.js";
 
@@ -240,7 +235,7 @@ export class AgentLink {
 
   private dialOnce(hub: string): Promise<DialEnd> {
     return new Promise((resolve) => {
-      const client = new AgentServiceClient(hub, credentials.createInsecure(), clientOptions());
+      const client = new FastAgentServiceClient(hub, credentials.createInsecure(), clientOptions());
       const call = client.connect(bearerMetadata(this.opts.token));
       const epoch = ++this.epochs;
       let drained = false;

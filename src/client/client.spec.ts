@@ -116,13 +116,13 @@ function onWatch(call: ServerWritableStream<WatchRequest, TaskEvent>): void {
   const from = all.filter((e) => e.seq > call.request.afterSeq);
   if (state.watchCalls.length === 1) {
     // The first attach breaks after two events, the way a hub restart would.
-    call.write(from[0]);
-    call.write(from[1]);
+    call.write(from[0]!);
+    call.write(from[1]!);
     setTimeout(() => call.emit("error", fail(status.UNAVAILABLE, "connection reset")), 10);
     return;
   }
   // Re-sends one event the client has already seen: it must be dropped, not repeated.
-  call.write(all[1]);
+  call.write(all[1]!);
   for (const e of from) call.write(e);
   call.end();
 }

@@ -11,10 +11,11 @@ import {
   type ClientReadableStream,
 } from "@grpc/grpc-js";
 import { bearerMetadata } from "../common/auth.js";
+import { FastClientServiceClient } from "../common/codec.js";
 import { clientOptions, DEFAULT_MAX_MESSAGE_BYTES } from "../common/grpc-options.js";
 import {
   AdminServiceClient,
-  ClientServiceClient,
+  type ClientServiceClient,
   type AgentInfo,
   type ClusterStatusResponse,
   type CreateTokenResponse,
@@ -95,7 +96,7 @@ export class SwitchboardClient {
       ...opts.channelOptions,
     };
     const creds = opts.credentials ?? credentials.createInsecure();
-    this.rpc = new ClientServiceClient(opts.hub, creds, channelOpts);
+    this.rpc = new FastClientServiceClient(opts.hub, creds, channelOpts);
     this.adminRpc = new AdminServiceClient(opts.hub, creds, {
       ...channelOpts,
       channelOverride: this.rpc.getChannel(),

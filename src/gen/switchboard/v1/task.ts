@@ -542,7 +542,7 @@ export const EchoSpec: MessageFns<EchoSpec> = {
               break;
             }
 
-            message.payload = Buffer.from(reader.bytes());
+            message.payload = ((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
         }
@@ -662,7 +662,7 @@ export const ShellSpec: MessageFns<ShellSpec> = {
               break;
             }
 
-            message.stdin = Buffer.from(reader.bytes());
+            message.stdin = ((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
           case 6: {
@@ -1183,7 +1183,7 @@ export const Output: MessageFns<Output> = {
               break;
             }
 
-            message.data = Buffer.from(reader.bytes());
+            message.data = ((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
         }
@@ -1315,7 +1315,7 @@ export const Finished: MessageFns<Finished> = {
               break;
             }
 
-            message.result = Buffer.from(reader.bytes());
+            message.result = ((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
           case 7: {
@@ -2269,7 +2269,7 @@ export const TaskResult: MessageFns<TaskResult> = {
               break;
             }
 
-            message.stdout = Buffer.from(reader.bytes());
+            message.stdout = ((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
           case 3: {
@@ -2277,7 +2277,7 @@ export const TaskResult: MessageFns<TaskResult> = {
               break;
             }
 
-            message.stderr = Buffer.from(reader.bytes());
+            message.stderr = ((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
           case 4: {
@@ -2285,7 +2285,7 @@ export const TaskResult: MessageFns<TaskResult> = {
               break;
             }
 
-            message.result = Buffer.from(reader.bytes());
+            message.result = ((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
             continue;
           }
           case 5: {
