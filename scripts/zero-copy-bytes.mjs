@@ -4,6 +4,7 @@
 // buffer gRPC allocated for that one message, which lives exactly as long as the field.
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import process from "node:process";
 
 const dir = process.argv[2] ?? "src/gen/switchboard/v1";
 const COPY = "Buffer.from(reader.bytes())";
