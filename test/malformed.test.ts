@@ -3,6 +3,7 @@
 import { credentials, makeGenericClientConstructor, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SwitchboardClient, echo } from "../src/client/index.js";
+import { AgentMessage } from "../src/gen/switchboard/v1/agent.js";
 import { agentToken, startAgent, startHub, stopAll, type HubProc } from "./support/processes.js";
 
 let hub: HubProc;
@@ -91,6 +92,22 @@ describe("malformed input", () => {
     stream.write(Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]));
     const e = await ended;
     expect([3, 13, 16]).toContain(e.code);
+    // A well-formed Hello, then a batch that holds a batch: refused, with a reason.
+    const nested = c.connect(auth(wireAgentToken));
+    const refused = new Promise<ServiceError>((res) => nested.on("error", res));
+    const hello = AgentMessage.fromPartial({
+      body: {
+        $case: "hello",
+        value: { agentId: "nester", pool: "wire", maxConcurrency: 1, acceptsBatches: true },
+      },
+    });
+    nested.write(Buffer.from(AgentMessage.encode(hello).finish()));
+    const inner = AgentMessage.fromPartial({ body: { $case: "batch", value: { messages: [] } } });
+    const outer = AgentMessage.fromPartial({ body: { $case: "batch", value: { messages: [inner] } } });
+    nested.write(Buffer.from(AgentMessage.encode(outer).finish()));
+    const n = await refused;
+    expect(n.code).toBe(3);
+    expect(n.details).toMatch(/batch/);
     c.close();
     const client = new SwitchboardClient({ hub: hub.address, token: hub.adminToken });
     try {

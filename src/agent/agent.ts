@@ -116,6 +116,7 @@ export async function createAgent(
     taskKinds: config.shell.enabled ? ["echo", "shell"] : ["echo"],
     maxConcurrency: cfg.poolSize,
     instanceId: newInstanceId(),
+    acceptsBatches: true,
   };
 
   const link: AgentLink = new AgentLink({

@@ -5,11 +5,12 @@ import { credentials, type ClientDuplexStream, type StatusObject } from "@grpc/g
 import { bearerMetadata } from "../common/auth.js";
 import { Code, codeName } from "../common/errors.js";
 import { FastAgentServiceClient } from "../common/codec.js";
+import { CoalescingWriter } from "../common/coalescing-writer.js";
 import { clientOptions } from "../common/grpc-options.js";
 import type { Logger } from "../common/logger.js";
 import { type AgentMessage, type Hello, type HubMessage, type Welcome } from "../gen/switchboard/v1/agent.js";
 import { Backoff } from "./backoff.js";
-import type { Outbox } from "./outbox.js";
+import { outputBytes, type Outbox } from "./outbox.js";
 
 export interface LinkSession {
   /** Increases with every dial; tags what belongs to this session. */
@@ -79,6 +80,8 @@ interface Dial {
   call: HubCall;
   session: LinkSession | undefined;
   ended: Promise<void>;
+  /** Writes what the coalescing writer holds (set when the hub accepts batches). */
+  flush?: () => void;
 }
 
 interface DialEnd extends LinkEnd {
@@ -155,6 +158,7 @@ export class AgentLink {
         "outbox not flushed in time; closing anyway",
       );
     }
+    dial.flush?.();
     dial.call.end();
     const closeMs = this.opts.closeTimeoutMs ?? 5000;
     const ended = await endedWithin(dial, closeMs);
@@ -250,7 +254,11 @@ export class AgentLink {
         call.cancel();
       }, welcomeMs);
 
-      call.on("data", (msg: HubMessage) => {
+      const onMessage = (msg: HubMessage): void => {
+        if (msg.body?.$case === "batch") {
+          for (const m of msg.body.value.messages) if (m.body?.$case !== "batch") onMessage(m);
+          return;
+        }
         try {
           if (!dial.session) {
             if (msg.body?.$case !== "welcome") {
@@ -280,7 +288,8 @@ export class AgentLink {
           // A bug or bad input must not take the agent down: log it and keep the session.
           this.opts.logger.error({ err: e, hub, kind: msg.body?.$case }, "handling a hub message failed");
         }
-      });
+      };
+      call.on("data", onMessage);
       // 'status' follows every 'error' with the same code; this listener only keeps 'error' from throwing.
       call.on("error", () => undefined);
       call.on("status", (st: StatusObject) => {
@@ -311,10 +320,19 @@ export class AgentLink {
     const session: LinkSession = { epoch, hub: dial.hub, welcome, connectedAt: Date.now() };
     dial.session = session;
     this.move("connected"); // stays closing when shutdown began during the dial
-    this.opts.outbox.attach({
-      write: (m) => dial.call.write(m),
-      onceDrain: (cb) => dial.call.once("drain", cb),
-    });
+    const call = dial.call;
+    let write = (m: AgentMessage): boolean => call.write(m);
+    if (welcome.acceptsBatches) {
+      const writer = new CoalescingWriter<AgentMessage>({
+        write: (m) => call.write(m),
+        onceDrain: (cb) => call.once("drain", cb),
+        batch: (messages) => ({ body: { $case: "batch", value: { messages } } }),
+        payloadBytes: outputBytes,
+      });
+      dial.flush = writer.flush;
+      write = (m) => writer.write(m);
+    }
+    this.opts.outbox.attach({ write, onceDrain: (cb) => call.once("drain", cb) });
     this.logLink("connected", dial.hub, { session, code: Code.OK, details: "", drained: false }, 0);
     this.opts.handler.sessionStarted(session);
     for (const w of [...this.connectWaiters]) w();

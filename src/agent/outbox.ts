@@ -21,7 +21,7 @@ export interface OutboxHooks {
 /** Output bytes the outbox may hold, whatever the event count: 1000 chunks of 1 MiB would be a GiB. */
 export const DEFAULT_OUTBOX_MAX_BYTES = 16 * 1024 * 1024;
 
-function outputBytes(msg: AgentMessage): number {
+export function outputBytes(msg: AgentMessage): number {
   return msg.body?.$case === "event" && msg.body.value.event?.$case === "output"
     ? msg.body.value.event.value.data.length
     : 0;

@@ -39,12 +39,13 @@ const state = {
   cancels: [] as string[],
   watchCalls: [] as WatchRequest[],
   acceptDelayMs: 0,
+  batches: 0,
 };
 
 function onSession(call: ServerDuplexStream<SessionRequest, SessionResponse>): void {
   state.sessions++;
   let n = 0;
-  call.on("data", (req: SessionRequest) => {
+  const onRequest = (req: SessionRequest): void => {
     const body = req.body;
     if (body?.$case === "cancel") {
       state.cancels.push(body.value.taskId);
@@ -86,6 +87,14 @@ function onSession(call: ServerDuplexStream<SessionRequest, SessionResponse>): v
     };
     if (state.acceptDelayMs) setTimeout(accept, state.acceptDelayMs);
     else accept();
+  };
+  call.on("data", (req: SessionRequest) => {
+    if (req.body?.$case === "batch") {
+      state.batches++;
+      req.body.value.requests.forEach(onRequest);
+    } else {
+      onRequest(req);
+    }
   });
   call.on("end", () => call.end());
 }
@@ -153,6 +162,7 @@ afterEach(() => {
   state.cancels = [];
   state.watchCalls = [];
   state.acceptDelayMs = 0;
+  state.batches = 0;
 });
 
 afterAll(() => server.forceShutdown());
@@ -164,6 +174,8 @@ describe("SwitchboardClient", () => {
     const results = await Promise.all(payloads.map((p) => c.execute({ ...echo(p), target: { pool: "p" } })));
     results.forEach((r, i) => expect(r.result.toString()).toMatch(new RegExp(`^t\\d+:p${i}$`)));
     expect(state.sessions).toBe(1);
+    // Submissions made in one turn travel together.
+    expect(state.batches).toBeGreaterThan(0);
     const ids = await Promise.all([1, 2, 3].map(() => c.submit({ ...echo("x"), target: { pool: "p" } })));
     expect(new Set(ids).size).toBe(3);
     expect(state.sessions).toBe(1);

@@ -9,7 +9,8 @@ import {
   type SessionResponse,
   type SubmitRequest,
 } from "../gen/switchboard/v1/client.js";
-import type { TaskResult } from "../gen/switchboard/v1/task.js";
+import type { TaskResult, TaskSpec } from "../gen/switchboard/v1/task.js";
+import { CoalescingWriter } from "../common/coalescing-writer.js";
 import { SwitchboardClientError, toClientError } from "./errors.js";
 
 interface Pending {
@@ -24,6 +25,8 @@ interface Pending {
 
 export class SessionMux {
   private call: ClientDuplexStream<SessionRequest, SessionResponse> | undefined;
+  /** Requests made in one turn of the event loop go to the hub as one message. */
+  private writer: CoalescingWriter<SessionRequest> | undefined;
   private readonly pending = new Map<number, Pending>();
   private nextRef = 1;
   private closed = false;
@@ -90,23 +93,36 @@ export class SessionMux {
         };
       }
       this.pending.set(ref, p);
-      this.stream().write({ ref, body: { $case: "submit", value: { request: req, mode } } });
+      this.write({ ref, body: { $case: "submit", value: { request: req, mode } } });
     });
   }
 
   private sendCancel(taskId: string): void {
     if (!this.call) return;
-    this.call.write({
+    this.write({
       ref: this.nextRef++,
       body: { $case: "cancel", value: { taskId, reason: "cancelled by the caller" } },
     });
+  }
+
+  private write(req: SessionRequest): void {
+    this.stream();
+    this.writer!.write(req);
   }
 
   private stream(): ClientDuplexStream<SessionRequest, SessionResponse> {
     if (this.call) return this.call;
     const call = this.rpc.session(this.metadata());
     this.call = call;
-    call.on("data", (msg: SessionResponse) => this.onResponse(msg));
+    this.writer = new CoalescingWriter<SessionRequest>({
+      write: (m) => call.write(m),
+      batch: (requests) => ({ ref: 0, body: { $case: "batch", value: { requests } } }),
+      payloadBytes: (m) => (m.body?.$case === "submit" ? specBytes(m.body.value.request?.spec) : 0),
+    });
+    call.on("data", (msg: SessionResponse) => {
+      if (msg.body?.$case === "batch") for (const r of msg.body.value.responses) this.onResponse(r);
+      else this.onResponse(msg);
+    });
     call.on("error", (err) => this.fail(call, toClientError(err, this.hub)));
     call.on("end", () =>
       this.fail(
@@ -156,6 +172,8 @@ export class SessionMux {
   private fail(call: ClientDuplexStream<SessionRequest, SessionResponse>, err: SwitchboardClientError): void {
     if (this.call !== call) return;
     this.call = undefined;
+    this.writer?.discard();
+    this.writer = undefined;
     const failed = [...this.pending.values()];
     this.pending.clear();
     for (const p of failed) p.reject(err);
@@ -169,8 +187,18 @@ export class SessionMux {
     const call = this.call;
     if (!call) return;
     this.call = undefined;
+    this.writer?.flush();
+    this.writer = undefined;
     call.end();
   }
+}
+
+/** Payload bytes of a task spec (echo payload, shell stdin), so that big submissions go alone. */
+function specBytes(spec: TaskSpec | undefined): number {
+  const k = spec?.kind;
+  if (k?.$case === "echo") return k.value.payload.length;
+  if (k?.$case === "shell") return k.value.stdin.length;
+  return 0;
 }
 
 function aborted(): SwitchboardClientError {

@@ -5,6 +5,7 @@ import type { ServerDuplexStream } from "@grpc/grpc-js";
 import type { AgentMessage, Heartbeat, Hello, HubMessage } from "../gen/switchboard/v1/agent.js";
 import type { Principal } from "./auth.js";
 import type { SchedAgent } from "./scheduler.js";
+import { CoalescingWriter } from "../common/coalescing-writer.js";
 
 export type Health = "healthy" | "degraded" | "offline";
 
@@ -25,6 +26,8 @@ export class AgentSession {
   /** Logically gone: the hub has accounted for its tasks. */
   closed = false;
   private streamEnded = false;
+  /** Set when the agent accepts batches: what one turn sends to it goes as one message. */
+  private readonly writer: CoalescingWriter<HubMessage> | undefined;
   health: Health = "healthy";
   healthReason = "";
   completedTotal = 0;
@@ -47,12 +50,19 @@ export class AgentSession {
       free: 0,
       accepting: true,
     };
+    if (hello.acceptsBatches) {
+      this.writer = new CoalescingWriter<HubMessage>({
+        write: (m) => this.call.write(m),
+        batch: (messages) => ({ body: { $case: "batch", value: { messages } } }),
+      });
+    }
   }
 
   send(msg: HubMessage): void {
     if (this.streamEnded) return;
     // Volume to the agent is bounded by credits and task count, so grpc-js's buffer stays small.
-    this.call.write(msg);
+    if (this.writer) this.writer.write(msg);
+    else this.call.write(msg);
   }
 
   /** Apply a Credits message; returns true when capacity grew. */
@@ -103,6 +113,8 @@ export class AgentSession {
     this.streamEnded = true;
     this.sched.accepting = false;
     try {
+      if (code === undefined) this.writer?.flush();
+      else this.writer?.discard();
       if (code !== undefined) {
         this.call.emit("error", Object.assign(new Error(details), { code, details }));
       } else {

@@ -82,7 +82,14 @@ export class TokenAuthority {
 
   /** A client principal with at least `min` role. */
   requireClient(md: Metadata, min: Exclude<Role, "agent">): Principal {
-    const p = this.authenticate(md);
+    return this.requireRole(this.authenticate(md), min);
+  }
+
+  /**
+   * An authenticated client principal, checked for at least `min` role. Streams authenticate
+   * once and check the role per request: a revoked token ends its streams (onRevoke).
+   */
+  requireRole(p: Principal, min: Exclude<Role, "agent">): Principal {
     if (p.role === "agent") {
       throw new SwitchboardError(
         Code.PERMISSION_DENIED,

@@ -375,7 +375,16 @@ export class HubCore {
           session = this.openSession(call, principal, msg.body.value);
           return;
         }
-        this.onAgentMessage(session, msg);
+        if (msg.body?.$case === "batch") {
+          for (const m of msg.body.value.messages) {
+            if (m.body?.$case === "batch" || m.body?.$case === "hello") {
+              throw new SwitchboardError(Code.INVALID_ARGUMENT, `a batch may not hold ${m.body.$case}`);
+            }
+            this.onAgentMessage(session, m);
+          }
+        } else {
+          this.onAgentMessage(session, msg);
+        }
       } catch (err) {
         clearTimeout(helloTimer);
         this.logger.warn({ agent_id: session?.agentId, err: (err as Error).message }, "agent stream refused");
@@ -458,6 +467,7 @@ export class HubCore {
           initialOutputWindowBytes: this.config.outputWindowBytes,
           hubVersion: VERSION,
           hubTimeMs: Date.now(),
+          acceptsBatches: true,
         },
       },
     });

@@ -138,6 +138,7 @@ export class FakeHub {
           initialOutputWindowBytes: 4 * 1024 * 1024,
           hubVersion: "fake",
           hubTimeMs: Date.now(),
+          acceptsBatches: false,
           ...this.opts.welcome,
         },
       });

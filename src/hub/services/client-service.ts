@@ -1,6 +1,7 @@
 // The client API over gRPC: thin adapters from calls to HubCore, with write backpressure on every
 // stream so that a slow client holds back only its own tasks.
 import type { sendUnaryData, ServerDuplexStream, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
+import { CoalescingWriter } from "../../common/coalescing-writer.js";
 import { Code, SwitchboardError, toServiceError } from "../../common/errors.js";
 import { stateFromWire, stateToWire } from "../../common/task-state.js";
 import {
@@ -232,7 +233,7 @@ export function clientService(core: HubCore): ClientServiceServer {
         pending--;
         if (halfClosed && pending === 0) {
           close();
-          call.end();
+          end();
         }
       };
       const watchers = new Map<string, Watcher>();
@@ -241,21 +242,30 @@ export function clientService(core: HubCore): ClientServiceServer {
         closed = true;
         call.emit("error", toServiceError(new SwitchboardError(code, details)));
       });
+      // Responses go one by one until the client sends a batch; from then on, what one turn of
+      // the event loop produces goes as one message.
+      let writer: CoalescingWriter<SessionResponse> | undefined;
       const send = (msg: SessionResponse) => {
-        if (!closed) call.write(msg);
+        if (closed) return;
+        if (writer) writer.write(msg);
+        else call.write(msg);
+      };
+      const end = () => {
+        writer?.flush();
+        call.end();
       };
       const fail = (ref: number, taskId: string, err: unknown) => {
         const e = toServiceError(err);
         send({ ref, taskId, body: { $case: "error", value: { code: e.code, message: e.details } } });
       };
-      call.on("data", (req: SessionRequest) => {
+      const onRequest = (req: SessionRequest): void => {
         const ref = req.ref;
         const body = req.body;
         if (body?.$case === "submit") {
           const mode = body.value.mode;
           let principal;
           try {
-            principal = auth.requireClient(call.metadata, "operator");
+            principal = auth.requireRole(p, "operator");
           } catch (err) {
             fail(ref, "", err);
             return;
@@ -270,7 +280,18 @@ export function clientService(core: HubCore): ClientServiceServer {
               }
               if (mode === SessionMode.SESSION_MODE_EVENTS) {
                 const w = streamWatcher<SessionResponse>(
-                  { write: (m, cb) => (closed ? (cb?.(), true) : call.write(m, cb)) },
+                  {
+                    // Events carry a write callback (output flow control): write them directly,
+                    // after whatever the coalescing writer holds, so that order is kept.
+                    write: (m, cb) => {
+                      if (closed) {
+                        cb?.();
+                        return true;
+                      }
+                      writer?.flush();
+                      return call.write(m, cb);
+                    },
+                  },
                   (ev) => ({ ref, taskId: t.id, body: { $case: "event", value: ev } }),
                   () => {
                     watchers.delete(t.id);
@@ -295,7 +316,7 @@ export function clientService(core: HubCore): ClientServiceServer {
           );
         } else if (body?.$case === "cancel") {
           try {
-            const principal = auth.requireClient(call.metadata, "operator");
+            const principal = auth.requireRole(p, "operator");
             const state = core.cancel(principal, body.value.taskId, body.value.reason);
             send({
               ref,
@@ -309,8 +330,26 @@ export function clientService(core: HubCore): ClientServiceServer {
           fail(
             ref,
             "",
-            new SwitchboardError(Code.INVALID_ARGUMENT, "a session request needs submit or cancel"),
+            new SwitchboardError(Code.INVALID_ARGUMENT, "a session request needs submit, cancel or batch"),
           );
+        }
+      };
+      call.on("data", (req: SessionRequest) => {
+        if (req.body?.$case !== "batch") {
+          onRequest(req);
+          return;
+        }
+        writer ??= new CoalescingWriter<SessionResponse>({
+          write: (m) => call.write(m),
+          batch: (responses) => ({ ref: 0, taskId: "", body: { $case: "batch", value: { responses } } }),
+          payloadBytes: sessionPayloadBytes,
+        });
+        for (const r of req.body.value.requests) {
+          if (r.body?.$case === "batch") {
+            fail(r.ref, "", new SwitchboardError(Code.INVALID_ARGUMENT, "a batch may not hold a batch"));
+          } else {
+            onRequest(r);
+          }
         }
       });
       const close = () => {
@@ -324,11 +363,19 @@ export function clientService(core: HubCore): ClientServiceServer {
         halfClosed = true;
         if (pending === 0) {
           close();
-          call.end();
+          end();
         }
       });
       call.on("cancelled", close);
       call.on("error", close);
     },
   };
+}
+
+/** Payload bytes of a session response, so that big ones are not held for a batch. */
+function sessionPayloadBytes(m: SessionResponse): number {
+  const b = m.body;
+  if (b?.$case === "result") return b.value.stdout.length + b.value.stderr.length + b.value.result.length;
+  if (b?.$case === "event" && b.value.event?.$case === "output") return b.value.event.value.data.length;
+  return 0;
 }

@@ -67,6 +67,8 @@ export interface Hello {
   maxConcurrency: number;
   /** random per agent process start */
   instanceId: string;
+  /** the hub may send HubMessageBatch */
+  acceptsBatches: boolean;
 }
 
 export interface Hello_LabelsEntry {
@@ -82,6 +84,8 @@ export interface Welcome {
   initialOutputWindowBytes: number;
   hubVersion: string;
   hubTimeMs: number;
+  /** the agent may send AgentMessageBatch */
+  acceptsBatches: boolean;
 }
 
 export interface Credits {
@@ -126,7 +130,18 @@ export interface AgentMessage {
     | { $case: "heartbeat"; value: Heartbeat }
     | { $case: "event"; value: AgentTaskEvent }
     | { $case: "goodbye"; value: Goodbye }
+    | //
+    /** only to a hub whose Welcome accepts batches */
+    { $case: "batch"; value: AgentMessageBatch }
     | undefined;
+}
+
+/**
+ * Messages written in the same turn of the sender's event loop travel as one: a gRPC message
+ * costs far more than its bytes. Never nested; applied in order as if sent one by one.
+ */
+export interface AgentMessageBatch {
+  messages: AgentMessage[];
 }
 
 export interface Assign {
@@ -169,7 +184,14 @@ export interface HubMessage {
     | { $case: "cancel"; value: CancelTask }
     | { $case: "window"; value: OutputWindow }
     | { $case: "drain"; value: Drain }
+    | //
+    /** only to an agent whose Hello accepts batches */
+    { $case: "batch"; value: HubMessageBatch }
     | undefined;
+}
+
+export interface HubMessageBatch {
+  messages: HubMessage[];
 }
 
 function createBaseHello(): Hello {
@@ -183,6 +205,7 @@ function createBaseHello(): Hello {
     taskKinds: [],
     maxConcurrency: 0,
     instanceId: "",
+    acceptsBatches: false,
   };
 }
 
@@ -214,6 +237,9 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.instanceId !== "") {
       writer.uint32(74).string(message.instanceId);
+    }
+    if (message.acceptsBatches !== false) {
+      writer.uint32(80).bool(message.acceptsBatches);
     }
     return writer;
   },
@@ -306,6 +332,14 @@ export const Hello: MessageFns<Hello> = {
             message.instanceId = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.acceptsBatches = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -358,6 +392,11 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.instance_id)
         ? globalThis.String(object.instance_id)
         : "",
+      acceptsBatches: isSet(object.acceptsBatches)
+        ? globalThis.Boolean(object.acceptsBatches)
+        : isSet(object.accepts_batches)
+        ? globalThis.Boolean(object.accepts_batches)
+        : false,
     };
   },
 
@@ -396,6 +435,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.instanceId !== "") {
       obj.instanceId = message.instanceId;
     }
+    if (message.acceptsBatches !== false) {
+      obj.acceptsBatches = message.acceptsBatches;
+    }
     return obj;
   },
 
@@ -421,6 +463,7 @@ export const Hello: MessageFns<Hello> = {
     message.taskKinds = object.taskKinds?.map((e) => e) || [];
     message.maxConcurrency = object.maxConcurrency ?? 0;
     message.instanceId = object.instanceId ?? "";
+    message.acceptsBatches = object.acceptsBatches ?? false;
     return message;
   },
 };
@@ -519,6 +562,7 @@ function createBaseWelcome(): Welcome {
     initialOutputWindowBytes: 0,
     hubVersion: "",
     hubTimeMs: 0,
+    acceptsBatches: false,
   };
 }
 
@@ -544,6 +588,9 @@ export const Welcome: MessageFns<Welcome> = {
     }
     if (message.hubTimeMs !== 0) {
       writer.uint32(56).int64(message.hubTimeMs);
+    }
+    if (message.acceptsBatches !== false) {
+      writer.uint32(64).bool(message.acceptsBatches);
     }
     return writer;
   },
@@ -617,6 +664,14 @@ export const Welcome: MessageFns<Welcome> = {
             message.hubTimeMs = longToNumber(reader.int64());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.acceptsBatches = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -666,6 +721,11 @@ export const Welcome: MessageFns<Welcome> = {
         : isSet(object.hub_time_ms)
         ? globalThis.Number(object.hub_time_ms)
         : 0,
+      acceptsBatches: isSet(object.acceptsBatches)
+        ? globalThis.Boolean(object.acceptsBatches)
+        : isSet(object.accepts_batches)
+        ? globalThis.Boolean(object.accepts_batches)
+        : false,
     };
   },
 
@@ -692,6 +752,9 @@ export const Welcome: MessageFns<Welcome> = {
     if (message.hubTimeMs !== 0) {
       obj.hubTimeMs = Math.round(message.hubTimeMs);
     }
+    if (message.acceptsBatches !== false) {
+      obj.acceptsBatches = message.acceptsBatches;
+    }
     return obj;
   },
 
@@ -707,6 +770,7 @@ export const Welcome: MessageFns<Welcome> = {
     message.initialOutputWindowBytes = object.initialOutputWindowBytes ?? 0;
     message.hubVersion = object.hubVersion ?? "";
     message.hubTimeMs = object.hubTimeMs ?? 0;
+    message.acceptsBatches = object.acceptsBatches ?? false;
     return message;
   },
 };
@@ -1266,6 +1330,9 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       case "goodbye":
         Goodbye.encode(message.body.value, writer.uint32(42).fork()).join();
         break;
+      case "batch":
+        AgentMessageBatch.encode(message.body.value, writer.uint32(50).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1323,6 +1390,14 @@ export const AgentMessage: MessageFns<AgentMessage> = {
             message.body = { $case: "goodbye", value: Goodbye.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.body = { $case: "batch", value: AgentMessageBatch.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1347,6 +1422,8 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         ? { $case: "event", value: AgentTaskEvent.fromJSON(object.event) }
         : isSet(object.goodbye)
         ? { $case: "goodbye", value: Goodbye.fromJSON(object.goodbye) }
+        : isSet(object.batch)
+        ? { $case: "batch", value: AgentMessageBatch.fromJSON(object.batch) }
         : undefined,
     };
   },
@@ -1363,6 +1440,8 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       obj.event = AgentTaskEvent.toJSON(message.body.value);
     } else if (message.body?.$case === "goodbye") {
       obj.goodbye = Goodbye.toJSON(message.body.value);
+    } else if (message.body?.$case === "batch") {
+      obj.batch = AgentMessageBatch.toJSON(message.body.value);
     }
     return obj;
   },
@@ -1403,7 +1482,84 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         }
         break;
       }
+      case "batch": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "batch", value: AgentMessageBatch.fromPartial(object.body.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseAgentMessageBatch(): AgentMessageBatch {
+  return { messages: [] };
+}
+
+export const AgentMessageBatch: MessageFns<AgentMessageBatch> = {
+  encode(message: AgentMessageBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.messages) {
+      AgentMessage.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentMessageBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentMessageBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.messages.push(AgentMessage.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AgentMessageBatch {
+    return {
+      messages: globalThis.Array.isArray(object?.messages)
+        ? object.messages.map((e: any) => AgentMessage.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: AgentMessageBatch): unknown {
+    const obj: any = {};
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => AgentMessage.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AgentMessageBatch>, I>>(base?: I): AgentMessageBatch {
+    return AgentMessageBatch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AgentMessageBatch>, I>>(object: I): AgentMessageBatch {
+    const message = createBaseAgentMessageBatch();
+    message.messages = object.messages?.map((e) => AgentMessage.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1896,6 +2052,9 @@ export const HubMessage: MessageFns<HubMessage> = {
       case "drain":
         Drain.encode(message.body.value, writer.uint32(50).fork()).join();
         break;
+      case "batch":
+        HubMessageBatch.encode(message.body.value, writer.uint32(58).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1961,6 +2120,14 @@ export const HubMessage: MessageFns<HubMessage> = {
             message.body = { $case: "drain", value: Drain.decode(reader, reader.uint32()) };
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.body = { $case: "batch", value: HubMessageBatch.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1987,6 +2154,8 @@ export const HubMessage: MessageFns<HubMessage> = {
         ? { $case: "window", value: OutputWindow.fromJSON(object.window) }
         : isSet(object.drain)
         ? { $case: "drain", value: Drain.fromJSON(object.drain) }
+        : isSet(object.batch)
+        ? { $case: "batch", value: HubMessageBatch.fromJSON(object.batch) }
         : undefined,
     };
   },
@@ -2005,6 +2174,8 @@ export const HubMessage: MessageFns<HubMessage> = {
       obj.window = OutputWindow.toJSON(message.body.value);
     } else if (message.body?.$case === "drain") {
       obj.drain = Drain.toJSON(message.body.value);
+    } else if (message.body?.$case === "batch") {
+      obj.batch = HubMessageBatch.toJSON(message.body.value);
     }
     return obj;
   },
@@ -2051,7 +2222,84 @@ export const HubMessage: MessageFns<HubMessage> = {
         }
         break;
       }
+      case "batch": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "batch", value: HubMessageBatch.fromPartial(object.body.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseHubMessageBatch(): HubMessageBatch {
+  return { messages: [] };
+}
+
+export const HubMessageBatch: MessageFns<HubMessageBatch> = {
+  encode(message: HubMessageBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.messages) {
+      HubMessage.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HubMessageBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHubMessageBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.messages.push(HubMessage.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HubMessageBatch {
+    return {
+      messages: globalThis.Array.isArray(object?.messages)
+        ? object.messages.map((e: any) => HubMessage.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: HubMessageBatch): unknown {
+    const obj: any = {};
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => HubMessage.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HubMessageBatch>, I>>(base?: I): HubMessageBatch {
+    return HubMessageBatch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HubMessageBatch>, I>>(object: I): HubMessageBatch {
+    const message = createBaseHubMessageBatch();
+    message.messages = object.messages?.map((e) => HubMessage.fromPartial(e)) || [];
     return message;
   },
 };

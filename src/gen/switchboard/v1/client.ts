@@ -196,7 +196,14 @@ export interface SessionSubmit {
 
 export interface SessionRequest {
   ref: number;
-  body: { $case: "submit"; value: SessionSubmit } | { $case: "cancel"; value: CancelRequest } | undefined;
+  body: { $case: "submit"; value: SessionSubmit } | { $case: "cancel"; value: CancelRequest } | //
+  /** requests written together; each keeps its own ref */
+  { $case: "batch"; value: SessionRequestBatch } | undefined;
+}
+
+/** A client that sends a batch accepts batched responses from then on. Never nested. */
+export interface SessionRequestBatch {
+  requests: SessionRequest[];
 }
 
 export interface SessionResponse {
@@ -210,7 +217,14 @@ export interface SessionResponse {
     /** the request failed as a whole (a gRPC status code and sentence) */
     { $case: "error"; value: TaskError }
     | { $case: "cancelled"; value: CancelResponse }
+    | //
+    /** only to a client that has sent a batch */
+    { $case: "batch"; value: SessionResponseBatch }
     | undefined;
+}
+
+export interface SessionResponseBatch {
+  responses: SessionResponse[];
 }
 
 export interface AgentInfo {
@@ -1172,6 +1186,9 @@ export const SessionRequest: MessageFns<SessionRequest> = {
       case "cancel":
         CancelRequest.encode(message.body.value, writer.uint32(26).fork()).join();
         break;
+      case "batch":
+        SessionRequestBatch.encode(message.body.value, writer.uint32(34).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1213,6 +1230,14 @@ export const SessionRequest: MessageFns<SessionRequest> = {
             message.body = { $case: "cancel", value: CancelRequest.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.body = { $case: "batch", value: SessionRequestBatch.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1232,6 +1257,8 @@ export const SessionRequest: MessageFns<SessionRequest> = {
         ? { $case: "submit", value: SessionSubmit.fromJSON(object.submit) }
         : isSet(object.cancel)
         ? { $case: "cancel", value: CancelRequest.fromJSON(object.cancel) }
+        : isSet(object.batch)
+        ? { $case: "batch", value: SessionRequestBatch.fromJSON(object.batch) }
         : undefined,
     };
   },
@@ -1245,6 +1272,8 @@ export const SessionRequest: MessageFns<SessionRequest> = {
       obj.submit = SessionSubmit.toJSON(message.body.value);
     } else if (message.body?.$case === "cancel") {
       obj.cancel = CancelRequest.toJSON(message.body.value);
+    } else if (message.body?.$case === "batch") {
+      obj.batch = SessionRequestBatch.toJSON(message.body.value);
     }
     return obj;
   },
@@ -1268,7 +1297,84 @@ export const SessionRequest: MessageFns<SessionRequest> = {
         }
         break;
       }
+      case "batch": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "batch", value: SessionRequestBatch.fromPartial(object.body.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseSessionRequestBatch(): SessionRequestBatch {
+  return { requests: [] };
+}
+
+export const SessionRequestBatch: MessageFns<SessionRequestBatch> = {
+  encode(message: SessionRequestBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.requests) {
+      SessionRequest.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionRequestBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionRequestBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.requests.push(SessionRequest.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionRequestBatch {
+    return {
+      requests: globalThis.Array.isArray(object?.requests)
+        ? object.requests.map((e: any) => SessionRequest.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: SessionRequestBatch): unknown {
+    const obj: any = {};
+    if (message.requests?.length) {
+      obj.requests = message.requests.map((e) => SessionRequest.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionRequestBatch>, I>>(base?: I): SessionRequestBatch {
+    return SessionRequestBatch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionRequestBatch>, I>>(object: I): SessionRequestBatch {
+    const message = createBaseSessionRequestBatch();
+    message.requests = object.requests?.map((e) => SessionRequest.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1300,6 +1406,9 @@ export const SessionResponse: MessageFns<SessionResponse> = {
         break;
       case "cancelled":
         CancelResponse.encode(message.body.value, writer.uint32(58).fork()).join();
+        break;
+      case "batch":
+        SessionResponseBatch.encode(message.body.value, writer.uint32(66).fork()).join();
         break;
     }
     return writer;
@@ -1374,6 +1483,14 @@ export const SessionResponse: MessageFns<SessionResponse> = {
             message.body = { $case: "cancelled", value: CancelResponse.decode(reader, reader.uint32()) };
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.body = { $case: "batch", value: SessionResponseBatch.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1404,6 +1521,8 @@ export const SessionResponse: MessageFns<SessionResponse> = {
         ? { $case: "error", value: TaskError.fromJSON(object.error) }
         : isSet(object.cancelled)
         ? { $case: "cancelled", value: CancelResponse.fromJSON(object.cancelled) }
+        : isSet(object.batch)
+        ? { $case: "batch", value: SessionResponseBatch.fromJSON(object.batch) }
         : undefined,
     };
   },
@@ -1426,6 +1545,8 @@ export const SessionResponse: MessageFns<SessionResponse> = {
       obj.error = TaskError.toJSON(message.body.value);
     } else if (message.body?.$case === "cancelled") {
       obj.cancelled = CancelResponse.toJSON(message.body.value);
+    } else if (message.body?.$case === "batch") {
+      obj.batch = SessionResponseBatch.toJSON(message.body.value);
     }
     return obj;
   },
@@ -1468,7 +1589,84 @@ export const SessionResponse: MessageFns<SessionResponse> = {
         }
         break;
       }
+      case "batch": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "batch", value: SessionResponseBatch.fromPartial(object.body.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseSessionResponseBatch(): SessionResponseBatch {
+  return { responses: [] };
+}
+
+export const SessionResponseBatch: MessageFns<SessionResponseBatch> = {
+  encode(message: SessionResponseBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.responses) {
+      SessionResponse.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SessionResponseBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSessionResponseBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.responses.push(SessionResponse.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SessionResponseBatch {
+    return {
+      responses: globalThis.Array.isArray(object?.responses)
+        ? object.responses.map((e: any) => SessionResponse.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: SessionResponseBatch): unknown {
+    const obj: any = {};
+    if (message.responses?.length) {
+      obj.responses = message.responses.map((e) => SessionResponse.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SessionResponseBatch>, I>>(base?: I): SessionResponseBatch {
+    return SessionResponseBatch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SessionResponseBatch>, I>>(object: I): SessionResponseBatch {
+    const message = createBaseSessionResponseBatch();
+    message.responses = object.responses?.map((e) => SessionResponse.fromPartial(e)) || [];
     return message;
   },
 };
