@@ -14,7 +14,7 @@ import { CoalescingWriter } from "../common/coalescing-writer.js";
 import { SwitchboardClientError, toClientError } from "./errors.js";
 
 interface Pending {
-  mode: SessionMode.SESSION_MODE_RESULT | SessionMode.SESSION_MODE_ACK;
+  mode: SessionMode.SESSION_MODE_RESULT | SessionMode.SESSION_MODE_RESULT_ONLY | SessionMode.SESSION_MODE_ACK;
   taskId?: string;
   /** Set by an abort that came before the hub accepted the task: cancel it once accepted. */
   cancelOnAccept?: string;
@@ -48,7 +48,10 @@ export class SessionMux {
     signal?: AbortSignal,
     onAccepted?: (taskId: string) => void,
   ): Promise<TaskResult> {
-    return this.start(req, SessionMode.SESSION_MODE_RESULT, signal, onAccepted) as Promise<TaskResult>;
+    // Without a signal or a wish for the id, the acceptance message would go unused: skip it.
+    const mode =
+      signal || onAccepted ? SessionMode.SESSION_MODE_RESULT : SessionMode.SESSION_MODE_RESULT_ONLY;
+    return this.start(req, mode, signal, onAccepted) as Promise<TaskResult>;
   }
 
   /** Ends the stream once every call on it has been answered. */

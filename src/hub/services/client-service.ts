@@ -273,7 +273,9 @@ export function clientService(core: HubCore): ClientServiceServer {
           pending++;
           core.submit(principal, body.value.request ?? ({} as SubmitRequest)).then(
             (t) => {
-              send({ ref, taskId: t.id, body: { $case: "accepted", value: { taskId: t.id } } });
+              if (mode !== SessionMode.SESSION_MODE_RESULT_ONLY) {
+                send({ ref, taskId: t.id, body: { $case: "accepted", value: { taskId: t.id } } });
+              }
               if (mode === SessionMode.SESSION_MODE_ACK) {
                 settle();
                 return;

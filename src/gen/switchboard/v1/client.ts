@@ -55,6 +55,8 @@ export enum SessionMode {
   SESSION_MODE_EVENTS = 2,
   /** SESSION_MODE_ACK - accepted only */
   SESSION_MODE_ACK = 3,
+  /** SESSION_MODE_RESULT_ONLY - one TaskResult when the task ends, no acceptance message: */
+  SESSION_MODE_RESULT_ONLY = 4,
   UNRECOGNIZED = -1,
 }
 
@@ -72,6 +74,9 @@ export function sessionModeFromJSON(object: any): SessionMode {
     case 3:
     case "SESSION_MODE_ACK":
       return SessionMode.SESSION_MODE_ACK;
+    case 4:
+    case "SESSION_MODE_RESULT_ONLY":
+      return SessionMode.SESSION_MODE_RESULT_ONLY;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -89,6 +94,8 @@ export function sessionModeToJSON(object: SessionMode): string {
       return "SESSION_MODE_EVENTS";
     case SessionMode.SESSION_MODE_ACK:
       return "SESSION_MODE_ACK";
+    case SessionMode.SESSION_MODE_RESULT_ONLY:
+      return "SESSION_MODE_RESULT_ONLY";
     case SessionMode.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
