@@ -90,6 +90,31 @@ describe("tokens", () => {
     expect(r.stderr).toMatch(/PERMISSION_DENIED|not allowed|scope/i);
   });
 
+  it("shows a token scoped to a pool only that pool's agents and tasks", async () => {
+    const run = await runCli([...hub.cli, "exec", "--pool", "auth", "--detach", "--", "true"]);
+    expect(run.code).toBe(0);
+    const taskId = run.stdout.trim();
+    const t = await token("viewer", ["--pool", "elsewhere"]);
+    const as = ["--hub", hub.address, "--token", t];
+    const agents = await runCli([...as, "agents", "--output", "json"], { env: bare });
+    expect(agents.code).toBe(0);
+    expect(JSON.parse(agents.stdout)).toEqual([]);
+    const tasks = await runCli([...as, "tasks", "--output", "json"], { env: bare });
+    expect(tasks.code).toBe(0);
+    expect((JSON.parse(tasks.stdout) as { taskId: string }[]).map((x) => x.taskId)).not.toContain(taskId);
+    const other = await runCli([...as, "tasks", "--pool", "auth"], { env: bare });
+    expect(other.code).toBe(1);
+    expect(other.stderr).toMatch(/PERMISSION_DENIED/);
+    const one = await runCli([...as, "task", taskId], { env: bare });
+    expect(one.code).toBe(1);
+    expect(one.stderr).toMatch(/may not see task/);
+    const logs = await runCli([...as, "logs", "--follow", taskId], { env: bare });
+    expect(logs.code).toBe(1);
+    // The admin token, unscoped, sees it.
+    const admin = await runCli([...hub.cli, "task", taskId, "--output", "json"]);
+    expect(admin.code).toBe(0);
+  });
+
   it("refuses an agent token on the client API", async () => {
     const t = await agentToken(hub, "auth");
     const r = await runCli(["--hub", hub.address, "--token", t, "agents"], { env: bare });

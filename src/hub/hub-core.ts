@@ -706,6 +706,33 @@ export class HubCore {
   }
 
   /** The whole result of a task, live or stored. */
+  /**
+   * Refuses a principal scoped to pools a task outside them: the pool it was aimed at, or the
+   * pool of the agent it ran on. Unscoped principals see every task.
+   */
+  assertTaskVisible(p: Principal, taskId: string): void {
+    if (p.pools.length === 0) return;
+    const t = this.tasks.get(taskId);
+    let pool: string | undefined;
+    let agentId: string | null = null;
+    if (t) {
+      pool = t.target.pool || undefined;
+      agentId = t.agentId;
+    } else {
+      const rec = this.store.getTask(taskId);
+      if (!rec) return; // NOT_FOUND comes from the call itself
+      pool = rec.target.pool;
+      agentId = rec.agentId;
+    }
+    pool ??= agentId ? (this.sessions.get(agentId)?.pool ?? this.store.getAgent(agentId)?.pool) : undefined;
+    if (pool === undefined || !poolAllowed(p, pool)) {
+      throw new SwitchboardError(
+        Code.PERMISSION_DENIED,
+        `token ${p.name} may not see task ${taskId} (scoped to pools ${p.pools.join(", ")})`,
+      );
+    }
+  }
+
   result(taskId: string): TaskResult {
     const t = this.tasks.get(taskId);
     if (t) return this.liveResult(t);

@@ -10,6 +10,7 @@ import {
   type TokenInfo,
 } from "../../gen/switchboard/v1/client.js";
 import type { AgentSession } from "../agent-session.js";
+import { poolAllowed, type Principal } from "../auth.js";
 import type { HubCore } from "../hub-core.js";
 import type { AgentRecord, TokenRecord } from "../store/index.js";
 
@@ -94,12 +95,12 @@ export function allAgents(core: HubCore, includeOffline: boolean): AgentInfo[] {
 function unary<Req, Res>(
   core: HubCore,
   min: "viewer" | "operator" | "admin",
-  fn: (req: Req, actor: string) => Res,
+  fn: (req: Req, actor: string, principal: Principal) => Res,
 ): (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void {
   return (call, cb) => {
     try {
       const p = core.auth.requireClient(call.metadata, min);
-      cb(null, fn(call.request, p.name));
+      cb(null, fn(call.request, p.name, p));
     } catch (err) {
       cb(toServiceError(err));
     }
@@ -108,20 +109,23 @@ function unary<Req, Res>(
 
 export function adminService(core: HubCore): AdminServiceServer {
   return {
-    listAgents: unary(core, "viewer", (req) => ({
-      agents: allAgents(core, req.includeOffline).filter((a) => !req.pool || a.pool === req.pool),
+    // A token scoped to pools sees only the agents of those pools.
+    listAgents: unary(core, "viewer", (req, _actor, p) => ({
+      agents: allAgents(core, req.includeOffline).filter(
+        (a) => (!req.pool || a.pool === req.pool) && poolAllowed(p, a.pool),
+      ),
     })),
 
-    getAgent: unary(core, "viewer", (req) => {
+    getAgent: unary(core, "viewer", (req, _actor, p) => {
       const s = core.sessions.get(req.agentId);
-      if (s) return sessionInfo(s);
-      const rec = core.store.getAgent(req.agentId);
-      if (!rec)
+      const rec = s ? undefined : core.store.getAgent(req.agentId);
+      const info = s ? sessionInfo(s) : rec ? recordInfo(rec) : undefined;
+      if (!info || !poolAllowed(p, info.pool))
         throw new SwitchboardError(
           Code.NOT_FOUND,
           `no agent ${req.agentId} has ever connected: see switchboard agents --all`,
         );
-      return recordInfo(rec);
+      return info;
     }),
 
     clusterStatus: unary(core, "viewer", () => {

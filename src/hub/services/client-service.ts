@@ -19,7 +19,7 @@ import {
   type WatchRequest,
 } from "../../gen/switchboard/v1/client.js";
 import type { TaskEvent, TaskResult } from "../../gen/switchboard/v1/task.js";
-import type { Principal } from "../auth.js";
+import { poolAllowed, type Principal } from "../auth.js";
 import type { ClientStream, HubCore } from "../hub-core.js";
 import type { LiveTask, Watcher } from "../live-task.js";
 import type { TaskStateName } from "../../common/task-state.js";
@@ -165,6 +165,7 @@ export function clientService(core: HubCore): ClientServiceServer {
       withPrincipal(call, "viewer", (p) => {
         const { taskId, afterSeq } = call.request;
         try {
+          core.assertTaskVisible(p, taskId);
           followTask(call, p, (w) => ({
             live: core.watch(taskId, afterSeq, w),
             detach: () => core.tasks.get(taskId)?.detach(w),
@@ -178,6 +179,7 @@ export function clientService(core: HubCore): ClientServiceServer {
     cancel(call: ServerUnaryCall<CancelRequest, CancelResponse>, callback: sendUnaryData<CancelResponse>) {
       try {
         const p = auth.requireClient(call.metadata, "operator");
+        core.assertTaskVisible(p, call.request.taskId);
         const state = core.cancel(p, call.request.taskId, call.request.reason);
         callback(null, { state: stateToWire(state) });
       } catch (err) {
@@ -187,7 +189,8 @@ export function clientService(core: HubCore): ClientServiceServer {
 
     getTask(call: ServerUnaryCall<GetTaskRequest, TaskResult>, callback: sendUnaryData<TaskResult>) {
       try {
-        auth.requireClient(call.metadata, "viewer");
+        const p = auth.requireClient(call.metadata, "viewer");
+        core.assertTaskVisible(p, call.request.taskId);
         callback(null, core.result(call.request.taskId));
       } catch (err) {
         callback(toServiceError(err));
@@ -199,18 +202,31 @@ export function clientService(core: HubCore): ClientServiceServer {
       callback: sendUnaryData<ListTasksResponse>,
     ) {
       try {
-        auth.requireClient(call.metadata, "viewer");
+        const p = auth.requireClient(call.metadata, "viewer");
         const r = call.request;
         const states = r.states
           .map((s) => stateFromWire(s))
           .filter((s): s is TaskStateName => s !== undefined);
-        const rows = core.store.listTasks({
-          limit: r.limit || 50,
+        if (r.pool && !poolAllowed(p, r.pool)) {
+          throw new SwitchboardError(
+            Code.PERMISSION_DENIED,
+            `token ${p.name} may not see pool ${r.pool} (scoped to pools ${p.pools.join(", ")})`,
+          );
+        }
+        const limit = r.limit || 50;
+        const filter = {
+          limit,
           agentId: r.agentId || undefined,
-          pool: r.pool || undefined,
           states: states.length ? states : undefined,
           beforeId: r.beforeTaskId || undefined,
-        });
+        };
+        // A scoped token lists only its pools' tasks: one query per pool, merged newest first.
+        const pools = r.pool ? [r.pool] : p.pools.length > 0 ? p.pools : [undefined];
+        const rows = pools
+          .flatMap((pool) => core.store.listTasks({ ...filter, pool }))
+          .sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0))
+          .filter((row, i, all) => i === 0 || all[i - 1]!.id !== row.id)
+          .slice(0, limit);
         callback(null, { tasks: rows.map((row) => core.recordInfo(row, false)) });
       } catch (err) {
         callback(toServiceError(err));
