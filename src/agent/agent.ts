@@ -129,6 +129,7 @@ export async function createAgent(
     ...(tuning.welcomeTimeoutMs ? { welcomeTimeoutMs: tuning.welcomeTimeoutMs } : {}),
     ...(tuning.closeTimeoutMs ? { closeTimeoutMs: tuning.closeTimeoutMs } : {}),
     readPauseDepth: 2 * cfg.outboxCapacity + 4 * cfg.poolSize,
+    ...(config.tls ? { tls: config.tls } : {}),
     handler: {
       sessionStarted: (s) => {
         p.beginSession({

@@ -7,6 +7,7 @@ import { resolve } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import { parseDuration } from "../common/duration.js";
+import type { ClientTlsFiles } from "../common/tls.js";
 import { parseHubAddress } from "./hub-address.js";
 
 export interface AgentConfig {
@@ -47,6 +48,8 @@ export interface AgentConfig {
     killGraceMs: number;
     maxChunkBytes: number;
   };
+  /** TLS to the hub; absent: plaintext. */
+  tls?: ClientTlsFiles;
   /** Where the file and the token came from, for the start-up log (never the token itself). */
   sources: { file?: string; token: string };
   /** Worth a warning at start, e.g. a token file that other users can read. */
@@ -114,6 +117,9 @@ const ENV_OVERRIDES: Record<string, Override> = {
   SWITCHBOARD_SHELL_ENABLED: { section: "shell", key: "enabled", type: "bool" },
   SWITCHBOARD_POOL_SIZE: { section: "agent", key: "pool_size", type: "int" },
   SWITCHBOARD_THRESHOLD: { section: "agent", key: "threshold", type: "int" },
+  SWITCHBOARD_TLS_CA: { section: "tls", key: "ca", type: "string" },
+  SWITCHBOARD_TLS_CERT: { section: "tls", key: "cert", type: "string" },
+  SWITCHBOARD_TLS_KEY: { section: "tls", key: "key", type: "string" },
 };
 
 /** Flag keys as commander hands them over (camelCase), with the flag a user typed. */
@@ -128,6 +134,11 @@ const FLAG_OVERRIDES: Record<string, Override & { flag: string }> = {
   threshold: { section: "agent", key: "threshold", type: "int", flag: "--threshold" },
   shell: { section: "shell", key: "enabled", type: "bool", flag: "--shell" },
   dataDir: { section: "agent", key: "data_dir", type: "string", flag: "--data" },
+  tls: { section: "tls", key: "enabled", type: "bool", flag: "--tls" },
+  tlsCa: { section: "tls", key: "ca", type: "string", flag: "--tls-ca" },
+  tlsCert: { section: "tls", key: "cert", type: "string", flag: "--tls-cert" },
+  tlsKey: { section: "tls", key: "key", type: "string", flag: "--tls-key" },
+  tlsServerName: { section: "tls", key: "server_name", type: "string", flag: "--tls-server-name" },
   heartbeatInterval: {
     section: "monitoring",
     key: "heartbeat_interval_secs",
@@ -330,14 +341,26 @@ const shellSection = z
   })
   .prefault({});
 
+const tlsSection = z
+  .strictObject({
+    /** Default: on when ca or cert is set. */
+    enabled: bool.optional(),
+    ca: text.optional(),
+    cert: text.optional(),
+    key: text.optional(),
+    server_name: text.optional(),
+  })
+  .prefault({});
+
 const fileSchema = z.strictObject({
   agent: agentSection,
   storage: storageSection,
   monitoring: monitoringSection,
   shell: shellSection,
+  tls: tlsSection,
 });
 
-const SECTIONS = ["agent", "storage", "monitoring", "shell"] as const;
+const SECTIONS = ["agent", "storage", "monitoring", "shell", "tls"] as const;
 
 // ---- loading ----
 
@@ -459,7 +482,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
     }
     throw new ConfigError(problems);
   }
-  const { agent, storage, monitoring, shell } = parsed.data;
+  const { agent, storage, monitoring, shell, tls } = parsed.data;
   const warnings: string[] = [];
 
   if (agent.hub !== undefined && agent.master_host !== undefined) {
@@ -500,7 +523,33 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
       "agent.token: no agent token; set token or token_file in [agent], SWITCHBOARD_TOKEN, or --token / --token-file",
     );
   }
+  if ((tls.cert === undefined) !== (tls.key === undefined)) {
+    const missing = tls.cert === undefined ? "cert" : "key";
+    problems.push(
+      `tls.${missing}: a client certificate needs both tls.cert and tls.key${describeOrigin(layers.originOf(["tls", missing === "cert" ? "key" : "cert"]))}`,
+    );
+  }
+  for (const key of ["ca", "cert", "key"] as const) {
+    const f = tls[key];
+    if (f === undefined) continue;
+    try {
+      statSync(resolve(f));
+    } catch (e) {
+      problems.push(
+        `tls.${key}: cannot read ${resolve(f)}: ${(e as NodeJS.ErrnoException).code ?? String(e)}${describeOrigin(layers.originOf(["tls", key]))}`,
+      );
+    }
+  }
+  const tlsOn = tls.enabled ?? (tls.ca !== undefined || tls.cert !== undefined);
   if (problems.length > 0) throw new ConfigError(problems);
+  const tlsFiles: ClientTlsFiles | undefined = tlsOn
+    ? {
+        ...(tls.ca !== undefined ? { ca: resolve(tls.ca) } : {}),
+        ...(tls.cert !== undefined ? { cert: resolve(tls.cert) } : {}),
+        ...(tls.key !== undefined ? { key: resolve(tls.key) } : {}),
+        ...(tls.server_name !== undefined ? { serverName: tls.server_name } : {}),
+      }
+    : undefined;
 
   return {
     agent: {
@@ -534,6 +583,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
       killGraceMs: shell.kill_grace_ms,
       maxChunkBytes: shell.max_chunk_bytes,
     },
+    ...(tlsFiles ? { tls: tlsFiles } : {}),
     sources: { ...(file !== undefined ? { file } : {}), token: tokenSource },
     warnings,
   };

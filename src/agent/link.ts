@@ -1,12 +1,13 @@
 // The agent's link to the hub: dials the addresses in turn over one gRPC bidi stream, says Hello with
 // its bearer token, waits for Welcome, and drains the outbox into the stream. On any end it redials:
 // with jittered backoff, at the cap after a refusal (a config mistake), at once after a Drain.
-import { credentials, type ClientDuplexStream, type StatusObject } from "@grpc/grpc-js";
+import { type ClientDuplexStream, type StatusObject } from "@grpc/grpc-js";
 import { bearerMetadata } from "../common/auth.js";
 import { Code, codeName } from "../common/errors.js";
 import { FastAgentServiceClient } from "../common/codec.js";
 import { CoalescingWriter } from "../common/coalescing-writer.js";
 import { clientOptions } from "../common/grpc-options.js";
+import { clientChannel, type ClientTlsFiles } from "../common/tls.js";
 import type { Logger } from "../common/logger.js";
 import { type AgentMessage, type Hello, type HubMessage, type Welcome } from "../gen/switchboard/v1/agent.js";
 import { Backoff } from "./backoff.js";
@@ -50,6 +51,8 @@ export interface AgentLinkOptions {
    * hub that breaks the credit contract can push it there, and it must not grow the agent's memory.
    */
   readPauseDepth?: number;
+  /** TLS to the hub; absent: plaintext. */
+  tls?: ClientTlsFiles;
 }
 
 /** Refusals that mean the agent's own config is wrong: retried slowly, and said loudly. */
@@ -239,7 +242,11 @@ export class AgentLink {
 
   private dialOnce(hub: string): Promise<DialEnd> {
     return new Promise((resolve) => {
-      const client = new FastAgentServiceClient(hub, credentials.createInsecure(), clientOptions());
+      const channel = clientChannel(this.opts.tls);
+      const client = new FastAgentServiceClient(hub, channel.credentials, {
+        ...clientOptions(),
+        ...channel.options,
+      });
       const call = client.connect(bearerMetadata(this.opts.token));
       const epoch = ++this.epochs;
       let drained = false;

@@ -12,7 +12,12 @@ export function addConnectionOptions(cmd: Command): Command {
       "hub address (default: $SWITCHBOARD_HUB, else <data>/hub.json, else 127.0.0.1:7000)",
     )
     .addOption(new Option("--master <host:port>", "alias of --hub").hideHelp())
-    .option("--token <token>", "API token (default: $SWITCHBOARD_TOKEN, else <data>/admin.token)");
+    .option("--token <token>", "API token (default: $SWITCHBOARD_TOKEN, else <data>/admin.token)")
+    .addOption(new Option("--tls", "connect with TLS (implied by --tls-ca or --tls-cert)").hideHelp())
+    .addOption(new Option("--tls-ca <file>", "CA of the hub's certificate").hideHelp())
+    .addOption(new Option("--tls-cert <file>", "client certificate (mutual TLS)").hideHelp())
+    .addOption(new Option("--tls-key <file>", "client certificate's key").hideHelp())
+    .addOption(new Option("--tls-server-name <name>", "name in the hub's certificate").hideHelp());
 }
 
 export function clientCommand(parent: Command, nameAndArgs: string, description: string): Command {

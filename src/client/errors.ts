@@ -25,7 +25,7 @@ export function toClientError(err: unknown, hub: string): SwitchboardClientError
     if (e.code === status.UNAVAILABLE && UNREACHABLE.test(details)) {
       return new SwitchboardClientError(
         e.code,
-        `cannot reach hub at ${hub} (${details.replace(/^No connection established\.\s*Last error:\s*/i, "")}); is it running? Point at it with --hub or SWITCHBOARD_HUB`,
+        `cannot reach hub at ${hub} (${details.replace(/^No connection established\.\s*Last error:\s*/i, "")}); is it running? Point at it with --hub or SWITCHBOARD_HUB; if it serves TLS, add --tls-ca FILE (or --tls)`,
       );
     }
     return new SwitchboardClientError(e.code, details);

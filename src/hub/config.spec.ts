@@ -13,7 +13,7 @@ function file(text: string): string {
 
 describe("loadHubConfig", () => {
   it("has the documented defaults", () => {
-    const c = loadHubConfig({ env: {} });
+    const c = loadHubConfig({ env: {}, flags: { insecure: true } });
     expect(c.listen).toBe("0.0.0.0:7000");
     expect(c.queueLimit).toBe(1000);
     expect(c.heartbeatIntervalMs).toBe(5000);
@@ -46,5 +46,26 @@ describe("loadHubConfig", () => {
     expect(() => loadHubConfig({ env: {}, flags: { queueLimit: "x" } })).toThrow(/from --queue-limit/);
     expect(() => loadHubConfig({ file: "/nonexistent.toml", env: {} })).toThrow(ConfigError);
     expect(() => loadHubConfig({ file: file("[hub\n"), env: {} })).toThrow(/invalid TOML/);
+  });
+
+  it("refuses plaintext on a reachable address unless told, and wants TLS settings whole", () => {
+    expect(() => loadHubConfig({ env: {} })).toThrow(/hub\.listen: 0\.0\.0\.0:7000 .*--insecure/);
+    expect(loadHubConfig({ env: {}, flags: { listen: "127.0.0.1:7000" } }).tls).toBeUndefined();
+    expect(loadHubConfig({ env: {}, flags: { listen: "[::1]:7000" } }).insecure).toBe(false);
+    const tls = loadHubConfig({
+      env: {},
+      flags: { tlsCert: "c.pem", tlsKey: "k.pem", tlsClientCa: "ca.pem" },
+    }).tls;
+    expect(tls?.cert).toMatch(/\/c\.pem$/);
+    expect(tls?.clientCa).toMatch(/\/ca\.pem$/);
+    expect(() => loadHubConfig({ env: {}, flags: { tlsCert: "c.pem" } })).toThrow(/tls\.key/);
+    expect(() => loadHubConfig({ env: {}, flags: { listen: "127.0.0.1:1", tlsClientCa: "ca.pem" } })).toThrow(
+      /tls\.client_ca/,
+    );
+    const f = file('[tls]\ncert = "/etc/sb/hub.pem"\nkey = "/etc/sb/hub.key"\n');
+    expect(loadHubConfig({ file: f, env: {} }).tls).toEqual({
+      cert: "/etc/sb/hub.pem",
+      key: "/etc/sb/hub.key",
+    });
   });
 });

@@ -6,6 +6,7 @@ import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import { parseDuration } from "../common/duration.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../common/grpc-options.js";
+import { isLoopbackHost, type ServerTlsFiles } from "../common/tls.js";
 
 export interface HubConfig {
   listen: string;
@@ -18,6 +19,10 @@ export interface HubConfig {
   drainGraceMs: number;
   /** Output bytes a task may send ahead of its slowest consumer. */
   outputWindowBytes: number;
+  /** Certificate and key to serve TLS with; with clientCa, clients must present a certificate. */
+  tls?: ServerTlsFiles;
+  /** Serve plaintext on an address other machines can reach (refused without this). */
+  insecure: boolean;
 }
 
 export class ConfigError extends Error {
@@ -37,6 +42,7 @@ export const HUB_DEFAULTS: HubConfig = {
   outputCapBytes: 1024 * 1024,
   drainGraceMs: 30_000,
   outputWindowBytes: 2 * 1024 * 1024,
+  insecure: false,
 };
 
 const positiveInt = z.number().int().positive();
@@ -60,6 +66,10 @@ const fileSchema = z
       .object({ output_cap_bytes: positiveInt.min(2) })
       .strict()
       .partial(),
+    tls: z
+      .object({ cert: z.string().min(1), key: z.string().min(1), client_ca: z.string().min(1) })
+      .strict()
+      .partial(),
   })
   .strict()
   .partial();
@@ -68,6 +78,12 @@ export interface LoadHubConfigInput {
   file?: string;
   env?: NodeJS.ProcessEnv;
   flags?: Record<string, string | number | boolean | undefined>;
+}
+
+interface TlsSettings {
+  cert?: string;
+  key?: string;
+  clientCa?: string;
 }
 
 function describeIssues(error: z.ZodError, where: string): string {
@@ -117,6 +133,7 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
   const cfg: HubConfig = { ...HUB_DEFAULTS };
 
   const file = typeof flags.config === "string" ? flags.config : input.file;
+  const tls: TlsSettings = {};
   if (file) {
     let text: string;
     try {
@@ -146,6 +163,9 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
     if (f.monitoring?.offline_after_secs !== undefined)
       cfg.offlineAfterMs = Math.round(f.monitoring.offline_after_secs * 1000);
     if (f.store?.output_cap_bytes !== undefined) cfg.outputCapBytes = f.store.output_cap_bytes;
+    if (f.tls?.cert !== undefined) tls.cert = f.tls.cert;
+    if (f.tls?.key !== undefined) tls.key = f.tls.key;
+    if (f.tls?.client_ca !== undefined) tls.clientCa = f.tls.client_ca;
   }
 
   const e = (name: string): string | undefined => (env[name] ? env[name] : undefined);
@@ -158,7 +178,15 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
       "from SWITCHBOARD_QUEUE_LIMIT",
     );
 
+  if (e("SWITCHBOARD_TLS_CERT")) tls.cert = e("SWITCHBOARD_TLS_CERT");
+  if (e("SWITCHBOARD_TLS_KEY")) tls.key = e("SWITCHBOARD_TLS_KEY");
+  if (e("SWITCHBOARD_TLS_CLIENT_CA")) tls.clientCa = e("SWITCHBOARD_TLS_CLIENT_CA");
+
   if (flags.listen !== undefined) cfg.listen = checkListen(String(flags.listen), "from --listen");
+  if (typeof flags.tlsCert === "string") tls.cert = flags.tlsCert;
+  if (typeof flags.tlsKey === "string") tls.key = flags.tlsKey;
+  if (typeof flags.tlsClientCa === "string") tls.clientCa = flags.tlsClientCa;
+  if (flags.insecure === true) cfg.insecure = true;
   if (flags.data !== undefined) cfg.dataDir = String(flags.data);
   if (flags.queueLimit !== undefined)
     cfg.queueLimit = intFrom("hub.queue_limit", flags.queueLimit as string | number, "from --queue-limit");
@@ -195,6 +223,26 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
   if (cfg.offlineAfterMs <= cfg.heartbeatIntervalMs) {
     throw new ConfigError(
       `monitoring.offline_after_secs (${cfg.offlineAfterMs / 1000}) must be longer than monitoring.heartbeat_interval_secs (${cfg.heartbeatIntervalMs / 1000})`,
+    );
+  }
+  if ((tls.cert === undefined) !== (tls.key === undefined)) {
+    throw new ConfigError(
+      `tls.${tls.cert === undefined ? "cert" : "key"}: TLS needs both a certificate and its key (tls.cert and tls.key, or --tls-cert and --tls-key)`,
+    );
+  }
+  if (tls.clientCa !== undefined && tls.cert === undefined) {
+    throw new ConfigError(
+      "tls.client_ca: requiring client certificates needs TLS: set tls.cert and tls.key too",
+    );
+  }
+  if (tls.cert !== undefined && tls.key !== undefined) {
+    cfg.tls = { cert: resolve(tls.cert), key: resolve(tls.key) };
+    if (tls.clientCa !== undefined) cfg.tls.clientCa = resolve(tls.clientCa);
+  }
+  const host = cfg.listen.slice(0, cfg.listen.lastIndexOf(":"));
+  if (!cfg.tls && !cfg.insecure && !isLoopbackHost(host)) {
+    throw new ConfigError(
+      `hub.listen: ${cfg.listen} can be reached from other machines, and tokens would cross the network in the clear; give a certificate (tls.cert and tls.key, or --tls-cert and --tls-key), listen on 127.0.0.1, or pass --insecure to serve plaintext anyway`,
     );
   }
   cfg.dataDir = resolve(cfg.dataDir);

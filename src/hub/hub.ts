@@ -2,8 +2,9 @@
 // left, serve gRPC, and on shutdown drain before closing anything.
 import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { Server } from "@grpc/grpc-js";
 import { serverOptions } from "../common/grpc-options.js";
+import { serverCredentials } from "../common/tls.js";
 import { silentLogger, type Logger } from "../common/logger.js";
 import { agentServiceDefinition, clientServiceDefinition } from "../common/codec.js";
 import { type AgentServiceServer } from "../gen/switchboard/v1/agent.js";
@@ -25,6 +26,8 @@ export interface Hub {
 }
 
 export async function startHub(config: HubConfig, logger: Logger = silentLogger()): Promise<Hub> {
+  // Read the certificate files first: a bad one stops the hub before it opens anything.
+  const creds = serverCredentials(config.tls);
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const store = openSqliteStore(join(config.dataDir, "switchboard.db"), {
     outputCapBytes: config.outputCapBytes,
@@ -41,9 +44,7 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
   server.addService(clientServiceDefinition, clientService(core));
   server.addService(AdminServiceService, adminService(core));
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(config.listen, ServerCredentials.createInsecure(), (err, p) =>
-      err ? reject(err) : resolve(p),
-    );
+    server.bindAsync(config.listen, creds, (err, p) => (err ? reject(err) : resolve(p)));
   }).catch(async (err: Error) => {
     await store.close();
     throw new Error(`cannot listen on ${config.listen}: ${err.message}`);
@@ -56,7 +57,15 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
 
   const hubJson = join(config.dataDir, "hub.json");
   const tmp = `${hubJson}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify({ address, pid: process.pid, startedAt: core.startedAt }) + "\n");
+  writeFileSync(
+    tmp,
+    JSON.stringify({
+      address,
+      pid: process.pid,
+      startedAt: core.startedAt,
+      tls: config.tls !== undefined,
+    }) + "\n",
+  );
   renameSync(tmp, hubJson);
   logger.info(
     { address, listen: config.listen, data: config.dataDir, admin_token_file: adminTokenFile },

@@ -19,6 +19,11 @@ interface AgentCliFlags {
   shell?: boolean;
   data?: string;
   heartbeatInterval?: string;
+  tls?: boolean;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsServerName?: string;
 }
 
 export function registerAgent(program: Command): void {
@@ -41,14 +46,33 @@ export function registerAgent(program: Command): void {
     .option("--shell", "enable shell tasks (off unless set here, in [shell] or SWITCHBOARD_SHELL_ENABLED)")
     .option("--data <dir>", "the agent's data dir (default ./agent-data)")
     .option("--heartbeat-interval <duration>", "heartbeat interval until the hub names one (default 5s)")
+    .option("--tls", "dial the hub with TLS, trusting the system's CAs (implied by --tls-ca or --tls-cert)")
+    .option("--tls-ca <file>", "CA that signed the hub's certificate (PEM)")
+    .option("--tls-cert <file>", "client certificate for a hub that requires one (mutual TLS)")
+    .option("--tls-key <file>", "the client certificate's private key")
+    .option(
+      "--tls-server-name <name>",
+      "name to check the hub's certificate against, if not the dialled host",
+    )
     .addHelpText(
       "after",
       "\nEnvironment: SWITCHBOARD_HUB, SWITCHBOARD_TOKEN, SWITCHBOARD_AGENT_ID, SWITCHBOARD_POOL, SWITCHBOARD_LABELS,\n" +
-        "SWITCHBOARD_POOL_SIZE, SWITCHBOARD_THRESHOLD, SWITCHBOARD_SHELL_ENABLED. Flags win over the environment,\n" +
+        "SWITCHBOARD_POOL_SIZE, SWITCHBOARD_THRESHOLD, SWITCHBOARD_SHELL_ENABLED, SWITCHBOARD_TLS_CA,\n" +
+        "SWITCHBOARD_TLS_CERT, SWITCHBOARD_TLS_KEY. Flags win over the environment,\n" +
         "which wins over the file.",
     )
     .action(async (flags: AgentCliFlags, cmd: Command) => {
-      const globals = cmd.parent?.opts<{ hub?: string; master?: string; token?: string }>() ?? {};
+      const globals =
+        cmd.parent?.opts<{
+          hub?: string;
+          master?: string;
+          token?: string;
+          tls?: boolean;
+          tlsCa?: string;
+          tlsCert?: string;
+          tlsKey?: string;
+          tlsServerName?: string;
+        }>() ?? {};
       const f: AgentFlags = {
         config: flags.config,
         hub: flags.hub ?? (globals.hub ? [globals.hub] : globals.master ? [globals.master] : undefined),
@@ -62,6 +86,11 @@ export function registerAgent(program: Command): void {
         shell: flags.shell,
         dataDir: flags.data,
         heartbeatInterval: flags.heartbeatInterval,
+        tls: flags.tls ?? globals.tls,
+        tlsCa: flags.tlsCa ?? globals.tlsCa,
+        tlsCert: flags.tlsCert ?? globals.tlsCert,
+        tlsKey: flags.tlsKey ?? globals.tlsKey,
+        tlsServerName: flags.tlsServerName ?? globals.tlsServerName,
       };
       let config;
       try {

@@ -1,6 +1,7 @@
 // `switchboard hub`: serve agents and clients until SIGTERM, then drain and exit 0.
 import type { Command } from "commander";
 import { createLogger } from "../../common/logger.js";
+import { TlsFileError } from "../../common/tls.js";
 import { ConfigError, loadHubConfig, startHub } from "../../hub/index.js";
 import { usageError } from "../cli-error.js";
 import { stopOnSignals } from "../signals.js";
@@ -14,6 +15,10 @@ interface HubFlags {
   heartbeatInterval?: string;
   offlineAfter?: string;
   maxMessageBytes?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+  insecure?: boolean;
 }
 
 export function registerHub(program: Command): void {
@@ -31,9 +36,15 @@ export function registerHub(program: Command): void {
     .option("--heartbeat-interval <duration>", "heartbeat interval asked of agents (default 5s)")
     .option("--offline-after <duration>", "an agent silent this long is offline (default 30s)")
     .option("--max-message-bytes <n>", "largest gRPC message accepted (default 16777216)")
+    .option("--tls-cert <file>", "serve TLS with this certificate (PEM, with its chain)")
+    .option("--tls-key <file>", "the certificate's private key (PEM)")
+    .option("--tls-client-ca <file>", "require client certificates signed by this CA (mutual TLS)")
+    .option("--insecure", "serve plaintext on an address other machines can reach")
     .addHelpText(
       "after",
-      "\nEnvironment: SWITCHBOARD_LISTEN, SWITCHBOARD_DATA, SWITCHBOARD_QUEUE_LIMIT, SWITCHBOARD_LOG_LEVEL.\n" +
+      "\nEnvironment: SWITCHBOARD_LISTEN, SWITCHBOARD_DATA, SWITCHBOARD_QUEUE_LIMIT, SWITCHBOARD_TLS_CERT,\n" +
+        "SWITCHBOARD_TLS_KEY, SWITCHBOARD_TLS_CLIENT_CA, SWITCHBOARD_LOG_LEVEL.\n" +
+        "Without TLS the hub listens only on loopback addresses unless --insecure is given.\n" +
         "On first start the hub writes an admin token to <data>/admin.token (mode 0600).",
     )
     .action(async (flags: HubFlags) => {
@@ -46,7 +57,13 @@ export function registerHub(program: Command): void {
         throw e;
       }
       const logger = createLogger("hub");
-      const hub = await startHub(config, logger);
+      let hub;
+      try {
+        hub = await startHub(config, logger);
+      } catch (e) {
+        if (e instanceof TlsFileError) throw usageError(e.message, "check the TLS file settings");
+        throw e;
+      }
       await stopOnSignals(logger, (o) => hub.shutdown(o));
     });
 }
