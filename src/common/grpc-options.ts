@@ -3,7 +3,8 @@
 import type { ChannelOptions } from "@grpc/grpc-js";
 
 export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
-export const KEEPALIVE_TIME_MS = 10_000;
+// A peer that stops answering (no FIN: a partition, a frozen host) is found within 10 s.
+export const KEEPALIVE_TIME_MS = 5_000;
 export const KEEPALIVE_TIMEOUT_MS = 5_000;
 
 export function serverOptions(maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES): ChannelOptions {
@@ -14,7 +15,7 @@ export function serverOptions(maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES): Chan
     "grpc.keepalive_timeout_ms": KEEPALIVE_TIMEOUT_MS,
     // Agents ping every KEEPALIVE_TIME_MS even with no call active; let them.
     "grpc.keepalive_permit_without_calls": 1,
-    "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+    "grpc.http2.min_ping_interval_without_data_ms": 4_000,
     "grpc.http2.max_ping_strikes": 0,
   };
 }

@@ -883,7 +883,23 @@ export class HubCore {
       "draining: no new work; waiting for running tasks",
     );
     const deadline = Date.now() + graceMs;
-    while (this.inFlight() > 0 && Date.now() < deadline) await sleep(50);
+    // Idle agents go at once, busy ones as soon as their last task ends: an agent that knows
+    // other hubs moves to the next one while this one finishes its work.
+    const handedOver = new Set<AgentSession>();
+    const handOverIdle = (): void => {
+      for (const s of [...this.sessions.values()]) {
+        if (s.tasks.size > 0 || handedOver.has(s)) continue;
+        handedOver.add(s);
+        s.send({ body: { $case: "drain", value: { reason: "hub shutting down" } } });
+        this.closeSession(s, "hub shut down");
+        s.end();
+      }
+    };
+    handOverIdle();
+    while (this.inFlight() > 0 && Date.now() < deadline) {
+      await sleep(50);
+      handOverIdle();
+    }
     const left = [...this.tasks.values()].filter((t) => t.state === "assigned" || t.state === "running");
     if (left.length > 0) {
       this.logger.warn({ tasks: left.length }, "grace over: cancelling what still runs");

@@ -1,0 +1,137 @@
+// Broken links: a partition without FIN is found by keepalive, a draining hub hands its agents to
+// the next hub, and revoking a token ends the client streams that use it.
+import { cpSync } from "node:fs";
+import { createServer } from "node:net";
+import { afterAll, describe, expect, it } from "vitest";
+import { TcpProxy } from "./support/tcp-proxy.js";
+import {
+  agentToken,
+  listAgents,
+  runCli,
+  spawnCli,
+  startAgent,
+  startHub,
+  stopAll,
+  tempDir,
+  waitFor,
+  type HubProc,
+} from "./support/processes.js";
+
+const proxies: TcpProxy[] = [];
+afterAll(async () => {
+  await Promise.all(proxies.map((p) => p.close()));
+  await stopAll();
+});
+
+async function connected(hub: HubProc, agentId: string): Promise<boolean> {
+  return (await listAgents(hub)).some((a) => a.agentId === agentId && a.connected);
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+describe("links", () => {
+  it("finds a blackholed agent within 15 s and takes it back once the link heals", async () => {
+    const hub = await startHub();
+    const proxy = await TcpProxy.start(hub.address);
+    proxies.push(proxy);
+    const token = await agentToken(hub, "hole");
+    const agent = spawnCli([
+      "agent",
+      "--hub",
+      proxy.address,
+      "--token",
+      token,
+      "--agent-id",
+      "hole-1",
+      "--pool",
+      "hole",
+      "--data",
+      tempDir("hole"),
+    ]);
+    await waitFor("the agent to connect", () => connected(hub, "hole-1"), 20_000);
+    const cutAt = Date.now();
+    proxy.blackhole();
+    await waitFor(
+      "the hub to see the agent gone",
+      async () => !(await connected(hub, "hole-1")),
+      16_000,
+      200,
+    );
+    const noticedMs = Date.now() - cutAt;
+    expect(noticedMs).toBeLessThanOrEqual(16_000);
+    proxy.heal();
+    await waitFor("the agent to come back", () => connected(hub, "hole-1"), 45_000, 200);
+    agent.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+  }, 90_000);
+
+  it("hands a draining hub's agents over to the next hub at once", async () => {
+    // Two hubs that know the same tokens: the second starts from a copy of the first's data.
+    const dirA = tempDir("hub-a");
+    const [portA, portB] = [await freePort(), await freePort()];
+    let hubA = await startHub({ dataDir: dirA, args: ["--listen", `127.0.0.1:${portA}`] });
+    const token = await agentToken(hubA, "handover");
+    hubA.kill("SIGTERM");
+    expect(await hubA.exited).toBe(0);
+    const dirB = tempDir("hub-b");
+    cpSync(dirA, dirB, { recursive: true });
+    hubA = await startHub({ dataDir: dirA, args: ["--listen", `127.0.0.1:${portA}`] });
+    const hubB = await startHub({ dataDir: dirB, args: ["--listen", `127.0.0.1:${portB}`] });
+    await startAgent(hubA, {
+      agentId: "mover",
+      pool: "handover",
+      token,
+      args: ["--hub", hubB.address],
+    });
+    expect(await connected(hubB, "mover")).toBe(false);
+    const drainAt = Date.now();
+    hubA.kill("SIGTERM");
+    await waitFor("the agent to be on the second hub", () => connected(hubB, "mover"), 10_000, 100);
+    expect(Date.now() - drainAt).toBeLessThan(5_000);
+    const r = await runCli([...hubB.cli, "exec", "--pool", "handover", "--", "echo", "moved"]);
+    expect(r.stdout).toBe("moved\n");
+  }, 60_000);
+
+  it("ends a client's live stream within a second of its token being revoked", async () => {
+    const hub = await startHub();
+    await startAgent(hub, { agentId: "rev-1", pool: "rev" });
+    const created = await runCli([...hub.cli, "token", "create", "--role", "operator", "--name", "watcher"]);
+    const token = created.stdout.trim();
+    const as = ["--hub", hub.address, "--token", token];
+    const env = { SWITCHBOARD_DATA: tempDir("rev-empty"), SWITCHBOARD_TOKEN: "" };
+    const id = (
+      await runCli([...as, "exec", "--pool", "rev", "--detach", "--shell", "sleep 30"], { env })
+    ).stdout.trim();
+    const follow = spawnCli([...as, "logs", "--follow", id], { env });
+    const session = spawnCli([...as, "exec", "--pool", "rev", "--shell", "sleep 30"], { env });
+    await waitFor("the streams to be open", async () => {
+      const t = await runCli([
+        ...hub.cli,
+        "tasks",
+        "--pool",
+        "rev",
+        "--state",
+        "running",
+        "--output",
+        "json",
+      ]);
+      return (JSON.parse(t.stdout) as unknown[]).length === 2;
+    });
+    const revokedAt = Date.now();
+    expect((await runCli([...hub.cli, "token", "revoke", "watcher"])).code).toBe(0);
+    expect(await follow.exited).toBe(1);
+    expect(await session.exited).not.toBe(0);
+    expect(Date.now() - revokedAt).toBeLessThan(2_000);
+    expect(follow.stderr()).toMatch(/revoked/);
+  }, 60_000);
+});
