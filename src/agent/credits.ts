@@ -8,6 +8,8 @@ export class CreditLedger {
   private assigned = 0;
   /** Freed slots not granted yet (withheld while the outbox is above threshold). */
   private owed = 0;
+  /** Slots to swallow as they come free, after the agent's concurrency was lowered. */
+  private debt = 0;
 
   /** A new session: `free` slots are available to grant at once. */
   begin(free: number): void {
@@ -35,9 +37,23 @@ export class CreditLedger {
     return true;
   }
 
-  /** A slot came free: it is owed back to the hub. */
+  /** A slot came free: it is owed back to the hub (unless the concurrency was lowered). */
   release(): void {
-    this.owed += 1;
+    if (this.debt > 0) this.debt -= 1;
+    else this.owed += 1;
+  }
+
+  /** The concurrency changed by `delta` slots: more to grant, or fewer to give back as they free. */
+  resize(delta: number): void {
+    if (delta > 0) {
+      const paid = Math.min(this.debt, delta);
+      this.debt -= paid;
+      this.owed += delta - paid;
+    } else if (delta < 0) {
+      const taken = Math.min(this.owed, -delta);
+      this.owed -= taken;
+      this.debt += -delta - taken;
+    }
   }
 
   /** Grants what is owed; returns the new cumulative total, or undefined when nothing changed. */

@@ -6,6 +6,9 @@ import { Code } from "../common/errors.js";
 import type { AgentTaskEvent, Assign, Heartbeat, HubMessage } from "../gen/switchboard/v1/agent.js";
 import { TaskState, type Finished } from "../gen/switchboard/v1/task.js";
 import { CreditLedger } from "./credits.js";
+
+/** The most tasks an agent runs at once, whatever the hub asks. */
+export const MAX_POOL_SIZE = 1024;
 import { failedFinished, type Executor, type StopCause } from "./executors/executor.js";
 import { Inbox } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
@@ -55,6 +58,8 @@ export class Pipeline {
   /** Every task not finished yet, whatever its session: each holds one executor slot. */
   private readonly runs = new Map<string, TaskRun>();
   private readonly executors = new Map<string, Executor>();
+  /** Tasks run at once; starts at opts.poolSize, the hub may change it (SetConcurrency). */
+  private poolSize: number;
   private busy = 0;
   private session: Session | undefined;
   private granting = true;
@@ -66,6 +71,7 @@ export class Pipeline {
     this.opts = opts;
     this.inbox = new Inbox(opts.inboxCapacity);
     for (const e of opts.executors) this.executors.set(e.kind, e);
+    this.poolSize = opts.poolSize;
     this.thresholdDepth = (opts.outbox.capacity * opts.threshold) / 100;
   }
 
@@ -108,7 +114,7 @@ export class Pipeline {
     if (this.session) this.endSession(this.session.epoch, "replaced by a new session");
     const ledger = new CreditLedger();
     // Tasks of an earlier session may still be dying; their slots come back as they end.
-    ledger.begin(this.granting ? this.opts.poolSize - this.runs.size : 0);
+    ledger.begin(this.granting ? this.poolSize - this.runs.size : 0);
     this.session = {
       epoch: start.epoch,
       outputWindow: start.initialOutputWindowBytes > 0 ? start.initialOutputWindowBytes : Infinity,
@@ -167,6 +173,9 @@ export class Pipeline {
     switch (body?.$case) {
       case "assign":
         this.onAssign(body.value);
+        return;
+      case "setConcurrency":
+        this.setPoolSize(body.value.maxConcurrency);
         return;
       case "cancel": {
         const run = this.runs.get(body.value.taskId);
@@ -371,8 +380,30 @@ export class Pipeline {
     }
   }
 
+  get concurrency(): number {
+    return this.poolSize;
+  }
+
+  /** Runs up to `n` tasks at once from now on; running tasks are left alone. */
+  setPoolSize(n: number): void {
+    if (!Number.isInteger(n) || n < 1 || n > MAX_POOL_SIZE) {
+      this.opts.logger.warn({ requested: n }, "SetConcurrency out of range ignored");
+      return;
+    }
+    const delta = n - this.poolSize;
+    if (delta === 0) return;
+    this.opts.logger.info(
+      { from: this.poolSize, to: n, running: this.busy },
+      "concurrency changed by the hub",
+    );
+    this.poolSize = n;
+    this.session?.ledger.resize(delta);
+    this.maybeGrant();
+    this.dispatch();
+  }
+
   private dispatch(): void {
-    while (this.busy < this.opts.poolSize) {
+    while (this.busy < this.poolSize) {
       const run = this.inbox.take();
       if (!run) return;
       if (run.state !== "queued") continue; // stopped while it waited

@@ -74,6 +74,8 @@ export interface AdminApi {
   createToken(input: CreateTokenInput): Promise<CreateTokenResponse>;
   listTokens(opts?: { includeRevoked?: boolean }): Promise<TokenInfo[]>;
   revokeToken(idOrName: string): Promise<TokenInfo>;
+  /** How many tasks a connected agent runs at once, until it restarts. */
+  setAgentConcurrency(agentId: string, concurrency: number): Promise<AgentInfo>;
 }
 
 type Callback<T> = (err: Error | null, value?: T) => void;
@@ -286,6 +288,8 @@ export class SwitchboardClient {
             a.listTokens({ includeRevoked: o.includeRevoked ?? false }, md(), c, cb),
           )
         ).tokens,
+      setAgentConcurrency: (agentId, concurrency) =>
+        this.unary<AgentInfo>((c, cb) => a.setAgentConcurrency({ agentId, concurrency }, md(), c, cb)),
       revokeToken: async (idOrName) => {
         const r = await this.unary<{ info?: TokenInfo }>((c, cb) => a.revokeToken({ idOrName }, md(), c, cb));
         if (!r.info) throw new SwitchboardClientError(status.INTERNAL, "the hub answered without the token");

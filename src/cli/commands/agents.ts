@@ -2,6 +2,7 @@
 import type { Command } from "commander";
 import { formatDuration } from "../../common/duration.js";
 import { clientCommand, withClient } from "../client-command.js";
+import { intFlag } from "../flags.js";
 import { AGENT_COLUMNS, agentRow, outputFormat, printList, printObject, type Column } from "../output.js";
 import type { PoolStatus } from "../../gen/switchboard/v1/client.js";
 
@@ -22,6 +23,21 @@ export function registerAgents(program: Command): void {
         format,
         "no agents connected (start one with switchboard agent --help)",
       );
+    });
+
+  clientCommand(program, "agent-config", "change a connected agent's settings at run time (admin)")
+    .requiredOption("--agent <id>", "the agent")
+    .requiredOption("--concurrency <n>", "tasks it runs at once, 1..1024; running tasks are not touched")
+    .option("-o, --output <format>", "table or json", "table")
+    .addHelpText(
+      "after",
+      "\nThe change lasts until the agent restarts; its config names the number it starts with.",
+    )
+    .action(async (f: { agent: string; concurrency: string; output?: string }, cmd: Command) => {
+      const format = outputFormat(f.output);
+      const n = intFlag("--concurrency", f.concurrency, 1);
+      const a = await withClient(cmd, (c) => c.admin.setAgentConcurrency(f.agent, n));
+      printList([agentRow(a)], AGENT_COLUMNS, format, "");
     });
 
   clientCommand(program, "status", "the cluster at a glance: hub, agents by health, tasks, pools")

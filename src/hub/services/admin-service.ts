@@ -188,5 +188,32 @@ export function adminService(core: HubCore): AdminServiceServer {
       });
       return { info: tokenInfo(rec) };
     }),
+
+    // Changes how many tasks a connected agent runs at once, until it restarts (its config
+    // names the number it starts with). Running tasks are not touched.
+    setAgentConcurrency: unary(core, "admin", (req, actor, p) => {
+      const n = req.concurrency;
+      if (!Number.isInteger(n) || n < 1 || n > 1024) {
+        throw new SwitchboardError(Code.INVALID_ARGUMENT, `concurrency must be between 1 and 1024, not ${n}`);
+      }
+      const s = core.sessions.get(req.agentId);
+      if (!s || !poolAllowed(p, s.pool)) {
+        throw new SwitchboardError(
+          Code.FAILED_PRECONDITION,
+          `agent ${req.agentId} is not connected: see switchboard agents --all`,
+        );
+      }
+      const from = s.hello.maxConcurrency;
+      s.send({ body: { $case: "setConcurrency", value: { maxConcurrency: n } } });
+      s.hello.maxConcurrency = n;
+      core.store.audit({
+        at: Date.now(),
+        actor,
+        action: "agent.concurrency",
+        subject: req.agentId,
+        detail: { from, to: n },
+      });
+      return sessionInfo(s);
+    }),
   };
 }

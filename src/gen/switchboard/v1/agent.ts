@@ -172,6 +172,14 @@ export interface Drain {
   reason: string;
 }
 
+/**
+ * Run this many tasks at once from now on. Running tasks are not touched: a smaller number takes
+ * effect as they end (their slots are not granted again until the agent is under it).
+ */
+export interface SetConcurrency {
+  maxConcurrency: number;
+}
+
 export interface HubHeartbeat {
   hubTimeMs: number;
 }
@@ -187,6 +195,7 @@ export interface HubMessage {
     | //
     /** only to an agent whose Hello accepts batches */
     { $case: "batch"; value: HubMessageBatch }
+    | { $case: "setConcurrency"; value: SetConcurrency }
     | undefined;
 }
 
@@ -1954,6 +1963,79 @@ export const Drain: MessageFns<Drain> = {
   },
 };
 
+function createBaseSetConcurrency(): SetConcurrency {
+  return { maxConcurrency: 0 };
+}
+
+export const SetConcurrency: MessageFns<SetConcurrency> = {
+  encode(message: SetConcurrency, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.maxConcurrency !== 0) {
+      writer.uint32(8).uint32(message.maxConcurrency);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetConcurrency {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetConcurrency();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.maxConcurrency = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetConcurrency {
+    return {
+      maxConcurrency: isSet(object.maxConcurrency)
+        ? globalThis.Number(object.maxConcurrency)
+        : isSet(object.max_concurrency)
+        ? globalThis.Number(object.max_concurrency)
+        : 0,
+    };
+  },
+
+  toJSON(message: SetConcurrency): unknown {
+    const obj: any = {};
+    if (message.maxConcurrency !== 0) {
+      obj.maxConcurrency = Math.round(message.maxConcurrency);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SetConcurrency>, I>>(base?: I): SetConcurrency {
+    return SetConcurrency.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetConcurrency>, I>>(object: I): SetConcurrency {
+    const message = createBaseSetConcurrency();
+    message.maxConcurrency = object.maxConcurrency ?? 0;
+    return message;
+  },
+};
+
 function createBaseHubHeartbeat(): HubHeartbeat {
   return { hubTimeMs: 0 };
 }
@@ -2055,6 +2137,9 @@ export const HubMessage: MessageFns<HubMessage> = {
       case "batch":
         HubMessageBatch.encode(message.body.value, writer.uint32(58).fork()).join();
         break;
+      case "setConcurrency":
+        SetConcurrency.encode(message.body.value, writer.uint32(66).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2128,6 +2213,14 @@ export const HubMessage: MessageFns<HubMessage> = {
             message.body = { $case: "batch", value: HubMessageBatch.decode(reader, reader.uint32()) };
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.body = { $case: "setConcurrency", value: SetConcurrency.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2156,6 +2249,10 @@ export const HubMessage: MessageFns<HubMessage> = {
         ? { $case: "drain", value: Drain.fromJSON(object.drain) }
         : isSet(object.batch)
         ? { $case: "batch", value: HubMessageBatch.fromJSON(object.batch) }
+        : isSet(object.setConcurrency)
+        ? { $case: "setConcurrency", value: SetConcurrency.fromJSON(object.setConcurrency) }
+        : isSet(object.set_concurrency)
+        ? { $case: "setConcurrency", value: SetConcurrency.fromJSON(object.set_concurrency) }
         : undefined,
     };
   },
@@ -2176,6 +2273,8 @@ export const HubMessage: MessageFns<HubMessage> = {
       obj.drain = Drain.toJSON(message.body.value);
     } else if (message.body?.$case === "batch") {
       obj.batch = HubMessageBatch.toJSON(message.body.value);
+    } else if (message.body?.$case === "setConcurrency") {
+      obj.setConcurrency = SetConcurrency.toJSON(message.body.value);
     }
     return obj;
   },
@@ -2225,6 +2324,12 @@ export const HubMessage: MessageFns<HubMessage> = {
       case "batch": {
         if (object.body?.value !== undefined && object.body?.value !== null) {
           message.body = { $case: "batch", value: HubMessageBatch.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "setConcurrency": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "setConcurrency", value: SetConcurrency.fromPartial(object.body.value) };
         }
         break;
       }

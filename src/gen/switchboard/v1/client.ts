@@ -346,6 +346,12 @@ export interface RevokeTokenResponse {
   info: TokenInfo | undefined;
 }
 
+export interface SetAgentConcurrencyRequest {
+  agentId: string;
+  /** 1..1024; running tasks are not touched */
+  concurrency: number;
+}
+
 function createBaseSubmitRequest(): SubmitRequest {
   return { target: undefined, spec: undefined, timeoutMs: 0, waitForAgent: false };
 }
@@ -3598,6 +3604,95 @@ export const RevokeTokenResponse: MessageFns<RevokeTokenResponse> = {
   },
 };
 
+function createBaseSetAgentConcurrencyRequest(): SetAgentConcurrencyRequest {
+  return { agentId: "", concurrency: 0 };
+}
+
+export const SetAgentConcurrencyRequest: MessageFns<SetAgentConcurrencyRequest> = {
+  encode(message: SetAgentConcurrencyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.agentId !== "") {
+      writer.uint32(10).string(message.agentId);
+    }
+    if (message.concurrency !== 0) {
+      writer.uint32(16).uint32(message.concurrency);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SetAgentConcurrencyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSetAgentConcurrencyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agentId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.concurrency = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SetAgentConcurrencyRequest {
+    return {
+      agentId: isSet(object.agentId)
+        ? globalThis.String(object.agentId)
+        : isSet(object.agent_id)
+        ? globalThis.String(object.agent_id)
+        : "",
+      concurrency: isSet(object.concurrency) ? globalThis.Number(object.concurrency) : 0,
+    };
+  },
+
+  toJSON(message: SetAgentConcurrencyRequest): unknown {
+    const obj: any = {};
+    if (message.agentId !== "") {
+      obj.agentId = message.agentId;
+    }
+    if (message.concurrency !== 0) {
+      obj.concurrency = Math.round(message.concurrency);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SetAgentConcurrencyRequest>, I>>(base?: I): SetAgentConcurrencyRequest {
+    return SetAgentConcurrencyRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SetAgentConcurrencyRequest>, I>>(object: I): SetAgentConcurrencyRequest {
+    const message = createBaseSetAgentConcurrencyRequest();
+    message.agentId = object.agentId ?? "";
+    message.concurrency = object.concurrency ?? 0;
+    return message;
+  },
+};
+
 export type ClientServiceService = typeof ClientServiceService;
 export const ClientServiceService = {
   /**
@@ -3872,6 +3967,16 @@ export const AdminServiceService = {
     responseSerialize: (value: RevokeTokenResponse): Buffer => Buffer.from(RevokeTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RevokeTokenResponse => RevokeTokenResponse.decode(value),
   },
+  setAgentConcurrency: {
+    path: "/switchboard.v1.AdminService/SetAgentConcurrency" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetAgentConcurrencyRequest): Buffer =>
+      Buffer.from(SetAgentConcurrencyRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetAgentConcurrencyRequest => SetAgentConcurrencyRequest.decode(value),
+    responseSerialize: (value: AgentInfo): Buffer => Buffer.from(AgentInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AgentInfo => AgentInfo.decode(value),
+  },
 } as const;
 
 export interface AdminServiceServer extends UntypedServiceImplementation {
@@ -3881,6 +3986,7 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   createToken: handleUnaryCall<CreateTokenRequest, CreateTokenResponse>;
   listTokens: handleUnaryCall<ListTokensRequest, ListTokensResponse>;
   revokeToken: handleUnaryCall<RevokeTokenRequest, RevokeTokenResponse>;
+  setAgentConcurrency: handleUnaryCall<SetAgentConcurrencyRequest, AgentInfo>;
 }
 
 export interface AdminServiceClient extends Client {
@@ -3973,6 +4079,21 @@ export interface AdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RevokeTokenResponse) => void,
+  ): ClientUnaryCall;
+  setAgentConcurrency(
+    request: SetAgentConcurrencyRequest,
+    callback: (error: ServiceError | null, response: AgentInfo) => void,
+  ): ClientUnaryCall;
+  setAgentConcurrency(
+    request: SetAgentConcurrencyRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AgentInfo) => void,
+  ): ClientUnaryCall;
+  setAgentConcurrency(
+    request: SetAgentConcurrencyRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AgentInfo) => void,
   ): ClientUnaryCall;
 }
 
