@@ -75,6 +75,69 @@ describe("links", () => {
     expect(await agent.exited).toBe(0);
   }, 90_000);
 
+  it("lets an agent take over its own stale session after a blip, and refuses an impostor", async () => {
+    const hub = await startHub();
+    const proxy = await TcpProxy.start(hub.address);
+    proxies.push(proxy);
+    const token = await agentToken(hub, "blip");
+    const agent = spawnCli([
+      "agent",
+      "--hub",
+      proxy.address,
+      "--token",
+      token,
+      "--agent-id",
+      "blip-1",
+      "--pool",
+      "blip",
+      "--data",
+      tempDir("blip"),
+      "--shell",
+    ]);
+    await waitFor("the agent to connect", () => connected(hub, "blip-1"), 20_000);
+    const sessionOf = async (): Promise<string | undefined> => {
+      const r = await runCli([...hub.cli, "agents", "--output", "json"]);
+      return (JSON.parse(r.stdout) as { agentId: string; sessionId?: string; connectedAtMs: number }[])
+        .filter((a) => a.agentId === "blip-1")
+        .map((a) => String(a.connectedAtMs))[0];
+    };
+    const before = await sessionOf();
+    // The agent sees its link drop; the hub's side of it stays open and silent.
+    proxy.dropClientSide();
+    await waitFor(
+      "the agent to be back on a new session",
+      async () => {
+        const now = await sessionOf();
+        return now !== undefined && now !== before;
+      },
+      10_000,
+      100,
+    );
+    expect(hub.stderr()).toMatch(/taking over its stale session/);
+    const r = await runCli([...hub.cli, "exec", "--pool", "blip", "--", "echo", "after the blip"]);
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toBe("after the blip\n");
+    // Another process with the same agent id is refused while the first is live.
+    const impostor = spawnCli([
+      "agent",
+      "--hub",
+      hub.address,
+      "--token",
+      token,
+      "--agent-id",
+      "blip-1",
+      "--pool",
+      "blip",
+      "--data",
+      tempDir("impostor"),
+    ]);
+    await waitFor("the impostor to be refused", () => /already connected/.test(impostor.stderr()), 15_000);
+    expect(hub.stderr()).toMatch(/refused a second process/);
+    impostor.kill("SIGTERM");
+    agent.kill("SIGTERM");
+    await Promise.all([impostor.exited, agent.exited]);
+  }, 60_000);
+
   it("hands a draining hub's agents over to the next hub at once", async () => {
     // Two hubs that know the same tokens: the second starts from a copy of the first's data.
     const dirA = tempDir("hub-a");

@@ -439,19 +439,42 @@ export class HubCore {
     }
     const existing = this.sessions.get(agentId);
     if (existing && !existing.closed) {
+      // The same agent process (same instance id) dialling again: its link broke on its side
+      // first (a blip), so the old session is stale. It takes over; the old stream is fenced:
+      // closed, and anything still arriving on it is ignored.
+      const sameProcess = hello.instanceId !== "" && hello.instanceId === existing.hello.instanceId;
       const silent = Date.now() - existing.lastSeenAt;
-      if (silent <= 2 * this.config.heartbeatIntervalMs) {
+      if (!sameProcess && silent <= 2 * this.config.heartbeatIntervalMs) {
+        this.logger.warn(
+          {
+            agent_id: agentId,
+            session_id: existing.sessionId,
+            live_instance: existing.hello.instanceId,
+            refused_instance: hello.instanceId,
+          },
+          "refused a second process presenting a connected agent's id",
+        );
         throw new SwitchboardError(
           Code.ALREADY_EXISTS,
-          `agent ${agentId} is already connected (session ${existing.sessionId}): give each agent its own --agent-id`,
+          `agent ${agentId} is already connected from another process (session ${existing.sessionId}): give each agent its own --agent-id`,
         );
       }
+      const why = sameProcess
+        ? "taken over by the same agent's new connection"
+        : "replaced by a new connection of the same agent";
       this.logger.warn(
-        { agent_id: agentId, session_id: existing.sessionId },
-        "replacing a silent session of the same agent",
+        {
+          agent_id: agentId,
+          session_id: existing.sessionId,
+          instance_id: hello.instanceId,
+          same_process: sameProcess,
+        },
+        sameProcess
+          ? "agent reconnected: taking over its stale session"
+          : "replacing a silent session of the same agent",
       );
-      this.closeSession(existing, "replaced by a new connection of the same agent");
-      existing.end(Code.ABORTED, "replaced by a new connection of the same agent");
+      this.closeSession(existing, why);
+      existing.end(Code.ABORTED, why);
     }
     const session = new AgentSession(newSessionId(), { ...hello, agentId, pool }, p, call);
     this.sessions.set(agentId, session);
@@ -488,6 +511,8 @@ export class HubCore {
   }
 
   private onAgentMessage(s: AgentSession, msg: AgentMessage): void {
+    // A session that was closed (taken over, revoked, timed out) can no longer act.
+    if (s.closed) return;
     s.lastSeenAt = Date.now();
     const body = msg.body;
     switch (body?.$case) {

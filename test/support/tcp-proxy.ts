@@ -46,6 +46,18 @@ export class TcpProxy {
     for (const p of this.pairs) this.drop(p);
   }
 
+  /**
+   * Closes the client side of every open connection and leaves the server side open and silent:
+   * the client sees its link drop, the server sees nothing (until its keepalive gives up).
+   */
+  dropClientSide(): void {
+    for (const p of this.pairs) {
+      p.blackholed = true;
+      p.client.removeAllListeners("close");
+      p.client.destroy();
+    }
+  }
+
   /** Stops forwarding, on open connections and on new ones, without closing anything. */
   blackhole(): void {
     this.blackholing = true;
