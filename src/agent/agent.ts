@@ -89,6 +89,11 @@ export async function createAgent(
     stats,
     logger: log,
   });
+  // Test hook, off unless SWITCHBOARD_TEST_HOOKS=1: SIGUSR2 stalls and resumes the pipeline.
+  if (process.env.SWITCHBOARD_TEST_HOOKS === "1") {
+    let stalled = false;
+    process.on("SIGUSR2", () => p.setStalled((stalled = !stalled)));
+  }
   const heartbeater = new Heartbeater(
     () => p.heartbeat(),
     (m) => outbox.pushUrgent(m),

@@ -165,6 +165,10 @@ export class Pipeline {
 
   /** A message from the hub on a session. Never throws on bad input: it is logged and answered. */
   handle(epoch: number, msg: HubMessage): void {
+    if (this.stalled) {
+      this.stalledMessages.push({ epoch, msg });
+      return;
+    }
     if (this.session?.epoch !== epoch) {
       this.opts.logger.debug({ epoch, kind: msg.body?.$case }, "message for an ended session ignored");
       return;
@@ -176,6 +180,11 @@ export class Pipeline {
         return;
       case "setConcurrency":
         this.setPoolSize(body.value.maxConcurrency);
+        return;
+      case "probe":
+        // Answered in the event lane, behind the task events already queued: a reply means the
+        // work path moves, not merely that the stream is open.
+        this.opts.outbox.push({ body: { $case: "probeReply", value: { id: body.value.id } } });
         return;
       case "cancel": {
         const run = this.runs.get(body.value.taskId);
@@ -378,6 +387,23 @@ export class Pipeline {
       this.session?.ledger.release();
       this.maybeGrant();
     }
+  }
+
+  private stalled = false;
+  private stalledMessages: { epoch: number; msg: HubMessage }[] = [];
+
+  /**
+   * Test hook: a stalled pipeline takes no hub message (Assigns and probes wait) while the stream
+   * and its heartbeats stay up: the "deaf agent" the hub must find by probing.
+   */
+  setStalled(stalled: boolean): void {
+    this.stalled = stalled;
+    this.opts.logger.warn(
+      { stalled },
+      stalled ? "pipeline stalled (test hook)" : "pipeline resumed (test hook)",
+    );
+    if (stalled) return;
+    for (const { epoch, msg } of this.stalledMessages.splice(0)) this.handle(epoch, msg);
   }
 
   get concurrency(): number {

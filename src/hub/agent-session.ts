@@ -32,6 +32,10 @@ export class AgentSession {
   healthReason = "";
   completedTotal = 0;
   readonly sched: SchedAgent;
+  /** The probe in flight through the agent's pipeline, if any. */
+  probe: { id: number; sentAt: number } | undefined;
+  private probeIds = 0;
+  private lastProbeAt = Date.now();
 
   constructor(
     readonly sessionId: string,
@@ -65,6 +69,21 @@ export class AgentSession {
     else this.call.write(msg);
   }
 
+  /** Sends a probe through the agent's pipeline, one per interval, unless one is still out. */
+  sendProbe(now: number, intervalMs: number): void {
+    if (this.probe || now - this.lastProbeAt < intervalMs) return;
+    this.lastProbeAt = now;
+    this.probe = { id: ++this.probeIds, sentAt: now };
+    this.send({ body: { $case: "probe", value: { id: this.probe.id } } });
+  }
+
+  /** The pipeline answered; returns true when that was the probe in flight. */
+  probeAnswered(id: number): boolean {
+    if (this.probe?.id !== id) return false;
+    this.probe = undefined;
+    return true;
+  }
+
   /** Apply a Credits message; returns true when capacity grew. */
   grant(total: number): boolean {
     if (total <= this.grantedTotal) return false; // duplicates or going backwards: ignore
@@ -93,6 +112,9 @@ export class AgentSession {
     } else if (silentMs > 2 * heartbeatIntervalMs) {
       this.health = "degraded";
       this.healthReason = `heartbeat late by ${Math.round((silentMs - heartbeatIntervalMs) / 1000)}s`;
+    } else if (this.probe && now - this.probe.sentAt > 2 * heartbeatIntervalMs) {
+      this.health = "degraded";
+      this.healthReason = `its pipeline has not answered a probe for ${Math.round((now - this.probe.sentAt) / 1000)}s`;
     } else if (this.lastHeartbeat?.degraded) {
       this.health = "degraded";
       this.healthReason = this.lastHeartbeat.degradedReason || "the agent reports trouble";

@@ -531,6 +531,15 @@ export class HubCore {
       case "event":
         this.onAgentEvent(s, body.value);
         return;
+      case "probeReply": {
+        if (!s.probeAnswered(body.value.id)) return;
+        const wasAccepting = s.sched.accepting;
+        if (s.evaluate(Date.now(), this.config.heartbeatIntervalMs)) {
+          this.logger.info({ agent_id: s.agentId, health: s.health }, "agent health changed");
+        }
+        if (!wasAccepting && s.sched.accepting) this.dispatch(s);
+        return;
+      }
       case "goodbye":
         s.leaving = true;
         s.evaluate(Date.now(), this.config.heartbeatIntervalMs);
@@ -676,6 +685,7 @@ export class HubCore {
         s.end(Code.UNAVAILABLE, `${why}: marked offline`);
         continue;
       }
+      s.sendProbe(now, this.config.heartbeatIntervalMs);
       const wasAccepting = s.sched.accepting;
       if (s.evaluate(now, this.config.heartbeatIntervalMs)) {
         this.logger.info(

@@ -133,6 +133,7 @@ export interface AgentMessage {
     | //
     /** only to a hub whose Welcome accepts batches */
     { $case: "batch"; value: AgentMessageBatch }
+    | { $case: "probeReply"; value: ProbeReply }
     | undefined;
 }
 
@@ -173,6 +174,19 @@ export interface Drain {
 }
 
 /**
+ * Liveness of the work path, not just of the stream: the agent answers a probe from the same
+ * pipeline that takes Assigns, in the same lane as task events. An agent whose stream is open
+ * but whose pipeline does not answer is Degraded and gets no new work.
+ */
+export interface Probe {
+  id: number;
+}
+
+export interface ProbeReply {
+  id: number;
+}
+
+/**
  * Run this many tasks at once from now on. Running tasks are not touched: a smaller number takes
  * effect as they end (their slots are not granted again until the agent is under it).
  */
@@ -196,6 +210,7 @@ export interface HubMessage {
     /** only to an agent whose Hello accepts batches */
     { $case: "batch"; value: HubMessageBatch }
     | { $case: "setConcurrency"; value: SetConcurrency }
+    | { $case: "probe"; value: Probe }
     | undefined;
 }
 
@@ -1342,6 +1357,9 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       case "batch":
         AgentMessageBatch.encode(message.body.value, writer.uint32(50).fork()).join();
         break;
+      case "probeReply":
+        ProbeReply.encode(message.body.value, writer.uint32(58).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1407,6 +1425,14 @@ export const AgentMessage: MessageFns<AgentMessage> = {
             message.body = { $case: "batch", value: AgentMessageBatch.decode(reader, reader.uint32()) };
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.body = { $case: "probeReply", value: ProbeReply.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1433,6 +1459,10 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         ? { $case: "goodbye", value: Goodbye.fromJSON(object.goodbye) }
         : isSet(object.batch)
         ? { $case: "batch", value: AgentMessageBatch.fromJSON(object.batch) }
+        : isSet(object.probeReply)
+        ? { $case: "probeReply", value: ProbeReply.fromJSON(object.probeReply) }
+        : isSet(object.probe_reply)
+        ? { $case: "probeReply", value: ProbeReply.fromJSON(object.probe_reply) }
         : undefined,
     };
   },
@@ -1451,6 +1481,8 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       obj.goodbye = Goodbye.toJSON(message.body.value);
     } else if (message.body?.$case === "batch") {
       obj.batch = AgentMessageBatch.toJSON(message.body.value);
+    } else if (message.body?.$case === "probeReply") {
+      obj.probeReply = ProbeReply.toJSON(message.body.value);
     }
     return obj;
   },
@@ -1494,6 +1526,12 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       case "batch": {
         if (object.body?.value !== undefined && object.body?.value !== null) {
           message.body = { $case: "batch", value: AgentMessageBatch.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "probeReply": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "probeReply", value: ProbeReply.fromPartial(object.body.value) };
         }
         break;
       }
@@ -1963,6 +2001,140 @@ export const Drain: MessageFns<Drain> = {
   },
 };
 
+function createBaseProbe(): Probe {
+  return { id: 0 };
+}
+
+export const Probe: MessageFns<Probe> = {
+  encode(message: Probe, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Probe {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseProbe();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Probe {
+    return { id: isSet(object.id) ? globalThis.Number(object.id) : 0 };
+  },
+
+  toJSON(message: Probe): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Probe>, I>>(base?: I): Probe {
+    return Probe.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Probe>, I>>(object: I): Probe {
+    const message = createBaseProbe();
+    message.id = object.id ?? 0;
+    return message;
+  },
+};
+
+function createBaseProbeReply(): ProbeReply {
+  return { id: 0 };
+}
+
+export const ProbeReply: MessageFns<ProbeReply> = {
+  encode(message: ProbeReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ProbeReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseProbeReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ProbeReply {
+    return { id: isSet(object.id) ? globalThis.Number(object.id) : 0 };
+  },
+
+  toJSON(message: ProbeReply): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ProbeReply>, I>>(base?: I): ProbeReply {
+    return ProbeReply.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ProbeReply>, I>>(object: I): ProbeReply {
+    const message = createBaseProbeReply();
+    message.id = object.id ?? 0;
+    return message;
+  },
+};
+
 function createBaseSetConcurrency(): SetConcurrency {
   return { maxConcurrency: 0 };
 }
@@ -2140,6 +2312,9 @@ export const HubMessage: MessageFns<HubMessage> = {
       case "setConcurrency":
         SetConcurrency.encode(message.body.value, writer.uint32(66).fork()).join();
         break;
+      case "probe":
+        Probe.encode(message.body.value, writer.uint32(74).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2221,6 +2396,14 @@ export const HubMessage: MessageFns<HubMessage> = {
             message.body = { $case: "setConcurrency", value: SetConcurrency.decode(reader, reader.uint32()) };
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.body = { $case: "probe", value: Probe.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2253,6 +2436,8 @@ export const HubMessage: MessageFns<HubMessage> = {
         ? { $case: "setConcurrency", value: SetConcurrency.fromJSON(object.setConcurrency) }
         : isSet(object.set_concurrency)
         ? { $case: "setConcurrency", value: SetConcurrency.fromJSON(object.set_concurrency) }
+        : isSet(object.probe)
+        ? { $case: "probe", value: Probe.fromJSON(object.probe) }
         : undefined,
     };
   },
@@ -2275,6 +2460,8 @@ export const HubMessage: MessageFns<HubMessage> = {
       obj.batch = HubMessageBatch.toJSON(message.body.value);
     } else if (message.body?.$case === "setConcurrency") {
       obj.setConcurrency = SetConcurrency.toJSON(message.body.value);
+    } else if (message.body?.$case === "probe") {
+      obj.probe = Probe.toJSON(message.body.value);
     }
     return obj;
   },
@@ -2330,6 +2517,12 @@ export const HubMessage: MessageFns<HubMessage> = {
       case "setConcurrency": {
         if (object.body?.value !== undefined && object.body?.value !== null) {
           message.body = { $case: "setConcurrency", value: SetConcurrency.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "probe": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "probe", value: Probe.fromPartial(object.body.value) };
         }
         break;
       }
