@@ -257,7 +257,7 @@ export async function fuzzHub(opts: FuzzOptions): Promise<FuzzReport> {
         },
         (e: unknown) => {
           clearTimeout(t);
-          reject(e);
+          reject(e instanceof Error ? e : new Error(String(e)));
         },
       );
     });
