@@ -20,6 +20,7 @@ import {
   type LoopResult,
 } from "./harness.js";
 import { echoViaSession, echoViaUnary, runShellDiscarding } from "./ours.js";
+import { agents10k } from "./agents-10k.js";
 import { natsServerVersion, startGrpcEchoPeer, startGrpcStreamPeer, startNatsPeer } from "./peers.js";
 
 export interface RunOptions {
@@ -516,4 +517,5 @@ export const BENCHMARKS: readonly Benchmark[] = [
   executeUnaryVsGrpcEcho,
   rtt1InFlight,
   shellStdout1GiB,
+  agents10k,
 ];
