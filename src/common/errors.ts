@@ -31,3 +31,12 @@ export function isServiceError(err: unknown): err is ServiceError {
 export function codeName(code: number): string {
   return (status as unknown as Record<number, string>)[code] ?? `CODE_${code}`;
 }
+
+/**
+ * A name from the wire as it may appear in an error: printable, at most 80 characters, quoted
+ * when it holds anything unusual, so that hostile input cannot garble a message or a log line.
+ */
+export function shownName(name: string): string {
+  const clipped = name.length > 80 ? `${name.slice(0, 77)}...` : name;
+  return /^[\w.@:/-]+$/.test(clipped) ? clipped : JSON.stringify(clipped);
+}

@@ -2,7 +2,7 @@
 // services are thin adapters over this class; it never touches a socket itself except through
 // AgentSession.send and the watchers that services attach.
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import { Code, SwitchboardError } from "../common/errors.js";
+import { Code, shownName, SwitchboardError } from "../common/errors.js";
 import { newSessionId, newTaskId } from "../common/ids.js";
 import type { Logger } from "../common/logger.js";
 import { isTerminal, stateFromWire, stateToWire, type TaskStateName } from "../common/task-state.js";
@@ -259,7 +259,8 @@ export class HubCore {
     const t = this.tasks.get(taskId);
     if (!t) {
       const rec = this.store.getTask(taskId);
-      if (!rec) throw new SwitchboardError(Code.NOT_FOUND, `no task ${taskId}: see switchboard tasks`);
+      if (!rec)
+        throw new SwitchboardError(Code.NOT_FOUND, `no task ${shownName(taskId)}: see switchboard tasks`);
       return rec.state;
     }
     if (t.terminal) return t.state;
@@ -772,7 +773,8 @@ export class HubCore {
     const t = this.tasks.get(taskId);
     if (t) return this.liveResult(t);
     const rec = this.store.getTask(taskId);
-    if (!rec) throw new SwitchboardError(Code.NOT_FOUND, `no task ${taskId}: see switchboard tasks`);
+    if (!rec)
+      throw new SwitchboardError(Code.NOT_FOUND, `no task ${shownName(taskId)}: see switchboard tasks`);
     const out = rec.stdoutBytes + rec.stderrBytes > 0 ? this.storedOutput(taskId) : undefined;
     return {
       info: this.recordInfo(rec, true),
@@ -816,7 +818,8 @@ export class HubCore {
       return !t.terminal;
     }
     const rec = this.store.getTask(taskId);
-    if (!rec) throw new SwitchboardError(Code.NOT_FOUND, `no task ${taskId}: see switchboard tasks`);
+    if (!rec)
+      throw new SwitchboardError(Code.NOT_FOUND, `no task ${shownName(taskId)}: see switchboard tasks`);
     for (const ev of this.replayFromStore(rec)) if (ev.seq > afterSeq) w.deliver(ev, () => undefined);
     return !isTerminal(rec.state);
   }

@@ -2,6 +2,7 @@
 // and applies its decisions. Targets: one agent, a pool, or agents whose labels match. The pick is
 // the eligible agent with the most free credits, ties broken at random; a task that cannot run
 // now waits in a bounded FIFO queue per target.
+import { shownName } from "../common/errors.js";
 import { Code, SwitchboardError } from "../common/errors.js";
 
 export interface Target {
@@ -274,8 +275,8 @@ export class Scheduler {
 
 function noAgentSentence(t: Target): string {
   if (t.agentId)
-    return `agent ${t.agentId} is not connected: check 'switchboard agents --all', or pass --wait`;
+    return `agent ${shownName(t.agentId)} is not connected: check 'switchboard agents --all', or pass --wait`;
   if (t.pool)
-    return `no agent of pool ${t.pool} is connected; start one with 'switchboard agent --pool ${t.pool}', or pass --wait`;
+    return `no agent of pool ${shownName(t.pool)} is connected; start one with 'switchboard agent --pool ${shownName(t.pool)}', or pass --wait`;
   return `no connected agent has ${describeTarget(t)}; start one with matching --labels, or pass --wait`;
 }

@@ -5,6 +5,12 @@ import { fuzzHub } from "./hub-fuzzer.js";
 
 const { values } = parseArgs({ options: { inputs: { type: "string" }, seed: { type: "string" } } });
 const inputs = Number(values.inputs ?? 100_000);
+// Ctrl-C or a kill still ends the hub and agents the fuzzer started.
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.once(sig, () => {
+    void stopAll().finally(() => process.exit(130));
+  });
+}
 try {
   const report = await fuzzHub({
     inputs,

@@ -1,6 +1,6 @@
 // The admin API: agents, cluster status and tokens. Reading needs a viewer token; tokens need admin.
 import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
-import { Code, SwitchboardError, toServiceError } from "../../common/errors.js";
+import { Code, shownName, SwitchboardError, toServiceError } from "../../common/errors.js";
 import { VERSION } from "../../common/version.js";
 import {
   AgentHealth,
@@ -123,7 +123,7 @@ export function adminService(core: HubCore): AdminServiceServer {
       if (!info || !poolAllowed(p, info.pool))
         throw new SwitchboardError(
           Code.NOT_FOUND,
-          `no agent ${req.agentId} has ever connected: see switchboard agents --all`,
+          `no agent ${shownName(req.agentId)} has ever connected: see switchboard agents --all`,
         );
       return info;
     }),
