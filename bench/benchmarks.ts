@@ -1,4 +1,4 @@
-// The four benchmarks. Each starts our side (hub and agent processes, SDK client here) and its
+// The benchmarks against peers (and agents-10k, with absolute targets). Each starts our side (hub and agent processes, SDK client here) and its
 // peer in the same run, measures both the same way, and returns ours, peer, their ratio and the
 // verdict against the target.
 import { randomBytes } from "node:crypto";
