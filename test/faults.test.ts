@@ -1,10 +1,18 @@
 // Faults: an agent killed mid-task, and a hub killed under load and restarted. Nothing accepted
 // may go missing: every task ends in a terminal state that says what happened.
-import { createServer } from "node:net";
 import { TaskState } from "../src/gen/switchboard/v1/task.js";
 import { afterAll, describe, expect, it } from "vitest";
 import { SwitchboardClient, echo, shell } from "../src/client/index.js";
-import { runCli, spawnCli, startAgent, startHub, stopAll, tempDir, waitFor } from "./support/processes.js";
+import {
+  freePort,
+  runCli,
+  spawnCli,
+  startAgent,
+  startHub,
+  stopAll,
+  tempDir,
+  waitFor,
+} from "./support/processes.js";
 
 afterAll(stopAll);
 
@@ -15,18 +23,6 @@ const TERMINAL = new Set([
   TaskState.TASK_STATE_TIMED_OUT,
   TaskState.TASK_STATE_LOST,
 ]);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 describe("faults", () => {
   it("marks the task lost and tells the client when the agent is killed mid-task", async () => {

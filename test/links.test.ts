@@ -1,11 +1,11 @@
 // Broken links: a partition without FIN is found by keepalive, a draining hub hands its agents to
 // the next hub, and revoking a token ends the client streams that use it.
 import { cpSync } from "node:fs";
-import { createServer } from "node:net";
 import { afterAll, describe, expect, it } from "vitest";
 import { TcpProxy } from "./support/tcp-proxy.js";
 import {
   agentToken,
+  freePort,
   listAgents,
   runCli,
   spawnCli,
@@ -27,37 +27,35 @@ async function connected(hub: HubProc, agentId: string): Promise<boolean> {
   return (await listAgents(hub)).some((a) => a.agentId === agentId && a.connected);
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
+/** A hub, a proxy in front of it, and an agent token for `pool`: the agent dials the proxy. */
+async function hubBehindProxy(pool: string): Promise<{ hub: HubProc; proxy: TcpProxy; token: string }> {
+  const hub = await startHub();
+  const proxy = await TcpProxy.start(hub.address);
+  proxies.push(proxy);
+  return { hub, proxy, token: await agentToken(hub, pool) };
+}
+
+function agentVia(address: string, token: string, agentId: string, pool: string, extra: string[] = []) {
+  return spawnCli([
+    "agent",
+    "--hub",
+    address,
+    "--token",
+    token,
+    "--agent-id",
+    agentId,
+    "--pool",
+    pool,
+    "--data",
+    tempDir(agentId),
+    ...extra,
+  ]);
 }
 
 describe("links", () => {
   it("finds a blackholed agent within 15 s and takes it back once the link heals", async () => {
-    const hub = await startHub();
-    const proxy = await TcpProxy.start(hub.address);
-    proxies.push(proxy);
-    const token = await agentToken(hub, "hole");
-    const agent = spawnCli([
-      "agent",
-      "--hub",
-      proxy.address,
-      "--token",
-      token,
-      "--agent-id",
-      "hole-1",
-      "--pool",
-      "hole",
-      "--data",
-      tempDir("hole"),
-    ]);
+    const { hub, proxy, token } = await hubBehindProxy("hole");
+    const agent = agentVia(proxy.address, token, "hole-1", "hole");
     await waitFor("the agent to connect", () => connected(hub, "hole-1"), 20_000);
     const cutAt = Date.now();
     proxy.blackhole();
@@ -76,24 +74,8 @@ describe("links", () => {
   }, 90_000);
 
   it("lets an agent take over its own stale session after a blip, and refuses an impostor", async () => {
-    const hub = await startHub();
-    const proxy = await TcpProxy.start(hub.address);
-    proxies.push(proxy);
-    const token = await agentToken(hub, "blip");
-    const agent = spawnCli([
-      "agent",
-      "--hub",
-      proxy.address,
-      "--token",
-      token,
-      "--agent-id",
-      "blip-1",
-      "--pool",
-      "blip",
-      "--data",
-      tempDir("blip"),
-      "--shell",
-    ]);
+    const { hub, proxy, token } = await hubBehindProxy("blip");
+    const agent = agentVia(proxy.address, token, "blip-1", "blip", ["--shell"]);
     await waitFor("the agent to connect", () => connected(hub, "blip-1"), 20_000);
     const sessionOf = async (): Promise<string | undefined> => {
       const r = await runCli([...hub.cli, "agents", "--output", "json"]);
@@ -118,19 +100,7 @@ describe("links", () => {
     expect(r.stderr).toBe("");
     expect(r.stdout).toBe("after the blip\n");
     // Another process with the same agent id is refused while the first is live.
-    const impostor = spawnCli([
-      "agent",
-      "--hub",
-      hub.address,
-      "--token",
-      token,
-      "--agent-id",
-      "blip-1",
-      "--pool",
-      "blip",
-      "--data",
-      tempDir("impostor"),
-    ]);
+    const impostor = agentVia(hub.address, token, "blip-1", "blip");
     await waitFor("the impostor to be refused", () => /already connected/.test(impostor.stderr()), 15_000);
     expect(hub.stderr()).toMatch(/refused a second process/);
     impostor.kill("SIGTERM");

@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { createLogger } from "../../common/logger.js";
 import { ConfigError, loadAgentConfig, startAgent, type AgentFlags } from "../../agent/index.js";
 import { usageError } from "../cli-error.js";
+import type { ConnectionFlags } from "../connection.js";
 import { collect } from "../flags.js";
 import { stopOnSignals } from "../signals.js";
 
@@ -62,17 +63,7 @@ export function registerAgent(program: Command): void {
         "which wins over the file.",
     )
     .action(async (flags: AgentCliFlags, cmd: Command) => {
-      const globals =
-        cmd.parent?.opts<{
-          hub?: string;
-          master?: string;
-          token?: string;
-          tls?: boolean;
-          tlsCa?: string;
-          tlsCert?: string;
-          tlsKey?: string;
-          tlsServerName?: string;
-        }>() ?? {};
+      const globals = cmd.parent?.opts<ConnectionFlags>() ?? {};
       const f: AgentFlags = {
         config: flags.config,
         hub: flags.hub ?? (globals.hub ? [globals.hub] : globals.master ? [globals.master] : undefined),

@@ -200,7 +200,7 @@ export function adminService(core: HubCore): AdminServiceServer {
       if (!s || !poolAllowed(p, s.pool)) {
         throw new SwitchboardError(
           Code.FAILED_PRECONDITION,
-          `agent ${req.agentId} is not connected: see switchboard agents --all`,
+          `agent ${shownName(req.agentId)} is not connected: see switchboard agents --all`,
         );
       }
       const from = s.hello.maxConcurrency;
