@@ -131,9 +131,14 @@ class SimAgent {
       }
     });
     let ended = false;
+    // Like the real agent: a hub that does not answer Hello within 15 s is dialled again.
+    const welcomeTimer = setTimeout(() => {
+      if (!this.up) end();
+    }, 15_000);
     const end = () => {
       if (ended) return;
       ended = true;
+      clearTimeout(welcomeTimer);
       clearInterval(beat);
       if (this.up) connected--;
       this.up = false;

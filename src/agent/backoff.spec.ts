@@ -4,8 +4,9 @@ import { describe, expect, it } from "vitest";
 import { Backoff } from "./backoff.js";
 
 describe("Backoff", () => {
-  it("doubles its ceiling from 100 ms to the 30 s cap", () => {
-    const b = new Backoff({ random: () => 0.999999 });
+  it("doubles its ceiling from 100 ms to the 30 s cap over a long outage", () => {
+    let t = 0;
+    const b = new Backoff({ random: () => 0.999999, now: () => (t += 60_000) });
     const ceilings: number[] = [];
     for (let i = 0; i < 12; i++) {
       ceilings.push(b.ceiling());
@@ -20,7 +21,11 @@ describe("Backoff", () => {
         fc.array(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), { maxLength: 80 }),
         (draws) => {
           let i = 0;
-          const b = new Backoff({ random: () => draws[i++ % Math.max(1, draws.length)] ?? 0 });
+          let t = 0;
+          const b = new Backoff({
+            random: () => draws[i++ % Math.max(1, draws.length)] ?? 0,
+            now: () => (t += 10_000),
+          });
           for (let n = 0; n < draws.length; n++) {
             const cap = b.ceiling();
             const d = b.next();
@@ -32,7 +37,8 @@ describe("Backoff", () => {
       ),
     );
     // The real random source spreads delays over the whole range, down to zero.
-    const b = new Backoff();
+    let clock = 0;
+    const b = new Backoff({ now: () => (clock += 100_000) });
     for (let n = 0; n < 20; n++) b.next();
     const delays = Array.from({ length: 2000 }, () => b.next());
     expect(Math.min(...delays)).toBeLessThan(3000);
@@ -40,12 +46,27 @@ describe("Backoff", () => {
   });
 
   it("starts small again after reset", () => {
-    const b = new Backoff({ random: () => 0.5 });
+    let t = 0;
+    const b = new Backoff({ random: () => 0.5, now: () => (t += 60_000) });
     for (let n = 0; n < 10; n++) b.next();
     expect(b.ceiling()).toBe(30_000);
     b.reset();
     expect(b.ceiling()).toBe(100);
     expect(b.next()).toBe(50);
+  });
+
+  it("holds the ceiling to half the outage (at least 1 s) while failures come fast", () => {
+    let t = 0;
+    const b = new Backoff({ random: () => 0.999999, now: () => t });
+    const ceilings: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      b.next();
+      t += 250; // a hub that refuses at once: failures every quarter second
+      ceilings.push(b.ceiling());
+    }
+    expect(Math.max(...ceilings)).toBeLessThanOrEqual(1_500);
+    t += 120_000; // a long outage lets it grow to the cap
+    expect(b.ceiling()).toBe(30_000);
   });
 
   it("rejects nonsense bounds", () => {
