@@ -227,13 +227,22 @@ export class SqliteStore implements Store {
 
   upsertAgent(agent: AgentRecord): void {
     this.assertOpen();
-    this.batch.agents.set(agent.id, agent);
+    // A second upsert before the commit keeps the first one's first-seen time, as the row would.
+    const pending = this.batch.agents.get(agent.id);
+    this.batch.agents.set(agent.id, pending ? { ...agent, firstSeenAt: pending.firstSeenAt } : agent);
     this.enqueued();
   }
 
   getAgent(id: string): AgentRecord | undefined {
-    this.beforeRead();
-    return this.agents.get(id);
+    this.assertOpen();
+    // Read through the pending batch instead of committing it first: agent rows are written only
+    // by upsertAgent, so the batch's copy, if any, is the newest. The hub reads an agent on every
+    // connect; a commit for each made a reconnect storm of 10,000 agents crawl.
+    const stored = this.agents.get(id);
+    const pending = this.batch.agents.get(id);
+    if (!pending) return stored;
+    // The upsert keeps the first first-seen time: so does this read.
+    return stored ? { ...pending, firstSeenAt: stored.firstSeenAt } : pending;
   }
 
   listAgents(): AgentRecord[] {
