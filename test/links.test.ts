@@ -104,8 +104,30 @@ describe("links", () => {
     await waitFor("the impostor to be refused", () => /already connected/.test(impostor.stderr()), 15_000);
     expect(hub.stderr()).toMatch(/refused a second process/);
     impostor.kill("SIGTERM");
+    await impostor.exited;
+    // A token that allows takeover lets a replacement process take the live session over.
+    const created = await runCli([
+      ...hub.cli,
+      "token",
+      "create",
+      "--role",
+      "agent",
+      "--pool",
+      "blip",
+      "--allow-takeover",
+    ]);
+    const replacement = agentVia(hub.address, created.stdout.trim(), "blip-1", "blip", ["--shell"]);
+    await waitFor(
+      "the replacement to take over",
+      () => /taken over by another process/.test(hub.stderr()),
+      15_000,
+    );
+    // The old process is refused from now on (its token does not allow takeover).
+    await waitFor("the old process to be refused", () => /already connected/.test(agent.stderr()), 15_000);
+    expect(await connected(hub, "blip-1")).toBe(true);
     agent.kill("SIGTERM");
-    await Promise.all([impostor.exited, agent.exited]);
+    replacement.kill("SIGTERM");
+    await Promise.all([agent.exited, replacement.exited]);
   }, 60_000);
 
   it("hands a draining hub's agents over to the next hub at once", async () => {

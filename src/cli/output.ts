@@ -249,6 +249,7 @@ export interface TokenRow {
   createdAtMs: number;
   revokedAtMs: number;
   lastUsedMs: number;
+  allowTakeover: boolean;
 }
 
 export function tokenRow(t: TokenInfo): TokenRow {
@@ -261,6 +262,7 @@ export function tokenRow(t: TokenInfo): TokenRow {
     createdAtMs: t.createdAtMs,
     revokedAtMs: t.revokedAtMs,
     lastUsedMs: t.lastUsedMs,
+    allowTakeover: t.allowTakeover,
   };
 }
 

@@ -65,6 +65,8 @@ export interface CreateTokenInput {
   role: "admin" | "operator" | "viewer" | "agent";
   pools?: string[];
   agentId?: string;
+  /** Agent tokens: a second process may take over a live session of the same agent id. */
+  allowTakeover?: boolean;
 }
 
 export interface AdminApi {
@@ -276,7 +278,13 @@ export class SwitchboardClient {
       createToken: (i) =>
         this.unary<CreateTokenResponse>((c, cb) =>
           a.createToken(
-            { name: i.name, role: i.role, pools: i.pools ?? [], agentId: i.agentId ?? "" },
+            {
+              name: i.name,
+              role: i.role,
+              pools: i.pools ?? [],
+              agentId: i.agentId ?? "",
+              allowTakeover: i.allowTakeover ?? false,
+            },
             md(),
             c,
             cb,

@@ -18,6 +18,7 @@ export interface Principal {
   role: Role;
   pools: string[];
   agentId: string | null;
+  allowTakeover: boolean;
 }
 
 const CLIENT_RANK: Record<Exclude<Role, "agent">, number> = { viewer: 1, operator: 2, admin: 3 };
@@ -77,7 +78,14 @@ export class TokenAuthority {
       this.lastTouch.set(rec.id, now);
       this.store.touchToken(rec.id, now);
     }
-    return { tokenId: rec.id, name: rec.name, role: rec.role, pools: rec.pools, agentId: rec.agentId };
+    return {
+      tokenId: rec.id,
+      name: rec.name,
+      role: rec.role,
+      pools: rec.pools,
+      agentId: rec.agentId,
+      allowTakeover: rec.allowTakeover,
+    };
   }
 
   /** A client principal with at least `min` role. */
@@ -117,7 +125,13 @@ export class TokenAuthority {
     return p;
   }
 
-  create(input: { name?: string; role: string; pools?: string[]; agentId?: string }): {
+  create(input: {
+    name?: string;
+    role: string;
+    pools?: string[];
+    agentId?: string;
+    allowTakeover?: boolean;
+  }): {
     secret: string;
     record: TokenRecord;
   } {
@@ -130,6 +144,9 @@ export class TokenAuthority {
     const role = input.role as Role;
     if (input.agentId && role !== "agent") {
       throw new SwitchboardError(Code.INVALID_ARGUMENT, "only agent tokens can be pinned to an agent id");
+    }
+    if (input.allowTakeover && role !== "agent") {
+      throw new SwitchboardError(Code.INVALID_ARGUMENT, "only agent tokens can allow session takeover");
     }
     const pools = [...new Set((input.pools ?? []).map((p) => p.trim()).filter(Boolean))];
     const id = newTokenId();
@@ -151,6 +168,7 @@ export class TokenAuthority {
       createdAt: Date.now(),
       revokedAt: null,
       lastUsedAt: null,
+      allowTakeover: input.allowTakeover === true,
     };
     this.store.insertToken(record);
     return { secret, record };

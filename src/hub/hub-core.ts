@@ -445,7 +445,7 @@ export class HubCore {
       // closed, and anything still arriving on it is ignored.
       const sameProcess = hello.instanceId !== "" && hello.instanceId === existing.hello.instanceId;
       const silent = Date.now() - existing.lastSeenAt;
-      if (!sameProcess && silent <= 2 * this.config.heartbeatIntervalMs) {
+      if (!sameProcess && !p.allowTakeover && silent <= 2 * this.config.heartbeatIntervalMs) {
         this.logger.warn(
           {
             agent_id: agentId,
@@ -462,7 +462,9 @@ export class HubCore {
       }
       const why = sameProcess
         ? "taken over by the same agent's new connection"
-        : "replaced by a new connection of the same agent";
+        : p.allowTakeover
+          ? "taken over by another process (its token allows takeover)"
+          : "replaced by a new connection of the same agent";
       this.logger.warn(
         {
           agent_id: agentId,

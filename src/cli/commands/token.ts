@@ -24,10 +24,21 @@ agent (register as an agent; --pool pins the pools it may join).`,
     .option("--name <name>", "a name to find it by (default: <role>-<random>)")
     .option("--pool <name>", "limit the token to this pool (repeatable)", collect)
     .option("--agent-id <id>", "agent tokens: only this agent id may use it")
+    .option(
+      "--allow-takeover",
+      "agent tokens: a new process may take over a live session of the same agent id (a replacement host)",
+    )
     .option("-o, --output <format>", "table or json", "table")
     .action(
       async (
-        f: { role: string; name?: string; pool?: string[]; agentId?: string; output?: string },
+        f: {
+          role: string;
+          name?: string;
+          pool?: string[];
+          agentId?: string;
+          allowTakeover?: boolean;
+          output?: string;
+        },
         cmd: Command,
       ) => {
         const format = outputFormat(f.output);
@@ -40,6 +51,7 @@ agent (register as an agent; --pool pins the pools it may join).`,
             role: f.role as Role,
             pools: f.pool ?? [],
             ...(f.agentId ? { agentId: f.agentId } : {}),
+            allowTakeover: f.allowTakeover === true,
           }),
         );
         if (format === "json")

@@ -79,6 +79,7 @@ function tokenInfo(t: TokenRecord): TokenInfo {
     createdAtMs: t.createdAt,
     revokedAtMs: t.revokedAt ?? 0,
     lastUsedMs: t.lastUsedAt ?? 0,
+    allowTakeover: t.allowTakeover,
   };
 }
 
@@ -162,6 +163,7 @@ export function adminService(core: HubCore): AdminServiceServer {
         role: req.role,
         pools: req.pools,
         agentId: req.agentId,
+        allowTakeover: req.allowTakeover,
       });
       core.store.audit({
         at: Date.now(),

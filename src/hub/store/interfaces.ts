@@ -118,6 +118,8 @@ export interface TokenRecord {
   role: Role;
   pools: string[]; // empty: all pools
   agentId: string | null; // agent tokens may pin an agent id
+  /** Agent tokens: a second process may take over a live session of the same agent id. */
+  allowTakeover: boolean;
   hash: string; // hex SHA-256 of the secret; the secret itself is never stored
   createdAt: number;
   revokedAt: number | null;

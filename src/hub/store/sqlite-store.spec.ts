@@ -482,6 +482,7 @@ function token(overrides: Partial<TokenRecord> = {}): TokenRecord {
     role: "operator",
     pools: ["edge"],
     agentId: null,
+    allowTakeover: false,
     hash: "a".repeat(64),
     createdAt: 1_000,
     revokedAt: null,

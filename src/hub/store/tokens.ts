@@ -3,9 +3,9 @@
 import type { Database, Statement } from "better-sqlite3";
 import type { Role, TokenRecord } from "./interfaces.js";
 
-const TOKEN_COLUMNS = `id, name, role, pools, agent_id, hash, created_at, revoked_at, last_used_at`;
+const TOKEN_COLUMNS = `id, name, role, pools, agent_id, hash, created_at, revoked_at, last_used_at, allow_takeover`;
 
-const INSERT_TOKEN = `INSERT INTO tokens (${TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`;
+const INSERT_TOKEN = `INSERT INTO tokens (${TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
 const SELECT_TOKEN_BY_HASH = `SELECT ${TOKEN_COLUMNS} FROM tokens WHERE hash = ?`;
 
@@ -33,6 +33,7 @@ interface TokenRow {
   created_at: number;
   revoked_at: number | null;
   last_used_at: number | null;
+  allow_takeover: number;
 }
 
 type InsertParams = [
@@ -45,6 +46,7 @@ type InsertParams = [
   number,
   number | null,
   number | null,
+  number,
 ];
 
 export class TokenQueries {
@@ -79,6 +81,7 @@ export class TokenQueries {
       t.createdAt,
       t.revokedAt,
       t.lastUsedAt,
+      t.allowTakeover ? 1 : 0,
     );
   }
 
@@ -122,5 +125,6 @@ function toTokenRecord(row: TokenRow): TokenRecord {
     createdAt: row.created_at,
     revokedAt: row.revoked_at,
     lastUsedAt: row.last_used_at,
+    allowTakeover: row.allow_takeover === 1,
   };
 }

@@ -315,6 +315,8 @@ export interface TokenInfo {
   /** 0: live */
   revokedAtMs: number;
   lastUsedMs: number;
+  /** agent tokens: a new process may take over a live session of its agent id */
+  allowTakeover: boolean;
 }
 
 export interface CreateTokenRequest {
@@ -322,6 +324,7 @@ export interface CreateTokenRequest {
   role: string;
   pools: string[];
   agentId: string;
+  allowTakeover: boolean;
 }
 
 export interface CreateTokenResponse {
@@ -2920,7 +2923,17 @@ export const ClusterStatusResponse: MessageFns<ClusterStatusResponse> = {
 };
 
 function createBaseTokenInfo(): TokenInfo {
-  return { id: "", name: "", role: "", pools: [], agentId: "", createdAtMs: 0, revokedAtMs: 0, lastUsedMs: 0 };
+  return {
+    id: "",
+    name: "",
+    role: "",
+    pools: [],
+    agentId: "",
+    createdAtMs: 0,
+    revokedAtMs: 0,
+    lastUsedMs: 0,
+    allowTakeover: false,
+  };
 }
 
 export const TokenInfo: MessageFns<TokenInfo> = {
@@ -2948,6 +2961,9 @@ export const TokenInfo: MessageFns<TokenInfo> = {
     }
     if (message.lastUsedMs !== 0) {
       writer.uint32(64).int64(message.lastUsedMs);
+    }
+    if (message.allowTakeover !== false) {
+      writer.uint32(72).bool(message.allowTakeover);
     }
     return writer;
   },
@@ -3029,6 +3045,14 @@ export const TokenInfo: MessageFns<TokenInfo> = {
             message.lastUsedMs = longToNumber(reader.int64());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.allowTakeover = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3067,6 +3091,11 @@ export const TokenInfo: MessageFns<TokenInfo> = {
         : isSet(object.last_used_ms)
         ? globalThis.Number(object.last_used_ms)
         : 0,
+      allowTakeover: isSet(object.allowTakeover)
+        ? globalThis.Boolean(object.allowTakeover)
+        : isSet(object.allow_takeover)
+        ? globalThis.Boolean(object.allow_takeover)
+        : false,
     };
   },
 
@@ -3096,6 +3125,9 @@ export const TokenInfo: MessageFns<TokenInfo> = {
     if (message.lastUsedMs !== 0) {
       obj.lastUsedMs = Math.round(message.lastUsedMs);
     }
+    if (message.allowTakeover !== false) {
+      obj.allowTakeover = message.allowTakeover;
+    }
     return obj;
   },
 
@@ -3112,12 +3144,13 @@ export const TokenInfo: MessageFns<TokenInfo> = {
     message.createdAtMs = object.createdAtMs ?? 0;
     message.revokedAtMs = object.revokedAtMs ?? 0;
     message.lastUsedMs = object.lastUsedMs ?? 0;
+    message.allowTakeover = object.allowTakeover ?? false;
     return message;
   },
 };
 
 function createBaseCreateTokenRequest(): CreateTokenRequest {
-  return { name: "", role: "", pools: [], agentId: "" };
+  return { name: "", role: "", pools: [], agentId: "", allowTakeover: false };
 }
 
 export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
@@ -3133,6 +3166,9 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
     }
     if (message.agentId !== "") {
       writer.uint32(34).string(message.agentId);
+    }
+    if (message.allowTakeover !== false) {
+      writer.uint32(40).bool(message.allowTakeover);
     }
     return writer;
   },
@@ -3182,6 +3218,14 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
             message.agentId = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.allowTakeover = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3204,6 +3248,11 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
         : isSet(object.agent_id)
         ? globalThis.String(object.agent_id)
         : "",
+      allowTakeover: isSet(object.allowTakeover)
+        ? globalThis.Boolean(object.allowTakeover)
+        : isSet(object.allow_takeover)
+        ? globalThis.Boolean(object.allow_takeover)
+        : false,
     };
   },
 
@@ -3221,6 +3270,9 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
     if (message.agentId !== "") {
       obj.agentId = message.agentId;
     }
+    if (message.allowTakeover !== false) {
+      obj.allowTakeover = message.allowTakeover;
+    }
     return obj;
   },
 
@@ -3233,6 +3285,7 @@ export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
     message.role = object.role ?? "";
     message.pools = object.pools?.map((e) => e) || [];
     message.agentId = object.agentId ?? "";
+    message.allowTakeover = object.allowTakeover ?? false;
     return message;
   },
 };

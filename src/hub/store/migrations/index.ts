@@ -1,6 +1,7 @@
 // The schema migrations, in order. Append new ones; never edit one that has shipped.
 import { INITIAL } from "./001-initial.js";
 import { LEAN_TASK_INDEXES } from "./002-lean-task-indexes.js";
+import { TOKEN_TAKEOVER } from "./003-token-takeover.js";
 
 export interface Migration {
   version: number;
@@ -11,4 +12,5 @@ export interface Migration {
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: "initial", sql: INITIAL },
   { version: 2, name: "lean task indexes", sql: LEAN_TASK_INDEXES },
+  { version: 3, name: "token takeover", sql: TOKEN_TAKEOVER },
 ];
