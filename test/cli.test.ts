@@ -88,6 +88,25 @@ describe("switchboard CLI", () => {
     expect(after.code).toBe(0);
   });
 
+  it("shows the audit log: submissions, cancels, tokens and agents", async () => {
+    const id = await detach("true");
+    const all = await runCli([...hub.cli, "audit", "--limit", "200", "--output", "json"]);
+    expect(all.code).toBe(0);
+    const rows = JSON.parse(all.stdout) as { action: string; subject: string; actor: string }[];
+    expect(rows.some((r) => r.action === "task.submit" && r.subject === id)).toBe(true);
+    expect(rows.some((r) => r.action === "agent.connect" && r.subject === "cli-1")).toBe(true);
+    expect(rows.some((r) => r.action === "token.create")).toBe(true);
+    const one = await runCli([...hub.cli, "audit", "--subject", id, "--output", "json"]);
+    expect((JSON.parse(one.stdout) as { subject: string }[]).every((r) => r.subject === id)).toBe(true);
+    const text = await runCli([...hub.cli, "audit", "--action", "task.submit", "--limit", "1"]);
+    expect(text.stdout).toMatch(/task\.submit/);
+    // Reading the audit log needs an admin token.
+    const viewer = (await runCli([...hub.cli, "token", "create", "--role", "viewer"])).stdout.trim();
+    const refused = await runCli(["--hub", hub.address, "--token", viewer, "audit"], { env: bare });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/PERMISSION_DENIED/);
+  });
+
   it("answers bad usage with exit 2 and what to do", async () => {
     const noTarget = await runCli([...hub.cli, "exec", "--", "true"]);
     expect(noTarget.code).toBe(2);

@@ -5,6 +5,7 @@ import { VERSION } from "../common/version.js";
 import { EXIT, report } from "./cli-error.js";
 import { registerAgent } from "./commands/agent.js";
 import { registerAgents } from "./commands/agents.js";
+import { registerAudit } from "./commands/audit.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerExec } from "./commands/exec.js";
 import { registerHub } from "./commands/hub.js";
@@ -45,6 +46,7 @@ export function buildProgram(): Command {
   registerPing(program);
   registerTasks(program);
   registerToken(program);
+  registerAudit(program);
   return program;
 }
 

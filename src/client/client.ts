@@ -17,6 +17,7 @@ import {
   AdminServiceClient,
   type ClientServiceClient,
   type AgentInfo,
+  type AuditEntry,
   type ClusterStatusResponse,
   type CreateTokenResponse,
   type ListTasksRequest,
@@ -76,6 +77,8 @@ export interface AdminApi {
   createToken(input: CreateTokenInput): Promise<CreateTokenResponse>;
   listTokens(opts?: { includeRevoked?: boolean }): Promise<TokenInfo[]>;
   revokeToken(idOrName: string): Promise<TokenInfo>;
+  /** The audit log, newest first. */
+  listAudit(filter?: { limit?: number; action?: string; subject?: string }): Promise<AuditEntry[]>;
   /** How many tasks a connected agent runs at once, until it restarts. */
   setAgentConcurrency(agentId: string, concurrency: number): Promise<AgentInfo>;
 }
@@ -296,6 +299,17 @@ export class SwitchboardClient {
             a.listTokens({ includeRevoked: o.includeRevoked ?? false }, md(), c, cb),
           )
         ).tokens,
+      listAudit: async (f = {}) =>
+        (
+          await this.unary<{ entries: AuditEntry[] }>((c, cb) =>
+            a.listAudit(
+              { limit: f.limit ?? 0, action: f.action ?? "", subject: f.subject ?? "" },
+              md(),
+              c,
+              cb,
+            ),
+          )
+        ).entries,
       setAgentConcurrency: (agentId, concurrency) =>
         this.unary<AgentInfo>((c, cb) => a.setAgentConcurrency({ agentId, concurrency }, md(), c, cb)),
       revokeToken: async (idOrName) => {

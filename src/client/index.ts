@@ -13,6 +13,11 @@ export { echo, shell, toSubmitRequest, toTarget } from "./builders.js";
 export type { ShellOptions, TargetInput, TaskRequest } from "./builders.js";
 export { SwitchboardClientError } from "./errors.js";
 export { SessionMode, AgentHealth } from "../gen/switchboard/v1/client.js";
-export type { AgentInfo, ClusterStatusResponse, TokenInfo } from "../gen/switchboard/v1/client.js";
+export type {
+  AgentInfo,
+  AuditEntry,
+  ClusterStatusResponse,
+  TokenInfo,
+} from "../gen/switchboard/v1/client.js";
 export { TaskState, OutputStream } from "../gen/switchboard/v1/task.js";
 export type { TaskEvent, TaskInfo, TaskResult, TaskSpec } from "../gen/switchboard/v1/task.js";

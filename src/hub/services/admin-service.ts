@@ -191,6 +191,24 @@ export function adminService(core: HubCore): AdminServiceServer {
       return { info: tokenInfo(rec) };
     }),
 
+    // The audit log, newest first: submissions, cancels, tokens, agents, settings. Admins only.
+    listAudit: unary(core, "admin", (req) => ({
+      entries: core.store
+        .listAudit({
+          limit: req.limit || 50,
+          ...(req.action ? { action: req.action } : {}),
+          ...(req.subject ? { subject: req.subject } : {}),
+        })
+        .map((e) => ({
+          id: e.id,
+          atMs: e.at,
+          actor: e.actor,
+          action: e.action,
+          subject: e.subject,
+          detailJson: e.detail ? JSON.stringify(e.detail) : "",
+        })),
+    })),
+
     // Changes how many tasks a connected agent runs at once, until it restarts (its config
     // names the number it starts with). Running tasks are not touched.
     setAgentConcurrency: unary(core, "admin", (req, actor, p) => {
