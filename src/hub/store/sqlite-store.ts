@@ -24,6 +24,7 @@ import type {
   TaskRecord,
   TokenRecord,
 } from "./interfaces.js";
+import { Checkpointer } from "./checkpointer.js";
 import { migrate } from "./migrate.js";
 import { MIGRATIONS } from "./migrations/index.js";
 import { OutputBuffer, streamIndex, type OutputRow } from "./output-buffer.js";
@@ -46,6 +47,8 @@ export interface SqliteStoreOptions extends StoreOptions {
   tailPersistIntervalMs?: number;
   /** How long a write waits for another process's lock on the file. Default 5 s. */
   busyTimeoutMs?: number;
+  /** Checkpoint the WAL from a worker thread instead of inside commits. Default: on for files. */
+  checkpointInWorker?: boolean;
 }
 
 /** Opens (creating it and its directory if needed) and migrates the store at `path`. */
@@ -80,8 +83,16 @@ export function openSqliteStore(path: string, opts: SqliteStoreOptions = {}): Sq
     db.pragma(`busy_timeout = ${busyTimeoutMs}`);
     db.pragma("foreign_keys = ON");
     const version = migrate(db, MIGRATIONS, logger);
-    logger.info({ path, schemaVersion: version }, "store opened");
-    return new SqliteStore(db, path, version, settings, logger);
+    // Checkpoints move to a worker thread (never inside a commit on the event loop); the store
+    // checkpoints itself on close. In memory there is no WAL to checkpoint.
+    const inWorker = (opts.checkpointInWorker ?? true) && path !== ":memory:";
+    if (inWorker) db.pragma("wal_autocheckpoint = 0");
+    const checkpointer = inWorker ? new Checkpointer(path, logger) : undefined;
+    logger.info(
+      { path, schemaVersion: version, checkpoints: inWorker ? "worker" : "inline" },
+      "store opened",
+    );
+    return new SqliteStore(db, path, version, settings, logger, checkpointer);
   } catch (err) {
     db.close();
     throw wrapOpenError(path, err);
@@ -148,6 +159,7 @@ export class SqliteStore implements Store {
     readonly schemaVersion: number,
     private readonly settings: Settings,
     private readonly logger: Logger,
+    private readonly checkpointer?: Checkpointer,
   ) {
     this.tasks = new TaskQueries(db);
     this.output = new OutputQueries(db);
@@ -337,7 +349,7 @@ export class SqliteStore implements Store {
     return this.closing;
   }
 
-  private shutdown(): Promise<void> {
+  private async shutdown(): Promise<void> {
     let failure: unknown;
     try {
       this.flushNow("all");
@@ -351,10 +363,11 @@ export class SqliteStore implements Store {
     this.closed = true;
     this.outputs.clear();
     this.unsavedTails.clear();
+    // The worker's connection goes first, so that this one, the last, checkpoints the WAL whole.
+    await this.checkpointer?.stop();
     this.db.close();
     this.logger.info({ path: this.path }, "store closed");
-    if (failure === undefined) return Promise.resolve();
-    return Promise.reject(asError(failure));
+    if (failure !== undefined) throw asError(failure);
   }
 
   // ---- the write queue
