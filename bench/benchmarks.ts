@@ -233,44 +233,71 @@ function ratioResult(
 // ---------------------------------------------------------------------------------------------
 // 1. echo over the Session stream vs NATS request/reply
 
+/** Echo tasks/s through our side against a peer's requests/s, alternating windows. */
+async function echoThroughputVsPeer<P extends { stop(): Promise<void> }>(
+  o: RunOptions,
+  name: string,
+  startPeer: () => Promise<P>,
+  ours: { name: string; op: (c: Cluster, payload: Buffer) => Promise<void> },
+  peer: {
+    name: string;
+    op: (p: P, payload: Buffer) => Promise<unknown>;
+    pids: (p: P) => Record<string, number>;
+  },
+  peerName: () => string,
+  targetRatio: number,
+): Promise<Measured> {
+  const payload = randomBytes(PAYLOAD_BYTES);
+  const p = await startPeer();
+  try {
+    return await withCluster(o, name, false, async (c) => {
+      const [a, b] = await alternate(
+        { name: ours.name, op: () => ours.op(c, payload), pids: { hub: c.hub.pid, agent: c.agent.pid } },
+        { name: peer.name, op: async () => void (await peer.op(p, payload)), pids: peer.pids(p) },
+        throughputSchedule(o),
+      );
+      return ratioResult(
+        "echo tasks/s",
+        "ops/s",
+        true,
+        a.opsPerSec,
+        b.opsPerSec,
+        peerName(),
+        { comparison: ">=", value: targetRatio, on: "ours/peer" },
+        a.opsPerSec / b.opsPerSec,
+        {
+          payloadBytes: PAYLOAD_BYTES,
+          inFlight: IN_FLIGHT,
+          schedule: throughputSchedule(o),
+          ours: a,
+          peer: b,
+        },
+      );
+    });
+  } finally {
+    await p.stop();
+  }
+}
+
 const echoSessionVsNats: Benchmark = {
   name: "echo-session-vs-nats",
   description:
     "Echo tasks per second, 64-byte payload, 64 in flight, through the SDK's shared Session stream, " +
     "hub and agent processes; vs NATS request/reply through nats-server to a queue group of two responders.",
-  async run(o) {
-    const payload = randomBytes(PAYLOAD_BYTES);
-    const nats = await startNatsPeer(2);
-    try {
-      return await withCluster(o, this.name, false, async (c) => {
-        const [ours, peer] = await alternate(
-          {
-            name: "switchboard session",
-            op: () => echoViaSession(c.client, payload),
-            pids: { hub: c.hub.pid, agent: c.agent.pid },
-          },
-          {
-            name: "nats",
-            op: () => nats.request(payload),
-            pids: { natsServer: nats.server.pid, natsResponders: nats.responders.pid },
-          },
-          throughputSchedule(o),
-        );
-        return ratioResult(
-          "echo tasks/s",
-          "ops/s",
-          true,
-          ours.opsPerSec,
-          peer.opsPerSec,
-          `nats-server ${natsServerVersion()} + nats.js request/reply, 2 queue responders`,
-          { comparison: ">=", value: 1.0, on: "ours/peer" },
-          ours.opsPerSec / peer.opsPerSec,
-          { payloadBytes: PAYLOAD_BYTES, inFlight: IN_FLIGHT, schedule: throughputSchedule(o), ours, peer },
-        );
-      });
-    } finally {
-      await nats.stop();
-    }
+  run(o) {
+    return echoThroughputVsPeer(
+      o,
+      this.name,
+      () => startNatsPeer(2),
+      { name: "switchboard session", op: (c, payload) => echoViaSession(c.client, payload) },
+      {
+        name: "nats",
+        op: (nats, payload) => nats.request(payload),
+        pids: (nats) => ({ natsServer: nats.server.pid, natsResponders: nats.responders.pid }),
+      },
+      () => `nats-server ${natsServerVersion()} + nats.js request/reply, 2 queue responders`,
+      1.0,
+    );
   },
 };
 
@@ -282,39 +309,20 @@ const executeUnaryVsGrpcEcho: Benchmark = {
   description:
     "Echo tasks per second, 64-byte payload, 64 in flight, one unary Execute RPC each (hub and agent " +
     "processes); vs a bare grpc-js unary echo server in a child process (raw Buffer serializers).",
-  async run(o) {
-    const payload = randomBytes(PAYLOAD_BYTES);
-    const grpcPeer = await startGrpcEchoPeer();
-    try {
-      return await withCluster(o, this.name, false, async (c) => {
-        const [ours, peer] = await alternate(
-          {
-            name: "switchboard unary Execute",
-            op: () => echoViaUnary(c.client, payload),
-            pids: { hub: c.hub.pid, agent: c.agent.pid },
-          },
-          {
-            name: "grpc-js echo",
-            op: () => grpcPeer.call(payload),
-            pids: { grpcServer: grpcPeer.server.pid },
-          },
-          throughputSchedule(o),
-        );
-        return ratioResult(
-          "echo tasks/s",
-          "ops/s",
-          true,
-          ours.opsPerSec,
-          peer.opsPerSec,
-          "bare @grpc/grpc-js unary echo server (child process)",
-          { comparison: ">=", value: 0.8, on: "ours/peer" },
-          ours.opsPerSec / peer.opsPerSec,
-          { payloadBytes: PAYLOAD_BYTES, inFlight: IN_FLIGHT, schedule: throughputSchedule(o), ours, peer },
-        );
-      });
-    } finally {
-      await grpcPeer.stop();
-    }
+  run(o) {
+    return echoThroughputVsPeer(
+      o,
+      this.name,
+      () => startGrpcEchoPeer(),
+      { name: "switchboard unary Execute", op: (c, payload) => echoViaUnary(c.client, payload) },
+      {
+        name: "grpc-js echo",
+        op: (g, payload) => g.call(payload),
+        pids: (g) => ({ grpcServer: g.server.pid }),
+      },
+      () => "bare @grpc/grpc-js unary echo server (child process)",
+      0.8,
+    );
   },
 };
 

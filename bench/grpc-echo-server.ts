@@ -4,6 +4,7 @@
 //
 //   node dist/bench/grpc-echo-server.js [--port 0]
 import { parseArgs } from "node:util";
+import { servePeer } from "./peer-server.js";
 import * as grpc from "@grpc/grpc-js";
 
 const ECHO_METHOD = "/bench.Echo/Echo";
@@ -29,17 +30,4 @@ server.addService(service, {
     callback(null, call.request);
   },
 });
-server.bindAsync(`127.0.0.1:${values.port}`, grpc.ServerCredentials.createInsecure(), (err, port) => {
-  if (err !== null) {
-    process.stderr.write(`bind failed: ${err.message}\n`);
-    process.exit(1);
-  }
-  process.stdout.write(`READY ${port}\n`);
-});
-
-const stop = (): void => {
-  server.tryShutdown(() => process.exit(0));
-  setTimeout(() => process.exit(0), 2000).unref();
-};
-process.on("SIGTERM", stop);
-process.on("SIGINT", stop);
+servePeer(server, values.port);
