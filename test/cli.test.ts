@@ -107,6 +107,15 @@ describe("switchboard CLI", () => {
     expect(refused.stderr).toMatch(/PERMISSION_DENIED/);
   });
 
+  it("ends quietly when its reader closes the pipe early (| head)", async () => {
+    const p = spawnCli([...hub.cli, "exec", "--pool", "cli", "--", "seq", "1", "2000000"]);
+    await waitFor("output to start", () => p.stdout().length > 0);
+    p.child.stdout!.destroy();
+    const code = await p.exited;
+    expect(code).toBe(0);
+    expect(p.stderr()).not.toMatch(/EPIPE|Unhandled/);
+  });
+
   it("answers bad usage with exit 2 and what to do", async () => {
     const noTarget = await runCli([...hub.cli, "exec", "--", "true"]);
     expect(noTarget.code).toBe(2);

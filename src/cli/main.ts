@@ -51,6 +51,13 @@ export function buildProgram(): Command {
 }
 
 async function main(): Promise<void> {
+  // `switchboard tasks | head` closes the pipe early: that is the reader's choice, not an error.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
   const program = buildProgram();
   try {
     await program.parseAsync(process.argv);

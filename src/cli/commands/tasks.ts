@@ -1,7 +1,13 @@
 // Looking at tasks: `tasks` (list), `task` (one), `logs` (kept output, or --follow live), `cancel`.
 import { once } from "node:events";
 import type { Command } from "commander";
-import { ALL_STATES, stateFromWire, stateToWire, type TaskStateName } from "../../common/task-state.js";
+import {
+  ALL_STATES,
+  isTerminal,
+  stateFromWire,
+  stateToWire,
+  type TaskStateName,
+} from "../../common/task-state.js";
 import { OutputStream, type TaskResult } from "../../gen/switchboard/v1/task.js";
 import { usageError } from "../cli-error.js";
 import { clientCommand, withClient } from "../client-command.js";
@@ -134,8 +140,10 @@ export function registerTasks(program: Command): void {
     .action(async (ids: string[], f: { reason?: string }, cmd: Command) => {
       await withClient(cmd, async (c) => {
         for (const id of ids) {
-          const state = await c.cancel(id, f.reason ?? "cancelled from the command line");
-          process.stdout.write(`${id}  ${stateFromWire(state) ?? "unknown"}\n`);
+          const state = stateFromWire(await c.cancel(id, f.reason ?? "cancelled from the command line"));
+          // A running task is stopping (SIGTERM, then SIGKILL after its grace); a finished one stays as it was.
+          const shown = state && !isTerminal(state) ? `cancelling (was ${state})` : (state ?? "unknown");
+          process.stdout.write(`${id}  ${shown}\n`);
         }
       });
     });
