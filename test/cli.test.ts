@@ -114,6 +114,14 @@ describe("switchboard CLI", () => {
     const code = await p.exited;
     expect(code).toBe(0);
     expect(p.stderr()).not.toMatch(/EPIPE|Unhandled/);
+    // Like a local command killed by SIGPIPE, the remote one is stopped.
+    const list = await runCli([...hub.cli, "tasks", "--pool", "cli", "--limit", "1", "--output", "json"]);
+    const [last] = JSON.parse(list.stdout) as { state: string; reason: string }[];
+    await waitFor("the remote task to be cancelled", async () => {
+      const t = await runCli([...hub.cli, "tasks", "--pool", "cli", "--limit", "1", "--output", "json"]);
+      return (JSON.parse(t.stdout) as { state: string }[])[0]?.state === "cancelled";
+    });
+    expect(last).toBeDefined();
   });
 
   it("answers bad usage with exit 2 and what to do", async () => {

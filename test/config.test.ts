@@ -68,6 +68,20 @@ describe("config errors", () => {
     expect(r.stderr).toMatch(/token/i);
   });
 
+  it("refuses an unknown log level", async () => {
+    const r = await runCli([
+      "hub",
+      "--listen",
+      "127.0.0.1:0",
+      "--data",
+      tempDir("loglevel"),
+      "--log-level",
+      "loud",
+    ]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--log-level must be one of/);
+  });
+
   it("points at the hub when it cannot be reached", async () => {
     const r = await runCli(["--hub", "127.0.0.1:1", "--token", "x", "agents"]);
     expect(r.code).toBe(1);

@@ -12,6 +12,7 @@ import { registerHub } from "./commands/hub.js";
 import { registerPing } from "./commands/ping.js";
 import { registerTasks } from "./commands/tasks.js";
 import { registerToken } from "./commands/token.js";
+import { watchForClosedPipes } from "./pipe-closed.js";
 
 export function buildProgram(): Command {
   const program = new Command("switchboard")
@@ -52,12 +53,7 @@ export function buildProgram(): Command {
 
 async function main(): Promise<void> {
   // `switchboard tasks | head` closes the pipe early: that is the reader's choice, not an error.
-  for (const stream of [process.stdout, process.stderr]) {
-    stream.on("error", (err: NodeJS.ErrnoException) => {
-      if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
-      throw err;
-    });
-  }
+  watchForClosedPipes();
   const program = buildProgram();
   try {
     await program.parseAsync(process.argv);

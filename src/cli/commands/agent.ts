@@ -4,7 +4,7 @@ import { createLogger } from "../../common/logger.js";
 import { ConfigError, loadAgentConfig, startAgent, type AgentFlags } from "../../agent/index.js";
 import { usageError } from "../cli-error.js";
 import type { ConnectionFlags } from "../connection.js";
-import { collect } from "../flags.js";
+import { collect, logLevelFlag } from "../flags.js";
 import { stopOnSignals } from "../signals.js";
 
 interface AgentCliFlags {
@@ -20,6 +20,7 @@ interface AgentCliFlags {
   shell?: boolean;
   data?: string;
   heartbeatInterval?: string;
+  logLevel?: string;
   tls?: boolean;
   tlsCa?: string;
   tlsCert?: string;
@@ -54,6 +55,10 @@ export function registerAgent(program: Command): void {
     .option(
       "--tls-server-name <name>",
       "name to check the hub's certificate against, if not the dialled host",
+    )
+    .option(
+      "--log-level <level>",
+      "trace, debug, info, warn, error (default: $SWITCHBOARD_LOG_LEVEL or info)",
     )
     .addHelpText(
       "after",
@@ -91,7 +96,7 @@ export function registerAgent(program: Command): void {
           throw usageError(e.message, "fix the setting named above (see switchboard agent --help)");
         throw e;
       }
-      const logger = createLogger("agent");
+      const logger = createLogger("agent", { level: logLevelFlag(flags.logLevel) });
       for (const w of config.warnings) logger.warn(w);
       const agent = await startAgent(config, logger);
       await stopOnSignals(logger, (o) => agent.shutdown(o));

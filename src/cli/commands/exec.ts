@@ -15,6 +15,7 @@ import {
   type TargetFlags,
 } from "../client-command.js";
 import { collect, durationFlag } from "../flags.js";
+import { onPipeClosed } from "../pipe-closed.js";
 
 interface ExecFlags extends TargetFlags {
   shell?: string;
@@ -118,6 +119,9 @@ cancelled (Ctrl-C); 1 when the task could not run; 2 on bad usage.`,
       };
       process.on("SIGINT", onSigint);
       process.on("SIGTERM", onSigint);
+      const unregister = onPipeClosed(async () => {
+        if (taskId) await client.cancel(taskId, "its output was no longer read (closed pipe)");
+      });
       let finished: Finished | undefined;
       try {
         for await (const ev of client.run(req, {
@@ -140,6 +144,7 @@ cancelled (Ctrl-C); 1 when the task could not run; 2 on bad usage.`,
       } finally {
         process.off("SIGINT", onSigint);
         process.off("SIGTERM", onSigint);
+        unregister();
       }
       if (!finished) throw new CliError(`the hub ended the stream of task ${taskId ?? "?"} without a result`);
       return exitCodeOf(finished, taskId ?? "?");

@@ -4,6 +4,7 @@ import { createLogger } from "../../common/logger.js";
 import { TlsFileError } from "../../common/tls.js";
 import { ConfigError, loadHubConfig, startHub } from "../../hub/index.js";
 import { usageError } from "../cli-error.js";
+import { logLevelFlag } from "../flags.js";
 import { stopOnSignals } from "../signals.js";
 
 interface HubFlags {
@@ -19,6 +20,7 @@ interface HubFlags {
   tlsKey?: string;
   tlsClientCa?: string;
   insecure?: boolean;
+  logLevel?: string;
 }
 
 export function registerHub(program: Command): void {
@@ -40,6 +42,10 @@ export function registerHub(program: Command): void {
     .option("--tls-key <file>", "the certificate's private key (PEM)")
     .option("--tls-client-ca <file>", "require client certificates signed by this CA (mutual TLS)")
     .option("--insecure", "serve plaintext on an address other machines can reach")
+    .option(
+      "--log-level <level>",
+      "trace, debug, info, warn, error (default: $SWITCHBOARD_LOG_LEVEL or info)",
+    )
     .addHelpText(
       "after",
       "\nEnvironment: SWITCHBOARD_LISTEN, SWITCHBOARD_DATA, SWITCHBOARD_QUEUE_LIMIT, SWITCHBOARD_TLS_CERT,\n" +
@@ -56,7 +62,7 @@ export function registerHub(program: Command): void {
           throw usageError(e.message, "fix the setting named above (see switchboard hub --help)");
         throw e;
       }
-      const logger = createLogger("hub");
+      const logger = createLogger("hub", { level: logLevelFlag(flags.logLevel) });
       let hub;
       try {
         hub = await startHub(config, logger);
