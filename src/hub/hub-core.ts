@@ -526,7 +526,8 @@ export class HubCore {
         s.lastHeartbeat = body.value;
         const wasAccepting = s.sched.accepting;
         s.evaluate(Date.now(), this.config.heartbeatIntervalMs);
-        s.send({ body: { $case: "heartbeat", value: { hubTimeMs: Date.now() } } });
+        // No reply: the agent ignores hub heartbeats, and the probe sent once per interval already
+        // reaches it; at 10,000 agents a reply to each would be 2,000 messages a second for nothing.
         if (!wasAccepting && s.sched.accepting) this.dispatch(s);
         this.maybePersistAgent(s);
         return;
