@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { SwitchboardClient } from "../src/client/index.js";
 import type { Benchmark } from "./benchmarks.js";
+import { waitForHubJson } from "./cluster.js";
 import {
   check,
   CLI,
@@ -42,21 +43,7 @@ export const agents10k: Benchmark = {
     const startHub = async (): Promise<Child> => {
       rmSync(path.join(dataDir, "hub.json"), { force: true });
       const hub = spawnNode("hub", CLI, { args: ["hub", "--listen", listen, "--data", dataDir], env });
-      await waitFor(
-        "hub.json",
-        () => {
-          if (hub.exited()) throw new Error(`hub exited:\n${hub.output()}`);
-          try {
-            return (JSON.parse(readFileSync(path.join(dataDir, "hub.json"), "utf8")) as { pid: number })
-              .pid === hub.pid
-              ? true
-              : undefined;
-          } catch {
-            return undefined;
-          }
-        },
-        20_000,
-      );
+      await waitForHubJson(hub, dataDir);
       return hub;
     };
     const sims: Child[] = [];

@@ -32,6 +32,22 @@ export interface Cluster {
 
 const childEnv = { SWITCHBOARD_LOG_LEVEL: "warn" };
 
+/** Waits until the hub process `hub` has written its hub.json in `dataDir`; returns its address. */
+export function waitForHubJson(hub: Child, dataDir: string): Promise<string> {
+  return waitFor(
+    "hub.json",
+    () => {
+      if (hub.exited()) throw new Error(`hub exited:\n${hub.output()}`);
+      const j = JSON.parse(readFileSync(path.join(dataDir, "hub.json"), "utf8")) as {
+        address?: string;
+        pid?: number;
+      };
+      return j.pid === hub.pid && typeof j.address === "string" ? j.address : undefined;
+    },
+    20_000,
+  );
+}
+
 export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   const root = mkdtempSync(path.join(os.tmpdir(), "switchboard-bench-"));
   const hubDir = path.join(root, "hub");
@@ -52,15 +68,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       nodeFlags: o.hubNodeFlags ?? [],
     });
     const h = hub;
-    const info = await waitFor(
-      "hub.json",
-      () => {
-        if (h.exited()) throw new Error(`hub exited:\n${h.output()}`);
-        const j = JSON.parse(readFileSync(path.join(hubDir, "hub.json"), "utf8")) as { address?: string };
-        return typeof j.address === "string" ? j.address : undefined;
-      },
-      20_000,
-    );
+    const info = await waitForHubJson(h, hubDir);
     const adminToken = readFileSync(path.join(hubDir, "admin.token"), "utf8").trim();
     const { stdout } = await execFileP(
       process.execPath,

@@ -7,6 +7,7 @@ import { resolve } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import { parseDuration } from "../common/duration.js";
+import { MAX_AGENT_CONCURRENCY } from "../common/limits.js";
 import type { ClientTlsFiles } from "../common/tls.js";
 import { parseHubAddress } from "./hub-address.js";
 
@@ -308,7 +309,7 @@ const agentSection = z.strictObject({
   labels: labelMap.default({}),
   platform: text.default(`${platform()}-${arch()}`),
   max_storage_nodes: integer("an integer", 0, 10_000).default(10),
-  pool_size: positiveInt(1024).default(4),
+  pool_size: positiveInt(MAX_AGENT_CONCURRENCY).default(4),
   threshold: integer("a percentage", 1, 100).default(80),
   inbox_capacity: positiveInt(100_000).default(100),
   outbox_capacity: positiveInt(1_000_000).default(1000),

@@ -7,7 +7,7 @@ import { Code, codeName } from "../common/errors.js";
 import { FastAgentServiceClient } from "../common/codec.js";
 import { CoalescingWriter } from "../common/coalescing-writer.js";
 import { clientOptions } from "../common/grpc-options.js";
-import { clientChannel, type ClientTlsFiles } from "../common/tls.js";
+import { clientChannel, type ClientChannel, type ClientTlsFiles } from "../common/tls.js";
 import type { Logger } from "../common/logger.js";
 import { type AgentMessage, type Hello, type HubMessage, type Welcome } from "../gen/switchboard/v1/agent.js";
 import { Backoff } from "./backoff.js";
@@ -94,6 +94,8 @@ interface DialEnd extends LinkEnd {
 export class AgentLink {
   private readonly opts: AgentLinkOptions;
   private readonly backoff: Backoff;
+  /** Credentials and channel options, TLS files read once at start (as the hub reads its own). */
+  private readonly channel: ClientChannel;
   private state: LinkState = "idle";
   private epochs = 0;
   private attempt = 0;
@@ -109,6 +111,7 @@ export class AgentLink {
     if (opts.addresses.length === 0) throw new Error("the agent needs at least one hub address");
     this.opts = opts;
     this.backoff = opts.backoff ?? new Backoff();
+    this.channel = clientChannel(opts.tls);
   }
 
   start(): void {
@@ -242,10 +245,9 @@ export class AgentLink {
 
   private dialOnce(hub: string): Promise<DialEnd> {
     return new Promise((resolve) => {
-      const channel = clientChannel(this.opts.tls);
-      const client = new FastAgentServiceClient(hub, channel.credentials, {
+      const client = new FastAgentServiceClient(hub, this.channel.credentials, {
         ...clientOptions(),
-        ...channel.options,
+        ...this.channel.options,
       });
       const call = client.connect(bearerMetadata(this.opts.token));
       const epoch = ++this.epochs;

@@ -3,12 +3,11 @@
 // exactly one Finished, refusals included. It knows nothing of gRPC: the link feeds it per session.
 import type { Logger } from "../common/logger.js";
 import { Code } from "../common/errors.js";
+import { MAX_AGENT_CONCURRENCY } from "../common/limits.js";
 import type { AgentTaskEvent, Assign, Heartbeat, HubMessage } from "../gen/switchboard/v1/agent.js";
 import { TaskState, type Finished } from "../gen/switchboard/v1/task.js";
 import { CreditLedger } from "./credits.js";
 
-/** The most tasks an agent runs at once, whatever the hub asks. */
-export const MAX_POOL_SIZE = 1024;
 import { failedFinished, type Executor, type StopCause } from "./executors/executor.js";
 import { Inbox } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
@@ -406,13 +405,9 @@ export class Pipeline {
     for (const { epoch, msg } of this.stalledMessages.splice(0)) this.handle(epoch, msg);
   }
 
-  get concurrency(): number {
-    return this.poolSize;
-  }
-
   /** Runs up to `n` tasks at once from now on; running tasks are left alone. */
   setPoolSize(n: number): void {
-    if (!Number.isInteger(n) || n < 1 || n > MAX_POOL_SIZE) {
+    if (!Number.isInteger(n) || n < 1 || n > MAX_AGENT_CONCURRENCY) {
       this.opts.logger.warn({ requested: n }, "SetConcurrency out of range ignored");
       return;
     }

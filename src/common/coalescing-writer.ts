@@ -5,8 +5,9 @@
 //
 // Flushes at setImmediate, after the current I/O phase, so that everything the phase produced
 // shares a write, at a cost of microseconds. (Writing the first message of each turn at once was
-// measured too: it gained nothing in round-trip time and lost a sixth of the throughput.) Large messages are never held: they go out at once,
-// after what was pending, so ordering is kept and a batch stays far below the message size limit.
+// measured too: it gained nothing in round-trip time and lost a sixth of the throughput.) Large
+// messages are never held: they go out at once, after what was pending, so ordering is kept and a
+// batch stays far below the message size limit.
 
 export interface CoalescingWriterOptions<T> {
   /** Writes one message to the stream; false means its buffer is full (backpressure). */

@@ -4,6 +4,7 @@ export * from "./duration.js";
 export * from "./errors.js";
 export * from "./grpc-options.js";
 export * from "./ids.js";
+export * from "./limits.js";
 export * from "./logger.js";
 export * from "./task-state.js";
 export * from "./version.js";

@@ -524,11 +524,9 @@ export class HubCore {
         return;
       case "heartbeat": {
         s.lastHeartbeat = body.value;
-        const wasAccepting = s.sched.accepting;
-        s.evaluate(Date.now(), this.config.heartbeatIntervalMs);
         // No reply: the agent ignores hub heartbeats, and the probe sent once per interval already
         // reaches it; at 10,000 agents a reply to each would be 2,000 messages a second for nothing.
-        if (!wasAccepting && s.sched.accepting) this.dispatch(s);
+        this.reevaluate(s, Date.now());
         this.maybePersistAgent(s);
         return;
       }
@@ -536,12 +534,7 @@ export class HubCore {
         this.onAgentEvent(s, body.value);
         return;
       case "probeReply": {
-        if (!s.probeAnswered(body.value.id)) return;
-        const wasAccepting = s.sched.accepting;
-        if (s.evaluate(Date.now(), this.config.heartbeatIntervalMs)) {
-          this.logger.info({ agent_id: s.agentId, health: s.health }, "agent health changed");
-        }
-        if (!wasAccepting && s.sched.accepting) this.dispatch(s);
+        if (s.probeAnswered(body.value.id)) this.reevaluate(s, Date.now());
         return;
       }
       case "goodbye":
@@ -690,14 +683,7 @@ export class HubCore {
         continue;
       }
       s.sendProbe(now, this.config.heartbeatIntervalMs);
-      const wasAccepting = s.sched.accepting;
-      if (s.evaluate(now, this.config.heartbeatIntervalMs)) {
-        this.logger.info(
-          { agent_id: s.agentId, health: s.health, reason: s.healthReason },
-          "agent health changed",
-        );
-      }
-      if (!wasAccepting && s.sched.accepting) this.dispatch(s);
+      this.reevaluate(s, now);
     }
     while (this.lingerHead < this.lingering.length && this.lingering[this.lingerHead]!.at < now - LINGER_MS) {
       const { id } = this.lingering[this.lingerHead++]!;
@@ -708,6 +694,18 @@ export class HubCore {
       this.lingering = this.lingering.slice(this.lingerHead);
       this.lingerHead = 0;
     }
+  }
+
+  /** Re-derives an agent's health; logs a change, and hands it work if it can take some again. */
+  private reevaluate(s: AgentSession, now: number): void {
+    const wasAccepting = s.sched.accepting;
+    if (s.evaluate(now, this.config.heartbeatIntervalMs)) {
+      this.logger.info(
+        { agent_id: s.agentId, health: s.health, reason: s.healthReason },
+        "agent health changed",
+      );
+    }
+    if (!wasAccepting && s.sched.accepting) this.dispatch(s);
   }
 
   // ---- reading tasks ------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // The admin API: agents, cluster status and tokens. Reading needs a viewer token; tokens need admin.
 import type { sendUnaryData, ServerUnaryCall } from "@grpc/grpc-js";
 import { Code, shownName, SwitchboardError, toServiceError } from "../../common/errors.js";
+import { MAX_AGENT_CONCURRENCY } from "../../common/limits.js";
 import { VERSION } from "../../common/version.js";
 import {
   AgentHealth,
@@ -213,8 +214,11 @@ export function adminService(core: HubCore): AdminServiceServer {
     // names the number it starts with). Running tasks are not touched.
     setAgentConcurrency: unary(core, "admin", (req, actor, p) => {
       const n = req.concurrency;
-      if (!Number.isInteger(n) || n < 1 || n > 1024) {
-        throw new SwitchboardError(Code.INVALID_ARGUMENT, `concurrency must be between 1 and 1024, not ${n}`);
+      if (!Number.isInteger(n) || n < 1 || n > MAX_AGENT_CONCURRENCY) {
+        throw new SwitchboardError(
+          Code.INVALID_ARGUMENT,
+          `concurrency must be between 1 and ${MAX_AGENT_CONCURRENCY}, not ${n}`,
+        );
       }
       const s = core.sessions.get(req.agentId);
       if (!s || !poolAllowed(p, s.pool)) {

@@ -13,11 +13,11 @@ afterEach(async () => {
   for (const d of dirs.splice(0)) d.remove();
 });
 
-async function fill(checkpointInWorker: boolean): Promise<{ path: string; size: () => number }> {
+async function fill(): Promise<{ path: string; size: () => number }> {
   const dir = tempDir();
   dirs.push(dir);
   const path = join(dir.path, "switchboard.db");
-  const store = openSqliteStore(path, { checkpointInWorker, flushIntervalMs: 0 });
+  const store = openSqliteStore(path, { checkpointInWorker: true, flushIntervalMs: 0 });
   open.push(store);
   for (let i = 0; i < 20; i++) {
     await Promise.all(Array.from({ length: 100 }, () => store.insertTask(newTask())));
@@ -27,14 +27,14 @@ async function fill(checkpointInWorker: boolean): Promise<{ path: string; size: 
 
 describe("Checkpointer", () => {
   it("moves the WAL into the database file from its worker", async () => {
-    const { size } = await fill(true);
+    const { size } = await fill();
     const before = size();
     await waitFor(() => size() > before, "the worker to checkpoint", 5_000);
     expect(size()).toBeGreaterThan(before);
   });
 
   it("leaves a clean file behind on close: the WAL is checkpointed whole", async () => {
-    const { path } = await fill(true);
+    const { path } = await fill();
     await open.pop()!.close();
     expect(() => statSync(`${path}-wal`)).toThrow();
   });

@@ -1,8 +1,8 @@
 // Runs SQLite's WAL checkpoints on a worker thread instead of inside a commit on the hub's event
 // loop. A checkpoint copies the WAL into the database file and fsyncs it: milliseconds that
 // otherwise land on whichever commit crosses the WAL size threshold, and on the latency of every
-// task waiting behind it. PASSIVE checkpoints never block writers; the worker's own connection
-// does them every second, or sooner is not needed.
+// task waiting behind it. The worker's own connection runs a PASSIVE checkpoint (it never blocks
+// writers) every second.
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "../../common/logger.js";
@@ -48,7 +48,9 @@ export class Checkpointer {
   stop(): Promise<void> {
     this.stopped ??= new Promise<void>((resolve) => {
       const done = (): void => resolve();
-      this.worker.once("message", done);
+      this.worker.on("message", (m: unknown) => {
+        if (m === "stopped") done();
+      });
       this.worker.once("exit", done);
       this.worker.postMessage("stop");
       setTimeout(() => void this.worker.terminate().then(done, done), 2_000).unref();
