@@ -61,6 +61,7 @@ class SimAgent {
       maxConcurrency: 1,
       instanceId: `${this.id}-${process.pid}`,
       acceptsBatches: false,
+      resume: undefined,
     };
     send({ body: { $case: "hello", value: hello } });
     const onMessage = (m: HubMessage) => {

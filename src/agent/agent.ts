@@ -1,9 +1,10 @@
 // The running agent: wires the link, the pipeline, heartbeats and statistics, and owns the graceful
 // shutdown (Goodbye, no more credits, running tasks get their grace, the rest are cancelled, the
 // outbox is flushed, the stream half-closed). index.ts's startAgent is the public way in.
-import { mkdir } from "node:fs/promises";
+import { mkdir, readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { hostname } from "node:os";
-import { codeName } from "../common/errors.js";
+import { Code, codeName } from "../common/errors.js";
 import { newInstanceId } from "../common/ids.js";
 import { createLogger, type Logger } from "../common/logger.js";
 import { VERSION } from "../common/version.js";
@@ -41,6 +42,8 @@ export const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
 /** After a Drain the agent keeps the session this long at most for the tasks it still holds. */
 const DRAIN_HOLD_MAX_MS = 60 * 60_000;
 const FLUSH_MS = 10_000;
+/** Stream ends after which the hub will not resume the session: its tasks stop at once. */
+const NO_RESUME: ReadonlySet<number> = new Set([Code.UNAUTHENTICATED, Code.PERMISSION_DENIED]);
 /** After Goodbye: how long Assigns the hub sent before it read the Goodbye may take to arrive. */
 const GOODBYE_SETTLE_MS = 250;
 
@@ -57,19 +60,33 @@ export async function createAgent(
     throw new Error(`agent.data_dir: cannot create ${cfg.dataDir}: ${(e as Error).message}`);
   }
   for (const w of config.warnings) log.warn(w);
+  // Spill files of an earlier run hold events of sessions nobody can resume now.
+  const spillDir = join(cfg.dataDir, "spill");
+  for (const f of await readdir(spillDir).catch(() => [] as string[])) {
+    if (f.endsWith(".spill")) await rm(join(spillDir, f), { force: true });
+  }
 
   let state: AgentState = "running";
   const stats = new AgentStats();
   // The outbox reports to the pipeline, created just below; nothing is pushed before it exists.
-  const outbox = new Outbox(cfg.outboxCapacity, {
-    written: (msg) => {
-      if (msg.body?.$case === "event" && msg.body.value.event?.$case === "finished") {
-        stats.completed += 1;
-        stats.lastCompletedTaskId = msg.body.value.taskId;
-      }
+  const outbox = new Outbox(
+    cfg.outboxCapacity,
+    {
+      written: (msg) => {
+        if (msg.body?.$case === "event" && msg.body.value.event?.$case === "finished") {
+          stats.completed += 1;
+          stats.lastCompletedTaskId = msg.body.value.taskId;
+        }
+      },
+      shrank: () => p.outboxShrank(),
     },
-    shrank: () => p.outboxShrank(),
-  });
+    undefined,
+    {
+      memoryBytes: cfg.resumeBufferBytes,
+      spillMaxBytes: cfg.resumeSpillBytes,
+      ...(cfg.resumeSpillBytes > 0 ? { spillPath: join(spillDir, `outbox-${process.pid}.spill`) } : {}),
+    },
+  );
   const p = new Pipeline({
     agentId: cfg.agentId,
     poolSize: cfg.poolSize,
@@ -122,12 +139,15 @@ export async function createAgent(
     maxConcurrency: cfg.poolSize,
     instanceId: newInstanceId(),
     acceptsBatches: true,
+    resume: undefined,
   };
 
   const link: AgentLink = new AgentLink({
     addresses: cfg.hub,
     token: cfg.token,
     hello,
+    resume: () => p.resumeRequest(),
+    maxConcurrency: () => p.poolSizeNow,
     outbox,
     logger: log,
     ...(tuning.backoff ? { backoff: tuning.backoff } : {}),
@@ -141,6 +161,9 @@ export async function createAgent(
           epoch: s.epoch,
           initialOutputWindowBytes: s.welcome.initialOutputWindowBytes,
           maxMessageBytes: s.welcome.maxMessageBytes,
+          sessionId: s.welcome.sessionId,
+          resumeGraceMs: s.welcome.resumeGraceMs,
+          ...(s.welcome.resume ? { resume: s.welcome.resume } : {}),
         });
         heartbeater.start(s.welcome.heartbeatIntervalMs || config.monitoring.heartbeatIntervalMs);
       },
@@ -155,7 +178,9 @@ export async function createAgent(
       },
       sessionEnded: (s, end) => {
         heartbeater.stop();
-        p.endSession(s.epoch, `${codeName(end.code)}${end.details ? `: ${end.details}` : ""}`);
+        // A broken link keeps the tasks for the hub's resume grace; a refusal or a drain does not.
+        const hold = state === "running" && !end.drained && !NO_RESUME.has(end.code);
+        p.endSession(s.epoch, `${codeName(end.code)}${end.details ? `: ${end.details}` : ""}`, hold);
       },
     },
   });
@@ -208,6 +233,7 @@ export async function createAgent(
       }
     }
     await link.close(FLUSH_MS);
+    outbox.close();
     heartbeater.stop();
     reporter.stop();
     reporter.logNow();

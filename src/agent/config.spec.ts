@@ -44,6 +44,8 @@ pool_size = 6
 threshold = 70
 inbox_capacity = 50
 outbox_capacity = 500
+resume_buffer_mb = 32
+resume_spill_mb = 0
 data_dir = "./agent-data"
 
 [storage]
@@ -81,6 +83,8 @@ describe("loadAgentConfig", () => {
       inboxCapacity: 50,
       outboxCapacity: 500,
       dataDir: resolve("./agent-data"),
+      resumeBufferBytes: 32 * 1024 * 1024,
+      resumeSpillBytes: 0,
     });
     expect(c.storage).toEqual({
       binaryPath: "./target/release/storage-server",

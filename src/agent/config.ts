@@ -30,6 +30,9 @@ export interface AgentConfig {
     outboxCapacity: number;
     /** Absolute. */
     dataDir: string;
+    /** While the link is down: task events held in memory, then spilled (0: no spill file). */
+    resumeBufferBytes: number;
+    resumeSpillBytes: number;
   };
   storage: {
     binaryPath: string;
@@ -313,6 +316,8 @@ const agentSection = z.strictObject({
   threshold: integer("a percentage", 1, 100).default(80),
   inbox_capacity: positiveInt(100_000).default(100),
   outbox_capacity: positiveInt(1_000_000).default(1000),
+  resume_buffer_mb: positiveInt(64 * 1024).default(64),
+  resume_spill_mb: integer("an integer", 0, 1024 * 1024).default(1024),
   data_dir: text.default("./agent-data"),
 });
 
@@ -566,6 +571,8 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
       inboxCapacity: agent.inbox_capacity,
       outboxCapacity: agent.outbox_capacity,
       dataDir: resolve(agent.data_dir),
+      resumeBufferBytes: agent.resume_buffer_mb * 1024 * 1024,
+      resumeSpillBytes: agent.resume_spill_mb * 1024 * 1024,
     },
     storage: {
       binaryPath: storage.binary_path,

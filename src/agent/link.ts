@@ -9,7 +9,13 @@ import { CoalescingWriter } from "../common/coalescing-writer.js";
 import { clientOptions } from "../common/grpc-options.js";
 import { clientChannel, type ClientChannel, type ClientTlsFiles } from "../common/tls.js";
 import type { Logger } from "../common/logger.js";
-import { type AgentMessage, type Hello, type HubMessage, type Welcome } from "../gen/switchboard/v1/agent.js";
+import {
+  type AgentMessage,
+  type Hello,
+  type HubMessage,
+  type Resume,
+  type Welcome,
+} from "../gen/switchboard/v1/agent.js";
 import { Backoff } from "./backoff.js";
 import { outputBytes, type Outbox } from "./outbox.js";
 
@@ -38,6 +44,10 @@ export interface AgentLinkOptions {
   addresses: readonly string[];
   token: string;
   hello: Hello;
+  /** Read at each dial: the broken session to resume, if the agent holds its tasks. */
+  resume?: () => Resume | undefined;
+  /** Read at each dial: the executor pool size now (the hub may have changed it). */
+  maxConcurrency?: () => number;
   outbox: Outbox;
   handler: LinkHandler;
   logger: Logger;
@@ -211,8 +221,9 @@ export class AgentLink {
       const hub = this.opts.addresses[this.addressIndex % this.opts.addresses.length]!;
       this.attempt += 1;
       const end = await this.dialOnce(hub);
-      // In turn: whatever happened, the next dial goes to the next address.
-      this.addressIndex += 1;
+      // In turn, the next dial goes to the next address; but tasks of a broken session can resume
+      // only on the hub that holds them, so while the agent holds some it redials that one.
+      if (end.drained || !this.opts.resume?.()) this.addressIndex += 1;
       if (this.stopping) {
         this.logLink(end.session ? "disconnected" : "dial failed", hub, end, 0);
         break;
@@ -321,7 +332,12 @@ export class AgentLink {
         markEnded();
         resolve({ session, code: st.code, details, drained });
       });
-      call.write({ body: { $case: "hello", value: this.opts.hello } });
+      const hello: Hello = {
+        ...this.opts.hello,
+        maxConcurrency: this.opts.maxConcurrency?.() ?? this.opts.hello.maxConcurrency,
+        resume: this.opts.resume?.(),
+      };
+      call.write({ body: { $case: "hello", value: hello } });
     });
   }
 
@@ -341,9 +357,11 @@ export class AgentLink {
       dial.flush = writer.flush;
       write = (m) => writer.write(m);
     }
-    this.opts.outbox.attach({ write, onceDrain: (cb) => call.once("drain", cb) });
     this.logLink("connected", dial.hub, { session, code: Code.OK, details: "", drained: false }, 0);
+    // The session starts before the outbox writes to it: a resumed session first puts back the
+    // events the hub did not receive, ahead of what was queued while the link was down.
     this.opts.handler.sessionStarted(session);
+    this.opts.outbox.attach({ write, onceDrain: (cb) => call.once("drain", cb) });
     for (const w of [...this.connectWaiters]) w();
   }
 

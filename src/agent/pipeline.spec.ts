@@ -515,4 +515,74 @@ describe("pipeline", () => {
     expect(fresh.granted()).toBe(3);
     expect(fresh.events()).toEqual([]);
   });
+
+  it("keeps a broken session's tasks running, resumes them, and re-sends what the hub missed", async () => {
+    const { pipeline, stream, manual, outbox } = setup({
+      poolSize: 2,
+      capacity: 100,
+      threshold: 80,
+      window: 0,
+    });
+    pipeline.beginSession({
+      epoch: 2,
+      initialOutputWindowBytes: 0,
+      sessionId: "ses_a",
+      resumeGraceMs: 30_000,
+    });
+    pipeline.handle(2, assign("a"));
+    await settle();
+    manual.output("a", 5); // seq 2 (after Started)
+    await settle();
+    outbox.detach();
+    pipeline.endSession(2, "UNAVAILABLE", true);
+    expect(manual.live.size).toBe(1); // still running
+    manual.output("a", 7); // seq 3, held while the link is down
+    await settle();
+    expect(pipeline.resumeRequest()).toEqual({ sessionId: "ses_a", taskIds: ["a"] });
+    // The hub had received Started only.
+    pipeline.beginSession({
+      epoch: 3,
+      initialOutputWindowBytes: 0,
+      sessionId: "ses_b",
+      resumeGraceMs: 30_000,
+      resume: { resumed: true, eventsReceived: 1, stopTaskIds: [], reason: "" },
+    });
+    const fresh = new FakeStream();
+    outbox.attach(fresh);
+    const seqs = fresh.events().map((e) => e.seq);
+    expect(seqs).toEqual([2, 3]);
+    manual.finish("a", TaskState.TASK_STATE_SUCCEEDED);
+    await settle();
+    expect(fresh.finishedOf("a")).toHaveLength(1); // on the resumed session
+    expect(stream.finishedOf("a")).toHaveLength(0);
+  });
+
+  it("stops a held session's tasks when the hub does not resume it, or when the grace passes", async () => {
+    const { pipeline, manual, outbox } = setup({ poolSize: 2, capacity: 100, threshold: 80, window: 0 });
+    pipeline.beginSession({ epoch: 2, initialOutputWindowBytes: 0, sessionId: "ses_a", resumeGraceMs: 40 });
+    pipeline.handle(2, assign("a"));
+    await settle();
+    outbox.detach();
+    pipeline.endSession(2, "UNAVAILABLE", true);
+    pipeline.beginSession({
+      epoch: 3,
+      initialOutputWindowBytes: 0,
+      sessionId: "ses_b",
+      resumeGraceMs: 40,
+      resume: { resumed: false, eventsReceived: 0, stopTaskIds: ["a"], reason: "grace passed" },
+    });
+    await settle();
+    expect(manual.live.size).toBe(0);
+    expect(pipeline.holding()).toBe(0);
+    // The agent's own clock: nobody resumes within the grace.
+    pipeline.handle(3, assign("b"));
+    await settle();
+    outbox.detach();
+    pipeline.endSession(3, "UNAVAILABLE", true);
+    expect(manual.live.size).toBe(1);
+    await new Promise((r) => setTimeout(r, 80));
+    await settle();
+    expect(manual.live.size).toBe(0);
+    expect(pipeline.resumeRequest()).toBeUndefined();
+  });
 });

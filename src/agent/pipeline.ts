@@ -4,7 +4,14 @@
 import type { Logger } from "../common/logger.js";
 import { Code } from "../common/errors.js";
 import { MAX_AGENT_CONCURRENCY } from "../common/limits.js";
-import type { AgentTaskEvent, Assign, Heartbeat, HubMessage } from "../gen/switchboard/v1/agent.js";
+import type {
+  AgentTaskEvent,
+  Assign,
+  Heartbeat,
+  HubMessage,
+  Resume,
+  ResumeResult,
+} from "../gen/switchboard/v1/agent.js";
 import { TaskState, type Finished } from "../gen/switchboard/v1/task.js";
 import { CreditLedger } from "./credits.js";
 
@@ -32,6 +39,23 @@ export interface SessionStart {
   initialOutputWindowBytes: number;
   /** Welcome.max_message_bytes; 0 means the hub did not say. */
   maxMessageBytes?: number;
+  /** Welcome.session_id: what a later Hello names to resume this session. */
+  sessionId?: string;
+  /** Welcome.resume_grace_ms: how long the hub holds this session's tasks if the link breaks. */
+  resumeGraceMs?: number;
+  /** Welcome.resume: the hub's answer to this dial's Hello.resume. */
+  resume?: ResumeResult;
+}
+
+/** A broken session whose tasks go on, waiting for the link to come back within the grace. */
+interface Held {
+  epoch: number;
+  sessionId: string;
+  since: number;
+  reason: string;
+  timer: NodeJS.Timeout;
+  /** outbox.spilledTotal when the link broke. */
+  spilledBefore: number;
 }
 
 /** Room left in a message for everything but the output bytes (ids, seq, field tags). */
@@ -39,6 +63,8 @@ const MESSAGE_FRAMING_BYTES = 4096;
 
 interface Session {
   epoch: number;
+  sessionId: string;
+  resumeGraceMs: number;
   outputWindow: number;
   maxChunkBytes: number | undefined;
   ledger: CreditLedger;
@@ -61,6 +87,7 @@ export class Pipeline {
   private poolSize: number;
   private busy = 0;
   private session: Session | undefined;
+  private held: Held | undefined;
   private granting = true;
   private idleWaiters: { epoch?: number; done: () => void }[] = [];
   private droppedEvents = 0;
@@ -86,6 +113,11 @@ export class Pipeline {
     return n;
   }
 
+  /** Tasks it runs at once now. */
+  get poolSizeNow(): number {
+    return this.poolSize;
+  }
+
   get running(): number {
     return this.busy;
   }
@@ -108,14 +140,31 @@ export class Pipeline {
     return l ? l.grantedTotal - l.assignedTotal : 0;
   }
 
-  /** A session was welcomed: grant the slots that are free now. */
+  /** What the next Hello asks to resume, if the agent holds the tasks of a broken session. */
+  resumeRequest(): Resume | undefined {
+    const h = this.held;
+    if (!h) return undefined;
+    const ids = this.opts.outbox.taskIdsWithEvents();
+    for (const r of this.runs.values()) if (r.epoch === h.epoch) ids.add(r.taskId);
+    return { sessionId: h.sessionId, taskIds: [...ids] };
+  }
+
+  /** Whether the agent holds a broken session's tasks (its next dial should go to the same hub). */
+  get holdingForResume(): boolean {
+    return this.held !== undefined;
+  }
+
+  /** A session was welcomed: take over a held session's tasks if the hub resumed it; grant free slots. */
   beginSession(start: SessionStart): void {
     if (this.session) this.endSession(this.session.epoch, "replaced by a new session");
+    this.takeOverHeld(start);
     const ledger = new CreditLedger();
     // Tasks of an earlier session may still be dying; their slots come back as they end.
     ledger.begin(this.granting ? this.poolSize - this.runs.size : 0);
     this.session = {
       epoch: start.epoch,
+      sessionId: start.sessionId ?? "",
+      resumeGraceMs: start.resumeGraceMs ?? 0,
       outputWindow: start.initialOutputWindowBytes > 0 ? start.initialOutputWindowBytes : Infinity,
       maxChunkBytes:
         start.maxMessageBytes && start.maxMessageBytes > MESSAGE_FRAMING_BYTES * 2
@@ -129,13 +178,117 @@ export class Pipeline {
     this.pushCredits(ledger.grantInitial());
   }
 
+  /** Applies the hub's answer to Hello.resume, or drops what a non-resuming session cannot use. */
+  private takeOverHeld(start: SessionStart): void {
+    const h = this.held;
+    const outbox = this.opts.outbox;
+    if (!h) {
+      outbox.forget();
+      return;
+    }
+    this.held = undefined;
+    clearTimeout(h.timer);
+    const answer = start.resume;
+    if (!answer?.resumed) {
+      this.abandonHeld(
+        h,
+        answer?.reason || "the hub did not resume the session",
+        "the hub no longer holds the task (its link was down too long)",
+      );
+      return;
+    }
+    outbox.resume(answer.eventsReceived);
+    let moved = 0;
+    for (const r of this.runs.values()) {
+      if (r.epoch !== h.epoch) continue;
+      r.epoch = start.epoch;
+      moved += 1;
+    }
+    const stop = new Set(answer.stopTaskIds);
+    for (const id of stop) {
+      this.runs.get(id)?.stop({ cause: "lost", reason: "the hub no longer holds this task" });
+    }
+    const dropped = stop.size > 0 ? outbox.dropTasks(stop) : 0;
+    this.opts.logger.info(
+      {
+        epoch: start.epoch,
+        resumedEpoch: h.epoch,
+        downMs: Date.now() - h.since,
+        tasks: moved,
+        resent: outbox.depth,
+        stopped: stop.size,
+        droppedEvents: dropped,
+        spilledBytes: outbox.spilledTotal - h.spilledBefore,
+      },
+      "session resumed: tasks continue, unacknowledged events re-sent",
+    );
+  }
+
+  /** The held session cannot come back: stop its tasks and drop its events. */
+  private abandonHeld(h: Held, why: string, stopReason: string): void {
+    if (this.held === h) this.held = undefined;
+    clearTimeout(h.timer);
+    const discarded = this.inbox.removeWhere((r) => r.epoch === h.epoch);
+    for (const r of discarded) r.stop({ cause: "lost", reason: stopReason });
+    let stopped = 0;
+    for (const r of [...this.runs.values()]) {
+      if (r.epoch !== h.epoch || r.state === "finished") continue;
+      stopped += 1;
+      r.stop({ cause: "lost", reason: stopReason });
+    }
+    const dropped = this.opts.outbox.clear();
+    this.opts.logger.warn(
+      { epoch: h.epoch, reason: why, stoppedTasks: stopped + discarded.length, droppedEvents: dropped },
+      "broken session not resumed: its tasks were stopped",
+    );
+    this.notifyIdle();
+  }
+
   /**
-   * The session's stream ended. Its tasks can no longer report (session resume comes later): running
-   * ones are stopped (their process trees killed), queued ones discarded, queued events dropped.
+   * The session's stream ended. With `hold` (the link broke; the hub keeps the tasks for its resume
+   * grace) running tasks go on and their events wait in the outbox for the resumed session. Without,
+   * or once the grace passes, running ones are stopped (their process trees killed), queued ones
+   * discarded, queued events dropped.
    */
-  endSession(epoch: number, reason: string): void {
+  endSession(epoch: number, reason: string, hold = false): void {
     if (this.session?.epoch !== epoch) return;
+    const s = this.session;
     this.session = undefined;
+    const holding =
+      this.holding(epoch) > 0 || this.opts.outbox.depth > 0 || this.opts.outbox.unackedCount > 0;
+    if (hold && s.sessionId !== "" && s.resumeGraceMs > 0 && holding && !s.draining) {
+      this.opts.outbox.suspend();
+      const since = Date.now();
+      const held: Held = {
+        epoch,
+        sessionId: s.sessionId,
+        since,
+        reason,
+        spilledBefore: this.opts.outbox.spilledTotal,
+        timer: setTimeout(
+          () =>
+            this.abandonHeld(
+              held,
+              `the link stayed down past the ${s.resumeGraceMs / 1000}s resume grace (${reason})`,
+              `link to the hub lost for more than ${s.resumeGraceMs / 1000}s`,
+            ),
+          s.resumeGraceMs,
+        ),
+      };
+      held.timer.unref();
+      this.held = held;
+      this.opts.logger.warn(
+        {
+          epoch,
+          reason,
+          holding: this.holding(epoch),
+          queuedEvents: this.opts.outbox.depth,
+          graceMs: s.resumeGraceMs,
+        },
+        "link lost: tasks keep running; their events wait for the session to resume",
+      );
+      return;
+    }
     const discarded = this.inbox.removeWhere((r) => r.epoch === epoch);
     for (const r of discarded)
       r.stop({ cause: "lost", reason: "link to the hub lost before the task started" });
@@ -220,6 +373,9 @@ export class Pipeline {
           "the hub is draining: finishing what this session holds, then reconnecting",
         );
         this.notifyIdle();
+        return;
+      case "ack":
+        this.opts.outbox.ack(body.value.eventsReceived);
         return;
       case "heartbeat":
       case "welcome":
@@ -436,7 +592,7 @@ export class Pipeline {
   // ---- events and ends of runs ----
 
   private emit(run: TaskRun, event: AgentTaskEvent): void {
-    if (this.session?.epoch !== run.epoch) {
+    if (this.session?.epoch !== run.epoch && this.held?.epoch !== run.epoch) {
       this.droppedEvents += 1; // its session is gone; nobody is listening
       return;
     }

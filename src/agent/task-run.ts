@@ -53,7 +53,8 @@ export interface TaskRunOptions {
 
 export class TaskRun {
   readonly taskId: string;
-  readonly epoch: number;
+  /** The session its events belong to; a resumed session takes it over. */
+  epoch: number;
   readonly spec: TaskSpec;
   readonly deadlineMs: number;
   readonly acceptedAt = Date.now();

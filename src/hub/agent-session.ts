@@ -7,6 +7,11 @@ import type { Principal } from "./auth.js";
 import type { SchedAgent } from "./scheduler.js";
 import { CoalescingWriter } from "../common/coalescing-writer.js";
 
+/** Acknowledge at once past this many events or output bytes; otherwise within ACK_DELAY_MS. */
+const ACK_EVENTS = 256;
+const ACK_BYTES = 1024 * 1024;
+export const ACK_DELAY_MS = 20;
+
 export type Health = "healthy" | "degraded" | "offline";
 
 export class AgentSession {
@@ -25,6 +30,17 @@ export class AgentSession {
   leaving = false;
   /** Logically gone: the hub has accounted for its tasks. */
   closed = false;
+  /**
+   * The stream broke while the agent held tasks: they stay the agent's for the resume grace, in
+   * case it comes back with this session's id. No new work goes to a detached session.
+   */
+  detachedAt: number | undefined;
+  detachedWhy = "";
+  /** AgentTaskEvents received on this stream, and the count last acknowledged to the agent. */
+  eventsReceived = 0;
+  eventsAcked = 0;
+  /** Output bytes received since the last Ack. */
+  unackedBytes = 0;
   private streamEnded = false;
   /** Set when the agent accepts batches: what one turn sends to it goes as one message. */
   private readonly writer: CoalescingWriter<HubMessage> | undefined;
@@ -60,6 +76,26 @@ export class AgentSession {
         batch: (messages) => ({ body: { $case: "batch", value: { messages } } }),
       });
     }
+  }
+
+  /** Connected now: neither closed nor waiting for the agent to resume. */
+  get connected(): boolean {
+    return !this.closed && this.detachedAt === undefined;
+  }
+
+  /** Counts an event; true when enough is unacknowledged that the Ack should go now. */
+  noteEvent(outputBytes: number): boolean {
+    this.eventsReceived++;
+    this.unackedBytes += outputBytes;
+    return this.eventsReceived - this.eventsAcked >= ACK_EVENTS || this.unackedBytes >= ACK_BYTES;
+  }
+
+  /** Acknowledges what was received, if anything is unacknowledged. */
+  sendAck(): void {
+    if (this.eventsReceived === this.eventsAcked) return;
+    this.eventsAcked = this.eventsReceived;
+    this.unackedBytes = 0;
+    this.send({ body: { $case: "ack", value: { eventsReceived: this.eventsReceived } } });
   }
 
   send(msg: HubMessage): void {
@@ -109,6 +145,9 @@ export class AgentSession {
     if (this.closed) {
       this.health = "offline";
       this.healthReason = "disconnected";
+    } else if (this.detachedAt !== undefined) {
+      this.health = "offline";
+      this.healthReason = `link lost at ${new Date(this.detachedAt).toISOString()} (${this.detachedWhy}); its tasks are held for it to resume`;
     } else if (silentMs > 2 * heartbeatIntervalMs) {
       this.health = "degraded";
       this.healthReason = `heartbeat late by ${Math.round((silentMs - heartbeatIntervalMs) / 1000)}s`;
@@ -127,6 +166,13 @@ export class AgentSession {
     }
     this.sched.accepting = this.health === "healthy";
     return before !== `${this.health}|${this.healthReason}`;
+  }
+
+  /** The stream is gone (the agent may resume on a new one): nothing more is written to it. */
+  streamGone(): void {
+    this.streamEnded = true;
+    this.sched.accepting = false;
+    this.writer?.discard();
   }
 
   /** End the stream, with a status when given. */

@@ -17,6 +17,8 @@ export interface HubConfig {
   maxMessageBytes: number;
   outputCapBytes: number;
   drainGraceMs: number;
+  /** How long an agent whose link broke keeps its tasks, to resume them; 0 ends them at once. */
+  resumeGraceMs: number;
   /** Output bytes a task may send ahead of its slowest consumer. */
   outputWindowBytes: number;
   /** Certificate and key to serve TLS with; with clientCa, clients must present a certificate. */
@@ -41,6 +43,7 @@ export const HUB_DEFAULTS: HubConfig = {
   maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
   outputCapBytes: 1024 * 1024,
   drainGraceMs: 30_000,
+  resumeGraceMs: 30_000,
   outputWindowBytes: 2 * 1024 * 1024,
   insecure: false,
 };
@@ -55,6 +58,7 @@ const fileSchema = z
         queue_limit: positiveInt,
         max_message_bytes: positiveInt.min(64 * 1024),
         drain_grace_secs: z.number().nonnegative(),
+        resume_grace_secs: z.number().nonnegative(),
       })
       .strict()
       .partial(),
@@ -158,6 +162,8 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
     if (f.hub?.queue_limit !== undefined) cfg.queueLimit = f.hub.queue_limit;
     if (f.hub?.max_message_bytes !== undefined) cfg.maxMessageBytes = f.hub.max_message_bytes;
     if (f.hub?.drain_grace_secs !== undefined) cfg.drainGraceMs = Math.round(f.hub.drain_grace_secs * 1000);
+    if (f.hub?.resume_grace_secs !== undefined)
+      cfg.resumeGraceMs = Math.round(f.hub.resume_grace_secs * 1000);
     if (f.monitoring?.heartbeat_interval_secs !== undefined)
       cfg.heartbeatIntervalMs = Math.round(f.monitoring.heartbeat_interval_secs * 1000);
     if (f.monitoring?.offline_after_secs !== undefined)
@@ -195,6 +201,13 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
       "hub.drain_grace_secs",
       flags.drainGrace as string | number,
       "from --drain-grace",
+      1000,
+    );
+  if (flags.resumeGrace !== undefined)
+    cfg.resumeGraceMs = durationFrom(
+      "hub.resume_grace_secs",
+      flags.resumeGrace as string | number,
+      "from --resume-grace",
       1000,
     );
   if (flags.heartbeatInterval !== undefined)

@@ -7,7 +7,13 @@ import { newSessionId, newTaskId } from "../common/ids.js";
 import type { Logger } from "../common/logger.js";
 import { isTerminal, stateFromWire, stateToWire, type TaskStateName } from "../common/task-state.js";
 import { VERSION } from "../common/version.js";
-import type { AgentMessage, AgentTaskEvent, Hello, HubMessage } from "../gen/switchboard/v1/agent.js";
+import type {
+  AgentMessage,
+  AgentTaskEvent,
+  Hello,
+  HubMessage,
+  ResumeResult,
+} from "../gen/switchboard/v1/agent.js";
 import type { SubmitRequest } from "../gen/switchboard/v1/client.js";
 import {
   OutputStream,
@@ -17,7 +23,7 @@ import {
   type TaskInfo,
   type TaskResult,
 } from "../gen/switchboard/v1/task.js";
-import { AgentSession } from "./agent-session.js";
+import { ACK_DELAY_MS, AgentSession } from "./agent-session.js";
 import { poolAllowed, type Principal, type TokenAuthority } from "./auth.js";
 import type { HubConfig } from "./config.js";
 import { LiveTask, type FinishInfo, type Watcher } from "./live-task.js";
@@ -52,6 +58,9 @@ export class HubCore {
   private tickTimer: NodeJS.Timeout | undefined;
   private readonly agentPersistedAt = new Map<string, number>();
   private warnedUnknownEvent = new WeakSet<AgentSession>();
+  /** Sessions with events not yet acknowledged, and the timer that acknowledges them. */
+  private readonly ackDue = new Set<AgentSession>();
+  private ackTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly config: HubConfig,
@@ -178,8 +187,9 @@ export class HubCore {
       this.config.outputWindowBytes,
       (bytes) => {
         const s = t.agentId ? this.sessions.get(t.agentId) : undefined;
-        if (s && s.sessionId === t.sessionId)
+        if (s && s.sessionId === t.sessionId && s.connected)
           s.send({ body: { $case: "window", value: { taskId: id, bytes } } });
+        else t.unsentWindow += bytes; // the link is down: granted when the agent resumes
       },
     );
     return t;
@@ -386,6 +396,7 @@ export class HubCore {
         } else {
           this.onAgentMessage(session, msg);
         }
+        if (session.eventsReceived !== session.eventsAcked && !session.closed) this.ackSoon(session);
       } catch (err) {
         clearTimeout(helloTimer);
         this.logger.warn({ agent_id: session?.agentId, err: (err as Error).message }, "agent stream refused");
@@ -395,7 +406,7 @@ export class HubCore {
     });
     const onGone = (why: string) => () => {
       clearTimeout(helloTimer);
-      if (session) this.closeSession(session, why);
+      if (session) this.streamGone(session, why);
     };
     call.on("end", () => {
       onGone("the agent closed its stream")();
@@ -439,6 +450,18 @@ export class HubCore {
       );
     }
     const existing = this.sessions.get(agentId);
+    const resume = hello.resume;
+    const sameInstance = hello.instanceId !== "" && hello.instanceId === existing?.hello.instanceId;
+    if (existing && !existing.closed && resume && resume.sessionId === existing.sessionId && sameInstance) {
+      return this.resumeSession(call, p, { ...hello, agentId, pool }, existing);
+    }
+    if (existing && !existing.closed && existing.detachedAt !== undefined) {
+      // The agent came back as a new process (or without its session): what the old one ran is gone.
+      this.closeSession(
+        existing,
+        sameInstance ? "the agent reconnected without resuming" : "the agent restarted as a new process",
+      );
+    }
     if (existing && !existing.closed) {
       // The same agent process (same instance id) dialling again: its link broke on its side
       // first (a blip), so the old session is stale. It takes over; the old stream is fenced:
@@ -482,21 +505,22 @@ export class HubCore {
     const session = new AgentSession(newSessionId(), { ...hello, agentId, pool }, p, call);
     this.sessions.set(agentId, session);
     this.scheduler.upsertAgent(session.sched);
-    session.send({
-      body: {
-        $case: "welcome",
-        value: {
-          sessionId: session.sessionId,
-          heartbeatIntervalMs: this.config.heartbeatIntervalMs,
-          offlineAfterMs: this.config.offlineAfterMs,
-          maxMessageBytes: this.config.maxMessageBytes,
-          initialOutputWindowBytes: this.config.outputWindowBytes,
-          hubVersion: VERSION,
-          hubTimeMs: Date.now(),
-          acceptsBatches: true,
-        },
-      },
-    });
+    let resumeResult: ResumeResult | undefined;
+    if (resume) {
+      // Nothing to resume here (the grace passed, the hub restarted, or this is another hub):
+      // whatever the agent still runs of that session, nobody waits for any more.
+      resumeResult = {
+        resumed: false,
+        eventsReceived: 0,
+        stopTaskIds: resume.taskIds,
+        reason: `session ${resume.sessionId} cannot be resumed on this hub (its tasks ended lost after the ${this.config.resumeGraceMs / 1000}s grace, or it belonged to another hub run)`,
+      };
+      this.logger.warn(
+        { agent_id: agentId, session_id: resume.sessionId, tasks: resume.taskIds.length },
+        "agent asked to resume a session this hub no longer holds: telling it to stop those tasks",
+      );
+    }
+    this.sendWelcome(session, resumeResult);
     this.persistAgent(session, true);
     const at = Date.now();
     this.store.audit({
@@ -511,6 +535,170 @@ export class HubCore {
       "agent connected",
     );
     return session;
+  }
+
+  private sendWelcome(s: AgentSession, resume: ResumeResult | undefined): void {
+    s.send({
+      body: {
+        $case: "welcome",
+        value: {
+          sessionId: s.sessionId,
+          heartbeatIntervalMs: this.config.heartbeatIntervalMs,
+          offlineAfterMs: this.config.offlineAfterMs,
+          maxMessageBytes: this.config.maxMessageBytes,
+          initialOutputWindowBytes: this.config.outputWindowBytes,
+          hubVersion: VERSION,
+          hubTimeMs: Date.now(),
+          acceptsBatches: true,
+          resumeGraceMs: this.config.resumeGraceMs,
+          resume,
+        },
+      },
+    });
+  }
+
+  /**
+   * The agent is back with the session whose stream broke: a new session takes over its tasks
+   * (fencing the old stream, if the hub still had it open) and tells the agent how many of its
+   * events arrived, so it re-sends exactly the rest.
+   */
+  private resumeSession(
+    call: ServerDuplexStream<AgentMessage, HubMessage>,
+    p: Principal,
+    hello: Hello,
+    old: AgentSession,
+  ): AgentSession {
+    const agentId = hello.agentId;
+    const wasDetached = old.detachedAt !== undefined;
+    const downMs = Date.now() - (old.detachedAt ?? old.lastSeenAt);
+    old.closed = true;
+    old.sched.accepting = false;
+    if (wasDetached) old.streamGone();
+    else old.end(Code.ABORTED, "taken over by the same agent's resumed session");
+    this.ackDue.delete(old);
+    const session = new AgentSession(newSessionId(), hello, p, call);
+    this.sessions.set(agentId, session);
+    this.scheduler.upsertAgent(session.sched);
+    const held = new Set(hello.resume?.taskIds ?? []);
+    const stop = [...held].filter((id) => !old.tasks.has(id));
+    const missing: LiveTask[] = [];
+    for (const id of old.tasks) {
+      const t = this.tasks.get(id);
+      if (!t || t.terminal) continue;
+      if (!held.has(id)) {
+        missing.push(t);
+        continue;
+      }
+      t.sessionId = session.sessionId;
+      session.tasks.add(id);
+    }
+    old.tasks.clear();
+    this.sendWelcome(session, {
+      resumed: true,
+      eventsReceived: old.eventsReceived,
+      stopTaskIds: stop,
+      reason: "",
+    });
+    // What the hub meant to tell the agent while the link was down.
+    for (const id of session.tasks) {
+      const t = this.tasks.get(id)!;
+      if (t.unsentWindow > 0) {
+        session.send({ body: { $case: "window", value: { taskId: id, bytes: t.unsentWindow } } });
+        t.unsentWindow = 0;
+      }
+      if (t.cancelReason !== null || t.deadlineHit) {
+        const reason = t.cancelReason ?? "deadline passed";
+        session.send({ body: { $case: "cancel", value: { taskId: id, reason, graceMs: 0 } } });
+      }
+    }
+    // Assigned while the link was breaking, never received: the agent does not know them.
+    for (const t of missing) {
+      if (t.state === "assigned") {
+        t.transition("queued");
+        t.agentId = null;
+        t.sessionId = null;
+        this.store.updateTask(t.id, { state: "queued", agentId: null, assignedAt: null });
+        t.emit({ $case: "queued", value: { queuedAtMs: Date.now() } });
+        this.scheduler.requeue({ id: t.id, kind: t.kind, target: t.target, allowedPools: t.allowedPools });
+      } else {
+        this.finishLocal(
+          t,
+          "lost",
+          Code.ABORTED,
+          `agent ${agentId} resumed its session without this task (it no longer runs there)`,
+        );
+      }
+    }
+    this.persistAgent(session, true);
+    this.store.audit({
+      at: Date.now(),
+      actor: p.name,
+      action: "agent.resume",
+      subject: agentId,
+      detail: {
+        from_session: old.sessionId,
+        session: session.sessionId,
+        tasks: session.tasks.size,
+        down_ms: downMs,
+      },
+    });
+    this.logger.info(
+      {
+        agent_id: agentId,
+        session_id: session.sessionId,
+        resumed_session_id: old.sessionId,
+        tasks: session.tasks.size,
+        requeued: missing.filter((t) => t.state === "queued").length,
+        stop: stop.length,
+        events_received: old.eventsReceived,
+        down_ms: downMs,
+      },
+      "agent resumed its session",
+    );
+    return session;
+  }
+
+  /** The agent's stream ended without a goodbye: hold its tasks for the grace, or end them now. */
+  private streamGone(s: AgentSession, why: string): void {
+    if (s.closed || s.detachedAt !== undefined) return;
+    if (this.config.resumeGraceMs <= 0 || s.tasks.size === 0 || s.leaving || this.draining) {
+      this.closeSession(s, why);
+      return;
+    }
+    s.detachedAt = Date.now();
+    s.detachedWhy = why;
+    s.streamGone();
+    this.ackDue.delete(s);
+    this.scheduler.removeAgent(s.agentId);
+    s.evaluate(Date.now(), this.config.heartbeatIntervalMs);
+    this.persistAgent(s, false);
+    this.store.audit({
+      at: Date.now(),
+      actor: s.principal.name,
+      action: "agent.disconnect",
+      subject: s.agentId,
+      detail: { session: s.sessionId, why, held_tasks: s.tasks.size },
+    });
+    this.logger.warn(
+      {
+        agent_id: s.agentId,
+        session_id: s.sessionId,
+        why,
+        tasks: s.tasks.size,
+        grace_ms: this.config.resumeGraceMs,
+      },
+      "agent link lost: holding its tasks for it to resume",
+    );
+  }
+
+  /** Acknowledge a session's events soon (coalesced across sessions). */
+  private ackSoon(s: AgentSession): void {
+    this.ackDue.add(s);
+    this.ackTimer ??= setTimeout(() => {
+      this.ackTimer = undefined;
+      for (const d of this.ackDue) if (!d.closed) d.sendAck();
+      this.ackDue.clear();
+    }, ACK_DELAY_MS);
   }
 
   private onAgentMessage(s: AgentSession, msg: AgentMessage): void {
@@ -530,9 +718,13 @@ export class HubCore {
         this.maybePersistAgent(s);
         return;
       }
-      case "event":
-        this.onAgentEvent(s, body.value);
+      case "event": {
+        const ev = body.value;
+        const bytes = ev.event?.$case === "output" ? ev.event.value.data.length : 0;
+        if (s.noteEvent(bytes)) s.sendAck();
+        this.onAgentEvent(s, ev);
         return;
+      }
       case "probeReply": {
         if (s.probeAnswered(body.value.id)) this.reevaluate(s, Date.now());
         return;
@@ -676,10 +868,19 @@ export class HubCore {
   /** Health, offline detection and housekeeping, once a second. */
   tick(now = Date.now()): void {
     for (const s of [...this.sessions.values()]) {
+      if (s.detachedAt !== undefined) {
+        if (now - s.detachedAt >= this.config.resumeGraceMs) {
+          this.closeSession(
+            s,
+            `${s.detachedWhy}; it did not resume within the ${this.config.resumeGraceMs / 1000}s grace`,
+          );
+        }
+        continue;
+      }
       if (now - s.lastSeenAt > this.config.offlineAfterMs) {
         const why = `no heartbeat for ${Math.round((now - s.lastSeenAt) / 1000)}s`;
-        this.closeSession(s, why);
         s.end(Code.UNAVAILABLE, `${why}: marked offline`);
+        this.streamGone(s, why);
         continue;
       }
       s.sendProbe(now, this.config.heartbeatIntervalMs);

@@ -41,6 +41,8 @@ export class LiveTask {
   cancelReason: string | null = null;
   deadlineTimer: NodeJS.Timeout | undefined;
   lastAgentSeq = 0;
+  /** Output window granted while the agent's link was down, sent when it resumes. */
+  unsentWindow = 0;
 
   private seq = 0;
   private readonly events: TaskEvent[] = [];

@@ -139,6 +139,8 @@ export class FakeHub {
           hubVersion: "fake",
           hubTimeMs: Date.now(),
           acceptsBatches: false,
+          resumeGraceMs: 0,
+          resume: undefined,
           ...this.opts.welcome,
         },
       });

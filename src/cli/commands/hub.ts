@@ -13,6 +13,7 @@ interface HubFlags {
   data?: string;
   queueLimit?: string;
   drainGrace?: string;
+  resumeGrace?: string;
   heartbeatInterval?: string;
   offlineAfter?: string;
   maxMessageBytes?: string;
@@ -35,6 +36,10 @@ export function registerHub(program: Command): void {
     .option("--data <dir>", "data dir: the SQLite store, admin.token, hub.json (default ./data)")
     .option("--queue-limit <n>", "tasks queued per target before RESOURCE_EXHAUSTED (default 1000)")
     .option("--drain-grace <duration>", "on SIGTERM, how long running tasks may take to finish (default 30s)")
+    .option(
+      "--resume-grace <duration>",
+      "how long an agent whose link broke keeps its running tasks, to resume them (default 30s; 0: none)",
+    )
     .option("--heartbeat-interval <duration>", "heartbeat interval asked of agents (default 5s)")
     .option("--offline-after <duration>", "an agent silent this long is offline (default 30s)")
     .option("--max-message-bytes <n>", "largest gRPC message accepted (default 16777216)")

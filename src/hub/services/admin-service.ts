@@ -32,7 +32,7 @@ function sessionInfo(s: AgentSession): AgentInfo {
     version: s.hello.version,
     health: HEALTH[s.health],
     healthReason: s.healthReason,
-    connected: !s.closed,
+    connected: s.connected,
     sessionId: s.sessionId,
     maxConcurrency: s.hello.maxConcurrency,
     running: s.tasks.size,
@@ -221,7 +221,7 @@ export function adminService(core: HubCore): AdminServiceServer {
         );
       }
       const s = core.sessions.get(req.agentId);
-      if (!s || !poolAllowed(p, s.pool)) {
+      if (!s || !s.connected || !poolAllowed(p, s.pool)) {
         throw new SwitchboardError(
           Code.FAILED_PRECONDITION,
           `agent ${shownName(req.agentId)} is not connected: see switchboard agents --all`,

@@ -48,6 +48,14 @@ export const protobufFileName = "switchboard/v1/agent.proto";
  *      after the stream ends redials (the next hub address first).
  *   9. Goodbye (agent shutting down): the hub assigns nothing more to this session; running tasks
  *      still report Finished; then the agent half-closes the stream.
+ *  10. Resume: every AgentTaskEvent the agent writes is kept until the hub acknowledges it (Ack,
+ *      a cumulative count of the events the hub received on this session). When the stream breaks
+ *      (not on Drain, refusal or Goodbye) the agent keeps running its tasks, buffers their events
+ *      (spilling to a file past a memory cap), and redials the same hub with Hello.resume naming the
+ *      broken session. Within Welcome.resume_grace_ms the hub answers Welcome.resume.resumed = true
+ *      with the count it had received; the agent re-sends every event after that count, in order
+ *      (the hub drops duplicates by their per-task seq), then what it buffered. Past the grace the
+ *      hub has ended those tasks LOST; it answers resumed = false and lists the tasks to stop.
  */
 
 export interface Hello {
@@ -69,11 +77,31 @@ export interface Hello {
   instanceId: string;
   /** the hub may send HubMessageBatch */
   acceptsBatches: boolean;
+  /** set when the agent holds tasks of a broken session */
+  resume: Resume | undefined;
 }
 
 export interface Hello_LabelsEntry {
   key: string;
   value: string;
+}
+
+export interface Resume {
+  /** the broken session (its Welcome.session_id) */
+  sessionId: string;
+  /** tasks the agent still runs or has unsent events for */
+  taskIds: string[];
+}
+
+export interface ResumeResult {
+  /** the hub kept the session's tasks; they continue here */
+  resumed: boolean;
+  /** AgentTaskEvents the hub received on the broken session */
+  eventsReceived: number;
+  /** tasks of Resume.task_ids the hub no longer holds: stop them */
+  stopTaskIds: string[];
+  /** why not resumed */
+  reason: string;
 }
 
 export interface Welcome {
@@ -86,6 +114,10 @@ export interface Welcome {
   hubTimeMs: number;
   /** the agent may send AgentMessageBatch */
   acceptsBatches: boolean;
+  /** how long the hub keeps a broken session's tasks */
+  resumeGraceMs: number;
+  /** the answer to Hello.resume */
+  resume: ResumeResult | undefined;
 }
 
 export interface Credits {
@@ -194,6 +226,14 @@ export interface SetConcurrency {
   maxConcurrency: number;
 }
 
+/**
+ * The hub has received this many AgentTaskEvents on this session (cumulative): the agent may
+ * forget them. Sent soon after events arrive, coalesced.
+ */
+export interface Ack {
+  eventsReceived: number;
+}
+
 export interface HubHeartbeat {
   hubTimeMs: number;
 }
@@ -211,6 +251,7 @@ export interface HubMessage {
     { $case: "batch"; value: HubMessageBatch }
     | { $case: "setConcurrency"; value: SetConcurrency }
     | { $case: "probe"; value: Probe }
+    | { $case: "ack"; value: Ack }
     | undefined;
 }
 
@@ -230,6 +271,7 @@ function createBaseHello(): Hello {
     maxConcurrency: 0,
     instanceId: "",
     acceptsBatches: false,
+    resume: undefined,
   };
 }
 
@@ -264,6 +306,9 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.acceptsBatches !== false) {
       writer.uint32(80).bool(message.acceptsBatches);
+    }
+    if (message.resume !== undefined) {
+      Resume.encode(message.resume, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -364,6 +409,14 @@ export const Hello: MessageFns<Hello> = {
             message.acceptsBatches = reader.bool();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.resume = Resume.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -421,6 +474,7 @@ export const Hello: MessageFns<Hello> = {
         : isSet(object.accepts_batches)
         ? globalThis.Boolean(object.accepts_batches)
         : false,
+      resume: isSet(object.resume) ? Resume.fromJSON(object.resume) : undefined,
     };
   },
 
@@ -462,6 +516,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.acceptsBatches !== false) {
       obj.acceptsBatches = message.acceptsBatches;
     }
+    if (message.resume !== undefined) {
+      obj.resume = Resume.toJSON(message.resume);
+    }
     return obj;
   },
 
@@ -488,6 +545,9 @@ export const Hello: MessageFns<Hello> = {
     message.maxConcurrency = object.maxConcurrency ?? 0;
     message.instanceId = object.instanceId ?? "";
     message.acceptsBatches = object.acceptsBatches ?? false;
+    message.resume = (object.resume !== undefined && object.resume !== null)
+      ? Resume.fromPartial(object.resume)
+      : undefined;
     return message;
   },
 };
@@ -577,6 +637,224 @@ export const Hello_LabelsEntry: MessageFns<Hello_LabelsEntry> = {
   },
 };
 
+function createBaseResume(): Resume {
+  return { sessionId: "", taskIds: [] };
+}
+
+export const Resume: MessageFns<Resume> = {
+  encode(message: Resume, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sessionId !== "") {
+      writer.uint32(10).string(message.sessionId);
+    }
+    for (const v of message.taskIds) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Resume {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResume();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.taskIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Resume {
+    return {
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      taskIds: globalThis.Array.isArray(object?.taskIds)
+        ? object.taskIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.task_ids)
+        ? object.task_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: Resume): unknown {
+    const obj: any = {};
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.taskIds?.length) {
+      obj.taskIds = message.taskIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Resume>, I>>(base?: I): Resume {
+    return Resume.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Resume>, I>>(object: I): Resume {
+    const message = createBaseResume();
+    message.sessionId = object.sessionId ?? "";
+    message.taskIds = object.taskIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseResumeResult(): ResumeResult {
+  return { resumed: false, eventsReceived: 0, stopTaskIds: [], reason: "" };
+}
+
+export const ResumeResult: MessageFns<ResumeResult> = {
+  encode(message: ResumeResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.resumed !== false) {
+      writer.uint32(8).bool(message.resumed);
+    }
+    if (message.eventsReceived !== 0) {
+      writer.uint32(16).uint64(message.eventsReceived);
+    }
+    for (const v of message.stopTaskIds) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResumeResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResumeResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.resumed = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.eventsReceived = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.stopTaskIds.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResumeResult {
+    return {
+      resumed: isSet(object.resumed) ? globalThis.Boolean(object.resumed) : false,
+      eventsReceived: isSet(object.eventsReceived)
+        ? globalThis.Number(object.eventsReceived)
+        : isSet(object.events_received)
+        ? globalThis.Number(object.events_received)
+        : 0,
+      stopTaskIds: globalThis.Array.isArray(object?.stopTaskIds)
+        ? object.stopTaskIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.stop_task_ids)
+        ? object.stop_task_ids.map((e: any) => globalThis.String(e))
+        : [],
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: ResumeResult): unknown {
+    const obj: any = {};
+    if (message.resumed !== false) {
+      obj.resumed = message.resumed;
+    }
+    if (message.eventsReceived !== 0) {
+      obj.eventsReceived = Math.round(message.eventsReceived);
+    }
+    if (message.stopTaskIds?.length) {
+      obj.stopTaskIds = message.stopTaskIds;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ResumeResult>, I>>(base?: I): ResumeResult {
+    return ResumeResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ResumeResult>, I>>(object: I): ResumeResult {
+    const message = createBaseResumeResult();
+    message.resumed = object.resumed ?? false;
+    message.eventsReceived = object.eventsReceived ?? 0;
+    message.stopTaskIds = object.stopTaskIds?.map((e) => e) || [];
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
 function createBaseWelcome(): Welcome {
   return {
     sessionId: "",
@@ -587,6 +865,8 @@ function createBaseWelcome(): Welcome {
     hubVersion: "",
     hubTimeMs: 0,
     acceptsBatches: false,
+    resumeGraceMs: 0,
+    resume: undefined,
   };
 }
 
@@ -615,6 +895,12 @@ export const Welcome: MessageFns<Welcome> = {
     }
     if (message.acceptsBatches !== false) {
       writer.uint32(64).bool(message.acceptsBatches);
+    }
+    if (message.resumeGraceMs !== 0) {
+      writer.uint32(72).uint32(message.resumeGraceMs);
+    }
+    if (message.resume !== undefined) {
+      ResumeResult.encode(message.resume, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -696,6 +982,22 @@ export const Welcome: MessageFns<Welcome> = {
             message.acceptsBatches = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.resumeGraceMs = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.resume = ResumeResult.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -750,6 +1052,12 @@ export const Welcome: MessageFns<Welcome> = {
         : isSet(object.accepts_batches)
         ? globalThis.Boolean(object.accepts_batches)
         : false,
+      resumeGraceMs: isSet(object.resumeGraceMs)
+        ? globalThis.Number(object.resumeGraceMs)
+        : isSet(object.resume_grace_ms)
+        ? globalThis.Number(object.resume_grace_ms)
+        : 0,
+      resume: isSet(object.resume) ? ResumeResult.fromJSON(object.resume) : undefined,
     };
   },
 
@@ -779,6 +1087,12 @@ export const Welcome: MessageFns<Welcome> = {
     if (message.acceptsBatches !== false) {
       obj.acceptsBatches = message.acceptsBatches;
     }
+    if (message.resumeGraceMs !== 0) {
+      obj.resumeGraceMs = Math.round(message.resumeGraceMs);
+    }
+    if (message.resume !== undefined) {
+      obj.resume = ResumeResult.toJSON(message.resume);
+    }
     return obj;
   },
 
@@ -795,6 +1109,10 @@ export const Welcome: MessageFns<Welcome> = {
     message.hubVersion = object.hubVersion ?? "";
     message.hubTimeMs = object.hubTimeMs ?? 0;
     message.acceptsBatches = object.acceptsBatches ?? false;
+    message.resumeGraceMs = object.resumeGraceMs ?? 0;
+    message.resume = (object.resume !== undefined && object.resume !== null)
+      ? ResumeResult.fromPartial(object.resume)
+      : undefined;
     return message;
   },
 };
@@ -2208,6 +2526,79 @@ export const SetConcurrency: MessageFns<SetConcurrency> = {
   },
 };
 
+function createBaseAck(): Ack {
+  return { eventsReceived: 0 };
+}
+
+export const Ack: MessageFns<Ack> = {
+  encode(message: Ack, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.eventsReceived !== 0) {
+      writer.uint32(8).uint64(message.eventsReceived);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Ack {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAck();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.eventsReceived = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Ack {
+    return {
+      eventsReceived: isSet(object.eventsReceived)
+        ? globalThis.Number(object.eventsReceived)
+        : isSet(object.events_received)
+        ? globalThis.Number(object.events_received)
+        : 0,
+    };
+  },
+
+  toJSON(message: Ack): unknown {
+    const obj: any = {};
+    if (message.eventsReceived !== 0) {
+      obj.eventsReceived = Math.round(message.eventsReceived);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<Ack>, I>>(base?: I): Ack {
+    return Ack.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<Ack>, I>>(object: I): Ack {
+    const message = createBaseAck();
+    message.eventsReceived = object.eventsReceived ?? 0;
+    return message;
+  },
+};
+
 function createBaseHubHeartbeat(): HubHeartbeat {
   return { hubTimeMs: 0 };
 }
@@ -2315,6 +2706,9 @@ export const HubMessage: MessageFns<HubMessage> = {
       case "probe":
         Probe.encode(message.body.value, writer.uint32(74).fork()).join();
         break;
+      case "ack":
+        Ack.encode(message.body.value, writer.uint32(82).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2404,6 +2798,14 @@ export const HubMessage: MessageFns<HubMessage> = {
             message.body = { $case: "probe", value: Probe.decode(reader, reader.uint32()) };
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.body = { $case: "ack", value: Ack.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2438,6 +2840,8 @@ export const HubMessage: MessageFns<HubMessage> = {
         ? { $case: "setConcurrency", value: SetConcurrency.fromJSON(object.set_concurrency) }
         : isSet(object.probe)
         ? { $case: "probe", value: Probe.fromJSON(object.probe) }
+        : isSet(object.ack)
+        ? { $case: "ack", value: Ack.fromJSON(object.ack) }
         : undefined,
     };
   },
@@ -2462,6 +2866,8 @@ export const HubMessage: MessageFns<HubMessage> = {
       obj.setConcurrency = SetConcurrency.toJSON(message.body.value);
     } else if (message.body?.$case === "probe") {
       obj.probe = Probe.toJSON(message.body.value);
+    } else if (message.body?.$case === "ack") {
+      obj.ack = Ack.toJSON(message.body.value);
     }
     return obj;
   },
@@ -2523,6 +2929,12 @@ export const HubMessage: MessageFns<HubMessage> = {
       case "probe": {
         if (object.body?.value !== undefined && object.body?.value !== null) {
           message.body = { $case: "probe", value: Probe.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "ack": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "ack", value: Ack.fromPartial(object.body.value) };
         }
         break;
       }
