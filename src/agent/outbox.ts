@@ -8,6 +8,7 @@
 // events the hub did not receive go out again first (resume).
 import { AgentMessage } from "../gen/switchboard/v1/agent.js";
 import { Fifo } from "./fifo.js";
+import { RetainArena, type ArenaCopy } from "./retain-arena.js";
 import { SpillQueue } from "./spill-queue.js";
 
 /** The stream side the outbox writes to (the live gRPC call, or a test's fake). */
@@ -41,6 +42,12 @@ export interface OutboxResumeOptions {
   spillMaxBytes?: number;
 }
 
+function outputData(msg: AgentMessage): Uint8Array {
+  return msg.body?.$case === "event" && msg.body.value.event?.$case === "output"
+    ? msg.body.value.event.value.data
+    : new Uint8Array(0);
+}
+
 export function outputBytes(msg: AgentMessage): number {
   return msg.body?.$case === "event" && msg.body.value.event?.$case === "output"
     ? msg.body.value.event.value.data.length
@@ -49,6 +56,24 @@ export function outputBytes(msg: AgentMessage): number {
 
 function isEvent(msg: AgentMessage): boolean {
   return msg.body?.$case === "event";
+}
+
+/** A written event kept for re-sending: its output copied into the arena, the rest as it was. */
+interface Retained {
+  msg: AgentMessage;
+  copy: ArenaCopy | undefined;
+}
+
+const NO_DATA = Buffer.alloc(0);
+
+/** The event with its output data replaced (the message objects are shared otherwise). */
+function withData(msg: AgentMessage, data: Buffer): AgentMessage {
+  if (msg.body?.$case !== "event" || msg.body.value.event?.$case !== "output") return msg;
+  const ev = msg.body.value;
+  const out = ev.event!.value as { stream: number; data: Buffer };
+  return {
+    body: { $case: "event", value: { ...ev, event: { $case: "output", value: { ...out, data } } } },
+  };
 }
 
 export class Outbox {
@@ -61,7 +86,8 @@ export class Outbox {
   private readonly events: SpillQueue<AgentMessage>;
   private readonly urgent = new Fifo<AgentMessage>();
   /** Task events written on this session and not acknowledged yet, oldest first. */
-  private readonly unacked = new Fifo<AgentMessage>();
+  private readonly unacked = new Fifo<Retained>();
+  private readonly arena = new RetainArena();
   private unackedBytes = 0;
   private acked = 0;
   private ackBlocked = false;
@@ -182,9 +208,12 @@ export class Outbox {
   /** The hub received this many task events on this session (cumulative): forget them. */
   ack(received: number): void {
     while (this.acked < received) {
-      const msg = this.unacked.shift();
-      if (!msg) break;
-      this.unackedBytes -= outputBytes(msg);
+      const r = this.unacked.shift();
+      if (!r) break;
+      if (r.copy) {
+        this.unackedBytes -= r.copy.length;
+        this.arena.release(r.copy);
+      }
       this.acked += 1;
     }
     if (this.ackBlocked && this.unackedBytes < this.memoryBytes) {
@@ -212,7 +241,11 @@ export class Outbox {
     // Attached first, the queued events would overtake the ones re-sent here.
     if (this.writer) throw new Error("outbox.resume must come before attach");
     this.ack(received);
-    const again = this.unacked.clear();
+    // Re-sent from copies of their own: the arena's slabs are reused from here on.
+    const again = this.unacked
+      .clear()
+      .map((r) => (r.copy ? withData(r.msg, RetainArena.read(r.copy)) : r.msg));
+    this.arena.reset();
     for (const m of again) this.bytes += outputBytes(m);
     this.events.prepend(again);
     this.unackedBytes = 0;
@@ -225,6 +258,7 @@ export class Outbox {
   /** A new session that resumes nothing: the old session's unacknowledged events are gone. */
   forget(): void {
     this.unacked.clear();
+    this.arena.reset();
     this.unackedBytes = 0;
     this.acked = 0;
     this.ackBlocked = false;
@@ -244,9 +278,8 @@ export class Outbox {
   /** Ids of the tasks with events queued or unacknowledged. */
   taskIdsWithEvents(): Set<string> {
     const ids = new Set<string>();
-    for (const lane of [this.unacked, this.events]) {
-      for (const m of lane) if (m.body?.$case === "event") ids.add(m.body.value.taskId);
-    }
+    for (const r of this.unacked) if (r.msg.body?.$case === "event") ids.add(r.msg.body.value.taskId);
+    for (const m of this.events) if (m.body?.$case === "event") ids.add(m.body.value.taskId);
     return ids;
   }
 
@@ -290,8 +323,14 @@ export class Outbox {
         wrote = true;
         const ok = this.writer.write(msg);
         if (isEvent(msg)) {
-          this.unacked.push(msg);
-          this.unackedBytes += outputBytes(msg);
+          const n = outputBytes(msg);
+          if (n > 0) {
+            const copy = this.arena.copy(outputData(msg));
+            this.unacked.push({ msg: withData(msg, NO_DATA), copy });
+            this.unackedBytes += n;
+          } else {
+            this.unacked.push({ msg, copy: undefined });
+          }
         }
         this.hooks.written?.(msg);
         if (!ok) this.waitForDrain();

@@ -8,8 +8,8 @@ import type { SchedAgent } from "./scheduler.js";
 import { CoalescingWriter } from "../common/coalescing-writer.js";
 
 /** Acknowledge at once past this many events or output bytes; otherwise within ACK_DELAY_MS. */
-const ACK_EVENTS = 256;
-const ACK_BYTES = 1024 * 1024;
+const ACK_EVENTS = 1024;
+const ACK_BYTES = 8 * 1024 * 1024;
 export const ACK_DELAY_MS = 20;
 
 export type Health = "healthy" | "degraded" | "offline";

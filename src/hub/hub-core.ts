@@ -396,7 +396,7 @@ export class HubCore {
         } else {
           this.onAgentMessage(session, msg);
         }
-        if (session.eventsReceived !== session.eventsAcked && !session.closed) this.ackSoon(session);
+        if (session.eventsReceived !== session.eventsAcked && !session.closed) session.sendAck();
       } catch (err) {
         clearTimeout(helloTimer);
         this.logger.warn({ agent_id: session?.agentId, err: (err as Error).message }, "agent stream refused");
