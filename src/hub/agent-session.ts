@@ -7,10 +7,12 @@ import type { Principal } from "./auth.js";
 import type { SchedAgent } from "./scheduler.js";
 import { CoalescingWriter } from "../common/coalescing-writer.js";
 
-/** Acknowledge at once past this many events or output bytes; otherwise within ACK_DELAY_MS. */
+/**
+ * Within one incoming batch, acknowledge past this many events or output bytes; every batch that
+ * carried events is acknowledged once it has been handled anyway.
+ */
 const ACK_EVENTS = 1024;
 const ACK_BYTES = 8 * 1024 * 1024;
-export const ACK_DELAY_MS = 20;
 
 export type Health = "healthy" | "degraded" | "offline";
 

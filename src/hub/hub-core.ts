@@ -23,7 +23,7 @@ import {
   type TaskInfo,
   type TaskResult,
 } from "../gen/switchboard/v1/task.js";
-import { ACK_DELAY_MS, AgentSession } from "./agent-session.js";
+import { AgentSession } from "./agent-session.js";
 import { poolAllowed, type Principal, type TokenAuthority } from "./auth.js";
 import type { HubConfig } from "./config.js";
 import { LiveTask, type FinishInfo, type Watcher } from "./live-task.js";
@@ -58,9 +58,6 @@ export class HubCore {
   private tickTimer: NodeJS.Timeout | undefined;
   private readonly agentPersistedAt = new Map<string, number>();
   private warnedUnknownEvent = new WeakSet<AgentSession>();
-  /** Sessions with events not yet acknowledged, and the timer that acknowledges them. */
-  private readonly ackDue = new Set<AgentSession>();
-  private ackTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly config: HubConfig,
@@ -396,6 +393,7 @@ export class HubCore {
         } else {
           this.onAgentMessage(session, msg);
         }
+        // What this message brought is acknowledged in the same write as the replies to it.
         if (session.eventsReceived !== session.eventsAcked && !session.closed) session.sendAck();
       } catch (err) {
         clearTimeout(helloTimer);
@@ -575,7 +573,6 @@ export class HubCore {
     old.sched.accepting = false;
     if (wasDetached) old.streamGone();
     else old.end(Code.ABORTED, "taken over by the same agent's resumed session");
-    this.ackDue.delete(old);
     const session = new AgentSession(newSessionId(), hello, p, call);
     this.sessions.set(agentId, session);
     this.scheduler.upsertAgent(session.sched);
@@ -668,7 +665,6 @@ export class HubCore {
     s.detachedAt = Date.now();
     s.detachedWhy = why;
     s.streamGone();
-    this.ackDue.delete(s);
     this.scheduler.removeAgent(s.agentId);
     s.evaluate(Date.now(), this.config.heartbeatIntervalMs);
     this.persistAgent(s, false);
@@ -689,16 +685,6 @@ export class HubCore {
       },
       "agent link lost: holding its tasks for it to resume",
     );
-  }
-
-  /** Acknowledge a session's events soon (coalesced across sessions). */
-  private ackSoon(s: AgentSession): void {
-    this.ackDue.add(s);
-    this.ackTimer ??= setTimeout(() => {
-      this.ackTimer = undefined;
-      for (const d of this.ackDue) if (!d.closed) d.sendAck();
-      this.ackDue.clear();
-    }, ACK_DELAY_MS);
   }
 
   private onAgentMessage(s: AgentSession, msg: AgentMessage): void {
