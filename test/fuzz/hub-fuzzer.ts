@@ -101,6 +101,9 @@ function agentMessage(taskIds: () => string[]): fc.Arbitrary<AgentMessage> {
     maxConcurrency: weirdUint,
     instanceId: weirdString,
     acceptsBatches: fc.boolean(),
+    resume: fc.option(fc.record({ sessionId: weirdString, taskIds: fc.array(taskId, { maxLength: 5 }) }), {
+      nil: undefined,
+    }),
   });
   const event = fc.record({
     taskId,
@@ -314,6 +317,11 @@ export async function fuzzHub(opts: FuzzOptions): Promise<FuzzReport> {
             taskKinds: ["echo"],
             acceptsBatches: true,
             instanceId: String(report.calls),
+            // Now and then a resume of a session this hub never had, naming tasks of others.
+            resume:
+              report.calls % 7 === 0
+                ? { sessionId: `ses_${report.calls}`, taskIds: knownTasks.slice(0, 3) }
+                : undefined,
           },
         },
       });
