@@ -6,7 +6,7 @@
 
 const SLAB_BYTES = 4 * 1024 * 1024;
 /** Empty slabs kept for reuse. */
-const SPARE_SLABS = 4;
+const SPARE_SLABS = 1;
 
 interface Slab {
   buf: Buffer;
