@@ -46,14 +46,14 @@ const MiB = 1024 * 1024;
 // ---------------------------------------------------------------------------------------------
 // Alternating closed-loop measurement
 
-interface Side {
+export interface Side {
   name: string;
   op: () => Promise<void>;
   /** Processes whose CPU is reported per window (and waited on to go quiet before one). */
   pids: Record<string, number>;
 }
 
-interface Schedule {
+export interface Schedule {
   rounds: number;
   warmupMs: number;
   rewarmMs: number;
@@ -63,7 +63,7 @@ interface Schedule {
   latencies: boolean;
 }
 
-interface SideResult {
+export interface SideResult {
   opsPerSec: number;
   ops: number;
   windowMs: number;
@@ -90,15 +90,21 @@ async function settle(pids: Record<string, number>, maxMs = 3000): Promise<void>
  * shared machine falls on both alike. Every window is preceded by a warmup that is not counted.
  */
 async function alternate(a: Side, b: Side, s: Schedule): Promise<[SideResult, SideResult]> {
-  const acc = new Map<Side, { loops: LoopResult[]; cpu: Record<string, number>[] }>([
-    [a, { loops: [], cpu: [] }],
-    [b, { loops: [], cpu: [] }],
-  ]);
+  const [ra, rb] = await alternateSides([a, b], s);
+  return [ra!, rb!];
+}
+
+/** `alternate` for any number of sides: each round runs them all, forwards then backwards. */
+export async function alternateSides(sides: readonly Side[], s: Schedule): Promise<SideResult[]> {
+  const acc = new Map<Side, { loops: LoopResult[]; cpu: Record<string, number>[] }>(
+    sides.map((side) => [side, { loops: [], cpu: [] }]),
+  );
+  const allPids = Object.assign({}, ...sides.map((side) => side.pids)) as Record<string, number>;
   const warmed = new Set<Side>();
   for (let r = 0; r < s.rounds; r++) {
-    const order = r % 2 === 0 ? [a, b] : [b, a];
+    const order = r % 2 === 0 ? sides : [...sides].reverse();
     for (const side of order) {
-      await settle({ ...a.pids, ...b.pids });
+      await settle(allPids);
       let meter: CpuMeter | undefined;
       const loop = await closedLoop(side.op, {
         concurrency: s.concurrency,
@@ -151,10 +157,10 @@ async function alternate(a: Side, b: Side, s: Schedule): Promise<[SideResult, Si
     }
     return res;
   };
-  return [fold(a), fold(b)];
+  return sides.map(fold);
 }
 
-function profileFlags(o: RunOptions, bench: string, proc: string): string[] {
+export function profileFlags(o: RunOptions, bench: string, proc: string): string[] {
   if (o.profileDir === undefined) return [];
   return [
     "--cpu-prof",
@@ -204,7 +210,7 @@ function throughputSchedule(o: RunOptions): Schedule {
       };
 }
 
-function ratioResult(
+export function ratioResult(
   metric: string,
   unit: string,
   higherIsBetter: boolean,

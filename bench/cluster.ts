@@ -19,6 +19,8 @@ export interface ClusterOptions {
   /** Extra node flags for the hub and the agent (e.g. --cpu-prof). */
   hubNodeFlags?: readonly string[];
   agentNodeFlags?: readonly string[];
+  /** Extra arguments for `switchboard agent` (e.g. --config FILE). */
+  agentArgs?: readonly string[];
 }
 
 export interface Cluster {
@@ -26,6 +28,8 @@ export interface Cluster {
   agent: Child;
   address: string;
   client: SwitchboardClient;
+  /** The hub's admin token (an operator token for seed-000 and CLI calls). */
+  adminToken: string;
   /** Stops the client, the agent, then the hub, and removes their data directories. */
   stop(): Promise<void>;
 }
@@ -108,6 +112,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
         "--pool-size",
         String(o.poolSize),
         ...(o.shell ? ["--shell"] : []),
+        ...(o.agentArgs ?? []),
         "--data",
         agentDir,
       ],
@@ -129,7 +134,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       100,
     );
     log(`cluster up: hub ${info} (pid ${h.pid}), agent ${AGENT_ID} (pid ${a.pid}), pool size ${o.poolSize}`);
-    return { hub: h, agent: a, address: info, client: c, stop: cleanup };
+    return { hub: h, agent: a, address: info, client: c, adminToken, stop: cleanup };
   } catch (err) {
     const detail = [hub, agent]
       .filter((x): x is Child => x !== undefined)

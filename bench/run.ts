@@ -12,7 +12,7 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { BENCHMARKS, type Benchmark } from "./benchmarks.js";
+import { BENCHMARKS as CORE_BENCHMARKS, type Benchmark } from "./benchmarks.js";
 import {
   CLI,
   envInfo,
@@ -25,6 +25,9 @@ import {
   type BenchResult,
 } from "./harness.js";
 import { natsServerVersion } from "./peers.js";
+import { SQL_BENCHMARKS } from "./sql.js";
+
+const BENCHMARKS: readonly Benchmark[] = [...CORE_BENCHMARKS, ...SQL_BENCHMARKS];
 
 const { values } = parseArgs({
   options: {

@@ -77,6 +77,7 @@ class SimAgent {
               body: {
                 $case: "heartbeat",
                 value: {
+                  datasources: [],
                   sentAtMs: Date.now(),
                   running: 0,
                   inboxDepth: 0,

@@ -13,9 +13,17 @@ if [ "$node_major" -lt 20 ]; then
   exit 1
 fi
 
-# Debian packages: nats-server is the peer the benchmarks measure against.
+# Debian packages: nats-server is the peer the benchmarks measure against; protoc, its gRPC Python
+# plugin and python3-grpcio run the seed-000 Python client and agent in the interop tests;
+# PostgreSQL and MariaDB are the databases the SQL tests query (usually present already).
 apt_missing=()
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || apt_missing+=(nats-server)
+command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler)
+command -v grpc_python_plugin >/dev/null 2>&1 || apt_missing+=(protobuf-compiler-grpc)
+/usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || apt_missing+=(python3-grpcio)
+/usr/bin/python3 -c 'import google.protobuf' >/dev/null 2>&1 || apt_missing+=(python3-protobuf)
+command -v pg_ctlcluster >/dev/null 2>&1 || apt_missing+=(postgresql)
+[ -x /usr/sbin/mariadbd ] || apt_missing+=(mariadb-server)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing Debian packages: ${apt_missing[*]}"
@@ -24,6 +32,21 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
   else
     log "missing Debian packages (install them as root): ${apt_missing[*]}"
   fi
+fi
+
+# The databases the SQL tests use: start them when they are installed but not running.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if ! port_open 5432 && command -v pg_ctlcluster >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+  log "starting PostgreSQL"
+  for v in /etc/postgresql/*; do
+    pg_ctlcluster --skip-systemctl-redirect "$(basename "$v")" main start || true
+  done
+fi
+if ! port_open 3306 && [ -x /usr/sbin/mariadbd ] && [ "$(id -u)" -eq 0 ]; then
+  log "starting MariaDB"
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+  start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+  for _ in $(seq 1 30); do port_open 3306 && break; sleep 1; done
 fi
 
 # npm dependencies: reinstall only when the lockfile changed since the last install.

@@ -45,7 +45,8 @@ describe("agent-config --concurrency", () => {
         return Promise.all(ids.map(async (id) => (await client.getTask(id)).info!));
       };
 
-      const first = await submit(4, "sleep 1");
+      // Long enough that the CLI call below lands while the first task still runs, even on a loaded machine.
+      const first = await submit(4, "sleep 3");
       const up = await runCli([
         ...hub.cli,
         "agent-config",
@@ -60,7 +61,7 @@ describe("agent-config --concurrency", () => {
       expect((JSON.parse(up.stdout) as { maxConcurrency: number }[])[0]?.maxConcurrency).toBe(4);
       expect(maxOverlap(await settled(first))).toBeGreaterThanOrEqual(3);
 
-      const busy = await submit(4, "sleep 0.5");
+      const busy = await submit(4, "sleep 2");
       await waitFor("all four to run", async () => {
         const infos = await Promise.all(busy.map(async (id) => (await client.getTask(id)).info!));
         return infos.every((t) => t.state === TaskState.TASK_STATE_RUNNING);

@@ -7,7 +7,7 @@ import { runCli, spawnCli, stopAll, tempDir, waitFor } from "./support/processes
 afterAll(stopAll);
 
 describe("switchboard demo", () => {
-  it("starts a hub and two shell agents, prints what to try, and stops cleanly", async () => {
+  it("starts a hub and two shell agents with a SQLite datasource, prints what to try, and stops cleanly", async () => {
     const dataDir = tempDir("demo");
     const demo = spawnCli(["demo", "--listen", "127.0.0.1:0", "--data", dataDir]);
     await waitFor(
@@ -32,6 +32,22 @@ describe("switchboard demo", () => {
     expect(exec.stdout).toBe("Linux\n");
     const ping = await runCli(["ping", "--pool", "demo", "--count", "2", "--interval", "10ms"], { env });
     expect(ping.code).toBe(0);
+    const query = await runCli(
+      [
+        "query",
+        "--pool",
+        "demo",
+        "--db",
+        "cities",
+        "--format",
+        "csv",
+        "SELECT name FROM cities WHERE country = ?",
+        "CH",
+      ],
+      { env },
+    );
+    expect(query.stderr).toBe("");
+    expect(query.stdout).toBe("name\nZürich\n");
     demo.kill("SIGINT");
     expect(await demo.exited).toBe(0);
   }, 60_000);

@@ -13,10 +13,12 @@ import type { Backoff } from "./backoff.js";
 import type { AgentConfig } from "./config.js";
 import { EchoExecutor } from "./executors/echo.js";
 import { ShellExecutor, type ShellExecutorOptions } from "./executors/shell.js";
+import { SqlExecutor } from "./executors/sql.js";
 import { Heartbeater } from "./heartbeat.js";
 import { AgentLink } from "./link.js";
 import { Outbox } from "./outbox.js";
 import { Pipeline } from "./pipeline.js";
+import { Datasources } from "./sql/datasources.js";
 import { AgentStats, StatsReporter } from "./stats.js";
 
 export interface Agent {
@@ -66,6 +68,10 @@ export async function createAgent(
     if (f.endsWith(".spill")) await rm(join(spillDir, f), { force: true });
   }
 
+  const datasources = new Datasources(config.datasources, log);
+  // The first check runs before the first Hello, so the first heartbeat already tells the truth.
+  await datasources.start(config.monitoring.healthCheckIntervalMs);
+
   let state: AgentState = "running";
   const stats = new AgentStats();
   // The outbox reports to the pipeline, created just below; nothing is pushed before it exists.
@@ -102,9 +108,11 @@ export async function createAgent(
         maxChunkBytes: config.shell.maxChunkBytes,
         ...tuning.shell,
       }),
+      new SqlExecutor({ agentId: cfg.agentId, datasources, maxChunkBytes: config.shell.maxChunkBytes }),
     ],
     stats,
     logger: log,
+    datasources,
   });
   // Test hook, off unless SWITCHBOARD_TEST_HOOKS=1: SIGUSR2 stalls and resumes the pipeline.
   if (process.env.SWITCHBOARD_TEST_HOOKS === "1") {
@@ -135,7 +143,7 @@ export async function createAgent(
     hostname: hostname(),
     platform: cfg.platform,
     version: VERSION,
-    taskKinds: config.shell.enabled ? ["echo", "shell"] : ["echo"],
+    taskKinds: ["echo", ...(config.shell.enabled ? ["shell"] : []), ...(datasources.size > 0 ? ["sql"] : [])],
     maxConcurrency: cfg.poolSize,
     instanceId: newInstanceId(),
     acceptsBatches: true,
@@ -193,6 +201,7 @@ export async function createAgent(
       poolSize: cfg.poolSize,
       threshold: cfg.threshold,
       shell: config.shell.enabled,
+      datasources: config.datasources.map((d) => `${d.name} (${d.driver}${d.readOnly ? ", read-only" : ""})`),
       configFile: config.sources.file ?? "",
       tokenFrom: config.sources.token,
       version: VERSION,
@@ -233,6 +242,7 @@ export async function createAgent(
       }
     }
     await link.close(FLUSH_MS);
+    await datasources.close();
     outbox.close();
     heartbeater.stop();
     reporter.stop();

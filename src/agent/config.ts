@@ -9,6 +9,7 @@ import { z } from "zod";
 import { parseDuration } from "../common/duration.js";
 import { MAX_AGENT_CONCURRENCY } from "../common/limits.js";
 import type { ClientTlsFiles } from "../common/tls.js";
+import type { DatasourceConfig, SqlDriver } from "./sql/datasource.js";
 import { parseHubAddress } from "./hub-address.js";
 
 export interface AgentConfig {
@@ -52,6 +53,8 @@ export interface AgentConfig {
     killGraceMs: number;
     maxChunkBytes: number;
   };
+  /** `[datasources.NAME]`, passwords resolved; in the file's order. */
+  datasources: DatasourceConfig[];
   /** TLS to the hub; absent: plaintext. */
   tls?: ClientTlsFiles;
   /** Where the file and the token came from, for the start-up log (never the token itself). */
@@ -358,15 +361,72 @@ const tlsSection = z
   })
   .prefault({});
 
+const DRIVERS: Record<string, SqlDriver> = {
+  postgres: "postgres",
+  postgresql: "postgres",
+  mysql: "mysql",
+  mariadb: "mysql",
+  sqlite: "sqlite",
+  sqlite3: "sqlite",
+};
+
+/** A duration: seconds as a number, or "500ms", "30s", "2m". */
+const durationSecs = z.unknown().transform((v, ctx) => {
+  if (typeof v === "number" && Number.isFinite(v) && v >= 0 && v <= 86_400) return v;
+  if (typeof v === "string") {
+    try {
+      const ms = parseDuration(v.trim());
+      if (ms >= 0 && ms <= 86_400_000) return ms / 1000;
+    } catch {
+      // reported below
+    }
+  }
+  ctx.addIssue({
+    code: "custom",
+    message: `expected seconds (a number) or a duration like "30s" or "500ms" (at most a day), got ${show(v)}`,
+  });
+  return z.NEVER;
+});
+
+const datasourceSchema = z.strictObject({
+  driver: check<string>(
+    (v) => typeof v === "string" && v in DRIVERS,
+    `one of ${Object.keys(DRIVERS)
+      .map((d) => `"${d}"`)
+      .join(", ")}`,
+  ),
+  url: text.optional(),
+  host: text.optional(),
+  port: integer("a port", 1, 65_535).optional(),
+  user: text.optional(),
+  database: text.optional(),
+  password_env: text.optional(),
+  password_file: text.optional(),
+  path: text.optional(),
+  read_only: bool.default(true),
+  statement_timeout: durationSecs.default(0),
+  pool_size: positiveInt(1000).default(4),
+  max_rows: integer("an integer", 0, Number.MAX_SAFE_INTEGER).default(0),
+  connect_timeout: durationSecs.default(10),
+});
+
+const datasourcesSection = z
+  .record(
+    check<string>((v) => typeof v === "string" && NAME.test(v), "a datasource name"),
+    datasourceSchema,
+  )
+  .default({});
+
 const fileSchema = z.strictObject({
   agent: agentSection,
   storage: storageSection,
   monitoring: monitoringSection,
   shell: shellSection,
   tls: tlsSection,
+  datasources: datasourcesSection,
 });
 
-const SECTIONS = ["agent", "storage", "monitoring", "shell", "tls"] as const;
+const SECTIONS = ["agent", "storage", "monitoring", "shell", "tls", "datasources"] as const;
 
 // ---- loading ----
 
@@ -465,6 +525,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
 
   const parsed = fileSchema.safeParse(layers.raw);
   const problems: string[] = [];
+  const warnings: string[] = [];
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
       if (issue.code === "unrecognized_keys") {
@@ -489,7 +550,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
     throw new ConfigError(problems);
   }
   const { agent, storage, monitoring, shell, tls } = parsed.data;
-  const warnings: string[] = [];
+  const datasources = resolveDatasources(parsed.data.datasources, env, layers, problems, warnings);
 
   if (agent.hub !== undefined && agent.master_host !== undefined) {
     problems.push(
@@ -591,6 +652,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
       killGraceMs: shell.kill_grace_ms,
       maxChunkBytes: shell.max_chunk_bytes,
     },
+    datasources,
     ...(tlsFiles ? { tls: tlsFiles } : {}),
     sources: { ...(file !== undefined ? { file } : {}), token: tokenSource },
     warnings,
@@ -602,4 +664,89 @@ function sourceName(origin: Origin | undefined, fallback: string): string {
   if (origin.kind === "file") return `${origin.file} (agent.token)`;
   if (origin.kind === "env" || origin.kind === "flag") return origin.name;
   return fallback;
+}
+
+type DatasourceInput = z.output<typeof datasourceSchema>;
+
+/** Checks what the schema cannot (which fields a driver needs) and resolves passwords from env or file. */
+function resolveDatasources(
+  input: Record<string, DatasourceInput>,
+  env: NodeJS.ProcessEnv,
+  layers: Layers,
+  problems: string[],
+  warnings: string[],
+): DatasourceConfig[] {
+  const out: DatasourceConfig[] = [];
+  for (const [name, d] of Object.entries(input)) {
+    const key = `datasources.${name}`;
+    const where = describeOrigin(layers.originOf(["datasources", name]));
+    const driver = DRIVERS[d.driver]!;
+    const before = problems.length;
+    if (driver === "sqlite") {
+      if (d.path === undefined)
+        problems.push(`${key}.path: a sqlite datasource needs path (the database file)${where}`);
+      for (const k of ["url", "host", "port", "user", "database", "password_env", "password_file"] as const) {
+        if (d[k] !== undefined)
+          problems.push(`${key}.${k}: not used by a sqlite datasource; set path${where}`);
+      }
+    } else {
+      if (d.path !== undefined)
+        problems.push(`${key}.path: only sqlite datasources have a path; set url or host${where}`);
+      if (d.url === undefined && d.host === undefined) {
+        problems.push(`${key}: a ${driver} datasource needs url or host${where}`);
+      }
+      if (d.url !== undefined) {
+        const scheme = driver === "postgres" ? /^postgres(ql)?:\/\//i : /^(mysql|mariadb):\/\//i;
+        if (!scheme.test(d.url) || !URL.canParse(d.url)) {
+          problems.push(
+            `${key}.url: expected ${driver === "postgres" ? "postgres://" : "mysql://"}user@host:port/database${where}`,
+          );
+        } else if (/^[a-z]+:\/\/[^/@]*:[^/@]*@/i.test(d.url)) {
+          warnings.push(
+            `${key}.url: holds a password; put it in password_env or password_file so the config file can be shared`,
+          );
+        }
+      }
+    }
+    if (d.password_env !== undefined && d.password_file !== undefined) {
+      problems.push(`${key}.password_file: set either password_env or password_file, not both${where}`);
+    }
+    let password: string | undefined;
+    if (d.password_env !== undefined) {
+      password = env[d.password_env];
+      if (password === undefined) {
+        problems.push(`${key}.password_env: the environment variable ${d.password_env} is not set${where}`);
+      }
+    } else if (d.password_file !== undefined) {
+      const path = resolve(d.password_file);
+      try {
+        password = readFileSync(path, "utf8").replace(/\r?\n$/, "");
+        if ((statSync(path).mode & 0o077) !== 0) {
+          warnings.push(`${key}.password_file: ${path} can be read by other users; chmod 600 it`);
+        }
+      } catch (e) {
+        problems.push(
+          `${key}.password_file: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}${where}`,
+        );
+      }
+    }
+    if (problems.length > before) continue;
+    out.push({
+      name,
+      driver,
+      ...(d.url !== undefined ? { url: d.url } : {}),
+      ...(d.host !== undefined ? { host: d.host } : {}),
+      ...(d.port !== undefined ? { port: d.port } : {}),
+      ...(d.user !== undefined ? { user: d.user } : {}),
+      ...(d.database !== undefined ? { database: d.database } : {}),
+      ...(password !== undefined ? { password } : {}),
+      ...(d.path !== undefined ? { path: resolve(d.path) } : {}),
+      readOnly: d.read_only,
+      statementTimeoutMs: Math.round(d.statement_timeout * 1000),
+      poolSize: d.pool_size,
+      maxRows: d.max_rows,
+      connectTimeoutMs: Math.round(d.connect_timeout * 1000),
+    });
+  }
+  return out;
 }

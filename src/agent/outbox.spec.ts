@@ -11,6 +11,7 @@ const beat = (): AgentMessage => ({
   body: {
     $case: "heartbeat",
     value: {
+      datasources: [],
       sentAtMs: 1,
       running: 0,
       inboxDepth: 0,

@@ -12,7 +12,7 @@ import type {
   Resume,
   ResumeResult,
 } from "../gen/switchboard/v1/agent.js";
-import { TaskState, type Finished } from "../gen/switchboard/v1/task.js";
+import { TaskState, type DatasourceHealth, type Finished } from "../gen/switchboard/v1/task.js";
 import { CreditLedger } from "./credits.js";
 
 import { failedFinished, type Executor, type StopCause } from "./executors/executor.js";
@@ -31,6 +31,8 @@ export interface PipelineOptions {
   executors: readonly Executor[];
   stats: AgentStats;
   logger: Logger;
+  /** The agent's SQL datasources, for heartbeats: their health, and the trouble one that is down makes. */
+  datasources?: { health(): DatasourceHealth[]; trouble(): string | undefined };
 }
 
 export interface SessionStart {
@@ -442,10 +444,11 @@ export class Pipeline {
       completedTotal: this.opts.stats.completed,
       degraded,
       degradedReason: reason,
+      datasources: this.opts.datasources?.health() ?? [],
     };
   }
 
-  /** Degraded while the inbox is full or the outbox is above its threshold. */
+  /** Degraded while the inbox is full, the outbox is above its threshold, or a datasource is down. */
   trouble(): { degraded: boolean; reason: string } {
     if (this.inbox.isFull()) {
       return { degraded: true, reason: `inbox full (${this.inbox.depth}/${this.inbox.capacity} tasks)` };
@@ -457,6 +460,8 @@ export class Pipeline {
         reason: `outbox above threshold (${depth}/${this.opts.outbox.capacity} events, threshold ${this.opts.threshold}%)`,
       };
     }
+    const ds = this.opts.datasources?.trouble();
+    if (ds) return { degraded: true, reason: ds };
     return { degraded: false, reason: "" };
   }
 

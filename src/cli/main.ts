@@ -10,6 +10,7 @@ import { registerDemo } from "./commands/demo.js";
 import { registerExec } from "./commands/exec.js";
 import { registerHub } from "./commands/hub.js";
 import { registerPing } from "./commands/ping.js";
+import { registerQuery } from "./commands/query.js";
 import { registerTasks } from "./commands/tasks.js";
 import { registerToken } from "./commands/token.js";
 import { watchForClosedPipes } from "./pipe-closed.js";
@@ -44,6 +45,7 @@ export function buildProgram(): Command {
   registerDemo(program);
   registerAgents(program);
   registerExec(program);
+  registerQuery(program);
   registerPing(program);
   registerTasks(program);
   registerToken(program);

@@ -126,6 +126,7 @@ export interface AgentRow {
   outboxDepth: number;
   lastSeenMs: number;
   connectedAtMs: number;
+  datasources: { name: string; driver: string; readOnly: boolean; healthy: boolean; error: string }[];
 }
 
 export function agentRow(a: AgentInfo): AgentRow {
@@ -148,6 +149,13 @@ export function agentRow(a: AgentInfo): AgentRow {
     outboxDepth: a.outboxDepth,
     lastSeenMs: a.lastSeenMs,
     connectedAtMs: a.connectedAtMs,
+    datasources: a.datasources.map((d) => ({
+      name: d.name,
+      driver: d.driver,
+      readOnly: d.readOnly,
+      healthy: d.healthy,
+      error: d.error,
+    })),
   };
 }
 
@@ -162,6 +170,11 @@ export const AGENT_COLUMNS: Column<AgentRow>[] = [
       Object.entries(r.labels)
         .map(([k, v]) => `${k}=${v}`)
         .join(",") || "-",
+  },
+  {
+    header: "DATASOURCES",
+    value: (r) =>
+      r.datasources.map((d) => `${d.name}(${d.driver}${d.healthy ? "" : ", down"})`).join(",") || "-",
   },
   { header: "HOST", value: (r) => r.hostname || "-" },
   { header: "VERSION", value: (r) => r.version || "-" },

@@ -65,6 +65,41 @@ export function shell(opts: ShellOptions): { spec: TaskSpec } {
   };
 }
 
+export interface SqlOptions {
+  /** A datasource configured on the agent, or a driver name ("postgres", "mysql", "sqlite"): its first one. */
+  datasource: string;
+  query: string;
+  /** Positional parameters ($1.. or ?), as JSON values. */
+  params?: unknown[];
+  /** Describe this table (columns, types, keys, indexes) in the result's header. */
+  table?: string;
+  /** Fail past this many rows (the datasource's own max_rows applies too). */
+  maxRows?: number;
+  /** Statement timeout; default: the datasource's. */
+  timeoutMs?: number;
+  /** Rows read from the database at a time; default 500. */
+  batchRows?: number;
+}
+
+export function sql(opts: SqlOptions): { spec: TaskSpec } {
+  return {
+    spec: {
+      kind: {
+        $case: "sql",
+        value: {
+          datasource: opts.datasource,
+          query: opts.query,
+          paramsJson: opts.params && opts.params.length > 0 ? JSON.stringify(opts.params) : "",
+          table: opts.table ?? "",
+          maxRows: opts.maxRows ?? 0,
+          timeoutMs: opts.timeoutMs ?? 0,
+          batchRows: opts.batchRows ?? 0,
+        },
+      },
+    },
+  };
+}
+
 export function toTarget(t: TargetInput): Target {
   return { agentId: t.agentId ?? "", pool: t.pool ?? "", labels: t.labels ?? {} };
 }

@@ -23,10 +23,22 @@ import {
   type ListTasksRequest,
   type TokenInfo,
 } from "../gen/switchboard/v1/client.js";
-import type { TaskEvent, TaskInfo, TaskResult, TaskState } from "../gen/switchboard/v1/task.js";
+import {
+  OutputStream,
+  TaskState,
+  type TaskEvent,
+  type TaskInfo,
+  type TaskResult,
+} from "../gen/switchboard/v1/task.js";
 import { toSubmitRequest, type TaskRequest } from "./builders.js";
 import { SwitchboardClientError, toClientError } from "./errors.js";
 import { SessionMux } from "./session.js";
+import {
+  SqlResultDecoder,
+  type JsonValue,
+  type SqlResultHeader,
+  type SqlResultSummary,
+} from "../common/sql-result.js";
 
 export interface SwitchboardClientOptions {
   /** host:port of the hub. */
@@ -60,6 +72,13 @@ export interface RunOptions {
   /** Called with the task id as soon as the hub has accepted the task. */
   onTaskId?: (taskId: string) => void;
 }
+
+/** What query() yields: the header once, rows in batches as they arrive, then the summary. */
+export type QueryEvent =
+  | { kind: "header"; header: SqlResultHeader; taskId: string }
+  /** bytes: of these rows as they travelled (NDJSON lines). */
+  | { kind: "rows"; rows: JsonValue[][]; bytes: number }
+  | { kind: "done"; summary: SqlResultSummary };
 
 export interface CreateTokenInput {
   name: string;
@@ -160,6 +179,49 @@ export class SwitchboardClient {
         call.cancel();
         if (taskId && !req.signal?.aborted)
           await this.cancel(taskId, "the client stopped reading").catch(() => undefined);
+      }
+    }
+  }
+
+  /**
+   * Runs a SQL task (see `sql()`) and yields its result: the header (columns, table description), rows
+   * in batches as they arrive, then the summary. Flow-controlled end to end: while the caller does not
+   * pull, the agent does not read further from the database. A failed query throws a
+   * SwitchboardClientError with the database's message after the rows that came before the failure.
+   */
+  async *query(req: TaskRequest, opts: RunOptions = {}): AsyncGenerator<QueryEvent, void, undefined> {
+    if (req.spec.kind?.$case !== "sql") throw new TypeError("query(): the request must be a sql() task");
+    const decoder = new SqlResultDecoder();
+    let headerSent = false;
+    let taskId = "";
+    for await (const ev of this.run(req, opts)) {
+      taskId = ev.taskId;
+      const e = ev.event;
+      if (e?.$case === "output") {
+        if (e.value.stream !== OutputStream.OUTPUT_STREAM_STDOUT) continue;
+        const before = decoder.rowBytes;
+        const rows = decoder.push(e.value.data);
+        if (!headerSent && decoder.header) {
+          headerSent = true;
+          yield { kind: "header", header: decoder.header, taskId };
+        }
+        if (rows.length > 0) yield { kind: "rows", rows, bytes: decoder.rowBytes - before };
+      } else if (e?.$case === "finished") {
+        const f = e.value;
+        if (f.state !== TaskState.TASK_STATE_SUCCEEDED) {
+          const why = f.error?.message || f.reason || `the query ended ${TaskState[f.state]}`;
+          throw new SwitchboardClientError(f.error?.code ?? status.UNKNOWN, why);
+        }
+        if (decoder.incomplete) {
+          throw new SwitchboardClientError(status.DATA_LOSS, "the result ended inside a row");
+        }
+        const summary = JSON.parse(Buffer.from(f.result).toString("utf8") || "{}") as SqlResultSummary;
+        if (!headerSent) {
+          // A statement that returns no rows still has a header; an agent always sends one.
+          yield { kind: "header", header: decoder.header ?? { columns: [], table: null }, taskId };
+        }
+        yield { kind: "done", summary };
+        return;
       }
     }
   }

@@ -5,12 +5,20 @@ export type {
   AdminApi,
   CreateTokenInput,
   ListTasksFilter,
+  QueryEvent,
   RunOptions,
   SwitchboardClientOptions,
   WatchOptions,
 } from "./client.js";
-export { echo, shell, toSubmitRequest, toTarget } from "./builders.js";
-export type { ShellOptions, TargetInput, TaskRequest } from "./builders.js";
+export { echo, shell, sql, toSubmitRequest, toTarget } from "./builders.js";
+export type { ShellOptions, SqlOptions, TargetInput, TaskRequest } from "./builders.js";
+export type {
+  ColumnInfo,
+  JsonValue,
+  SqlResultHeader,
+  SqlResultSummary,
+  TableMeta,
+} from "../common/sql-result.js";
 export { SwitchboardClientError } from "./errors.js";
 export { SessionMode, AgentHealth } from "../gen/switchboard/v1/client.js";
 export type {

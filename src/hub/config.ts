@@ -25,6 +25,8 @@ export interface HubConfig {
   tls?: ServerTlsFiles;
   /** Serve plaintext on an address other machines can reach (refused without this). */
   insecure: boolean;
+  /** Seed-000 calls without a token are accepted; only on a loopback or mutual-TLS listener. */
+  seedTokenless: boolean;
 }
 
 export class ConfigError extends Error {
@@ -46,6 +48,7 @@ export const HUB_DEFAULTS: HubConfig = {
   resumeGraceMs: 30_000,
   outputWindowBytes: 2 * 1024 * 1024,
   insecure: false,
+  seedTokenless: false,
 };
 
 const positiveInt = z.number().int().positive();
@@ -74,6 +77,7 @@ const fileSchema = z
       .object({ cert: z.string().min(1), key: z.string().min(1), client_ca: z.string().min(1) })
       .strict()
       .partial(),
+    seed000: z.object({ tokenless: z.boolean() }).strict().partial(),
   })
   .strict()
   .partial();
@@ -172,6 +176,7 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
     if (f.tls?.cert !== undefined) tls.cert = f.tls.cert;
     if (f.tls?.key !== undefined) tls.key = f.tls.key;
     if (f.tls?.client_ca !== undefined) tls.clientCa = f.tls.client_ca;
+    if (f.seed000?.tokenless !== undefined) cfg.seedTokenless = f.seed000.tokenless;
   }
 
   const e = (name: string): string | undefined => (env[name] ? env[name] : undefined);
@@ -193,6 +198,7 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
   if (typeof flags.tlsKey === "string") tls.key = flags.tlsKey;
   if (typeof flags.tlsClientCa === "string") tls.clientCa = flags.tlsClientCa;
   if (flags.insecure === true) cfg.insecure = true;
+  if (flags.seedTokenless === true) cfg.seedTokenless = true;
   if (flags.data !== undefined) cfg.dataDir = String(flags.data);
   if (flags.queueLimit !== undefined)
     cfg.queueLimit = intFrom("hub.queue_limit", flags.queueLimit as string | number, "from --queue-limit");
@@ -256,6 +262,11 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
   if (!cfg.tls && !cfg.insecure && !isLoopbackHost(host)) {
     throw new ConfigError(
       `hub.listen: ${cfg.listen} can be reached from other machines, and tokens would cross the network in the clear; give a certificate (tls.cert and tls.key, or --tls-cert and --tls-key), listen on 127.0.0.1, or pass --insecure to serve plaintext anyway`,
+    );
+  }
+  if (cfg.seedTokenless && !isLoopbackHost(host) && cfg.tls?.clientCa === undefined) {
+    throw new ConfigError(
+      `seed000.tokenless: ${cfg.listen} can be reached from other machines; seed-000 calls without a token are allowed only on a loopback listener or with mutual TLS (tls.client_ca)`,
     );
   }
   cfg.dataDir = resolve(cfg.dataDir);

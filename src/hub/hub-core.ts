@@ -349,11 +349,19 @@ export class HubCore {
 
   // ---- agent sessions -----------------------------------------------------------------------
 
-  /** Serve one agent's Connect stream from Hello to its end. */
-  connect(call: ServerDuplexStream<AgentMessage, HubMessage>): void {
+  /** Whether an agent of the pool that runs this kind of task is connected now. */
+  hasConnectedAgent(pool: string, kind: string): boolean {
+    for (const s of this.sessions.values()) {
+      if (s.pool === pool && s.connected && s.sched.kinds.has(kind)) return true;
+    }
+    return false;
+  }
+
+  /** Serve one agent's Connect stream from Hello to its end (authenticated: by a bridge that did it). */
+  connect(call: ServerDuplexStream<AgentMessage, HubMessage>, authenticated?: Principal): void {
     let principal: Principal;
     try {
-      principal = this.auth.requireAgent(call.metadata);
+      principal = authenticated ?? this.auth.requireAgent(call.metadata);
     } catch (err) {
       endCall(call, err);
       return;

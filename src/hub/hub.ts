@@ -15,6 +15,7 @@ import { HubCore } from "./hub-core.js";
 import { widenHttp2Windows } from "./http2-windows.js";
 import { adminService } from "./services/admin-service.js";
 import { clientService } from "./services/client-service.js";
+import { AgntServiceService, SeedClientServiceService, seedServices } from "./seed000/seed-service.js";
 import { openSqliteStore, type Store } from "./store/index.js";
 
 export interface Hub {
@@ -43,6 +44,13 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
   server.addService(agentServiceDefinition, agentService);
   server.addService(clientServiceDefinition, clientService(core));
   server.addService(AdminServiceService, adminService(core));
+  // Seed 000's contract on the same port: its method paths (/AgntService, /ClientService) are distinct.
+  const seed = seedServices(core, {
+    tokenless: config.seedTokenless,
+    maxMessageBytes: config.maxMessageBytes,
+  });
+  server.addService(AgntServiceService, seed.agent);
+  server.addService(SeedClientServiceService, seed.client);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(config.listen, creds, (err, p) => (err ? reject(err) : resolve(p)));
   }).catch(async (err: Error) => {

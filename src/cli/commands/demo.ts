@@ -1,5 +1,6 @@
 // `switchboard demo`: a hub on the embedded SQLite store and two shell-enabled agents in pool
-// `demo`, all in this process, then the commands to try. Ctrl-C stops everything gracefully.
+// `demo` with a sample SQLite datasource, all in this process, then the commands to try. Ctrl-C stops
+// everything gracefully.
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
@@ -7,7 +8,8 @@ import { loadAgentConfig, startAgent, type Agent } from "../../agent/index.js";
 import { SwitchboardClient } from "../../client/index.js";
 import { createLogger } from "../../common/logger.js";
 import { ConfigError, loadHubConfig, startHub } from "../../hub/index.js";
-import { readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import Database from "better-sqlite3";
 import { usageError } from "../cli-error.js";
 import { stopOnSignals } from "../signals.js";
 
@@ -16,7 +18,9 @@ const AGENTS = ["demo-1", "demo-2"];
 export function registerDemo(program: Command): void {
   program
     .command("demo")
-    .description("start a hub and two local shell agents in pool demo, and print what to try")
+    .description(
+      "start a hub and two local shell agents (with a SQLite datasource) in pool demo, and print what to try",
+    )
     .option("--listen <host:port>", "hub address (default 127.0.0.1:7000)")
     .option("--data <dir>", "data dir (default $SWITCHBOARD_DATA or ./data)")
     .action(async (flags: { listen?: string; data?: string }) => {
@@ -54,9 +58,11 @@ export function registerDemo(program: Command): void {
         } finally {
           admin.close();
         }
+        const datasourceConfig = writeDemoDatasource(dataDir);
         for (const agentId of AGENTS) {
           const cfg = loadAgentConfig({
             env: {},
+            file: datasourceConfig,
             flags: {
               hub: [hub.address],
               token,
@@ -81,12 +87,35 @@ export function registerDemo(program: Command): void {
     });
 }
 
+/** A small SQLite database for `switchboard query` to try, and the agents' config naming it. */
+function writeDemoDatasource(dataDir: string): string {
+  mkdirSync(dataDir, { recursive: true });
+  const file = join(dataDir, "demo-cities.db");
+  if (!existsSync(file)) {
+    const db = new Database(file);
+    try {
+      db.exec(`CREATE TABLE cities (id INTEGER PRIMARY KEY, name TEXT NOT NULL, country TEXT NOT NULL,
+          population INTEGER, founded DATE);
+        CREATE INDEX cities_country ON cities (country);
+        INSERT INTO cities VALUES
+          (1, 'Tokyo', 'JP', 13960000, NULL), (2, 'Zürich', 'CH', 421878, '0015-01-01'),
+          (3, 'São Paulo', 'BR', 11450000, '1554-01-25'), (4, 'Reykjavík', 'IS', 139875, '1786-08-18'),
+          (5, 'Lagos', 'NG', 15388000, NULL);`);
+    } finally {
+      db.close();
+    }
+  }
+  const config = join(dataDir, "demo-agent.toml");
+  writeFileSync(config, `[datasources.cities]\ndriver = "sqlite"\npath = ${JSON.stringify(file)}\n`);
+  return config;
+}
+
 function tryNext(address: string, dataDir: string): string {
   const cli = fileURLToPath(new URL("../main.js", import.meta.url));
   return `
 Switchboard demo is running
   hub     ${address} (store: ${join(dataDir, "switchboard.db")})
-  agents  ${AGENTS.join(", ")} in pool demo, shell enabled
+  agents  ${AGENTS.join(", ")} in pool demo, shell enabled, SQLite datasource "cities"
 
 Try, in another terminal:
   alias switchboard='node ${cli}'    # or: npm link
@@ -101,6 +130,8 @@ Try, in another terminal:
   switchboard logs --follow <task id>
   switchboard cancel <task id>
   switchboard status
+  switchboard query --pool demo --db cities "SELECT * FROM cities ORDER BY population DESC"
+  switchboard query --pool demo --db cities --format json --table cities "SELECT name FROM cities WHERE country = ?" CH
 
 Ctrl-C stops the demo (running tasks get 10 s to finish).
 `;

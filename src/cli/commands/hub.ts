@@ -21,6 +21,7 @@ interface HubFlags {
   tlsKey?: string;
   tlsClientCa?: string;
   insecure?: boolean;
+  seedTokenless?: boolean;
   logLevel?: string;
 }
 
@@ -47,6 +48,10 @@ export function registerHub(program: Command): void {
     .option("--tls-key <file>", "the certificate's private key (PEM)")
     .option("--tls-client-ca <file>", "require client certificates signed by this CA (mutual TLS)")
     .option("--insecure", "serve plaintext on an address other machines can reach")
+    .option(
+      "--seed-tokenless",
+      "accept seed-000 calls (/ClientService/SendCommand, /AgntService/Connect) without a token; loopback or mutual TLS only",
+    )
     .option(
       "--log-level <level>",
       "trace, debug, info, warn, error (default: $SWITCHBOARD_LOG_LEVEL or info)",

@@ -43,6 +43,7 @@ function sessionInfo(s: AgentSession): AgentInfo {
     completedTotal: hb?.completedTotal ?? s.completedTotal,
     inboxDepth: hb?.inboxDepth ?? 0,
     outboxDepth: hb?.outboxDepth ?? 0,
+    datasources: hb?.datasources ?? [],
   };
 }
 
@@ -67,6 +68,7 @@ function recordInfo(a: AgentRecord): AgentInfo {
     completedTotal: 0,
     inboxDepth: 0,
     outboxDepth: 0,
+    datasources: [],
   };
 }
 

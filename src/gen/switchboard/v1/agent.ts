@@ -17,7 +17,7 @@ import {
   type Metadata,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { Finished, Output, Started, TaskSpec } from "./task.js";
+import { DatasourceHealth, Finished, Output, Started, TaskSpec } from "./task.js";
 
 export const protobufPackage = "switchboard.v1";
 
@@ -139,6 +139,7 @@ export interface Heartbeat {
   degraded: boolean;
   degradedReason: string;
   completedTotal: number;
+  datasources: DatasourceHealth[];
 }
 
 export interface AgentTaskEvent {
@@ -1201,6 +1202,7 @@ function createBaseHeartbeat(): Heartbeat {
     degraded: false,
     degradedReason: "",
     completedTotal: 0,
+    datasources: [],
   };
 }
 
@@ -1232,6 +1234,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     }
     if (message.completedTotal !== 0) {
       writer.uint32(72).uint64(message.completedTotal);
+    }
+    for (const v of message.datasources) {
+      DatasourceHealth.encode(v!, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -1321,6 +1326,14 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.completedTotal = longToNumber(reader.uint64());
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.datasources.push(DatasourceHealth.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1372,6 +1385,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
         : isSet(object.completed_total)
         ? globalThis.Number(object.completed_total)
         : 0,
+      datasources: globalThis.Array.isArray(object?.datasources)
+        ? object.datasources.map((e: any) => DatasourceHealth.fromJSON(e))
+        : [],
     };
   },
 
@@ -1404,6 +1420,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     if (message.completedTotal !== 0) {
       obj.completedTotal = Math.round(message.completedTotal);
     }
+    if (message.datasources?.length) {
+      obj.datasources = message.datasources.map((e) => DatasourceHealth.toJSON(e));
+    }
     return obj;
   },
 
@@ -1421,6 +1440,7 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     message.degraded = object.degraded ?? false;
     message.degradedReason = object.degradedReason ?? "";
     message.completedTotal = object.completedTotal ?? 0;
+    message.datasources = object.datasources?.map((e) => DatasourceHealth.fromPartial(e)) || [];
     return message;
   },
 };

@@ -23,6 +23,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import {
+  DatasourceHealth,
   Target,
   TaskError,
   TaskEvent,
@@ -255,6 +256,7 @@ export interface AgentInfo {
   completedTotal: number;
   inboxDepth: number;
   outboxDepth: number;
+  datasources: DatasourceHealth[];
 }
 
 export interface AgentInfo_LabelsEntry {
@@ -1732,6 +1734,7 @@ function createBaseAgentInfo(): AgentInfo {
     completedTotal: 0,
     inboxDepth: 0,
     outboxDepth: 0,
+    datasources: [],
   };
 }
 
@@ -1793,6 +1796,9 @@ export const AgentInfo: MessageFns<AgentInfo> = {
     }
     if (message.outboxDepth !== 0) {
       writer.uint32(152).uint32(message.outboxDepth);
+    }
+    for (const v of message.datasources) {
+      DatasourceHealth.encode(v!, writer.uint32(162).fork()).join();
     }
     return writer;
   },
@@ -1965,6 +1971,14 @@ export const AgentInfo: MessageFns<AgentInfo> = {
             message.outboxDepth = reader.uint32();
             continue;
           }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
+            message.datasources.push(DatasourceHealth.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2055,6 +2069,9 @@ export const AgentInfo: MessageFns<AgentInfo> = {
         : isSet(object.outbox_depth)
         ? globalThis.Number(object.outbox_depth)
         : 0,
+      datasources: globalThis.Array.isArray(object?.datasources)
+        ? object.datasources.map((e: any) => DatasourceHealth.fromJSON(e))
+        : [],
     };
   },
 
@@ -2123,6 +2140,9 @@ export const AgentInfo: MessageFns<AgentInfo> = {
     if (message.outboxDepth !== 0) {
       obj.outboxDepth = Math.round(message.outboxDepth);
     }
+    if (message.datasources?.length) {
+      obj.datasources = message.datasources.map((e) => DatasourceHealth.toJSON(e));
+    }
     return obj;
   },
 
@@ -2158,6 +2178,7 @@ export const AgentInfo: MessageFns<AgentInfo> = {
     message.completedTotal = object.completedTotal ?? 0;
     message.inboxDepth = object.inboxDepth ?? 0;
     message.outboxDepth = object.outboxDepth ?? 0;
+    message.datasources = object.datasources?.map((e) => DatasourceHealth.fromPartial(e)) || [];
     return message;
   },
 };

@@ -179,8 +179,49 @@ export interface ShellSpec_EnvEntry {
   value: string;
 }
 
+/**
+ * A SQL statement on a datasource configured on the agent (never in the request). The task's stdout
+ * carries the result as NDJSON: first a header line {"columns":[{"name","type","nullable"}],"table":...}
+ * ("table": the named table's columns, types, nullability, primary key and indexes, or null), then one
+ * JSON array per row. Values keep their meaning: 64-bit integers as numbers when they fit a double,
+ * else strings; decimals as strings; dates and times ISO 8601; binary base64; JSON as JSON; NULL null.
+ * Finished.result is JSON: {"row_count","bytes","affected_rows"} (bytes: of the row lines).
+ */
+export interface SqlSpec {
+  /** its name; or a driver name ("postgres", "mysql", "sqlite"): the first of that driver */
+  datasource: string;
+  /** one statement */
+  query: string;
+  /** positional parameters as a JSON array ($1.. / ?); empty: none */
+  paramsJson: string;
+  /** describe this table in the header; empty: none */
+  table: string;
+  /** fail past this many rows; 0: the datasource's max_rows */
+  maxRows: number;
+  /** statement timeout; 0: the datasource's statement_timeout */
+  timeoutMs: number;
+  /** rows read from the database at a time; 0: 500 */
+  batchRows: number;
+}
+
+/** A SQL datasource configured on the agent and whether its last connect check passed. */
+export interface DatasourceHealth {
+  name: string;
+  /** "postgres", "mysql", "sqlite" */
+  driver: string;
+  readOnly: boolean;
+  healthy: boolean;
+  /** the last check's error when not healthy */
+  error: string;
+  checkedAtMs: number;
+}
+
 export interface TaskSpec {
-  kind: { $case: "echo"; value: EchoSpec } | { $case: "shell"; value: ShellSpec } | undefined;
+  kind:
+    | { $case: "echo"; value: EchoSpec }
+    | { $case: "shell"; value: ShellSpec }
+    | { $case: "sql"; value: SqlSpec }
+    | undefined;
 }
 
 /** A structured error: a gRPC status code (numeric, as in @grpc/grpc-js `status`) and a sentence. */
@@ -867,6 +908,344 @@ export const ShellSpec_EnvEntry: MessageFns<ShellSpec_EnvEntry> = {
   },
 };
 
+function createBaseSqlSpec(): SqlSpec {
+  return { datasource: "", query: "", paramsJson: "", table: "", maxRows: 0, timeoutMs: 0, batchRows: 0 };
+}
+
+export const SqlSpec: MessageFns<SqlSpec> = {
+  encode(message: SqlSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.datasource !== "") {
+      writer.uint32(10).string(message.datasource);
+    }
+    if (message.query !== "") {
+      writer.uint32(18).string(message.query);
+    }
+    if (message.paramsJson !== "") {
+      writer.uint32(26).string(message.paramsJson);
+    }
+    if (message.table !== "") {
+      writer.uint32(34).string(message.table);
+    }
+    if (message.maxRows !== 0) {
+      writer.uint32(40).uint64(message.maxRows);
+    }
+    if (message.timeoutMs !== 0) {
+      writer.uint32(48).uint32(message.timeoutMs);
+    }
+    if (message.batchRows !== 0) {
+      writer.uint32(56).uint32(message.batchRows);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SqlSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSqlSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.datasource = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.query = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.paramsJson = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.table = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.maxRows = longToNumber(reader.uint64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.timeoutMs = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.batchRows = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SqlSpec {
+    return {
+      datasource: isSet(object.datasource) ? globalThis.String(object.datasource) : "",
+      query: isSet(object.query) ? globalThis.String(object.query) : "",
+      paramsJson: isSet(object.paramsJson)
+        ? globalThis.String(object.paramsJson)
+        : isSet(object.params_json)
+        ? globalThis.String(object.params_json)
+        : "",
+      table: isSet(object.table) ? globalThis.String(object.table) : "",
+      maxRows: isSet(object.maxRows)
+        ? globalThis.Number(object.maxRows)
+        : isSet(object.max_rows)
+        ? globalThis.Number(object.max_rows)
+        : 0,
+      timeoutMs: isSet(object.timeoutMs)
+        ? globalThis.Number(object.timeoutMs)
+        : isSet(object.timeout_ms)
+        ? globalThis.Number(object.timeout_ms)
+        : 0,
+      batchRows: isSet(object.batchRows)
+        ? globalThis.Number(object.batchRows)
+        : isSet(object.batch_rows)
+        ? globalThis.Number(object.batch_rows)
+        : 0,
+    };
+  },
+
+  toJSON(message: SqlSpec): unknown {
+    const obj: any = {};
+    if (message.datasource !== "") {
+      obj.datasource = message.datasource;
+    }
+    if (message.query !== "") {
+      obj.query = message.query;
+    }
+    if (message.paramsJson !== "") {
+      obj.paramsJson = message.paramsJson;
+    }
+    if (message.table !== "") {
+      obj.table = message.table;
+    }
+    if (message.maxRows !== 0) {
+      obj.maxRows = Math.round(message.maxRows);
+    }
+    if (message.timeoutMs !== 0) {
+      obj.timeoutMs = Math.round(message.timeoutMs);
+    }
+    if (message.batchRows !== 0) {
+      obj.batchRows = Math.round(message.batchRows);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SqlSpec>, I>>(base?: I): SqlSpec {
+    return SqlSpec.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SqlSpec>, I>>(object: I): SqlSpec {
+    const message = createBaseSqlSpec();
+    message.datasource = object.datasource ?? "";
+    message.query = object.query ?? "";
+    message.paramsJson = object.paramsJson ?? "";
+    message.table = object.table ?? "";
+    message.maxRows = object.maxRows ?? 0;
+    message.timeoutMs = object.timeoutMs ?? 0;
+    message.batchRows = object.batchRows ?? 0;
+    return message;
+  },
+};
+
+function createBaseDatasourceHealth(): DatasourceHealth {
+  return { name: "", driver: "", readOnly: false, healthy: false, error: "", checkedAtMs: 0 };
+}
+
+export const DatasourceHealth: MessageFns<DatasourceHealth> = {
+  encode(message: DatasourceHealth, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.driver !== "") {
+      writer.uint32(18).string(message.driver);
+    }
+    if (message.readOnly !== false) {
+      writer.uint32(24).bool(message.readOnly);
+    }
+    if (message.healthy !== false) {
+      writer.uint32(32).bool(message.healthy);
+    }
+    if (message.error !== "") {
+      writer.uint32(42).string(message.error);
+    }
+    if (message.checkedAtMs !== 0) {
+      writer.uint32(48).int64(message.checkedAtMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DatasourceHealth {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDatasourceHealth();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.driver = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.readOnly = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.healthy = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.error = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.checkedAtMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DatasourceHealth {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      driver: isSet(object.driver) ? globalThis.String(object.driver) : "",
+      readOnly: isSet(object.readOnly)
+        ? globalThis.Boolean(object.readOnly)
+        : isSet(object.read_only)
+        ? globalThis.Boolean(object.read_only)
+        : false,
+      healthy: isSet(object.healthy) ? globalThis.Boolean(object.healthy) : false,
+      error: isSet(object.error) ? globalThis.String(object.error) : "",
+      checkedAtMs: isSet(object.checkedAtMs)
+        ? globalThis.Number(object.checkedAtMs)
+        : isSet(object.checked_at_ms)
+        ? globalThis.Number(object.checked_at_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: DatasourceHealth): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.driver !== "") {
+      obj.driver = message.driver;
+    }
+    if (message.readOnly !== false) {
+      obj.readOnly = message.readOnly;
+    }
+    if (message.healthy !== false) {
+      obj.healthy = message.healthy;
+    }
+    if (message.error !== "") {
+      obj.error = message.error;
+    }
+    if (message.checkedAtMs !== 0) {
+      obj.checkedAtMs = Math.round(message.checkedAtMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DatasourceHealth>, I>>(base?: I): DatasourceHealth {
+    return DatasourceHealth.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DatasourceHealth>, I>>(object: I): DatasourceHealth {
+    const message = createBaseDatasourceHealth();
+    message.name = object.name ?? "";
+    message.driver = object.driver ?? "";
+    message.readOnly = object.readOnly ?? false;
+    message.healthy = object.healthy ?? false;
+    message.error = object.error ?? "";
+    message.checkedAtMs = object.checkedAtMs ?? 0;
+    return message;
+  },
+};
+
 function createBaseTaskSpec(): TaskSpec {
   return { kind: undefined };
 }
@@ -879,6 +1258,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         break;
       case "shell":
         ShellSpec.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+      case "sql":
+        SqlSpec.encode(message.kind.value, writer.uint32(26).fork()).join();
         break;
     }
     return writer;
@@ -913,6 +1295,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.kind = { $case: "shell", value: ShellSpec.decode(reader, reader.uint32()) };
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.kind = { $case: "sql", value: SqlSpec.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -931,6 +1321,8 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         ? { $case: "echo", value: EchoSpec.fromJSON(object.echo) }
         : isSet(object.shell)
         ? { $case: "shell", value: ShellSpec.fromJSON(object.shell) }
+        : isSet(object.sql)
+        ? { $case: "sql", value: SqlSpec.fromJSON(object.sql) }
         : undefined,
     };
   },
@@ -941,6 +1333,8 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       obj.echo = EchoSpec.toJSON(message.kind.value);
     } else if (message.kind?.$case === "shell") {
       obj.shell = ShellSpec.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "sql") {
+      obj.sql = SqlSpec.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -960,6 +1354,12 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       case "shell": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "shell", value: ShellSpec.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "sql": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "sql", value: SqlSpec.fromPartial(object.kind.value) };
         }
         break;
       }

@@ -1,0 +1,84 @@
+// What every SQL driver of the agent provides: a named datasource (configured on the agent, never in the
+// request) that checks its connection, runs one statement with positional parameters and streams the
+// result as column metadata then batches of rows, pulled one batch at a time (the consumer's pace is
+// the database's pace: nothing is read ahead of what the consumer asked for beyond one batch), and
+// describes a table from the engine's catalog. Values arrive already converted to JSON that keeps their
+// meaning (see JsonValue below).
+
+export type SqlDriver = "postgres" | "mysql" | "sqlite";
+
+/** A datasource as configured in the agent's `[datasources.NAME]`, secrets already resolved. */
+export interface DatasourceConfig {
+  name: string;
+  driver: SqlDriver;
+  /** postgres/mysql: a connection URL (postgres://..., mysql://...). Either url or the fields below. */
+  url?: string;
+  host?: string;
+  port?: number;
+  user?: string;
+  /** Resolved from password_env or password_file; never logged. */
+  password?: string;
+  /** postgres/mysql: the database name. */
+  database?: string;
+  /** sqlite: the database file (absolute). */
+  path?: string;
+  /** Default true: the database itself refuses writes (read-only transaction/session, SQLite opened read-only). */
+  readOnly: boolean;
+  /** Per statement; 0 = none. Enforced by the database where it can, else by cancelling. */
+  statementTimeoutMs: number;
+  /** Connections kept (postgres/mysql); sqlite: concurrent readers. */
+  poolSize: number;
+  /** A result longer than this fails with FAILED_PRECONDITION-like error after sending max_rows rows; 0 = none. */
+  maxRows: number;
+  connectTimeoutMs: number;
+}
+
+export type { ColumnInfo, JsonValue, TableMeta } from "../../common/sql-result.js";
+import type { ColumnInfo, JsonValue, TableMeta } from "../../common/sql-result.js";
+
+export interface QueryOptions {
+  /** Aborting stops the statement in the database (pg_cancel_backend, KILL QUERY, interrupt). */
+  signal: AbortSignal;
+  /** Rows per batch yielded (default 500). */
+  batchRows?: number;
+}
+
+export type QueryChunk =
+  /** Exactly once, first: the result's columns (empty for a statement that returns no rows). */
+  | { kind: "columns"; columns: ColumnInfo[] }
+  /** Zero or more, in order; never empty. */
+  | { kind: "rows"; rows: JsonValue[][] }
+  /** Exactly once, last. affectedRows: for INSERT/UPDATE/DELETE where the engine says. */
+  | { kind: "done"; rowCount: number; affectedRows?: number };
+
+/** Why a statement failed: code is a gRPC status number (see src/common/errors.ts Code). */
+export class SqlError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+    /** The engine's own error code (SQLSTATE, errno, SQLITE_*), when there is one. */
+    readonly engineCode?: string,
+  ) {
+    super(message);
+    this.name = "SqlError";
+  }
+}
+
+export interface Datasource {
+  readonly name: string;
+  readonly driver: SqlDriver;
+  readonly readOnly: boolean;
+  /** Opens a connection (or uses one from the pool) and runs a trivial statement; rejects with SqlError. */
+  check(): Promise<void>;
+  /**
+   * Runs one statement. The iterator yields columns, rows*, done; it throws SqlError for database errors
+   * (the message carries the engine's own text), and for a write on a read-only datasource. Returning
+   * early (break) or aborting the signal stops the statement in the database and releases the connection.
+   * maxRows is not enforced here (the executor counts).
+   */
+  query(sql: string, params: JsonValue[], opts: QueryOptions): AsyncIterable<QueryChunk>;
+  /** The table's columns, primary key and indexes from the engine's catalog; SqlError NOT_FOUND when absent. */
+  describeTable(table: string): Promise<TableMeta>;
+  /** Ends every connection; queries running are cancelled. */
+  close(): Promise<void>;
+}

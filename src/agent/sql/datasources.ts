@@ -1,0 +1,171 @@
+// The agent's SQL datasources: opened once from its config, checked at start and then periodically (a
+// connect check each), reported in every heartbeat; one that cannot connect makes the agent Degraded
+// with the datasource and the database's reason named. Tasks find a datasource by name, or by driver
+// name for clients that name the engine instead (seed 000's `database = "postgres"`).
+import type { Logger } from "../../common/logger.js";
+import type { DatasourceHealth } from "../../gen/switchboard/v1/task.js";
+import type { Datasource, DatasourceConfig, SqlDriver } from "./datasource.js";
+import { openMysql } from "./mysql.js";
+import { openPostgres } from "./postgres.js";
+import { openSqlite } from "./sqlite.js";
+
+export type DatasourceOpener = (config: DatasourceConfig, logger?: Logger) => Datasource;
+
+const OPENERS: Record<SqlDriver, DatasourceOpener> = {
+  postgres: openPostgres,
+  mysql: openMysql,
+  sqlite: openSqlite,
+};
+
+/** Names a client may use for a driver instead of a datasource name. */
+const DRIVER_ALIASES: Record<string, SqlDriver> = {
+  postgres: "postgres",
+  postgresql: "postgres",
+  pg: "postgres",
+  mysql: "mysql",
+  mariadb: "mysql",
+  sqlite: "sqlite",
+  sqlite3: "sqlite",
+};
+
+export const DEFAULT_CHECK_INTERVAL_MS = 30_000;
+/** A datasource that is down is checked this often, so the agent recovers soon after the database does. */
+const DOWN_CHECK_INTERVAL_MS = 3_000;
+/** A check that takes longer than this counts as failed. */
+const CHECK_TIMEOUT_MS = 15_000;
+
+interface Entry {
+  config: DatasourceConfig;
+  ds: Datasource;
+  health: DatasourceHealth;
+  checking: boolean;
+}
+
+export class Datasources {
+  private readonly entries = new Map<string, Entry>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    configs: readonly DatasourceConfig[],
+    private readonly logger: Logger,
+    openers: Partial<Record<SqlDriver, DatasourceOpener>> = {},
+  ) {
+    for (const config of configs) {
+      const open = openers[config.driver] ?? OPENERS[config.driver];
+      this.entries.set(config.name, {
+        config,
+        ds: open(config, logger.child({ datasource: config.name })),
+        // Unchecked counts as healthy until the first check says otherwise; start() runs that check.
+        health: {
+          name: config.name,
+          driver: config.driver,
+          readOnly: config.readOnly,
+          healthy: true,
+          error: "",
+          checkedAtMs: 0,
+        },
+        checking: false,
+      });
+    }
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Checks every datasource now, then every intervalMs. */
+  async start(intervalMs = DEFAULT_CHECK_INTERVAL_MS): Promise<void> {
+    await this.checkAll();
+    if (this.entries.size === 0) return;
+    this.timer = setInterval(
+      () => {
+        const now = Date.now();
+        for (const e of this.entries.values()) {
+          const every = e.health.healthy ? intervalMs : DOWN_CHECK_INTERVAL_MS;
+          if (now - e.health.checkedAtMs >= every) void this.check(e);
+        }
+      },
+      Math.min(intervalMs, DOWN_CHECK_INTERVAL_MS),
+    );
+    this.timer.unref();
+  }
+
+  /** A query failed for want of a connection: check now rather than at the next interval. */
+  suspect(name: string): void {
+    const e = this.entries.get(name);
+    if (e) void this.check(e);
+  }
+
+  /** By name; else, when the name is a driver's, the first datasource of that driver (config order). */
+  resolve(name: string): Datasource | undefined {
+    const exact = this.entries.get(name);
+    if (exact) return exact.ds;
+    const driver = DRIVER_ALIASES[name.toLowerCase()];
+    if (!driver) return undefined;
+    for (const e of this.entries.values()) if (e.config.driver === driver) return e.ds;
+    return undefined;
+  }
+
+  config(name: string): DatasourceConfig | undefined {
+    return this.entries.get(name)?.config;
+  }
+
+  names(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  health(): DatasourceHealth[] {
+    return [...this.entries.values()].map((e) => ({ ...e.health }));
+  }
+
+  /** The reason the agent is Degraded because of its datasources, or undefined. */
+  trouble(): string | undefined {
+    const bad = [...this.entries.values()].filter((e) => !e.health.healthy);
+    if (bad.length === 0) return undefined;
+    return bad.map((e) => `datasource "${e.config.name}" is down: ${e.health.error}`).join("; ");
+  }
+
+  async checkAll(): Promise<void> {
+    await Promise.all([...this.entries.values()].map((e) => this.check(e)));
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await Promise.all(
+      [...this.entries.values()].map((e) =>
+        e.ds
+          .close()
+          .catch((err: unknown) => this.logger.warn({ err, datasource: e.config.name }, "close failed")),
+      ),
+    );
+  }
+
+  private async check(e: Entry): Promise<void> {
+    if (e.checking) return;
+    e.checking = true;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        e.ds.check(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS / 1000} s`)),
+            CHECK_TIMEOUT_MS,
+          );
+        }),
+      ]);
+      if (!e.health.healthy) this.logger.info({ datasource: e.config.name }, "datasource is back");
+      e.health = { ...e.health, healthy: true, error: "", checkedAtMs: Date.now() };
+    } catch (err) {
+      const error = err instanceof Error ? err.message : String(err);
+      if (e.health.healthy || e.health.error !== error) {
+        this.logger.warn({ datasource: e.config.name, error }, "datasource check failed");
+      }
+      e.health = { ...e.health, healthy: false, error, checkedAtMs: Date.now() };
+    } finally {
+      clearTimeout(timer);
+      e.checking = false;
+    }
+  }
+}

@@ -1,0 +1,473 @@
+// The MySQL/MariaDB driver against the real MariaDB on 127.0.0.1:3306: values keep their meaning, rows stream
+// in batches at the consumer's pace, read-only datasources refuse writes (DDL too), and cancel and timeout
+// stop the statement in the server.
+import mysql from "mysql2/promise";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createMariadbDatabase, type MariadbDatabase } from "../../../test/support/mariadb.js";
+import { Code } from "../../common/errors.js";
+import {
+  SqlError,
+  type ColumnInfo,
+  type Datasource,
+  type DatasourceConfig,
+  type JsonValue,
+  type QueryChunk,
+} from "./datasource.js";
+import { openMysql } from "./mysql.js";
+
+let db: MariadbDatabase;
+let admin: mysql.Connection;
+const opened: Datasource[] = [];
+
+function open(over: Partial<DatasourceConfig> = {}): Datasource {
+  const ds = openMysql({
+    name: "maria",
+    driver: "mysql",
+    url: db.url,
+    readOnly: true,
+    statementTimeoutMs: 0,
+    poolSize: 4,
+    maxRows: 0,
+    connectTimeoutMs: 5_000,
+    ...over,
+  });
+  opened.push(ds);
+  return ds;
+}
+
+interface Collected {
+  columns: ColumnInfo[];
+  batches: JsonValue[][][];
+  rows: JsonValue[][];
+  rowCount: number;
+  affectedRows: number | undefined;
+}
+
+async function collect(
+  ds: Datasource,
+  sql: string,
+  params: JsonValue[] = [],
+  opts: { batchRows?: number; signal?: AbortSignal } = {},
+): Promise<Collected> {
+  const out: Collected = { columns: [], batches: [], rows: [], rowCount: -1, affectedRows: undefined };
+  const kinds: string[] = [];
+  for await (const chunk of ds.query(sql, params, {
+    signal: opts.signal ?? new AbortController().signal,
+    batchRows: opts.batchRows,
+  })) {
+    kinds.push(chunk.kind);
+    if (chunk.kind === "columns") out.columns = chunk.columns;
+    else if (chunk.kind === "rows") {
+      expect(chunk.rows.length).toBeGreaterThan(0);
+      out.batches.push(chunk.rows);
+      out.rows.push(...chunk.rows);
+    } else {
+      out.rowCount = chunk.rowCount;
+      out.affectedRows = chunk.affectedRows;
+    }
+  }
+  expect(kinds[0]).toBe("columns");
+  expect(kinds[kinds.length - 1]).toBe("done");
+  expect(out.rowCount).toBe(out.rows.length);
+  return out;
+}
+
+/** The chunks one at a time, for tests that pull at their own pace. */
+function iterate(ds: Datasource, sql: string, batchRows: number): AsyncIterator<QueryChunk> {
+  const chunks = ds.query(sql, [], { signal: new AbortController().signal, batchRows });
+  return chunks[Symbol.asyncIterator]();
+}
+
+/** The error a promise rejects with, which must be a SqlError. */
+async function failure(p: Promise<unknown>): Promise<SqlError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(SqlError);
+    return e as SqlError;
+  }
+  throw new Error("expected a SqlError, got success");
+}
+
+/** Statements of other connections running now whose text contains marker. */
+async function running(marker: string): Promise<number> {
+  const [rows] = await admin.query(
+    `SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST
+      WHERE COMMAND = 'Query' AND INFO LIKE ? AND ID <> CONNECTION_ID()`,
+    [`%${marker}%`],
+  );
+  return Number((rows as { n: number }[])[0]!.n);
+}
+
+async function poll(what: string, ok: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await ok())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+beforeAll(async () => {
+  db = await createMariadbDatabase();
+  admin = await mysql.createConnection({ uri: db.url, multipleStatements: true });
+  // The driver reads TIMESTAMP in UTC; store them in UTC too so the expected text does not depend on the host.
+  await admin.query("SET time_zone = '+00:00'");
+  await admin.query(`
+    CREATE TABLE types (
+      id int NOT NULL PRIMARY KEY,
+      ti tinyint, i int, bi bigint, bu bigint unsigned, d decimal(12,3), f float, db double,
+      vc varchar(20), tx text, ch char(3), dt date, dtm datetime(6), ts timestamp(3) NULL, tm time, y year,
+      j json, bl blob, vb varbinary(8), bt bit(8), e enum('red','green'), b tinyint(1)
+    );
+    INSERT INTO types VALUES
+      (1, -128, 2147483647, 9007199254740993, 18446744073709551615, 123456789.125, 1.5, 3.141592653589793,
+       'hello', 'Zoë 🚀 東京 — ünïcödé', 'abc', '2024-02-29', '2024-01-02 03:04:05.123456',
+       '2024-01-02 03:04:05.123', '-12:34:56', 2024, '{"a": [1, 2, {"b": null}], "n": 1.25e3}',
+       x'00ff10', x'cafe', b'10100101', 'green', 1),
+      (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL);
+    CREATE TABLE users (
+      id bigint NOT NULL,
+      org int NOT NULL,
+      email varchar(100) NOT NULL,
+      name varchar(50) DEFAULT 'anon',
+      score decimal(8,2),
+      PRIMARY KEY (org, id),
+      UNIQUE KEY users_email (email),
+      KEY users_name_score (name, score)
+    );
+    CREATE TABLE notes (id int PRIMARY KEY, body text);
+    INSERT INTO notes VALUES (1, 'first');
+  `);
+});
+
+afterAll(async () => {
+  await Promise.all(opened.map((ds) => ds.close()));
+  await admin?.end();
+  await db?.drop();
+});
+
+describe("mysql datasource", () => {
+  it("checks its connection", async () => {
+    await open().check();
+  });
+
+  it("round-trips the common MariaDB types with their meaning kept", async () => {
+    const r = await collect(open(), "SELECT * FROM types ORDER BY id");
+    expect(r.rows).toEqual([
+      [
+        1,
+        -128,
+        2147483647,
+        "9007199254740993",
+        "18446744073709551615",
+        "123456789.125",
+        1.5,
+        3.141592653589793,
+        "hello",
+        "Zoë 🚀 東京 — ünïcödé",
+        "abc",
+        "2024-02-29",
+        "2024-01-02T03:04:05.123456",
+        "2024-01-02T03:04:05.123",
+        "-12:34:56",
+        2024,
+        { a: [1, 2, { b: null }], n: 1250 },
+        Buffer.from([0x00, 0xff, 0x10]).toString("base64"),
+        Buffer.from([0xca, 0xfe]).toString("base64"),
+        Buffer.from([0xa5]).toString("base64"),
+        "green",
+        1,
+      ],
+      [2, ...new Array<null>(21).fill(null)],
+    ]);
+    // Every value survives JSON as it is (no BigInt, Buffer or Date left over).
+    expect(JSON.parse(JSON.stringify(r.rows))).toEqual(r.rows);
+  });
+
+  it("converts computed values: safe integers as numbers, big ones as text, zero dates untouched", async () => {
+    const r = await collect(
+      open(),
+      `SELECT 1 + 1 AS two, CAST(18446744073709551615 AS UNSIGNED) AS big, -9007199254740991 AS low,
+              12.50 * 2 AS dec_value, CAST('0000-00-00 00:00:00' AS DATETIME) AS zero, 'é' AS e, NULL AS n`,
+    );
+    expect(r.rows).toEqual([
+      [2, "18446744073709551615", -9007199254740991, "25.00", "0000-00-00 00:00:00", "é", null],
+    ]);
+  });
+
+  it("names each column's type as the engine does, with nullability", async () => {
+    const r = await collect(open(), "SELECT * FROM types WHERE id = 0");
+    expect(r.rows).toEqual([]);
+    expect(r.columns.map((c) => [c.name, c.type, c.nullable])).toEqual([
+      ["id", "int", false],
+      ["ti", "tinyint", true],
+      ["i", "int", true],
+      ["bi", "bigint", true],
+      ["bu", "bigint unsigned", true],
+      ["d", "decimal(12,3)", true],
+      ["f", "float", true],
+      ["db", "double", true],
+      ["vc", "varchar(20)", true],
+      ["tx", "text", true],
+      ["ch", "char(3)", true],
+      ["dt", "date", true],
+      ["dtm", "datetime(6)", true],
+      ["ts", "timestamp(3)", true],
+      ["tm", "time", true],
+      ["y", "year", true],
+      ["j", "json", true],
+      ["bl", "blob", true],
+      ["vb", "varbinary(8)", true],
+      ["bt", "bit(8)", true],
+      ["e", "enum", true],
+      ["b", "tinyint(1)", true],
+    ]);
+    const computed = await collect(
+      open(),
+      "SELECT CONCAT(vc, 'x') AS c, 1 + 1 AS two FROM types WHERE id = 1",
+    );
+    expect(computed.columns).toEqual([
+      { name: "c", type: "varchar(21)", nullable: null },
+      // MariaDB marks this expression NOT NULL.
+      { name: "two", type: "int", nullable: false },
+    ]);
+  });
+
+  it("binds ? parameters as values, objects and arrays as JSON text", async () => {
+    const r = await collect(
+      open(),
+      // JSON_EXTRACT's result is JSON to MariaDB, so it arrives parsed.
+      "SELECT ? AS s, ? AS n, ? AS nothing, ? AS yes, JSON_EXTRACT(?, '$.a[1]') AS a1, ? AS quote, '?' AS literal",
+      ["Zoë 🚀 東京", 42.5, null, true, { a: [1, 2] }, 'it\'s \\ "quoted"'],
+    );
+    expect(r.rows).toEqual([["Zoë 🚀 東京", "42.5", null, 1, 2, 'it\'s \\ "quoted"', "?"]]);
+    const byId = await collect(open(), "SELECT body FROM notes WHERE id = ?", [1]);
+    expect(byId.rows).toEqual([["first"]]);
+    // Without parameters a question mark in the text is left alone.
+    expect((await collect(open(), "SELECT '?' AS q")).rows).toEqual([["?"]]);
+  });
+
+  it("gives the columns of an empty result and no rows chunk", async () => {
+    const r = await collect(open(), "SELECT id, body FROM notes WHERE id < 0");
+    expect(r.columns.map((c) => c.name)).toEqual(["id", "body"]);
+    expect(r.batches).toEqual([]);
+    expect(r.rowCount).toBe(0);
+  });
+
+  it("streams 200000 rows of the sequence engine in batches of the requested size", async () => {
+    const r = await collect(open(), "SELECT seq FROM seq_1_to_200000", [], { batchRows: 7_000 });
+    expect(r.batches.length).toBe(Math.ceil(200_000 / 7_000));
+    for (const b of r.batches.slice(0, -1)) expect(b.length).toBe(7_000);
+    expect(r.batches[r.batches.length - 1]!.length).toBe(200_000 % 7_000);
+    expect(r.columns).toEqual([{ name: "seq", type: "bigint unsigned", nullable: false }]);
+    expect(r.rows.findIndex(([v], i) => v !== i + 1)).toBe(-1);
+    expect(r.rowCount).toBe(200_000);
+    const small = await collect(open(), "SELECT seq FROM seq_1_to_10", [], { batchRows: 3 });
+    expect(small.batches.map((b) => b.length)).toEqual([3, 3, 3, 1]);
+  });
+
+  it("reads only as fast as the consumer pulls, and stops the statement when the consumer leaves", async () => {
+    const ds = open();
+    const marker = "pace_marker_7fc1";
+    const chunks = iterate(ds, `SELECT seq AS ${marker} FROM seq_1_to_50000000`, 1_000);
+    expect((await chunks.next()).value).toMatchObject({ kind: "columns" });
+    const first = await chunks.next();
+    expect(first.value).toMatchObject({ kind: "rows" });
+    // The consumer stalls: the server is held back by the unread socket instead of finishing the result.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await running(marker)).toBe(1);
+    const second = await chunks.next();
+    expect((second.value as { rows: JsonValue[][] }).rows[0]).toEqual([1_001]);
+    await chunks.return?.(undefined);
+    await poll("the abandoned statement to stop", async () => (await running(marker)) === 0, 3_000);
+    // The datasource goes on serving.
+    expect((await collect(ds, "SELECT 1")).rows).toEqual([[1]]);
+  });
+
+  it("refuses writes on a read-only datasource, DDL included", async () => {
+    const ds = open();
+    const insert = await failure(collect(ds, "INSERT INTO notes VALUES (2, 'no')"));
+    expect(insert.code).toBe(Code.PERMISSION_DENIED);
+    expect(insert.message).toMatch(
+      /^datasource "maria" is read-only: Cannot execute statement in a READ ONLY transaction/,
+    );
+    expect(insert.engineCode).toBe("1792");
+    // DDL commits any open transaction before it runs; the session's read-only setting still holds it.
+    for (const ddl of ["DROP TABLE notes", "CREATE TABLE other (a int)", "TRUNCATE notes"]) {
+      const e = await failure(collect(ds, ddl));
+      expect(e.code).toBe(Code.PERMISSION_DENIED);
+      expect(e.message).toMatch(/read-only/);
+    }
+    const escape = await failure(collect(ds, "SET STATEMENT tx_read_only=0 FOR DROP TABLE notes"));
+    expect(escape.code).toBe(Code.PERMISSION_DENIED);
+    expect(escape.message).toMatch(/^datasource "maria" is read-only/);
+    const [rows] = await admin.query("SELECT COUNT(*) AS n FROM notes");
+    expect(Number((rows as { n: number }[])[0]!.n)).toBe(1);
+    // The session the next statement gets is still read-only.
+    expect((await failure(collect(ds, "INSERT INTO notes VALUES (3, 'no')"))).code).toBe(
+      Code.PERMISSION_DENIED,
+    );
+  });
+
+  it("writes on a read-write datasource and reports the rows affected", async () => {
+    const ds = open({ readOnly: false, name: "rw" });
+    const ins = await collect(ds, "INSERT INTO notes VALUES (10, ?), (11, ?)", ["a", "b"]);
+    expect(ins.columns).toEqual([]);
+    expect(ins.rows).toEqual([]);
+    expect(ins.affectedRows).toBe(2);
+    const upd = await collect(ds, "UPDATE notes SET body = 'c' WHERE id >= 10");
+    expect(upd.affectedRows).toBe(2);
+    const del = await collect(ds, "DELETE FROM notes WHERE id >= 10");
+    expect(del.affectedRows).toBe(2);
+  });
+
+  it("cancels a running statement in the server when the signal aborts", async () => {
+    const ds = open();
+    const marker = "cancel_marker_31ab";
+    const abort = new AbortController();
+    const run = collect(ds, `SELECT SLEEP(30) AS ${marker}`, [], { signal: abort.signal });
+    await poll("SLEEP(30) to run", async () => (await running(marker)) === 1, 5_000);
+    const started = Date.now();
+    abort.abort();
+    const e = await failure(run);
+    expect(e.code).toBe(Code.CANCELLED);
+    expect(e.message).toBe('datasource "maria": query cancelled');
+    await poll("SLEEP(30) to stop", async () => (await running(marker)) === 0, 2_000);
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect((await collect(ds, "SELECT 2")).rows).toEqual([[2]]);
+  });
+
+  it("ends a statement past statement_timeout with DEADLINE_EXCEEDED", async () => {
+    const ds = open({ statementTimeoutMs: 500 });
+    const started = Date.now();
+    // MariaDB interrupts SLEEP with error 1969 when max_statement_time is hit (not the 1 a KILL may leave).
+    const e = await failure(collect(ds, "SELECT SLEEP(5)"));
+    expect(e.code).toBe(Code.DEADLINE_EXCEEDED);
+    expect(e.message).toMatch(
+      /^datasource "maria": statement timeout \(0\.5s\) exceeded: .*max_statement_time/,
+    );
+    expect(Date.now() - started).toBeLessThan(4_000);
+    // A quick statement on the same datasource is unaffected.
+    expect((await collect(ds, "SELECT 3")).rows).toEqual([[3]]);
+  });
+
+  it("reports bad SQL as INVALID_ARGUMENT with the server's own message", async () => {
+    const ds = open();
+    const syntax = await failure(collect(ds, "SELEC 1"));
+    expect(syntax.code).toBe(Code.INVALID_ARGUMENT);
+    expect(syntax.message).toMatch(
+      /^datasource "maria": You have an error in your SQL syntax; .*near 'SELEC 1'/,
+    );
+    expect(syntax.engineCode).toBe("1064");
+    const table = await failure(collect(ds, "SELECT * FROM nowhere"));
+    expect(table.code).toBe(Code.INVALID_ARGUMENT);
+    expect(table.message).toMatch(/Table '.*\.nowhere' doesn't exist/);
+    const column = await failure(collect(ds, "SELECT nope FROM notes"));
+    expect(column.code).toBe(Code.INVALID_ARGUMENT);
+    expect(column.message).toMatch(/Unknown column 'nope'/);
+    // The pool is still healthy after failures.
+    expect((await collect(ds, "SELECT 4")).rows).toEqual([[4]]);
+  });
+
+  it("reports an unreachable server or a refused login as UNAVAILABLE, without the password", async () => {
+    const down = open({
+      url: undefined,
+      host: "127.0.0.1",
+      port: 1,
+      user: "root",
+      password: "s3cret-pw",
+      database: "x",
+    });
+    const e = await failure(down.check());
+    expect(e.code).toBe(Code.UNAVAILABLE);
+    expect(e.message).toMatch(
+      /^datasource "maria": cannot connect to mysql at 127\.0\.0\.1:1\/x: .*ECONNREFUSED/,
+    );
+    expect(e.message).not.toContain("s3cret-pw");
+    const q = await failure(collect(down, "SELECT 1"));
+    expect(q.code).toBe(Code.UNAVAILABLE);
+
+    const url = new URL(db.url);
+    url.username = "sb_nobody";
+    url.password = "s3cret-pw";
+    const denied = await failure(open({ url: url.toString() }).check());
+    expect(denied.code).toBe(Code.UNAVAILABLE);
+    expect(denied.message).toMatch(/Access denied for user 'sb_nobody'/);
+    expect(denied.message).not.toContain("s3cret-pw");
+  });
+
+  it("reports a connection the server drops mid-statement as UNAVAILABLE and recovers", async () => {
+    const ds = open();
+    const marker = "dropped_marker_c03f";
+    const run = collect(ds, `SELECT SLEEP(30) AS ${marker}`);
+    run.catch(() => undefined); // it may fail before failure() below attaches: not an unhandled rejection
+    await poll("SLEEP(30) to run", async () => (await running(marker)) === 1, 5_000);
+    const [rows] = await admin.query(
+      "SELECT ID AS id FROM information_schema.PROCESSLIST WHERE INFO LIKE ?",
+      [`SELECT SLEEP(30) AS ${marker}%`],
+    );
+    await admin.query(`KILL CONNECTION ${Number((rows as { id: number }[])[0]!.id)}`);
+    const e = await failure(run);
+    expect(e.code).toBe(Code.UNAVAILABLE);
+    expect(e.message).toMatch(
+      /^datasource "maria": the connection to mysql at 127\.0\.0\.1:3306\/sbtest_\w+ was lost: /,
+    );
+    expect((await collect(ds, "SELECT 5")).rows).toEqual([[5]]);
+  });
+
+  it("ends a slow consumer's statement at statement_timeout while its rows wait unread", async () => {
+    const ds = open({ statementTimeoutMs: 300 });
+    const chunks = iterate(ds, "SELECT seq FROM seq_1_to_50000000", 100);
+    await chunks.next();
+    await chunks.next();
+    await new Promise((r) => setTimeout(r, 600));
+    const e = await failure(
+      (async () => {
+        for (let r = await chunks.next(); !r.done; r = await chunks.next());
+      })(),
+    );
+    expect(e.code).toBe(Code.DEADLINE_EXCEEDED);
+    expect((await collect(ds, "SELECT 6")).rows).toEqual([[6]]);
+  });
+
+  it("describes a table from the catalog: columns, primary key in key order, indexes", async () => {
+    const ds = open();
+    const meta = await ds.describeTable("users");
+    expect(meta).toEqual({
+      table: "users",
+      columns: [
+        { name: "id", type: "bigint(20)", nullable: false, default: null },
+        { name: "org", type: "int(11)", nullable: false, default: null },
+        { name: "email", type: "varchar(100)", nullable: false, default: null },
+        { name: "name", type: "varchar(50)", nullable: true, default: "'anon'" },
+        { name: "score", type: "decimal(8,2)", nullable: true, default: null },
+      ],
+      primaryKey: ["org", "id"],
+      indexes: [
+        { name: "PRIMARY", columns: ["org", "id"], unique: true, primary: true },
+        { name: "users_email", columns: ["email"], unique: true, primary: false },
+        { name: "users_name_score", columns: ["name", "score"], unique: false, primary: false },
+      ],
+    });
+    const qualified = await ds.describeTable(`${db.name}.notes`);
+    expect(qualified.table).toBe(`${db.name}.notes`);
+    expect(qualified.primaryKey).toEqual(["id"]);
+    expect((await ds.describeTable("`notes`")).columns.map((c) => c.name)).toEqual(["id", "body"]);
+    const missing = await failure(ds.describeTable("nope"));
+    expect(missing.code).toBe(Code.NOT_FOUND);
+    expect(missing.message).toBe('datasource "maria": table "nope" does not exist');
+  });
+
+  it("cancels running statements when closed", async () => {
+    const ds = open();
+    const marker = "close_marker_9d2e";
+    const run = collect(ds, `SELECT SLEEP(30) AS ${marker}`);
+    run.catch(() => undefined); // it may fail before failure() below attaches: not an unhandled rejection
+    await poll("SLEEP(30) to run", async () => (await running(marker)) === 1, 5_000);
+    await ds.close();
+    expect((await failure(run)).code).toBe(Code.CANCELLED);
+    await poll("SLEEP(30) to stop", async () => (await running(marker)) === 0, 2_000);
+    expect((await failure(ds.check())).code).toBe(Code.UNAVAILABLE);
+  });
+});

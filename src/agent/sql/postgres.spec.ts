@@ -1,0 +1,538 @@
+// The PostgreSQL datasource against the real local server: value conversion, column metadata, batching
+// at the consumer's pace, read-only refusal, cancel and statement timeout, error codes, describeTable.
+import pg from "pg";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { createPostgresDatabase, type PostgresTestDatabase } from "../../../test/support/postgres.js";
+import { Code } from "../../common/errors.js";
+import {
+  SqlError,
+  type ColumnInfo,
+  type Datasource,
+  type DatasourceConfig,
+  type JsonValue,
+  type QueryChunk,
+} from "./datasource.js";
+import { openPostgres } from "./postgres.js";
+
+let db: PostgresTestDatabase;
+let admin: pg.Client;
+const opened: Datasource[] = [];
+
+function open(over: Partial<DatasourceConfig> = {}): Datasource {
+  const ds = openPostgres({
+    name: "pgtest",
+    driver: "postgres",
+    url: db.url,
+    readOnly: true,
+    statementTimeoutMs: 0,
+    poolSize: 2,
+    maxRows: 0,
+    connectTimeoutMs: 5_000,
+    ...over,
+  });
+  opened.push(ds);
+  return ds;
+}
+
+interface Collected {
+  columns: ColumnInfo[];
+  batches: JsonValue[][][];
+  rows: JsonValue[][];
+  done: Extract<QueryChunk, { kind: "done" }>;
+  kinds: string[];
+}
+
+async function collect(
+  ds: Datasource,
+  sql: string,
+  params: JsonValue[] = [],
+  opts: { signal?: AbortSignal; batchRows?: number } = {},
+): Promise<Collected> {
+  const out: Collected = {
+    columns: [],
+    batches: [],
+    rows: [],
+    done: { kind: "done", rowCount: -1 },
+    kinds: [],
+  };
+  for await (const chunk of ds.query(sql, params, {
+    signal: opts.signal ?? new AbortController().signal,
+    batchRows: opts.batchRows,
+  })) {
+    out.kinds.push(chunk.kind);
+    if (chunk.kind === "columns") out.columns = chunk.columns;
+    if (chunk.kind === "rows") {
+      out.batches.push(chunk.rows);
+      out.rows.push(...chunk.rows);
+    }
+    if (chunk.kind === "done") out.done = chunk;
+  }
+  return out;
+}
+
+/** The query's iterator, for tests that pull chunks one at a time. */
+function pull(ds: Datasource, sql: string, batchRows: number): AsyncIterator<QueryChunk> {
+  return ds.query(sql, [], { signal: new AbortController().signal, batchRows })[Symbol.asyncIterator]();
+}
+
+async function failure(p: Promise<unknown>): Promise<SqlError> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof SqlError) return e;
+    throw new Error(`expected a SqlError, got ${String(e)}`);
+  }
+  throw new Error("expected the promise to reject");
+}
+
+async function activeCount(query: string): Promise<number> {
+  const r = await admin.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND query = $2 AND state = 'active'",
+    [db.name, query],
+  );
+  return r.rows[0]!.n;
+}
+
+async function until(what: string, cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond()) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+beforeAll(async () => {
+  db = await createPostgresDatabase();
+  admin = new pg.Client({ connectionString: db.url });
+  await admin.connect();
+  await admin.query(`
+    CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+    CREATE TABLE people (
+      id bigint PRIMARY KEY,
+      name text NOT NULL,
+      nick varchar(20),
+      score numeric(12,3) DEFAULT 0,
+      moods mood[],
+      created timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE UNIQUE INDEX people_name ON people (name);
+    CREATE INDEX people_lower_nick ON people (lower(nick), id);
+    CREATE SCHEMA other;
+    CREATE TABLE other.pairs (a int, b text, c int, PRIMARY KEY (b, a));
+    CREATE TABLE "MixedCase" (x int);
+    CREATE TABLE items (id int PRIMARY KEY, label text);
+    CREATE SEQUENCE pulled;
+    INSERT INTO people (id, name, nick, score, moods) VALUES
+      (1, 'Ada', 'ada', 12.5, '{happy,ok}'),
+      (2, 'Zoë 🚀 東京', NULL, NULL, NULL);
+  `);
+});
+
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((ds) => ds.close()));
+});
+
+afterAll(async () => {
+  await admin?.end();
+  await db?.drop();
+});
+
+describe("openPostgres values", () => {
+  it("converts every common type to JSON that keeps its meaning", async () => {
+    const ds = open();
+    const { rows } = await collect(
+      ds,
+      `SELECT 7::int2, '-2147483648'::int4, 9007199254740991::int8, 9007199254740993::int8, -9007199254740993::int8,
+              -42::int8, 12.5::numeric(12,3), 'NaN'::float8, 'Infinity'::float8, '-Infinity'::float4, 1.5::float8,
+              0.1::float4, true, false, 'Zoë 🚀 東京'::text, 'abc'::varchar(5), '2024-02-29'::date,
+              '2024-01-02 03:04:05.123456'::timestamp, '2024-01-02T03:04:05.123Z'::timestamptz,
+              '2024-01-02T03:04:05+05:30'::timestamptz, '13:14:15.5'::time, '1 day 02:03:04'::interval,
+              'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid, '{"a":[1,2],"b":null}'::json,
+              '{"b": {"c": "d"}, "a": 1}'::jsonb, '\\x00ff10'::bytea, '{1,NULL,3}'::int4[],
+              '{"x y","NULL",NULL,"é"}'::text[], '{9007199254740993,1}'::int8[], '{1.50,2}'::numeric[],
+              ARRAY['{"k":1}'::jsonb], '{{1,2},{3,4}}'::int2[], NULL::int4, NULL::text, NULL::jsonb,
+              'infinity'::timestamptz, '192.168.0.1/24'::inet, '08:00:2b:01:02:03'::macaddr`,
+    );
+    expect(rows).toEqual([
+      [
+        7,
+        -2147483648,
+        9007199254740991,
+        "9007199254740993",
+        "-9007199254740993",
+        -42,
+        "12.500",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        1.5,
+        0.1,
+        true,
+        false,
+        "Zoë 🚀 東京",
+        "abc",
+        "2024-02-29",
+        "2024-01-02T03:04:05.123456",
+        "2024-01-02T03:04:05.123+00:00",
+        "2024-01-01T21:34:05+00:00",
+        "13:14:15.5",
+        "1 day 02:03:04",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        { a: [1, 2], b: null },
+        { a: 1, b: { c: "d" } },
+        Buffer.from([0, 255, 16]).toString("base64"),
+        [1, null, 3],
+        ["x y", "NULL", null, "é"],
+        ["9007199254740993", 1],
+        ["1.50", "2"],
+        [{ k: 1 }],
+        [
+          [1, 2],
+          [3, 4],
+        ],
+        null,
+        null,
+        null,
+        "infinity",
+        "192.168.0.1/24",
+        "08:00:2b:01:02:03",
+      ],
+    ]);
+  });
+
+  it("reads a table's values and arrays of a user-defined enum", async () => {
+    const ds = open();
+    const q = "SELECT id, name, nick, score, moods FROM people ORDER BY id";
+    const want = [
+      [1, "Ada", "ada", "12.500", ["happy", "ok"]],
+      [2, "Zoë 🚀 東京", null, null, null],
+    ];
+    // The first time the enum array's type is learnt from the catalog; the second it converts as rows arrive.
+    expect((await collect(ds, q)).rows).toEqual(want);
+    expect((await collect(ds, q)).rows).toEqual(want);
+  });
+
+  it("names column types as PostgreSQL does and tells nullability for table columns", async () => {
+    const ds = open();
+    const { columns } = await collect(
+      ds,
+      "SELECT id, name, nick, score, moods, created, 1 + 1 AS two, '{1}'::int4[] AS arr, 'x'::bytea AS b FROM people",
+    );
+    expect(columns).toEqual([
+      { name: "id", type: "bigint", nullable: false },
+      { name: "name", type: "text", nullable: false },
+      { name: "nick", type: "character varying(20)", nullable: true },
+      { name: "score", type: "numeric(12,3)", nullable: true },
+      { name: "moods", type: "mood[]", nullable: true },
+      { name: "created", type: "timestamp with time zone", nullable: false },
+      { name: "two", type: "integer", nullable: null },
+      { name: "arr", type: "integer[]", nullable: null },
+      { name: "b", type: "bytea", nullable: null },
+    ]);
+  });
+
+  it("binds positional parameters, objects and arrays as JSON text", async () => {
+    const ds = open();
+    const { rows } = await collect(
+      ds,
+      "SELECT $1::text, $2::int + 1, $3::jsonb -> 'a', $4::jsonb, $5::text IS NULL",
+      ["héllo", 41, { a: [1, "two"] }, [1, 2], null],
+    );
+    expect(rows).toEqual([["héllo", 42, [1, "two"], [1, 2], true]]);
+    expect((await collect(ds, "SELECT name FROM people WHERE id = $1", [2])).rows).toEqual([["Zoë 🚀 東京"]]);
+  });
+
+  it("gives the columns of an empty result, and no rows chunk", async () => {
+    const ds = open();
+    const r = await collect(ds, "SELECT id, name FROM people WHERE false");
+    expect(r.kinds).toEqual(["columns", "done"]);
+    expect(r.columns.map((c) => c.name)).toEqual(["id", "name"]);
+    expect(r.done).toEqual({ kind: "done", rowCount: 0, affectedRows: undefined });
+  });
+});
+
+describe("openPostgres batches", () => {
+  it("yields rows in batches of batchRows", async () => {
+    const ds = open();
+    const r = await collect(ds, "SELECT g FROM generate_series(1, 1050) g", [], { batchRows: 500 });
+    expect(r.batches.map((b) => b.length)).toEqual([500, 500, 50]);
+    expect(r.rows[1049]).toEqual([1050]);
+    expect(r.done.rowCount).toBe(1050);
+    const exact = await collect(ds, "SELECT g FROM generate_series(1, 1000) g", [], { batchRows: 500 });
+    expect(exact.batches.map((b) => b.length)).toEqual([500, 500]);
+  });
+
+  it("fetches from the server only as fast as the consumer pulls, and stops when it returns", async () => {
+    // nextval() counts the rows the server has produced; sequences ignore the transaction, so another
+    // session sees the count while the cursor is open.
+    const ds = open({ readOnly: false, poolSize: 1 });
+    const pulled = async (): Promise<number> => {
+      const r = await admin.query<{ n: string }>("SELECT last_value AS n FROM pulled");
+      return Number(r.rows[0]!.n);
+    };
+    const before = Number((await admin.query<{ n: string }>("SELECT nextval('pulled') AS n")).rows[0]!.n);
+    const sizes: number[] = [];
+    const seen: number[] = [];
+    for await (const chunk of ds.query("SELECT nextval('pulled') FROM generate_series(1, 200000)", [], {
+      signal: new AbortController().signal,
+      batchRows: 1000,
+    })) {
+      if (chunk.kind !== "rows") continue;
+      sizes.push(chunk.rows.length);
+      await new Promise((r) => setTimeout(r, 30));
+      seen.push((await pulled()) - before);
+      if (sizes.length === 5) break;
+    }
+    expect(sizes).toEqual([1000, 1000, 1000, 1000, 1000]);
+    // While the consumer held batch k, the server had produced k batches and nothing more.
+    expect(seen).toEqual([1000, 2000, 3000, 4000, 5000]);
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await pulled()) - before).toBe(5000);
+    // The connection went back to the (one-connection) pool in a clean state.
+    expect(
+      (
+        await collect(
+          ds,
+          "SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in%'",
+        )
+      ).rows,
+    ).toEqual([[0]]);
+  });
+});
+
+describe("openPostgres writes", () => {
+  it("refuses a write on a read-only datasource with PERMISSION_DENIED", async () => {
+    const ds = open();
+    const e = await failure(collect(ds, "INSERT INTO items VALUES (1, 'x')"));
+    expect(e.code).toBe(Code.PERMISSION_DENIED);
+    expect(e.message).toBe(
+      'datasource "pgtest" is read-only: cannot execute INSERT in a read-only transaction',
+    );
+    expect(e.engineCode).toBe("25006");
+  });
+
+  it("writes on a datasource that allows it and reports the affected rows", async () => {
+    const ds = open({ readOnly: false });
+    const w = await collect(ds, "INSERT INTO items VALUES (1, 'a'), (2, 'b')");
+    expect(w.columns).toEqual([]);
+    expect(w.done).toEqual({ kind: "done", rowCount: 0, affectedRows: 2 });
+    const u = await collect(ds, "UPDATE items SET label = label || '!' RETURNING id", []);
+    expect(u.rows.sort()).toEqual([[1], [2]]);
+    expect(u.done).toEqual({ kind: "done", rowCount: 2, affectedRows: 2 });
+    const d = await collect(ds, "DELETE FROM items");
+    expect(d.done.affectedRows).toBe(2);
+    const dup = await failure(collect(ds, "INSERT INTO people (id, name) VALUES (1, 'again')"));
+    expect(dup.code).toBe(Code.INVALID_ARGUMENT);
+    expect(dup.message).toMatch(/^datasource "pgtest": duplicate key value violates unique constraint/);
+  });
+});
+
+describe("openPostgres cancel and errors", () => {
+  it("cancels a running statement in the server when the signal aborts", async () => {
+    const ds = open({ poolSize: 1 });
+    const abort = new AbortController();
+    const run = failure(collect(ds, "SELECT pg_sleep(30)", [], { signal: abort.signal }));
+    await until("pg_sleep to run", async () => (await activeCount("SELECT pg_sleep(30)")) === 1, 10_000);
+    const started = Date.now();
+    abort.abort();
+    const e = await run;
+    expect(e.code).toBe(Code.CANCELLED);
+    expect(e.message).toBe('datasource "pgtest": query cancelled');
+    await until(
+      "the statement to leave pg_stat_activity",
+      async () => (await activeCount("SELECT pg_sleep(30)")) === 0,
+      2_000,
+    );
+    expect(Date.now() - started).toBeLessThan(2_000);
+    // The one pooled connection is usable again.
+    expect((await collect(ds, "SELECT 1")).rows).toEqual([[1]]);
+  });
+
+  it("stops at the next pull when aborted between batches, and reuses the connection", async () => {
+    const ds = open({ poolSize: 1 });
+    const abort = new AbortController();
+    const pid = async (): Promise<JsonValue> => (await collect(ds, "SELECT pg_backend_pid()")).rows[0]![0]!;
+    const before = await pid();
+    const seen: number[] = [];
+    const e = await failure(
+      (async () => {
+        for await (const chunk of ds.query("SELECT g FROM generate_series(1, 100000) g", [], {
+          signal: abort.signal,
+          batchRows: 100,
+        })) {
+          if (chunk.kind === "rows") {
+            seen.push(chunk.rows.length);
+            abort.abort();
+          }
+        }
+      })(),
+    );
+    expect(e.code).toBe(Code.CANCELLED);
+    expect(seen).toEqual([100]);
+    // No cancel was needed (nothing ran in the server), so the connection went back to the pool.
+    expect(await pid()).toBe(before);
+  });
+
+  it("reports a connection lost mid-statement as UNAVAILABLE and recovers with a new one", async () => {
+    const ds = open({ poolSize: 1 });
+    const run = failure(collect(ds, "SELECT pg_sleep(32)"));
+    await until("pg_sleep to run", async () => (await activeCount("SELECT pg_sleep(32)")) === 1, 10_000);
+    await admin.query(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query = 'SELECT pg_sleep(32)'",
+      [db.name],
+    );
+    const e = await run;
+    expect(e.code).toBe(Code.UNAVAILABLE);
+    expect(e.message).toMatch(
+      /^datasource "pgtest": lost the connection to postgres at 127\.0\.0\.1:5432\/sbtest_/,
+    );
+    expect((await collect(ds, "SELECT 4")).rows).toEqual([[4]]);
+  });
+
+  it("says so when every pooled connection is busy for longer than connect_timeout", async () => {
+    const ds = open({ poolSize: 1, connectTimeoutMs: 300 });
+    const held = pull(ds, "SELECT g FROM generate_series(1, 10) g", 2);
+    expect((await held.next()).value).toMatchObject({ kind: "columns" });
+    const e = await failure(collect(ds, "SELECT 1"));
+    expect(e.code).toBe(Code.UNAVAILABLE);
+    expect(e.message).toMatch(/all 1 \(pool_size\) are running other queries/);
+    // check() and describeTable() do not wait behind the pool: a busy datasource is not a down one.
+    await ds.check();
+    expect((await ds.describeTable("items")).primaryKey).toEqual(["id"]);
+    // A caller waiting for a connection can give up at once.
+    const abort = new AbortController();
+    const waiting = failure(collect(ds, "SELECT 1", [], { signal: abort.signal }));
+    setTimeout(() => abort.abort(), 20);
+    expect((await waiting).code).toBe(Code.CANCELLED);
+    await held.return?.(undefined);
+    expect((await collect(ds, "SELECT 5")).rows).toEqual([[5]]);
+  });
+
+  it("does not start a statement whose signal is already aborted", async () => {
+    const ds = open();
+    const e = await failure(collect(ds, "SELECT 1", [], { signal: AbortSignal.abort() }));
+    expect(e.code).toBe(Code.CANCELLED);
+  });
+
+  it("ends a statement past statement_timeout with DEADLINE_EXCEEDED", async () => {
+    const ds = open({ statementTimeoutMs: 300 });
+    const started = Date.now();
+    const e = await failure(collect(ds, "SELECT pg_sleep(5)"));
+    expect(e.code).toBe(Code.DEADLINE_EXCEEDED);
+    expect(e.message).toBe(
+      'datasource "pgtest": statement timeout (0.3s) exceeded: canceling statement due to statement timeout',
+    );
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect((await collect(ds, "SELECT 2")).rows).toEqual([[2]]);
+  });
+
+  it("maps syntax, unknown-table, data and parameter errors to INVALID_ARGUMENT with PostgreSQL's message", async () => {
+    const ds = open();
+    const syntax = await failure(collect(ds, "SELEC 1"));
+    expect(syntax.code).toBe(Code.INVALID_ARGUMENT);
+    expect(syntax.message).toBe('datasource "pgtest": syntax error at or near "SELEC"');
+    expect(syntax.engineCode).toBe("42601");
+    const table = await failure(collect(ds, "SELECT * FROM nowhere"));
+    expect(table.code).toBe(Code.INVALID_ARGUMENT);
+    expect(table.message).toBe('datasource "pgtest": relation "nowhere" does not exist');
+    const data = await failure(collect(ds, "SELECT 1 / 0"));
+    expect(data.code).toBe(Code.INVALID_ARGUMENT);
+    expect(data.message).toBe('datasource "pgtest": division by zero');
+    const params = await failure(collect(ds, "SELECT $1::int + $2::int", [1]));
+    expect(params.code).toBe(Code.INVALID_ARGUMENT);
+    // The connection survives each failure.
+    expect((await collect(ds, "SELECT 3")).rows).toEqual([[3]]);
+  });
+
+  it("reports an unreachable server as UNAVAILABLE without the password", async () => {
+    const ds = open({
+      url: undefined,
+      host: "127.0.0.1",
+      port: 1,
+      user: "postgres",
+      password: "s3cret-pw",
+      database: "x",
+    });
+    const e = await failure(ds.check());
+    expect(e.code).toBe(Code.UNAVAILABLE);
+    expect(e.message).toMatch(
+      /^datasource "pgtest": cannot connect to postgres at 127\.0\.0\.1:1\/x: .*ECONNREFUSED/,
+    );
+    expect(e.message).not.toContain("s3cret-pw");
+    const q = await failure(collect(ds, "SELECT 1"));
+    expect(q.code).toBe(Code.UNAVAILABLE);
+    expect(q.message).not.toContain("s3cret-pw");
+  });
+
+  it("passes check() on a reachable server and reports an unknown database as UNAVAILABLE", async () => {
+    await open().check();
+    const url = new URL(db.url);
+    url.pathname = "/sbtest_does_not_exist";
+    const e = await failure(open({ url: url.toString() }).check());
+    expect(e.code).toBe(Code.UNAVAILABLE);
+    expect(e.message).toContain('database "sbtest_does_not_exist" does not exist');
+  });
+
+  it("close() cancels running statements, ends paused ones and ends the pool", async () => {
+    const ds = open();
+    const run = failure(collect(ds, "SELECT pg_sleep(31)"));
+    const paused = pull(ds, "SELECT g FROM generate_series(1, 10) g", 2);
+    expect((await paused.next()).value).toMatchObject({ kind: "columns" });
+    await until("pg_sleep to run", async () => (await activeCount("SELECT pg_sleep(31)")) === 1, 10_000);
+    await ds.close();
+    const e = await run;
+    expect(e.code).toBe(Code.UNAVAILABLE);
+    await until("the statement to stop", async () => (await activeCount("SELECT pg_sleep(31)")) === 0, 2_000);
+    // The paused query's connection was cut; its consumer learns why at the next pull.
+    expect((await failure(paused.next())).code).toBe(Code.UNAVAILABLE);
+    const left = await admin.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'switchboard-agent'",
+      [db.name],
+    );
+    expect(left.rows[0]!.n).toBe(0);
+    expect((await failure(collect(ds, "SELECT 1"))).code).toBe(Code.UNAVAILABLE);
+  });
+});
+
+describe("openPostgres describeTable", () => {
+  it("gives columns, primary key and indexes from the catalog", async () => {
+    const ds = open();
+    const t = await ds.describeTable("people");
+    expect(t.table).toBe("people");
+    expect(t.columns).toEqual([
+      { name: "id", type: "bigint", nullable: false, default: null },
+      { name: "name", type: "text", nullable: false, default: null },
+      { name: "nick", type: "character varying(20)", nullable: true, default: null },
+      { name: "score", type: "numeric(12,3)", nullable: true, default: "0" },
+      { name: "moods", type: "mood[]", nullable: true, default: null },
+      { name: "created", type: "timestamp with time zone", nullable: false, default: "now()" },
+    ]);
+    expect(t.primaryKey).toEqual(["id"]);
+    expect(t.indexes).toEqual([
+      { name: "people_pkey", columns: ["id"], unique: true, primary: true },
+      { name: "people_lower_nick", columns: ["lower(nick::text)", "id"], unique: false, primary: false },
+      { name: "people_name", columns: ["name"], unique: true, primary: false },
+    ]);
+  });
+
+  it("accepts schema-qualified and case-sensitive names", async () => {
+    const ds = open();
+    const pairs = await ds.describeTable("other.pairs");
+    expect(pairs.primaryKey).toEqual(["b", "a"]);
+    expect(pairs.columns.map((c) => [c.name, c.nullable])).toEqual([
+      ["a", false],
+      ["b", false],
+      ["c", true],
+    ]);
+    expect((await ds.describeTable("MixedCase")).columns.map((c) => c.name)).toEqual(["x"]);
+  });
+
+  it("says NOT_FOUND for a table that does not exist", async () => {
+    const ds = open();
+    const e = await failure(ds.describeTable("nope"));
+    expect(e.code).toBe(Code.NOT_FOUND);
+    expect(e.message).toBe('datasource "pgtest": table "nope" does not exist');
+    expect((await failure(ds.describeTable("other.nope"))).code).toBe(Code.NOT_FOUND);
+  });
+});

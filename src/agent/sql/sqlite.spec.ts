@@ -1,0 +1,641 @@
+// The SQLite driver against real database files in a temporary directory, and its worker processes as
+// the operating system sees them (their CPU time, a SIGKILL from outside).
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { Code } from "../../common/errors.js";
+import {
+  SqlError,
+  type ColumnInfo,
+  type Datasource,
+  type DatasourceConfig,
+  type JsonValue,
+} from "./datasource.js";
+import { openSqlite } from "./sqlite.js";
+import { SqliteWorker, SqliteWorkerPool, WorkerGone } from "./sqlite-worker.js";
+import { SQLITE_WORKER_SOURCE } from "./sqlite-worker-source.js";
+
+let dir: string;
+let shopPath: string;
+const opened: Datasource[] = [];
+
+/** Counts to 1e10: runs for minutes, whether its rows are read one by one or counted inside SQLite. */
+const ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1e10)";
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "sqlite-spec-"));
+  shopPath = join(dir, "shop.db");
+  const db = new Database(shopPath);
+  db.exec(`
+    CREATE TABLE items (
+      id INTEGER PRIMARY KEY,
+      name VARCHAR(20) NOT NULL,
+      price NUMERIC(10,2) DEFAULT 0,
+      note
+    );
+    CREATE UNIQUE INDEX items_name ON items (name);
+    CREATE INDEX items_lower_note ON items (lower(note), price);
+    CREATE TABLE lines (order_id INTEGER NOT NULL, line TEXT, qty INT, PRIMARY KEY (line, order_id));
+    CREATE TABLE kinds (v);
+    CREATE VIEW cheap AS SELECT id, name FROM items WHERE price < 5;
+    INSERT INTO items (id, name, price, note) VALUES (1, 'apple', 1.5, NULL), (2, 'pear', 7, 'ripe');
+  `);
+  const insert = db.prepare("INSERT INTO kinds VALUES (?)");
+  insert.safeIntegers(true);
+  for (const v of [
+    9223372036854775807n,
+    -9223372036854775808n,
+    9007199254740991n,
+    9007199254740992n,
+    -42n,
+    0.25,
+    Infinity,
+    "héllo 🎉 漢字",
+    Buffer.from([0, 1, 2, 255]),
+    null,
+  ]) {
+    insert.run(v);
+  }
+  db.close();
+});
+
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((ds) => ds.close()));
+});
+
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function open(over: Partial<DatasourceConfig> = {}): Datasource {
+  const ds = openSqlite({
+    name: "shop",
+    driver: "sqlite",
+    path: shopPath,
+    readOnly: true,
+    statementTimeoutMs: 0,
+    poolSize: 2,
+    maxRows: 0,
+    connectTimeoutMs: 5000,
+    ...over,
+  });
+  opened.push(ds);
+  return ds;
+}
+
+/** A fresh writable copy of nothing: an empty database file of the test's own. */
+function emptyDatabase(name: string): string {
+  const path = join(dir, name);
+  new Database(path).close();
+  return path;
+}
+
+interface Result {
+  columns: ColumnInfo[];
+  rows: JsonValue[][];
+  batches: number[];
+  rowCount: number;
+  affectedRows: number | undefined;
+}
+
+async function run(
+  ds: Datasource,
+  sql: string,
+  params: JsonValue[] = [],
+  opts: { batchRows?: number; signal?: AbortSignal } = {},
+): Promise<Result> {
+  const result: Result = { columns: [], rows: [], batches: [], rowCount: -1, affectedRows: undefined };
+  const kinds: string[] = [];
+  for await (const chunk of ds.query(sql, params, {
+    signal: opts.signal ?? new AbortController().signal,
+    batchRows: opts.batchRows,
+  })) {
+    kinds.push(chunk.kind);
+    if (chunk.kind === "columns") result.columns = chunk.columns;
+    if (chunk.kind === "rows") {
+      result.rows.push(...chunk.rows);
+      result.batches.push(chunk.rows.length);
+    }
+    if (chunk.kind === "done") {
+      result.rowCount = chunk.rowCount;
+      result.affectedRows = chunk.affectedRows;
+    }
+  }
+  expect(kinds[0]).toBe("columns");
+  expect(kinds.at(-1)).toBe("done");
+  return result;
+}
+
+async function failure(promise: Promise<unknown>): Promise<SqlError> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err).toBeInstanceOf(SqlError);
+    return err as SqlError;
+  }
+  throw new Error("expected a SqlError, but it succeeded");
+}
+
+function procStat(pid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after "(comm)": state, ppid, ... utime at 11, stime at 12.
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  } catch {
+    return undefined;
+  }
+}
+
+/** The live SQLite worker processes of this test process. */
+function workerPids(): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = procStat(Number(entry));
+    if (!stat || Number(stat[1]) !== process.pid || stat[0] === "Z") continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, "utf8").includes("sqlite worker")) pids.push(Number(entry));
+    } catch {
+      // It exited while we looked.
+    }
+  }
+  return pids;
+}
+
+function cpuTicks(pid: number): number {
+  const stat = procStat(pid);
+  if (!stat) throw new Error(`process ${pid} is gone`);
+  return Number(stat[11]) + Number(stat[12]);
+}
+
+async function until(what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("values", () => {
+  it("round-trips every storage class", async () => {
+    const r = await run(open(), "SELECT v FROM kinds ORDER BY rowid");
+    expect(r.rows.map((row) => row[0])).toEqual([
+      "9223372036854775807",
+      "-9223372036854775808",
+      9007199254740991,
+      "9007199254740992",
+      -42,
+      0.25,
+      "Infinity",
+      "héllo 🎉 漢字",
+      Buffer.from([0, 1, 2, 255]).toString("base64"),
+      null,
+    ]);
+    expect(r.rowCount).toBe(10);
+  });
+
+  it("reports declared types, and nullability where a column comes from a table", async () => {
+    const ds = open();
+    const r = await run(
+      ds,
+      "SELECT id, name, price, note, id + 1 AS next, 'x' AS lit FROM items ORDER BY id",
+    );
+    expect(r.columns).toEqual([
+      { name: "id", type: "integer", nullable: false },
+      { name: "name", type: "varchar(20)", nullable: false },
+      { name: "price", type: "numeric(10,2)", nullable: true },
+      { name: "note", type: "", nullable: true },
+      { name: "next", type: "", nullable: null },
+      { name: "lit", type: "", nullable: null },
+    ]);
+    expect(r.rows).toEqual([
+      [1, "apple", 1.5, null, 2, "x"],
+      [2, "pear", 7, "ripe", 3, "x"],
+    ]);
+    const view = await run(ds, "SELECT * FROM cheap");
+    expect(view.columns).toEqual([
+      { name: "id", type: "integer", nullable: false },
+      { name: "name", type: "varchar(20)", nullable: false },
+    ]);
+    expect(view.rows).toEqual([[1, "apple"]]);
+  });
+
+  it("binds positional parameters: integers as INTEGER, booleans as 1/0, objects as JSON text", async () => {
+    const ds = open();
+    const r = await run(ds, "SELECT ?, typeof(?), ?, typeof(?), ?, ?, ?, ?", [
+      7,
+      7,
+      2.5,
+      2.5,
+      "x",
+      null,
+      true,
+      { a: [1, "b"] },
+    ]);
+    expect(r.rows).toEqual([[7, "integer", 2.5, "real", "x", null, 1, '{"a":[1,"b"]}']]);
+    expect((await run(ds, "SELECT name FROM items WHERE id = ?", [2])).rows).toEqual([["pear"]]);
+  });
+
+  it("gives the columns of an empty result", async () => {
+    const r = await run(open(), "SELECT id, name FROM items WHERE id < 0");
+    expect(r.columns.map((c) => c.name)).toEqual(["id", "name"]);
+    expect(r.batches).toEqual([]);
+    expect(r.rowCount).toBe(0);
+  });
+});
+
+describe("streaming", () => {
+  it("yields batches of batchRows rows", async () => {
+    const ds = open();
+    const sql =
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) SELECT x FROM c";
+    const r = await run(ds, sql, [], { batchRows: 500 });
+    expect(r.batches).toHaveLength(200);
+    expect(r.batches.every((n) => n === 500)).toBe(true);
+    expect(r.rowCount).toBe(100_000);
+    expect(r.rows.at(-1)).toEqual([100_000]);
+    const odd = await run(ds, sql, [], { batchRows: 30_000 });
+    expect(odd.batches).toEqual([30_000, 30_000, 30_000, 10_000]);
+    expect((await run(ds, "SELECT x FROM (" + sql + ") LIMIT 1200")).batches).toEqual([500, 500, 200]);
+  });
+
+  it("reads no further than the consumer asked; a consumer that stops early frees the worker", async () => {
+    const ds = open({ poolSize: 1 });
+    const chunks = ds.query(`${ENDLESS} SELECT x FROM c`, [], {
+      signal: new AbortController().signal,
+      batchRows: 500,
+    });
+    const it = chunks[Symbol.asyncIterator]();
+    expect((await it.next()).value).toMatchObject({ kind: "columns" });
+    expect((await it.next()).value).toMatchObject({ kind: "rows", rows: { length: 500 } });
+    const [pid] = workerPids();
+    expect(pid).toBeDefined();
+    // Unbounded reading would keep the worker busy; it waits for the consumer instead.
+    const before = cpuTicks(pid!);
+    await new Promise((r) => setTimeout(r, 600));
+    expect(cpuTicks(pid!) - before).toBeLessThanOrEqual(5);
+    const second = await it.next();
+    expect(second.value).toMatchObject({ kind: "rows" });
+    expect((second.value as { rows: JsonValue[][] }).rows[0]).toEqual([501]);
+    await it.return?.();
+    // The only worker is free again and answers at once, without a new process.
+    expect((await run(ds, "SELECT 1")).rows).toEqual([[1]]);
+    expect(workerPids()).toEqual([pid]);
+  });
+});
+
+describe("writes", () => {
+  it("refuses a write on a read-only datasource", async () => {
+    const ds = open();
+    const err = await failure(run(ds, "INSERT INTO items (name) VALUES ('plum')"));
+    expect(err.code).toBe(Code.PERMISSION_DENIED);
+    expect(err.message).toBe('datasource "shop" is read-only: attempt to write a readonly database');
+    expect(err.engineCode).toBe("SQLITE_READONLY");
+    expect((await run(ds, "SELECT count(*) FROM items")).rows).toEqual([[2]]);
+  });
+
+  it("refuses ATTACH and VACUUM INTO, which would reach other files", async () => {
+    const ds = open({ path: emptyDatabase("attach.db"), readOnly: false });
+    const other = join(dir, "other.db");
+    for (const sql of [
+      `ATTACH '${shopPath}' AS shop`,
+      `/* x */ -- y\n attach database ? as o`,
+      "VACUUM INTO ?",
+    ]) {
+      const err = await failure(run(ds, sql, sql.includes("?") ? [other] : []));
+      expect(err.code).toBe(Code.PERMISSION_DENIED);
+      expect(err.message).toMatch(/^datasource "shop": (ATTACH|VACUUM INTO) is not allowed: /);
+    }
+    expect(existsSync(other)).toBe(false);
+    expect((await run(ds, "VACUUM")).affectedRows).toBe(0);
+  });
+
+  it("writes when not read-only, with the count of affected rows", async () => {
+    const ds = open({ path: emptyDatabase("writes.db"), readOnly: false });
+    expect((await run(ds, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)")).affectedRows).toBe(0);
+    const insert = await run(ds, "INSERT INTO t (v) VALUES (?), (?), (?)", ["a", "b", "c"]);
+    expect(insert).toMatchObject({ columns: [], rows: [], rowCount: 0, affectedRows: 3 });
+    const update = await run(ds, "UPDATE t SET v = v || '!' WHERE id >= 2 RETURNING id");
+    expect(update.rows).toEqual([[2], [3]]);
+    expect(update.affectedRows).toBe(2);
+    expect((await run(ds, "SELECT count(*) FROM t")).affectedRows).toBeUndefined();
+    const dup = await failure(run(ds, "INSERT INTO t (v) VALUES ('a')"));
+    expect(dup.code).toBe(Code.INVALID_ARGUMENT);
+    expect(dup.message).toBe('datasource "shop": UNIQUE constraint failed: t.v');
+  });
+});
+
+describe("cancel and timeout", () => {
+  it("stops a long statement when the signal aborts, and answers afterwards", async () => {
+    const ds = open({ poolSize: 1 });
+    const abort = new AbortController();
+    const started = Date.now();
+    setTimeout(() => abort.abort(), 300);
+    const err = await failure(run(ds, `${ENDLESS} SELECT count(*) FROM c`, [], { signal: abort.signal }));
+    expect(err.code).toBe(Code.CANCELLED);
+    expect(err.message).toBe('datasource "shop": query cancelled');
+    expect(Date.now() - started).toBeLessThan(1300);
+    await until("the killed worker to exit", () => workerPids().length === 0);
+    expect((await run(ds, "SELECT count(*) FROM items")).rows).toEqual([[2]]);
+  });
+
+  it("cancels while rows are streaming", async () => {
+    const ds = open();
+    const abort = new AbortController();
+    let rows = 0;
+    const err = await failure(
+      (async () => {
+        for await (const chunk of ds.query(`${ENDLESS} SELECT x FROM c`, [], {
+          signal: abort.signal,
+          batchRows: 100,
+        })) {
+          if (chunk.kind === "rows") rows += chunk.rows.length;
+          if (rows >= 1000) abort.abort();
+        }
+      })(),
+    );
+    expect(err.code).toBe(Code.CANCELLED);
+    expect(rows).toBe(1000);
+  });
+
+  it("ends a statement that runs past statement_timeout", async () => {
+    const ds = open({ statementTimeoutMs: 300, poolSize: 1 });
+    const started = Date.now();
+    const err = await failure(run(ds, `${ENDLESS} SELECT count(*) FROM c`));
+    expect(err.code).toBe(Code.DEADLINE_EXCEEDED);
+    expect(err.message).toBe('datasource "shop": statement timeout (0.3s) exceeded');
+    expect(Date.now() - started).toBeLessThan(1500);
+    expect((await run(ds, "SELECT 1")).rows).toEqual([[1]]);
+  });
+
+  it("fails with INTERNAL when a worker dies under a statement, and replaces it", async () => {
+    const ds = open({ poolSize: 1 });
+    const pending = failure(run(ds, `${ENDLESS} SELECT count(*) FROM c`));
+    await until("a worker", () => workerPids().length === 1);
+    const [pid] = workerPids();
+    await new Promise((r) => setTimeout(r, 100));
+    process.kill(pid!, "SIGKILL");
+    const err = await pending;
+    expect(err.code).toBe(Code.INTERNAL);
+    expect(err.message).toContain("the sqlite worker process was killed by SIGKILL");
+    expect((await run(ds, "SELECT 2")).rows).toEqual([[2]]);
+    expect(workerPids()).not.toContain(pid);
+  });
+
+  it("makes a statement wait while all workers are busy, and cancels it while waiting", async () => {
+    const ds = open({ poolSize: 1 });
+    const first = new AbortController();
+    const long = failure(run(ds, `${ENDLESS} SELECT count(*) FROM c`, [], { signal: first.signal }));
+    const waiting = new AbortController();
+    const queued = failure(run(ds, "SELECT 1", [], { signal: waiting.signal }));
+    const next = run(ds, "SELECT 3");
+    await new Promise((r) => setTimeout(r, 200));
+    waiting.abort();
+    expect((await queued).code).toBe(Code.CANCELLED);
+    first.abort();
+    expect((await long).code).toBe(Code.CANCELLED);
+    expect((await next).rows).toEqual([[3]]);
+  });
+
+  it("close() cancels running statements and ends every worker", async () => {
+    const ds = openSqlite({
+      name: "shop",
+      driver: "sqlite",
+      path: shopPath,
+      readOnly: true,
+      statementTimeoutMs: 0,
+      poolSize: 2,
+      maxRows: 0,
+      connectTimeoutMs: 5000,
+    });
+    // One worker busy with a statement, one idle.
+    const pending = failure(run(ds, `${ENDLESS} SELECT count(*) FROM c`));
+    await until("a worker", () => workerPids().length === 1);
+    await run(ds, "SELECT 1");
+    expect(workerPids()).toHaveLength(2);
+    await ds.close();
+    expect((await pending).code).toBe(Code.CANCELLED);
+    expect(workerPids()).toEqual([]);
+    expect((await failure(run(ds, "SELECT 1"))).code).toBe(Code.UNAVAILABLE);
+  });
+});
+
+describe("errors", () => {
+  it("keeps SQLite's message for a bad statement", async () => {
+    const ds = open();
+    const syntax = await failure(run(ds, "SELEC 1"));
+    expect(syntax.code).toBe(Code.INVALID_ARGUMENT);
+    expect(syntax.message).toBe('datasource "shop": near "SELEC": syntax error');
+    const column = await failure(run(ds, "SELECT nope FROM items"));
+    expect(column.code).toBe(Code.INVALID_ARGUMENT);
+    expect(column.message).toBe('datasource "shop": no such column: nope');
+    const table = await failure(run(ds, "SELECT * FROM nowhere"));
+    expect(table.message).toBe('datasource "shop": no such table: nowhere');
+    const params = await failure(run(ds, "SELECT ?, ?", [1]));
+    expect(params.code).toBe(Code.INVALID_ARGUMENT);
+    expect(params.message).toBe('datasource "shop": Too few parameter values were provided');
+    const two = await failure(run(ds, "SELECT 1; SELECT 2"));
+    expect(two.code).toBe(Code.INVALID_ARGUMENT);
+    const runtime = await failure(run(ds, "SELECT json_extract('{not json', '$')"));
+    expect(runtime.code).toBe(Code.INVALID_ARGUMENT);
+    expect((await run(ds, "SELECT 1")).rows).toEqual([[1]]);
+  });
+
+  it("reports a missing database file as UNAVAILABLE, and recovers once it exists", async () => {
+    const path = join(dir, "later.db");
+    const ds = open({ path });
+    const check = await failure(ds.check());
+    expect(check.code).toBe(Code.UNAVAILABLE);
+    expect(check.message).toBe(
+      `datasource "shop": cannot open sqlite database ${path}: unable to open database file`,
+    );
+    const query = await failure(run(ds, "SELECT 1"));
+    expect(query.code).toBe(Code.UNAVAILABLE);
+    expect(query.message).toContain(`cannot open sqlite database ${path}`);
+    expect((await failure(ds.describeTable("items"))).code).toBe(Code.UNAVAILABLE);
+    new Database(path).close();
+    await ds.check();
+    expect((await run(ds, "SELECT 1")).rows).toEqual([[1]]);
+  });
+
+  it("reports a file that is not a database as UNAVAILABLE", async () => {
+    const path = join(dir, "junk.db");
+    writeFileSync(path, "this is not a database, ".repeat(100));
+    const ds = open({ path });
+    const check = await failure(ds.check());
+    expect(check.code).toBe(Code.UNAVAILABLE);
+    expect(check.message).toContain("file is not a database");
+    expect((await failure(run(ds, "SELECT 1"))).message).toBe(
+      `datasource "shop": cannot open sqlite database ${path}: file is not a database`,
+    );
+  });
+
+  it("checks a database that is there", async () => {
+    await open().check();
+  });
+});
+
+describe("describeTable", () => {
+  it("gives columns, the rowid primary key and indexes", async () => {
+    expect(await open().describeTable("items")).toEqual({
+      table: "items",
+      columns: [
+        { name: "id", type: "integer", nullable: false, default: null },
+        { name: "name", type: "varchar(20)", nullable: false, default: null },
+        { name: "price", type: "numeric(10,2)", nullable: true, default: "0" },
+        { name: "note", type: "", nullable: true, default: null },
+      ],
+      primaryKey: ["id"],
+      indexes: [
+        { name: "items_lower_note", columns: ["<expression>", "price"], unique: false, primary: false },
+        { name: "items_name", columns: ["name"], unique: true, primary: false },
+      ],
+    });
+  });
+
+  it("gives a composite primary key in key order, and accepts main.TABLE", async () => {
+    const meta = await open().describeTable("main.lines");
+    expect(meta.table).toBe("main.lines");
+    expect(meta.primaryKey).toEqual(["line", "order_id"]);
+    expect(meta.indexes).toEqual([
+      { name: "sqlite_autoindex_lines_1", columns: ["line", "order_id"], unique: true, primary: true },
+    ]);
+    expect(meta.columns.map((c) => [c.name, c.nullable])).toEqual([
+      ["order_id", false],
+      ["line", true],
+      ["qty", true],
+    ]);
+  });
+
+  it("says NOT_FOUND for a table that does not exist", async () => {
+    const ds = open();
+    const err = await failure(ds.describeTable("nowhere"));
+    expect(err.code).toBe(Code.NOT_FOUND);
+    expect(err.message).toBe('datasource "shop": table "nowhere" does not exist');
+    expect((await failure(ds.describeTable("elsewhere.items"))).code).toBe(Code.NOT_FOUND);
+  });
+});
+
+describe("worker processes", () => {
+  it("reads a batch per request and resets an open statement on end", async () => {
+    const worker = new SqliteWorker({ path: shopPath, readOnly: true });
+    try {
+      const first = await worker.request({
+        op: "query",
+        sql: `${ENDLESS} SELECT x FROM c`,
+        params: [],
+        batchRows: 3,
+      });
+      expect(first).toEqual({
+        type: "batch",
+        columns: [{ name: "x", type: "", nullable: null }],
+        rows: [[1], [2], [3]],
+        done: null,
+      });
+      expect(await worker.request({ op: "next" })).toEqual({
+        type: "batch",
+        rows: [[4], [5], [6]],
+        done: null,
+      });
+      worker.post({ op: "end" });
+      const again = await worker.request({
+        op: "query",
+        sql: "SELECT name FROM items",
+        params: [],
+        batchRows: 1,
+      });
+      expect(again).toMatchObject({ rows: [["apple"]], done: null });
+      expect(await worker.request({ op: "next" })).toEqual({ type: "batch", rows: [["pear"]], done: null });
+      expect(await worker.request({ op: "next" })).toEqual({
+        type: "batch",
+        rows: [],
+        done: { rowCount: 2 },
+      });
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it("kills itself, statement and all, when its parent dies", async () => {
+    // A plain node parent (as the compiled agent would be) starts the worker and is then SIGKILLed.
+    const parent = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const { spawn } = require("node:child_process");
+        const w = spawn(process.execPath, ["-e", process.env.WORKER_SOURCE, String(process.pid)], {
+          stdio: ["ignore", "ignore", "inherit", "ipc"],
+          serialization: "advanced",
+        });
+        const { DB_PATH: path, BETTER_SQLITE3: betterSqlite3 } = process.env;
+        w.send({ op: "init", path, readOnly: true, betterSqlite3 });
+        w.send({ op: "query", sql: process.env.SQL, params: [], batchRows: 10 });
+        console.log(w.pid);`,
+      ],
+      {
+        stdio: ["ignore", "pipe", "inherit"],
+        env: {
+          ...process.env,
+          WORKER_SOURCE: SQLITE_WORKER_SOURCE,
+          DB_PATH: shopPath,
+          BETTER_SQLITE3: createRequire(import.meta.url).resolve("better-sqlite3"),
+          SQL: `${ENDLESS} SELECT count(*) FROM c`,
+        },
+      },
+    );
+    let out = "";
+    parent.stdout.on("data", (b: Buffer) => (out += b.toString()));
+    await until("the worker's pid", () => out.includes("\n"));
+    const pid = Number(out.trim());
+    const alive = (): boolean => {
+      const state = procStat(pid)?.[0];
+      return state !== undefined && state !== "Z";
+    };
+    // It is running the statement: using CPU.
+    const before = cpuTicks(pid);
+    await until("the statement to run", () => cpuTicks(pid) > before + 5);
+    parent.kill("SIGKILL");
+    await until("the orphaned worker to die", () => !alive(), 5000);
+  });
+
+  it("a pool ends a worker that stays idle, and starts one again when needed", async () => {
+    const pool = new SqliteWorkerPool("shop", 1, { path: shopPath, readOnly: true }, 200);
+    const cancelled = (): Error => new Error("cancelled");
+    try {
+      const worker = await pool.acquire(new AbortController().signal, cancelled);
+      const pid = worker.pid;
+      pool.release(worker);
+      expect(workerPids()).toEqual([pid]);
+      await until("the idle worker to end", () => pool.workers === 0 && workerPids().length === 0);
+      const again = await pool.acquire(new AbortController().signal, cancelled);
+      expect(again.pid).not.toBe(pid);
+      expect(await again.request({ op: "query", sql: "SELECT 5", params: [], batchRows: 10 })).toMatchObject({
+        rows: [[5]],
+      });
+      pool.release(again);
+    } finally {
+      await pool.close(new Error("closed"));
+    }
+    expect(workerPids()).toEqual([]);
+  });
+
+  it("fails its request, without harm to this process, when it cannot start", async () => {
+    const worker = new SqliteWorker({
+      path: shopPath,
+      readOnly: true,
+      betterSqlite3: join(dir, "missing.js"),
+    });
+    const err = await worker.request({ op: "query", sql: "SELECT 1", params: [], batchRows: 1 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(WorkerGone);
+    expect((err as Error).message).toMatch(/exited with code 1: sqlite worker failed: .*Cannot find module/s);
+    expect(worker.alive).toBe(false);
+    await worker.close();
+  });
+});

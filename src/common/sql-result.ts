@@ -1,0 +1,116 @@
+// The result of a SQL task as it travels: the task's stdout is NDJSON, a header line (columns and the
+// named table's description) then one JSON array per row; Finished.result is a JSON summary. Shared by
+// the agent that writes it, the client that reads it, and the hub's seed-000 bridge.
+
+/**
+ * JSON that keeps each value's meaning:
+ * - 64-bit integers: a number when |v| <= 2^53-1, else a decimal string; DECIMAL/NUMERIC: always a string
+ * - floats: numbers; NaN and ±Infinity as the strings "NaN", "Infinity", "-Infinity"
+ * - dates "YYYY-MM-DD", times "HH:MM:SS[.ffffff]", timestamps ISO 8601 "YYYY-MM-DDTHH:MM:SS[.ffffff]"
+ *   (with "+HH:MM" / "Z" offset when the type carries a zone)
+ * - binary: base64 string; JSON/JSONB: the JSON value itself; booleans: true/false; NULL: null
+ * - arrays (postgres): JSON arrays of converted elements; anything else: its text form
+ */
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+export interface ColumnInfo {
+  name: string;
+  /** The engine's own type name, lower case: "int8", "numeric(10,2)", "varchar(20)", "bigint", "text", "blob"... */
+  type: string;
+  /** null when the engine cannot tell (a computed column). */
+  nullable: boolean | null;
+}
+
+export interface TableMeta {
+  /** As given; schema-qualified when the caller qualified it. */
+  table: string;
+  columns: {
+    name: string;
+    type: string;
+    nullable: boolean;
+    /** The default expression as the catalog spells it; null when none. */
+    default: string | null;
+  }[];
+  /** Column names of the primary key, in key order; empty when none. */
+  primaryKey: string[];
+  indexes: { name: string; columns: string[]; unique: boolean; primary: boolean }[];
+}
+
+/** The header line of a result. */
+export interface SqlResultHeader {
+  columns: ColumnInfo[];
+  table: TableMeta | null;
+}
+
+/** Finished.result of a SQL task. */
+export interface SqlResultSummary {
+  row_count: number;
+  bytes: number;
+  affected_rows: number | null;
+}
+
+/**
+ * Joins output chunks into lines (a row may be split across chunks) and parses them: the first line is
+ * the header, the rest are rows. Holds at most one partial line.
+ */
+export class SqlResultDecoder {
+  private partial: Buffer[] = [];
+  header: SqlResultHeader | undefined;
+  rowCount = 0;
+  /** Bytes of the row lines so far, newlines included (as the summary counts them). */
+  rowBytes = 0;
+
+  /** The rows completed by this chunk; the header, when it completes, is set on `header`. */
+  push(chunk: Uint8Array): JsonValue[][] {
+    const buf = Buffer.isBuffer(chunk)
+      ? chunk
+      : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    const firstNl = buf.indexOf(0x0a);
+    if (firstNl === -1) {
+      if (buf.length > 0) this.partial.push(Buffer.from(buf));
+      return [];
+    }
+    let rows: JsonValue[][] = [];
+    let start = 0;
+    if (this.partial.length > 0 || this.header === undefined) {
+      // The line a previous chunk began, or the header: on its own.
+      const line =
+        this.partial.length > 0
+          ? Buffer.concat([...this.partial, buf.subarray(0, firstNl)])
+          : buf.subarray(0, firstNl);
+      this.partial = [];
+      start = firstNl + 1;
+      this.take(line, rows);
+    }
+    const lastNl = buf.lastIndexOf(0x0a);
+    if (lastNl >= start) {
+      // Every whole row line in between, parsed at once: JSON never holds a raw newline inside a
+      // value, so each newline separates two rows and the region is one JSON array once joined.
+      const text = buf.toString("utf8", start, lastNl);
+      const parsed = JSON.parse(`[${text.replaceAll("\n", ",")}]`) as JsonValue[][];
+      if (rows.length === 0) rows = parsed;
+      else for (const r of parsed) rows.push(r);
+      this.rowCount += parsed.length;
+      this.rowBytes += lastNl + 1 - start;
+      start = lastNl + 1;
+    }
+    if (start < buf.length) this.partial.push(Buffer.from(buf.subarray(start)));
+    return rows;
+  }
+
+  /** True when a partial line is left over (the result was cut off). */
+  get incomplete(): boolean {
+    return this.partial.length > 0;
+  }
+
+  private take(line: Buffer, rows: JsonValue[][]): void {
+    const text = line.toString("utf8");
+    if (this.header === undefined) {
+      this.header = JSON.parse(text) as SqlResultHeader;
+      return;
+    }
+    rows.push(JSON.parse(text) as JsonValue[]);
+    this.rowCount += 1;
+    this.rowBytes += line.length + 1;
+  }
+}

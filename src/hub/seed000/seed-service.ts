@@ -1,0 +1,222 @@
+// Seed 000's wire contract, served beside our own on the same port: `/ClientService/SendCommand` runs a
+// sql task on pool `agent_id` (our agents and seed-protocol workers alike) and answers with every row as
+// one JSON array, the table's metadata, and a status message; `/AgntService/Connect` lets an agent
+// written to that protocol join pool `agent_id` as worker `worker_id`. Both authenticate like any call
+// (an operator token for SendCommand, an agent token scoped to the pool for Connect); tokenless calls
+// only where the hub's config allows them ([seed000] tokenless, loopback-only or mutual-TLS listeners).
+import type {
+  Metadata,
+  sendUnaryData,
+  ServerDuplexStream,
+  ServerUnaryCall,
+  UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import { tokenFromMetadata } from "../../common/auth.js";
+import { Code, SwitchboardError, shownName, toServiceError } from "../../common/errors.js";
+import { SqlResultDecoder, type JsonValue } from "../../common/sql-result.js";
+import {
+  AgntServiceService,
+  ClientServiceService,
+  type AgentMessage as SeedAgentMessage,
+  type CommandRequest,
+  type CommandResponse,
+  type ServerMessage,
+} from "../../gen/seed000/app.js";
+import { OutputStream, TaskState, type TaskEvent } from "../../gen/switchboard/v1/task.js";
+import type { Principal } from "../auth.js";
+import type { HubCore } from "../hub-core.js";
+import type { Watcher } from "../live-task.js";
+import { SeedAgentCall } from "./seed-agent-call.js";
+
+export { AgntServiceService, ClientServiceService as SeedClientServiceService };
+
+export interface SeedServiceOptions {
+  /** Calls without a token are accepted (as an operator, or an agent of any pool). */
+  tokenless: boolean;
+  /** The largest response the hub may send (its max message size). */
+  maxMessageBytes: number;
+}
+
+const TOKENLESS_CLIENT: Principal = {
+  tokenId: "",
+  name: "seed000-tokenless",
+  role: "operator",
+  pools: [],
+  agentId: null,
+  allowTakeover: false,
+};
+
+const TOKENLESS_AGENT: Principal = { ...TOKENLESS_CLIENT, name: "seed000-tokenless-agent", role: "agent" };
+
+export function seedServices(
+  core: HubCore,
+  opts: SeedServiceOptions,
+): { agent: UntypedServiceImplementation; client: UntypedServiceImplementation } {
+  const principal = (md: Metadata, as: "agent" | "operator"): Principal => {
+    if (opts.tokenless && !tokenFromMetadata(md)) return as === "agent" ? TOKENLESS_AGENT : TOKENLESS_CLIENT;
+    return as === "agent" ? core.auth.requireAgent(md) : core.auth.requireClient(md, "operator");
+  };
+
+  const connect = (call: ServerDuplexStream<SeedAgentMessage, ServerMessage>): void => {
+    let p: Principal;
+    try {
+      p = principal(call.metadata, "agent");
+    } catch (err) {
+      call.emit("error", toServiceError(err));
+      return;
+    }
+    core.connect(new SeedAgentCall(call).asAgentCall(), p);
+  };
+
+  const sendCommand = (
+    call: ServerUnaryCall<CommandRequest, CommandResponse>,
+    callback: sendUnaryData<CommandResponse>,
+  ): void => {
+    let answered = false;
+    const answer = (err: unknown, res?: CommandResponse): void => {
+      if (answered) return;
+      answered = true;
+      if (err) callback(toServiceError(err));
+      else callback(null, res);
+    };
+    try {
+      const p = principal(call.metadata, "operator");
+      const req = call.request;
+      const pool = req.agentId.trim();
+      if (pool === "")
+        throw new SwitchboardError(Code.INVALID_ARGUMENT, "agent_id is empty: name the agent group");
+      if (req.query.trim() === "") throw new SwitchboardError(Code.INVALID_ARGUMENT, "query is empty");
+      if (req.database.trim() === "") {
+        throw new SwitchboardError(Code.INVALID_ARGUMENT, "database is empty: name a datasource or a driver");
+      }
+      if (!core.hasConnectedAgent(pool, "sql")) {
+        throw new SwitchboardError(
+          Code.UNAVAILABLE,
+          `agent ${shownName(pool)} is not connected: no worker of that agent_id is online to run SQL`,
+        );
+      }
+      const collector = new ResultCollector(opts.maxMessageBytes);
+      core
+        .submit(p, {
+          target: { agentId: "", pool, labels: {} },
+          spec: {
+            kind: {
+              $case: "sql",
+              value: {
+                datasource: req.database.trim(),
+                query: req.query,
+                paramsJson: "",
+                table: req.tblName.trim(),
+                maxRows: 0,
+                timeoutMs: 0,
+                batchRows: 0,
+              },
+            },
+          },
+          timeoutMs: 0,
+          waitForAgent: false,
+        })
+        .then(
+          (t) => {
+            call.on("cancelled", () => {
+              t.detach(collector);
+              core.cancel(p, t.id, "the SendCommand caller went away");
+            });
+            collector.onDone = (res, err) => {
+              t.detach(collector);
+              if (err) {
+                core.cancel(p, t.id, err.message);
+                answer(err);
+              } else answer(null, res);
+            };
+            collector.neverAssigned = () => t.agentId === null;
+            t.attach(collector, 0);
+          },
+          (err: unknown) => answer(err),
+        );
+    } catch (err) {
+      answer(err);
+    }
+  };
+
+  return {
+    agent: { connect },
+    client: { sendCommand },
+  };
+}
+
+/** Gathers a sql task's events into seed 000's one-message answer. */
+class ResultCollector implements Watcher {
+  consumedBytes = 0;
+  onDone: ((res: CommandResponse | undefined, err?: SwitchboardError) => void) | undefined;
+  /** The task ended before any agent took it (no agent, refused by the scheduler). */
+  neverAssigned: () => boolean = () => false;
+  private readonly decoder = new SqlResultDecoder();
+  private readonly parts: string[] = [];
+  private size = 2;
+  private names: string[] | undefined;
+  private failed = false;
+
+  constructor(private readonly maxBytes: number) {}
+
+  deliver(ev: TaskEvent, consumed: () => void): void {
+    const e = ev.event;
+    if (e?.$case === "output" && e.value.stream === OutputStream.OUTPUT_STREAM_STDOUT && !this.failed) {
+      const rows = this.decoder.push(e.value.data);
+      this.names ??= this.decoder.header
+        ? uniqueNames(this.decoder.header.columns.map((c) => c.name))
+        : undefined;
+      for (const row of rows) this.add(row);
+    } else if (e?.$case === "finished" && !this.failed) {
+      const f = e.value;
+      const header = this.decoder.header;
+      const meta = header?.table == null ? "" : JSON.stringify(header.table);
+      if (f.state === TaskState.TASK_STATE_SUCCEEDED) {
+        this.onDone?.({ json: `[${this.parts.join(",")}]`, message: f.reason || "ok", metaData: meta });
+      } else if (f.error && this.neverAssigned()) {
+        this.onDone?.(undefined, new SwitchboardError(f.error.code, f.error.message || f.reason));
+      } else {
+        this.onDone?.({
+          json: "",
+          message: `error: ${f.error?.message || f.reason || "the query failed"}`,
+          metaData: meta,
+        });
+      }
+    }
+    consumed();
+  }
+
+  private add(row: JsonValue[]): void {
+    const names = this.names ?? row.map((_, i) => `column${i + 1}`);
+    // Written out member by member: a JS object would move integer-like names ("1") to the front.
+    let text = "{";
+    for (let i = 0; i < row.length; i++) {
+      if (i > 0) text += ",";
+      text += `${JSON.stringify(names[i] ?? `column${i + 1}`)}:${JSON.stringify(row[i] ?? null)}`;
+    }
+    text += "}";
+    this.size += text.length + 1;
+    if (this.size > this.maxBytes) {
+      this.failed = true;
+      this.onDone?.(
+        undefined,
+        new SwitchboardError(
+          Code.RESOURCE_EXHAUSTED,
+          `the result is larger than the hub's max message size (${this.maxBytes} bytes): add a LIMIT, or stream it with switchboard query`,
+        ),
+      );
+      return;
+    }
+    this.parts.push(text);
+  }
+}
+
+/** Duplicate column names get _2, _3... so that no value is lost in the objects. */
+function uniqueNames(names: string[]): string[] {
+  const seen = new Map<string, number>();
+  return names.map((n) => {
+    const k = (seen.get(n) ?? 0) + 1;
+    seen.set(n, k);
+    return k === 1 ? n : `${n}_${k}`;
+  });
+}
