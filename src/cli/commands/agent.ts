@@ -1,7 +1,7 @@
 // `switchboard agent`: dial the hub, take tasks, drain on SIGTERM/SIGINT and exit 0.
 import type { Command } from "commander";
 import { createLogger } from "../../common/logger.js";
-import { ConfigError, loadAgentConfig, startAgent, type AgentFlags } from "../../agent/index.js";
+import type { AgentFlags } from "../../agent/index.js";
 import { usageError } from "../cli-error.js";
 import type { ConnectionFlags } from "../connection.js";
 import { collect, logLevelFlag } from "../flags.js";
@@ -68,6 +68,8 @@ export function registerAgent(program: Command): void {
         "which wins over the file.",
     )
     .action(async (flags: AgentCliFlags, cmd: Command) => {
+      // Loaded when the command runs: a client command need not carry the hub's or the agent's code.
+      const { ConfigError, loadAgentConfig, startAgent } = await import("../../agent/index.js");
       const globals = cmd.parent?.opts<ConnectionFlags>() ?? {};
       const f: AgentFlags = {
         config: flags.config,

@@ -4,12 +4,10 @@
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
-import { loadAgentConfig, startAgent, type Agent } from "../../agent/index.js";
+import type { Agent } from "../../agent/index.js";
 import { SwitchboardClient } from "../../client/index.js";
 import { createLogger } from "../../common/logger.js";
-import { ConfigError, loadHubConfig, startHub } from "../../hub/index.js";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import Database from "better-sqlite3";
 import { usageError } from "../cli-error.js";
 import { stopOnSignals } from "../signals.js";
 
@@ -24,6 +22,8 @@ export function registerDemo(program: Command): void {
     .option("--listen <host:port>", "hub address (default 127.0.0.1:7000)")
     .option("--data <dir>", "data dir (default $SWITCHBOARD_DATA or ./data)")
     .action(async (flags: { listen?: string; data?: string }) => {
+      const { loadAgentConfig, startAgent } = await import("../../agent/index.js");
+      const { ConfigError, loadHubConfig, startHub } = await import("../../hub/index.js");
       const dataDir = resolve(flags.data ?? (process.env.SWITCHBOARD_DATA || "./data"));
       let config;
       try {
@@ -58,7 +58,7 @@ export function registerDemo(program: Command): void {
         } finally {
           admin.close();
         }
-        const datasourceConfig = writeDemoDatasource(dataDir);
+        const datasourceConfig = await writeDemoDatasource(dataDir);
         for (const agentId of AGENTS) {
           const cfg = loadAgentConfig({
             env: {},
@@ -88,10 +88,11 @@ export function registerDemo(program: Command): void {
 }
 
 /** A small SQLite database for `switchboard query` to try, and the agents' config naming it. */
-function writeDemoDatasource(dataDir: string): string {
+async function writeDemoDatasource(dataDir: string): Promise<string> {
   mkdirSync(dataDir, { recursive: true });
   const file = join(dataDir, "demo-cities.db");
   if (!existsSync(file)) {
+    const { default: Database } = await import("better-sqlite3");
     const db = new Database(file);
     try {
       db.exec(`CREATE TABLE cities (id INTEGER PRIMARY KEY, name TEXT NOT NULL, country TEXT NOT NULL,

@@ -2,7 +2,6 @@
 import type { Command } from "commander";
 import { createLogger } from "../../common/logger.js";
 import { TlsFileError } from "../../common/tls.js";
-import { ConfigError, loadHubConfig, startHub } from "../../hub/index.js";
 import { usageError } from "../cli-error.js";
 import { logLevelFlag } from "../flags.js";
 import { stopOnSignals } from "../signals.js";
@@ -64,6 +63,8 @@ export function registerHub(program: Command): void {
         "On first start the hub writes an admin token to <data>/admin.token (mode 0600).",
     )
     .action(async (flags: HubFlags) => {
+      // Loaded when the command runs: a client command need not carry the hub's or the agent's code.
+      const { ConfigError, loadHubConfig, startHub } = await import("../../hub/index.js");
       let config;
       try {
         config = loadHubConfig({ env: process.env, flags: { ...flags } });

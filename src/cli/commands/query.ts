@@ -14,7 +14,6 @@ import {
   withClient,
   type TargetFlags,
 } from "../client-command.js";
-import { copyInto } from "../copy-into.js";
 import { durationFlag } from "../flags.js";
 import { onPipeClosed } from "../pipe-closed.js";
 import { ProgressLine } from "../progress-line.js";
@@ -231,6 +230,7 @@ async function copyResult(
       }
     }
   }
+  const { copyInto } = await import("../copy-into.js"); // pg is loaded only for --into
   const r = await copyInto({ url, table, columns, rows: batches(), signal });
   progress.done();
   process.stderr.write(`copied ${r.rowCount} rows into ${table}${r.created ? " (created)" : ""}\n`);
