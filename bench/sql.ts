@@ -229,7 +229,7 @@ const sendCommandVsGrpcEcho: Benchmark = {
       return await withSqlCluster(
         o,
         this.name,
-        `[datasources.one]\ndriver = "sqlite"\npath = "${file}"\npool_size = 2\n`,
+        `[datasources.one]\ndriver = "sqlite"\npath = "${file}"\n`,
         async (c) => {
           const seed = new ClientServiceClient(c.address, credentials.createInsecure());
           const md = new Metadata();

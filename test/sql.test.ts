@@ -175,6 +175,24 @@ describe("switchboard query", () => {
     expect(await rows("mysql", "SELECT 'é'")).toEqual([["é"]]);
   });
 
+  it("hands the SDK CSV the agent encoded, header from the column metadata", async () => {
+    let text = "";
+    let columns: string[] = [];
+    let rowCount = -1;
+    for await (const ev of client.query({
+      ...sql({ datasource: "main", query: "SELECT id, name, data FROM users ORDER BY id", format: "csv" }),
+      target: { pool: "sql" },
+    })) {
+      if (ev.kind === "header") columns = ev.header.columns.map((c) => c.name);
+      else if (ev.kind === "csv") text += ev.data.toString("utf8");
+      else if (ev.kind === "rows") throw new Error("rows arrived as JSON although CSV was asked for");
+      else if (ev.kind === "done") rowCount = ev.summary.row_count;
+    }
+    expect(columns).toEqual(["id", "name", "data"]);
+    expect(text).toBe('1,Ada,"{""a"":[1,2]}"\n9007199254740993,Zoë 🚀 東京,\n');
+    expect(rowCount).toBe(2);
+  });
+
   it("streams five million rows in bounded memory", async () => {
     let n = 0;
     let last: JsonValue = null;

@@ -14,7 +14,8 @@ const ERASE_TO_END = "\x1b[K";
 type State = "waiting" | "shown" | "done";
 
 export class ProgressLine {
-  private readonly enabled: boolean;
+  /** False when nothing will ever be drawn (disabled, or not a terminal). */
+  readonly enabled: boolean;
   private readonly now: () => number;
   private state: State = "waiting";
   private startedAt: number | undefined;

@@ -2,6 +2,7 @@
 // for a person at a terminal. Rows arrive in batches and leave in batches: each batch becomes one string
 // written once, and the next batch waits while the output is full, so a slow reader slows the database.
 import { CliError } from "./cli-error.js";
+import { csvField, csvRows } from "../common/sql-csv.js";
 import type { ColumnInfo, JsonValue } from "../common/sql-result.js";
 
 export type Format = "table" | "csv" | "json" | "ndjson";
@@ -9,6 +10,8 @@ export type Format = "table" | "csv" | "json" | "ndjson";
 export interface RowSink {
   begin(columns: ColumnInfo[]): Promise<void>;
   rows(batch: JsonValue[][]): Promise<void>;
+  /** Rows the agent already encoded in this sink's format (CSV): written as they are. */
+  encoded?(data: Uint8Array): Promise<void>;
   end(summary: { rowCount: number }): Promise<void>;
 }
 
@@ -52,7 +55,7 @@ class Output {
     out.on("error", (e: Error) => this.fail(e));
   }
 
-  async write(text: string): Promise<void> {
+  async write(text: string | Uint8Array): Promise<void> {
     if (this.failure) throw this.failure;
     if (this.out.write(text)) return;
     await new Promise<void>((resolve, reject) => {
@@ -83,14 +86,6 @@ class Output {
   }
 }
 
-// RFC 4180 quoting is needed only for these; testing one regex per field keeps the hot path fast.
-const CSV_SPECIAL = /[",\r\n]/;
-const QUOTES = /"/g;
-
-function csvField(text: string): string {
-  return CSV_SPECIAL.test(text) ? `"${text.replace(QUOTES, '""')}"` : text;
-}
-
 class CsvSink implements RowSink {
   constructor(private readonly out: Output) {}
 
@@ -101,19 +96,12 @@ class CsvSink implements RowSink {
   }
 
   async rows(batch: JsonValue[][]): Promise<void> {
-    let text = "";
-    for (const row of batch) {
-      for (let i = 0; i < row.length; i++) {
-        if (i > 0) text += ",";
-        const v = row[i];
-        if (v === null || v === undefined) continue;
-        if (typeof v === "string") text += CSV_SPECIAL.test(v) ? `"${v.replace(QUOTES, '""')}"` : v;
-        else if (typeof v === "number" || typeof v === "boolean") text += String(v);
-        else text += csvField(JSON.stringify(v));
-      }
-      text += "\n";
-    }
+    const text = csvRows(batch);
     if (text !== "") await this.out.write(text);
+  }
+
+  async encoded(data: Uint8Array): Promise<void> {
+    if (data.length > 0) await this.out.write(data);
   }
 
   async end(): Promise<void> {}

@@ -79,6 +79,11 @@ export interface SqlOptions {
   timeoutMs?: number;
   /** Rows read from the database at a time; default 500. */
   batchRows?: number;
+  /**
+   * How rows travel: "ndjson" (default) as JSON arrays that query() yields as rows; "csv" encoded by the
+   * agent, which query() yields as bytes ready to write (the cheapest way to a CSV file).
+   */
+  format?: "ndjson" | "csv";
 }
 
 export function sql(opts: SqlOptions): { spec: TaskSpec } {
@@ -94,6 +99,7 @@ export function sql(opts: SqlOptions): { spec: TaskSpec } {
           maxRows: opts.maxRows ?? 0,
           timeoutMs: opts.timeoutMs ?? 0,
           batchRows: opts.batchRows ?? 0,
+          format: opts.format ?? "",
         },
       },
     },

@@ -78,6 +78,8 @@ export type QueryEvent =
   | { kind: "header"; header: SqlResultHeader; taskId: string }
   /** bytes: of these rows as they travelled (NDJSON lines). */
   | { kind: "rows"; rows: JsonValue[][]; bytes: number }
+  /** For a sql task with format "csv": CSV lines as the agent encoded them (no header line). */
+  | { kind: "csv"; data: Buffer }
   | { kind: "done"; summary: SqlResultSummary };
 
 export interface CreateTokenInput {
@@ -206,6 +208,8 @@ export class SwitchboardClient {
           yield { kind: "header", header: decoder.header, taskId };
         }
         if (rows.length > 0) yield { kind: "rows", rows, bytes: decoder.rowBytes - before };
+        const encoded = decoder.takeEncoded();
+        if (encoded !== undefined) yield { kind: "csv", data: encoded };
       } else if (e?.$case === "finished") {
         const f = e.value;
         if (f.state !== TaskState.TASK_STATE_SUCCEEDED) {

@@ -52,6 +52,26 @@ describe("SqlResultDecoder", () => {
     );
   });
 
+  it("passes a CSV result's bytes through untouched, wherever the chunks are cut", () => {
+    const head = Buffer.from(JSON.stringify({ ...header, format: "csv" }) + "\n");
+    const body = Buffer.from('1,"a,b"\n2,"line\nbreak"\n3,Zoë 🚀\n');
+    const all = Buffer.concat([head, body]);
+    for (let cut = 0; cut <= all.length; cut += 7) {
+      const d = new SqlResultDecoder();
+      expect(d.push(all.subarray(0, cut))).toEqual([]);
+      const first = d.takeEncoded() ?? Buffer.alloc(0);
+      expect(d.push(all.subarray(cut))).toEqual([]);
+      const rest = d.takeEncoded() ?? Buffer.alloc(0);
+      expect(d.header?.format).toBe("csv");
+      expect(Buffer.concat([first, rest]).toString()).toBe(body.toString());
+      expect(d.rowBytes).toBe(body.length);
+      expect(d.incomplete).toBe(false);
+    }
+    const cutShort = new SqlResultDecoder();
+    cutShort.push(all.subarray(0, all.length - 3));
+    expect(cutShort.incomplete).toBe(true);
+  });
+
   it("notices a result cut inside a row", () => {
     const d = new SqlResultDecoder();
     const bytes = encode([

@@ -40,6 +40,8 @@ export interface TableMeta {
 export interface SqlResultHeader {
   columns: ColumnInfo[];
   table: TableMeta | null;
+  /** "csv": the lines after the header are CSV (RFC 4180) rather than JSON arrays; absent: JSON arrays. */
+  format?: "csv";
 }
 
 /** Finished.result of a SQL task. */
@@ -55,6 +57,9 @@ export interface SqlResultSummary {
  */
 export class SqlResultDecoder {
   private partial: Buffer[] = [];
+  /** CSV results: the bytes after the header, as they came, until takeEncoded(). */
+  private encoded: Buffer[] = [];
+  private endsInNewline = true;
   header: SqlResultHeader | undefined;
   rowCount = 0;
   /** Bytes of the row lines so far, newlines included (as the summary counts them). */
@@ -65,6 +70,10 @@ export class SqlResultDecoder {
     const buf = Buffer.isBuffer(chunk)
       ? chunk
       : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    if (this.header?.format === "csv") {
+      this.addEncoded(buf);
+      return [];
+    }
     const firstNl = buf.indexOf(0x0a);
     if (firstNl === -1) {
       if (buf.length > 0) this.partial.push(Buffer.from(buf));
@@ -81,6 +90,10 @@ export class SqlResultDecoder {
       this.partial = [];
       start = firstNl + 1;
       this.take(line, rows);
+      if (this.header?.format === "csv") {
+        this.addEncoded(buf.subarray(start));
+        return rows;
+      }
     }
     const lastNl = buf.lastIndexOf(0x0a);
     if (lastNl >= start) {
@@ -100,7 +113,22 @@ export class SqlResultDecoder {
 
   /** True when a partial line is left over (the result was cut off). */
   get incomplete(): boolean {
-    return this.partial.length > 0;
+    return this.partial.length > 0 || !this.endsInNewline;
+  }
+
+  /** A CSV result's bytes received since the last call (rows already encoded by the agent). */
+  takeEncoded(): Buffer | undefined {
+    if (this.encoded.length === 0) return undefined;
+    const out = this.encoded.length === 1 ? this.encoded[0]! : Buffer.concat(this.encoded);
+    this.encoded = [];
+    return out;
+  }
+
+  private addEncoded(buf: Buffer): void {
+    if (buf.length === 0) return;
+    this.encoded.push(buf);
+    this.rowBytes += buf.length;
+    this.endsInNewline = buf[buf.length - 1] === 0x0a;
   }
 
   private take(line: Buffer, rows: JsonValue[][]): void {

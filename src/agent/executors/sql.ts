@@ -12,6 +12,7 @@ import {
   type TaskSpec,
 } from "../../gen/switchboard/v1/task.js";
 import type { JsonValue, SqlResultHeader, SqlResultSummary } from "../../common/sql-result.js";
+import { csvRows } from "../../common/sql-csv.js";
 import { SqlError } from "../sql/datasource.js";
 import type { Datasources } from "../sql/datasources.js";
 import {
@@ -64,6 +65,9 @@ export class SqlExecutor implements Executor {
     }
     if (s.query.trim() === "") return invalid("a sql task needs a query");
     if (s.batchRows > MAX_BATCH_ROWS) return invalid(`batch_rows may be at most ${MAX_BATCH_ROWS}`);
+    if (s.format !== "" && s.format !== "ndjson" && s.format !== "csv") {
+      return invalid(`format: expected "ndjson" or "csv", got ${JSON.stringify(s.format.slice(0, 40))}`);
+    }
     const params = parseParams(s.paramsJson);
     if (typeof params === "string") return invalid(params);
     return undefined;
@@ -142,6 +146,7 @@ class SqlRun implements Execution {
     let bytes = 0;
     let affected: number | null = null;
     const out = new LineWriter(this.ctx, this.maxChunk, this.abort.signal);
+    const csv = this.spec.format === "csv";
     try {
       const table = this.spec.table !== "" ? await ds.describeTable(this.spec.table) : null;
       this.throwIfStopped();
@@ -151,7 +156,9 @@ class SqlRun implements Execution {
       })) {
         switch (chunk.kind) {
           case "columns": {
-            const header: SqlResultHeader = { columns: chunk.columns, table };
+            const header: SqlResultHeader = csv
+              ? { columns: chunk.columns, table, format: "csv" }
+              : { columns: chunk.columns, table };
             out.add(JSON.stringify(header));
             await out.flush();
             break;
@@ -160,9 +167,14 @@ class SqlRun implements Execution {
             let batch = chunk.rows;
             const over = maxRows > 0 && rows + batch.length > maxRows;
             if (over) batch = batch.slice(0, maxRows - rows);
-            for (const row of batch) {
-              out.add(JSON.stringify(row));
+            if (csv) {
+              out.addText(csvRows(batch));
               if (out.full) bytes += await out.flush();
+            } else {
+              for (const row of batch) {
+                out.add(JSON.stringify(row));
+                if (out.full) bytes += await out.flush();
+              }
             }
             rows += batch.length;
             if (over) {
@@ -227,6 +239,11 @@ class LineWriter {
   add(line: string): void {
     this.text += line;
     this.text += "\n";
+  }
+
+  /** Adds whole lines, each already ending in a newline. */
+  addText(lines: string): void {
+    this.text += lines;
   }
 
   /** Enough gathered for a chunk (counted in UTF-16 units, at most the bytes): flush() before adding more. */

@@ -90,6 +90,8 @@ as ISO 8601, binary as base64, JSON as JSON; NULL is empty in CSV and null in JS
         ...(flags.table !== undefined && flags.into === undefined ? { table: flags.table } : {}),
         ...(maxRows > 0 ? { maxRows } : {}),
         ...(timeoutMs > 0 ? { timeoutMs } : {}),
+        // CSV is encoded by the agent and written here as it comes: no parsing on this side.
+        ...(format === "csv" && flags.into === undefined ? { format: "csv" as const } : {}),
       }),
       target,
       waitForAgent: flags.wait ?? false,
@@ -186,6 +188,13 @@ async function printResult(
         bytes += ev.bytes;
         progress.update(rows, bytes);
         await sink.rows(ev.rows);
+      } else if (ev.kind === "csv") {
+        bytes += ev.data.length;
+        if (progress.enabled) rows += countLines(ev.data);
+        progress.update(rows, bytes);
+        if (sink.encoded === undefined)
+          throw new CliError("the agent sent CSV for a result printed as " + format);
+        await sink.encoded(ev.data);
       } else {
         await sink.end({ rowCount: ev.summary.row_count });
         if (ev.summary.affected_rows !== null && ev.summary.affected_rows !== undefined) {
@@ -205,6 +214,13 @@ async function printResult(
       await rm(tmp!, { force: true });
     }
   }
+}
+
+/** Line breaks in a CSV chunk: rows, give or take the line breaks inside quoted values. */
+function countLines(data: Buffer): number {
+  let n = 0;
+  for (let i = data.indexOf(0x0a); i !== -1; i = data.indexOf(0x0a, i + 1)) n++;
+  return n;
 }
 
 async function copyResult(

@@ -202,6 +202,8 @@ export interface SqlSpec {
   timeoutMs: number;
   /** rows read from the database at a time; 0: 500 */
   batchRows: number;
+  /** how rows travel after the header line: "" or "ndjson" (JSON arrays), "csv" */
+  format: string;
 }
 
 /** A SQL datasource configured on the agent and whether its last connect check passed. */
@@ -909,7 +911,7 @@ export const ShellSpec_EnvEntry: MessageFns<ShellSpec_EnvEntry> = {
 };
 
 function createBaseSqlSpec(): SqlSpec {
-  return { datasource: "", query: "", paramsJson: "", table: "", maxRows: 0, timeoutMs: 0, batchRows: 0 };
+  return { datasource: "", query: "", paramsJson: "", table: "", maxRows: 0, timeoutMs: 0, batchRows: 0, format: "" };
 }
 
 export const SqlSpec: MessageFns<SqlSpec> = {
@@ -934,6 +936,9 @@ export const SqlSpec: MessageFns<SqlSpec> = {
     }
     if (message.batchRows !== 0) {
       writer.uint32(56).uint32(message.batchRows);
+    }
+    if (message.format !== "") {
+      writer.uint32(66).string(message.format);
     }
     return writer;
   },
@@ -1007,6 +1012,14 @@ export const SqlSpec: MessageFns<SqlSpec> = {
             message.batchRows = reader.uint32();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.format = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1044,6 +1057,7 @@ export const SqlSpec: MessageFns<SqlSpec> = {
         : isSet(object.batch_rows)
         ? globalThis.Number(object.batch_rows)
         : 0,
+      format: isSet(object.format) ? globalThis.String(object.format) : "",
     };
   },
 
@@ -1070,6 +1084,9 @@ export const SqlSpec: MessageFns<SqlSpec> = {
     if (message.batchRows !== 0) {
       obj.batchRows = Math.round(message.batchRows);
     }
+    if (message.format !== "") {
+      obj.format = message.format;
+    }
     return obj;
   },
 
@@ -1085,6 +1102,7 @@ export const SqlSpec: MessageFns<SqlSpec> = {
     message.maxRows = object.maxRows ?? 0;
     message.timeoutMs = object.timeoutMs ?? 0;
     message.batchRows = object.batchRows ?? 0;
+    message.format = object.format ?? "";
     return message;
   },
 };
