@@ -110,7 +110,7 @@ export function seedServices(
                 maxRows: 0,
                 timeoutMs: 0,
                 batchRows: 0,
-              format: "",
+                format: "",
               },
             },
           },
