@@ -18,7 +18,7 @@ import { Heartbeater } from "./heartbeat.js";
 import { AgentLink } from "./link.js";
 import { Outbox } from "./outbox.js";
 import { Pipeline } from "./pipeline.js";
-import { Datasources } from "./sql/datasources.js";
+import { Datasources, loadOpeners } from "./sql/datasources.js";
 import { AgentStats, StatsReporter } from "./stats.js";
 
 export interface Agent {
@@ -68,7 +68,7 @@ export async function createAgent(
     if (f.endsWith(".spill")) await rm(join(spillDir, f), { force: true });
   }
 
-  const datasources = new Datasources(config.datasources, log);
+  const datasources = new Datasources(config.datasources, log, await loadOpeners(config.datasources));
   // The first check runs before the first Hello, so the first heartbeat already tells the truth.
   await datasources.start(config.monitoring.healthCheckIntervalMs);
 

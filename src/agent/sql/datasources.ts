@@ -5,17 +5,24 @@
 import type { Logger } from "../../common/logger.js";
 import type { DatasourceHealth } from "../../gen/switchboard/v1/task.js";
 import type { Datasource, DatasourceConfig, SqlDriver } from "./datasource.js";
-import { openMysql } from "./mysql.js";
-import { openPostgres } from "./postgres.js";
-import { openSqlite } from "./sqlite.js";
 
 export type DatasourceOpener = (config: DatasourceConfig, logger?: Logger) => Datasource;
 
-const OPENERS: Record<SqlDriver, DatasourceOpener> = {
-  postgres: openPostgres,
-  mysql: openMysql,
-  sqlite: openSqlite,
+// Loaded on demand: an agent with only a SQLite datasource never loads pg or mysql2 (RSS and start time).
+const LOADERS: Record<SqlDriver, () => Promise<DatasourceOpener>> = {
+  postgres: async () => (await import("./postgres.js")).openPostgres,
+  mysql: async () => (await import("./mysql.js")).openMysql,
+  sqlite: async () => (await import("./sqlite.js")).openSqlite,
 };
+
+/** The openers of the drivers these datasources use. */
+export async function loadOpeners(
+  configs: readonly DatasourceConfig[],
+): Promise<Partial<Record<SqlDriver, DatasourceOpener>>> {
+  const drivers = [...new Set(configs.map((c) => c.driver))];
+  const loaded = await Promise.all(drivers.map(async (d) => [d, await LOADERS[d]()] as const));
+  return Object.fromEntries(loaded);
+}
 
 /** Names a client may use for a driver instead of a datasource name. */
 const DRIVER_ALIASES: Record<string, SqlDriver> = {
@@ -48,10 +55,13 @@ export class Datasources {
   constructor(
     configs: readonly DatasourceConfig[],
     private readonly logger: Logger,
-    openers: Partial<Record<SqlDriver, DatasourceOpener>> = {},
+    /** From loadOpeners(configs). */
+    openers: Partial<Record<SqlDriver, DatasourceOpener>>,
   ) {
     for (const config of configs) {
-      const open = openers[config.driver] ?? OPENERS[config.driver];
+      const open = openers[config.driver];
+      if (open === undefined)
+        throw new Error(`no ${config.driver} driver was loaded for datasource "${config.name}"`);
       this.entries.set(config.name, {
         config,
         ds: open(config, logger.child({ datasource: config.name })),
