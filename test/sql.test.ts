@@ -179,6 +179,7 @@ describe("switchboard query", () => {
     let text = "";
     let columns: string[] = [];
     let rowCount = -1;
+    let summaryBytes = -1;
     for await (const ev of client.query({
       ...sql({ datasource: "main", query: "SELECT id, name, data FROM users ORDER BY id", format: "csv" }),
       target: { pool: "sql" },
@@ -186,11 +187,15 @@ describe("switchboard query", () => {
       if (ev.kind === "header") columns = ev.header.columns.map((c) => c.name);
       else if (ev.kind === "csv") text += ev.data.toString("utf8");
       else if (ev.kind === "rows") throw new Error("rows arrived as JSON although CSV was asked for");
-      else if (ev.kind === "done") rowCount = ev.summary.row_count;
+      else if (ev.kind === "done") {
+        rowCount = ev.summary.row_count;
+        summaryBytes = ev.summary.bytes;
+      }
     }
     expect(columns).toEqual(["id", "name", "data"]);
     expect(text).toBe('1,Ada,"{""a"":[1,2]}"\n9007199254740993,Zoë 🚀 東京,\n');
     expect(rowCount).toBe(2);
+    expect(summaryBytes).toBe(Buffer.byteLength(text));
   });
 
   it("streams five million rows in bounded memory", async () => {

@@ -145,6 +145,8 @@ class SqlRun implements Execution {
     let rows = 0;
     let bytes = 0;
     let affected: number | null = null;
+    /** The header line shares a chunk with the first rows; the summary counts the rows' bytes only. */
+    let headerBytes = 0;
     const out = new LineWriter(this.ctx, this.maxChunk, this.abort.signal);
     const csv = this.spec.format === "csv";
     try {
@@ -159,8 +161,10 @@ class SqlRun implements Execution {
             const header: SqlResultHeader = csv
               ? { columns: chunk.columns, table, format: "csv" }
               : { columns: chunk.columns, table };
-            out.add(JSON.stringify(header));
-            await out.flush();
+            // Travels with the first rows (or the end): a small result is one output event, not two.
+            const line = JSON.stringify(header);
+            headerBytes = Buffer.byteLength(line) + 1;
+            out.add(line);
             break;
           }
           case "rows": {
@@ -193,7 +197,11 @@ class SqlRun implements Execution {
       }
       bytes += await out.flush();
       this.throwIfStopped();
-      const summary: SqlResultSummary = { row_count: rows, bytes, affected_rows: affected };
+      const summary: SqlResultSummary = {
+        row_count: rows,
+        bytes: Math.max(0, bytes - headerBytes),
+        affected_rows: affected,
+      };
       return Finished.fromPartial({
         state: TaskState.TASK_STATE_SUCCEEDED,
         exitCode: 0,
@@ -209,7 +217,9 @@ class SqlRun implements Execution {
         : `datasource "${ds.name}": ${e instanceof Error ? e.message : String(e)}`;
       bytes += await out.flush().catch(() => 0);
       const f = failedFinished(err?.code ?? Code.INTERNAL, message, Date.now() - this.startedAt);
-      f.result = Buffer.from(JSON.stringify({ row_count: rows, bytes, affected_rows: affected }));
+      f.result = Buffer.from(
+        JSON.stringify({ row_count: rows, bytes: Math.max(0, bytes - headerBytes), affected_rows: affected }),
+      );
       return f;
     }
   }
