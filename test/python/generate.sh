@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Generates the Python gRPC code (app_pb2.py, app_pb2_grpc.py) of seed 000's contract into OUTDIR, with
+# Generates the Python gRPC code (app_pb2.py, app_pb2_grpc.py) of seed 000's contract (proto/seed000/app.proto,
+# the same file the hub is generated from) into OUTDIR, with
 # Debian's protoc and grpc_python_plugin, for seed_client.py and seed_agent.py (run by /usr/bin/python3).
 # Usage: test/python/generate.sh OUTDIR
 set -euo pipefail
@@ -21,4 +22,4 @@ if ! plugin=$(command -v grpc_python_plugin); then
 fi
 
 mkdir -p "$out"
-protoc -I "$here" --python_out="$out" --grpc_out="$out" --plugin=protoc-gen-grpc="$plugin" app.proto
+protoc -I "$here/../../proto/seed000" --python_out="$out" --grpc_out="$out" --plugin=protoc-gen-grpc="$plugin" app.proto
