@@ -52,6 +52,39 @@ export function waitForHubJson(hub: Child, dataDir: string): Promise<string> {
   );
 }
 
+/** An agent token for `pool`, made with the CLI as an operator would. */
+export async function createAgentToken(
+  address: string,
+  adminToken: string,
+  pool: string,
+  name: string,
+): Promise<string> {
+  const { stdout } = await execFileP(
+    process.execPath,
+    [
+      CLI,
+      "--hub",
+      address,
+      "--token",
+      adminToken,
+      "token",
+      "create",
+      "--role",
+      "agent",
+      "--pool",
+      pool,
+      "--name",
+      name,
+    ],
+    { env: { ...process.env, ...childEnv } },
+  ).catch((err: unknown) => {
+    throw new Error(`token create failed: ${err instanceof Error ? err.message : String(err)}`);
+  });
+  const token = stdout.trim().split("\n").pop()?.trim() ?? "";
+  if (token === "") throw new Error("token create printed nothing");
+  return token;
+}
+
 export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   const root = mkdtempSync(path.join(os.tmpdir(), "switchboard-bench-"));
   const hubDir = path.join(root, "hub");
@@ -74,29 +107,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     const h = hub;
     const info = await waitForHubJson(h, hubDir);
     const adminToken = readFileSync(path.join(hubDir, "admin.token"), "utf8").trim();
-    const { stdout } = await execFileP(
-      process.execPath,
-      [
-        CLI,
-        "--hub",
-        info,
-        "--token",
-        adminToken,
-        "token",
-        "create",
-        "--role",
-        "agent",
-        "--pool",
-        POOL,
-        "--name",
-        "bench-agent",
-      ],
-      { env: { ...process.env, ...childEnv }, cwd: root },
-    ).catch((err: unknown) => {
-      throw new Error(`token create failed: ${err instanceof Error ? err.message : String(err)}`);
-    });
-    const agentToken = stdout.trim().split("\n").pop()?.trim() ?? "";
-    if (agentToken === "") throw new Error("token create printed nothing");
+    const agentToken = await createAgentToken(info, adminToken, POOL, "bench-agent");
 
     agent = spawnNode("agent", CLI, {
       args: [

@@ -7,13 +7,12 @@
 //
 // Not part of CI. Prints the figures and writes bench/results/soak.json; exit 0 when every target
 // was met, 1 when one was missed.
-import { execFile } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { parseArgs, promisify } from "node:util";
+import { parseArgs } from "node:util";
 import { SwitchboardClient, shell, TaskState } from "../src/client/index.js";
-import { waitForHubJson } from "./cluster.js";
+import { createAgentToken, waitForHubJson } from "./cluster.js";
 import {
   CLI,
   envInfo,
@@ -28,8 +27,6 @@ import {
   type Child,
 } from "./harness.js";
 import { TcpProxy } from "./tcp-proxy.js";
-
-const execFileP = promisify(execFile);
 
 const { values } = parseArgs({
   options: {
@@ -159,22 +156,7 @@ async function main(): Promise<void> {
   });
   const address = await waitForHubJson(hub, hubDir);
   const adminToken = readFileSync(path.join(hubDir, "admin.token"), "utf8").trim();
-  const { stdout } = await execFileP(process.execPath, [
-    CLI,
-    "--hub",
-    address,
-    "--token",
-    adminToken,
-    "token",
-    "create",
-    "--role",
-    "agent",
-    "--pool",
-    POOL,
-    "--name",
-    "soak-agent",
-  ]);
-  const agentToken = stdout.trim().split("\n").pop()?.trim() ?? "";
+  const agentToken = await createAgentToken(address, adminToken, POOL, "soak-agent");
   const proxy = await TcpProxy.start(address);
   const agents: Child[] = [];
   for (let i = 1; i <= AGENTS; i++) {
