@@ -19,7 +19,7 @@ import {
   type Schedule,
 } from "./benchmarks.js";
 import { POOL, startCluster, type Cluster } from "./cluster.js";
-import { check, CLI, fmt, log, RssSampler, round } from "./harness.js";
+import { check, CLI, CpuMeter, fmt, log, procCpuMs, RssSampler, round } from "./harness.js";
 import { startGrpcEchoPeer } from "./peers.js";
 
 const MiB = 1024 * 1024;
@@ -56,6 +56,8 @@ interface Transfer {
   exitCode: number | null;
   stderr: string;
   peakRssMiB: number;
+  /** The child's own CPU (user + system) over its run, in % of one core (last reading before it exits). */
+  cpuPctOfCore: number;
 }
 
 /** Runs a program whose stdout is the result, counting (and discarding) its bytes. */
@@ -76,9 +78,23 @@ function pull(
       rss.stop();
       reject(e);
     });
+    let cpuMs = 0;
+    const cpuTimer = setInterval(() => {
+      const v = procCpuMs(child.pid ?? 0);
+      if (Number.isFinite(v)) cpuMs = v;
+    }, 100);
     child.on("close", (code) => {
+      clearInterval(cpuTimer);
       rss.stop();
-      resolve({ bytes, ms: performance.now() - t0, exitCode: code, stderr, peakRssMiB: rss.peak() / MiB });
+      const ms = performance.now() - t0;
+      resolve({
+        bytes,
+        ms,
+        exitCode: code,
+        stderr,
+        peakRssMiB: rss.peak() / MiB,
+        cpuPctOfCore: round((cpuMs * 100) / ms),
+      });
     });
   });
 }
@@ -137,16 +153,19 @@ const pgCsv1GiB: Benchmark = {
           "--no-progress",
           query,
         ];
-        const runs: { side: "ours" | "peer"; t: Transfer }[] = [];
+        const runs: { side: "ours" | "peer"; t: Transfer; cpuPctOfCore: Record<string, number> }[] = [];
         try {
           for (const side of ["peer", "ours", "ours", "peer"] as const) {
+            // Where the CPU goes (PostgreSQL's backend is not counted).
+            const meter = new CpuMeter({ hub: c.hub.pid, agent: c.agent.pid });
             const t = side === "peer" ? await pull("psql", psqlArgs) : await pull(process.execPath, cliArgs);
+            const cpuPctOfCore = { ...meter.stop(), client: t.cpuPctOfCore };
             if (t.exitCode !== 0) throw new Error(`${side} exited ${t.exitCode}: ${t.stderr}`);
             log(
               `  ${side === "peer" ? "psql COPY" : "switchboard query"}: ${fmt(t.bytes / 1e6 / (t.ms / 1000))} MB/s ` +
-                `(${t.bytes} bytes in ${fmt(t.ms)} ms, peak RSS ${fmt(t.peakRssMiB)} MiB)`,
+                `(${t.bytes} bytes in ${fmt(t.ms)} ms, peak RSS ${fmt(t.peakRssMiB)} MiB) cpu% ${JSON.stringify(cpuPctOfCore)}`,
             );
-            runs.push({ side, t });
+            runs.push({ side, t, cpuPctOfCore });
           }
         } finally {
           hubRss.stop();
@@ -176,7 +195,12 @@ const pgCsv1GiB: Benchmark = {
             query,
             rows: rowsWanted,
             bytesPerRun: runs[0]!.t.bytes,
-            runs: runs.map((r) => ({ side: r.side, bytes: r.t.bytes, ms: round(r.t.ms) })),
+            runs: runs.map((r) => ({
+              side: r.side,
+              bytes: r.t.bytes,
+              ms: round(r.t.ms),
+              cpuPctOfCore: r.cpuPctOfCore,
+            })),
             peakRssMiB: { agent: round(peaks.agent), hub: round(peaks.hub), client: round(peaks.client) },
             psqlPeakRssMiB: round(
               Math.max(...runs.filter((r) => r.side === "peer").map((r) => r.t.peakRssMiB)),
