@@ -198,6 +198,47 @@ describe("switchboard query", () => {
     expect(summaryBytes).toBe(Buffer.byteLength(text));
   });
 
+  it("writes the same CSV whether PostgreSQL encodes it (COPY) or the agent does", async () => {
+    const select = `SELECT v.* FROM (VALUES
+        (1::int8, 'plain'::text, 12.500::numeric(12,3), '2024-02-29'::date, 'ab'::varchar(5)),
+        (9007199254740993, '', NULL, NULL, NULL),
+        (-3, 'comma, "quote" and' || E'\\n' || 'newline', -0.001, '0044-03-15 BC'::date, 'Zoë'),
+        (4, E'\\\\.', 1e20::numeric, 'infinity'::date, '東京 🚀'),
+        (5, NULL, 'NaN', NULL, '')
+      ) AS v(id, t, n, d, s)`;
+    const viaCopy = await runCli([
+      ...hub.cli,
+      "query",
+      "--pool",
+      "sql",
+      "--db",
+      "main",
+      "--format",
+      "csv",
+      select,
+    ]);
+    // A parameter sends the statement down the cursor path: the agent encodes the rows.
+    const viaAgent = await runCli([
+      ...hub.cli,
+      "query",
+      "--pool",
+      "sql",
+      "--db",
+      "main",
+      "--format",
+      "csv",
+      `${select} WHERE $1::int = 1`,
+      "1",
+    ]);
+    expect(viaCopy.stderr).toBe("");
+    expect(viaCopy.code).toBe(0);
+    expect(viaAgent.code).toBe(0);
+    expect(viaCopy.stdout.split("\n")[0]).toBe("id,t,n,d,s");
+    expect(viaCopy.stdout).toContain('9007199254740993,"",,,\n');
+    expect(viaCopy.stdout).toContain('5,,NaN,,""\n');
+    expect(viaCopy.stdout).toBe(viaAgent.stdout);
+  });
+
   it("streams five million rows in bounded memory", async () => {
     let n = 0;
     let last: JsonValue = null;

@@ -53,7 +53,8 @@ describe("csv", () => {
     "id,name,score,data,note,id,flag\n" +
     '1,Ada,12.500,"{""a"":[1,2]}","say ""hi"", ok",7,true\n' +
     '9007199254740993,Zoë 🚀 東京,,,"line1\nline2\r\n",,false\n' +
-    '-3,,-0.001,"[1,""x""]",tab\there,0,\n';
+    // An empty string is "" and NULL nothing, as in PostgreSQL's CSV.
+    '-3,"",-0.001,"[1,""x""]",tab\there,0,\n';
 
   it("writes RFC 4180 with the header, quoting only what needs it", async () => {
     expect((await render("csv", [ROWS])).join("")).toBe(want);

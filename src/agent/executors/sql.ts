@@ -152,49 +152,68 @@ class SqlRun implements Execution {
     try {
       const table = this.spec.table !== "" ? await ds.describeTable(this.spec.table) : null;
       this.throwIfStopped();
-      for await (const chunk of ds.query(this.spec.query, params, {
-        signal: this.abort.signal,
-        batchRows: this.spec.batchRows > 0 ? this.spec.batchRows : DEFAULT_BATCH_ROWS,
-      })) {
-        switch (chunk.kind) {
-          case "columns": {
-            const header: SqlResultHeader = csv
-              ? { columns: chunk.columns, table, format: "csv" }
-              : { columns: chunk.columns, table };
-            // Travels with the first rows (or the end): a small result is one output event, not two.
+      // CSV the database encodes itself (PostgreSQL's COPY) when the statement suits it: no row is parsed or
+      // encoded here. Row limits and parameters need the ordinary path.
+      let viaDatabaseCsv = false;
+      if (csv && params.length === 0 && maxRows === 0 && ds.queryCsv) {
+        for await (const c of ds.queryCsv(this.spec.query, { signal: this.abort.signal })) {
+          if (c.kind === "unsuitable") break;
+          viaDatabaseCsv = true;
+          if (c.kind === "columns") {
+            const header: SqlResultHeader = { columns: c.columns, table, format: "csv" };
             const line = JSON.stringify(header);
             headerBytes = Buffer.byteLength(line) + 1;
             out.add(line);
-            break;
-          }
-          case "rows": {
-            let batch = chunk.rows;
-            const over = maxRows > 0 && rows + batch.length > maxRows;
-            if (over) batch = batch.slice(0, maxRows - rows);
-            if (csv) {
-              out.addText(csvRows(batch));
-              if (out.full) bytes += await out.flush();
-            } else {
-              for (const row of batch) {
-                out.add(JSON.stringify(row));
-                if (out.full) bytes += await out.flush();
-              }
-            }
-            rows += batch.length;
-            if (over) {
-              bytes += await out.flush();
-              throw new SqlError(
-                Code.RESOURCE_EXHAUSTED,
-                `datasource "${ds.name}": the result has more than max_rows = ${maxRows} rows; the first ${maxRows} were sent`,
-              );
-            }
-            break;
-          }
-          case "done":
-            affected = chunk.affectedRows ?? null;
-            break;
+          } else if (c.kind === "data") {
+            out.addBytes(c.data);
+            if (out.full) bytes += await out.flush();
+          } else rows = c.rowCount;
         }
       }
+      if (!viaDatabaseCsv)
+        for await (const chunk of ds.query(this.spec.query, params, {
+          signal: this.abort.signal,
+          batchRows: this.spec.batchRows > 0 ? this.spec.batchRows : DEFAULT_BATCH_ROWS,
+        })) {
+          switch (chunk.kind) {
+            case "columns": {
+              const header: SqlResultHeader = csv
+                ? { columns: chunk.columns, table, format: "csv" }
+                : { columns: chunk.columns, table };
+              // Travels with the first rows (or the end): a small result is one output event, not two.
+              const line = JSON.stringify(header);
+              headerBytes = Buffer.byteLength(line) + 1;
+              out.add(line);
+              break;
+            }
+            case "rows": {
+              let batch = chunk.rows;
+              const over = maxRows > 0 && rows + batch.length > maxRows;
+              if (over) batch = batch.slice(0, maxRows - rows);
+              if (csv) {
+                out.addText(csvRows(batch));
+                if (out.full) bytes += await out.flush();
+              } else {
+                for (const row of batch) {
+                  out.add(JSON.stringify(row));
+                  if (out.full) bytes += await out.flush();
+                }
+              }
+              rows += batch.length;
+              if (over) {
+                bytes += await out.flush();
+                throw new SqlError(
+                  Code.RESOURCE_EXHAUSTED,
+                  `datasource "${ds.name}": the result has more than max_rows = ${maxRows} rows; the first ${maxRows} were sent`,
+                );
+              }
+              break;
+            }
+            case "done":
+              affected = chunk.affectedRows ?? null;
+              break;
+          }
+        }
       bytes += await out.flush();
       this.throwIfStopped();
       const summary: SqlResultSummary = {
@@ -238,6 +257,9 @@ class LineWriter {
   // One string per chunk: V8 concatenates into a rope, and one conversion to bytes per chunk is far
   // cheaper than measuring every line.
   private text = "";
+  /** Bytes already encoded (CSV from the database), in order before `text`. */
+  private raw: Buffer[] = [];
+  private rawBytes = 0;
 
   constructor(
     private readonly ctx: ExecutionContext,
@@ -256,15 +278,34 @@ class LineWriter {
     this.text += lines;
   }
 
-  /** Enough gathered for a chunk (counted in UTF-16 units, at most the bytes): flush() before adding more. */
+  /** Adds encoded lines as they are. */
+  addBytes(data: Buffer): void {
+    if (this.text.length > 0) {
+      const head = Buffer.from(this.text);
+      this.text = "";
+      this.raw.push(head);
+      this.rawBytes += head.length;
+    }
+    this.raw.push(data);
+    this.rawBytes += data.length;
+  }
+
+  /** Enough gathered for a chunk (text counted in UTF-16 units, at most its bytes): flush() before adding more. */
   get full(): boolean {
-    return this.text.length >= Math.min(CHUNK_TARGET_BYTES, this.maxChunk);
+    return this.text.length + this.rawBytes >= Math.min(CHUNK_TARGET_BYTES, this.maxChunk);
   }
 
   /** Writes what was gathered, waiting while the output window is closed; returns the bytes written. */
   async flush(): Promise<number> {
-    if (this.text.length === 0) return 0;
-    const buf = Buffer.from(this.text);
+    if (this.text.length === 0 && this.rawBytes === 0) return 0;
+    let buf: Buffer;
+    if (this.raw.length === 0) buf = Buffer.from(this.text);
+    else {
+      if (this.text.length > 0) this.raw.push(Buffer.from(this.text));
+      buf = this.raw.length === 1 ? this.raw[0]! : Buffer.concat(this.raw);
+      this.raw = [];
+      this.rawBytes = 0;
+    }
     this.text = "";
     let writable = true;
     for (let off = 0; off < buf.length; off += this.maxChunk) {

@@ -51,6 +51,17 @@ export type QueryChunk =
   /** Exactly once, last. affectedRows: for INSERT/UPDATE/DELETE where the engine says. */
   | { kind: "done"; rowCount: number; affectedRows?: number };
 
+/**
+ * A result the database itself encodes as CSV (see Datasource.queryCsv): "unsuitable" first and alone when
+ * this statement cannot take that path (the caller then uses query()); otherwise columns, data*, done.
+ */
+export type CsvChunk =
+  | { kind: "unsuitable" }
+  | { kind: "columns"; columns: ColumnInfo[] }
+  /** CSV lines, byte for byte what csvRows() of src/common/sql-csv.ts makes of the same rows. */
+  | { kind: "data"; data: Buffer }
+  | { kind: "done"; rowCount: number };
+
 /** Why a statement failed: code is a gRPC status number (see src/common/errors.ts Code). */
 export class SqlError extends Error {
   constructor(
@@ -77,6 +88,12 @@ export interface Datasource {
    * maxRows is not enforced here (the executor counts).
    */
   query(sql: string, params: JsonValue[], opts: QueryOptions): AsyncIterable<QueryChunk>;
+  /**
+   * Optional: the statement's result as CSV encoded by the database (PostgreSQL's COPY ... TO STDOUT), for
+   * statements whose every column prints in CSV exactly as csvRows() prints its JSON value. Same read-only,
+   * cancel and pacing rules as query(); parameters are not supported (the caller passes none).
+   */
+  queryCsv?(sql: string, opts: QueryOptions): AsyncIterable<CsvChunk>;
   /** The table's columns, primary key and indexes from the engine's catalog; SqlError NOT_FOUND when absent. */
   describeTable(table: string): Promise<TableMeta>;
   /** Ends every connection; queries running are cancelled. */

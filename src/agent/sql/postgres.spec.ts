@@ -536,3 +536,94 @@ describe("openPostgres describeTable", () => {
     expect((await failure(ds.describeTable("other.nope"))).code).toBe(Code.NOT_FOUND);
   });
 });
+
+describe("openPostgres queryCsv (COPY ... TO STDOUT)", () => {
+  async function csvOf(
+    ds: Datasource,
+    sql: string,
+    signal = new AbortController().signal,
+  ): Promise<{
+    kinds: string[];
+    columns: ColumnInfo[];
+    text: string;
+    rowCount: number;
+  }> {
+    const out = { kinds: [] as string[], columns: [] as ColumnInfo[], text: "", rowCount: -1 };
+    for await (const c of ds.queryCsv!(sql, { signal })) {
+      out.kinds.push(c.kind);
+      if (c.kind === "columns") out.columns = c.columns;
+      else if (c.kind === "data") out.text += c.data.toString("utf8");
+      else if (c.kind === "done") out.rowCount = c.rowCount;
+    }
+    return out;
+  }
+
+  it("streams PostgreSQL's CSV, byte for byte what the agent would encode from the rows", async () => {
+    const ds = open();
+    const sql = `SELECT g AS id, md5(g::text) AS h, CASE WHEN g % 3 = 0 THEN NULL WHEN g % 3 = 1 THEN '' ELSE 'a,"b"' END AS t,
+                 (g * 1.5)::numeric(10,2) AS n FROM generate_series(1, 20000) g`;
+    const got = await csvOf(ds, sql);
+    expect(got.kinds[0]).toBe("columns");
+    expect(got.kinds.at(-1)).toBe("done");
+    expect(got.columns.map((c) => c.name)).toEqual(["id", "h", "t", "n"]);
+    expect(got.rowCount).toBe(20_000);
+    const { csvRows } = await import("../../common/sql-csv.js");
+    expect(got.text).toBe(csvRows((await collect(ds, sql)).rows));
+  });
+
+  it("declines what it cannot print the same way: booleans, timestamps, JSON, writes, bad SQL", async () => {
+    const ds = open({ readOnly: false });
+    for (const sql of [
+      "SELECT true AS b",
+      "SELECT now() AS t",
+      `SELECT '{"a":1}'::jsonb AS j`,
+      "INSERT INTO nowhere VALUES (1)",
+      "SELEC 1",
+      "SELECT 1; SELECT 2",
+    ]) {
+      expect((await csvOf(ds, sql)).kinds).toEqual(["unsuitable"]);
+    }
+    // The connection it probed with is clean: the ordinary path runs next.
+    expect((await collect(ds, "SELECT 7")).rows).toEqual([[7]]);
+  });
+
+  it("is read-only like query(): the probe and the COPY run in a read-only transaction", async () => {
+    await admin.query("CREATE SEQUENCE IF NOT EXISTS csv_seq");
+    const ds = open();
+    // nextval() writes: planning it (the probe) passes, running it (the COPY) is refused by PostgreSQL.
+    const e = await failure(csvOf(ds, "SELECT nextval('csv_seq') AS v"));
+    expect(e.code).toBe(Code.PERMISSION_DENIED);
+    expect(e.message).toMatch(/read-only/);
+    expect((await collect(ds, "SELECT 9")).rows).toEqual([[9]]);
+  });
+
+  it("cancels a COPY in the server, and a consumer that leaves early gets its connection closed, not reused", async () => {
+    const ds = open({ poolSize: 1 });
+    const abort = new AbortController();
+    const sql = "SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 50000000) g";
+    const it = ds.queryCsv!(sql, { signal: abort.signal })[Symbol.asyncIterator]();
+    expect((await it.next()).value).toMatchObject({ kind: "columns" });
+    expect((await it.next()).value).toMatchObject({ kind: "data" });
+    abort.abort();
+    expect((await failure(it.next())).code).toBe(Code.CANCELLED);
+    await waitUntil(async () => {
+      const r = await admin.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT g, repeat%' AND state = 'active'",
+      );
+      return (r.rows[0] as { n: number }).n === 0;
+    });
+    const early = ds.queryCsv!(sql, { signal: new AbortController().signal })[Symbol.asyncIterator]();
+    await early.next();
+    await early.next();
+    await early.return?.(undefined);
+    expect((await collect(ds, "SELECT 8")).rows).toEqual([[8]]);
+  });
+});
+
+async function waitUntil(cond: () => Promise<boolean>, ms = 5_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

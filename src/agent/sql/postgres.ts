@@ -3,11 +3,13 @@
 // converted once from PostgreSQL's text output to JsonValue. Cancelling stops the statement in the server.
 import pg from "pg";
 import Cursor from "pg-cursor";
+import { to as copyTo, type CopyToStreamQuery } from "pg-copy-streams";
 import { Code } from "../../common/errors.js";
 import type { Logger } from "../../common/logger.js";
 import {
   SqlError,
   type ColumnInfo,
+  type CsvChunk,
   type Datasource,
   type DatasourceConfig,
   type JsonValue,
@@ -18,6 +20,8 @@ import {
 
 const DEFAULT_BATCH_ROWS = 500;
 const DEFAULT_PORT = 5432;
+/** How much COPY output is read ahead of the consumer (one output chunk's worth). */
+const COPY_BUFFER_BYTES = 256 * 1024;
 /** After asking the server to cancel, how long a statement may take to stop before its connection is cut. */
 const CANCEL_GRACE_MS = 3_000;
 /** Closing the cursor and rolling back after a failure or an early return; past this the connection is cut. */
@@ -350,6 +354,45 @@ class PostgresDatasource implements Datasource {
     }
   }
 
+  async *queryCsv(sql: string, opts: QueryOptions): AsyncGenerator<CsvChunk> {
+    this.throwIfClosed();
+    if (!/^\s*(select|with|values|table)\b/i.test(sql) || sql.includes(";")) {
+      yield { kind: "unsuitable" };
+      return;
+    }
+    const run = new StatementRun(this, opts.signal);
+    this.runs.add(run);
+    try {
+      run.throwIfStopped();
+      await run.acquire(this.pool);
+      await run.begin(this.beginSql());
+      // The result's columns without running it (LIMIT 0 is planned, not executed); a statement that cannot
+      // be wrapped fails here, inside a savepoint, and takes the ordinary path, which reports its error.
+      const fields = await run.probe(`SELECT * FROM (${sql}) AS sb_csv_probe LIMIT 0`);
+      if (fields === undefined || !fields.every((f) => CSV_IDENTICAL_TYPES.has(f.dataTypeID))) {
+        yield { kind: "unsuitable" };
+        return;
+      }
+      const { columns } = await run.untilStopped(this.columnsOf(fields, new Set()));
+      yield { kind: "columns", columns };
+      const copy = run.startCopy(`COPY (${sql}) TO STDOUT WITH (FORMAT csv)`);
+      // Until the COPY has ended the connection is mid-protocol: leaving early closes it, never reuses it.
+      run.abandonOnFinish = true;
+      for (let data = await run.readCopy(copy); data !== null; data = await run.readCopy(copy)) {
+        yield { kind: "data", data };
+        run.throwIfStopped();
+      }
+      run.abandonOnFinish = false;
+      await run.commit();
+      yield { kind: "done", rowCount: copy.rowCount };
+    } catch (e) {
+      throw this.toSqlError(e, run);
+    } finally {
+      await run.finish();
+      this.runs.delete(run);
+    }
+  }
+
   async describeTable(table: string): Promise<TableMeta> {
     this.throwIfClosed();
     try {
@@ -661,6 +704,15 @@ async function resolveTable(c: pg.ClientBase, table: string): Promise<number | u
   return undefined;
 }
 
+/**
+ * Types whose text in PostgreSQL's CSV is exactly what csvRows() prints for the JsonValue this driver makes
+ * of them (integers, numeric, text types, uuid, ISO dates): for these, COPY's output is the result.
+ */
+const CSV_IDENTICAL_TYPES = new Set([
+  20 /* int8 */, 21 /* int2 */, 23 /* int4 */, 26 /* oid */, 1700 /* numeric */, 25 /* text */,
+  1043 /* varchar */, 1042 /* bpchar */, 19 /* name */, 2950 /* uuid */, 1082 /* date */,
+]);
+
 const WRITE_COMMANDS = new Set(["INSERT", "UPDATE", "DELETE", "MERGE", "COPY"]);
 
 function affectedRows(result: pg.QueryResult): number | undefined {
@@ -697,6 +749,8 @@ class StatementRun {
   private cursorFailed = false;
   private result: pg.QueryResult | undefined;
   private busy = false;
+  /** Set while a COPY streams: the connection cannot take another statement until it ends. */
+  abandonOnFinish = false;
   private cancelSent = false;
   private broken = false;
   private graceTimer: NodeJS.Timeout | undefined;
@@ -810,6 +864,59 @@ class StatementRun {
     }
   }
 
+  /** The fields of a statement that returns none of its rows, or undefined when it fails (rolled back to a savepoint). */
+  async probe(sql: string): Promise<pg.FieldDef[] | undefined> {
+    const client = this.mustHold();
+    await this.call(() => client.query("SAVEPOINT sb_csv_probe"));
+    try {
+      const r = await this.call(() => client.query({ text: sql, rowMode: "array" }));
+      await this.call(() => client.query("RELEASE SAVEPOINT sb_csv_probe"));
+      return r.fields;
+    } catch (e) {
+      if (this.stopReason !== undefined || this.broken) throw e;
+      await this.call(() => client.query("ROLLBACK TO SAVEPOINT sb_csv_probe"));
+      return undefined;
+    }
+  }
+
+  startCopy(sql: string): CopyToStreamQuery {
+    // Up to a chunk's worth is buffered, so that each read hands over one large buffer (fewer copies and
+    // messages downstream) while the socket stays paused beyond it.
+    const stream = this.mustHold().query(copyTo(sql, { highWaterMark: COPY_BUFFER_BYTES }));
+    // Between reads nobody listens; an error then (the connection closed) is seen by the next read.
+    stream.on("error", () => undefined);
+    return stream;
+  }
+
+  /** The COPY output that arrived since the last read (waiting for some), or null at its end. */
+  async readCopy(stream: CopyToStreamQuery): Promise<Buffer | null> {
+    return this.call(
+      () =>
+        new Promise<Buffer | null>((resolve, reject) => {
+          const done = (v: Buffer | null, err?: Error): void => {
+            stream.off("readable", onReadable);
+            stream.off("end", onEnd);
+            stream.off("error", onError);
+            if (err) reject(err);
+            else resolve(v);
+          };
+          const onReadable = (): void => {
+            const b = stream.read() as Buffer | null;
+            if (b !== null) done(b);
+          };
+          const onEnd = (): void => done(null);
+          const onError = (e: Error): void => done(null, e);
+          if (stream.errored) return reject(stream.errored);
+          if (stream.readableEnded) return resolve(null);
+          if (stream.destroyed) return reject(new Error("the COPY stream was closed"));
+          stream.on("error", onError);
+          stream.on("end", onEnd);
+          stream.on("readable", onReadable);
+          onReadable();
+        }),
+    );
+  }
+
   async commit(): Promise<void> {
     const client = this.mustHold();
     // Once COMMIT succeeds the writes are durable: a stop that came meanwhile must not report otherwise.
@@ -904,7 +1011,7 @@ class StatementRun {
     this.signal.removeEventListener("abort", this.onAbort);
     const client = this.client;
     if (!client || this.phase === "released") return;
-    if (this.broken || this.cancelSent || this.busy) {
+    if (this.broken || this.cancelSent || this.busy || this.abandonOnFinish) {
       this.destroy(new Error("connection state unknown"));
       return;
     }
