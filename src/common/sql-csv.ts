@@ -26,8 +26,7 @@ export function csvRows(batch: readonly JsonValue[][]): string {
         if (CSV_SPECIAL.test(v)) text += `"${v.replace(QUOTES, '""')}"`;
         // `\.` alone on a line would read as PostgreSQL's end-of-data marker: quoted there, as COPY does.
         else text += v === "" || (v === "\\." && row.length === 1) ? `"${v}"` : v;
-      }
-      else if (typeof v === "number" || typeof v === "boolean") text += String(v);
+      } else if (typeof v === "number" || typeof v === "boolean") text += String(v);
       else text += csvField(JSON.stringify(v));
     }
     text += "\n";
