@@ -28,6 +28,11 @@ let myDb: Awaited<ReturnType<typeof createMariadbDatabase>>;
 let proxy: TcpProxy;
 let sqlitePath: string;
 
+/** `switchboard query --pool sql ARGS...` through the built CLI. */
+function queryCli(args: string[]): ReturnType<typeof runCli> {
+  return runCli([...hub.cli, "query", "--pool", "sql", ...args]);
+}
+
 async function rows(datasource: string, query: string, params: unknown[] = []): Promise<JsonValue[][]> {
   const out: JsonValue[][] = [];
   for await (const ev of client.query({ ...sql({ datasource, query, params }), target: { pool: "sql" } })) {
@@ -109,11 +114,7 @@ afterAll(async () => {
 
 describe("switchboard query", () => {
   it("prints PostgreSQL rows as CSV and NDJSON with their meaning kept", async () => {
-    const csv = await runCli([
-      ...hub.cli,
-      "query",
-      "--pool",
-      "sql",
+    const csv = await queryCli([
       "--db",
       "main",
       "--format",
@@ -124,11 +125,7 @@ describe("switchboard query", () => {
     expect(csv.code).toBe(0);
     expect(csv.stdout.split("\n")[0]).toBe("id,name,score,born,data");
     expect(csv.stdout).toContain("9007199254740993,Zoë 🚀 東京,,,");
-    const nd = await runCli([
-      ...hub.cli,
-      "query",
-      "--pool",
-      "sql",
+    const nd = await queryCli([
       "--db",
       "main",
       "--format",
@@ -206,30 +203,9 @@ describe("switchboard query", () => {
         (4, E'\\\\.', 1e20::numeric, 'infinity'::date, '東京 🚀'),
         (5, NULL, 'NaN', NULL, '')
       ) AS v(id, t, n, d, s)`;
-    const viaCopy = await runCli([
-      ...hub.cli,
-      "query",
-      "--pool",
-      "sql",
-      "--db",
-      "main",
-      "--format",
-      "csv",
-      select,
-    ]);
+    const viaCopy = await queryCli(["--db", "main", "--format", "csv", select]);
     // A parameter sends the statement down the cursor path: the agent encodes the rows.
-    const viaAgent = await runCli([
-      ...hub.cli,
-      "query",
-      "--pool",
-      "sql",
-      "--db",
-      "main",
-      "--format",
-      "csv",
-      `${select} WHERE $1::int = 1`,
-      "1",
-    ]);
+    const viaAgent = await queryCli(["--db", "main", "--format", "csv", `${select} WHERE $1::int = 1`, "1"]);
     expect(viaCopy.stderr).toBe("");
     expect(viaCopy.code).toBe(0);
     expect(viaAgent.code).toBe(0);
@@ -262,26 +238,10 @@ describe("switchboard query", () => {
   }, 180_000);
 
   it("refuses writes on a read-only datasource and allows them where configured", async () => {
-    const r = await runCli([
-      ...hub.cli,
-      "query",
-      "--pool",
-      "sql",
-      "--db",
-      "main",
-      "INSERT INTO users (id, name) VALUES (3, 'x')",
-    ]);
+    const r = await queryCli(["--db", "main", "INSERT INTO users (id, name) VALUES (3, 'x')"]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/main.*read-only/);
-    const w = await runCli([
-      ...hub.cli,
-      "query",
-      "--pool",
-      "sql",
-      "--db",
-      "rw",
-      "INSERT INTO users (id, name) VALUES (3, 'x'), (4, 'y')",
-    ]);
+    const w = await queryCli(["--db", "rw", "INSERT INTO users (id, name) VALUES (3, 'x'), (4, 'y')"]);
     expect(w.code).toBe(0);
     expect(w.stderr).toContain("2 rows affected");
     expect(await rows("main", "SELECT count(*)::int FROM users")).toEqual([[4]]);
@@ -332,33 +292,19 @@ describe("switchboard query", () => {
   });
 
   it("ends a query past its statement timeout", async () => {
-    const r = await runCli([
-      ...hub.cli,
-      "query",
-      "--pool",
-      "sql",
-      "--db",
-      "maria",
-      "--timeout",
-      "500ms",
-      "SELECT SLEEP(20)",
-    ]);
+    const r = await queryCli(["--db", "maria", "--timeout", "500ms", "SELECT SLEEP(20)"]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/time/i);
   });
 
   it("names the datasource and carries the database's message for bad input", async () => {
-    const unknown = await runCli([...hub.cli, "query", "--pool", "sql", "--db", "nope", "SELECT 1"]);
+    const unknown = await queryCli(["--db", "nope", "SELECT 1"]);
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/no datasource "nope".*"main"/);
-    const syntax = await runCli([...hub.cli, "query", "--pool", "sql", "--db", "maria", "SELEC 1"]);
+    const syntax = await queryCli(["--db", "maria", "SELEC 1"]);
     expect(syntax.code).toBe(1);
     expect(syntax.stderr).toMatch(/maria.*SQL syntax/);
-    const tooMany = await runCli([
-      ...hub.cli,
-      "query",
-      "--pool",
-      "sql",
+    const tooMany = await queryCli([
       "--db",
       "local",
       "--format",
@@ -374,17 +320,7 @@ describe("switchboard query", () => {
   it("writes a file only when the result is complete", async () => {
     const dir = tempDir("sql-out");
     const file = join(dir, "users.json");
-    const r = await runCli([
-      ...hub.cli,
-      "query",
-      "--pool",
-      "sql",
-      "--db",
-      "main",
-      "-o",
-      file,
-      "SELECT id, name FROM users ORDER BY id",
-    ]);
+    const r = await queryCli(["--db", "main", "-o", file, "SELECT id, name FROM users ORDER BY id"]);
     expect(r.code).toBe(0);
     expect(JSON.parse(readFileSync(file, "utf8"))).toEqual([
       { id: 1, name: "Ada" },
@@ -393,11 +329,7 @@ describe("switchboard query", () => {
   });
 
   it("copies a result into a central PostgreSQL table with --into", async () => {
-    const r = await runCli([
-      ...hub.cli,
-      "query",
-      "--pool",
-      "sql",
+    const r = await queryCli([
       "--db",
       "maria",
       "--into",
