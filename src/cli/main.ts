@@ -11,6 +11,7 @@ import { registerExec } from "./commands/exec.js";
 import { registerHub } from "./commands/hub.js";
 import { registerPing } from "./commands/ping.js";
 import { registerQuery } from "./commands/query.js";
+import { registerStorageNode } from "./commands/storage-node.js";
 import { registerTasks } from "./commands/tasks.js";
 import { registerToken } from "./commands/token.js";
 import { watchForClosedPipes } from "./pipe-closed.js";
@@ -46,6 +47,7 @@ export function buildProgram(): Command {
   registerAgents(program);
   registerExec(program);
   registerQuery(program);
+  registerStorageNode(program);
   registerPing(program);
   registerTasks(program);
   registerToken(program);
