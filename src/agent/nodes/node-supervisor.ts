@@ -1,0 +1,516 @@
+// Supervised nodes on the agent: long-running processes (storage nodes by default) started on request,
+// each an explicit state machine
+//   starting -> running -> stopping -> stopped
+//   starting | running -> crashed -> backoff -> starting        (restart_failed_nodes)
+// restarted with exponential backoff when they die, killed and restarted when their process tree outgrows
+// the memory limit, their output captured to rotating files, and their table persisted so that an agent
+// restart re-adopts the nodes that still run and restarts the others.
+import { spawn, type ChildProcess } from "node:child_process";
+import {
+  closeSync,
+  copyFileSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  truncateSync,
+} from "node:fs";
+import { mkdir, rename, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { isAbsolute, join, relative, resolve } from "node:path";
+import { Code, SwitchboardError } from "../../common/errors.js";
+import type { Logger } from "../../common/logger.js";
+
+export type NodeState = "starting" | "running" | "stopping" | "stopped" | "crashed" | "backoff";
+
+const TRANSITIONS: Record<NodeState, readonly NodeState[]> = {
+  starting: ["running", "stopping", "crashed"],
+  running: ["stopping", "crashed"],
+  stopping: ["stopped"],
+  stopped: ["starting"],
+  crashed: ["backoff", "stopped"],
+  backoff: ["starting", "stopped"],
+};
+
+export interface SpawnNodeRequest {
+  nodeId: string;
+  /** Under the supervisor's data path; created when absent. */
+  storagePath: string;
+  port: number;
+  /** 0: the default. */
+  memoryMb: number;
+  args?: string[];
+  env?: Record<string, string>;
+  /** Default: the configured binary. Must be allowlisted. */
+  binary?: string;
+}
+
+export interface NodeRecord {
+  nodeId: string;
+  state: NodeState;
+  binary: string;
+  args: string[];
+  env: Record<string, string>;
+  storagePath: string;
+  port: number;
+  memoryMb: number;
+  pid: number | null;
+  /** The process's start time in clock ticks since boot (/proc/PID/stat field 22): tells a reused pid apart. */
+  procStart: number | null;
+  startedAt: number | null;
+  restartCount: number;
+  lastExit: { code: number | null; signal: string | null; reason: string; at: number } | null;
+}
+
+export interface NodeSupervisorOptions {
+  /** Root that every storage path must be inside (storage.data_path). */
+  dataPath: string;
+  /** Where logs and the node table live (agent data dir). */
+  stateDir: string;
+  /** The default binary, and the argv before the node's own arguments. */
+  binary: string;
+  binaryArgs: string[];
+  /** Binaries a spawn may name (absolute paths or names on PATH, compared as given). */
+  allowedBinaries: string[];
+  maxNodes: number;
+  defaultMemoryMb: number;
+  restartFailedNodes: boolean;
+  stopGraceMs: number;
+  memoryCheckIntervalMs: number;
+  backoffInitialMs: number;
+  backoffMaxMs: number;
+  /** This many restarts within crashLoopWindowMs is a crash loop (the agent reports Degraded). */
+  crashLoopRestarts: number;
+  crashLoopWindowMs: number;
+  logMaxBytes: number;
+  logFiles: number;
+  /** argv for a node: the binary's fixed args plus these (port, data dir, node id) and the request's args. */
+  nodeArgs(req: { nodeId: string; port: number; storagePath: string }): string[];
+}
+
+interface Live {
+  record: NodeRecord;
+  child: ChildProcess | undefined;
+  /** An adopted process (not our child): watched by polling. */
+  adopted: boolean;
+  restartTimer: NodeJS.Timeout | undefined;
+  killTimer: NodeJS.Timeout | undefined;
+  recentRestarts: number[];
+  stopped: Promise<void> | undefined;
+  onStopped: (() => void) | undefined;
+  /** Why the supervisor itself killed the process (the memory limit), for its lastExit. */
+  pendingReason: string | undefined;
+}
+
+const STARTING_MS = 1000;
+
+export class NodeSupervisor {
+  private readonly nodes = new Map<string, Live>();
+  private memoryTimer: NodeJS.Timeout | undefined;
+  private saving: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly o: NodeSupervisorOptions,
+    private readonly logger?: Logger,
+  ) {}
+
+  /** Loads the node table of an earlier run: nodes still running are adopted, the others restarted. */
+  async start(): Promise<void> {
+    await mkdir(join(this.o.stateDir, "node-logs"), { recursive: true });
+    let saved: NodeRecord[] = [];
+    try {
+      saved = JSON.parse(readFileSync(this.tableFile(), "utf8")) as NodeRecord[];
+    } catch {
+      saved = [];
+    }
+    for (const r of saved) {
+      const live = this.live(r);
+      if (r.state === "stopped") continue;
+      if (r.pid !== null && r.procStart !== null && procStartOf(r.pid) === r.procStart) {
+        live.adopted = true;
+        r.state = "running";
+        this.logger?.info({ node_id: r.nodeId, pid: r.pid }, "node adopted: it kept running");
+      } else {
+        r.pid = null;
+        r.lastExit = {
+          code: null,
+          signal: null,
+          reason: "not running after the agent restarted",
+          at: Date.now(),
+        };
+        r.state = "crashed";
+        this.scheduleRestart(live, true);
+      }
+    }
+    await this.save();
+    this.memoryTimer = setInterval(() => this.checkMemory(), this.o.memoryCheckIntervalMs);
+    this.memoryTimer.unref();
+  }
+
+  list(): NodeRecord[] {
+    return [...this.nodes.values()].map((l) => ({ ...l.record }));
+  }
+
+  get(nodeId: string): NodeRecord | undefined {
+    const l = this.nodes.get(nodeId);
+    return l ? { ...l.record } : undefined;
+  }
+
+  /** Why the agent should report Degraded, if a node is in a crash loop. */
+  trouble(): string | undefined {
+    const now = Date.now();
+    for (const l of this.nodes.values()) {
+      const recent = l.recentRestarts.filter((t) => now - t < this.o.crashLoopWindowMs).length;
+      if (
+        recent >= this.o.crashLoopRestarts &&
+        l.record.state !== "stopped" &&
+        l.record.state !== "running"
+      ) {
+        return `node ${l.record.nodeId} is crash-looping: ${recent} restarts in ${this.o.crashLoopWindowMs / 1000}s (last: ${l.record.lastExit?.reason ?? "?"})`;
+      }
+    }
+    return undefined;
+  }
+
+  async spawn(req: SpawnNodeRequest): Promise<NodeRecord> {
+    const binary = req.binary ?? this.o.binary;
+    if (!this.o.allowedBinaries.includes(binary)) {
+      throw new SwitchboardError(
+        Code.PERMISSION_DENIED,
+        `binary ${binary} is not allowed on this agent (allowed: ${this.o.allowedBinaries.join(", ")})`,
+      );
+    }
+    const existing = this.nodes.get(req.nodeId);
+    if (existing && existing.record.state !== "stopped") {
+      throw new SwitchboardError(Code.ALREADY_EXISTS, `node ${req.nodeId} exists (${existing.record.state})`);
+    }
+    const active = [...this.nodes.values()].filter((l) => l.record.state !== "stopped").length;
+    if (active >= this.o.maxNodes) {
+      throw new SwitchboardError(
+        Code.RESOURCE_EXHAUSTED,
+        `this agent runs ${active} nodes, its max_storage_nodes`,
+      );
+    }
+    const root = resolve(this.o.dataPath);
+    const storagePath = resolve(root, req.storagePath);
+    const rel = relative(root, storagePath);
+    if (rel.startsWith("..") || isAbsolute(rel)) {
+      throw new SwitchboardError(
+        Code.INVALID_ARGUMENT,
+        `storage path ${req.storagePath} is outside storage.data_path (${root})`,
+      );
+    }
+    if (!Number.isInteger(req.port) || req.port < 1 || req.port > 65_535) {
+      throw new SwitchboardError(Code.INVALID_ARGUMENT, `port ${req.port}: expected 1 to 65535`);
+    }
+    if (!(await portFree(req.port))) {
+      throw new SwitchboardError(Code.FAILED_PRECONDITION, `port ${req.port} is in use on this agent`);
+    }
+    if (req.memoryMb < 0) throw new SwitchboardError(Code.INVALID_ARGUMENT, "memory_mb may not be negative");
+    await mkdir(storagePath, { recursive: true });
+    const record: NodeRecord = {
+      nodeId: req.nodeId,
+      state: "stopped",
+      binary,
+      args: req.args ?? [],
+      env: req.env ?? {},
+      storagePath,
+      port: req.port,
+      memoryMb: req.memoryMb > 0 ? req.memoryMb : this.o.defaultMemoryMb,
+      pid: null,
+      procStart: null,
+      startedAt: null,
+      restartCount: 0,
+      lastExit: null,
+    };
+    const live = this.live(record);
+    live.recentRestarts = [];
+    this.launch(live);
+    await this.save();
+    return { ...record };
+  }
+
+  /** SIGTERM to the node's process group, SIGKILL after the grace; resolves once it has exited. */
+  async stop(nodeId: string, graceMs = this.o.stopGraceMs): Promise<NodeRecord> {
+    const l = this.nodes.get(nodeId);
+    if (!l) throw new SwitchboardError(Code.NOT_FOUND, `no node ${nodeId} on this agent`);
+    clearTimeout(l.restartTimer);
+    const s = l.record.state;
+    if (s === "stopped") return { ...l.record };
+    if (s === "crashed" || s === "backoff") {
+      this.move(l, "stopped");
+      await this.save();
+      return { ...l.record };
+    }
+    if (s !== "stopping") {
+      this.move(l, "stopping");
+      l.stopped = new Promise((r) => (l.onStopped = r));
+      this.signal(l, "SIGTERM");
+      l.killTimer = setTimeout(() => this.signal(l, "SIGKILL"), graceMs);
+      if (l.adopted) void this.pollAdopted(l);
+    }
+    await l.stopped;
+    await this.save();
+    return { ...l.record };
+  }
+
+  /** Stops every node (agent shutdown). */
+  async close(): Promise<void> {
+    clearInterval(this.memoryTimer);
+    await Promise.all([...this.nodes.keys()].map((id) => this.stop(id).catch(() => undefined)));
+    await this.saving;
+  }
+
+  /** The node's stdout and stderr files (the newest; older ones end in .1, .2 ...). */
+  logPaths(nodeId: string): [string, string] {
+    const dir = join(this.o.stateDir, "node-logs");
+    return [join(dir, `${nodeId}.out.log`), join(dir, `${nodeId}.err.log`)];
+  }
+
+  // ---- internals ----
+
+  private live(record: NodeRecord): Live {
+    const l: Live = {
+      record,
+      child: undefined,
+      adopted: false,
+      restartTimer: undefined,
+      killTimer: undefined,
+      recentRestarts: this.nodes.get(record.nodeId)?.recentRestarts ?? [],
+      stopped: undefined,
+      onStopped: undefined,
+      pendingReason: undefined,
+    };
+    this.nodes.set(record.nodeId, l);
+    return l;
+  }
+
+  private move(l: Live, to: NodeState): void {
+    const from = l.record.state;
+    if (!TRANSITIONS[from].includes(to))
+      throw new Error(`node ${l.record.nodeId}: ${from} -> ${to} is not a transition`);
+    l.record.state = to;
+    this.logger?.info({ node_id: l.record.nodeId, from, to }, "node state");
+  }
+
+  private launch(l: Live): void {
+    const r = l.record;
+    this.move(l, "starting");
+    const argv = [...this.o.binaryArgs, ...this.o.nodeArgs(r), ...r.args];
+    // The node writes its output to files itself (appending), not through a pipe to the agent: a node the
+    // agent re-adopts after its own restart must not die of a broken pipe. Rotation copies and truncates.
+    const [outPath, errPath] = this.logPaths(r.nodeId);
+    const out = openSync(outPath, "a");
+    const err = openSync(errPath, "a");
+    let child: ChildProcess;
+    try {
+      child = spawn(r.binary, argv, {
+        cwd: r.storagePath,
+        env: { ...process.env, ...r.env },
+        stdio: ["ignore", out, err],
+        // Its own process group: stop and the memory limit reach everything it started.
+        detached: true,
+      });
+    } finally {
+      closeSync(out);
+      closeSync(err);
+    }
+    l.child = child;
+    l.adopted = false;
+    child.on("error", (e) => this.exited(l, child, null, null, `cannot start ${r.binary}: ${e.message}`));
+    child.on("exit", (code, signal) => this.exited(l, child, code, signal, undefined));
+    r.pid = child.pid ?? null;
+    r.procStart = r.pid !== null ? procStartOf(r.pid) : null;
+    r.startedAt = Date.now();
+    setTimeout(() => {
+      if (l.child === child && r.state === "starting") {
+        this.move(l, "running");
+        void this.save();
+      }
+    }, STARTING_MS).unref();
+  }
+
+  private exited(
+    l: Live,
+    child: ChildProcess | undefined,
+    code: number | null,
+    signal: string | null,
+    why?: string,
+  ): void {
+    if (child !== undefined && l.child !== child) return;
+    if (l.record.state === "stopped" || l.record.state === "crashed" || l.record.state === "backoff") return;
+    l.child = undefined;
+    clearTimeout(l.killTimer);
+    const r = l.record;
+    const reason = why ?? l.pendingReason ?? (signal ? `killed by ${signal}` : `exited with code ${code}`);
+    l.pendingReason = undefined;
+    r.lastExit = { code, signal, reason, at: Date.now() };
+    r.pid = null;
+    r.procStart = null;
+    if (r.state === "stopping") {
+      this.move(l, "stopped");
+      l.onStopped?.();
+    } else {
+      this.move(l, "crashed");
+      this.logger?.warn({ node_id: r.nodeId, reason }, "node crashed");
+      if (this.o.restartFailedNodes) this.scheduleRestart(l, false);
+    }
+    void this.save();
+  }
+
+  private scheduleRestart(l: Live, now: boolean): void {
+    const r = l.record;
+    this.move(l, "backoff");
+    const delay = now
+      ? 0
+      : Math.min(this.o.backoffMaxMs, this.o.backoffInitialMs * 2 ** Math.min(r.restartCount, 20));
+    l.restartTimer = setTimeout(() => {
+      if (r.state !== "backoff") return;
+      r.restartCount++;
+      l.recentRestarts.push(Date.now());
+      l.recentRestarts = l.recentRestarts.filter((t) => Date.now() - t < this.o.crashLoopWindowMs);
+      this.launch(l);
+      void this.save();
+    }, delay);
+    l.restartTimer.unref();
+  }
+
+  private signal(l: Live, sig: NodeJS.Signals): void {
+    const pid = l.record.pid;
+    if (pid === null) return;
+    try {
+      process.kill(-pid, sig);
+    } catch {
+      try {
+        process.kill(pid, sig);
+      } catch {
+        // gone already
+      }
+    }
+  }
+
+  /** An adopted process is not our child: its end is seen by polling. */
+  private async pollAdopted(l: Live): Promise<void> {
+    while (l.adopted && l.record.pid !== null) {
+      if (procStartOf(l.record.pid) !== l.record.procStart) {
+        this.exited(l, undefined, null, null, undefined);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  private checkMemory(): void {
+    for (const l of this.nodes.values()) {
+      for (const p of this.logPaths(l.record.nodeId)) rotateIfLarge(p, this.o.logMaxBytes, this.o.logFiles);
+    }
+    const tree = processTreeRss();
+    for (const l of this.nodes.values()) {
+      const r = l.record;
+      if ((r.state !== "running" && r.state !== "starting") || r.pid === null) continue;
+      const rss = tree(r.pid);
+      if (rss > r.memoryMb * 1024 * 1024) {
+        this.logger?.warn(
+          { node_id: r.nodeId, rss_mb: Math.round(rss / 1048576), limit_mb: r.memoryMb },
+          "node over its memory limit: killed",
+        );
+        l.pendingReason = `memory limit (${Math.round(rss / 1048576)} MiB > ${r.memoryMb} MiB)`;
+        this.signal(l, "SIGKILL");
+        if (l.adopted) void this.pollAdopted(l);
+      }
+    }
+  }
+
+  private tableFile(): string {
+    return join(this.o.stateDir, "nodes.json");
+  }
+
+  /** Writes the node table (temporary file, then rename); writes are serialized. */
+  private save(): Promise<void> {
+    const text = JSON.stringify(
+      [...this.nodes.values()].map((l) => l.record),
+      null,
+      1,
+    );
+    this.saving = this.saving.then(async () => {
+      const tmp = `${this.tableFile()}.tmp`;
+      await writeFile(tmp, text);
+      await rename(tmp, this.tableFile());
+    });
+    return this.saving;
+  }
+}
+
+/**
+ * Past maxBytes, FILE is copied to FILE.1 (FILE.1 moved to FILE.2 ..., `files` kept) and truncated: the node
+ * keeps its descriptor and, appending, writes on at the start of the emptied file.
+ */
+function rotateIfLarge(path: string, maxBytes: number, files: number): void {
+  try {
+    if (statSync(path).size <= maxBytes) return;
+    for (let i = files - 1; i >= 2; i--) {
+      try {
+        renameSync(`${path}.${i - 1}`, `${path}.${i}`);
+      } catch {
+        // nothing to move yet
+      }
+    }
+    copyFileSync(path, `${path}.1`);
+    truncateSync(path, 0);
+  } catch {
+    // no file yet
+  }
+}
+
+/** /proc/PID/stat field 22 (start time in clock ticks), or null when there is no such process. */
+export function procStartOf(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(rest[19]);
+  } catch {
+    return null;
+  }
+}
+
+/** A snapshot of every process's parent and RSS; the function sums a process tree's RSS in bytes. */
+function processTreeRss(): (root: number) => number {
+  const children = new Map<number, number[]>();
+  const rss = new Map<number, number>();
+  const page = 4096;
+  for (const name of readdirSync("/proc")) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const ppid = Number(rest[1]);
+      rss.set(pid, Number(rest[21]) * page);
+      const list = children.get(ppid) ?? [];
+      list.push(pid);
+      children.set(ppid, list);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return (root) => {
+    let total = 0;
+    const stack = [root];
+    while (stack.length > 0) {
+      const p = stack.pop()!;
+      total += rss.get(p) ?? 0;
+      stack.push(...(children.get(p) ?? []));
+    }
+    return total;
+  };
+}
+
+/** Whether nothing listens on the port (on any address). */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolvePort) => {
+    const s = createServer();
+    s.once("error", () => resolvePort(false));
+    s.listen(port, () => s.close(() => resolvePort(true)));
+  });
+}

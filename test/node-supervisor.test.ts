@@ -1,0 +1,212 @@
+// The agent's node supervisor with real node processes: the built CLI's `storage-node`.
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  NodeSupervisor,
+  procStartOf,
+  type NodeSupervisorOptions,
+} from "../src/agent/nodes/node-supervisor.js";
+import { waitFor } from "./support/processes.js";
+
+const CLI = join(import.meta.dirname, "..", "dist", "src", "cli", "main.js");
+const SUPERVISOR_JS = join(import.meta.dirname, "..", "dist", "src", "agent", "nodes", "node-supervisor.js");
+const supervisors: NodeSupervisor[] = [];
+
+afterEach(async () => {
+  await Promise.all(supervisors.splice(0).map((s) => s.close()));
+});
+
+function options(root: string, over: Partial<NodeSupervisorOptions> = {}): NodeSupervisorOptions {
+  return {
+    dataPath: join(root, "nodes"),
+    stateDir: join(root, "agent"),
+    binary: process.execPath,
+    binaryArgs: [CLI, "storage-node"],
+    allowedBinaries: [process.execPath],
+    maxNodes: 3,
+    defaultMemoryMb: 512,
+    restartFailedNodes: true,
+    stopGraceMs: 3000,
+    memoryCheckIntervalMs: 200,
+    backoffInitialMs: 100,
+    backoffMaxMs: 1000,
+    crashLoopRestarts: 3,
+    crashLoopWindowMs: 30_000,
+    logMaxBytes: 1024 * 1024,
+    logFiles: 3,
+    nodeArgs: (n) => [
+      "--port",
+      String(n.port),
+      "--data",
+      n.storagePath,
+      "--node-id",
+      n.nodeId,
+      "--test-faults",
+    ],
+    ...over,
+  };
+}
+
+async function supervisor(root: string, over: Partial<NodeSupervisorOptions> = {}): Promise<NodeSupervisor> {
+  const s = new NodeSupervisor(options(root, over));
+  supervisors.push(s);
+  await s.start();
+  return s;
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", () => r()));
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+async function healthy(port: number): Promise<boolean> {
+  try {
+    return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
+  } catch {
+    return false;
+  }
+}
+
+describe("node supervisor", () => {
+  it("spawns a node, captures its output, and stops it with SIGTERM", async () => {
+    const root = mkdtempSync(join(tmpdir(), "nodes-"));
+    const s = await supervisor(root);
+    const port = await freePort();
+    const rec = await s.spawn({ nodeId: "node-a", storagePath: "a", port, memoryMb: 0 });
+    expect(rec).toMatchObject({ state: "starting", port, memoryMb: 512, restartCount: 0 });
+    expect(rec.pid).toBeGreaterThan(0);
+    await waitFor("the node to answer /healthz", () => healthy(port), 15_000);
+    await waitFor("running", () => s.get("node-a")?.state === "running", 5_000);
+    await waitFor(
+      "its output in the log",
+      () => readFileSync(s.logPaths("node-a")[0], "utf8").includes("listening on"),
+      5_000,
+    );
+    const stopped = await s.stop("node-a");
+    expect(stopped.state).toBe("stopped");
+    expect(stopped.lastExit).toMatchObject({ code: 0 });
+    expect(procStartOf(rec.pid!)).toBeNull();
+    expect(await healthy(port)).toBe(false);
+  }, 30_000);
+
+  it("restarts a crashed node with backoff and reports a crash loop", async () => {
+    const root = mkdtempSync(join(tmpdir(), "nodes-"));
+    const s = await supervisor(root);
+    const port = await freePort();
+    await s.spawn({ nodeId: "node-c", storagePath: "c", port, memoryMb: 0 });
+    for (let i = 1; i <= 3; i++) {
+      await waitFor("the node to answer", () => healthy(port), 15_000);
+      await fetch(`http://127.0.0.1:${port}/_test/crash`, { method: "POST" }).catch(() => undefined);
+      await waitFor(`restart ${i}`, () => (s.get("node-c")?.restartCount ?? 0) >= i, 15_000);
+    }
+    expect(s.get("node-c")?.lastExit).toMatchObject({ code: 70, reason: "exited with code 70" });
+    await fetch(`http://127.0.0.1:${port}/_test/crash`, { method: "POST" }).catch(() => undefined);
+    await waitFor(
+      "a crash loop to be reported",
+      () => /node node-c is crash-looping/.test(s.trouble() ?? ""),
+      15_000,
+    );
+  }, 60_000);
+
+  it("kills a node whose process tree outgrows its memory limit, and restarts it", async () => {
+    const root = mkdtempSync(join(tmpdir(), "nodes-"));
+    const s = await supervisor(root);
+    const port = await freePort();
+    await s.spawn({ nodeId: "node-m", storagePath: "m", port, memoryMb: 150 });
+    await waitFor("the node to answer", () => healthy(port), 15_000);
+    await fetch(`http://127.0.0.1:${port}/_test/grow?mb=200`, { method: "POST" }).catch(() => undefined);
+    await waitFor(
+      "the memory limit to end it",
+      () => /^memory limit/.test(s.get("node-m")?.lastExit?.reason ?? ""),
+      15_000,
+    );
+    await waitFor(
+      "the node back",
+      async () => (s.get("node-m")?.restartCount ?? 0) >= 1 && (await healthy(port)),
+      15_000,
+    );
+  }, 60_000);
+
+  it("refuses paths outside data_path, ports in use, too many nodes, other binaries, a second node-a", async () => {
+    const root = mkdtempSync(join(tmpdir(), "nodes-"));
+    const s = await supervisor(root, { maxNodes: 1 });
+    const port = await freePort();
+    await expect(s.spawn({ nodeId: "x", storagePath: "../../etc", port, memoryMb: 0 })).rejects.toThrow(
+      /outside storage.data_path/,
+    );
+    await expect(
+      s.spawn({ nodeId: "x", storagePath: "x", port, memoryMb: 0, binary: "/bin/sh" }),
+    ).rejects.toThrow(/not allowed/);
+    const busy: Server = createServer();
+    await new Promise<void>((r) => busy.listen(0, () => r()));
+    const busyPort = (busy.address() as { port: number }).port;
+    try {
+      await expect(s.spawn({ nodeId: "x", storagePath: "x", port: busyPort, memoryMb: 0 })).rejects.toThrow(
+        /in use/,
+      );
+    } finally {
+      busy.close();
+    }
+    await s.spawn({ nodeId: "node-a", storagePath: "a", port, memoryMb: 0 });
+    await expect(
+      s.spawn({ nodeId: "node-a", storagePath: "a", port: port + 1, memoryMb: 0 }),
+    ).rejects.toThrow(/exists/);
+    await expect(
+      s.spawn({ nodeId: "node-b", storagePath: "b", port: await freePort(), memoryMb: 0 }),
+    ).rejects.toThrow(/max_storage_nodes/);
+  }, 30_000);
+
+  it("after its own restart, adopts the nodes that still run and restarts the others", async () => {
+    const root = mkdtempSync(join(tmpdir(), "nodes-"));
+    const pa = await freePort();
+    const pb = await freePort();
+    // The first agent is a process of its own, killed with SIGKILL as a crash would end it.
+    const script = `
+      const { NodeSupervisor } = await import(${JSON.stringify(SUPERVISOR_JS)});
+      const o = JSON.parse(process.argv[1]);
+      o.nodeArgs = (n) => ["--port", String(n.port), "--data", n.storagePath, "--node-id", n.nodeId, "--test-faults"];
+      const s = new NodeSupervisor(o);
+      await s.start();
+      const a = await s.spawn({ nodeId: "node-a", storagePath: "a", port: ${pa}, memoryMb: 0 });
+      const b = await s.spawn({ nodeId: "node-b", storagePath: "b", port: ${pb}, memoryMb: 0 });
+      console.log(JSON.stringify({ a: a.pid, b: b.pid }));
+      setInterval(() => undefined, 1000);`;
+    // Everything but nodeArgs (a function: the script defines its own).
+    const plain: Partial<NodeSupervisorOptions> = { ...options(root) };
+    delete plain.nodeArgs;
+    const agent = spawn(process.execPath, ["--input-type=module", "-e", script, JSON.stringify(plain)], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    agent.stdout.on("data", (b: Buffer) => (out += b.toString()));
+    const pids = await waitFor(
+      "the first agent's nodes",
+      () => (out.includes("}") ? (JSON.parse(out) as { a: number; b: number }) : undefined),
+      15_000,
+    );
+    await waitFor("both up", async () => (await healthy(pa)) && (await healthy(pb)), 15_000);
+    agent.kill("SIGKILL");
+    // node-b dies while no agent watches it.
+    process.kill(-pids.b, "SIGKILL");
+    await waitFor("node-b gone", () => procStartOf(pids.b) === null, 5_000);
+    const second = await supervisor(root);
+    expect(second.get("node-a")).toMatchObject({ pid: pids.a });
+    expect(["running", "starting"]).toContain(second.get("node-a")?.state);
+    await waitFor(
+      "node-b restarted",
+      async () => (second.get("node-b")?.restartCount ?? 0) >= 1 && (await healthy(pb)),
+      15_000,
+    );
+    expect(await healthy(pa)).toBe(true);
+    // The adopted node is stopped like any other.
+    expect((await second.stop("node-a")).state).toBe("stopped");
+    expect(procStartOf(pids.a)).toBeNull();
+  }, 60_000);
+});
