@@ -36,7 +36,12 @@ describe("switchboard storage-node", () => {
 
     ({ proc, url } = await startNode(dir, ["--test-faults"]));
     expect(await (await fetch(`${url}/kv/k1`)).text()).toBe("v1");
-    expect(((await (await fetch(`${url}/healthz`)).json()) as { nodeId: string }).nodeId).toBe("node-e2e");
+    const health = (await (await fetch(`${url}/healthz`)).json()) as { nodeId: string; rssBytes: number };
+    expect(health.nodeId).toBe("node-e2e");
+    const grown = (await (await fetch(`${url}/_test/grow?mb=64`, { method: "POST" })).json()) as {
+      rssBytes: number;
+    };
+    expect(grown.rssBytes - health.rssBytes).toBeGreaterThan(48 * 1024 * 1024);
     await fetch(`${url}/_test/crash`, { method: "POST" }).catch(() => undefined);
     expect(await proc.exited).toBe(70);
   }, 60_000);
