@@ -5,7 +5,7 @@ import pg from "pg";
 import { from as copyFrom, type CopyStreamQuery } from "pg-copy-streams";
 import type { ColumnInfo, JsonValue } from "../common/sql-result.js";
 import { CliError, EXIT, usageError } from "./cli-error.js";
-import { uniqueNames } from "./sql-output.js";
+import { uniqueNames } from "../common/sql-result.js";
 
 export interface CopyIntoOptions {
   /** postgres://... of the database to fill; its password never appears in a message. */

@@ -2,7 +2,8 @@ import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { CliError } from "./cli-error.js";
 import type { ColumnInfo, JsonValue } from "../common/sql-result.js";
-import { createRowSink, displayWidth, uniqueNames, type Format } from "./sql-output.js";
+import { uniqueNames } from "../common/sql-result.js";
+import { createRowSink, displayWidth, type Format } from "./sql-output.js";
 
 /** A stream that keeps what it is given, one entry per write. */
 function collector(): { out: Writable; chunks: string[]; text: () => string } {

@@ -3,7 +3,7 @@
 // written once, and the next batch waits while the output is full, so a slow reader slows the database.
 import { CliError } from "./cli-error.js";
 import { csvField, csvRows } from "../common/sql-csv.js";
-import type { ColumnInfo, JsonValue } from "../common/sql-result.js";
+import { RowObjectEncoder, type ColumnInfo, type JsonValue } from "../common/sql-result.js";
 
 export type Format = "table" | "csv" | "json" | "ndjson";
 
@@ -27,20 +27,6 @@ export function createRowSink(format: Format, out: NodeJS.WritableStream, opts: 
     case "table":
       return new TableSink(output, opts.color);
   }
-}
-
-/**
- * Names that are unique among themselves, so that an object keyed by them loses no value:
- * `SELECT 1 AS a, 2 AS a` gives "a" and "a_2".
- */
-export function uniqueNames(names: readonly string[]): string[] {
-  const used = new Set<string>();
-  return names.map((name) => {
-    let unique = name;
-    for (let n = 2; used.has(unique); n++) unique = `${name}_${n}`;
-    used.add(unique);
-    return unique;
-  });
 }
 
 /**
@@ -107,31 +93,13 @@ class CsvSink implements RowSink {
   async end(): Promise<void> {}
 }
 
-/** `{"name":value,...}` for each row; the keys' JSON is computed once per result. */
-class ObjectEncoder {
-  private keys: string[] = [];
-
-  setColumns(columns: ColumnInfo[]): void {
-    this.keys = uniqueNames(columns.map((c) => c.name)).map((n) => JSON.stringify(n) + ":");
-  }
-
-  encode(row: JsonValue[]): string {
-    let text = "{";
-    for (let i = 0; i < this.keys.length; i++) {
-      if (i > 0) text += ",";
-      text += this.keys[i]! + JSON.stringify(row[i] ?? null);
-    }
-    return text + "}";
-  }
-}
-
 class NdjsonSink implements RowSink {
-  private readonly encoder = new ObjectEncoder();
+  private encoder = new RowObjectEncoder([]);
 
   constructor(private readonly out: Output) {}
 
   begin(columns: ColumnInfo[]): Promise<void> {
-    this.encoder.setColumns(columns);
+    this.encoder = new RowObjectEncoder(columns);
     return Promise.resolve();
   }
 
@@ -146,13 +114,13 @@ class NdjsonSink implements RowSink {
 
 /** One JSON array, streamed object by object; the file is valid JSON only once end() has written "]". */
 class JsonArraySink implements RowSink {
-  private readonly encoder = new ObjectEncoder();
+  private encoder = new RowObjectEncoder([]);
   private started = false;
 
   constructor(private readonly out: Output) {}
 
   begin(columns: ColumnInfo[]): Promise<void> {
-    this.encoder.setColumns(columns);
+    this.encoder = new RowObjectEncoder(columns);
     return Promise.resolve();
   }
 

@@ -36,6 +36,41 @@ export interface TableMeta {
   indexes: { name: string; columns: string[]; unique: boolean; primary: boolean }[];
 }
 
+/**
+ * Names that are unique among themselves, so that an object keyed by them loses no value:
+ * `SELECT 1 AS a, 2 AS a` gives "a" and "a_2" (a suffix already taken is skipped).
+ */
+export function uniqueNames(names: readonly string[]): string[] {
+  const used = new Set<string>();
+  return names.map((name) => {
+    let unique = name;
+    for (let n = 2; used.has(unique); n++) unique = `${name}_${n}`;
+    used.add(unique);
+    return unique;
+  });
+}
+
+/**
+ * `{"name":value,...}` for each row, keyed by the columns' unique names. Written member by member (the
+ * keys' JSON computed once): a JS object would move integer-like names such as "1" to the front.
+ */
+export class RowObjectEncoder {
+  private readonly keys: string[];
+
+  constructor(columns: readonly ColumnInfo[]) {
+    this.keys = uniqueNames(columns.map((c) => c.name)).map((n) => JSON.stringify(n) + ":");
+  }
+
+  encode(row: readonly JsonValue[]): string {
+    let text = "{";
+    for (let i = 0; i < this.keys.length; i++) {
+      if (i > 0) text += ",";
+      text += this.keys[i]! + JSON.stringify(row[i] ?? null);
+    }
+    return text + "}";
+  }
+}
+
 /** The header line of a result. */
 export interface SqlResultHeader {
   columns: ColumnInfo[];

@@ -54,6 +54,19 @@ export function codeForStop(cause: StopCause): Code {
   return cause === "timed_out" ? Code.DEADLINE_EXCEEDED : Code.CANCELLED;
 }
 
+/**
+ * The tighter of a task's own timeout (0: none) and its deadline (epoch ms, 0: none), as a duration from
+ * startedAt; undefined when it has neither. Negative when the deadline has already passed.
+ */
+export function timeLimitMs(timeoutMs: number, deadlineMs: number, startedAt: number): number | undefined {
+  let limitMs: number | undefined = timeoutMs > 0 ? timeoutMs : undefined;
+  if (deadlineMs > 0) {
+    const untilDeadline = deadlineMs - startedAt;
+    if (limitMs === undefined || untilDeadline < limitMs) limitMs = untilDeadline;
+  }
+  return limitMs;
+}
+
 /** A task that could not run, or failed before it produced an exit status. */
 export function failedFinished(code: Code, message: string, durationMs = 0): Finished {
   return Finished.fromPartial({

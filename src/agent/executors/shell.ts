@@ -19,6 +19,7 @@ import {
   failedFinished,
   stateForStop,
   stoppedFinished,
+  timeLimitMs,
   type Execution,
   type ExecutionContext,
   type Executor,
@@ -170,11 +171,7 @@ class ShellRun implements Execution {
 
   /** The tighter of the spec's timeout and the task's deadline, measured from now. */
   private timeLimit(): { remainingMs: number; limitMs: number } | undefined {
-    let limitMs: number | undefined = this.spec.timeoutMs > 0 ? this.spec.timeoutMs : undefined;
-    if (this.ctx.deadlineMs > 0) {
-      const untilDeadline = this.ctx.deadlineMs - this.startedAt;
-      if (limitMs === undefined || untilDeadline < limitMs) limitMs = untilDeadline;
-    }
+    const limitMs = timeLimitMs(this.spec.timeoutMs, this.ctx.deadlineMs, this.startedAt);
     return limitMs === undefined ? undefined : { remainingMs: limitMs, limitMs };
   }
 

@@ -11,13 +11,20 @@ import {
   type TaskError,
   type TaskSpec,
 } from "../../gen/switchboard/v1/task.js";
-import type { JsonValue, SqlResultHeader, SqlResultSummary } from "../../common/sql-result.js";
+import type {
+  ColumnInfo,
+  JsonValue,
+  SqlResultHeader,
+  SqlResultSummary,
+  TableMeta,
+} from "../../common/sql-result.js";
 import { csvRows } from "../../common/sql-csv.js";
 import { SqlError } from "../sql/datasource.js";
 import type { Datasources } from "../sql/datasources.js";
 import {
   failedFinished,
   stoppedFinished,
+  timeLimitMs,
   type Execution,
   type ExecutionContext,
   type Executor,
@@ -118,13 +125,9 @@ class SqlRun implements Execution {
 
   /** The task's own timeout or its deadline, whichever is sooner; the datasource has its own too. */
   private armTimeout(): void {
-    let limitMs: number | undefined = this.spec.timeoutMs > 0 ? this.spec.timeoutMs : undefined;
-    if (this.ctx.deadlineMs > 0) {
-      const untilDeadline = Math.max(0, this.ctx.deadlineMs - this.startedAt);
-      if (limitMs === undefined || untilDeadline < limitMs) limitMs = untilDeadline;
-    }
+    const limitMs = timeLimitMs(this.spec.timeoutMs, this.ctx.deadlineMs, this.startedAt);
     if (limitMs === undefined) return;
-    const ms = limitMs;
+    const ms = Math.max(0, limitMs);
     this.timer = setTimeout(
       () => this.stop({ cause: "timed_out", reason: `statement timeout after ${ms} ms` }),
       Math.min(ms, MAX_TIMER_MS),
@@ -149,6 +152,18 @@ class SqlRun implements Execution {
     let headerBytes = 0;
     const out = new LineWriter(this.ctx, this.maxChunk, this.abort.signal);
     const csv = this.spec.format === "csv";
+    // Travels with the first rows (or the end): a small result is one output event, not two.
+    const addHeader = (columns: ColumnInfo[], table: TableMeta | null): void => {
+      const header: SqlResultHeader = csv ? { columns, table, format: "csv" } : { columns, table };
+      const line = JSON.stringify(header);
+      headerBytes = Buffer.byteLength(line) + 1;
+      out.add(line);
+    };
+    const summary = (): SqlResultSummary => ({
+      row_count: rows,
+      bytes: Math.max(0, bytes - headerBytes),
+      affected_rows: affected,
+    });
     try {
       const table = this.spec.table !== "" ? await ds.describeTable(this.spec.table) : null;
       this.throwIfStopped();
@@ -159,33 +174,22 @@ class SqlRun implements Execution {
         for await (const c of ds.queryCsv(this.spec.query, { signal: this.abort.signal })) {
           if (c.kind === "unsuitable") break;
           viaDatabaseCsv = true;
-          if (c.kind === "columns") {
-            const header: SqlResultHeader = { columns: c.columns, table, format: "csv" };
-            const line = JSON.stringify(header);
-            headerBytes = Buffer.byteLength(line) + 1;
-            out.add(line);
-          } else if (c.kind === "data") {
+          if (c.kind === "columns") addHeader(c.columns, table);
+          else if (c.kind === "data") {
             out.addBytes(c.data);
             if (out.full) bytes += await out.flush();
           } else rows = c.rowCount;
         }
       }
-      if (!viaDatabaseCsv)
+      if (!viaDatabaseCsv) {
         for await (const chunk of ds.query(this.spec.query, params, {
           signal: this.abort.signal,
           batchRows: this.spec.batchRows > 0 ? this.spec.batchRows : DEFAULT_BATCH_ROWS,
         })) {
           switch (chunk.kind) {
-            case "columns": {
-              const header: SqlResultHeader = csv
-                ? { columns: chunk.columns, table, format: "csv" }
-                : { columns: chunk.columns, table };
-              // Travels with the first rows (or the end): a small result is one output event, not two.
-              const line = JSON.stringify(header);
-              headerBytes = Buffer.byteLength(line) + 1;
-              out.add(line);
+            case "columns":
+              addHeader(chunk.columns, table);
               break;
-            }
             case "rows": {
               let batch = chunk.rows;
               const over = maxRows > 0 && rows + batch.length > maxRows;
@@ -214,18 +218,14 @@ class SqlRun implements Execution {
               break;
           }
         }
+      }
       bytes += await out.flush();
       this.throwIfStopped();
-      const summary: SqlResultSummary = {
-        row_count: rows,
-        bytes: Math.max(0, bytes - headerBytes),
-        affected_rows: affected,
-      };
       return Finished.fromPartial({
         state: TaskState.TASK_STATE_SUCCEEDED,
         exitCode: 0,
         durationMs: Date.now() - this.startedAt,
-        result: Buffer.from(JSON.stringify(summary)),
+        result: Buffer.from(JSON.stringify(summary())),
       });
     } catch (e) {
       if (this.stopRequest) return stoppedFinished(this.stopRequest, Date.now() - this.startedAt);
@@ -236,9 +236,7 @@ class SqlRun implements Execution {
         : `datasource "${ds.name}": ${e instanceof Error ? e.message : String(e)}`;
       bytes += await out.flush().catch(() => 0);
       const f = failedFinished(err?.code ?? Code.INTERNAL, message, Date.now() - this.startedAt);
-      f.result = Buffer.from(
-        JSON.stringify({ row_count: rows, bytes: Math.max(0, bytes - headerBytes), affected_rows: affected }),
-      );
+      f.result = Buffer.from(JSON.stringify(summary()));
       return f;
     }
   }

@@ -13,7 +13,7 @@ import type {
 } from "@grpc/grpc-js";
 import { tokenFromMetadata } from "../../common/auth.js";
 import { Code, SwitchboardError, shownName, toServiceError } from "../../common/errors.js";
-import { SqlResultDecoder, type JsonValue } from "../../common/sql-result.js";
+import { RowObjectEncoder, SqlResultDecoder } from "../../common/sql-result.js";
 import {
   AgntServiceService,
   ClientServiceService,
@@ -155,7 +155,7 @@ class ResultCollector implements Watcher {
   private readonly decoder = new SqlResultDecoder();
   private readonly parts: string[] = [];
   private size = 2;
-  private names: string[] | undefined;
+  private encoder: RowObjectEncoder | undefined;
   private failed = false;
 
   constructor(private readonly maxBytes: number) {}
@@ -164,10 +164,9 @@ class ResultCollector implements Watcher {
     const e = ev.event;
     if (e?.$case === "output" && e.value.stream === OutputStream.OUTPUT_STREAM_STDOUT && !this.failed) {
       const rows = this.decoder.push(e.value.data);
-      this.names ??= this.decoder.header
-        ? uniqueNames(this.decoder.header.columns.map((c) => c.name))
-        : undefined;
-      for (const row of rows) this.add(row);
+      // Rows always follow the header line, so the encoder exists before the first row.
+      if (this.decoder.header) this.encoder ??= new RowObjectEncoder(this.decoder.header.columns);
+      for (const row of rows) this.add(this.encoder!.encode(row));
     } else if (e?.$case === "finished" && !this.failed) {
       const f = e.value;
       const header = this.decoder.header;
@@ -187,15 +186,7 @@ class ResultCollector implements Watcher {
     consumed();
   }
 
-  private add(row: JsonValue[]): void {
-    const names = this.names ?? row.map((_, i) => `column${i + 1}`);
-    // Written out member by member: a JS object would move integer-like names ("1") to the front.
-    let text = "{";
-    for (let i = 0; i < row.length; i++) {
-      if (i > 0) text += ",";
-      text += `${JSON.stringify(names[i] ?? `column${i + 1}`)}:${JSON.stringify(row[i] ?? null)}`;
-    }
-    text += "}";
+  private add(text: string): void {
     this.size += text.length + 1;
     if (this.size > this.maxBytes) {
       this.failed = true;
@@ -210,14 +201,4 @@ class ResultCollector implements Watcher {
     }
     this.parts.push(text);
   }
-}
-
-/** Duplicate column names get _2, _3... so that no value is lost in the objects. */
-function uniqueNames(names: string[]): string[] {
-  const seen = new Map<string, number>();
-  return names.map((n) => {
-    const k = (seen.get(n) ?? 0) + 1;
-    seen.set(n, k);
-    return k === 1 ? n : `${n}_${k}`;
-  });
 }
