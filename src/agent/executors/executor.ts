@@ -67,16 +67,7 @@ export function timeLimitMs(timeoutMs: number, deadlineMs: number, startedAt: nu
   return limitMs;
 }
 
-/** A task that could not run, or failed before it produced an exit status. */
-export function failedFinished(code: Code, message: string, durationMs = 0): Finished {
-  return Finished.fromPartial({
-    state: TaskState.TASK_STATE_FAILED,
-    exitCode: -1,
-    error: { code, message },
-    durationMs,
-    reason: message,
-  });
-}
+export { failedFinished } from "../../common/finished.js";
 
 /** A task stopped before it could start (or with no process to report on). */
 export function stoppedFinished(stop: StopRequest, durationMs = 0): Finished {

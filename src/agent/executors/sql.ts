@@ -19,7 +19,7 @@ import type {
   TableMeta,
 } from "../../common/sql-result.js";
 import { csvRows } from "../../common/sql-csv.js";
-import { SqlError } from "../sql/datasource.js";
+import { DEFAULT_BATCH_ROWS, SqlError } from "../sql/datasource.js";
 import type { Datasources } from "../sql/datasources.js";
 import {
   failedFinished,
@@ -38,7 +38,6 @@ export interface SqlExecutorOptions {
   maxChunkBytes: number;
 }
 
-const DEFAULT_BATCH_ROWS = 500;
 const MAX_BATCH_ROWS = 100_000;
 /** Row lines are gathered into chunks of about this size before they go out. */
 const CHUNK_TARGET_BYTES = 256 * 1024;

@@ -36,6 +36,9 @@ export interface DatasourceConfig {
 export type { ColumnInfo, JsonValue, TableMeta } from "../../common/sql-result.js";
 import type { ColumnInfo, JsonValue, TableMeta } from "../../common/sql-result.js";
 
+/** Rows per batch when the caller does not say. */
+export const DEFAULT_BATCH_ROWS = 500;
+
 export interface QueryOptions {
   /** Aborting stops the statement in the database (pg_cancel_backend, KILL QUERY, interrupt). */
   signal: AbortSignal;

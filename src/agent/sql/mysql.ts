@@ -6,6 +6,7 @@ import type { ConnectionOptions, FieldPacket, Pool, PoolConnection, Query, Resul
 import { Code } from "../../common/errors.js";
 import type { Logger } from "../../common/logger.js";
 import {
+  DEFAULT_BATCH_ROWS,
   SqlError,
   type ColumnInfo,
   type Datasource,
@@ -16,7 +17,6 @@ import {
   type TableMeta,
 } from "./datasource.js";
 
-const DEFAULT_BATCH_ROWS = 500;
 const DEFAULT_PORT = 3306;
 /** Waiters for a pooled connection beyond this fail at once rather than queue without bound. */
 const POOL_QUEUE_LIMIT = 1_000;

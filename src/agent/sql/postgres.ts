@@ -7,6 +7,7 @@ import { to as copyTo, type CopyToStreamQuery } from "pg-copy-streams";
 import { Code } from "../../common/errors.js";
 import type { Logger } from "../../common/logger.js";
 import {
+  DEFAULT_BATCH_ROWS,
   SqlError,
   type ColumnInfo,
   type CsvChunk,
@@ -18,7 +19,6 @@ import {
   type TableMeta,
 } from "./datasource.js";
 
-const DEFAULT_BATCH_ROWS = 500;
 const DEFAULT_PORT = 5432;
 /** How much COPY output is read ahead of the consumer (one output chunk's worth). */
 const COPY_BUFFER_BYTES = 256 * 1024;

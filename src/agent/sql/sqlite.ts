@@ -4,6 +4,7 @@
 import { Code } from "../../common/errors.js";
 import type { Logger } from "../../common/logger.js";
 import {
+  DEFAULT_BATCH_ROWS,
   SqlError,
   type Datasource,
   type DatasourceConfig,
@@ -21,7 +22,6 @@ import {
   type WorkerRequest,
 } from "./sqlite-worker.js";
 
-const DEFAULT_BATCH_ROWS = 500;
 /** setTimeout's longest delay; a longer one would fire at once. */
 const MAX_TIMER_MS = 2_147_483_647;
 

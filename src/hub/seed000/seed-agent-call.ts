@@ -7,6 +7,7 @@
 import { EventEmitter } from "node:events";
 import type { Metadata, ServerDuplexStream } from "@grpc/grpc-js";
 import { Code, shownName } from "../../common/errors.js";
+import { failedFinished } from "../../common/finished.js";
 import { newInstanceId } from "../../common/ids.js";
 import type { JsonValue, SqlResultHeader, SqlResultSummary } from "../../common/sql-result.js";
 import type { AgentMessage as SeedAgentMessage, ServerMessage } from "../../gen/seed000/app.js";
@@ -201,14 +202,14 @@ export class SeedAgentCall extends EventEmitter {
     };
     this.tasks.set(taskId, t);
     if (s?.$case !== "sql") {
-      this.finish(taskId, failed(Code.INVALID_ARGUMENT, `a seed-protocol agent runs only sql tasks`));
+      this.finish(taskId, failedFinished(Code.INVALID_ARGUMENT, `a seed-protocol agent runs only sql tasks`));
       return;
     }
     const sql = s.value;
     if (sql.paramsJson.trim() !== "" && sql.paramsJson.trim() !== "[]") {
       this.finish(
         taskId,
-        failed(
+        failedFinished(
           Code.INVALID_ARGUMENT,
           `seed-protocol agent ${this.agentId}:${this.workerId} takes no query parameters`,
         ),
@@ -221,7 +222,7 @@ export class SeedAgentCall extends EventEmitter {
     } catch (e) {
       this.finish(
         taskId,
-        failed(Code.UNAVAILABLE, `the seed agent's stream is gone: ${(e as Error).message}`),
+        failedFinished(Code.UNAVAILABLE, `the seed agent's stream is gone: ${(e as Error).message}`),
       );
     }
   }
@@ -230,7 +231,7 @@ export class SeedAgentCall extends EventEmitter {
     const t = this.tasks.get(taskId);
     if (!t || t.finished) return; // unknown, cancelled, or a duplicate: dropped
     const durationMs = Date.now() - t.startedAt;
-    const fail = (why: string): void => this.finish(taskId, failed(Code.UNKNOWN, why, durationMs));
+    const fail = (why: string): void => this.finish(taskId, failedFinished(Code.UNKNOWN, why, durationMs));
     if (json.trim() === "" && message.trim() !== "" && !/^(ok|success)\b/i.test(message.trim())) {
       // Seed agents write "error: <why>"; the answer to the client adds that prefix itself.
       fail(message.trim().replace(/^error:\s*/i, "") || message.trim());
@@ -369,14 +370,4 @@ export class SeedAgentCall extends EventEmitter {
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     this.heartbeatTimer = undefined;
   }
-}
-
-function failed(code: number, message: string, durationMs = 0): Finished {
-  return Finished.fromPartial({
-    state: TaskState.TASK_STATE_FAILED,
-    exitCode: -1,
-    error: { code, message },
-    reason: message,
-    durationMs,
-  });
 }
