@@ -169,15 +169,18 @@ export function profileFlags(o: RunOptions, bench: string, proc: string): string
   ];
 }
 
-async function withCluster<T>(
+/** A hub and one agent (pool size 64) for the length of fn; agentArgs such as --config FILE. */
+export async function withCluster<T>(
   o: RunOptions,
   bench: string,
   shell: boolean,
   fn: (c: Cluster) => Promise<T>,
+  agentArgs: readonly string[] = [],
 ): Promise<T> {
   const cluster = await startCluster({
     poolSize: 64,
     shell,
+    agentArgs,
     hubNodeFlags: profileFlags(o, bench, "hub"),
     agentNodeFlags: profileFlags(o, bench, "agent"),
   });

@@ -13,12 +13,13 @@ import {
   alternateSides,
   profileFlags,
   ratioResult,
+  withCluster,
   type Benchmark,
   type Measured,
   type RunOptions,
   type Schedule,
 } from "./benchmarks.js";
-import { POOL, startCluster, type Cluster } from "./cluster.js";
+import { POOL, type Cluster } from "./cluster.js";
 import { check, CLI, CpuMeter, fmt, log, procCpuMs, RssSampler, round } from "./harness.js";
 import { startGrpcEchoPeer } from "./peers.js";
 
@@ -35,17 +36,9 @@ async function withSqlCluster<T>(
   const dir = mkdtempSync(path.join(os.tmpdir(), "switchboard-bench-sql-"));
   const config = path.join(dir, "agent.toml");
   writeFileSync(config, datasources);
-  const cluster = await startCluster({
-    poolSize: 64,
-    shell: false,
-    agentArgs: ["--config", config],
-    hubNodeFlags: profileFlags(o, bench, "hub"),
-    agentNodeFlags: profileFlags(o, bench, "agent"),
-  });
   try {
-    return await fn(cluster);
+    return await withCluster(o, bench, false, fn, ["--config", config]);
   } finally {
-    await cluster.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
