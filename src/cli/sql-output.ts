@@ -5,7 +5,8 @@ import { CliError } from "./cli-error.js";
 import { csvField, csvRows } from "../common/sql-csv.js";
 import { RowObjectEncoder, type ColumnInfo, type JsonValue } from "../common/sql-result.js";
 
-export type Format = "table" | "csv" | "json" | "ndjson";
+export const FORMATS = ["table", "csv", "json", "ndjson"] as const;
+export type Format = (typeof FORMATS)[number];
 
 export interface RowSink {
   begin(columns: ColumnInfo[]): Promise<void>;

@@ -224,9 +224,7 @@ export class NodeSupervisor {
       restartCount: 0,
       lastExit: null,
     };
-    const live = this.live(record);
-    live.recentRestarts = [];
-    this.launch(live);
+    this.launch(this.live(record));
     await this.save();
     return { ...record };
   }
@@ -277,7 +275,7 @@ export class NodeSupervisor {
       adopted: false,
       restartTimer: undefined,
       killTimer: undefined,
-      recentRestarts: this.nodes.get(record.nodeId)?.recentRestarts ?? [],
+      recentRestarts: [],
       stopped: undefined,
       onStopped: undefined,
       pendingReason: undefined,
@@ -405,11 +403,15 @@ export class NodeSupervisor {
     for (const l of this.nodes.values()) {
       for (const p of this.logPaths(l.record.nodeId)) rotateIfLarge(p, this.o.logMaxBytes, this.o.logFiles);
     }
+    const watched = [...this.nodes.values()].filter(
+      (l) => (l.record.state === "running" || l.record.state === "starting") && l.record.pid !== null,
+    );
+    // Reading every process in /proc is the costly part: only when there is a node to measure.
+    if (watched.length === 0) return;
     const tree = processTreeRss();
-    for (const l of this.nodes.values()) {
+    for (const l of watched) {
       const r = l.record;
-      if ((r.state !== "running" && r.state !== "starting") || r.pid === null) continue;
-      const rss = tree(r.pid);
+      const rss = tree(r.pid!);
       if (rss > r.memoryMb * 1024 * 1024) {
         this.logger?.warn(
           { node_id: r.nodeId, rss_mb: Math.round(rss / 1048576), limit_mb: r.memoryMb },

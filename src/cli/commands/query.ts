@@ -17,10 +17,7 @@ import {
 import { durationFlag } from "../flags.js";
 import { onPipeClosed } from "../pipe-closed.js";
 import { ProgressLine } from "../progress-line.js";
-import { createRowSink } from "../sql-output.js";
-
-type Format = "table" | "csv" | "json" | "ndjson";
-const FORMATS: readonly Format[] = ["table", "csv", "json", "ndjson"];
+import { createRowSink, FORMATS, type Format } from "../sql-output.js";
 
 interface QueryFlags extends TargetFlags {
   db?: string;
