@@ -6,13 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createMariadbDatabase, type MariadbDatabase } from "../../../test/support/mariadb.js";
 import { Code } from "../../common/errors.js";
 import {
-  SqlError,
   type ColumnInfo,
   type Datasource,
   type DatasourceConfig,
   type JsonValue,
   type QueryChunk,
 } from "./datasource.js";
+import { failure } from "./testing/failure.js";
 import { openMysql } from "./mysql.js";
 
 let db: MariadbDatabase;
@@ -76,17 +76,6 @@ async function collect(
 function iterate(ds: Datasource, sql: string, batchRows: number): AsyncIterator<QueryChunk> {
   const chunks = ds.query(sql, [], { signal: new AbortController().signal, batchRows });
   return chunks[Symbol.asyncIterator]();
-}
-
-/** The error a promise rejects with, which must be a SqlError. */
-async function failure(p: Promise<unknown>): Promise<SqlError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(SqlError);
-    return e as SqlError;
-  }
-  throw new Error("expected a SqlError, got success");
 }
 
 /** Statements of other connections running now whose text contains marker. */

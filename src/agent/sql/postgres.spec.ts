@@ -5,13 +5,13 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createPostgresDatabase, type PostgresTestDatabase } from "../../../test/support/postgres.js";
 import { Code } from "../../common/errors.js";
 import {
-  SqlError,
   type ColumnInfo,
   type Datasource,
   type DatasourceConfig,
   type JsonValue,
   type QueryChunk,
 } from "./datasource.js";
+import { failure } from "./testing/failure.js";
 import { openPostgres } from "./postgres.js";
 
 let db: PostgresTestDatabase;
@@ -73,16 +73,6 @@ async function collect(
 /** The query's iterator, for tests that pull chunks one at a time. */
 function pull(ds: Datasource, sql: string, batchRows: number): AsyncIterator<QueryChunk> {
   return ds.query(sql, [], { signal: new AbortController().signal, batchRows })[Symbol.asyncIterator]();
-}
-
-async function failure(p: Promise<unknown>): Promise<SqlError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof SqlError) return e;
-    throw new Error(`expected a SqlError, got ${String(e)}`);
-  }
-  throw new Error("expected the promise to reject");
 }
 
 async function activeCount(query: string): Promise<number> {

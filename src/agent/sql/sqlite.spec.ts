@@ -8,13 +8,8 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Code } from "../../common/errors.js";
-import {
-  SqlError,
-  type ColumnInfo,
-  type Datasource,
-  type DatasourceConfig,
-  type JsonValue,
-} from "./datasource.js";
+import { type ColumnInfo, type Datasource, type DatasourceConfig, type JsonValue } from "./datasource.js";
+import { failure } from "./testing/failure.js";
 import { openSqlite } from "./sqlite.js";
 import { SqliteWorker, SqliteWorkerPool, WorkerGone } from "./sqlite-worker.js";
 import { SQLITE_WORKER_SOURCE } from "./sqlite-worker-source.js";
@@ -128,16 +123,6 @@ async function run(
   expect(kinds[0]).toBe("columns");
   expect(kinds.at(-1)).toBe("done");
   return result;
-}
-
-async function failure(promise: Promise<unknown>): Promise<SqlError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(SqlError);
-    return err as SqlError;
-  }
-  throw new Error("expected a SqlError, but it succeeded");
 }
 
 function procStat(pid: number): string[] | undefined {
