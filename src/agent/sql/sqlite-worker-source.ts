@@ -3,7 +3,7 @@
 // kept as plain CommonJS text so that it runs the same from the compiled output and from the TS sources.
 //
 // Protocol (messages are structured clones, see WorkerRequest/WorkerReply in sqlite-worker.ts):
-//   first message            {op:"init", path, readOnly, betterSqlite3}   no reply
+//   first message            {op:"init", path, readOnly, betterSqlite3}   -> {type:"ready"} once loaded
 //   {op:"query", sql, params, batchRows}  -> batch (with columns) | error
 //   {op:"next"}                           -> batch | error      (only while a statement is open)
 //   {op:"end"}                            no reply: closes the open statement
@@ -210,6 +210,8 @@ async function runQuery(request) {
 async function main() {
   config = await receive();
   Database = require(config.betterSqlite3);
+  // Starting a process and loading the addon takes a while on a busy machine: not the statement's time.
+  process.send({ type: "ready" });
   for (;;) {
     const request = await receive();
     if (request.op === "query") await runQuery(request);

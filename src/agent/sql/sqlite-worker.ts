@@ -63,6 +63,9 @@ const CLOSE_GRACE_MS = 2000;
 export class SqliteWorker {
   /** Resolves once the process has exited (or could not start). */
   readonly exited: Promise<void>;
+  /** Resolves once the process has started and loaded better-sqlite3, or has gone (requests then fail). */
+  readonly ready: Promise<void>;
+  private onReady: () => void = () => undefined;
   private readonly child: ChildProcess;
   private waiting: { resolve: (reply: WorkerReply) => void; reject: (err: Error) => void } | undefined;
   private gone: Error | undefined;
@@ -77,7 +80,9 @@ export class SqliteWorker {
     this.child.stderr?.on("data", (text: string) => {
       this.stderrTail = (this.stderrTail + text).slice(-STDERR_TAIL_CHARS);
     });
-    this.child.on("message", (reply: WorkerReply) => {
+    this.ready = new Promise((resolve) => (this.onReady = resolve));
+    this.child.on("message", (reply: WorkerReply | { type: "ready" }) => {
+      if (reply.type === "ready") return this.onReady();
       const waiting = this.waiting;
       this.waiting = undefined;
       waiting?.resolve(reply);
@@ -167,6 +172,7 @@ export class SqliteWorker {
 
   private fail(err: Error): void {
     this.gone ??= err;
+    this.onReady();
     const waiting = this.waiting;
     this.waiting = undefined;
     waiting?.reject(this.gone);

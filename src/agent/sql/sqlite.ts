@@ -161,6 +161,8 @@ class SqliteDatasource implements Datasource {
     if (signal.aborted) throw this.cancelled();
     const onAbort = (): void => worker.kill(this.cancelled());
     signal.addEventListener("abort", onAbort, { once: true });
+    // A new worker's start-up is not the statement's time (an abort meanwhile kills it, which ends the wait).
+    await worker.ready;
     const stopClock = clock.run(() => {
       this.logger?.info({ timeoutMs: this.config.statementTimeoutMs }, "sqlite statement timed out");
       worker.kill(this.timedOut());
