@@ -62,6 +62,9 @@ class SimAgent {
       instanceId: `${this.id}-${process.pid}`,
       acceptsBatches: false,
       resume: undefined,
+      nodes: [],
+      maxStorageNodes: 0,
+      agentEndpoint: "",
     };
     send({ body: { $case: "hello", value: hello } });
     const onMessage = (m: HubMessage) => {
@@ -78,6 +81,7 @@ class SimAgent {
                 $case: "heartbeat",
                 value: {
                   datasources: [],
+                  nodes: [],
                   sentAtMs: Date.now(),
                   running: 0,
                   inboxDepth: 0,

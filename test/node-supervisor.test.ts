@@ -38,6 +38,9 @@ function options(root: string, over: Partial<NodeSupervisorOptions> = {}): NodeS
     crashLoopWindowMs: 30_000,
     logMaxBytes: 1024 * 1024,
     logFiles: 3,
+    portRangeStart: 41_000,
+    readyCheck: "tcp",
+    startupTimeoutMs: 10_000,
     nodeArgs: (n) => [
       "--port",
       String(n.port),
@@ -80,7 +83,7 @@ describe("node supervisor", () => {
     const s = await supervisor(root);
     const port = await freePort();
     const rec = await s.spawn({ nodeId: "node-a", storagePath: "a", port, memoryMb: 0 });
-    expect(rec).toMatchObject({ state: "starting", port, memoryMb: 512, restartCount: 0 });
+    expect(rec).toMatchObject({ state: "running", port, memoryMb: 512, restartCount: 0 });
     expect(rec.pid).toBeGreaterThan(0);
     await waitFor("the node to answer /healthz", () => healthy(port), 15_000);
     await waitFor("running", () => s.get("node-a")?.state === "running", 5_000);

@@ -15,6 +15,8 @@ import { EchoExecutor } from "./executors/echo.js";
 import { ShellExecutor, type ShellExecutorOptions } from "./executors/shell.js";
 import { SqlExecutor } from "./executors/sql.js";
 import { Heartbeater } from "./heartbeat.js";
+import { startLocalApi, type LocalApi } from "./local-api.js";
+import { NodeHost } from "./nodes/node-host.js";
 import { AgentLink } from "./link.js";
 import { Outbox } from "./outbox.js";
 import { Pipeline } from "./pipeline.js";
@@ -93,6 +95,19 @@ export async function createAgent(
       ...(cfg.resumeSpillBytes > 0 ? { spillPath: join(spillDir, `outbox-${process.pid}.spill`) } : {}),
     },
   );
+  // Nodes of an earlier run are adopted (or restarted) before the first Hello, which lists them. Changes
+  // are reported while a session is up; the next Hello and every heartbeat carry the whole table anyway.
+  let sessionUp = false;
+  const nodes = new NodeHost(config, log, (node) => {
+    if (!sessionUp) return;
+    outbox.pushUrgent({
+      body: {
+        $case: "nodeReply",
+        value: { id: 0, code: 0, errorMessage: "", nodes: [node], logs: undefined },
+      },
+    });
+  });
+  await nodes.start();
   const p = new Pipeline({
     agentId: cfg.agentId,
     poolSize: cfg.poolSize,
@@ -113,6 +128,12 @@ export async function createAgent(
     stats,
     logger: log,
     datasources,
+    nodes,
+    nodeCommand: (cmd) => {
+      void nodes
+        .handle(cmd)
+        .then((reply) => outbox.pushUrgent({ body: { $case: "nodeReply", value: reply } }));
+    },
   });
   // Test hook, off unless SWITCHBOARD_TEST_HOOKS=1: SIGUSR2 stalls and resumes the pipeline.
   if (process.env.SWITCHBOARD_TEST_HOOKS === "1") {
@@ -148,7 +169,23 @@ export async function createAgent(
     instanceId: newInstanceId(),
     acceptsBatches: true,
     resume: undefined,
+    nodes: [],
+    maxStorageNodes: cfg.maxStorageNodes,
+    agentEndpoint: "",
   };
+  let api: LocalApi | undefined;
+  if (cfg.api) {
+    try {
+      api = await startLocalApi({ ...cfg.api, nodes, logger: log, metrics: () => localMetrics() });
+      hello.agentEndpoint = `${hostname()}:${api.port}`;
+    } catch (e) {
+      if (!cfg.api.portIsDefault) throw e;
+      log.warn(
+        { port: cfg.api.port, err: (e as Error).message },
+        "the local API's default port is taken: running without it (set agent.agent_port)",
+      );
+    }
+  }
 
   const link: AgentLink = new AgentLink({
     addresses: cfg.hub,
@@ -156,6 +193,7 @@ export async function createAgent(
     hello,
     resume: () => p.resumeRequest(),
     maxConcurrency: () => p.poolSizeNow,
+    nodes: () => nodes.list(),
     outbox,
     logger: log,
     ...(tuning.backoff ? { backoff: tuning.backoff } : {}),
@@ -174,6 +212,7 @@ export async function createAgent(
           ...(s.welcome.resume ? { resume: s.welcome.resume } : {}),
         });
         heartbeater.start(s.welcome.heartbeatIntervalMs || config.monitoring.heartbeatIntervalMs);
+        sessionUp = true;
       },
       message: (s, msg) => {
         p.handle(s.epoch, msg);
@@ -186,12 +225,41 @@ export async function createAgent(
       },
       sessionEnded: (s, end) => {
         heartbeater.stop();
+        sessionUp = false;
         // A broken link keeps the tasks for the hub's resume grace; a refusal or a drain does not.
         const hold = state === "running" && !end.drained && !NO_RESUME.has(end.code);
         p.endSession(s.epoch, `${codeName(end.code)}${end.details ? `: ${end.details}` : ""}`, hold);
       },
     },
   });
+
+  function localMetrics(): string {
+    const list = nodes.list();
+    const lines = [
+      "# HELP switchboard_agent_connected 1 while the agent has a session with the hub.",
+      "# TYPE switchboard_agent_connected gauge",
+      `switchboard_agent_connected ${link.isConnected() ? 1 : 0}`,
+      "# HELP switchboard_agent_tasks_running Tasks executing now.",
+      "# TYPE switchboard_agent_tasks_running gauge",
+      `switchboard_agent_tasks_running ${p.running}`,
+      "# HELP switchboard_agent_tasks_completed_total Tasks finished since the agent started.",
+      "# TYPE switchboard_agent_tasks_completed_total counter",
+      `switchboard_agent_tasks_completed_total ${stats.completed}`,
+      "# HELP switchboard_agent_nodes Supervised nodes by status.",
+      "# TYPE switchboard_agent_nodes gauge",
+    ];
+    for (const st of ["starting", "running", "stopping", "stopped", "crashed", "backoff"]) {
+      lines.push(`switchboard_agent_nodes{status="${st}"} ${list.filter((n) => n.status === st).length}`);
+    }
+    lines.push(
+      "# HELP switchboard_agent_node_restarts_total Restarts of each supervised node.",
+      "# TYPE switchboard_agent_node_restarts_total counter",
+    );
+    for (const n of list) {
+      lines.push(`switchboard_agent_node_restarts_total{node_id="${n.nodeId}"} ${n.restartCount}`);
+    }
+    return `${lines.join("\n")}\n`;
+  }
 
   log.info(
     {
@@ -242,6 +310,8 @@ export async function createAgent(
       }
     }
     await link.close(FLUSH_MS);
+    await api?.close();
+    await nodes.close();
     await datasources.close();
     outbox.close();
     heartbeater.stop();

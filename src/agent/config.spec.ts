@@ -47,12 +47,28 @@ outbox_capacity = 500
 resume_buffer_mb = 32
 resume_spill_mb = 0
 data_dir = "./agent-data"
+agent_port = 9001
+agent_host = "0.0.0.0"
+api_token = "sbt_local"
 
 [storage]
 binary_path = "./target/release/storage-server"
 data_path = "./data"
 default_memory_mb = 1024
 default_port_range_start = 50100
+args = ["--listen", "{port}", "--dir", "{data}"]
+allowed_binaries = ["/usr/bin/redis-server", "python3"]
+stop_grace_secs = 4
+startup_timeout_secs = 12
+ready_check = "none"
+restart_backoff_initial_secs = 0.5
+restart_backoff_max_secs = 20
+crash_loop_restarts = 5
+crash_loop_window_secs = 90
+memory_check_interval_secs = 1
+log_max_mb = 5
+log_files = 4
+stop_nodes_on_exit = true
 
 [monitoring]
 heartbeat_interval_secs = 2
@@ -85,12 +101,26 @@ describe("loadAgentConfig", () => {
       dataDir: resolve("./agent-data"),
       resumeBufferBytes: 32 * 1024 * 1024,
       resumeSpillBytes: 0,
+      api: { host: "0.0.0.0", port: 9001, portIsDefault: false, tokens: ["sbt_file", "sbt_local"] },
     });
     expect(c.storage).toEqual({
-      binaryPath: "./target/release/storage-server",
-      dataPath: "./data",
+      binaryPath: resolve("./target/release/storage-server"),
+      args: ["--listen", "{port}", "--dir", "{data}"],
+      dataPath: resolve("./data"),
       defaultMemoryMb: 1024,
       defaultPortRangeStart: 50100,
+      allowedBinaries: ["/usr/bin/redis-server", "python3"],
+      stopGraceMs: 4000,
+      startupTimeoutMs: 12_000,
+      readyCheck: "none",
+      backoffInitialMs: 500,
+      backoffMaxMs: 20_000,
+      crashLoopRestarts: 5,
+      crashLoopWindowMs: 90_000,
+      memoryCheckIntervalMs: 1000,
+      logMaxBytes: 5 * 1024 * 1024,
+      logFiles: 4,
+      stopNodesOnExit: true,
     });
     expect(c.monitoring).toEqual({
       heartbeatIntervalMs: 2000,
@@ -113,6 +143,11 @@ describe("loadAgentConfig", () => {
     expect(c.agent.inboxCapacity).toBe(100);
     expect(c.agent.outboxCapacity).toBe(1000);
     expect(c.agent.maxStorageNodes).toBe(10);
+    expect(c.agent.api).toEqual({ host: "127.0.0.1", port: 8001, portIsDefault: true, tokens: ["t"] });
+    expect(c.storage.binaryPath).toBe(""); // this program's own storage-node
+    expect(c.storage.dataPath).toBe(resolve("./agent-data/nodes"));
+    expect(c.storage.args).toEqual(["--port", "{port}", "--data", "{data}", "--node-id", "{node_id}"]);
+    expect(c.storage.stopNodesOnExit).toBe(false);
     expect(c.agent.platform).toBe(`${process.platform}-${process.arch}`);
     expect(c.monitoring.heartbeatIntervalMs).toBe(5000);
     expect(c.monitoring.statsIntervalMs).toBe(10000);

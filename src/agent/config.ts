@@ -34,12 +34,31 @@ export interface AgentConfig {
     /** While the link is down: task events held in memory, then spilled (0: no spill file). */
     resumeBufferBytes: number;
     resumeSpillBytes: number;
+    /** The local API (GridAgent gRPC, /healthz, /metrics): port (0: any free one), host; undefined: off. */
+    api?: { host: string; port: number; portIsDefault: boolean; tokens: string[] };
   };
   storage: {
+    /** Empty: this program's own `storage-node`. */
     binaryPath: string;
+    /** argv template for the default binary; {port}, {data} and {node_id} are filled in. */
+    args: string[];
+    /** Absolute. */
     dataPath: string;
     defaultMemoryMb: number;
     defaultPortRangeStart: number;
+    allowedBinaries: string[];
+    stopGraceMs: number;
+    startupTimeoutMs: number;
+    readyCheck: "tcp" | "none";
+    backoffInitialMs: number;
+    backoffMaxMs: number;
+    crashLoopRestarts: number;
+    crashLoopWindowMs: number;
+    memoryCheckIntervalMs: number;
+    logMaxBytes: number;
+    logFiles: number;
+    /** On agent shutdown: stop the nodes (true) or leave them running for the next start to adopt. */
+    stopNodesOnExit: boolean;
   };
   monitoring: {
     /** Used until the hub's Welcome names its own interval. */
@@ -127,6 +146,7 @@ const ENV_OVERRIDES: Record<string, Override> = {
   SWITCHBOARD_TLS_CA: { section: "tls", key: "ca", type: "string" },
   SWITCHBOARD_TLS_CERT: { section: "tls", key: "cert", type: "string" },
   SWITCHBOARD_TLS_KEY: { section: "tls", key: "key", type: "string" },
+  SWITCHBOARD_AGENT_PORT: { section: "agent", key: "agent_port", type: "int" },
 };
 
 /** Flag keys as commander hands them over (camelCase), with the flag a user typed. */
@@ -141,6 +161,9 @@ const FLAG_OVERRIDES: Record<string, Override & { flag: string }> = {
   threshold: { section: "agent", key: "threshold", type: "int", flag: "--threshold" },
   shell: { section: "shell", key: "enabled", type: "bool", flag: "--shell" },
   dataDir: { section: "agent", key: "data_dir", type: "string", flag: "--data" },
+  agentPort: { section: "agent", key: "agent_port", type: "int", flag: "--agent-port" },
+  agentHost: { section: "agent", key: "agent_host", type: "string", flag: "--agent-host" },
+  storageDataPath: { section: "storage", key: "data_path", type: "string", flag: "--storage-data" },
   tls: { section: "tls", key: "enabled", type: "bool", flag: "--tls" },
   tlsCa: { section: "tls", key: "ca", type: "string", flag: "--tls-ca" },
   tlsCert: { section: "tls", key: "cert", type: "string", flag: "--tls-cert" },
@@ -322,14 +345,31 @@ const agentSection = z.strictObject({
   resume_buffer_mb: positiveInt(64 * 1024).default(64),
   resume_spill_mb: integer("an integer", 0, 1024 * 1024).default(1024),
   data_dir: text.default("./agent-data"),
+  agent_api: bool.default(true),
+  agent_port: integer("a port (0: any free one)", 0, 65_535).default(8001),
+  agent_host: text.default("127.0.0.1"),
+  api_token: text.optional(),
 });
 
 const storageSection = z
   .strictObject({
-    binary_path: text.default("switchboard-storage-node"),
-    data_path: text.default("./nodes"),
+    binary_path: z.string().default(""),
+    args: z.array(z.string()).default(["--port", "{port}", "--data", "{data}", "--node-id", "{node_id}"]),
+    data_path: text.optional(),
     default_memory_mb: positiveInt(16 * 1024 * 1024).default(2048),
     default_port_range_start: integer("a port", 1, 65_535).default(50_051),
+    allowed_binaries: z.array(text).default([]),
+    stop_grace_secs: seconds.default(5),
+    startup_timeout_secs: seconds.default(20),
+    ready_check: z.enum(["tcp", "none"]).default("tcp"),
+    restart_backoff_initial_secs: seconds.default(1),
+    restart_backoff_max_secs: seconds.default(60),
+    crash_loop_restarts: positiveInt(1000).default(3),
+    crash_loop_window_secs: seconds.default(60),
+    memory_check_interval_secs: seconds.default(2),
+    log_max_mb: positiveInt(1024 * 1024).default(10),
+    log_files: positiveInt(100).default(3),
+    stop_nodes_on_exit: bool.default(false),
   })
   .prefault({});
 
@@ -634,12 +674,35 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
       dataDir: resolve(agent.data_dir),
       resumeBufferBytes: agent.resume_buffer_mb * 1024 * 1024,
       resumeSpillBytes: agent.resume_spill_mb * 1024 * 1024,
+      ...(agent.agent_api
+        ? {
+            api: {
+              host: agent.agent_host,
+              port: agent.agent_port,
+              portIsDefault: layers.originOf(["agent", "agent_port"]) === undefined,
+              tokens: [token, ...(agent.api_token !== undefined ? [agent.api_token.trim()] : [])],
+            },
+          }
+        : {}),
     },
     storage: {
-      binaryPath: storage.binary_path,
-      dataPath: storage.data_path,
+      binaryPath: storage.binary_path.trim() === "" ? "" : resolveBinary(storage.binary_path.trim()),
+      args: storage.args,
+      dataPath: resolve(storage.data_path ?? resolve(agent.data_dir, "nodes")),
       defaultMemoryMb: storage.default_memory_mb,
       defaultPortRangeStart: storage.default_port_range_start,
+      allowedBinaries: storage.allowed_binaries.map(resolveBinary),
+      stopGraceMs: Math.round(storage.stop_grace_secs * 1000),
+      startupTimeoutMs: Math.round(storage.startup_timeout_secs * 1000),
+      readyCheck: storage.ready_check,
+      backoffInitialMs: Math.round(storage.restart_backoff_initial_secs * 1000),
+      backoffMaxMs: Math.round(storage.restart_backoff_max_secs * 1000),
+      crashLoopRestarts: storage.crash_loop_restarts,
+      crashLoopWindowMs: Math.round(storage.crash_loop_window_secs * 1000),
+      memoryCheckIntervalMs: Math.round(storage.memory_check_interval_secs * 1000),
+      logMaxBytes: storage.log_max_mb * 1024 * 1024,
+      logFiles: storage.log_files,
+      stopNodesOnExit: storage.stop_nodes_on_exit,
     },
     monitoring: {
       heartbeatIntervalMs: Math.round(monitoring.heartbeat_interval_secs * 1000),
@@ -657,6 +720,11 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
     sources: { ...(file !== undefined ? { file } : {}), token: tokenSource },
     warnings,
   };
+}
+
+/** A path with a slash is made absolute; a bare name is left to PATH. */
+function resolveBinary(b: string): string {
+  return b.includes("/") ? resolve(b) : b;
 }
 
 function sourceName(origin: Origin | undefined, fallback: string): string {

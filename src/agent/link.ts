@@ -48,6 +48,8 @@ export interface AgentLinkOptions {
   resume?: () => Resume | undefined;
   /** Read at each dial: the executor pool size now (the hub may have changed it). */
   maxConcurrency?: () => number;
+  /** Read at each dial: the supervised nodes now, for the hub to reconcile with its registry. */
+  nodes?: () => Hello["nodes"];
   outbox: Outbox;
   handler: LinkHandler;
   logger: Logger;
@@ -336,6 +338,7 @@ export class AgentLink {
         ...this.opts.hello,
         maxConcurrency: this.opts.maxConcurrency?.() ?? this.opts.hello.maxConcurrency,
         resume: this.opts.resume?.(),
+        nodes: this.opts.nodes?.() ?? this.opts.hello.nodes,
       };
       call.write({ body: { $case: "hello", value: hello } });
     });

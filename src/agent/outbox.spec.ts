@@ -12,6 +12,7 @@ const beat = (): AgentMessage => ({
     $case: "heartbeat",
     value: {
       datasources: [],
+      nodes: [],
       sentAtMs: 1,
       running: 0,
       inboxDepth: 0,

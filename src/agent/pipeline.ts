@@ -9,10 +9,12 @@ import type {
   Assign,
   Heartbeat,
   HubMessage,
+  NodeCommand,
   Resume,
   ResumeResult,
 } from "../gen/switchboard/v1/agent.js";
 import { TaskState, type DatasourceHealth, type Finished } from "../gen/switchboard/v1/task.js";
+import type { NodeRecord } from "../gen/switchboard/v1/node.js";
 import { CreditLedger } from "./credits.js";
 
 import { failedFinished, type Executor, type StopCause } from "./executors/executor.js";
@@ -33,6 +35,10 @@ export interface PipelineOptions {
   logger: Logger;
   /** The agent's SQL datasources, for heartbeats: their health, and the trouble one that is down makes. */
   datasources?: { health(): DatasourceHealth[]; trouble(): string | undefined };
+  /** Supervised nodes, for heartbeats: the table, and the trouble a crash-looping node makes. */
+  nodes?: { list(): NodeRecord[]; trouble(): string | undefined };
+  /** A NodeCommand from the hub; the answer goes out as a NodeReply. */
+  nodeCommand?: (cmd: NodeCommand) => void;
 }
 
 export interface SessionStart {
@@ -379,6 +385,22 @@ export class Pipeline {
       case "ack":
         this.opts.outbox.ack(body.value.eventsReceived);
         return;
+      case "nodeCommand":
+        if (this.opts.nodeCommand) this.opts.nodeCommand(body.value);
+        else
+          this.opts.outbox.pushUrgent({
+            body: {
+              $case: "nodeReply",
+              value: {
+                id: body.value.id,
+                code: Code.UNIMPLEMENTED,
+                errorMessage: `agent ${this.opts.agentId} runs no nodes`,
+                nodes: [],
+                logs: undefined,
+              },
+            },
+          });
+        return;
       case "heartbeat":
       case "welcome":
         return;
@@ -445,6 +467,7 @@ export class Pipeline {
       degraded,
       degradedReason: reason,
       datasources: this.opts.datasources?.health() ?? [],
+      nodes: this.opts.nodes?.list() ?? [],
     };
   }
 
@@ -462,6 +485,8 @@ export class Pipeline {
     }
     const ds = this.opts.datasources?.trouble();
     if (ds) return { degraded: true, reason: ds };
+    const node = this.opts.nodes?.trouble();
+    if (node) return { degraded: true, reason: node };
     return { degraded: false, reason: "" };
   }
 

@@ -9,6 +9,7 @@ import { registerAudit } from "./commands/audit.js";
 import { registerDemo } from "./commands/demo.js";
 import { registerExec } from "./commands/exec.js";
 import { registerHub } from "./commands/hub.js";
+import { registerNodes } from "./commands/nodes.js";
 import { registerPing } from "./commands/ping.js";
 import { registerQuery } from "./commands/query.js";
 import { registerStorageNode } from "./commands/storage-node.js";
@@ -50,6 +51,7 @@ export function buildProgram(): Command {
   registerStorageNode(program);
   registerPing(program);
   registerTasks(program);
+  registerNodes(program);
   registerToken(program);
   registerAudit(program);
   return program;

@@ -1,6 +1,6 @@
 // The typed client for Switchboard's hub: tasks over one shared Session stream by default, the
-// unary and streaming RPCs where they fit better, and the admin API. Every call takes the same
-// bearer token; every failure is a SwitchboardClientError with a gRPC status code.
+// unary and streaming RPCs where they fit better, the admin API and the supervised-node API. Every
+// call takes the same bearer token; every failure is a SwitchboardClientError with a gRPC status code.
 import {
   credentials,
   Metadata,
@@ -15,12 +15,18 @@ import { FastClientServiceClient } from "../common/codec.js";
 import { clientOptions, DEFAULT_MAX_MESSAGE_BYTES } from "../common/grpc-options.js";
 import {
   AdminServiceClient,
+  NodeServiceClient,
   type ClientServiceClient,
   type AgentInfo,
   type AuditEntry,
   type ClusterStatusResponse,
   type CreateTokenResponse,
   type ListTasksRequest,
+  type NodeBatchItem,
+  type NodeInfo,
+  type NodeLogsResponse,
+  type SpawnNodeRequest,
+  type StopNodeRequest,
   type TokenInfo,
 } from "../gen/switchboard/v1/client.js";
 import {
@@ -104,13 +110,104 @@ export interface AdminApi {
   setAgentConcurrency(agentId: string, concurrency: number): Promise<AgentInfo>;
 }
 
+/** A node to start; every field may be left out (the hub chooses the agent, the port, the id). */
+export interface SpawnNodeInput {
+  /** Start it on this agent; empty: the hub picks a healthy agent matching labels and pool. */
+  agentId?: string;
+  storagePath?: string;
+  /** 0 (default): the agent chooses a free port. */
+  port?: number;
+  /** MiB; past it the agent kills and restarts the node. 0 (default): the agent's default_memory_mb. */
+  memoryLimitMb?: number;
+  /** Default: `switchboard storage-node`. */
+  binary?: string;
+  args?: string[];
+  env?: Record<string, string>;
+  /** Placement: only agents carrying all these labels. */
+  labels?: Record<string, string>;
+  /** Placement: only agents of this pool. */
+  pool?: string;
+  /** May be started on another agent when its own stays offline. */
+  reschedule?: boolean;
+  /** Empty: the hub generates node-<uuid>. */
+  nodeId?: string;
+}
+
+export interface StopNodeOptions {
+  /** When given, the node must be on this agent. */
+  agentId?: string;
+  /** SIGTERM, then SIGKILL after this long; 0: the agent's default. */
+  graceMs?: number;
+}
+
+export interface StopNodeInput extends StopNodeOptions {
+  nodeId: string;
+}
+
+export interface ListNodesOptions {
+  /** Only the nodes of this agent; default: the whole cluster. */
+  agentId?: string;
+  includeStopped?: boolean;
+}
+
+export interface MigrateNodeInput {
+  nodeId: string;
+  toAgentId: string;
+  /** Copy the data directory first (both agents on one machine, or a shared disk). */
+  copyData?: boolean;
+  /** 0 (default): the same port. */
+  port?: number;
+  /** Empty (default): the same path. */
+  storagePath?: string;
+}
+
+export interface NodeLogsInput {
+  nodeId: string;
+  /** Read stderr instead of stdout. */
+  stderr?: boolean;
+  /** Where to start reading; negative: the last -offset bytes. Default 0. */
+  offset?: number;
+  /** At most this many bytes; 0 (default): the hub's limit. */
+  maxBytes?: number;
+}
+
+/**
+ * Supervised nodes: long-running processes (by default storage nodes) that agents start, stop and
+ * watch. spawn, migrate and stop wait until the node runs (or has stopped), so they get a deadline
+ * of at least a minute.
+ */
+export interface NodesApi {
+  /** Resolves once the node is running (its port accepts connections). */
+  spawn(input?: SpawnNodeInput): Promise<NodeInfo>;
+  /**
+   * Items in request order: check each one's `code` (0 = OK). Each item stands alone, unless
+   * `atomic`: then when one fails, the ones started are stopped again.
+   */
+  spawnMany(inputs: SpawnNodeInput[], opts?: { atomic?: boolean }): Promise<NodeBatchItem[]>;
+  stop(nodeId: string, opts?: StopNodeOptions): Promise<NodeInfo>;
+  /** Each item independently, in request order: check each item's `code` (0 = OK). */
+  stopMany(nodes: StopNodeInput[]): Promise<NodeBatchItem[]>;
+  /** Live from the agent; when it cannot be reached, the hub's cached record with `stale` set. */
+  status(nodeId: string): Promise<NodeInfo>;
+  list(opts?: ListNodesOptions): Promise<NodeInfo[]>;
+  /** Starts the node on the target agent, waits until it answers, then stops the old one. */
+  migrate(input: MigrateNodeInput): Promise<NodeInfo>;
+  /** A slice of the node's stdout (or stderr) log; `offset` in the answer is where `data` starts. */
+  logs(input: NodeLogsInput): Promise<NodeLogsResponse>;
+}
+
+/** The least deadline for node calls that wait for a process to start or stop. */
+const NODE_LIFECYCLE_TIMEOUT_MS = 60_000;
+
 type Callback<T> = (err: Error | null, value?: T) => void;
 
 export class SwitchboardClient {
   readonly hub: string;
   readonly admin: AdminApi;
+  readonly nodes: NodesApi;
   private readonly rpc: ClientServiceClient;
   private readonly adminRpc: AdminServiceClient;
+  private readonly nodeRpc: NodeServiceClient;
   private readonly token: string;
   private readonly callTimeoutMs: number;
   private readonly session: SessionMux;
@@ -129,8 +226,13 @@ export class SwitchboardClient {
       ...channelOpts,
       channelOverride: this.rpc.getChannel(),
     });
+    this.nodeRpc = new NodeServiceClient(opts.hub, creds, {
+      ...channelOpts,
+      channelOverride: this.rpc.getChannel(),
+    });
     this.session = new SessionMux(this.rpc, () => this.metadata(), this.hub);
     this.admin = this.makeAdmin();
+    this.nodes = this.makeNodes();
   }
 
   /** Runs a task and resolves with its result, over the shared Session stream. */
@@ -302,6 +404,7 @@ export class SwitchboardClient {
     // Let the session's half-close go out before the channel closes under it.
     setImmediate(() => {
       this.adminRpc.close();
+      this.nodeRpc.close();
       this.rpc.close();
     });
   }
@@ -310,8 +413,11 @@ export class SwitchboardClient {
     return bearerMetadata(this.token);
   }
 
-  private unary<T>(invoke: (opts: CallOptions, cb: Callback<T>) => unknown): Promise<T> {
-    return this.withAbort(undefined, invoke, Date.now() + this.callTimeoutMs);
+  private unary<T>(
+    invoke: (opts: CallOptions, cb: Callback<T>) => unknown,
+    timeoutMs = this.callTimeoutMs,
+  ): Promise<T> {
+    return this.withAbort(undefined, invoke, Date.now() + timeoutMs);
   }
 
   private withAbort<T>(
@@ -385,6 +491,86 @@ export class SwitchboardClient {
       },
     };
   }
+
+  private makeNodes(): NodesApi {
+    const md = (): Metadata => this.metadata();
+    const n = this.nodeRpc;
+    // The hub answers spawn once the node runs (up to 30 s, plus retries on another agent).
+    const long = Math.max(NODE_LIFECYCLE_TIMEOUT_MS, this.callTimeoutMs);
+    return {
+      spawn: (i = {}) => this.unary<NodeInfo>((c, cb) => n.spawnNode(toSpawnRequest(i), md(), c, cb), long),
+      spawnMany: async (inputs, o = {}) =>
+        (
+          await this.unary<{ items: NodeBatchItem[] }>(
+            (c, cb) =>
+              n.spawnNodes({ nodes: inputs.map(toSpawnRequest), atomic: o.atomic ?? false }, md(), c, cb),
+            long,
+          )
+        ).items,
+      stop: (nodeId, o = {}) =>
+        this.unary<NodeInfo>((c, cb) => n.stopNode(toStopRequest({ ...o, nodeId }), md(), c, cb), long),
+      stopMany: async (nodes) =>
+        (
+          await this.unary<{ items: NodeBatchItem[] }>(
+            (c, cb) => n.stopNodes({ nodes: nodes.map(toStopRequest) }, md(), c, cb),
+            long,
+          )
+        ).items,
+      status: (nodeId) => this.unary<NodeInfo>((c, cb) => n.getNodeStatus({ nodeId }, md(), c, cb)),
+      list: async (o = {}) =>
+        (
+          await this.unary<{ nodes: NodeInfo[] }>((c, cb) =>
+            n.listNodes({ agentId: o.agentId ?? "", includeStopped: o.includeStopped ?? false }, md(), c, cb),
+          )
+        ).nodes,
+      migrate: (i) =>
+        this.unary<NodeInfo>(
+          (c, cb) =>
+            n.migrateNode(
+              {
+                nodeId: i.nodeId,
+                toAgentId: i.toAgentId,
+                copyData: i.copyData ?? false,
+                port: i.port ?? 0,
+                storagePath: i.storagePath ?? "",
+              },
+              md(),
+              c,
+              cb,
+            ),
+          long,
+        ),
+      logs: (i) =>
+        this.unary<NodeLogsResponse>((c, cb) =>
+          n.nodeLogs(
+            { nodeId: i.nodeId, stderr: i.stderr ?? false, offset: i.offset ?? 0, maxBytes: i.maxBytes ?? 0 },
+            md(),
+            c,
+            cb,
+          ),
+        ),
+    };
+  }
+}
+
+function toSpawnRequest(i: SpawnNodeInput): SpawnNodeRequest {
+  return {
+    agentId: i.agentId ?? "",
+    storagePath: i.storagePath ?? "",
+    port: i.port ?? 0,
+    memoryLimitMb: i.memoryLimitMb ?? 0,
+    args: i.args ?? [],
+    env: i.env ?? {},
+    binary: i.binary ?? "",
+    labels: i.labels ?? {},
+    pool: i.pool ?? "",
+    reschedule: i.reschedule ?? false,
+    nodeId: i.nodeId ?? "",
+  };
+}
+
+function toStopRequest(i: StopNodeInput): StopNodeRequest {
+  return { nodeId: i.nodeId, agentId: i.agentId ?? "", graceMs: i.graceMs ?? 0 };
 }
 
 /** A grpc-js server stream as an async iterable whose errors are SwitchboardClientErrors. */

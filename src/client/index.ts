@@ -4,9 +4,16 @@ export { SwitchboardClient } from "./client.js";
 export type {
   AdminApi,
   CreateTokenInput,
+  ListNodesOptions,
   ListTasksFilter,
+  MigrateNodeInput,
+  NodeLogsInput,
+  NodesApi,
   QueryEvent,
   RunOptions,
+  SpawnNodeInput,
+  StopNodeInput,
+  StopNodeOptions,
   SwitchboardClientOptions,
   WatchOptions,
 } from "./client.js";
@@ -25,7 +32,11 @@ export type {
   AgentInfo,
   AuditEntry,
   ClusterStatusResponse,
+  NodeBatchItem,
+  NodeInfo,
+  NodeLogsResponse,
   TokenInfo,
 } from "../gen/switchboard/v1/client.js";
+export type { NodeRecord } from "../gen/switchboard/v1/node.js";
 export { TaskState, OutputStream } from "../gen/switchboard/v1/task.js";
 export type { TaskEvent, TaskInfo, TaskResult, TaskSpec } from "../gen/switchboard/v1/task.js";

@@ -27,6 +27,13 @@ export interface HubConfig {
   insecure: boolean;
   /** Seed-000 calls without a token are accepted; only on a loopback or mutual-TLS listener. */
   seedTokenless: boolean;
+  /** Supervised nodes: per-operation deadlines towards agents, and rescheduling off a lost agent. */
+  nodes: {
+    spawnTimeoutMs: number;
+    stopTimeoutMs: number;
+    statusTimeoutMs: number;
+    rescheduleAfterMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -49,6 +56,7 @@ export const HUB_DEFAULTS: HubConfig = {
   outputWindowBytes: 2 * 1024 * 1024,
   insecure: false,
   seedTokenless: false,
+  nodes: { spawnTimeoutMs: 30_000, stopTimeoutMs: 10_000, statusTimeoutMs: 5_000, rescheduleAfterMs: 60_000 },
 };
 
 const positiveInt = z.number().int().positive();
@@ -78,6 +86,15 @@ const fileSchema = z
       .strict()
       .partial(),
     seed000: z.object({ tokenless: z.boolean() }).strict().partial(),
+    nodes: z
+      .object({
+        spawn_timeout_secs: z.number().positive(),
+        stop_timeout_secs: z.number().positive(),
+        status_timeout_secs: z.number().positive(),
+        reschedule_after_secs: z.number().positive(),
+      })
+      .strict()
+      .partial(),
   })
   .strict()
   .partial();
@@ -138,7 +155,7 @@ function durationFrom(key: string, raw: string | number, where: string, unitMs: 
 export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
   const env = input.env ?? process.env;
   const flags = input.flags ?? {};
-  const cfg: HubConfig = { ...HUB_DEFAULTS };
+  const cfg: HubConfig = { ...HUB_DEFAULTS, nodes: { ...HUB_DEFAULTS.nodes } };
 
   const file = typeof flags.config === "string" ? flags.config : input.file;
   const tls: TlsSettings = {};
@@ -177,6 +194,14 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
     if (f.tls?.key !== undefined) tls.key = f.tls.key;
     if (f.tls?.client_ca !== undefined) tls.clientCa = f.tls.client_ca;
     if (f.seed000?.tokenless !== undefined) cfg.seedTokenless = f.seed000.tokenless;
+    const n = f.nodes ?? {};
+    if (n.spawn_timeout_secs !== undefined)
+      cfg.nodes.spawnTimeoutMs = Math.round(n.spawn_timeout_secs * 1000);
+    if (n.stop_timeout_secs !== undefined) cfg.nodes.stopTimeoutMs = Math.round(n.stop_timeout_secs * 1000);
+    if (n.status_timeout_secs !== undefined)
+      cfg.nodes.statusTimeoutMs = Math.round(n.status_timeout_secs * 1000);
+    if (n.reschedule_after_secs !== undefined)
+      cfg.nodes.rescheduleAfterMs = Math.round(n.reschedule_after_secs * 1000);
   }
 
   const e = (name: string): string | undefined => (env[name] ? env[name] : undefined);
@@ -231,6 +256,13 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
       64 * 1024,
     );
   }
+  if (flags.rescheduleAfter !== undefined)
+    cfg.nodes.rescheduleAfterMs = durationFrom(
+      "nodes.reschedule_after_secs",
+      flags.rescheduleAfter as string | number,
+      "from --reschedule-after",
+      1000,
+    );
   if (flags.offlineAfter !== undefined)
     cfg.offlineAfterMs = durationFrom(
       "monitoring.offline_after_secs",

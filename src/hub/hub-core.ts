@@ -23,6 +23,7 @@ import {
   type TaskInfo,
   type TaskResult,
 } from "../gen/switchboard/v1/task.js";
+import { NodeOrchestrator } from "./nodes.js";
 import { AgentSession } from "./agent-session.js";
 import { poolAllowed, type Principal, type TokenAuthority } from "./auth.js";
 import type { HubConfig } from "./config.js";
@@ -52,6 +53,7 @@ export class HubCore {
   readonly scheduler: Scheduler;
   readonly startedAt = Date.now();
   readonly clientStreams = new Set<ClientStream>();
+  readonly nodes: NodeOrchestrator;
   draining = false;
   private lingering: { id: string; at: number }[] = [];
   private lingerHead = 0;
@@ -66,6 +68,7 @@ export class HubCore {
     readonly logger: Logger,
   ) {
     this.scheduler = new Scheduler(config.queueLimit);
+    this.nodes = new NodeOrchestrator(this);
     auth.onRevoke((tokenId) => this.onRevoke(tokenId));
   }
 
@@ -561,6 +564,8 @@ export class HubCore {
         },
       },
     });
+    // After the Welcome, in the same write: what the registry and the agent disagree on is mended.
+    this.nodes.sessionOpened(s);
   }
 
   /**
@@ -673,6 +678,7 @@ export class HubCore {
     s.detachedAt = Date.now();
     s.detachedWhy = why;
     s.streamGone();
+    this.nodes.sessionClosed(s);
     this.scheduler.removeAgent(s.agentId);
     s.evaluate(Date.now(), this.config.heartbeatIntervalMs);
     this.persistAgent(s, false);
@@ -706,6 +712,7 @@ export class HubCore {
         return;
       case "heartbeat": {
         s.lastHeartbeat = body.value;
+        if (body.value.nodes.length > 0) this.nodes.onHeartbeat(s, body.value.nodes);
         // No reply: the agent ignores hub heartbeats, and the probe sent once per interval already
         // reaches it; at 10,000 agents a reply to each would be 2,000 messages a second for nothing.
         this.reevaluate(s, Date.now());
@@ -719,6 +726,9 @@ export class HubCore {
         this.onAgentEvent(s, ev);
         return;
       }
+      case "nodeReply":
+        this.nodes.onReply(s, body.value);
+        return;
       case "probeReply": {
         if (s.probeAnswered(body.value.id)) this.reevaluate(s, Date.now());
         return;
@@ -800,6 +810,7 @@ export class HubCore {
     if (s.closed && s.tasks.size === 0 && s.health === "offline") return;
     s.closed = true;
     s.sched.accepting = false;
+    this.nodes.sessionClosed(s);
     s.evaluate(Date.now(), this.config.heartbeatIntervalMs);
     for (const id of [...s.tasks]) {
       const t = this.tasks.get(id);
@@ -880,6 +891,7 @@ export class HubCore {
       s.sendProbe(now, this.config.heartbeatIntervalMs);
       this.reevaluate(s, now);
     }
+    this.nodes.tick(now);
     while (this.lingerHead < this.lingering.length && this.lingering[this.lingerHead]!.at < now - LINGER_MS) {
       const { id } = this.lingering[this.lingerHead++]!;
       const t = this.tasks.get(id);

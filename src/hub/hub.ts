@@ -8,12 +8,13 @@ import { serverCredentials } from "../common/tls.js";
 import { silentLogger, type Logger } from "../common/logger.js";
 import { agentServiceDefinition, clientServiceDefinition } from "../common/codec.js";
 import { type AgentServiceServer } from "../gen/switchboard/v1/agent.js";
-import { AdminServiceService } from "../gen/switchboard/v1/client.js";
+import { AdminServiceService, NodeServiceService } from "../gen/switchboard/v1/client.js";
 import { TokenAuthority } from "./auth.js";
 import type { HubConfig } from "./config.js";
 import { HubCore } from "./hub-core.js";
 import { widenHttp2Windows } from "./http2-windows.js";
 import { adminService } from "./services/admin-service.js";
+import { nodeService } from "./services/node-service.js";
 import { clientService } from "./services/client-service.js";
 import { AgntServiceService, SeedClientServiceService, seedServices } from "./seed000/seed-service.js";
 import { openSqliteStore, type Store } from "./store/index.js";
@@ -44,6 +45,7 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
   server.addService(agentServiceDefinition, agentService);
   server.addService(clientServiceDefinition, clientService(core));
   server.addService(AdminServiceService, adminService(core));
+  server.addService(NodeServiceService, nodeService(core));
   // Seed 000's contract on the same port: its method paths (/AgntService, /ClientService) are distinct.
   const seed = seedServices(core, {
     tokenless: config.seedTokenless,

@@ -203,6 +203,8 @@ export async function startAgent(
     dataDir,
   ];
   if (opts.shell ?? true) args.push("--shell");
+  // The local API on a free port: agents of parallel tests must not compete for 8001.
+  if (!(opts.args ?? []).includes("--agent-port")) args.push("--agent-port", "0");
   const p = spawnCli([...args, ...(opts.args ?? [])], { env: opts.env });
   if (opts.waitConnected ?? true) {
     await waitFor(

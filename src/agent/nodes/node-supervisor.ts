@@ -16,8 +16,8 @@ import {
   statSync,
   truncateSync,
 } from "node:fs";
-import { mkdir, rename, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
+import { cp, mkdir, open, realpath, rename, stat, writeFile } from "node:fs/promises";
+import { connect, createServer } from "node:net";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { Code, SwitchboardError } from "../../common/errors.js";
 import type { Logger } from "../../common/logger.js";
@@ -37,6 +37,7 @@ export interface SpawnNodeRequest {
   nodeId: string;
   /** Under the supervisor's data path; created when absent. */
   storagePath: string;
+  /** 0: the first free port from portRangeStart. */
   port: number;
   /** 0: the default. */
   memoryMb: number;
@@ -44,6 +45,8 @@ export interface SpawnNodeRequest {
   env?: Record<string, string>;
   /** Default: the configured binary. Must be allowlisted. */
   binary?: string;
+  /** A dir inside the data path whose contents are copied into the storage path first (migration). */
+  copyFrom?: string;
 }
 
 export interface NodeRecord {
@@ -85,7 +88,17 @@ export interface NodeSupervisorOptions {
   crashLoopWindowMs: number;
   logMaxBytes: number;
   logFiles: number;
-  /** argv for a node: the binary's fixed args plus these (port, data dir, node id) and the request's args. */
+  /** Where a spawn without a port starts looking for a free one. */
+  portRangeStart: number;
+  /**
+   * When a node counts as running: "tcp" once its port accepts a connection (spawn waits for that, up to
+   * startupTimeoutMs), "none" once it has lived STARTING_MS.
+   */
+  readyCheck: "tcp" | "none";
+  startupTimeoutMs: number;
+  /** Called after every state change of a node (spawns, crashes, restarts, stops). */
+  onChange?: (record: NodeRecord) => void;
+  /** argv of the default binary: its fixed args, these (port, data dir, node id), then the request's args. */
   nodeArgs(req: { nodeId: string; port: number; storagePath: string }): string[];
 }
 
@@ -101,9 +114,31 @@ interface Live {
   onStopped: (() => void) | undefined;
   /** Why the supervisor itself killed the process (the memory limit), for its lastExit. */
   pendingReason: string | undefined;
+  /** spawn() is waiting for it to be ready: an early exit fails the spawn instead of restarting it. */
+  spawning: boolean;
 }
 
 const STARTING_MS = 1000;
+const READY_POLL_MS = 5;
+const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
+
+/** The last bytes of a file, as text, for an error message. */
+async function tailOf(path: string, bytes: number): Promise<string> {
+  try {
+    const f = await open(path, "r");
+    try {
+      const size = (await f.stat()).size;
+      const start = Math.max(0, size - bytes);
+      const buf = Buffer.alloc(size - start);
+      await f.read(buf, 0, buf.length, start);
+      return buf.toString("utf8").trim();
+    } finally {
+      await f.close();
+    }
+  } catch {
+    return "";
+  }
+}
 
 export class NodeSupervisor {
   private readonly nodes = new Map<string, Live>();
@@ -173,8 +208,18 @@ export class NodeSupervisor {
     return undefined;
   }
 
+  /**
+   * Starts a node and resolves once it runs (readyCheck); rejects, leaving nothing behind, when it is refused,
+   * cannot start, exits before it is ready, or is not ready within startupTimeoutMs.
+   */
   async spawn(req: SpawnNodeRequest): Promise<NodeRecord> {
-    const binary = req.binary ?? this.o.binary;
+    if (!NODE_ID.test(req.nodeId)) {
+      throw new SwitchboardError(
+        Code.INVALID_ARGUMENT,
+        `node id ${JSON.stringify(req.nodeId.slice(0, 40))}: use 1-128 letters, digits and . _ : @ -`,
+      );
+    }
+    const binary = req.binary || this.o.binary;
     if (!this.o.allowedBinaries.includes(binary)) {
       throw new SwitchboardError(
         Code.PERMISSION_DENIED,
@@ -185,30 +230,41 @@ export class NodeSupervisor {
     if (existing && existing.record.state !== "stopped") {
       throw new SwitchboardError(Code.ALREADY_EXISTS, `node ${req.nodeId} exists (${existing.record.state})`);
     }
-    const active = [...this.nodes.values()].filter((l) => l.record.state !== "stopped").length;
-    if (active >= this.o.maxNodes) {
+    const active = [...this.nodes.values()].filter((l) => l.record.state !== "stopped");
+    if (active.length >= this.o.maxNodes) {
       throw new SwitchboardError(
         Code.RESOURCE_EXHAUSTED,
-        `this agent runs ${active} nodes, its max_storage_nodes`,
+        `this agent runs ${active.length} nodes, its max_storage_nodes`,
       );
     }
-    const root = resolve(this.o.dataPath);
-    const storagePath = resolve(root, req.storagePath);
-    const rel = relative(root, storagePath);
-    if (rel.startsWith("..") || isAbsolute(rel)) {
-      throw new SwitchboardError(
-        Code.INVALID_ARGUMENT,
-        `storage path ${req.storagePath} is outside storage.data_path (${root})`,
-      );
-    }
-    if (!Number.isInteger(req.port) || req.port < 1 || req.port > 65_535) {
-      throw new SwitchboardError(Code.INVALID_ARGUMENT, `port ${req.port}: expected 1 to 65535`);
-    }
-    if (!(await portFree(req.port))) {
-      throw new SwitchboardError(Code.FAILED_PRECONDITION, `port ${req.port} is in use on this agent`);
+    if (!Number.isInteger(req.port) || req.port < 0 || req.port > 65_535) {
+      throw new SwitchboardError(Code.INVALID_ARGUMENT, `port ${req.port}: expected 1 to 65535 (0: any)`);
     }
     if (req.memoryMb < 0) throw new SwitchboardError(Code.INVALID_ARGUMENT, "memory_mb may not be negative");
-    await mkdir(storagePath, { recursive: true });
+    const taken = new Set(active.map((l) => l.record.port));
+    const port = req.port === 0 ? await this.freePort(taken) : req.port;
+    const holder = active.find((l) => l.record.port === port);
+    if (holder) {
+      throw new SwitchboardError(
+        Code.ALREADY_EXISTS,
+        `port ${port} belongs to node ${holder.record.nodeId} (${holder.record.state}) on this agent`,
+      );
+    }
+    if (req.port !== 0 && !(await portFree(port))) {
+      throw new SwitchboardError(Code.FAILED_PRECONDITION, `port ${port} is in use on this agent`);
+    }
+    const storagePath = await this.storageDir(req.storagePath || req.nodeId);
+    if (req.copyFrom) {
+      const from = await this.storageDir(req.copyFrom, false);
+      if (from !== storagePath) await cp(from, storagePath, { recursive: true, force: true });
+    }
+    if (binary !== this.o.binary && isAbsolute(binary)) {
+      const ok = await stat(binary).then(
+        (st) => st.isFile(),
+        () => false,
+      );
+      if (!ok) throw new SwitchboardError(Code.FAILED_PRECONDITION, `binary ${binary} does not exist`);
+    }
     const record: NodeRecord = {
       nodeId: req.nodeId,
       state: "stopped",
@@ -216,7 +272,7 @@ export class NodeSupervisor {
       args: req.args ?? [],
       env: req.env ?? {},
       storagePath,
-      port: req.port,
+      port,
       memoryMb: req.memoryMb > 0 ? req.memoryMb : this.o.defaultMemoryMb,
       pid: null,
       procStart: null,
@@ -224,9 +280,166 @@ export class NodeSupervisor {
       restartCount: 0,
       lastExit: null,
     };
-    this.launch(this.live(record));
+    const previous = existing;
+    const l = this.live(record);
+    l.spawning = true;
+    this.launch(l);
+    try {
+      await this.untilReady(l);
+    } catch (err) {
+      // Nothing orphaned: the process is gone (or killed now) and the node is not in the table.
+      clearTimeout(l.restartTimer);
+      if (l.record.pid !== null) {
+        this.signal(l, "SIGKILL");
+        await new Promise<void>((r) => {
+          if (l.child === undefined || l.child.exitCode !== null || l.child.signalCode !== null) r();
+          else l.child.once("exit", () => r());
+        });
+      }
+      l.spawning = false;
+      if (previous) this.nodes.set(req.nodeId, previous);
+      else this.nodes.delete(req.nodeId);
+      await this.save();
+      throw err;
+    }
+    l.spawning = false;
     await this.save();
     return { ...record };
+  }
+
+  /** The storage dir, created, and refused when it (or a symlink on its way) leads outside the data path. */
+  private async storageDir(asked: string, create = true): Promise<string> {
+    const root = resolve(this.o.dataPath);
+    const outside = (): SwitchboardError =>
+      new SwitchboardError(
+        Code.INVALID_ARGUMENT,
+        `storage path ${asked} is outside storage.data_path (${root})`,
+      );
+    const within = (base: string, p: string): boolean => {
+      const rel = relative(base, p);
+      return !rel.startsWith("..") && !isAbsolute(rel);
+    };
+    const storagePath = resolve(root, asked);
+    if (!within(root, storagePath)) throw outside();
+    await mkdir(root, { recursive: true });
+    if (create) await mkdir(storagePath, { recursive: true });
+    const [realRoot, realPath] = await Promise.all([
+      realpath(root),
+      realpath(storagePath).catch(() => {
+        throw new SwitchboardError(Code.NOT_FOUND, `${asked} does not exist under storage.data_path`);
+      }),
+    ]);
+    if (!within(realRoot, realPath)) throw outside();
+    return storagePath;
+  }
+
+  /** Resolves once the node runs; rejects with the reason when it ends or times out first. */
+  private async untilReady(l: Live): Promise<void> {
+    const r = l.record;
+    const deadline = Date.now() + this.o.startupTimeoutMs;
+    for (;;) {
+      if (r.state === "running") return;
+      if (r.state !== "starting") {
+        const [, errPath] = this.logPaths(r.nodeId);
+        const tail = await tailOf(errPath, 400);
+        throw new SwitchboardError(
+          Code.FAILED_PRECONDITION,
+          `node ${r.nodeId} did not start: ${r.lastExit?.reason ?? r.state}${tail ? `; its stderr ends: ${tail}` : ""}`,
+        );
+      }
+      if (Date.now() > deadline) {
+        throw new SwitchboardError(
+          Code.DEADLINE_EXCEEDED,
+          `node ${r.nodeId} did not open port ${r.port} within ${this.o.startupTimeoutMs / 1000}s; it was killed`,
+        );
+      }
+      if (this.o.readyCheck === "tcp" && (await portAnswers(r.port))) {
+        if (r.state === "starting") {
+          this.move(l, "running");
+          this.changed(l);
+        }
+        continue;
+      }
+      await new Promise((res) => setTimeout(res, READY_POLL_MS));
+    }
+  }
+
+  /** The first port from portRangeStart that no node holds and nothing listens on. */
+  private async freePort(taken: Set<number>): Promise<number> {
+    for (let p = this.o.portRangeStart; p <= 65_535; p++) {
+      if (!taken.has(p) && (await portFree(p))) return p;
+    }
+    throw new SwitchboardError(
+      Code.RESOURCE_EXHAUSTED,
+      `no free port from ${this.o.portRangeStart} upwards on this agent`,
+    );
+  }
+
+  /** Reads a node's current stdout or stderr file from an offset (negative: the last -offset bytes). */
+  async readLog(
+    nodeId: string,
+    stderr: boolean,
+    offset: number,
+    maxBytes: number,
+  ): Promise<{ data: Buffer; offset: number; size: number; rotated: boolean }> {
+    if (!this.nodes.has(nodeId))
+      throw new SwitchboardError(Code.NOT_FOUND, `no node ${nodeId} on this agent`);
+    const path = this.logPaths(nodeId)[stderr ? 1 : 0];
+    let f;
+    try {
+      f = await open(path, "r");
+    } catch {
+      return { data: Buffer.alloc(0), offset: 0, size: 0, rotated: false };
+    }
+    try {
+      const size = (await f.stat()).size;
+      let start = offset < 0 ? Math.max(0, size + offset) : offset;
+      let rotated = false;
+      if (start > size) {
+        start = 0;
+        rotated = true;
+      }
+      const n = Math.max(0, Math.min(maxBytes, size - start));
+      const data = Buffer.alloc(n);
+      if (n > 0) await f.read(data, 0, n, start);
+      return { data, offset: start, size, rotated };
+    } finally {
+      await f.close();
+    }
+  }
+
+  /** Drops a stopped node from the table. */
+  async forget(nodeId: string): Promise<void> {
+    const l = this.nodes.get(nodeId);
+    if (!l) return;
+    if (l.record.state !== "stopped") {
+      throw new SwitchboardError(
+        Code.FAILED_PRECONDITION,
+        `node ${nodeId} is ${l.record.state}: stop it first`,
+      );
+    }
+    this.nodes.delete(nodeId);
+    await this.save();
+  }
+
+  /** Agent exit without stopping the nodes: they keep running and the next start adopts them. */
+  async detach(): Promise<void> {
+    clearInterval(this.memoryTimer);
+    for (const l of this.nodes.values()) {
+      clearTimeout(l.restartTimer);
+      clearTimeout(l.killTimer);
+      l.child?.removeAllListeners("exit");
+      l.child?.unref();
+    }
+    await this.save();
+  }
+
+  private changed(l: Live): void {
+    try {
+      this.o.onChange?.({ ...l.record });
+    } catch (err) {
+      this.logger?.warn({ err, node_id: l.record.nodeId }, "node change listener failed");
+    }
   }
 
   /** SIGTERM to the node's process group, SIGKILL after the grace; resolves once it has exited. */
@@ -279,6 +492,7 @@ export class NodeSupervisor {
       stopped: undefined,
       onStopped: undefined,
       pendingReason: undefined,
+      spawning: false,
     };
     this.nodes.set(record.nodeId, l);
     return l;
@@ -290,12 +504,23 @@ export class NodeSupervisor {
       throw new Error(`node ${l.record.nodeId}: ${from} -> ${to} is not a transition`);
     l.record.state = to;
     this.logger?.info({ node_id: l.record.nodeId, from, to }, "node state");
+    if (to !== "running") this.changed(l);
   }
 
   private launch(l: Live): void {
     const r = l.record;
     this.move(l, "starting");
-    const argv = [...this.o.binaryArgs, ...this.o.nodeArgs(r), ...r.args];
+    // The default binary gets its fixed arguments and the port, data dir and id; any other allowlisted
+    // command only the request's arguments, in which {port}, {data} and {node_id} are filled in.
+    const fill = (x: string): string =>
+      x
+        .replaceAll("{port}", String(r.port))
+        .replaceAll("{data}", r.storagePath)
+        .replaceAll("{node_id}", r.nodeId);
+    const argv =
+      r.binary === this.o.binary
+        ? [...this.o.binaryArgs, ...this.o.nodeArgs(r), ...r.args.map(fill)]
+        : r.args.map(fill);
     // The node writes its output to files itself (appending), not through a pipe to the agent: a node the
     // agent re-adopts after its own restart must not die of a broken pipe. Rotation copies and truncates.
     const [outPath, errPath] = this.logPaths(r.nodeId);
@@ -305,7 +530,13 @@ export class NodeSupervisor {
     try {
       child = spawn(r.binary, argv, {
         cwd: r.storagePath,
-        env: { ...process.env, ...r.env },
+        env: {
+          ...process.env,
+          SWITCHBOARD_NODE_ID: r.nodeId,
+          SWITCHBOARD_NODE_PORT: String(r.port),
+          SWITCHBOARD_NODE_DATA: r.storagePath,
+          ...r.env,
+        },
         stdio: ["ignore", out, err],
         // Its own process group: stop and the memory limit reach everything it started.
         detached: true,
@@ -321,12 +552,18 @@ export class NodeSupervisor {
     r.pid = child.pid ?? null;
     r.procStart = r.pid !== null ? procStartOf(r.pid) : null;
     r.startedAt = Date.now();
-    setTimeout(() => {
-      if (l.child === child && r.state === "starting") {
-        this.move(l, "running");
-        void this.save();
-      }
-    }, STARTING_MS).unref();
+    if (this.o.readyCheck === "none") {
+      setTimeout(() => {
+        if (l.child === child && r.state === "starting") {
+          this.move(l, "running");
+          this.changed(l);
+          void this.save();
+        }
+      }, STARTING_MS).unref();
+    } else if (!l.spawning) {
+      // A restart: nobody waits for it, so watch for the port here.
+      void this.watchRestart(l, child);
+    }
   }
 
   private exited(
@@ -352,7 +589,7 @@ export class NodeSupervisor {
     } else {
       this.move(l, "crashed");
       this.logger?.warn({ node_id: r.nodeId, reason }, "node crashed");
-      if (this.o.restartFailedNodes) this.scheduleRestart(l, false);
+      if (this.o.restartFailedNodes && !l.spawning) this.scheduleRestart(l, false);
     }
     void this.save();
   }
@@ -372,6 +609,27 @@ export class NodeSupervisor {
       void this.save();
     }, delay);
     l.restartTimer.unref();
+  }
+
+  private async watchRestart(l: Live, child: ChildProcess): Promise<void> {
+    const r = l.record;
+    const deadline = Date.now() + this.o.startupTimeoutMs;
+    while (l.child === child && r.state === "starting") {
+      if (await portAnswers(r.port)) {
+        if (l.child === child && r.state === "starting") {
+          this.move(l, "running");
+          this.changed(l);
+          void this.save();
+        }
+        return;
+      }
+      if (Date.now() > deadline) {
+        l.pendingReason = `did not open port ${r.port} within ${this.o.startupTimeoutMs / 1000}s`;
+        this.signal(l, "SIGKILL");
+        return;
+      }
+      await new Promise((res) => setTimeout(res, 20));
+    }
   }
 
   private signal(l: Live, sig: NodeJS.Signals): void {
@@ -506,6 +764,18 @@ function processTreeRss(): (root: number) => number {
     }
     return total;
   };
+}
+
+/** Whether something accepts a TCP connection on 127.0.0.1:port. */
+function portAnswers(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const sock = connect({ port, host: "127.0.0.1" });
+    sock.once("connect", () => {
+      sock.destroy();
+      res(true);
+    });
+    sock.once("error", () => res(false));
+  });
 }
 
 /** Whether nothing listens on the port (on any address). */

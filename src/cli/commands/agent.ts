@@ -20,6 +20,9 @@ interface AgentCliFlags {
   shell?: boolean;
   data?: string;
   heartbeatInterval?: string;
+  agentPort?: string;
+  agentHost?: string;
+  storageData?: string;
   logLevel?: string;
   tls?: boolean;
   tlsCa?: string;
@@ -48,6 +51,15 @@ export function registerAgent(program: Command): void {
     .option("--shell", "enable shell tasks (off unless set here, in [shell] or SWITCHBOARD_SHELL_ENABLED)")
     .option("--data <dir>", "the agent's data dir (default ./agent-data)")
     .option("--heartbeat-interval <duration>", "heartbeat interval until the hub names one (default 5s)")
+    .option(
+      "--agent-port <port>",
+      "local API port: GridAgent gRPC, /healthz, /metrics (default 8001; 0: any free)",
+    )
+    .option("--agent-host <host>", "address the local API listens on (default 127.0.0.1)")
+    .option(
+      "--storage-data <dir>",
+      "storage.data_path: where supervised nodes keep their data (default <data>/nodes)",
+    )
     .option("--tls", "dial the hub with TLS, trusting the system's CAs (implied by --tls-ca or --tls-cert)")
     .option("--tls-ca <file>", "CA that signed the hub's certificate (PEM)")
     .option("--tls-cert <file>", "client certificate for a hub that requires one (mutual TLS)")
@@ -64,7 +76,7 @@ export function registerAgent(program: Command): void {
       "after",
       "\nEnvironment: SWITCHBOARD_HUB, SWITCHBOARD_TOKEN, SWITCHBOARD_AGENT_ID, SWITCHBOARD_POOL, SWITCHBOARD_LABELS,\n" +
         "SWITCHBOARD_POOL_SIZE, SWITCHBOARD_THRESHOLD, SWITCHBOARD_SHELL_ENABLED, SWITCHBOARD_TLS_CA,\n" +
-        "SWITCHBOARD_TLS_CERT, SWITCHBOARD_TLS_KEY. Flags win over the environment,\n" +
+        "SWITCHBOARD_TLS_CERT, SWITCHBOARD_TLS_KEY, SWITCHBOARD_AGENT_PORT. Flags win over the environment,\n" +
         "which wins over the file.",
     )
     .action(async (flags: AgentCliFlags, cmd: Command) => {
@@ -84,6 +96,9 @@ export function registerAgent(program: Command): void {
         shell: flags.shell,
         dataDir: flags.data,
         heartbeatInterval: flags.heartbeatInterval,
+        agentPort: flags.agentPort,
+        agentHost: flags.agentHost,
+        storageDataPath: flags.storageData,
         tls: flags.tls ?? globals.tls,
         tlsCa: flags.tlsCa ?? globals.tlsCa,
         tlsCert: flags.tlsCert ?? globals.tlsCert,

@@ -1,4 +1,5 @@
-// `agents` (alias `list-agents`) and `status`: what is connected, how healthy, how busy.
+// `agents` (alias `list-agents`) and `status`: what is connected, how healthy, how busy, and how
+// the supervised nodes fare.
 import type { Command } from "commander";
 import { formatDuration } from "../../common/duration.js";
 import { clientCommand, withClient } from "../client-command.js";
@@ -40,16 +41,18 @@ export function registerAgents(program: Command): void {
       printList([agentRow(a)], AGENT_COLUMNS, format, "");
     });
 
-  clientCommand(program, "status", "the cluster at a glance: hub, agents by health, tasks, pools")
+  clientCommand(program, "status", "the cluster at a glance: hub, agents by health, nodes, tasks, pools")
     .option("-o, --output <format>", "table or json", "table")
     .action(async (f: { output?: string }, cmd: Command) => {
       const format = outputFormat(f.output);
       const s = await withClient(cmd, (c) => c.admin.clusterStatus());
       if (format === "json") return printObject(s, format);
+      if (s.summary) process.stdout.write(`${s.summary}\n\n`);
       printObject(
         {
           hub: `${s.hubVersion}, up ${formatDuration(Date.now() - s.hubStartedAtMs)}${s.draining ? ", DRAINING" : ""}`,
           agents: `${s.agentsTotal} (${s.agentsHealthy} healthy, ${s.agentsDegraded} degraded, ${s.agentsOffline} offline)`,
+          nodes: `${s.nodesTotal} (${s.nodesRunning} running, ${s.nodesUnhealthy} unhealthy)`,
           tasks: `${s.tasksQueued} queued, ${s.tasksRunning} running, ${s.tasksTotal} in all`,
         },
         "table",

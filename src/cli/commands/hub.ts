@@ -28,7 +28,7 @@ export function registerHub(program: Command): void {
   program
     .command("hub")
     .description("run the hub: agents dial in, clients send tasks (stops gracefully on SIGTERM)")
-    .option("-c, --config <file>", "TOML config file ([hub], [monitoring], [store])")
+    .option("-c, --config <file>", "TOML config file ([hub], [monitoring], [store], [tls], [nodes])")
     .option(
       "--listen <host:port>",
       "gRPC address to listen on (default 0.0.0.0:7000; port 0 picks a free one)",
@@ -42,6 +42,10 @@ export function registerHub(program: Command): void {
     )
     .option("--heartbeat-interval <duration>", "heartbeat interval asked of agents (default 5s)")
     .option("--offline-after <duration>", "an agent silent this long is offline (default 30s)")
+    .option(
+      "--reschedule-after <duration>",
+      "nodes spawned with --reschedule move off an agent offline this long (default 60s)",
+    )
     .option("--max-message-bytes <n>", "largest gRPC message accepted (default 16777216)")
     .option("--tls-cert <file>", "serve TLS with this certificate (PEM, with its chain)")
     .option("--tls-key <file>", "the certificate's private key (PEM)")

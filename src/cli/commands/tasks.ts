@@ -1,4 +1,5 @@
 // Looking at tasks: `tasks` (list), `task` (one), `logs` (kept output, or --follow live), `cancel`.
+// `logs --node` prints a supervised node's log instead (see nodes.ts).
 import { once } from "node:events";
 import type { Command } from "commander";
 import {
@@ -13,6 +14,7 @@ import { usageError } from "../cli-error.js";
 import { clientCommand, withClient } from "../client-command.js";
 import { intFlag } from "../flags.js";
 import { isoTime, outputFormat, printList, printObject, TASK_COLUMNS, taskRow } from "../output.js";
+import { bytesFlag, DEFAULT_TAIL_BYTES, followNodeLog, withNodeClient } from "./nodes.js";
 
 export function registerTasks(program: Command): void {
   clientCommand(program, "tasks", "list recent tasks, newest first")
@@ -101,10 +103,44 @@ export function registerTasks(program: Command): void {
       );
     });
 
-  clientCommand(program, "logs", "print a task's output (stdout here to stdout, stderr to stderr)")
-    .argument("<task-id>")
-    .option("-f, --follow", "stream output live until the task ends")
-    .action(async (taskId: string, f: { follow?: boolean }, cmd: Command) => {
+  clientCommand(program, "logs", "print a task's output, or with --node a supervised node's log")
+    .argument("[task-id]", "the task (or give --node instead)")
+    .option("-f, --follow", "stream output live until the task ends (a node's log: until Ctrl-C)")
+    .option("--node <id>", "print this node's log instead of a task's output")
+    .option("--stderr", "with --node: its stderr log instead of its stdout log")
+    .option(
+      "--tail <bytes>",
+      "with --node: start with the last this many bytes, e.g. 4096, 64k (default 64k)",
+    )
+    .addHelpText(
+      "after",
+      `
+A task's stdout goes to stdout and its stderr to stderr. A node's log (either one) goes to stdout.
+
+Examples:
+  switchboard logs --follow TASK_ID
+  switchboard logs --node node-1 --stderr --tail 1m
+  switchboard logs --node node-1 --follow --tail 0`,
+    )
+    .action(async (taskId: string | undefined, f: LogsFlags, cmd: Command) => {
+      if (taskId !== undefined && f.node !== undefined)
+        throw usageError("give either a task id or --node, not both");
+      if (taskId === undefined) {
+        if (f.node === undefined)
+          throw usageError(
+            "say whose output to print",
+            "give a task id (switchboard tasks lists them) or --node ID (switchboard nodes lists them)",
+          );
+        const nodeLog = {
+          nodeId: f.node,
+          stderr: f.stderr ?? false,
+          tailBytes: f.tail !== undefined ? bytesFlag("--tail", f.tail) : DEFAULT_TAIL_BYTES,
+          follow: f.follow ?? false,
+        };
+        await withNodeClient(cmd, (c) => followNodeLog(c, nodeLog));
+        return;
+      }
+      if (f.stderr || f.tail !== undefined) throw usageError("--stderr and --tail apply only with --node");
       await withClient(cmd, async (c) => {
         if (!f.follow) return writeKept(await c.getTask(taskId));
         const abort = new AbortController();
@@ -147,6 +183,13 @@ export function registerTasks(program: Command): void {
         }
       });
     });
+}
+
+interface LogsFlags {
+  follow?: boolean;
+  node?: string;
+  stderr?: boolean;
+  tail?: string;
 }
 
 function writeKept(r: TaskResult): void {

@@ -179,6 +179,9 @@ export class SeedAgentCall extends EventEmitter {
             instanceId: newInstanceId(),
             acceptsBatches: false,
             resume: undefined,
+            nodes: [],
+            maxStorageNodes: 0,
+            agentEndpoint: "",
           },
         },
       });
@@ -359,6 +362,7 @@ export class SeedAgentCall extends EventEmitter {
             degradedReason: "",
             completedTotal: 0,
             datasources: [],
+            nodes: [],
           },
         },
       });

@@ -21,7 +21,7 @@ const HEALTH = {
   offline: AgentHealth.AGENT_HEALTH_OFFLINE,
 };
 
-function sessionInfo(s: AgentSession): AgentInfo {
+function sessionInfo(s: AgentSession, nodesOn: (agentId: string) => number): AgentInfo {
   const hb = s.lastHeartbeat;
   return {
     agentId: s.agentId,
@@ -44,10 +44,13 @@ function sessionInfo(s: AgentSession): AgentInfo {
     inboxDepth: hb?.inboxDepth ?? 0,
     outboxDepth: hb?.outboxDepth ?? 0,
     datasources: hb?.datasources ?? [],
+    agentEndpoint: s.hello.agentEndpoint,
+    maxStorageNodes: s.hello.maxStorageNodes,
+    storageNodes: nodesOn(s.agentId),
   };
 }
 
-function recordInfo(a: AgentRecord): AgentInfo {
+function recordInfo(a: AgentRecord, nodesOn: (agentId: string) => number): AgentInfo {
   return {
     agentId: a.id,
     pool: a.pool,
@@ -69,6 +72,9 @@ function recordInfo(a: AgentRecord): AgentInfo {
     inboxDepth: 0,
     outboxDepth: 0,
     datasources: [],
+    agentEndpoint: "",
+    maxStorageNodes: 0,
+    storageNodes: nodesOn(a.id),
   };
 }
 
@@ -87,9 +93,10 @@ function tokenInfo(t: TokenRecord): TokenInfo {
 }
 
 export function allAgents(core: HubCore, includeOffline: boolean): AgentInfo[] {
-  const out = [...core.sessions.values()].map(sessionInfo);
+  const nodesOn = (id: string): number => core.nodes.slotsUsed(id);
+  const out = [...core.sessions.values()].map((s) => sessionInfo(s, nodesOn));
   if (includeOffline) {
-    for (const a of core.store.listAgents()) if (!core.sessions.has(a.id)) out.push(recordInfo(a));
+    for (const a of core.store.listAgents()) if (!core.sessions.has(a.id)) out.push(recordInfo(a, nodesOn));
   }
   return out.sort((a, b) =>
     a.pool === b.pool ? (a.agentId < b.agentId ? -1 : 1) : a.pool < b.pool ? -1 : 1,
@@ -123,7 +130,8 @@ export function adminService(core: HubCore): AdminServiceServer {
     getAgent: unary(core, "viewer", (req, _actor, p) => {
       const s = core.sessions.get(req.agentId);
       const rec = s ? undefined : core.store.getAgent(req.agentId);
-      const info = s ? sessionInfo(s) : rec ? recordInfo(rec) : undefined;
+      const nodesOn = (id: string): number => core.nodes.slotsUsed(id);
+      const info = s ? sessionInfo(s, nodesOn) : rec ? recordInfo(rec, nodesOn) : undefined;
       if (!info || !poolAllowed(p, info.pool))
         throw new SwitchboardError(
           Code.NOT_FOUND,
@@ -145,7 +153,14 @@ export function adminService(core: HubCore): AdminServiceServer {
       for (const ps of pools.values()) ps.queued = core.scheduler.queuedFor((t) => t.pool === ps.pool);
       let running = 0;
       for (const t of core.tasks.values()) if (t.state === "assigned" || t.state === "running") running++;
+      const healthy = agents.filter((a) => a.health === AgentHealth.AGENT_HEALTH_HEALTHY).length;
+      const nodes = core.nodes.summary();
+      const ok = healthy === agents.length && nodes.running === nodes.total;
       return {
+        nodesTotal: nodes.total,
+        nodesRunning: nodes.running,
+        nodesUnhealthy: nodes.unhealthy,
+        summary: `Cluster: ${agents.length} agents (${healthy} healthy), ${nodes.total} storage nodes (${nodes.running} running) - ${ok ? "healthy" : "degraded"}`,
         hubVersion: VERSION,
         hubStartedAtMs: core.startedAt,
         agentsTotal: agents.length,
@@ -239,7 +254,7 @@ export function adminService(core: HubCore): AdminServiceServer {
         subject: req.agentId,
         detail: { from, to: n },
       });
-      return sessionInfo(s);
+      return sessionInfo(s, (id) => core.nodes.slotsUsed(id));
     }),
   };
 }

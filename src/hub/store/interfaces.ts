@@ -112,6 +112,23 @@ export interface AgentRecord {
   connected: boolean;
 }
 
+/** A supervised node in the hub's registry. */
+export interface NodeRow {
+  id: string;
+  agentId: string;
+  desired: "running" | "stopped";
+  /** NodeSpawn, encoded: what to start it with. */
+  spec: Uint8Array;
+  /** NodeRecord its agent last reported, encoded. */
+  record: Uint8Array | null;
+  recordAt: number | null;
+  reschedule: boolean;
+  pool: string;
+  labels: Record<string, string>;
+  createdAt: number;
+  updatedAt: number;
+}
+
 export interface TokenRecord {
   id: string; // public id, "tok_..."
   name: string;
@@ -158,6 +175,11 @@ export interface Store {
   listAgents(): AgentRecord[];
   /** At hub start: no agent is connected yet. */
   markAllAgentsDisconnected(): void;
+
+  // nodes (written at once)
+  upsertNode(node: NodeRow): void;
+  deleteNode(id: string): void;
+  listNodes(): NodeRow[];
 
   // tokens
   insertToken(token: TokenRecord): void;

@@ -9,9 +9,11 @@ import { Code, SwitchboardError } from "../../common/errors.js";
 import { silentLogger, type Logger } from "../../common/logger.js";
 import { isTerminal } from "../../common/task-state.js";
 import { AgentQueries } from "./agents.js";
+import { NodeQueries } from "./nodes.js";
 import { AuditQueries, type AuditFilter } from "./audit.js";
 import type {
   AgentRecord,
+  NodeRow,
   AuditEntry,
   AuditRecord,
   NewTask,
@@ -135,6 +137,7 @@ export class SqliteStore implements Store {
   private readonly tasks: TaskQueries;
   private readonly output: OutputQueries;
   private readonly agents: AgentQueries;
+  private readonly nodes: NodeQueries;
   private readonly tokens: TokenQueries;
   private readonly auditLog: AuditQueries;
 
@@ -164,6 +167,7 @@ export class SqliteStore implements Store {
     this.tasks = new TaskQueries(db);
     this.output = new OutputQueries(db);
     this.agents = new AgentQueries(db);
+    this.nodes = new NodeQueries(db);
     this.tokens = new TokenQueries(db);
     this.auditLog = new AuditQueries(db);
     this.commitAll = db.transaction((plan: FlushPlan) => this.writePlan(plan));
@@ -265,6 +269,23 @@ export class SqliteStore implements Store {
   markAllAgentsDisconnected(): void {
     this.beforeRead(); // pending upserts first, so that they do not reconnect anyone afterwards
     this.agents.markAllDisconnected();
+  }
+
+  // ---- nodes (written at once: rare, and a spawn's intent must outlive a crash)
+
+  upsertNode(node: NodeRow): void {
+    this.assertOpen();
+    this.nodes.upsert(node);
+  }
+
+  deleteNode(id: string): void {
+    this.assertOpen();
+    this.nodes.delete(id);
+  }
+
+  listNodes(): NodeRow[] {
+    this.assertOpen();
+    return this.nodes.list();
   }
 
   // ---- tokens (written at once: rare, and a revocation must take effect immediately)

@@ -17,6 +17,7 @@ import {
   type Metadata,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { NodeRecord } from "./node.js";
 import { DatasourceHealth, Finished, Output, Started, TaskSpec } from "./task.js";
 
 export const protobufPackage = "switchboard.v1";
@@ -56,6 +57,10 @@ export const protobufFileName = "switchboard/v1/agent.proto";
  *      with the count it had received; the agent re-sends every event after that count, in order
  *      (the hub drops duplicates by their per-task seq), then what it buffered. Past the grace the
  *      hub has ended those tasks LOST; it answers resumed = false and lists the tasks to stop.
+ *  11. Nodes: Hello and every Heartbeat carry the agent's node table (what runs: reality); the hub
+ *      keeps the registry of what should run (intent) and reconciles the two on every Welcome. The
+ *      hub sends NodeCommand; the agent answers NodeReply with the same id, and sends NodeReply
+ *      with id 0 whenever a node changes state on its own (crash, restart, memory limit).
  */
 
 export interface Hello {
@@ -78,7 +83,15 @@ export interface Hello {
   /** the hub may send HubMessageBatch */
   acceptsBatches: boolean;
   /** set when the agent holds tasks of a broken session */
-  resume: Resume | undefined;
+  resume:
+    | Resume
+    | undefined;
+  /** the nodes it supervises now */
+  nodes: NodeRecord[];
+  /** 0: the agent runs no nodes */
+  maxStorageNodes: number;
+  /** "host:port" of its local API, if it serves one */
+  agentEndpoint: string;
 }
 
 export interface Hello_LabelsEntry {
@@ -140,6 +153,7 @@ export interface Heartbeat {
   degradedReason: string;
   completedTotal: number;
   datasources: DatasourceHealth[];
+  nodes: NodeRecord[];
 }
 
 export interface AgentTaskEvent {
@@ -167,6 +181,7 @@ export interface AgentMessage {
     /** only to a hub whose Welcome accepts batches */
     { $case: "batch"; value: AgentMessageBatch }
     | { $case: "probeReply"; value: ProbeReply }
+    | { $case: "nodeReply"; value: NodeReply }
     | undefined;
 }
 
@@ -253,7 +268,83 @@ export interface HubMessage {
     | { $case: "setConcurrency"; value: SetConcurrency }
     | { $case: "probe"; value: Probe }
     | { $case: "ack"; value: Ack }
+    | { $case: "nodeCommand"; value: NodeCommand }
     | undefined;
+}
+
+export interface NodeSpawn {
+  nodeId: string;
+  /** relative to the agent's storage.data_path, or absolute inside it */
+  storagePath: string;
+  port: number;
+  /** 0: the agent's default */
+  memoryLimitMb: number;
+  args: string[];
+  env: { [key: string]: string };
+  /** empty: storage.binary_path; else one of storage.allowed_binaries */
+  binary: string;
+  /** copy this dir (inside storage.data_path) into storage_path first */
+  copyFrom: string;
+}
+
+export interface NodeSpawn_EnvEntry {
+  key: string;
+  value: string;
+}
+
+export interface NodeStop {
+  nodeId: string;
+  /** 0: the agent's default */
+  graceMs: number;
+  /** drop the node from the agent's table once stopped */
+  forget: boolean;
+}
+
+export interface NodeQuery {
+  nodeId: string;
+}
+
+export interface NodeList {
+}
+
+export interface NodeLogs {
+  nodeId: string;
+  stderr: boolean;
+  /** byte offset in the current file; negative: the last -offset bytes */
+  offset: number;
+  maxBytes: number;
+}
+
+export interface NodeCommand {
+  id: number;
+  op:
+    | { $case: "spawn"; value: NodeSpawn }
+    | { $case: "stop"; value: NodeStop }
+    | { $case: "status"; value: NodeQuery }
+    | { $case: "list"; value: NodeList }
+    | { $case: "logs"; value: NodeLogs }
+    | undefined;
+}
+
+export interface NodeLogChunk {
+  data: Buffer;
+  /** where data starts */
+  offset: number;
+  /** the file's size now */
+  size: number;
+  /** the file was rotated since the asked offset: data starts at 0 */
+  rotated: boolean;
+}
+
+export interface NodeReply {
+  /** the NodeCommand's id; 0: a change the agent reports on its own */
+  id: number;
+  /** gRPC status code; 0 = OK */
+  code: number;
+  errorMessage: string;
+  /** spawn, stop, status: the node; list and reports: nodes */
+  nodes: NodeRecord[];
+  logs: NodeLogChunk | undefined;
 }
 
 export interface HubMessageBatch {
@@ -273,6 +364,9 @@ function createBaseHello(): Hello {
     instanceId: "",
     acceptsBatches: false,
     resume: undefined,
+    nodes: [],
+    maxStorageNodes: 0,
+    agentEndpoint: "",
   };
 }
 
@@ -310,6 +404,15 @@ export const Hello: MessageFns<Hello> = {
     }
     if (message.resume !== undefined) {
       Resume.encode(message.resume, writer.uint32(90).fork()).join();
+    }
+    for (const v of message.nodes) {
+      NodeRecord.encode(v!, writer.uint32(98).fork()).join();
+    }
+    if (message.maxStorageNodes !== 0) {
+      writer.uint32(104).uint32(message.maxStorageNodes);
+    }
+    if (message.agentEndpoint !== "") {
+      writer.uint32(114).string(message.agentEndpoint);
     }
     return writer;
   },
@@ -418,6 +521,30 @@ export const Hello: MessageFns<Hello> = {
             message.resume = Resume.decode(reader, reader.uint32());
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.nodes.push(NodeRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.maxStorageNodes = reader.uint32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.agentEndpoint = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -476,6 +603,19 @@ export const Hello: MessageFns<Hello> = {
         ? globalThis.Boolean(object.accepts_batches)
         : false,
       resume: isSet(object.resume) ? Resume.fromJSON(object.resume) : undefined,
+      nodes: globalThis.Array.isArray(object?.nodes)
+        ? object.nodes.map((e: any) => NodeRecord.fromJSON(e))
+        : [],
+      maxStorageNodes: isSet(object.maxStorageNodes)
+        ? globalThis.Number(object.maxStorageNodes)
+        : isSet(object.max_storage_nodes)
+        ? globalThis.Number(object.max_storage_nodes)
+        : 0,
+      agentEndpoint: isSet(object.agentEndpoint)
+        ? globalThis.String(object.agentEndpoint)
+        : isSet(object.agent_endpoint)
+        ? globalThis.String(object.agent_endpoint)
+        : "",
     };
   },
 
@@ -520,6 +660,15 @@ export const Hello: MessageFns<Hello> = {
     if (message.resume !== undefined) {
       obj.resume = Resume.toJSON(message.resume);
     }
+    if (message.nodes?.length) {
+      obj.nodes = message.nodes.map((e) => NodeRecord.toJSON(e));
+    }
+    if (message.maxStorageNodes !== 0) {
+      obj.maxStorageNodes = Math.round(message.maxStorageNodes);
+    }
+    if (message.agentEndpoint !== "") {
+      obj.agentEndpoint = message.agentEndpoint;
+    }
     return obj;
   },
 
@@ -549,6 +698,9 @@ export const Hello: MessageFns<Hello> = {
     message.resume = (object.resume !== undefined && object.resume !== null)
       ? Resume.fromPartial(object.resume)
       : undefined;
+    message.nodes = object.nodes?.map((e) => NodeRecord.fromPartial(e)) || [];
+    message.maxStorageNodes = object.maxStorageNodes ?? 0;
+    message.agentEndpoint = object.agentEndpoint ?? "";
     return message;
   },
 };
@@ -1203,6 +1355,7 @@ function createBaseHeartbeat(): Heartbeat {
     degradedReason: "",
     completedTotal: 0,
     datasources: [],
+    nodes: [],
   };
 }
 
@@ -1237,6 +1390,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     }
     for (const v of message.datasources) {
       DatasourceHealth.encode(v!, writer.uint32(82).fork()).join();
+    }
+    for (const v of message.nodes) {
+      NodeRecord.encode(v!, writer.uint32(90).fork()).join();
     }
     return writer;
   },
@@ -1334,6 +1490,14 @@ export const Heartbeat: MessageFns<Heartbeat> = {
             message.datasources.push(DatasourceHealth.decode(reader, reader.uint32()));
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.nodes.push(NodeRecord.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1388,6 +1552,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
       datasources: globalThis.Array.isArray(object?.datasources)
         ? object.datasources.map((e: any) => DatasourceHealth.fromJSON(e))
         : [],
+      nodes: globalThis.Array.isArray(object?.nodes)
+        ? object.nodes.map((e: any) => NodeRecord.fromJSON(e))
+        : [],
     };
   },
 
@@ -1423,6 +1590,9 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     if (message.datasources?.length) {
       obj.datasources = message.datasources.map((e) => DatasourceHealth.toJSON(e));
     }
+    if (message.nodes?.length) {
+      obj.nodes = message.nodes.map((e) => NodeRecord.toJSON(e));
+    }
     return obj;
   },
 
@@ -1441,6 +1611,7 @@ export const Heartbeat: MessageFns<Heartbeat> = {
     message.degradedReason = object.degradedReason ?? "";
     message.completedTotal = object.completedTotal ?? 0;
     message.datasources = object.datasources?.map((e) => DatasourceHealth.fromPartial(e)) || [];
+    message.nodes = object.nodes?.map((e) => NodeRecord.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1698,6 +1869,9 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       case "probeReply":
         ProbeReply.encode(message.body.value, writer.uint32(58).fork()).join();
         break;
+      case "nodeReply":
+        NodeReply.encode(message.body.value, writer.uint32(66).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1771,6 +1945,14 @@ export const AgentMessage: MessageFns<AgentMessage> = {
             message.body = { $case: "probeReply", value: ProbeReply.decode(reader, reader.uint32()) };
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.body = { $case: "nodeReply", value: NodeReply.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1801,6 +1983,10 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         ? { $case: "probeReply", value: ProbeReply.fromJSON(object.probeReply) }
         : isSet(object.probe_reply)
         ? { $case: "probeReply", value: ProbeReply.fromJSON(object.probe_reply) }
+        : isSet(object.nodeReply)
+        ? { $case: "nodeReply", value: NodeReply.fromJSON(object.nodeReply) }
+        : isSet(object.node_reply)
+        ? { $case: "nodeReply", value: NodeReply.fromJSON(object.node_reply) }
         : undefined,
     };
   },
@@ -1821,6 +2007,8 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       obj.batch = AgentMessageBatch.toJSON(message.body.value);
     } else if (message.body?.$case === "probeReply") {
       obj.probeReply = ProbeReply.toJSON(message.body.value);
+    } else if (message.body?.$case === "nodeReply") {
+      obj.nodeReply = NodeReply.toJSON(message.body.value);
     }
     return obj;
   },
@@ -1870,6 +2058,12 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       case "probeReply": {
         if (object.body?.value !== undefined && object.body?.value !== null) {
           message.body = { $case: "probeReply", value: ProbeReply.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "nodeReply": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "nodeReply", value: NodeReply.fromPartial(object.body.value) };
         }
         break;
       }
@@ -2729,6 +2923,9 @@ export const HubMessage: MessageFns<HubMessage> = {
       case "ack":
         Ack.encode(message.body.value, writer.uint32(82).fork()).join();
         break;
+      case "nodeCommand":
+        NodeCommand.encode(message.body.value, writer.uint32(90).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2826,6 +3023,14 @@ export const HubMessage: MessageFns<HubMessage> = {
             message.body = { $case: "ack", value: Ack.decode(reader, reader.uint32()) };
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.body = { $case: "nodeCommand", value: NodeCommand.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2862,6 +3067,10 @@ export const HubMessage: MessageFns<HubMessage> = {
         ? { $case: "probe", value: Probe.fromJSON(object.probe) }
         : isSet(object.ack)
         ? { $case: "ack", value: Ack.fromJSON(object.ack) }
+        : isSet(object.nodeCommand)
+        ? { $case: "nodeCommand", value: NodeCommand.fromJSON(object.nodeCommand) }
+        : isSet(object.node_command)
+        ? { $case: "nodeCommand", value: NodeCommand.fromJSON(object.node_command) }
         : undefined,
     };
   },
@@ -2888,6 +3097,8 @@ export const HubMessage: MessageFns<HubMessage> = {
       obj.probe = Probe.toJSON(message.body.value);
     } else if (message.body?.$case === "ack") {
       obj.ack = Ack.toJSON(message.body.value);
+    } else if (message.body?.$case === "nodeCommand") {
+      obj.nodeCommand = NodeCommand.toJSON(message.body.value);
     }
     return obj;
   },
@@ -2958,7 +3169,1122 @@ export const HubMessage: MessageFns<HubMessage> = {
         }
         break;
       }
+      case "nodeCommand": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "nodeCommand", value: NodeCommand.fromPartial(object.body.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseNodeSpawn(): NodeSpawn {
+  return { nodeId: "", storagePath: "", port: 0, memoryLimitMb: 0, args: [], env: {}, binary: "", copyFrom: "" };
+}
+
+export const NodeSpawn: MessageFns<NodeSpawn> = {
+  encode(message: NodeSpawn, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.storagePath !== "") {
+      writer.uint32(18).string(message.storagePath);
+    }
+    if (message.port !== 0) {
+      writer.uint32(24).uint32(message.port);
+    }
+    if (message.memoryLimitMb !== 0) {
+      writer.uint32(32).uint64(message.memoryLimitMb);
+    }
+    for (const v of message.args) {
+      writer.uint32(42).string(v!);
+    }
+    globalThis.Object.entries(message.env).forEach(([key, value]: [string, string]) => {
+      NodeSpawn_EnvEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
+    });
+    if (message.binary !== "") {
+      writer.uint32(58).string(message.binary);
+    }
+    if (message.copyFrom !== "") {
+      writer.uint32(66).string(message.copyFrom);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeSpawn {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeSpawn();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.storagePath = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.port = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.memoryLimitMb = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.args.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            const entry6 = NodeSpawn_EnvEntry.decode(reader, reader.uint32());
+            if (entry6.value !== undefined) {
+              message.env[entry6.key] = entry6.value;
+            }
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.binary = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.copyFrom = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeSpawn {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      storagePath: isSet(object.storagePath)
+        ? globalThis.String(object.storagePath)
+        : isSet(object.storage_path)
+        ? globalThis.String(object.storage_path)
+        : "",
+      port: isSet(object.port) ? globalThis.Number(object.port) : 0,
+      memoryLimitMb: isSet(object.memoryLimitMb)
+        ? globalThis.Number(object.memoryLimitMb)
+        : isSet(object.memory_limit_mb)
+        ? globalThis.Number(object.memory_limit_mb)
+        : 0,
+      args: globalThis.Array.isArray(object?.args)
+        ? object.args.map((e: any) => globalThis.String(e))
+        : [],
+      env: isObject(object.env)
+        ? (globalThis.Object.entries(object.env) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      binary: isSet(object.binary) ? globalThis.String(object.binary) : "",
+      copyFrom: isSet(object.copyFrom)
+        ? globalThis.String(object.copyFrom)
+        : isSet(object.copy_from)
+        ? globalThis.String(object.copy_from)
+        : "",
+    };
+  },
+
+  toJSON(message: NodeSpawn): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.storagePath !== "") {
+      obj.storagePath = message.storagePath;
+    }
+    if (message.port !== 0) {
+      obj.port = Math.round(message.port);
+    }
+    if (message.memoryLimitMb !== 0) {
+      obj.memoryLimitMb = Math.round(message.memoryLimitMb);
+    }
+    if (message.args?.length) {
+      obj.args = message.args;
+    }
+    if (message.env) {
+      const entries = globalThis.Object.entries(message.env) as [string, string][];
+      if (entries.length > 0) {
+        obj.env = {};
+        entries.forEach(([k, v]) => {
+          obj.env[k] = v;
+        });
+      }
+    }
+    if (message.binary !== "") {
+      obj.binary = message.binary;
+    }
+    if (message.copyFrom !== "") {
+      obj.copyFrom = message.copyFrom;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeSpawn>, I>>(base?: I): NodeSpawn {
+    return NodeSpawn.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeSpawn>, I>>(object: I): NodeSpawn {
+    const message = createBaseNodeSpawn();
+    message.nodeId = object.nodeId ?? "";
+    message.storagePath = object.storagePath ?? "";
+    message.port = object.port ?? 0;
+    message.memoryLimitMb = object.memoryLimitMb ?? 0;
+    message.args = object.args?.map((e) => e) || [];
+    message.env = (globalThis.Object.entries(object.env ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.binary = object.binary ?? "";
+    message.copyFrom = object.copyFrom ?? "";
+    return message;
+  },
+};
+
+function createBaseNodeSpawn_EnvEntry(): NodeSpawn_EnvEntry {
+  return { key: "", value: "" };
+}
+
+export const NodeSpawn_EnvEntry: MessageFns<NodeSpawn_EnvEntry> = {
+  encode(message: NodeSpawn_EnvEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeSpawn_EnvEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeSpawn_EnvEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeSpawn_EnvEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: NodeSpawn_EnvEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeSpawn_EnvEntry>, I>>(base?: I): NodeSpawn_EnvEntry {
+    return NodeSpawn_EnvEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeSpawn_EnvEntry>, I>>(object: I): NodeSpawn_EnvEntry {
+    const message = createBaseNodeSpawn_EnvEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseNodeStop(): NodeStop {
+  return { nodeId: "", graceMs: 0, forget: false };
+}
+
+export const NodeStop: MessageFns<NodeStop> = {
+  encode(message: NodeStop, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.graceMs !== 0) {
+      writer.uint32(16).uint32(message.graceMs);
+    }
+    if (message.forget !== false) {
+      writer.uint32(24).bool(message.forget);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeStop {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeStop();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.graceMs = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.forget = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeStop {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      graceMs: isSet(object.graceMs)
+        ? globalThis.Number(object.graceMs)
+        : isSet(object.grace_ms)
+        ? globalThis.Number(object.grace_ms)
+        : 0,
+      forget: isSet(object.forget) ? globalThis.Boolean(object.forget) : false,
+    };
+  },
+
+  toJSON(message: NodeStop): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.graceMs !== 0) {
+      obj.graceMs = Math.round(message.graceMs);
+    }
+    if (message.forget !== false) {
+      obj.forget = message.forget;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeStop>, I>>(base?: I): NodeStop {
+    return NodeStop.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeStop>, I>>(object: I): NodeStop {
+    const message = createBaseNodeStop();
+    message.nodeId = object.nodeId ?? "";
+    message.graceMs = object.graceMs ?? 0;
+    message.forget = object.forget ?? false;
+    return message;
+  },
+};
+
+function createBaseNodeQuery(): NodeQuery {
+  return { nodeId: "" };
+}
+
+export const NodeQuery: MessageFns<NodeQuery> = {
+  encode(message: NodeQuery, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeQuery {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeQuery();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeQuery {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+    };
+  },
+
+  toJSON(message: NodeQuery): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeQuery>, I>>(base?: I): NodeQuery {
+    return NodeQuery.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeQuery>, I>>(object: I): NodeQuery {
+    const message = createBaseNodeQuery();
+    message.nodeId = object.nodeId ?? "";
+    return message;
+  },
+};
+
+function createBaseNodeList(): NodeList {
+  return {};
+}
+
+export const NodeList: MessageFns<NodeList> = {
+  encode(_: NodeList, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeList {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeList();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): NodeList {
+    return {};
+  },
+
+  toJSON(_: NodeList): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeList>, I>>(base?: I): NodeList {
+    return NodeList.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeList>, I>>(_: I): NodeList {
+    const message = createBaseNodeList();
+    return message;
+  },
+};
+
+function createBaseNodeLogs(): NodeLogs {
+  return { nodeId: "", stderr: false, offset: 0, maxBytes: 0 };
+}
+
+export const NodeLogs: MessageFns<NodeLogs> = {
+  encode(message: NodeLogs, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.stderr !== false) {
+      writer.uint32(16).bool(message.stderr);
+    }
+    if (message.offset !== 0) {
+      writer.uint32(24).int64(message.offset);
+    }
+    if (message.maxBytes !== 0) {
+      writer.uint32(32).uint32(message.maxBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeLogs {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeLogs();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.stderr = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.offset = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.maxBytes = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeLogs {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      stderr: isSet(object.stderr) ? globalThis.Boolean(object.stderr) : false,
+      offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
+      maxBytes: isSet(object.maxBytes)
+        ? globalThis.Number(object.maxBytes)
+        : isSet(object.max_bytes)
+        ? globalThis.Number(object.max_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: NodeLogs): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.stderr !== false) {
+      obj.stderr = message.stderr;
+    }
+    if (message.offset !== 0) {
+      obj.offset = Math.round(message.offset);
+    }
+    if (message.maxBytes !== 0) {
+      obj.maxBytes = Math.round(message.maxBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeLogs>, I>>(base?: I): NodeLogs {
+    return NodeLogs.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeLogs>, I>>(object: I): NodeLogs {
+    const message = createBaseNodeLogs();
+    message.nodeId = object.nodeId ?? "";
+    message.stderr = object.stderr ?? false;
+    message.offset = object.offset ?? 0;
+    message.maxBytes = object.maxBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseNodeCommand(): NodeCommand {
+  return { id: 0, op: undefined };
+}
+
+export const NodeCommand: MessageFns<NodeCommand> = {
+  encode(message: NodeCommand, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    switch (message.op?.$case) {
+      case "spawn":
+        NodeSpawn.encode(message.op.value, writer.uint32(18).fork()).join();
+        break;
+      case "stop":
+        NodeStop.encode(message.op.value, writer.uint32(26).fork()).join();
+        break;
+      case "status":
+        NodeQuery.encode(message.op.value, writer.uint32(34).fork()).join();
+        break;
+      case "list":
+        NodeList.encode(message.op.value, writer.uint32(42).fork()).join();
+        break;
+      case "logs":
+        NodeLogs.encode(message.op.value, writer.uint32(50).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeCommand {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeCommand();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.op = { $case: "spawn", value: NodeSpawn.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.op = { $case: "stop", value: NodeStop.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.op = { $case: "status", value: NodeQuery.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.op = { $case: "list", value: NodeList.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.op = { $case: "logs", value: NodeLogs.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeCommand {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      op: isSet(object.spawn)
+        ? { $case: "spawn", value: NodeSpawn.fromJSON(object.spawn) }
+        : isSet(object.stop)
+        ? { $case: "stop", value: NodeStop.fromJSON(object.stop) }
+        : isSet(object.status)
+        ? { $case: "status", value: NodeQuery.fromJSON(object.status) }
+        : isSet(object.list)
+        ? { $case: "list", value: NodeList.fromJSON(object.list) }
+        : isSet(object.logs)
+        ? { $case: "logs", value: NodeLogs.fromJSON(object.logs) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: NodeCommand): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.op?.$case === "spawn") {
+      obj.spawn = NodeSpawn.toJSON(message.op.value);
+    } else if (message.op?.$case === "stop") {
+      obj.stop = NodeStop.toJSON(message.op.value);
+    } else if (message.op?.$case === "status") {
+      obj.status = NodeQuery.toJSON(message.op.value);
+    } else if (message.op?.$case === "list") {
+      obj.list = NodeList.toJSON(message.op.value);
+    } else if (message.op?.$case === "logs") {
+      obj.logs = NodeLogs.toJSON(message.op.value);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeCommand>, I>>(base?: I): NodeCommand {
+    return NodeCommand.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeCommand>, I>>(object: I): NodeCommand {
+    const message = createBaseNodeCommand();
+    message.id = object.id ?? 0;
+    switch (object.op?.$case) {
+      case "spawn": {
+        if (object.op?.value !== undefined && object.op?.value !== null) {
+          message.op = { $case: "spawn", value: NodeSpawn.fromPartial(object.op.value) };
+        }
+        break;
+      }
+      case "stop": {
+        if (object.op?.value !== undefined && object.op?.value !== null) {
+          message.op = { $case: "stop", value: NodeStop.fromPartial(object.op.value) };
+        }
+        break;
+      }
+      case "status": {
+        if (object.op?.value !== undefined && object.op?.value !== null) {
+          message.op = { $case: "status", value: NodeQuery.fromPartial(object.op.value) };
+        }
+        break;
+      }
+      case "list": {
+        if (object.op?.value !== undefined && object.op?.value !== null) {
+          message.op = { $case: "list", value: NodeList.fromPartial(object.op.value) };
+        }
+        break;
+      }
+      case "logs": {
+        if (object.op?.value !== undefined && object.op?.value !== null) {
+          message.op = { $case: "logs", value: NodeLogs.fromPartial(object.op.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseNodeLogChunk(): NodeLogChunk {
+  return { data: Buffer.alloc(0), offset: 0, size: 0, rotated: false };
+}
+
+export const NodeLogChunk: MessageFns<NodeLogChunk> = {
+  encode(message: NodeLogChunk, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.data.length !== 0) {
+      writer.uint32(10).bytes(message.data);
+    }
+    if (message.offset !== 0) {
+      writer.uint32(16).int64(message.offset);
+    }
+    if (message.size !== 0) {
+      writer.uint32(24).int64(message.size);
+    }
+    if (message.rotated !== false) {
+      writer.uint32(32).bool(message.rotated);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeLogChunk {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeLogChunk();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.data = ((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.offset = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.size = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.rotated = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeLogChunk {
+    return {
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+      offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
+      rotated: isSet(object.rotated) ? globalThis.Boolean(object.rotated) : false,
+    };
+  },
+
+  toJSON(message: NodeLogChunk): unknown {
+    const obj: any = {};
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    if (message.offset !== 0) {
+      obj.offset = Math.round(message.offset);
+    }
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    if (message.rotated !== false) {
+      obj.rotated = message.rotated;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeLogChunk>, I>>(base?: I): NodeLogChunk {
+    return NodeLogChunk.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeLogChunk>, I>>(object: I): NodeLogChunk {
+    const message = createBaseNodeLogChunk();
+    message.data = object.data ?? Buffer.alloc(0);
+    message.offset = object.offset ?? 0;
+    message.size = object.size ?? 0;
+    message.rotated = object.rotated ?? false;
+    return message;
+  },
+};
+
+function createBaseNodeReply(): NodeReply {
+  return { id: 0, code: 0, errorMessage: "", nodes: [], logs: undefined };
+}
+
+export const NodeReply: MessageFns<NodeReply> = {
+  encode(message: NodeReply, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    if (message.code !== 0) {
+      writer.uint32(16).uint32(message.code);
+    }
+    if (message.errorMessage !== "") {
+      writer.uint32(26).string(message.errorMessage);
+    }
+    for (const v of message.nodes) {
+      NodeRecord.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.logs !== undefined) {
+      NodeLogChunk.encode(message.logs, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeReply {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeReply();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.id = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.code = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.errorMessage = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.nodes.push(NodeRecord.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.logs = NodeLogChunk.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeReply {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      errorMessage: isSet(object.errorMessage)
+        ? globalThis.String(object.errorMessage)
+        : isSet(object.error_message)
+        ? globalThis.String(object.error_message)
+        : "",
+      nodes: globalThis.Array.isArray(object?.nodes) ? object.nodes.map((e: any) => NodeRecord.fromJSON(e)) : [],
+      logs: isSet(object.logs) ? NodeLogChunk.fromJSON(object.logs) : undefined,
+    };
+  },
+
+  toJSON(message: NodeReply): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.errorMessage !== "") {
+      obj.errorMessage = message.errorMessage;
+    }
+    if (message.nodes?.length) {
+      obj.nodes = message.nodes.map((e) => NodeRecord.toJSON(e));
+    }
+    if (message.logs !== undefined) {
+      obj.logs = NodeLogChunk.toJSON(message.logs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeReply>, I>>(base?: I): NodeReply {
+    return NodeReply.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeReply>, I>>(object: I): NodeReply {
+    const message = createBaseNodeReply();
+    message.id = object.id ?? 0;
+    message.code = object.code ?? 0;
+    message.errorMessage = object.errorMessage ?? "";
+    message.nodes = object.nodes?.map((e) => NodeRecord.fromPartial(e)) || [];
+    message.logs = (object.logs !== undefined && object.logs !== null)
+      ? NodeLogChunk.fromPartial(object.logs)
+      : undefined;
     return message;
   },
 };
@@ -3065,6 +4391,14 @@ export const AgentServiceClient = makeGenericClientConstructor(
   service: typeof AgentServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

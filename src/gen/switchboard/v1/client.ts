@@ -22,6 +22,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { NodeRecord } from "./node.js";
 import {
   DatasourceHealth,
   Target,
@@ -257,6 +258,11 @@ export interface AgentInfo {
   inboxDepth: number;
   outboxDepth: number;
   datasources: DatasourceHealth[];
+  /** its local API, "host:port"; empty when it serves none */
+  agentEndpoint: string;
+  maxStorageNodes: number;
+  /** nodes the hub's registry wants running on it */
+  storageNodes: number;
 }
 
 export interface AgentInfo_LabelsEntry {
@@ -301,6 +307,141 @@ export interface ClusterStatusResponse {
   tasksTotal: number;
   pools: PoolStatus[];
   draining: boolean;
+  /** nodes the registry wants running */
+  nodesTotal: number;
+  nodesRunning: number;
+  /** crashed, backoff, or on an offline agent */
+  nodesUnhealthy: number;
+  /** "Cluster: 3 agents (3 healthy), 5 storage nodes (5 running) - healthy" */
+  summary: string;
+}
+
+export interface NodeInfo {
+  nodeId: string;
+  agentId: string;
+  /** as the agent reports it (or last reported it) */
+  record:
+    | NodeRecord
+    | undefined;
+  /** running | stopped: what the hub's registry wants */
+  desired: string;
+  /** the agent could not be asked: record is the hub's cached copy */
+  stale: boolean;
+  /** how old the record is */
+  ageMs: number;
+  /** "hostname:port" */
+  endpoint: string;
+  /** may be started elsewhere when its agent stays offline */
+  reschedule: boolean;
+  /** placement labels it was spawned with */
+  labels: { [key: string]: string };
+  createdAtMs: number;
+}
+
+export interface NodeInfo_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface SpawnNodeRequest {
+  /** empty: the hub chooses */
+  agentId: string;
+  storagePath: string;
+  port: number;
+  memoryLimitMb: number;
+  args: string[];
+  env: { [key: string]: string };
+  binary: string;
+  /** placement: only agents with these labels */
+  labels: { [key: string]: string };
+  /** placement: only agents of this pool */
+  pool: string;
+  reschedule: boolean;
+  /** empty: the hub generates node-<uuid> */
+  nodeId: string;
+}
+
+export interface SpawnNodeRequest_EnvEntry {
+  key: string;
+  value: string;
+}
+
+export interface SpawnNodeRequest_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface StopNodeRequest {
+  nodeId: string;
+  /** when given, must be the node's agent */
+  agentId: string;
+  graceMs: number;
+}
+
+export interface GetNodeStatusRequest {
+  nodeId: string;
+}
+
+export interface ListNodesRequest {
+  /** empty: the whole cluster */
+  agentId: string;
+  includeStopped: boolean;
+}
+
+export interface ListNodesResponse {
+  nodes: NodeInfo[];
+}
+
+export interface SpawnNodesRequest {
+  nodes: SpawnNodeRequest[];
+  /** all or none: when one fails, the ones started are stopped again */
+  atomic: boolean;
+}
+
+export interface StopNodesRequest {
+  nodes: StopNodeRequest[];
+}
+
+export interface NodeBatchItem {
+  /** set on success */
+  node:
+    | NodeInfo
+    | undefined;
+  /** gRPC status code; 0 = OK */
+  code: number;
+  errorMessage: string;
+  nodeId: string;
+}
+
+export interface NodeBatchResponse {
+  /** in request order */
+  items: NodeBatchItem[];
+}
+
+export interface MigrateNodeRequest {
+  nodeId: string;
+  toAgentId: string;
+  /** copy the data dir (both agents on one machine or a shared disk) */
+  copyData: boolean;
+  /** 0: the same port */
+  port: number;
+  /** empty: the same path */
+  storagePath: string;
+}
+
+export interface NodeLogsRequest {
+  nodeId: string;
+  stderr: boolean;
+  /** negative: the last -offset bytes */
+  offset: number;
+  maxBytes: number;
+}
+
+export interface NodeLogsResponse {
+  data: Buffer;
+  offset: number;
+  size: number;
+  rotated: boolean;
 }
 
 export interface TokenInfo {
@@ -1735,6 +1876,9 @@ function createBaseAgentInfo(): AgentInfo {
     inboxDepth: 0,
     outboxDepth: 0,
     datasources: [],
+    agentEndpoint: "",
+    maxStorageNodes: 0,
+    storageNodes: 0,
   };
 }
 
@@ -1799,6 +1943,15 @@ export const AgentInfo: MessageFns<AgentInfo> = {
     }
     for (const v of message.datasources) {
       DatasourceHealth.encode(v!, writer.uint32(162).fork()).join();
+    }
+    if (message.agentEndpoint !== "") {
+      writer.uint32(170).string(message.agentEndpoint);
+    }
+    if (message.maxStorageNodes !== 0) {
+      writer.uint32(176).uint32(message.maxStorageNodes);
+    }
+    if (message.storageNodes !== 0) {
+      writer.uint32(184).uint32(message.storageNodes);
     }
     return writer;
   },
@@ -1979,6 +2132,30 @@ export const AgentInfo: MessageFns<AgentInfo> = {
             message.datasources.push(DatasourceHealth.decode(reader, reader.uint32()));
             continue;
           }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.agentEndpoint = reader.string();
+            continue;
+          }
+          case 22: {
+            if (tag !== 176) {
+              break;
+            }
+
+            message.maxStorageNodes = reader.uint32();
+            continue;
+          }
+          case 23: {
+            if (tag !== 184) {
+              break;
+            }
+
+            message.storageNodes = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2072,6 +2249,21 @@ export const AgentInfo: MessageFns<AgentInfo> = {
       datasources: globalThis.Array.isArray(object?.datasources)
         ? object.datasources.map((e: any) => DatasourceHealth.fromJSON(e))
         : [],
+      agentEndpoint: isSet(object.agentEndpoint)
+        ? globalThis.String(object.agentEndpoint)
+        : isSet(object.agent_endpoint)
+        ? globalThis.String(object.agent_endpoint)
+        : "",
+      maxStorageNodes: isSet(object.maxStorageNodes)
+        ? globalThis.Number(object.maxStorageNodes)
+        : isSet(object.max_storage_nodes)
+        ? globalThis.Number(object.max_storage_nodes)
+        : 0,
+      storageNodes: isSet(object.storageNodes)
+        ? globalThis.Number(object.storageNodes)
+        : isSet(object.storage_nodes)
+        ? globalThis.Number(object.storage_nodes)
+        : 0,
     };
   },
 
@@ -2143,6 +2335,15 @@ export const AgentInfo: MessageFns<AgentInfo> = {
     if (message.datasources?.length) {
       obj.datasources = message.datasources.map((e) => DatasourceHealth.toJSON(e));
     }
+    if (message.agentEndpoint !== "") {
+      obj.agentEndpoint = message.agentEndpoint;
+    }
+    if (message.maxStorageNodes !== 0) {
+      obj.maxStorageNodes = Math.round(message.maxStorageNodes);
+    }
+    if (message.storageNodes !== 0) {
+      obj.storageNodes = Math.round(message.storageNodes);
+    }
     return obj;
   },
 
@@ -2179,6 +2380,9 @@ export const AgentInfo: MessageFns<AgentInfo> = {
     message.inboxDepth = object.inboxDepth ?? 0;
     message.outboxDepth = object.outboxDepth ?? 0;
     message.datasources = object.datasources?.map((e) => DatasourceHealth.fromPartial(e)) || [];
+    message.agentEndpoint = object.agentEndpoint ?? "";
+    message.maxStorageNodes = object.maxStorageNodes ?? 0;
+    message.storageNodes = object.storageNodes ?? 0;
     return message;
   },
 };
@@ -2701,6 +2905,10 @@ function createBaseClusterStatusResponse(): ClusterStatusResponse {
     tasksTotal: 0,
     pools: [],
     draining: false,
+    nodesTotal: 0,
+    nodesRunning: 0,
+    nodesUnhealthy: 0,
+    summary: "",
   };
 }
 
@@ -2738,6 +2946,18 @@ export const ClusterStatusResponse: MessageFns<ClusterStatusResponse> = {
     }
     if (message.draining !== false) {
       writer.uint32(88).bool(message.draining);
+    }
+    if (message.nodesTotal !== 0) {
+      writer.uint32(96).uint32(message.nodesTotal);
+    }
+    if (message.nodesRunning !== 0) {
+      writer.uint32(104).uint32(message.nodesRunning);
+    }
+    if (message.nodesUnhealthy !== 0) {
+      writer.uint32(112).uint32(message.nodesUnhealthy);
+    }
+    if (message.summary !== "") {
+      writer.uint32(122).string(message.summary);
     }
     return writer;
   },
@@ -2843,6 +3063,38 @@ export const ClusterStatusResponse: MessageFns<ClusterStatusResponse> = {
             message.draining = reader.bool();
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.nodesTotal = reader.uint32();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.nodesRunning = reader.uint32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.nodesUnhealthy = reader.uint32();
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.summary = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2906,6 +3158,22 @@ export const ClusterStatusResponse: MessageFns<ClusterStatusResponse> = {
         ? object.pools.map((e: any) => PoolStatus.fromJSON(e))
         : [],
       draining: isSet(object.draining) ? globalThis.Boolean(object.draining) : false,
+      nodesTotal: isSet(object.nodesTotal)
+        ? globalThis.Number(object.nodesTotal)
+        : isSet(object.nodes_total)
+        ? globalThis.Number(object.nodes_total)
+        : 0,
+      nodesRunning: isSet(object.nodesRunning)
+        ? globalThis.Number(object.nodesRunning)
+        : isSet(object.nodes_running)
+        ? globalThis.Number(object.nodes_running)
+        : 0,
+      nodesUnhealthy: isSet(object.nodesUnhealthy)
+        ? globalThis.Number(object.nodesUnhealthy)
+        : isSet(object.nodes_unhealthy)
+        ? globalThis.Number(object.nodes_unhealthy)
+        : 0,
+      summary: isSet(object.summary) ? globalThis.String(object.summary) : "",
     };
   },
 
@@ -2944,6 +3212,18 @@ export const ClusterStatusResponse: MessageFns<ClusterStatusResponse> = {
     if (message.draining !== false) {
       obj.draining = message.draining;
     }
+    if (message.nodesTotal !== 0) {
+      obj.nodesTotal = Math.round(message.nodesTotal);
+    }
+    if (message.nodesRunning !== 0) {
+      obj.nodesRunning = Math.round(message.nodesRunning);
+    }
+    if (message.nodesUnhealthy !== 0) {
+      obj.nodesUnhealthy = Math.round(message.nodesUnhealthy);
+    }
+    if (message.summary !== "") {
+      obj.summary = message.summary;
+    }
     return obj;
   },
 
@@ -2963,6 +3243,1941 @@ export const ClusterStatusResponse: MessageFns<ClusterStatusResponse> = {
     message.tasksTotal = object.tasksTotal ?? 0;
     message.pools = object.pools?.map((e) => PoolStatus.fromPartial(e)) || [];
     message.draining = object.draining ?? false;
+    message.nodesTotal = object.nodesTotal ?? 0;
+    message.nodesRunning = object.nodesRunning ?? 0;
+    message.nodesUnhealthy = object.nodesUnhealthy ?? 0;
+    message.summary = object.summary ?? "";
+    return message;
+  },
+};
+
+function createBaseNodeInfo(): NodeInfo {
+  return {
+    nodeId: "",
+    agentId: "",
+    record: undefined,
+    desired: "",
+    stale: false,
+    ageMs: 0,
+    endpoint: "",
+    reschedule: false,
+    labels: {},
+    createdAtMs: 0,
+  };
+}
+
+export const NodeInfo: MessageFns<NodeInfo> = {
+  encode(message: NodeInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.agentId !== "") {
+      writer.uint32(18).string(message.agentId);
+    }
+    if (message.record !== undefined) {
+      NodeRecord.encode(message.record, writer.uint32(26).fork()).join();
+    }
+    if (message.desired !== "") {
+      writer.uint32(34).string(message.desired);
+    }
+    if (message.stale !== false) {
+      writer.uint32(40).bool(message.stale);
+    }
+    if (message.ageMs !== 0) {
+      writer.uint32(48).int64(message.ageMs);
+    }
+    if (message.endpoint !== "") {
+      writer.uint32(58).string(message.endpoint);
+    }
+    if (message.reschedule !== false) {
+      writer.uint32(64).bool(message.reschedule);
+    }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      NodeInfo_LabelsEntry.encode({ key: key as any, value }, writer.uint32(74).fork()).join();
+    });
+    if (message.createdAtMs !== 0) {
+      writer.uint32(80).int64(message.createdAtMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.agentId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.record = NodeRecord.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.desired = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.stale = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.ageMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.endpoint = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.reschedule = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            const entry9 = NodeInfo_LabelsEntry.decode(reader, reader.uint32());
+            if (entry9.value !== undefined) {
+              message.labels[entry9.key] = entry9.value;
+            }
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.createdAtMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeInfo {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      agentId: isSet(object.agentId)
+        ? globalThis.String(object.agentId)
+        : isSet(object.agent_id)
+        ? globalThis.String(object.agent_id)
+        : "",
+      record: isSet(object.record) ? NodeRecord.fromJSON(object.record) : undefined,
+      desired: isSet(object.desired) ? globalThis.String(object.desired) : "",
+      stale: isSet(object.stale) ? globalThis.Boolean(object.stale) : false,
+      ageMs: isSet(object.ageMs)
+        ? globalThis.Number(object.ageMs)
+        : isSet(object.age_ms)
+        ? globalThis.Number(object.age_ms)
+        : 0,
+      endpoint: isSet(object.endpoint) ? globalThis.String(object.endpoint) : "",
+      reschedule: isSet(object.reschedule) ? globalThis.Boolean(object.reschedule) : false,
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      createdAtMs: isSet(object.createdAtMs)
+        ? globalThis.Number(object.createdAtMs)
+        : isSet(object.created_at_ms)
+        ? globalThis.Number(object.created_at_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: NodeInfo): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.agentId !== "") {
+      obj.agentId = message.agentId;
+    }
+    if (message.record !== undefined) {
+      obj.record = NodeRecord.toJSON(message.record);
+    }
+    if (message.desired !== "") {
+      obj.desired = message.desired;
+    }
+    if (message.stale !== false) {
+      obj.stale = message.stale;
+    }
+    if (message.ageMs !== 0) {
+      obj.ageMs = Math.round(message.ageMs);
+    }
+    if (message.endpoint !== "") {
+      obj.endpoint = message.endpoint;
+    }
+    if (message.reschedule !== false) {
+      obj.reschedule = message.reschedule;
+    }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
+    if (message.createdAtMs !== 0) {
+      obj.createdAtMs = Math.round(message.createdAtMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeInfo>, I>>(base?: I): NodeInfo {
+    return NodeInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeInfo>, I>>(object: I): NodeInfo {
+    const message = createBaseNodeInfo();
+    message.nodeId = object.nodeId ?? "";
+    message.agentId = object.agentId ?? "";
+    message.record = (object.record !== undefined && object.record !== null)
+      ? NodeRecord.fromPartial(object.record)
+      : undefined;
+    message.desired = object.desired ?? "";
+    message.stale = object.stale ?? false;
+    message.ageMs = object.ageMs ?? 0;
+    message.endpoint = object.endpoint ?? "";
+    message.reschedule = object.reschedule ?? false;
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.createdAtMs = object.createdAtMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseNodeInfo_LabelsEntry(): NodeInfo_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const NodeInfo_LabelsEntry: MessageFns<NodeInfo_LabelsEntry> = {
+  encode(message: NodeInfo_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeInfo_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeInfo_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeInfo_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: NodeInfo_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeInfo_LabelsEntry>, I>>(base?: I): NodeInfo_LabelsEntry {
+    return NodeInfo_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeInfo_LabelsEntry>, I>>(object: I): NodeInfo_LabelsEntry {
+    const message = createBaseNodeInfo_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseSpawnNodeRequest(): SpawnNodeRequest {
+  return {
+    agentId: "",
+    storagePath: "",
+    port: 0,
+    memoryLimitMb: 0,
+    args: [],
+    env: {},
+    binary: "",
+    labels: {},
+    pool: "",
+    reschedule: false,
+    nodeId: "",
+  };
+}
+
+export const SpawnNodeRequest: MessageFns<SpawnNodeRequest> = {
+  encode(message: SpawnNodeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.agentId !== "") {
+      writer.uint32(10).string(message.agentId);
+    }
+    if (message.storagePath !== "") {
+      writer.uint32(18).string(message.storagePath);
+    }
+    if (message.port !== 0) {
+      writer.uint32(24).uint32(message.port);
+    }
+    if (message.memoryLimitMb !== 0) {
+      writer.uint32(32).uint64(message.memoryLimitMb);
+    }
+    for (const v of message.args) {
+      writer.uint32(42).string(v!);
+    }
+    globalThis.Object.entries(message.env).forEach(([key, value]: [string, string]) => {
+      SpawnNodeRequest_EnvEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
+    });
+    if (message.binary !== "") {
+      writer.uint32(58).string(message.binary);
+    }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      SpawnNodeRequest_LabelsEntry.encode({ key: key as any, value }, writer.uint32(66).fork()).join();
+    });
+    if (message.pool !== "") {
+      writer.uint32(74).string(message.pool);
+    }
+    if (message.reschedule !== false) {
+      writer.uint32(80).bool(message.reschedule);
+    }
+    if (message.nodeId !== "") {
+      writer.uint32(90).string(message.nodeId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SpawnNodeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSpawnNodeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agentId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.storagePath = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.port = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.memoryLimitMb = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.args.push(reader.string());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            const entry6 = SpawnNodeRequest_EnvEntry.decode(reader, reader.uint32());
+            if (entry6.value !== undefined) {
+              message.env[entry6.key] = entry6.value;
+            }
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.binary = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            const entry8 = SpawnNodeRequest_LabelsEntry.decode(reader, reader.uint32());
+            if (entry8.value !== undefined) {
+              message.labels[entry8.key] = entry8.value;
+            }
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.pool = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.reschedule = reader.bool();
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SpawnNodeRequest {
+    return {
+      agentId: isSet(object.agentId)
+        ? globalThis.String(object.agentId)
+        : isSet(object.agent_id)
+        ? globalThis.String(object.agent_id)
+        : "",
+      storagePath: isSet(object.storagePath)
+        ? globalThis.String(object.storagePath)
+        : isSet(object.storage_path)
+        ? globalThis.String(object.storage_path)
+        : "",
+      port: isSet(object.port) ? globalThis.Number(object.port) : 0,
+      memoryLimitMb: isSet(object.memoryLimitMb)
+        ? globalThis.Number(object.memoryLimitMb)
+        : isSet(object.memory_limit_mb)
+        ? globalThis.Number(object.memory_limit_mb)
+        : 0,
+      args: globalThis.Array.isArray(object?.args)
+        ? object.args.map((e: any) => globalThis.String(e))
+        : [],
+      env: isObject(object.env)
+        ? (globalThis.Object.entries(object.env) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      binary: isSet(object.binary) ? globalThis.String(object.binary) : "",
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      pool: isSet(object.pool) ? globalThis.String(object.pool) : "",
+      reschedule: isSet(object.reschedule) ? globalThis.Boolean(object.reschedule) : false,
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+    };
+  },
+
+  toJSON(message: SpawnNodeRequest): unknown {
+    const obj: any = {};
+    if (message.agentId !== "") {
+      obj.agentId = message.agentId;
+    }
+    if (message.storagePath !== "") {
+      obj.storagePath = message.storagePath;
+    }
+    if (message.port !== 0) {
+      obj.port = Math.round(message.port);
+    }
+    if (message.memoryLimitMb !== 0) {
+      obj.memoryLimitMb = Math.round(message.memoryLimitMb);
+    }
+    if (message.args?.length) {
+      obj.args = message.args;
+    }
+    if (message.env) {
+      const entries = globalThis.Object.entries(message.env) as [string, string][];
+      if (entries.length > 0) {
+        obj.env = {};
+        entries.forEach(([k, v]) => {
+          obj.env[k] = v;
+        });
+      }
+    }
+    if (message.binary !== "") {
+      obj.binary = message.binary;
+    }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
+    if (message.pool !== "") {
+      obj.pool = message.pool;
+    }
+    if (message.reschedule !== false) {
+      obj.reschedule = message.reschedule;
+    }
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SpawnNodeRequest>, I>>(base?: I): SpawnNodeRequest {
+    return SpawnNodeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SpawnNodeRequest>, I>>(object: I): SpawnNodeRequest {
+    const message = createBaseSpawnNodeRequest();
+    message.agentId = object.agentId ?? "";
+    message.storagePath = object.storagePath ?? "";
+    message.port = object.port ?? 0;
+    message.memoryLimitMb = object.memoryLimitMb ?? 0;
+    message.args = object.args?.map((e) => e) || [];
+    message.env = (globalThis.Object.entries(object.env ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.binary = object.binary ?? "";
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.pool = object.pool ?? "";
+    message.reschedule = object.reschedule ?? false;
+    message.nodeId = object.nodeId ?? "";
+    return message;
+  },
+};
+
+function createBaseSpawnNodeRequest_EnvEntry(): SpawnNodeRequest_EnvEntry {
+  return { key: "", value: "" };
+}
+
+export const SpawnNodeRequest_EnvEntry: MessageFns<SpawnNodeRequest_EnvEntry> = {
+  encode(message: SpawnNodeRequest_EnvEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SpawnNodeRequest_EnvEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSpawnNodeRequest_EnvEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SpawnNodeRequest_EnvEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: SpawnNodeRequest_EnvEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SpawnNodeRequest_EnvEntry>, I>>(base?: I): SpawnNodeRequest_EnvEntry {
+    return SpawnNodeRequest_EnvEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SpawnNodeRequest_EnvEntry>, I>>(object: I): SpawnNodeRequest_EnvEntry {
+    const message = createBaseSpawnNodeRequest_EnvEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseSpawnNodeRequest_LabelsEntry(): SpawnNodeRequest_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const SpawnNodeRequest_LabelsEntry: MessageFns<SpawnNodeRequest_LabelsEntry> = {
+  encode(message: SpawnNodeRequest_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SpawnNodeRequest_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSpawnNodeRequest_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SpawnNodeRequest_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: SpawnNodeRequest_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SpawnNodeRequest_LabelsEntry>, I>>(base?: I): SpawnNodeRequest_LabelsEntry {
+    return SpawnNodeRequest_LabelsEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SpawnNodeRequest_LabelsEntry>, I>>(object: I): SpawnNodeRequest_LabelsEntry {
+    const message = createBaseSpawnNodeRequest_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseStopNodeRequest(): StopNodeRequest {
+  return { nodeId: "", agentId: "", graceMs: 0 };
+}
+
+export const StopNodeRequest: MessageFns<StopNodeRequest> = {
+  encode(message: StopNodeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.agentId !== "") {
+      writer.uint32(18).string(message.agentId);
+    }
+    if (message.graceMs !== 0) {
+      writer.uint32(24).uint32(message.graceMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StopNodeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStopNodeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.agentId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.graceMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StopNodeRequest {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      agentId: isSet(object.agentId)
+        ? globalThis.String(object.agentId)
+        : isSet(object.agent_id)
+        ? globalThis.String(object.agent_id)
+        : "",
+      graceMs: isSet(object.graceMs)
+        ? globalThis.Number(object.graceMs)
+        : isSet(object.grace_ms)
+        ? globalThis.Number(object.grace_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: StopNodeRequest): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.agentId !== "") {
+      obj.agentId = message.agentId;
+    }
+    if (message.graceMs !== 0) {
+      obj.graceMs = Math.round(message.graceMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StopNodeRequest>, I>>(base?: I): StopNodeRequest {
+    return StopNodeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StopNodeRequest>, I>>(object: I): StopNodeRequest {
+    const message = createBaseStopNodeRequest();
+    message.nodeId = object.nodeId ?? "";
+    message.agentId = object.agentId ?? "";
+    message.graceMs = object.graceMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetNodeStatusRequest(): GetNodeStatusRequest {
+  return { nodeId: "" };
+}
+
+export const GetNodeStatusRequest: MessageFns<GetNodeStatusRequest> = {
+  encode(message: GetNodeStatusRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetNodeStatusRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetNodeStatusRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetNodeStatusRequest {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+    };
+  },
+
+  toJSON(message: GetNodeStatusRequest): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetNodeStatusRequest>, I>>(base?: I): GetNodeStatusRequest {
+    return GetNodeStatusRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetNodeStatusRequest>, I>>(object: I): GetNodeStatusRequest {
+    const message = createBaseGetNodeStatusRequest();
+    message.nodeId = object.nodeId ?? "";
+    return message;
+  },
+};
+
+function createBaseListNodesRequest(): ListNodesRequest {
+  return { agentId: "", includeStopped: false };
+}
+
+export const ListNodesRequest: MessageFns<ListNodesRequest> = {
+  encode(message: ListNodesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.agentId !== "") {
+      writer.uint32(10).string(message.agentId);
+    }
+    if (message.includeStopped !== false) {
+      writer.uint32(16).bool(message.includeStopped);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListNodesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListNodesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agentId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.includeStopped = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListNodesRequest {
+    return {
+      agentId: isSet(object.agentId)
+        ? globalThis.String(object.agentId)
+        : isSet(object.agent_id)
+        ? globalThis.String(object.agent_id)
+        : "",
+      includeStopped: isSet(object.includeStopped)
+        ? globalThis.Boolean(object.includeStopped)
+        : isSet(object.include_stopped)
+        ? globalThis.Boolean(object.include_stopped)
+        : false,
+    };
+  },
+
+  toJSON(message: ListNodesRequest): unknown {
+    const obj: any = {};
+    if (message.agentId !== "") {
+      obj.agentId = message.agentId;
+    }
+    if (message.includeStopped !== false) {
+      obj.includeStopped = message.includeStopped;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListNodesRequest>, I>>(base?: I): ListNodesRequest {
+    return ListNodesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListNodesRequest>, I>>(object: I): ListNodesRequest {
+    const message = createBaseListNodesRequest();
+    message.agentId = object.agentId ?? "";
+    message.includeStopped = object.includeStopped ?? false;
+    return message;
+  },
+};
+
+function createBaseListNodesResponse(): ListNodesResponse {
+  return { nodes: [] };
+}
+
+export const ListNodesResponse: MessageFns<ListNodesResponse> = {
+  encode(message: ListNodesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.nodes) {
+      NodeInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListNodesResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListNodesResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodes.push(NodeInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListNodesResponse {
+    return { nodes: globalThis.Array.isArray(object?.nodes) ? object.nodes.map((e: any) => NodeInfo.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: ListNodesResponse): unknown {
+    const obj: any = {};
+    if (message.nodes?.length) {
+      obj.nodes = message.nodes.map((e) => NodeInfo.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListNodesResponse>, I>>(base?: I): ListNodesResponse {
+    return ListNodesResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListNodesResponse>, I>>(object: I): ListNodesResponse {
+    const message = createBaseListNodesResponse();
+    message.nodes = object.nodes?.map((e) => NodeInfo.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseSpawnNodesRequest(): SpawnNodesRequest {
+  return { nodes: [], atomic: false };
+}
+
+export const SpawnNodesRequest: MessageFns<SpawnNodesRequest> = {
+  encode(message: SpawnNodesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.nodes) {
+      SpawnNodeRequest.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.atomic !== false) {
+      writer.uint32(16).bool(message.atomic);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SpawnNodesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSpawnNodesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodes.push(SpawnNodeRequest.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.atomic = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SpawnNodesRequest {
+    return {
+      nodes: globalThis.Array.isArray(object?.nodes) ? object.nodes.map((e: any) => SpawnNodeRequest.fromJSON(e)) : [],
+      atomic: isSet(object.atomic) ? globalThis.Boolean(object.atomic) : false,
+    };
+  },
+
+  toJSON(message: SpawnNodesRequest): unknown {
+    const obj: any = {};
+    if (message.nodes?.length) {
+      obj.nodes = message.nodes.map((e) => SpawnNodeRequest.toJSON(e));
+    }
+    if (message.atomic !== false) {
+      obj.atomic = message.atomic;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<SpawnNodesRequest>, I>>(base?: I): SpawnNodesRequest {
+    return SpawnNodesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<SpawnNodesRequest>, I>>(object: I): SpawnNodesRequest {
+    const message = createBaseSpawnNodesRequest();
+    message.nodes = object.nodes?.map((e) => SpawnNodeRequest.fromPartial(e)) || [];
+    message.atomic = object.atomic ?? false;
+    return message;
+  },
+};
+
+function createBaseStopNodesRequest(): StopNodesRequest {
+  return { nodes: [] };
+}
+
+export const StopNodesRequest: MessageFns<StopNodesRequest> = {
+  encode(message: StopNodesRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.nodes) {
+      StopNodeRequest.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StopNodesRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStopNodesRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodes.push(StopNodeRequest.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StopNodesRequest {
+    return {
+      nodes: globalThis.Array.isArray(object?.nodes) ? object.nodes.map((e: any) => StopNodeRequest.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: StopNodesRequest): unknown {
+    const obj: any = {};
+    if (message.nodes?.length) {
+      obj.nodes = message.nodes.map((e) => StopNodeRequest.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StopNodesRequest>, I>>(base?: I): StopNodesRequest {
+    return StopNodesRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StopNodesRequest>, I>>(object: I): StopNodesRequest {
+    const message = createBaseStopNodesRequest();
+    message.nodes = object.nodes?.map((e) => StopNodeRequest.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseNodeBatchItem(): NodeBatchItem {
+  return { node: undefined, code: 0, errorMessage: "", nodeId: "" };
+}
+
+export const NodeBatchItem: MessageFns<NodeBatchItem> = {
+  encode(message: NodeBatchItem, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.node !== undefined) {
+      NodeInfo.encode(message.node, writer.uint32(10).fork()).join();
+    }
+    if (message.code !== 0) {
+      writer.uint32(16).uint32(message.code);
+    }
+    if (message.errorMessage !== "") {
+      writer.uint32(26).string(message.errorMessage);
+    }
+    if (message.nodeId !== "") {
+      writer.uint32(34).string(message.nodeId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeBatchItem {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeBatchItem();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.node = NodeInfo.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.code = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.errorMessage = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeBatchItem {
+    return {
+      node: isSet(object.node) ? NodeInfo.fromJSON(object.node) : undefined,
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      errorMessage: isSet(object.errorMessage)
+        ? globalThis.String(object.errorMessage)
+        : isSet(object.error_message)
+        ? globalThis.String(object.error_message)
+        : "",
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+    };
+  },
+
+  toJSON(message: NodeBatchItem): unknown {
+    const obj: any = {};
+    if (message.node !== undefined) {
+      obj.node = NodeInfo.toJSON(message.node);
+    }
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.errorMessage !== "") {
+      obj.errorMessage = message.errorMessage;
+    }
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeBatchItem>, I>>(base?: I): NodeBatchItem {
+    return NodeBatchItem.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeBatchItem>, I>>(object: I): NodeBatchItem {
+    const message = createBaseNodeBatchItem();
+    message.node = (object.node !== undefined && object.node !== null) ? NodeInfo.fromPartial(object.node) : undefined;
+    message.code = object.code ?? 0;
+    message.errorMessage = object.errorMessage ?? "";
+    message.nodeId = object.nodeId ?? "";
+    return message;
+  },
+};
+
+function createBaseNodeBatchResponse(): NodeBatchResponse {
+  return { items: [] };
+}
+
+export const NodeBatchResponse: MessageFns<NodeBatchResponse> = {
+  encode(message: NodeBatchResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.items) {
+      NodeBatchItem.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeBatchResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeBatchResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.items.push(NodeBatchItem.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeBatchResponse {
+    return {
+      items: globalThis.Array.isArray(object?.items) ? object.items.map((e: any) => NodeBatchItem.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: NodeBatchResponse): unknown {
+    const obj: any = {};
+    if (message.items?.length) {
+      obj.items = message.items.map((e) => NodeBatchItem.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeBatchResponse>, I>>(base?: I): NodeBatchResponse {
+    return NodeBatchResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeBatchResponse>, I>>(object: I): NodeBatchResponse {
+    const message = createBaseNodeBatchResponse();
+    message.items = object.items?.map((e) => NodeBatchItem.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseMigrateNodeRequest(): MigrateNodeRequest {
+  return { nodeId: "", toAgentId: "", copyData: false, port: 0, storagePath: "" };
+}
+
+export const MigrateNodeRequest: MessageFns<MigrateNodeRequest> = {
+  encode(message: MigrateNodeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.toAgentId !== "") {
+      writer.uint32(18).string(message.toAgentId);
+    }
+    if (message.copyData !== false) {
+      writer.uint32(24).bool(message.copyData);
+    }
+    if (message.port !== 0) {
+      writer.uint32(32).uint32(message.port);
+    }
+    if (message.storagePath !== "") {
+      writer.uint32(42).string(message.storagePath);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MigrateNodeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMigrateNodeRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.toAgentId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.copyData = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.port = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.storagePath = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MigrateNodeRequest {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      toAgentId: isSet(object.toAgentId)
+        ? globalThis.String(object.toAgentId)
+        : isSet(object.to_agent_id)
+        ? globalThis.String(object.to_agent_id)
+        : "",
+      copyData: isSet(object.copyData)
+        ? globalThis.Boolean(object.copyData)
+        : isSet(object.copy_data)
+        ? globalThis.Boolean(object.copy_data)
+        : false,
+      port: isSet(object.port) ? globalThis.Number(object.port) : 0,
+      storagePath: isSet(object.storagePath)
+        ? globalThis.String(object.storagePath)
+        : isSet(object.storage_path)
+        ? globalThis.String(object.storage_path)
+        : "",
+    };
+  },
+
+  toJSON(message: MigrateNodeRequest): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.toAgentId !== "") {
+      obj.toAgentId = message.toAgentId;
+    }
+    if (message.copyData !== false) {
+      obj.copyData = message.copyData;
+    }
+    if (message.port !== 0) {
+      obj.port = Math.round(message.port);
+    }
+    if (message.storagePath !== "") {
+      obj.storagePath = message.storagePath;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<MigrateNodeRequest>, I>>(base?: I): MigrateNodeRequest {
+    return MigrateNodeRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MigrateNodeRequest>, I>>(object: I): MigrateNodeRequest {
+    const message = createBaseMigrateNodeRequest();
+    message.nodeId = object.nodeId ?? "";
+    message.toAgentId = object.toAgentId ?? "";
+    message.copyData = object.copyData ?? false;
+    message.port = object.port ?? 0;
+    message.storagePath = object.storagePath ?? "";
+    return message;
+  },
+};
+
+function createBaseNodeLogsRequest(): NodeLogsRequest {
+  return { nodeId: "", stderr: false, offset: 0, maxBytes: 0 };
+}
+
+export const NodeLogsRequest: MessageFns<NodeLogsRequest> = {
+  encode(message: NodeLogsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.nodeId !== "") {
+      writer.uint32(10).string(message.nodeId);
+    }
+    if (message.stderr !== false) {
+      writer.uint32(16).bool(message.stderr);
+    }
+    if (message.offset !== 0) {
+      writer.uint32(24).int64(message.offset);
+    }
+    if (message.maxBytes !== 0) {
+      writer.uint32(32).uint32(message.maxBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeLogsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeLogsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.nodeId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.stderr = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.offset = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.maxBytes = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeLogsRequest {
+    return {
+      nodeId: isSet(object.nodeId)
+        ? globalThis.String(object.nodeId)
+        : isSet(object.node_id)
+        ? globalThis.String(object.node_id)
+        : "",
+      stderr: isSet(object.stderr) ? globalThis.Boolean(object.stderr) : false,
+      offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
+      maxBytes: isSet(object.maxBytes)
+        ? globalThis.Number(object.maxBytes)
+        : isSet(object.max_bytes)
+        ? globalThis.Number(object.max_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: NodeLogsRequest): unknown {
+    const obj: any = {};
+    if (message.nodeId !== "") {
+      obj.nodeId = message.nodeId;
+    }
+    if (message.stderr !== false) {
+      obj.stderr = message.stderr;
+    }
+    if (message.offset !== 0) {
+      obj.offset = Math.round(message.offset);
+    }
+    if (message.maxBytes !== 0) {
+      obj.maxBytes = Math.round(message.maxBytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeLogsRequest>, I>>(base?: I): NodeLogsRequest {
+    return NodeLogsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeLogsRequest>, I>>(object: I): NodeLogsRequest {
+    const message = createBaseNodeLogsRequest();
+    message.nodeId = object.nodeId ?? "";
+    message.stderr = object.stderr ?? false;
+    message.offset = object.offset ?? 0;
+    message.maxBytes = object.maxBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseNodeLogsResponse(): NodeLogsResponse {
+  return { data: Buffer.alloc(0), offset: 0, size: 0, rotated: false };
+}
+
+export const NodeLogsResponse: MessageFns<NodeLogsResponse> = {
+  encode(message: NodeLogsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.data.length !== 0) {
+      writer.uint32(10).bytes(message.data);
+    }
+    if (message.offset !== 0) {
+      writer.uint32(16).int64(message.offset);
+    }
+    if (message.size !== 0) {
+      writer.uint32(24).int64(message.size);
+    }
+    if (message.rotated !== false) {
+      writer.uint32(32).bool(message.rotated);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeLogsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeLogsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.data = ((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.offset = longToNumber(reader.int64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.size = longToNumber(reader.int64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.rotated = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeLogsResponse {
+    return {
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+      offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
+      rotated: isSet(object.rotated) ? globalThis.Boolean(object.rotated) : false,
+    };
+  },
+
+  toJSON(message: NodeLogsResponse): unknown {
+    const obj: any = {};
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    if (message.offset !== 0) {
+      obj.offset = Math.round(message.offset);
+    }
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    if (message.rotated !== false) {
+      obj.rotated = message.rotated;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<NodeLogsResponse>, I>>(base?: I): NodeLogsResponse {
+    return NodeLogsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<NodeLogsResponse>, I>>(object: I): NodeLogsResponse {
+    const message = createBaseNodeLogsResponse();
+    message.data = object.data ?? Buffer.alloc(0);
+    message.offset = object.offset ?? 0;
+    message.size = object.size ?? 0;
+    message.rotated = object.rotated ?? false;
     return message;
   },
 };
@@ -4555,6 +6770,258 @@ export const AdminServiceClient = makeGenericClientConstructor(
   service: typeof AdminServiceService;
   serviceName: string;
 };
+
+/**
+ * Supervised nodes across agents. The hub's registry says what should run (intent); each agent says
+ * what does (reality). Reading needs a viewer token; spawn, stop and migrate an operator token.
+ */
+export type NodeServiceService = typeof NodeServiceService;
+export const NodeServiceService = {
+  /**
+   * Starts a node on the named agent, or on the healthy agent with the most free node slots that
+   * matches the labels; answers once the node is running (its port accepts connections).
+   */
+  spawnNode: {
+    path: "/switchboard.v1.NodeService/SpawnNode" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SpawnNodeRequest): Buffer => Buffer.from(SpawnNodeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SpawnNodeRequest => SpawnNodeRequest.decode(value),
+    responseSerialize: (value: NodeInfo): Buffer => Buffer.from(NodeInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): NodeInfo => NodeInfo.decode(value),
+  },
+  stopNode: {
+    path: "/switchboard.v1.NodeService/StopNode" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: StopNodeRequest): Buffer => Buffer.from(StopNodeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StopNodeRequest => StopNodeRequest.decode(value),
+    responseSerialize: (value: NodeInfo): Buffer => Buffer.from(NodeInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): NodeInfo => NodeInfo.decode(value),
+  },
+  /** Live from the agent; when it cannot be reached, the hub's cached record with stale = true. */
+  getNodeStatus: {
+    path: "/switchboard.v1.NodeService/GetNodeStatus" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetNodeStatusRequest): Buffer => Buffer.from(GetNodeStatusRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetNodeStatusRequest => GetNodeStatusRequest.decode(value),
+    responseSerialize: (value: NodeInfo): Buffer => Buffer.from(NodeInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): NodeInfo => NodeInfo.decode(value),
+  },
+  listNodes: {
+    path: "/switchboard.v1.NodeService/ListNodes" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListNodesRequest): Buffer => Buffer.from(ListNodesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListNodesRequest => ListNodesRequest.decode(value),
+    responseSerialize: (value: ListNodesResponse): Buffer => Buffer.from(ListNodesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListNodesResponse => ListNodesResponse.decode(value),
+  },
+  /** Each item independently (or, with atomic, all or none for spawns). */
+  spawnNodes: {
+    path: "/switchboard.v1.NodeService/SpawnNodes" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SpawnNodesRequest): Buffer => Buffer.from(SpawnNodesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SpawnNodesRequest => SpawnNodesRequest.decode(value),
+    responseSerialize: (value: NodeBatchResponse): Buffer => Buffer.from(NodeBatchResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): NodeBatchResponse => NodeBatchResponse.decode(value),
+  },
+  stopNodes: {
+    path: "/switchboard.v1.NodeService/StopNodes" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: StopNodesRequest): Buffer => Buffer.from(StopNodesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StopNodesRequest => StopNodesRequest.decode(value),
+    responseSerialize: (value: NodeBatchResponse): Buffer => Buffer.from(NodeBatchResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): NodeBatchResponse => NodeBatchResponse.decode(value),
+  },
+  /** Start on the target, wait until it answers, then stop the old one (copying the data first when asked). */
+  migrateNode: {
+    path: "/switchboard.v1.NodeService/MigrateNode" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MigrateNodeRequest): Buffer => Buffer.from(MigrateNodeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MigrateNodeRequest => MigrateNodeRequest.decode(value),
+    responseSerialize: (value: NodeInfo): Buffer => Buffer.from(NodeInfo.encode(value).finish()),
+    responseDeserialize: (value: Buffer): NodeInfo => NodeInfo.decode(value),
+  },
+  nodeLogs: {
+    path: "/switchboard.v1.NodeService/NodeLogs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: NodeLogsRequest): Buffer => Buffer.from(NodeLogsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): NodeLogsRequest => NodeLogsRequest.decode(value),
+    responseSerialize: (value: NodeLogsResponse): Buffer => Buffer.from(NodeLogsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): NodeLogsResponse => NodeLogsResponse.decode(value),
+  },
+} as const;
+
+export interface NodeServiceServer extends UntypedServiceImplementation {
+  /**
+   * Starts a node on the named agent, or on the healthy agent with the most free node slots that
+   * matches the labels; answers once the node is running (its port accepts connections).
+   */
+  spawnNode: handleUnaryCall<SpawnNodeRequest, NodeInfo>;
+  stopNode: handleUnaryCall<StopNodeRequest, NodeInfo>;
+  /** Live from the agent; when it cannot be reached, the hub's cached record with stale = true. */
+  getNodeStatus: handleUnaryCall<GetNodeStatusRequest, NodeInfo>;
+  listNodes: handleUnaryCall<ListNodesRequest, ListNodesResponse>;
+  /** Each item independently (or, with atomic, all or none for spawns). */
+  spawnNodes: handleUnaryCall<SpawnNodesRequest, NodeBatchResponse>;
+  stopNodes: handleUnaryCall<StopNodesRequest, NodeBatchResponse>;
+  /** Start on the target, wait until it answers, then stop the old one (copying the data first when asked). */
+  migrateNode: handleUnaryCall<MigrateNodeRequest, NodeInfo>;
+  nodeLogs: handleUnaryCall<NodeLogsRequest, NodeLogsResponse>;
+}
+
+export interface NodeServiceClient extends Client {
+  /**
+   * Starts a node on the named agent, or on the healthy agent with the most free node slots that
+   * matches the labels; answers once the node is running (its port accepts connections).
+   */
+  spawnNode(
+    request: SpawnNodeRequest,
+    callback: (error: ServiceError | null, response: NodeInfo) => void,
+  ): ClientUnaryCall;
+  spawnNode(
+    request: SpawnNodeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: NodeInfo) => void,
+  ): ClientUnaryCall;
+  spawnNode(
+    request: SpawnNodeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: NodeInfo) => void,
+  ): ClientUnaryCall;
+  stopNode(
+    request: StopNodeRequest,
+    callback: (error: ServiceError | null, response: NodeInfo) => void,
+  ): ClientUnaryCall;
+  stopNode(
+    request: StopNodeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: NodeInfo) => void,
+  ): ClientUnaryCall;
+  stopNode(
+    request: StopNodeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: NodeInfo) => void,
+  ): ClientUnaryCall;
+  /** Live from the agent; when it cannot be reached, the hub's cached record with stale = true. */
+  getNodeStatus(
+    request: GetNodeStatusRequest,
+    callback: (error: ServiceError | null, response: NodeInfo) => void,
+  ): ClientUnaryCall;
+  getNodeStatus(
+    request: GetNodeStatusRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: NodeInfo) => void,
+  ): ClientUnaryCall;
+  getNodeStatus(
+    request: GetNodeStatusRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: NodeInfo) => void,
+  ): ClientUnaryCall;
+  listNodes(
+    request: ListNodesRequest,
+    callback: (error: ServiceError | null, response: ListNodesResponse) => void,
+  ): ClientUnaryCall;
+  listNodes(
+    request: ListNodesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListNodesResponse) => void,
+  ): ClientUnaryCall;
+  listNodes(
+    request: ListNodesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListNodesResponse) => void,
+  ): ClientUnaryCall;
+  /** Each item independently (or, with atomic, all or none for spawns). */
+  spawnNodes(
+    request: SpawnNodesRequest,
+    callback: (error: ServiceError | null, response: NodeBatchResponse) => void,
+  ): ClientUnaryCall;
+  spawnNodes(
+    request: SpawnNodesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: NodeBatchResponse) => void,
+  ): ClientUnaryCall;
+  spawnNodes(
+    request: SpawnNodesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: NodeBatchResponse) => void,
+  ): ClientUnaryCall;
+  stopNodes(
+    request: StopNodesRequest,
+    callback: (error: ServiceError | null, response: NodeBatchResponse) => void,
+  ): ClientUnaryCall;
+  stopNodes(
+    request: StopNodesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: NodeBatchResponse) => void,
+  ): ClientUnaryCall;
+  stopNodes(
+    request: StopNodesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: NodeBatchResponse) => void,
+  ): ClientUnaryCall;
+  /** Start on the target, wait until it answers, then stop the old one (copying the data first when asked). */
+  migrateNode(
+    request: MigrateNodeRequest,
+    callback: (error: ServiceError | null, response: NodeInfo) => void,
+  ): ClientUnaryCall;
+  migrateNode(
+    request: MigrateNodeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: NodeInfo) => void,
+  ): ClientUnaryCall;
+  migrateNode(
+    request: MigrateNodeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: NodeInfo) => void,
+  ): ClientUnaryCall;
+  nodeLogs(
+    request: NodeLogsRequest,
+    callback: (error: ServiceError | null, response: NodeLogsResponse) => void,
+  ): ClientUnaryCall;
+  nodeLogs(
+    request: NodeLogsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: NodeLogsResponse) => void,
+  ): ClientUnaryCall;
+  nodeLogs(
+    request: NodeLogsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: NodeLogsResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const NodeServiceClient = makeGenericClientConstructor(
+  NodeServiceService,
+  "switchboard.v1.NodeService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): NodeServiceClient;
+  service: typeof NodeServiceService;
+  serviceName: string;
+};
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

@@ -1,0 +1,835 @@
+// Supervised nodes across agents. The hub's registry says what should run where (intent, persisted);
+// each agent says what does (reality, in its Hello, heartbeats and change reports). The two are
+// reconciled on every (re)connect. Operations travel as NodeCommands over the agent's own stream, so
+// the agent needs no inbound port; each is retried at 100, 200 and 400 ms when the stream breaks
+// under it, and bounded by a per-operation deadline (spawn 30 s, stop 10 s, status 5 s by default).
+import { randomUUID } from "node:crypto";
+import { Code, shownName, SwitchboardError } from "../common/errors.js";
+import type { Logger } from "../common/logger.js";
+import {
+  NodeSpawn,
+  type NodeCommand,
+  type NodeLogChunk,
+  type NodeReply,
+} from "../gen/switchboard/v1/agent.js";
+import type {
+  ListNodesRequest,
+  MigrateNodeRequest,
+  NodeBatchItem,
+  NodeInfo,
+  NodeLogsRequest,
+  SpawnNodeRequest,
+  StopNodeRequest,
+} from "../gen/switchboard/v1/client.js";
+import { NodeRecord } from "../gen/switchboard/v1/node.js";
+import type { AgentSession } from "./agent-session.js";
+import { poolAllowed, type Principal } from "./auth.js";
+import type { HubConfig } from "./config.js";
+import type { NodeRow, Store } from "./store/index.js";
+
+/** Delays between attempts when the agent's stream breaks under a command (seed 003). */
+const RETRY_DELAYS_MS = [100, 200, 400];
+const MAX_LOG_BYTES = 1024 * 1024;
+const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
+
+type Op = NonNullable<NodeCommand["op"]>;
+
+/** What the orchestrator needs of the hub. */
+export interface NodeHubView {
+  readonly sessions: ReadonlyMap<string, AgentSession>;
+  readonly config: HubConfig;
+  readonly store: Store;
+  readonly logger: Logger;
+}
+
+interface HubNode {
+  row: NodeRow;
+  spec: NodeSpawn;
+  record: NodeRecord | undefined;
+  /** A spawn, stop or migration in progress: reconcile and rescheduling leave it alone. */
+  busy: boolean;
+}
+
+interface Pending {
+  agentId: string;
+  session: AgentSession;
+  resolve: (r: NodeReply) => void;
+  reject: (e: Error) => void;
+}
+
+class Retryable extends SwitchboardError {}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export class NodeOrchestrator {
+  private readonly nodes = new Map<string, HubNode>();
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  /** When each agent was last seen going offline (or the hub's start, for agents not back yet). */
+  private readonly offlineSince = new Map<string, number>();
+  private readonly startedAt = Date.now();
+  private rescheduling = false;
+
+  constructor(private readonly hub: NodeHubView) {
+    for (const row of hub.store.listNodes()) {
+      this.nodes.set(row.id, {
+        row,
+        spec: NodeSpawn.decode(row.spec),
+        record: row.record ? NodeRecord.decode(row.record) : undefined,
+        busy: false,
+      });
+    }
+  }
+
+  private get log(): Logger {
+    return this.hub.logger;
+  }
+
+  // ---- hooks from the hub ------------------------------------------------------------------
+
+  /** A session opened (Welcome sent): reconcile the registry with what the agent runs. */
+  sessionOpened(s: AgentSession): void {
+    this.offlineSince.delete(s.agentId);
+    const reality = new Map(s.hello.nodes.map((n) => [n.nodeId, n]));
+    for (const n of s.hello.nodes) this.observe(s.agentId, n, false);
+    const actions: Promise<unknown>[] = [];
+    for (const [id, n] of reality) {
+      const node = this.nodes.get(id);
+      if (!node) {
+        if (n.status === "stopped") continue;
+        // Started through the agent's local API (or a registry lost with the hub's data): adopt it.
+        this.adopt(s, n);
+        continue;
+      }
+      if (node.busy) continue;
+      if (node.row.agentId !== s.agentId) {
+        if (n.status !== "stopped") {
+          this.log.warn(
+            { node_id: id, agent_id: s.agentId, now_on: node.row.agentId },
+            "node runs on an agent it was moved away from: stopping that copy",
+          );
+        }
+        actions.push(
+          this.command(
+            s.agentId,
+            { $case: "stop", value: { nodeId: id, graceMs: 0, forget: true } },
+            this.hub.config.nodes.stopTimeoutMs,
+          ),
+        );
+        continue;
+      }
+      if (node.row.desired === "stopped" && n.status !== "stopped") {
+        this.log.info({ node_id: id, agent_id: s.agentId }, "node should be stopped: stopping it");
+        actions.push(
+          this.command(
+            s.agentId,
+            { $case: "stop", value: { nodeId: id, graceMs: 0, forget: false } },
+            this.hub.config.nodes.stopTimeoutMs,
+          ),
+        );
+      } else if (node.row.desired === "running" && n.status === "stopped") {
+        actions.push(this.restore(s.agentId, node, "it was stopped on the agent"));
+      }
+    }
+    for (const node of this.nodes.values()) {
+      if (node.row.agentId !== s.agentId || node.row.desired !== "running" || node.busy) continue;
+      if (!reality.has(node.row.id))
+        actions.push(this.restore(s.agentId, node, "the agent does not know it"));
+    }
+    for (const a of actions) {
+      a.catch((err: unknown) =>
+        this.log.warn({ agent_id: s.agentId, err: (err as Error).message }, "node reconcile step failed"),
+      );
+    }
+  }
+
+  /** A session ended: commands in flight on it fail (and are retried on the agent's next session). */
+  sessionClosed(s: AgentSession): void {
+    if (this.hub.sessions.get(s.agentId) === undefined || this.hub.sessions.get(s.agentId) === s) {
+      this.offlineSince.set(s.agentId, Date.now());
+    }
+    for (const [id, p] of this.pending) {
+      if (p.session !== s) continue;
+      this.pending.delete(id);
+      p.reject(new Retryable(Code.UNAVAILABLE, `agent ${shownName(s.agentId)} disconnected`));
+    }
+  }
+
+  onHeartbeat(s: AgentSession, nodes: readonly NodeRecord[]): void {
+    for (const n of nodes) this.observe(s.agentId, n, false);
+  }
+
+  onReply(s: AgentSession, reply: NodeReply): void {
+    if (reply.id === 0) {
+      for (const n of reply.nodes) this.observe(s.agentId, n, true);
+      return;
+    }
+    const p = this.pending.get(reply.id);
+    if (!p || p.session !== s) return;
+    this.pending.delete(reply.id);
+    for (const n of reply.nodes) this.observe(s.agentId, n, false);
+    p.resolve(reply);
+  }
+
+  /** Once a second: reschedule nodes whose agent stayed offline past the timeout. */
+  tick(now = Date.now()): void {
+    if (this.rescheduling) return;
+    const after = this.hub.config.nodes.rescheduleAfterMs;
+    const due = [...this.nodes.values()].filter((n) => {
+      if (!n.row.reschedule || n.row.desired !== "running" || n.busy) return false;
+      if (this.hub.sessions.get(n.row.agentId)?.connected) return false;
+      const since = this.offlineSince.get(n.row.agentId) ?? this.startedAt;
+      return now - since >= after;
+    });
+    if (due.length === 0) return;
+    this.rescheduling = true;
+    void (async () => {
+      for (const n of due) {
+        try {
+          await this.reschedule(n);
+        } catch (err) {
+          this.log.warn({ node_id: n.row.id, err: (err as Error).message }, "rescheduling the node failed");
+        }
+      }
+    })().finally(() => (this.rescheduling = false));
+  }
+
+  // ---- operations --------------------------------------------------------------------------
+
+  async spawn(p: Principal, req: SpawnNodeRequest): Promise<NodeInfo> {
+    const nodeId = req.nodeId.trim() || `node-${randomUUID()}`;
+    if (!NODE_ID.test(nodeId)) {
+      throw new SwitchboardError(
+        Code.INVALID_ARGUMENT,
+        `node id ${shownName(nodeId)}: use 1-128 letters, digits and . _ : @ -`,
+      );
+    }
+    if (this.nodes.get(nodeId)?.row.desired === "running") {
+      throw new SwitchboardError(Code.ALREADY_EXISTS, `node ${nodeId} exists`);
+    }
+    if (req.storagePath.split(/[\\/]/).includes("..")) {
+      throw new SwitchboardError(
+        Code.INVALID_ARGUMENT,
+        `storage path ${shownName(req.storagePath)}: ".." is not allowed`,
+      );
+    }
+    if (req.port > 65_535)
+      throw new SwitchboardError(Code.INVALID_ARGUMENT, `port ${req.port}: expected 1 to 65535`);
+    const agentId = req.agentId
+      ? this.checkAgent(p, req.agentId).agentId
+      : this.place(p, req.labels, req.pool);
+    const spec: NodeSpawn = {
+      nodeId,
+      storagePath: req.storagePath,
+      port: req.port,
+      memoryLimitMb: req.memoryLimitMb,
+      args: req.args,
+      env: req.env,
+      binary: req.binary,
+      copyFrom: "",
+    };
+    const now = Date.now();
+    const node: HubNode = {
+      row: {
+        id: nodeId,
+        agentId,
+        desired: "running",
+        spec: NodeSpawn.encode(spec).finish(),
+        record: null,
+        recordAt: null,
+        reschedule: req.reschedule,
+        pool: req.pool,
+        labels: req.labels,
+        createdAt: now,
+        updatedAt: now,
+      },
+      spec,
+      record: undefined,
+      busy: true,
+    };
+    this.nodes.set(nodeId, node);
+    this.log.info(
+      { node_id: nodeId, agent_id: agentId, port: req.port },
+      "forwarding a node spawn to its agent",
+    );
+    try {
+      const reply = await this.spawnOn(agentId, spec);
+      node.busy = false;
+      this.save(node);
+      const n = reply.nodes[0];
+      this.log.info(
+        { node_id: nodeId, agent_id: agentId, pid: n?.pid, port: n?.port },
+        "agent spawned the node",
+      );
+      this.audit(p.name, "node.spawn", nodeId, { agent: agentId, port: n?.port ?? req.port });
+      return this.info(node, false);
+    } catch (err) {
+      // Nothing is recorded for a spawn that failed: the agent left nothing running either.
+      if (this.nodes.get(nodeId) === node) this.nodes.delete(nodeId);
+      this.hub.store.deleteNode(nodeId);
+      throw err;
+    }
+  }
+
+  /** Spawns the spec on the agent; a retry that finds the node already there takes it as started. */
+  private async spawnOn(agentId: string, spec: NodeSpawn): Promise<NodeReply> {
+    const timeout = this.hub.config.nodes.spawnTimeoutMs;
+    let attempt = 0;
+    return this.withRetries(agentId, timeout, async (remaining) => {
+      attempt++;
+      try {
+        return await this.commandOnce(agentId, { $case: "spawn", value: spec }, remaining);
+      } catch (err) {
+        if (attempt > 1 && err instanceof SwitchboardError && err.code === Code.ALREADY_EXISTS) {
+          return this.commandOnce(agentId, { $case: "status", value: { nodeId: spec.nodeId } }, remaining);
+        }
+        throw err;
+      }
+    });
+  }
+
+  async spawnMany(
+    p: Principal,
+    reqs: readonly SpawnNodeRequest[],
+    atomic: boolean,
+  ): Promise<NodeBatchItem[]> {
+    // Placement happens one by one (each spawn registers its node before the next is placed), the
+    // spawns themselves in parallel.
+    const started: Promise<NodeBatchItem>[] = [];
+    for (const req of reqs) {
+      started.push(
+        this.spawn(p, req).then(
+          (node) => ({ node, code: 0, errorMessage: "", nodeId: node.nodeId }),
+          (err: unknown) => batchError(err, req.nodeId),
+        ),
+      );
+      await Promise.resolve();
+    }
+    const items = await Promise.all(started);
+    if (atomic && items.some((i) => i.code !== 0)) {
+      for (const i of items) {
+        if (i.code !== 0 || !i.node) continue;
+        await this.stop(p, { nodeId: i.nodeId, agentId: "", graceMs: 0 }).catch(() => undefined);
+        i.code = Code.ABORTED;
+        i.errorMessage = "stopped again: another node of the atomic batch failed";
+        i.node = undefined;
+      }
+    }
+    return items;
+  }
+
+  async stop(p: Principal, req: StopNodeRequest): Promise<NodeInfo> {
+    const node = this.require(req.nodeId);
+    if (req.agentId && req.agentId !== node.row.agentId) {
+      throw new SwitchboardError(
+        Code.INVALID_ARGUMENT,
+        `node ${node.row.id} runs on agent ${node.row.agentId}, not ${shownName(req.agentId)}`,
+      );
+    }
+    this.checkAgent(p, node.row.agentId);
+    node.row.desired = "stopped";
+    node.busy = true;
+    this.save(node);
+    try {
+      await this.withRetries(node.row.agentId, this.hub.config.nodes.stopTimeoutMs, (remaining) =>
+        this.commandOnce(
+          node.row.agentId,
+          { $case: "stop", value: { nodeId: node.row.id, graceMs: req.graceMs, forget: false } },
+          remaining,
+        ),
+      ).catch((err: unknown) => {
+        // The agent no longer knows it: it is not running there, which is what was asked.
+        if (err instanceof SwitchboardError && err.code === Code.NOT_FOUND) return undefined;
+        throw err;
+      });
+    } finally {
+      node.busy = false;
+    }
+    this.save(node);
+    this.audit(p.name, "node.stop", node.row.id, { agent: node.row.agentId });
+    return this.info(node, false);
+  }
+
+  async stopMany(p: Principal, reqs: readonly StopNodeRequest[]): Promise<NodeBatchItem[]> {
+    return Promise.all(
+      reqs.map((r) =>
+        this.stop(p, r).then(
+          (node) => ({ node, code: 0, errorMessage: "", nodeId: node.nodeId }),
+          (err: unknown) => batchError(err, r.nodeId),
+        ),
+      ),
+    );
+  }
+
+  /** Live from the agent; its cached record marked stale when the agent cannot be asked. */
+  async status(p: Principal, nodeId: string): Promise<NodeInfo> {
+    const node = this.require(nodeId);
+    this.visible(p, node);
+    const s = this.hub.sessions.get(node.row.agentId);
+    if (!s?.connected) return this.info(node, true);
+    try {
+      await this.commandOnce(
+        node.row.agentId,
+        { $case: "status", value: { nodeId } },
+        this.hub.config.nodes.statusTimeoutMs,
+      );
+      return this.info(node, false);
+    } catch (err) {
+      if (err instanceof SwitchboardError && err.code === Code.NOT_FOUND) {
+        return this.info(node, false, "stopped");
+      }
+      if (
+        err instanceof SwitchboardError &&
+        err.code !== Code.DEADLINE_EXCEEDED &&
+        err.code !== Code.UNAVAILABLE
+      ) {
+        throw err;
+      }
+      return this.info(node, true);
+    }
+  }
+
+  list(p: Principal, req: ListNodesRequest): NodeInfo[] {
+    if (req.agentId && !this.hub.sessions.has(req.agentId) && !this.hub.store.getAgent(req.agentId)) {
+      throw new SwitchboardError(Code.NOT_FOUND, `no agent ${shownName(req.agentId)} is known to this hub`);
+    }
+    const out: NodeInfo[] = [];
+    for (const node of this.nodes.values()) {
+      if (req.agentId && node.row.agentId !== req.agentId) continue;
+      if (!req.includeStopped && node.row.desired === "stopped") continue;
+      if (!this.poolVisible(p, node)) continue;
+      out.push(this.info(node, !this.hub.sessions.get(node.row.agentId)?.connected));
+    }
+    return out;
+  }
+
+  async logs(p: Principal, req: NodeLogsRequest): Promise<NodeLogChunk> {
+    const node = this.require(req.nodeId);
+    this.visible(p, node);
+    this.connectedSession(node.row.agentId);
+    const reply = await this.commandOnce(
+      node.row.agentId,
+      {
+        $case: "logs",
+        value: {
+          nodeId: node.row.id,
+          stderr: req.stderr,
+          offset: req.offset,
+          maxBytes: Math.min(MAX_LOG_BYTES, req.maxBytes || 64 * 1024),
+        },
+      },
+      this.hub.config.nodes.statusTimeoutMs,
+    );
+    return reply.logs ?? { data: Buffer.alloc(0), offset: 0, size: 0, rotated: false };
+  }
+
+  /**
+   * Moves a node. Without copy_data: start on the target, wait until it runs, then stop the old one.
+   * With copy_data: stop the old one first (a consistent copy), copy its dir on the target (which must
+   * see it inside its own storage.data_path: the same machine or a shared disk), start there; if that
+   * fails, the old one is started again.
+   */
+  async migrate(p: Principal, req: MigrateNodeRequest): Promise<NodeInfo> {
+    const node = this.require(req.nodeId);
+    if (node.busy)
+      throw new SwitchboardError(
+        Code.FAILED_PRECONDITION,
+        `node ${node.row.id} is busy with another operation`,
+      );
+    if (node.row.desired !== "running") {
+      throw new SwitchboardError(
+        Code.FAILED_PRECONDITION,
+        `node ${node.row.id} is stopped: spawn it instead`,
+      );
+    }
+    if (!req.toAgentId) throw new SwitchboardError(Code.INVALID_ARGUMENT, "migrate needs a target agent");
+    if (req.toAgentId === node.row.agentId) {
+      throw new SwitchboardError(
+        Code.INVALID_ARGUMENT,
+        `node ${node.row.id} already runs on ${req.toAgentId}`,
+      );
+    }
+    this.checkAgent(p, node.row.agentId);
+    this.checkAgent(p, req.toAgentId);
+    const from = node.row.agentId;
+    const oldPath = node.record?.storagePath || node.spec.storagePath;
+    const spec: NodeSpawn = {
+      ...node.spec,
+      port: req.port || node.record?.port || node.spec.port,
+      storagePath: req.storagePath || node.spec.storagePath,
+      copyFrom: req.copyData ? oldPath : "",
+    };
+    node.busy = true;
+    try {
+      const stopOld = (): Promise<NodeReply> =>
+        this.withRetries(from, this.hub.config.nodes.stopTimeoutMs, (remaining) =>
+          this.commandOnce(
+            from,
+            { $case: "stop", value: { nodeId: node.row.id, graceMs: 0, forget: true } },
+            remaining,
+          ),
+        );
+      if (req.copyData) {
+        await stopOld();
+        try {
+          await this.spawnOn(req.toAgentId, spec);
+        } catch (err) {
+          await this.spawnOn(from, { ...node.spec, copyFrom: "" }).catch(() => undefined);
+          throw err;
+        }
+      } else {
+        await this.spawnOn(req.toAgentId, spec);
+        try {
+          await stopOld();
+        } catch (err) {
+          this.log.warn(
+            { node_id: node.row.id, agent_id: from, err: (err as Error).message },
+            "migrated node: stopping the old copy failed; it is stopped when its agent reconnects",
+          );
+        }
+      }
+      node.row.agentId = req.toAgentId;
+      node.spec = { ...spec, copyFrom: "" };
+      node.row.spec = NodeSpawn.encode(node.spec).finish();
+      this.save(node);
+      this.audit(p.name, "node.migrate", node.row.id, { from, to: req.toAgentId, copy_data: req.copyData });
+      this.log.info({ node_id: node.row.id, from, to: req.toAgentId }, "node migrated");
+      return this.info(node, false);
+    } finally {
+      node.busy = false;
+    }
+  }
+
+  /** Counts for cluster status and its one-line summary. */
+  summary(): { total: number; running: number; unhealthy: number } {
+    let total = 0;
+    let running = 0;
+    let unhealthy = 0;
+    for (const n of this.nodes.values()) {
+      if (n.row.desired !== "running") continue;
+      total++;
+      const online = this.hub.sessions.get(n.row.agentId)?.connected ?? false;
+      if (online && n.record?.status === "running") running++;
+      else if (!online || n.record?.status === "crashed" || n.record?.status === "backoff") unhealthy++;
+    }
+    return { total, running, unhealthy };
+  }
+
+  /** Nodes the registry wants running on an agent: its used slots. */
+  slotsUsed(agentId: string): number {
+    let n = 0;
+    for (const node of this.nodes.values())
+      if (node.row.agentId === agentId && node.row.desired === "running") n++;
+    return n;
+  }
+
+  // ---- internals ---------------------------------------------------------------------------
+
+  private require(nodeId: string): HubNode {
+    const node = this.nodes.get(nodeId);
+    if (!node)
+      throw new SwitchboardError(Code.NOT_FOUND, `no node ${shownName(nodeId)} is known to this hub`);
+    return node;
+  }
+
+  private poolVisible(p: Principal, node: HubNode): boolean {
+    const pool =
+      this.hub.sessions.get(node.row.agentId)?.pool ?? this.hub.store.getAgent(node.row.agentId)?.pool;
+    return pool === undefined || poolAllowed(p, pool);
+  }
+
+  private visible(p: Principal, node: HubNode): void {
+    if (!this.poolVisible(p, node)) {
+      throw new SwitchboardError(Code.NOT_FOUND, `no node ${shownName(node.row.id)} is known to this hub`);
+    }
+  }
+
+  /** The agent exists, the caller may reach its pool, and it is online: else NOT_FOUND / UNAVAILABLE. */
+  private checkAgent(p: Principal, agentId: string): AgentSession {
+    const s = this.hub.sessions.get(agentId);
+    const known = s ?? this.hub.store.getAgent(agentId);
+    if (!known || !poolAllowed(p, known.pool)) {
+      throw new SwitchboardError(Code.NOT_FOUND, `no agent ${shownName(agentId)} is known to this hub`);
+    }
+    return this.connectedSession(agentId);
+  }
+
+  private connectedSession(agentId: string): AgentSession {
+    const s = this.hub.sessions.get(agentId);
+    if (!s?.connected) {
+      throw new SwitchboardError(Code.UNAVAILABLE, `agent ${shownName(agentId)} is offline`);
+    }
+    if (s.hello.maxStorageNodes === 0) {
+      throw new SwitchboardError(
+        Code.FAILED_PRECONDITION,
+        `agent ${shownName(agentId)} runs no nodes (max_storage_nodes = 0)`,
+      );
+    }
+    return s;
+  }
+
+  /** The healthy agent with the most free node slots among those matching pool and labels. */
+  private place(p: Principal, labels: Record<string, string>, pool: string): string {
+    let best: { id: string; free: number } | undefined;
+    for (const s of this.hub.sessions.values()) {
+      if (!s.connected || s.health !== "healthy" || s.hello.maxStorageNodes === 0) continue;
+      if (!poolAllowed(p, s.pool) || (pool && s.pool !== pool)) continue;
+      if (!Object.entries(labels).every(([k, v]) => s.labels[k] === v)) continue;
+      const free = s.hello.maxStorageNodes - this.slotsUsed(s.agentId);
+      if (free <= 0) continue;
+      if (!best || free > best.free || (free === best.free && s.agentId < best.id))
+        best = { id: s.agentId, free };
+    }
+    if (!best) {
+      const want = [
+        ...(pool ? [`pool ${pool}`] : []),
+        ...Object.entries(labels).map(([k, v]) => `${k}=${v}`),
+      ];
+      throw new SwitchboardError(
+        Code.UNAVAILABLE,
+        `no healthy agent with a free node slot${want.length ? ` matching ${want.join(", ")}` : ""}`,
+      );
+    }
+    return best.id;
+  }
+
+  /** Runs fn, retrying at 100/200/400 ms while the agent's stream breaks under it, within timeoutMs. */
+  private async withRetries<T>(
+    agentId: string,
+    timeoutMs: number,
+    fn: (remainingMs: number) => Promise<T>,
+  ): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) {
+        throw new SwitchboardError(
+          Code.DEADLINE_EXCEEDED,
+          `agent ${shownName(agentId)} did not answer within ${timeoutMs / 1000}s`,
+        );
+      }
+      try {
+        return await fn(remaining);
+      } catch (err) {
+        const delay = RETRY_DELAYS_MS[attempt];
+        if (!(err instanceof Retryable) || delay === undefined || Date.now() + delay >= deadline) throw err;
+        this.log.warn(
+          { agent_id: agentId, attempt: attempt + 1, of: RETRY_DELAYS_MS.length + 1, err: err.message },
+          "node command failed: retrying",
+        );
+        await sleep(delay);
+      }
+    }
+  }
+
+  /** One command to the agent's current session: its reply, or an error (Retryable when the link is at fault). */
+  private commandOnce(agentId: string, op: Op, timeoutMs: number): Promise<NodeReply> {
+    const s = this.hub.sessions.get(agentId);
+    if (!s?.connected) {
+      return Promise.reject(new Retryable(Code.UNAVAILABLE, `agent ${shownName(agentId)} is offline`));
+    }
+    const id = this.nextId++;
+    return new Promise<NodeReply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(
+          new SwitchboardError(
+            Code.DEADLINE_EXCEEDED,
+            `agent ${shownName(agentId)} did not answer the node ${op.$case} within ${Math.round(timeoutMs) / 1000}s`,
+          ),
+        );
+      }, timeoutMs);
+      this.pending.set(id, {
+        agentId,
+        session: s,
+        resolve: (r) => {
+          clearTimeout(timer);
+          if (r.code !== 0) reject(new SwitchboardError(r.code, r.errorMessage));
+          else resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      s.send({ body: { $case: "nodeCommand", value: { id, op } } });
+    });
+  }
+
+  private command(agentId: string, op: Op, timeoutMs: number): Promise<NodeReply> {
+    return this.withRetries(agentId, timeoutMs, (remaining) => this.commandOnce(agentId, op, remaining));
+  }
+
+  /** Starts a node the registry wants running on an agent that does not run it. */
+  private async restore(agentId: string, node: HubNode, why: string): Promise<void> {
+    node.busy = true;
+    try {
+      this.log.info(
+        { node_id: node.row.id, agent_id: agentId, why },
+        "starting a node the registry wants running",
+      );
+      await this.spawnOn(agentId, { ...node.spec, copyFrom: "" });
+      this.audit("system", "node.restore", node.row.id, { agent: agentId, why });
+    } finally {
+      node.busy = false;
+    }
+  }
+
+  private async reschedule(node: HubNode): Promise<void> {
+    const from = node.row.agentId;
+    const system: Principal = {
+      tokenId: "",
+      name: "system",
+      role: "admin",
+      pools: [],
+      agentId: null,
+      allowTakeover: false,
+    };
+    let to: string;
+    try {
+      to = this.place(system, node.row.labels, node.row.pool);
+    } catch {
+      return; // nowhere to go yet: tried again next tick
+    }
+    node.busy = true;
+    try {
+      let spec = { ...node.spec, copyFrom: "" };
+      try {
+        await this.spawnOn(to, spec);
+      } catch (err) {
+        // Its port may be taken on the new agent: let that agent choose one.
+        if (!(err instanceof SwitchboardError) || err.code !== Code.FAILED_PRECONDITION || spec.port === 0)
+          throw err;
+        spec = { ...spec, port: 0 };
+        await this.spawnOn(to, spec);
+      }
+      node.row.agentId = to;
+      node.spec = spec;
+      node.row.spec = NodeSpawn.encode(spec).finish();
+      this.save(node);
+      this.audit("system", "node.reschedule", node.row.id, { from, to });
+      this.log.warn({ node_id: node.row.id, from, to }, "node rescheduled off an offline agent");
+    } finally {
+      node.busy = false;
+    }
+  }
+
+  private adopt(s: AgentSession, n: NodeRecord): void {
+    const now = Date.now();
+    const spec: NodeSpawn = {
+      nodeId: n.nodeId,
+      storagePath: n.storagePath,
+      port: n.port,
+      memoryLimitMb: n.memoryLimitMb,
+      args: n.args,
+      env: n.env,
+      binary: "",
+      copyFrom: "",
+    };
+    const node: HubNode = {
+      row: {
+        id: n.nodeId,
+        agentId: s.agentId,
+        desired: "running",
+        spec: NodeSpawn.encode(spec).finish(),
+        record: NodeRecord.encode(n).finish(),
+        recordAt: now,
+        reschedule: false,
+        pool: "",
+        labels: {},
+        createdAt: now,
+        updatedAt: now,
+      },
+      spec,
+      record: n,
+      busy: false,
+    };
+    this.nodes.set(n.nodeId, node);
+    this.save(node);
+    this.audit("system", "node.adopt", n.nodeId, { agent: s.agentId });
+    this.log.info({ node_id: n.nodeId, agent_id: s.agentId }, "registry adopted a node its agent runs");
+  }
+
+  /** A record from the agent: cached; persisted when its status, pid or restart count changed. */
+  private observe(agentId: string, n: NodeRecord, report: boolean): void {
+    const node = this.nodes.get(n.nodeId);
+    if (!node) {
+      // A node started through the agent's local API while connected: adopt it.
+      const s = this.hub.sessions.get(agentId);
+      if (report && s && n.status !== "stopped") this.adopt(s, n);
+      return;
+    }
+    if (node.row.agentId !== agentId) return; // a stale copy elsewhere: reconcile stops it
+    const before = node.record;
+    node.record = n;
+    node.row.recordAt = Date.now();
+    if (
+      !before ||
+      before.status !== n.status ||
+      before.pid !== n.pid ||
+      before.restartCount !== n.restartCount
+    ) {
+      if (report) {
+        this.log.info(
+          {
+            node_id: n.nodeId,
+            agent_id: agentId,
+            status: n.status,
+            restarts: n.restartCount,
+            last_exit: n.lastExit,
+          },
+          "node changed",
+        );
+      }
+      this.save(node);
+    }
+  }
+
+  private save(node: HubNode): void {
+    node.row.record = node.record ? NodeRecord.encode(node.record).finish() : null;
+    node.row.updatedAt = Date.now();
+    this.hub.store.upsertNode(node.row);
+  }
+
+  private audit(actor: string, action: string, subject: string, detail: Record<string, unknown>): void {
+    this.hub.store.audit({ at: Date.now(), actor, action, subject, detail });
+  }
+
+  private info(node: HubNode, stale: boolean, statusOverride?: string): NodeInfo {
+    const s = this.hub.sessions.get(node.row.agentId);
+    const hostname =
+      s?.hello.hostname ?? this.hub.store.getAgent(node.row.agentId)?.hostname ?? node.row.agentId;
+    const record: NodeRecord =
+      node.record ??
+      NodeRecord.fromPartial({
+        nodeId: node.row.id,
+        status: node.row.desired === "running" ? "starting" : "stopped",
+        port: node.spec.port,
+        storagePath: node.spec.storagePath,
+      });
+    const shown = statusOverride ? { ...record, status: statusOverride } : record;
+    return {
+      nodeId: node.row.id,
+      agentId: node.row.agentId,
+      record: shown,
+      desired: node.row.desired,
+      stale,
+      ageMs: node.row.recordAt ? Date.now() - node.row.recordAt : 0,
+      endpoint: `${hostname}:${shown.port}`,
+      reschedule: node.row.reschedule,
+      labels: node.row.labels,
+      createdAtMs: node.row.createdAt,
+    };
+  }
+}
+
+function batchError(err: unknown, nodeId: string): NodeBatchItem {
+  return {
+    node: undefined,
+    code: err instanceof SwitchboardError ? err.code : Code.INTERNAL,
+    errorMessage: err instanceof Error ? err.message : String(err),
+    nodeId,
+  };
+}

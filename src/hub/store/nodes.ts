@@ -1,0 +1,95 @@
+// Queries on the nodes table: the hub's registry of supervised nodes. Written at once (spawns, stops and
+// status changes are rare), read in full when the hub starts.
+import type { Database, Statement } from "better-sqlite3";
+import type { NodeRow } from "./interfaces.js";
+
+const COLUMNS = `id, agent_id, desired, spec, record, record_at, reschedule, pool, labels, created_at, updated_at`;
+
+const UPSERT = `
+INSERT INTO nodes (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+  agent_id = excluded.agent_id,
+  desired = excluded.desired,
+  spec = excluded.spec,
+  record = excluded.record,
+  record_at = excluded.record_at,
+  reschedule = excluded.reschedule,
+  pool = excluded.pool,
+  labels = excluded.labels,
+  updated_at = excluded.updated_at`;
+
+interface Row {
+  id: string;
+  agent_id: string;
+  desired: string;
+  spec: Buffer;
+  record: Buffer | null;
+  record_at: number | null;
+  reschedule: number;
+  pool: string;
+  labels: string;
+  created_at: number;
+  updated_at: number;
+}
+
+type UpsertParams = [
+  string,
+  string,
+  string,
+  Uint8Array,
+  Uint8Array | null,
+  number | null,
+  number,
+  string,
+  string,
+  number,
+  number,
+];
+
+export class NodeQueries {
+  private readonly upsertStmt: Statement<UpsertParams>;
+  private readonly deleteStmt: Statement<[string]>;
+  private readonly listStmt: Statement<[], Row>;
+
+  constructor(db: Database) {
+    this.upsertStmt = db.prepare(UPSERT);
+    this.deleteStmt = db.prepare(`DELETE FROM nodes WHERE id = ?`);
+    this.listStmt = db.prepare(`SELECT ${COLUMNS} FROM nodes ORDER BY created_at, id`);
+  }
+
+  upsert(n: NodeRow): void {
+    this.upsertStmt.run(
+      n.id,
+      n.agentId,
+      n.desired,
+      n.spec,
+      n.record,
+      n.recordAt,
+      n.reschedule ? 1 : 0,
+      n.pool,
+      JSON.stringify(n.labels),
+      n.createdAt,
+      n.updatedAt,
+    );
+  }
+
+  delete(id: string): void {
+    this.deleteStmt.run(id);
+  }
+
+  list(): NodeRow[] {
+    return this.listStmt.all().map((r) => ({
+      id: r.id,
+      agentId: r.agent_id,
+      desired: r.desired === "stopped" ? "stopped" : "running",
+      spec: r.spec,
+      record: r.record,
+      recordAt: r.record_at,
+      reschedule: r.reschedule !== 0,
+      pool: r.pool,
+      labels: JSON.parse(r.labels) as Record<string, string>,
+      createdAt: r.created_at,
+      updatedAt: r.updated_at,
+    }));
+  }
+}
