@@ -24,10 +24,11 @@ import {
   writeResult,
   type BenchResult,
 } from "./harness.js";
+import { NODE_BENCHMARKS } from "./nodes.js";
 import { natsServerVersion } from "./peers.js";
 import { SQL_BENCHMARKS } from "./sql.js";
 
-const BENCHMARKS: readonly Benchmark[] = [...CORE_BENCHMARKS, ...SQL_BENCHMARKS];
+const BENCHMARKS: readonly Benchmark[] = [...CORE_BENCHMARKS, ...SQL_BENCHMARKS, ...NODE_BENCHMARKS];
 
 const { values } = parseArgs({
   options: {

@@ -2,7 +2,7 @@
 import { join } from "node:path";
 import { existsSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
-import { runCli, spawnCli, stopAll, tempDir, waitFor } from "./support/processes.js";
+import { pidAlive, runCli, spawnCli, stopAll, tempDir, waitFor } from "./support/processes.js";
 
 afterAll(stopAll);
 
@@ -48,7 +48,20 @@ describe("switchboard demo", () => {
     );
     expect(query.stderr).toBe("");
     expect(query.stdout).toBe("name\nZürich\n");
+    const nodes = await runCli(["nodes", "--output", "json"], { env });
+    expect(nodes.code, nodes.stderr).toBe(0);
+    const [node] = JSON.parse(nodes.stdout) as {
+      nodeId: string;
+      agentId: string;
+      status: string;
+      pid: number;
+      port: number;
+    }[];
+    expect(node).toMatchObject({ nodeId: "demo-kv", agentId: "demo-1", status: "running" });
+    expect(demo.stdout()).toContain(`http://127.0.0.1:${node!.port}`);
+    expect((await fetch(`http://127.0.0.1:${node!.port}/healthz`)).ok).toBe(true);
     demo.kill("SIGINT");
     expect(await demo.exited).toBe(0);
+    expect(pidAlive(node!.pid)).toBe(false); // the agents stop their nodes when the demo ends
   }, 60_000);
 });

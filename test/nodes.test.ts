@@ -20,6 +20,7 @@ import {
   agentToken,
   pidAlive,
   runCli,
+  spawnCli,
   startAgent,
   startHub,
   stopAll,
@@ -178,6 +179,17 @@ describe("supervised nodes", () => {
     const rows = JSON.parse(listed.stdout) as { nodeId: string }[];
     expect(rows.map((r) => r.nodeId)).toContain(n.nodeId);
 
+    const status = await runCli([...hub.cli, "status"]);
+    expect(status.stdout).toMatch(/^Cluster: \d+ agents \(\d+ healthy\), 1 storage nodes \(1 running\)/);
+    const agentsTable = await runCli([...hub.cli, "list-agents"]);
+    expect(agentsTable.stdout).toMatch(/n-basic .* 1\/5 /);
+    const logs = await runCli([...hub.cli, "logs", "--node", n.nodeId]);
+    expect(logs.code, logs.stderr).toBe(0);
+    expect(logs.stdout).toContain(`listening on 127.0.0.1:${port}`);
+    const badAgent = await runCli([...hub.cli, "nodes", "--agent", "no-such-agent"]);
+    expect(badAgent.code).not.toBe(0);
+    expect(badAgent.stderr).toContain("no agent no-such-agent");
+
     const cluster = await client.admin.clusterStatus();
     expect(cluster.summary).toMatch(/^Cluster: \d+ agents \(\d+ healthy\), 1 storage nodes \(1 running\) - /);
 
@@ -202,6 +214,8 @@ describe("supervised nodes", () => {
     await agent("n-crash", { extraToml: "" });
     const n = remember(await client.nodes.spawn({ agentId: "n-crash", args: ["--test-faults"] }));
     const pid = n.record!.pid;
+    const follow = spawnCli([...hub.cli, "logs", "--node", n.nodeId, "--follow"]);
+    await waitFor("logs --follow to print the start-up line", () => follow.stdout().includes("listening"));
     process.kill(pid, "SIGKILL");
     const restarted = await waitFor("the node to be restarted", async () => {
       const s = await statusOf(n.nodeId);
@@ -210,6 +224,10 @@ describe("supervised nodes", () => {
     expect(restarted.record?.restartCount).toBe(1);
     expect(restarted.record?.lastExit).toContain("SIGKILL");
     expect(await healthz(restarted.record!.port)).toBe(true);
+    // The restarted node's start-up line reaches the follower too.
+    await waitFor("logs --follow to show the restart", () => follow.stdout().split("listening").length === 3);
+    follow.kill("SIGINT");
+    expect(await follow.exited).toBe(0);
 
     // Crash it until the agent calls it a crash loop.
     const port = restarted.record!.port;
@@ -260,10 +278,12 @@ describe("supervised nodes", () => {
     const token = await agentToken(hub, "default");
     const a1 = await agent("n-adopt", { dataDir: dir, token, extraToml: "" });
     const n = remember(await client.nodes.spawn({ agentId: "n-adopt", storagePath: "keep" }));
+    const gone = remember(await client.nodes.spawn({ agentId: "n-adopt", storagePath: "gone" }));
     const pid = n.record!.pid;
     a1.kill("SIGKILL");
     await a1.exited;
     expect(pidAlive(pid)).toBe(true); // the node outlives its agent
+    process.kill(gone.record!.pid, "SIGKILL"); // ...and this one dies while its agent is away
 
     const stale = await waitFor("status to fall back to the cached record", async () => {
       const s = await client.nodes.status(n.nodeId);
@@ -277,6 +297,8 @@ describe("supervised nodes", () => {
       return r.code === 14 ? r : undefined;
     });
     expect(offline.details).toContain("n-adopt");
+    const refused = await grpcCode(client.nodes.spawn({ agentId: "n-adopt" }));
+    expect(refused).toEqual({ code: 14, details: "agent n-adopt is offline" });
 
     await agent("n-adopt", { dataDir: dir, token, extraToml: "" });
     const back = await waitFor("the adopted node to show live", async () => {
@@ -286,6 +308,13 @@ describe("supervised nodes", () => {
     expect(back.record?.pid).toBe(pid);
     expect(back.record?.restartCount).toBe(0);
     expect(await healthz(n.record!.port)).toBe(true);
+    const restarted = await waitFor("the node that died meanwhile to be restarted", async () => {
+      const s = await statusOf(gone.nodeId);
+      return s.record?.status === "running" ? s : undefined;
+    });
+    expect(restarted.record?.pid).not.toBe(gone.record?.pid);
+    expect(restarted.record?.lastExit).toContain("not running after the agent restarted");
+    expect(await healthz(restarted.record!.port)).toBe(true);
   }, 90_000);
 
   it("places nodes on the agent with the most free slots, spawns and stops in batches, refuses when no agent matches", async () => {

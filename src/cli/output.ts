@@ -127,6 +127,11 @@ export interface AgentRow {
   lastSeenMs: number;
   connectedAtMs: number;
   datasources: { name: string; driver: string; readOnly: boolean; healthy: boolean; error: string }[];
+  /** Its local API, "host:port" ("" when it serves none). */
+  agentEndpoint: string;
+  /** Supervised nodes the hub wants running on it, and how many it may run. */
+  storageNodes: number;
+  maxStorageNodes: number;
 }
 
 export function agentRow(a: AgentInfo): AgentRow {
@@ -156,6 +161,9 @@ export function agentRow(a: AgentInfo): AgentRow {
       healthy: d.healthy,
       error: d.error,
     })),
+    agentEndpoint: a.agentEndpoint,
+    storageNodes: a.storageNodes,
+    maxStorageNodes: a.maxStorageNodes,
   };
 }
 
@@ -164,6 +172,7 @@ export const AGENT_COLUMNS: Column<AgentRow>[] = [
   { header: "POOL", value: (r) => r.pool },
   { header: "HEALTH", value: (r) => (r.healthReason ? `${r.health} (${r.healthReason})` : r.health) },
   { header: "RUNNING", value: (r) => `${r.running}/${r.maxConcurrency}` },
+  { header: "NODES", value: (r) => (r.maxStorageNodes > 0 ? `${r.storageNodes}/${r.maxStorageNodes}` : "-") },
   {
     header: "LABELS",
     value: (r) =>

@@ -723,11 +723,13 @@ function rotateIfLarge(path: string, maxBytes: number, files: number): void {
   }
 }
 
-/** /proc/PID/stat field 22 (start time in clock ticks), or null when there is no such process. */
+/** /proc/PID/stat field 22 (start time in clock ticks), or null when there is no such live process. */
 export function procStartOf(pid: number): number | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // A zombie (killed, not yet reaped by whoever inherited it) is not running.
+    if (rest[0] === "Z" || rest[0] === "X") return null;
     return Number(rest[19]);
   } catch {
     return null;

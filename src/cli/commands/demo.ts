@@ -5,19 +5,21 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
 import type { Agent } from "../../agent/index.js";
-import { SwitchboardClient } from "../../client/index.js";
+import { SwitchboardClient, SwitchboardClientError, type NodeInfo } from "../../client/index.js";
+import { Code } from "../../common/errors.js";
 import { createLogger } from "../../common/logger.js";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { usageError } from "../cli-error.js";
 import { stopOnSignals } from "../signals.js";
 
 const AGENTS = ["demo-1", "demo-2"];
+const DEMO_NODE = "demo-kv";
 
 export function registerDemo(program: Command): void {
   program
     .command("demo")
     .description(
-      "start a hub and two local shell agents (with a SQLite datasource) in pool demo, and print what to try",
+      "start a hub and two local shell agents (with a SQLite datasource and a storage node) in pool demo, and print what to try",
     )
     .option("--listen <host:port>", "hub address (default 127.0.0.1:7000)")
     .option("--data <dir>", "data dir (default $SWITCHBOARD_DATA or ./data)")
@@ -38,6 +40,7 @@ export function registerDemo(program: Command): void {
       const logger = createLogger("demo", { level: process.env.SWITCHBOARD_LOG_LEVEL ? undefined : "warn" });
       const hub = await startHub(config, logger.child({ part: "hub" }));
       const agents: Agent[] = [];
+      let node: NodeInfo | undefined;
       const stop = async (o: { graceMs?: number }): Promise<void> => {
         await Promise.all(agents.map((a) => a.shutdown(o)));
         await hub.shutdown(o);
@@ -71,17 +74,19 @@ export function registerDemo(program: Command): void {
               shell: true,
               poolSize: "4",
               dataDir: join(dataDir, "agents", agentId),
+              agentPort: "0",
             },
           });
           const agent = await startAgent(cfg, logger.child({ part: "agent", agentId }));
           agents.push(agent);
         }
         await Promise.all(agents.map((a) => a.whenConnected(15_000)));
+        node = await demoNode(hub.address, readFileSync(hub.adminTokenFile, "utf8").trim());
       } catch (e) {
         await stop({ graceMs: 0 });
         throw e;
       }
-      process.stdout.write(tryNext(hub.address, dataDir));
+      process.stdout.write(tryNext(hub.address, dataDir, node));
       await stopOnSignals(logger, stop);
       process.stdout.write("demo stopped\n");
     });
@@ -107,16 +112,45 @@ async function writeDemoDatasource(dataDir: string): Promise<string> {
     }
   }
   const config = join(dataDir, "demo-agent.toml");
-  writeFileSync(config, `[datasources.cities]\ndriver = "sqlite"\npath = ${JSON.stringify(file)}\n`);
+  writeFileSync(
+    config,
+    `[storage]\nstop_nodes_on_exit = true\n\n[datasources.cities]\ndriver = "sqlite"\npath = ${JSON.stringify(file)}\n`,
+  );
   return config;
 }
 
-function tryNext(address: string, dataDir: string): string {
+/** One storage node on demo-1 (the one of an earlier run, if the hub still has it). */
+async function demoNode(hub: string, token: string): Promise<NodeInfo> {
+  const c = new SwitchboardClient({ hub, token });
+  try {
+    try {
+      return await c.nodes.spawn({
+        nodeId: DEMO_NODE,
+        agentId: AGENTS[0]!,
+        storagePath: "demo-kv",
+        memoryLimitMb: 256,
+      });
+    } catch (e) {
+      if (!(e instanceof SwitchboardClientError) || e.code !== Code.ALREADY_EXISTS) throw e;
+      // The hub restarts the node of an earlier run by itself: wait until it runs.
+      for (let i = 0; ; i++) {
+        const n = await c.nodes.status(DEMO_NODE);
+        if (n.record?.status === "running" || i >= 100) return n;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  } finally {
+    c.close();
+  }
+}
+
+function tryNext(address: string, dataDir: string, node: NodeInfo): string {
   const cli = fileURLToPath(new URL("../main.js", import.meta.url));
   return `
 Switchboard demo is running
   hub     ${address} (store: ${join(dataDir, "switchboard.db")})
   agents  ${AGENTS.join(", ")} in pool demo, shell enabled, SQLite datasource "cities"
+  node    ${node.nodeId}: a storage node on ${node.agentId}, http://127.0.0.1:${node.record?.port ?? 0}
 
 Try, in another terminal:
   alias switchboard='node ${cli}'    # or: npm link
@@ -133,7 +167,12 @@ Try, in another terminal:
   switchboard status
   switchboard query --pool demo --db cities "SELECT * FROM cities ORDER BY population DESC"
   switchboard query --pool demo --db cities --format json --table cities "SELECT name FROM cities WHERE country = ?" CH
+  switchboard nodes
+  switchboard node-status --node ${node.nodeId}
+  curl -X PUT --data hello http://127.0.0.1:${node.record?.port ?? 0}/kv/greeting
+  switchboard spawn --pool demo --memory 256       # the hub picks the agent with the most free slots
+  switchboard logs --node ${node.nodeId} --follow
 
-Ctrl-C stops the demo (running tasks get 10 s to finish).
+Ctrl-C stops the demo (running tasks get 10 s to finish; the agents stop their nodes).
 `;
 }
