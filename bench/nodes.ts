@@ -4,9 +4,9 @@
 // its exit, and a bare grpc-js unary echo. The targets are on the overhead ours − direct.
 import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { portAnswers } from "../src/agent/nodes/node-supervisor.js";
 import type { NodeInfo } from "../src/client/index.js";
 import { withCluster, type Benchmark, type Measured } from "./benchmarks.js";
 import { AGENT_ID, type Cluster } from "./cluster.js";
@@ -95,18 +95,6 @@ function medianCi95(ms: readonly number[]): [number, number] {
   const lo = s[Math.max(0, Math.floor(n / 2 - half) - 1)] ?? NaN;
   const hi = s[Math.min(n - 1, Math.ceil(n / 2 + 1 + half) - 1)] ?? NaN;
   return [round(lo, 2), round(hi, 2)];
-}
-
-/** Whether something accepts a TCP connection on 127.0.0.1:port (what the agent checks). */
-function portAnswers(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = connect({ port, host: "127.0.0.1" });
-    sock.once("connect", () => {
-      sock.destroy();
-      resolve(true);
-    });
-    sock.once("error", () => resolve(false));
-  });
 }
 
 /** Whether pid is still a storage node started for `nodeId` (so that a reused pid is left alone). */

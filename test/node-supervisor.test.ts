@@ -10,7 +10,7 @@ import {
   procStartOf,
   type NodeSupervisorOptions,
 } from "../src/agent/nodes/node-supervisor.js";
-import { waitFor } from "./support/processes.js";
+import { healthz, waitFor } from "./support/processes.js";
 
 const CLI = join(import.meta.dirname, "..", "dist", "src", "cli", "main.js");
 const SUPERVISOR_JS = join(import.meta.dirname, "..", "dist", "src", "agent", "nodes", "node-supervisor.js");
@@ -69,14 +69,6 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function healthy(port: number): Promise<boolean> {
-  try {
-    return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
-  } catch {
-    return false;
-  }
-}
-
 describe("node supervisor", () => {
   it("spawns a node, captures its output, and stops it with SIGTERM", async () => {
     const root = mkdtempSync(join(tmpdir(), "nodes-"));
@@ -85,7 +77,7 @@ describe("node supervisor", () => {
     const rec = await s.spawn({ nodeId: "node-a", storagePath: "a", port, memoryMb: 0 });
     expect(rec).toMatchObject({ state: "running", port, memoryMb: 512, restartCount: 0 });
     expect(rec.pid).toBeGreaterThan(0);
-    await waitFor("the node to answer /healthz", () => healthy(port), 15_000);
+    await waitFor("the node to answer /healthz", () => healthz(port), 15_000);
     await waitFor("running", () => s.get("node-a")?.state === "running", 5_000);
     await waitFor(
       "its output in the log",
@@ -96,7 +88,7 @@ describe("node supervisor", () => {
     expect(stopped.state).toBe("stopped");
     expect(stopped.lastExit).toMatchObject({ code: 0 });
     expect(procStartOf(rec.pid!)).toBeNull();
-    expect(await healthy(port)).toBe(false);
+    expect(await healthz(port)).toBe(false);
   }, 30_000);
 
   it("restarts a crashed node with backoff and reports a crash loop", async () => {
@@ -105,7 +97,7 @@ describe("node supervisor", () => {
     const port = await freePort();
     await s.spawn({ nodeId: "node-c", storagePath: "c", port, memoryMb: 0 });
     for (let i = 1; i <= 3; i++) {
-      await waitFor("the node to answer", () => healthy(port), 15_000);
+      await waitFor("the node to answer", () => healthz(port), 15_000);
       await fetch(`http://127.0.0.1:${port}/_test/crash`, { method: "POST" }).catch(() => undefined);
       await waitFor(`restart ${i}`, () => (s.get("node-c")?.restartCount ?? 0) >= i, 15_000);
     }
@@ -123,7 +115,7 @@ describe("node supervisor", () => {
     const s = await supervisor(root);
     const port = await freePort();
     await s.spawn({ nodeId: "node-m", storagePath: "m", port, memoryMb: 150 });
-    await waitFor("the node to answer", () => healthy(port), 15_000);
+    await waitFor("the node to answer", () => healthz(port), 15_000);
     await fetch(`http://127.0.0.1:${port}/_test/grow?mb=200`, { method: "POST" }).catch(() => undefined);
     await waitFor(
       "the memory limit to end it",
@@ -132,7 +124,7 @@ describe("node supervisor", () => {
     );
     await waitFor(
       "the node back",
-      async () => (s.get("node-m")?.restartCount ?? 0) >= 1 && (await healthy(port)),
+      async () => (s.get("node-m")?.restartCount ?? 0) >= 1 && (await healthz(port)),
       15_000,
     );
   }, 60_000);
@@ -194,7 +186,7 @@ describe("node supervisor", () => {
       () => (out.includes("}") ? (JSON.parse(out) as { a: number; b: number }) : undefined),
       15_000,
     );
-    await waitFor("both up", async () => (await healthy(pa)) && (await healthy(pb)), 15_000);
+    await waitFor("both up", async () => (await healthz(pa)) && (await healthz(pb)), 15_000);
     agent.kill("SIGKILL");
     // node-b dies while no agent watches it.
     process.kill(-pids.b, "SIGKILL");
@@ -204,10 +196,10 @@ describe("node supervisor", () => {
     expect(["running", "starting"]).toContain(second.get("node-a")?.state);
     await waitFor(
       "node-b restarted",
-      async () => (second.get("node-b")?.restartCount ?? 0) >= 1 && (await healthy(pb)),
+      async () => (second.get("node-b")?.restartCount ?? 0) >= 1 && (await healthz(pb)),
       15_000,
     );
-    expect(await healthy(pa)).toBe(true);
+    expect(await healthz(pa)).toBe(true);
     // The adopted node is stopped like any other.
     expect((await second.stop("node-a")).state).toBe("stopped");
     expect(procStartOf(pids.a)).toBeNull();

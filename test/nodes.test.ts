@@ -18,6 +18,7 @@ import {
 } from "../src/gen/switchboard/grid/v1/grid_agent.js";
 import {
   agentToken,
+  healthz,
   pidAlive,
   runCli,
   spawnCli,
@@ -92,14 +93,6 @@ async function agent(id: string, o: AgentOpts = {}): Promise<AgentProc> {
 function remember(n: NodeInfo): NodeInfo {
   if (n.record?.pid) nodePids.add(n.record.pid);
   return n;
-}
-
-async function healthz(port: number): Promise<boolean> {
-  try {
-    return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
-  } catch {
-    return false;
-  }
 }
 
 async function statusOf(nodeId: string): Promise<NodeInfo> {

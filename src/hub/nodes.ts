@@ -206,7 +206,8 @@ export class NodeOrchestrator {
         `node id ${shownName(nodeId)}: use 1-128 letters, digits and . _ : @ -`,
       );
     }
-    if (this.nodes.get(nodeId)?.row.desired === "running") {
+    const previous = this.nodes.get(nodeId);
+    if (previous?.row.desired === "running") {
       throw new SwitchboardError(Code.ALREADY_EXISTS, `node ${nodeId} exists`);
     }
     if (req.storagePath.split(/[\\/]/).includes("..")) {
@@ -266,9 +267,17 @@ export class NodeOrchestrator {
       this.audit(p.name, "node.spawn", nodeId, { agent: agentId, port: n?.port ?? req.port });
       return this.info(node, false);
     } catch (err) {
-      // Nothing is recorded for a spawn that failed: the agent left nothing running either.
-      if (this.nodes.get(nodeId) === node) this.nodes.delete(nodeId);
-      this.hub.store.deleteNode(nodeId);
+      // Nothing is recorded for a spawn that failed (the agent left nothing running either); a stopped
+      // node of the same id stays as it was.
+      if (this.nodes.get(nodeId) === node) {
+        if (previous) {
+          this.nodes.set(nodeId, previous);
+          this.save(previous);
+        } else {
+          this.nodes.delete(nodeId);
+          this.hub.store.deleteNode(nodeId);
+        }
+      }
       throw err;
     }
   }

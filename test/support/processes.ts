@@ -236,6 +236,15 @@ export async function listAgents(hub: HubProc): Promise<AgentRow[]> {
   return JSON.parse(r.stdout) as AgentRow[];
 }
 
+/** Whether GET http://127.0.0.1:PORT/healthz answers 2xx (a storage node that serves). */
+export async function healthz(port: number): Promise<boolean> {
+  try {
+    return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
+  } catch {
+    return false;
+  }
+}
+
 /** True while a process with this pid exists (zombies count as gone). */
 export function pidAlive(pid: number): boolean {
   try {

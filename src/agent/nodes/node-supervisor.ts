@@ -768,8 +768,8 @@ function processTreeRss(): (root: number) => number {
   };
 }
 
-/** Whether something accepts a TCP connection on 127.0.0.1:port. */
-function portAnswers(port: number): Promise<boolean> {
+/** Whether something accepts a TCP connection on 127.0.0.1:port: what makes a node count as running. */
+export function portAnswers(port: number): Promise<boolean> {
   return new Promise((res) => {
     const sock = connect({ port, host: "127.0.0.1" });
     sock.once("connect", () => {
