@@ -206,6 +206,67 @@ export interface SqlSpec {
   format: string;
 }
 
+/**
+ * An HTTP request from the agent to a service it can reach. The URL (and every redirect it follows) must
+ * start with one of the agent's [http] allow prefixes; link-local and cloud-metadata addresses are
+ * refused even when a name resolves to them. Output: stderr carries one JSON line first,
+ * {"status","status_text","headers":{name:[values]},"url"} (the final URL), then stdout the body in
+ * chunks. Finished.result is JSON {"status","bytes","url"}; the task succeeds whatever the status
+ * (a client decides what a 404 means), and fails on network errors, refusals, timeouts.
+ */
+export interface HttpSpec {
+  /** default GET */
+  method: string;
+  url: string;
+  /** several values of one header: joined with ", " */
+  headers: { [key: string]: string };
+  body: Buffer;
+  /** whole request, body included; 0: the agent's default */
+  timeoutMs: number;
+  /** decode gzip / deflate / br bodies (Content-Encoding) on the agent */
+  decode: boolean;
+  /** 0: do not follow redirects; each hop is checked against the allowlist */
+  maxRedirects: number;
+}
+
+export interface HttpSpec_HeadersEntry {
+  key: string;
+  value: string;
+}
+
+/** A Docker Engine API operation on the agent's configured socket ([docker] enabled = true). */
+export interface DockerSpec {
+  /** ps, images, run, stop, rm, logs, inspect */
+  op: string;
+  /** run */
+  image: string;
+  /** run: command and arguments (default: the image's) */
+  cmd: string[];
+  /** stop, rm, logs, inspect: id or name; run: the name to give it */
+  container: string;
+  /** run */
+  env: { [key: string]: string };
+  /** run: answer once started (result: its id); else stream its logs, exit code = the container's */
+  detach: boolean;
+  /** logs: follow until the container stops */
+  follow: boolean;
+  /** ps: stopped containers too */
+  all: boolean;
+  /** rm: remove a running container */
+  force: boolean;
+  /** run: remove the container once it exits (attached runs) */
+  remove: boolean;
+  /** stop (and cancel of an attached run): SIGTERM, then SIGKILL after this; 0: 10 */
+  stopTimeoutSecs: number;
+  /** logs: only the last N lines; 0: all */
+  tail: number;
+}
+
+export interface DockerSpec_EnvEntry {
+  key: string;
+  value: string;
+}
+
 /** A SQL datasource configured on the agent and whether its last connect check passed. */
 export interface DatasourceHealth {
   name: string;
@@ -223,6 +284,8 @@ export interface TaskSpec {
     | { $case: "echo"; value: EchoSpec }
     | { $case: "shell"; value: ShellSpec }
     | { $case: "sql"; value: SqlSpec }
+    | { $case: "http"; value: HttpSpec }
+    | { $case: "docker"; value: DockerSpec }
     | undefined;
 }
 
@@ -1107,6 +1170,671 @@ export const SqlSpec: MessageFns<SqlSpec> = {
   },
 };
 
+function createBaseHttpSpec(): HttpSpec {
+  return { method: "", url: "", headers: {}, body: Buffer.alloc(0), timeoutMs: 0, decode: false, maxRedirects: 0 };
+}
+
+export const HttpSpec: MessageFns<HttpSpec> = {
+  encode(message: HttpSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.method !== "") {
+      writer.uint32(10).string(message.method);
+    }
+    if (message.url !== "") {
+      writer.uint32(18).string(message.url);
+    }
+    globalThis.Object.entries(message.headers).forEach(([key, value]: [string, string]) => {
+      HttpSpec_HeadersEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
+    if (message.body.length !== 0) {
+      writer.uint32(34).bytes(message.body);
+    }
+    if (message.timeoutMs !== 0) {
+      writer.uint32(40).uint32(message.timeoutMs);
+    }
+    if (message.decode !== false) {
+      writer.uint32(48).bool(message.decode);
+    }
+    if (message.maxRedirects !== 0) {
+      writer.uint32(56).uint32(message.maxRedirects);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HttpSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHttpSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = HttpSpec_HeadersEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.headers[entry3.key] = entry3.value;
+            }
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.body = ((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.timeoutMs = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.decode = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.maxRedirects = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HttpSpec {
+    return {
+      method: isSet(object.method) ? globalThis.String(object.method) : "",
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      headers: isObject(object.headers)
+        ? (globalThis.Object.entries(object.headers) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      body: isSet(object.body) ? Buffer.from(bytesFromBase64(object.body)) : Buffer.alloc(0),
+      timeoutMs: isSet(object.timeoutMs)
+        ? globalThis.Number(object.timeoutMs)
+        : isSet(object.timeout_ms)
+        ? globalThis.Number(object.timeout_ms)
+        : 0,
+      decode: isSet(object.decode) ? globalThis.Boolean(object.decode) : false,
+      maxRedirects: isSet(object.maxRedirects)
+        ? globalThis.Number(object.maxRedirects)
+        : isSet(object.max_redirects)
+        ? globalThis.Number(object.max_redirects)
+        : 0,
+    };
+  },
+
+  toJSON(message: HttpSpec): unknown {
+    const obj: any = {};
+    if (message.method !== "") {
+      obj.method = message.method;
+    }
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.headers) {
+      const entries = globalThis.Object.entries(message.headers) as [string, string][];
+      if (entries.length > 0) {
+        obj.headers = {};
+        entries.forEach(([k, v]) => {
+          obj.headers[k] = v;
+        });
+      }
+    }
+    if (message.body.length !== 0) {
+      obj.body = base64FromBytes(message.body);
+    }
+    if (message.timeoutMs !== 0) {
+      obj.timeoutMs = Math.round(message.timeoutMs);
+    }
+    if (message.decode !== false) {
+      obj.decode = message.decode;
+    }
+    if (message.maxRedirects !== 0) {
+      obj.maxRedirects = Math.round(message.maxRedirects);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HttpSpec>, I>>(base?: I): HttpSpec {
+    return HttpSpec.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HttpSpec>, I>>(object: I): HttpSpec {
+    const message = createBaseHttpSpec();
+    message.method = object.method ?? "";
+    message.url = object.url ?? "";
+    message.headers = (globalThis.Object.entries(object.headers ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.body = object.body ?? Buffer.alloc(0);
+    message.timeoutMs = object.timeoutMs ?? 0;
+    message.decode = object.decode ?? false;
+    message.maxRedirects = object.maxRedirects ?? 0;
+    return message;
+  },
+};
+
+function createBaseHttpSpec_HeadersEntry(): HttpSpec_HeadersEntry {
+  return { key: "", value: "" };
+}
+
+export const HttpSpec_HeadersEntry: MessageFns<HttpSpec_HeadersEntry> = {
+  encode(message: HttpSpec_HeadersEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HttpSpec_HeadersEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHttpSpec_HeadersEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HttpSpec_HeadersEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: HttpSpec_HeadersEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HttpSpec_HeadersEntry>, I>>(base?: I): HttpSpec_HeadersEntry {
+    return HttpSpec_HeadersEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HttpSpec_HeadersEntry>, I>>(object: I): HttpSpec_HeadersEntry {
+    const message = createBaseHttpSpec_HeadersEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseDockerSpec(): DockerSpec {
+  return {
+    op: "",
+    image: "",
+    cmd: [],
+    container: "",
+    env: {},
+    detach: false,
+    follow: false,
+    all: false,
+    force: false,
+    remove: false,
+    stopTimeoutSecs: 0,
+    tail: 0,
+  };
+}
+
+export const DockerSpec: MessageFns<DockerSpec> = {
+  encode(message: DockerSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.op !== "") {
+      writer.uint32(10).string(message.op);
+    }
+    if (message.image !== "") {
+      writer.uint32(18).string(message.image);
+    }
+    for (const v of message.cmd) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.container !== "") {
+      writer.uint32(34).string(message.container);
+    }
+    globalThis.Object.entries(message.env).forEach(([key, value]: [string, string]) => {
+      DockerSpec_EnvEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
+    });
+    if (message.detach !== false) {
+      writer.uint32(48).bool(message.detach);
+    }
+    if (message.follow !== false) {
+      writer.uint32(56).bool(message.follow);
+    }
+    if (message.all !== false) {
+      writer.uint32(64).bool(message.all);
+    }
+    if (message.force !== false) {
+      writer.uint32(72).bool(message.force);
+    }
+    if (message.remove !== false) {
+      writer.uint32(80).bool(message.remove);
+    }
+    if (message.stopTimeoutSecs !== 0) {
+      writer.uint32(88).uint32(message.stopTimeoutSecs);
+    }
+    if (message.tail !== 0) {
+      writer.uint32(96).uint32(message.tail);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DockerSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDockerSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.op = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.image = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.cmd.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.container = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            const entry5 = DockerSpec_EnvEntry.decode(reader, reader.uint32());
+            if (entry5.value !== undefined) {
+              message.env[entry5.key] = entry5.value;
+            }
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.detach = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.follow = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.all = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.force = reader.bool();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.remove = reader.bool();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.stopTimeoutSecs = reader.uint32();
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.tail = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DockerSpec {
+    return {
+      op: isSet(object.op) ? globalThis.String(object.op) : "",
+      image: isSet(object.image) ? globalThis.String(object.image) : "",
+      cmd: globalThis.Array.isArray(object?.cmd) ? object.cmd.map((e: any) => globalThis.String(e)) : [],
+      container: isSet(object.container) ? globalThis.String(object.container) : "",
+      env: isObject(object.env)
+        ? (globalThis.Object.entries(object.env) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      detach: isSet(object.detach) ? globalThis.Boolean(object.detach) : false,
+      follow: isSet(object.follow) ? globalThis.Boolean(object.follow) : false,
+      all: isSet(object.all) ? globalThis.Boolean(object.all) : false,
+      force: isSet(object.force) ? globalThis.Boolean(object.force) : false,
+      remove: isSet(object.remove) ? globalThis.Boolean(object.remove) : false,
+      stopTimeoutSecs: isSet(object.stopTimeoutSecs)
+        ? globalThis.Number(object.stopTimeoutSecs)
+        : isSet(object.stop_timeout_secs)
+        ? globalThis.Number(object.stop_timeout_secs)
+        : 0,
+      tail: isSet(object.tail) ? globalThis.Number(object.tail) : 0,
+    };
+  },
+
+  toJSON(message: DockerSpec): unknown {
+    const obj: any = {};
+    if (message.op !== "") {
+      obj.op = message.op;
+    }
+    if (message.image !== "") {
+      obj.image = message.image;
+    }
+    if (message.cmd?.length) {
+      obj.cmd = message.cmd;
+    }
+    if (message.container !== "") {
+      obj.container = message.container;
+    }
+    if (message.env) {
+      const entries = globalThis.Object.entries(message.env) as [string, string][];
+      if (entries.length > 0) {
+        obj.env = {};
+        entries.forEach(([k, v]) => {
+          obj.env[k] = v;
+        });
+      }
+    }
+    if (message.detach !== false) {
+      obj.detach = message.detach;
+    }
+    if (message.follow !== false) {
+      obj.follow = message.follow;
+    }
+    if (message.all !== false) {
+      obj.all = message.all;
+    }
+    if (message.force !== false) {
+      obj.force = message.force;
+    }
+    if (message.remove !== false) {
+      obj.remove = message.remove;
+    }
+    if (message.stopTimeoutSecs !== 0) {
+      obj.stopTimeoutSecs = Math.round(message.stopTimeoutSecs);
+    }
+    if (message.tail !== 0) {
+      obj.tail = Math.round(message.tail);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DockerSpec>, I>>(base?: I): DockerSpec {
+    return DockerSpec.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DockerSpec>, I>>(object: I): DockerSpec {
+    const message = createBaseDockerSpec();
+    message.op = object.op ?? "";
+    message.image = object.image ?? "";
+    message.cmd = object.cmd?.map((e) => e) || [];
+    message.container = object.container ?? "";
+    message.env = (globalThis.Object.entries(object.env ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.detach = object.detach ?? false;
+    message.follow = object.follow ?? false;
+    message.all = object.all ?? false;
+    message.force = object.force ?? false;
+    message.remove = object.remove ?? false;
+    message.stopTimeoutSecs = object.stopTimeoutSecs ?? 0;
+    message.tail = object.tail ?? 0;
+    return message;
+  },
+};
+
+function createBaseDockerSpec_EnvEntry(): DockerSpec_EnvEntry {
+  return { key: "", value: "" };
+}
+
+export const DockerSpec_EnvEntry: MessageFns<DockerSpec_EnvEntry> = {
+  encode(message: DockerSpec_EnvEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DockerSpec_EnvEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDockerSpec_EnvEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DockerSpec_EnvEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: DockerSpec_EnvEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DockerSpec_EnvEntry>, I>>(base?: I): DockerSpec_EnvEntry {
+    return DockerSpec_EnvEntry.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DockerSpec_EnvEntry>, I>>(object: I): DockerSpec_EnvEntry {
+    const message = createBaseDockerSpec_EnvEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
 function createBaseDatasourceHealth(): DatasourceHealth {
   return { name: "", driver: "", readOnly: false, healthy: false, error: "", checkedAtMs: 0 };
 }
@@ -1280,6 +2008,12 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       case "sql":
         SqlSpec.encode(message.kind.value, writer.uint32(26).fork()).join();
         break;
+      case "http":
+        HttpSpec.encode(message.kind.value, writer.uint32(34).fork()).join();
+        break;
+      case "docker":
+        DockerSpec.encode(message.kind.value, writer.uint32(42).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1321,6 +2055,22 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.kind = { $case: "sql", value: SqlSpec.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kind = { $case: "http", value: HttpSpec.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.kind = { $case: "docker", value: DockerSpec.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1341,6 +2091,10 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         ? { $case: "shell", value: ShellSpec.fromJSON(object.shell) }
         : isSet(object.sql)
         ? { $case: "sql", value: SqlSpec.fromJSON(object.sql) }
+        : isSet(object.http)
+        ? { $case: "http", value: HttpSpec.fromJSON(object.http) }
+        : isSet(object.docker)
+        ? { $case: "docker", value: DockerSpec.fromJSON(object.docker) }
         : undefined,
     };
   },
@@ -1353,6 +2107,10 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       obj.shell = ShellSpec.toJSON(message.kind.value);
     } else if (message.kind?.$case === "sql") {
       obj.sql = SqlSpec.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "http") {
+      obj.http = HttpSpec.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "docker") {
+      obj.docker = DockerSpec.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -1378,6 +2136,18 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       case "sql": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "sql", value: SqlSpec.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "http": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "http", value: HttpSpec.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "docker": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "docker", value: DockerSpec.fromPartial(object.kind.value) };
         }
         break;
       }
