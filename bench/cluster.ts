@@ -21,6 +21,8 @@ export interface ClusterOptions {
   agentNodeFlags?: readonly string[];
   /** Extra arguments for `switchboard agent` (e.g. --config FILE). */
   agentArgs?: readonly string[];
+  /** The agent's transport: "grpc" (default) or "http" (long-polling on the hub's HTTP port). */
+  transport?: "grpc" | "http";
 }
 
 export interface Cluster {
@@ -37,16 +39,27 @@ export interface Cluster {
 const childEnv = { SWITCHBOARD_LOG_LEVEL: "warn" };
 
 /** Waits until the hub process `hub` has written its hub.json in `dataDir`; returns its address. */
-export function waitForHubJson(hub: Child, dataDir: string): Promise<string> {
+export async function waitForHubJson(hub: Child, dataDir: string): Promise<string> {
+  return (await waitForHubAddresses(hub, dataDir)).address;
+}
+
+/** The hub's gRPC address and, if it serves one, its agent HTTP API address, from its hub.json. */
+export function waitForHubAddresses(
+  hub: Child,
+  dataDir: string,
+): Promise<{ address: string; httpAddress?: string }> {
   return waitFor(
     "hub.json",
     () => {
       if (hub.exited()) throw new Error(`hub exited:\n${hub.output()}`);
       const j = JSON.parse(readFileSync(path.join(dataDir, "hub.json"), "utf8")) as {
         address?: string;
+        httpAddress?: string;
         pid?: number;
       };
-      return j.pid === hub.pid && typeof j.address === "string" ? j.address : undefined;
+      return j.pid === hub.pid && typeof j.address === "string"
+        ? { address: j.address, ...(j.httpAddress ? { httpAddress: j.httpAddress } : {}) }
+        : undefined;
     },
     20_000,
   );
@@ -100,20 +113,24 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   };
   try {
     hub = spawnNode("hub", CLI, {
-      args: ["hub", "--listen", "127.0.0.1:0", "--data", hubDir],
+      args: ["hub", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data", hubDir],
       env: childEnv,
       nodeFlags: o.hubNodeFlags ?? [],
     });
     const h = hub;
-    const info = await waitForHubJson(h, hubDir);
+    const addresses = await waitForHubAddresses(h, hubDir);
+    const info = addresses.address;
+    const http = o.transport === "http";
+    if (http && !addresses.httpAddress) throw new Error("the hub serves no agent HTTP API");
     const adminToken = readFileSync(path.join(hubDir, "admin.token"), "utf8").trim();
     const agentToken = await createAgentToken(info, adminToken, POOL, "bench-agent");
 
     agent = spawnNode("agent", CLI, {
       args: [
         "agent",
+        ...(http ? ["--transport", "http"] : []),
         "--hub",
-        info,
+        http ? addresses.httpAddress! : info,
         "--token",
         agentToken,
         "--agent-id",

@@ -24,11 +24,17 @@ import {
   writeResult,
   type BenchResult,
 } from "./harness.js";
+import { HTTP_BENCHMARKS } from "./http.js";
 import { NODE_BENCHMARKS } from "./nodes.js";
 import { natsServerVersion } from "./peers.js";
 import { SQL_BENCHMARKS } from "./sql.js";
 
-const BENCHMARKS: readonly Benchmark[] = [...CORE_BENCHMARKS, ...SQL_BENCHMARKS, ...NODE_BENCHMARKS];
+const BENCHMARKS: readonly Benchmark[] = [
+  ...CORE_BENCHMARKS,
+  ...SQL_BENCHMARKS,
+  ...NODE_BENCHMARKS,
+  ...HTTP_BENCHMARKS,
+];
 
 const { values } = parseArgs({
   options: {

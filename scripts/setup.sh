@@ -15,7 +15,9 @@ fi
 
 # Debian packages: nats-server is the peer the benchmarks measure against; protoc, its gRPC Python
 # plugin and python3-grpcio run the seed-000 Python client and agent in the interop tests;
-# PostgreSQL and MariaDB are the databases the SQL tests query (usually present already).
+# PostgreSQL and MariaDB are the databases the SQL tests query (usually present already); podman
+# (with runc and slirp4netns) serves the Docker Engine API the docker tests use, and busybox-static
+# is the one program of the image they run (made locally: no registry needed).
 apt_missing=()
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || apt_missing+=(nats-server)
 command -v protoc >/dev/null 2>&1 || apt_missing+=(protobuf-compiler)
@@ -24,6 +26,10 @@ command -v grpc_python_plugin >/dev/null 2>&1 || apt_missing+=(protobuf-compiler
 /usr/bin/python3 -c 'import google.protobuf' >/dev/null 2>&1 || apt_missing+=(python3-protobuf)
 command -v pg_ctlcluster >/dev/null 2>&1 || apt_missing+=(postgresql)
 [ -x /usr/sbin/mariadbd ] || apt_missing+=(mariadb-server)
+command -v podman >/dev/null 2>&1 || apt_missing+=(podman)
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || apt_missing+=(runc)
+command -v slirp4netns >/dev/null 2>&1 || apt_missing+=(slirp4netns)
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || apt_missing+=(busybox-static)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     log "installing Debian packages: ${apt_missing[*]}"

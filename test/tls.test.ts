@@ -52,6 +52,23 @@ describe("TLS", () => {
     expect(untrusted.code).toBe(1);
   });
 
+  it("serves the HTTP long-poll transport over HTTPS with the same certificate", async () => {
+    const hub = await startHub({ args: ["--tls-cert", certs.hubCert, "--tls-key", certs.hubKey] });
+    hub.cli.push("--tls-ca", certs.ca);
+    await startAgent(hub, {
+      agentId: "tls-http-1",
+      pool: "tls-http",
+      args: ["--transport", "http", "--tls-ca", certs.ca],
+    });
+    const r = await runCli([...hub.cli, "exec", "--pool", "tls-http", "--", "echo", "over https"]);
+    expect(r).toMatchObject({ code: 0, stdout: "over https\n" });
+    const plain = await fetch(`http://${hub.httpAddress}/agent/v1/stats`).then(
+      () => "answered",
+      () => "refused",
+    );
+    expect(plain).toBe("refused");
+  });
+
   it("requires client certificates from the CA it is given (mutual TLS)", async () => {
     const hub = await startHub({
       args: ["--tls-cert", certs.hubCert, "--tls-key", certs.hubKey, "--tls-client-ca", certs.ca],

@@ -11,7 +11,9 @@ import { VERSION } from "../common/version.js";
 import type { Hello } from "../gen/switchboard/v1/agent.js";
 import type { Backoff } from "./backoff.js";
 import type { AgentConfig } from "./config.js";
+import { DockerExecutor } from "./executors/docker.js";
 import { EchoExecutor } from "./executors/echo.js";
+import { HttpExecutor } from "./executors/http.js";
 import { ShellExecutor, type ShellExecutorOptions } from "./executors/shell.js";
 import { SqlExecutor } from "./executors/sql.js";
 import { Heartbeater } from "./heartbeat.js";
@@ -124,6 +126,19 @@ export async function createAgent(
         ...tuning.shell,
       }),
       new SqlExecutor({ agentId: cfg.agentId, datasources, maxChunkBytes: config.shell.maxChunkBytes }),
+      new DockerExecutor({
+        enabled: config.docker.enabled,
+        agentId: cfg.agentId,
+        socket: config.docker.socket,
+        maxChunkBytes: config.shell.maxChunkBytes,
+      }),
+      new HttpExecutor({
+        agentId: cfg.agentId,
+        allow: config.http.allow,
+        defaultTimeoutMs: config.http.timeoutMs,
+        maxRedirects: config.http.maxRedirects,
+        maxChunkBytes: config.shell.maxChunkBytes,
+      }),
     ],
     stats,
     logger: log,
@@ -164,7 +179,13 @@ export async function createAgent(
     hostname: hostname(),
     platform: cfg.platform,
     version: VERSION,
-    taskKinds: ["echo", ...(config.shell.enabled ? ["shell"] : []), ...(datasources.size > 0 ? ["sql"] : [])],
+    taskKinds: [
+      "echo",
+      ...(config.shell.enabled ? ["shell"] : []),
+      ...(datasources.size > 0 ? ["sql"] : []),
+      ...(config.docker.enabled ? ["docker"] : []),
+      ...(config.http.allow.length > 0 ? ["http"] : []),
+    ],
     maxConcurrency: cfg.poolSize,
     instanceId: newInstanceId(),
     acceptsBatches: true,
@@ -201,6 +222,8 @@ export async function createAgent(
     ...(tuning.closeTimeoutMs ? { closeTimeoutMs: tuning.closeTimeoutMs } : {}),
     readPauseDepth: 2 * cfg.outboxCapacity + 4 * cfg.poolSize,
     ...(config.tls ? { tls: config.tls } : {}),
+    transport: cfg.transport,
+    hubConcurrency: cfg.hubConcurrency,
     handler: {
       sessionStarted: (s) => {
         p.beginSession({
@@ -264,11 +287,14 @@ export async function createAgent(
   log.info(
     {
       hub: cfg.hub,
+      transport: cfg.transport,
       pool: cfg.pool,
       labels: cfg.labels,
       poolSize: cfg.poolSize,
       threshold: cfg.threshold,
       shell: config.shell.enabled,
+      docker: config.docker.enabled ? config.docker.socket : false,
+      httpAllow: config.http.allow,
       datasources: config.datasources.map((d) => `${d.name} (${d.driver}${d.readOnly ? ", read-only" : ""})`),
       configFile: config.sources.file ?? "",
       tokenFrom: config.sources.token,

@@ -48,6 +48,8 @@ resume_buffer_mb = 32
 resume_spill_mb = 0
 data_dir = "./agent-data"
 agent_port = 9001
+transport = "http"
+hub_concurrency = 3
 agent_host = "0.0.0.0"
 api_token = "sbt_local"
 
@@ -80,6 +82,10 @@ stats_interval_secs = 30
 enabled = true
 kill_grace_ms = 1500
 max_chunk_bytes = 65536
+
+[docker]
+enabled = true
+socket = "unix:///run/podman/podman.sock"
 `;
 
 describe("loadAgentConfig", () => {
@@ -101,6 +107,8 @@ describe("loadAgentConfig", () => {
       dataDir: resolve("./agent-data"),
       resumeBufferBytes: 32 * 1024 * 1024,
       resumeSpillBytes: 0,
+      transport: "http",
+      hubConcurrency: 3,
       api: { host: "0.0.0.0", port: 9001, portIsDefault: false, tokens: ["sbt_file", "sbt_local"] },
     });
     expect(c.storage).toEqual({
@@ -129,11 +137,12 @@ describe("loadAgentConfig", () => {
       statsIntervalMs: 30000,
     });
     expect(c.shell).toEqual({ enabled: true, killGraceMs: 1500, maxChunkBytes: 65536 });
+    expect(c.docker).toEqual({ enabled: true, socket: "/run/podman/podman.sock" });
     expect(c.sources.file).toBe(path);
     expect(c.warnings).toEqual([]);
   });
 
-  it("fills defaults: host name, pool, sizes, shell off", () => {
+  it("fills defaults: host name, pool, sizes, shell and docker off", () => {
     const c = load({ flags: { token: "t" } });
     expect(c.agent.agentId).toBe(hostname());
     expect(c.agent.hub).toEqual(["127.0.0.1:7000"]);
@@ -143,6 +152,8 @@ describe("loadAgentConfig", () => {
     expect(c.agent.inboxCapacity).toBe(100);
     expect(c.agent.outboxCapacity).toBe(1000);
     expect(c.agent.maxStorageNodes).toBe(10);
+    expect(c.agent.transport).toBe("grpc");
+    expect(c.agent.hubConcurrency).toBe(2);
     expect(c.agent.api).toEqual({ host: "127.0.0.1", port: 8001, portIsDefault: true, tokens: ["t"] });
     expect(c.storage.binaryPath).toBe(""); // this program's own storage-node
     expect(c.storage.dataPath).toBe(resolve("./agent-data/nodes"));
@@ -152,6 +163,25 @@ describe("loadAgentConfig", () => {
     expect(c.monitoring.heartbeatIntervalMs).toBe(5000);
     expect(c.monitoring.statsIntervalMs).toBe(10000);
     expect(c.shell).toEqual({ enabled: false, killGraceMs: 5000, maxChunkBytes: 1024 * 1024 });
+    expect(c.docker).toEqual({ enabled: false, socket: "/var/run/docker.sock" });
+  });
+
+  it("reads [http]: allow prefixes normalized, the default timeout and the redirect cap; off by default", () => {
+    expect(load({ flags: { token: "t" } }).http).toEqual({ allow: [], timeoutMs: 60_000, maxRedirects: 10 });
+    const path = file(
+      '[agent]\ntoken = "t"\n[http]\nallow = ["HTTP://Svc.Internal:8080/api", "https://files.internal"]\ntimeout_secs = 2.5\nmax_redirects = 0\n',
+    );
+    expect(load({ file: path }).http).toEqual({
+      allow: ["http://svc.internal:8080/api", "https://files.internal/"],
+      timeoutMs: 2500,
+      maxRedirects: 0,
+    });
+    expect(problem({ file: file('[agent]\ntoken = "t"\n[http]\nallow = ["http://u:p@svc/"]\n') })).toMatch(
+      /^http\.allow\[0\]: a prefix may not hold a user name or password \(given for svc\) \(in .*\)$/,
+    );
+    expect(problem({ file: file('[agent]\ntoken = "t"\n[http]\nallow = ["http://[fe80::1]/"]\n') })).toMatch(
+      /^http\.allow\[0\]: \[fe80::1\] is a link-local address: http tasks never reach it/,
+    );
   });
 
   it("accepts seed 004's master_host as the hub address, with or without http://", () => {
@@ -301,6 +331,14 @@ describe("loadAgentConfig", () => {
       ["shell", 'enabled = "true"', "shell.enabled"],
       ["shell", "kill_grace_ms = -5", "shell.kill_grace_ms"],
       ["shell", "max_chunk_bytes = 0", "shell.max_chunk_bytes"],
+      ["docker", 'enabled = "yes"', "docker.enabled"],
+      ["docker", 'socket = ""', "docker.socket"],
+      ["docker", "sock = 1", "docker.sock"],
+      ["http", 'allow = "http://svc/"', "http.allow"],
+      ["http", 'allow = ["ftp://svc/"]', "http.allow[0]"],
+      ["http", 'allow = ["http://svc/", "http://169.254.169.254/"]', "http.allow[1]"],
+      ["http", "timeout_secs = 0", "http.timeout_secs"],
+      ["http", "max_redirects = 101", "http.max_redirects"],
       ["nope", "x = 1", "nope"],
     ];
     for (const [section, line, key] of cases) {

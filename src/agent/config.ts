@@ -10,6 +10,7 @@ import { parseDuration } from "../common/duration.js";
 import { MAX_AGENT_CONCURRENCY } from "../common/limits.js";
 import type { ClientTlsFiles } from "../common/tls.js";
 import type { DatasourceConfig, SqlDriver } from "./sql/datasource.js";
+import { parseAllowPrefix } from "./executors/http-policy.js";
 import { parseHubAddress } from "./hub-address.js";
 
 export interface AgentConfig {
@@ -34,6 +35,10 @@ export interface AgentConfig {
     /** While the link is down: task events held in memory, then spilled (0: no spill file). */
     resumeBufferBytes: number;
     resumeSpillBytes: number;
+    /** "grpc": one bidi stream to the hub's gRPC port; "http": HTTP/1.1 long-polling on its HTTP port. */
+    transport: "grpc" | "http";
+    /** HTTP transport: requests in flight to the hub at once. */
+    hubConcurrency: number;
     /** The local API (GridAgent gRPC, /healthz, /metrics): port (0: any free one), host; undefined: off. */
     api?: { host: string; port: number; portIsDefault: boolean; tokens: string[] };
   };
@@ -71,6 +76,19 @@ export interface AgentConfig {
     enabled: boolean;
     killGraceMs: number;
     maxChunkBytes: number;
+  };
+  docker: {
+    enabled: boolean;
+    /** Absolute path of the Docker Engine API's unix socket (Docker's, or podman's compatible one). */
+    socket: string;
+  };
+  http: {
+    /** URL prefixes http tasks may reach, normalized; empty: http tasks are refused. */
+    allow: string[];
+    /** A task's whole-request timeout when it sets none. */
+    timeoutMs: number;
+    /** The most redirects a task may ask to follow. */
+    maxRedirects: number;
   };
   /** `[datasources.NAME]`, passwords resolved; in the file's order. */
   datasources: DatasourceConfig[];
@@ -147,6 +165,7 @@ const ENV_OVERRIDES: Record<string, Override> = {
   SWITCHBOARD_TLS_CERT: { section: "tls", key: "cert", type: "string" },
   SWITCHBOARD_TLS_KEY: { section: "tls", key: "key", type: "string" },
   SWITCHBOARD_AGENT_PORT: { section: "agent", key: "agent_port", type: "int" },
+  SWITCHBOARD_TRANSPORT: { section: "agent", key: "transport", type: "string" },
 };
 
 /** Flag keys as commander hands them over (camelCase), with the flag a user typed. */
@@ -162,6 +181,8 @@ const FLAG_OVERRIDES: Record<string, Override & { flag: string }> = {
   shell: { section: "shell", key: "enabled", type: "bool", flag: "--shell" },
   dataDir: { section: "agent", key: "data_dir", type: "string", flag: "--data" },
   agentPort: { section: "agent", key: "agent_port", type: "int", flag: "--agent-port" },
+  transport: { section: "agent", key: "transport", type: "string", flag: "--transport" },
+  hubConcurrency: { section: "agent", key: "hub_concurrency", type: "int", flag: "--hub-concurrency" },
   agentHost: { section: "agent", key: "agent_host", type: "string", flag: "--agent-host" },
   storageDataPath: { section: "storage", key: "data_path", type: "string", flag: "--storage-data" },
   tls: { section: "tls", key: "enabled", type: "bool", flag: "--tls" },
@@ -345,6 +366,8 @@ const agentSection = z.strictObject({
   resume_buffer_mb: positiveInt(64 * 1024).default(64),
   resume_spill_mb: integer("an integer", 0, 1024 * 1024).default(1024),
   data_dir: text.default("./agent-data"),
+  transport: check<"grpc" | "http">((v) => v === "grpc" || v === "http", '"grpc" or "http"').default("grpc"),
+  hub_concurrency: positiveInt(64).default(2),
   agent_api: bool.default(true),
   agent_port: integer("a port (0: any free one)", 0, 65_535).default(8001),
   agent_host: text.default("127.0.0.1"),
@@ -387,6 +410,39 @@ const shellSection = z
     enabled: bool.default(false),
     kill_grace_ms: integer("a number of milliseconds", 0, 600_000).default(5000),
     max_chunk_bytes: positiveInt(MAX_CHUNK_LIMIT).default(1024 * 1024),
+  })
+  .prefault({});
+
+const dockerSection = z
+  .strictObject({
+    enabled: bool.default(false),
+    socket: text.default("/var/run/docker.sock"),
+  })
+  .prefault({});
+
+/** `[http] allow`: URL prefixes, normalized; a bad item is named by its index. */
+const urlPrefixes = z.unknown().transform((v, ctx) => {
+  if (!Array.isArray(v)) {
+    ctx.addIssue({
+      code: "custom",
+      message: `expected a list of URL prefixes like ["http://svc.internal:8080/api/"], got ${show(v)}`,
+    });
+    return z.NEVER;
+  }
+  const out: string[] = [];
+  (v as unknown[]).forEach((item, i) => {
+    const p = typeof item === "string" ? parseAllowPrefix(item) : `expected a URL prefix, got ${show(item)}`;
+    if (typeof p === "string") ctx.addIssue({ code: "custom", message: p, path: [i] });
+    else out.push(p.href);
+  });
+  return out;
+});
+
+const httpSection = z
+  .strictObject({
+    allow: urlPrefixes.default([]),
+    timeout_secs: seconds.default(60),
+    max_redirects: integer("an integer", 0, 100).default(10),
   })
   .prefault({});
 
@@ -462,11 +518,13 @@ const fileSchema = z.strictObject({
   storage: storageSection,
   monitoring: monitoringSection,
   shell: shellSection,
+  docker: dockerSection,
+  http: httpSection,
   tls: tlsSection,
   datasources: datasourcesSection,
 });
 
-const SECTIONS = ["agent", "storage", "monitoring", "shell", "tls", "datasources"] as const;
+const SECTIONS = ["agent", "storage", "monitoring", "shell", "docker", "http", "tls", "datasources"] as const;
 
 // ---- loading ----
 
@@ -589,7 +647,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
     }
     throw new ConfigError(problems);
   }
-  const { agent, storage, monitoring, shell, tls } = parsed.data;
+  const { agent, storage, monitoring, shell, docker, http, tls } = parsed.data;
   const datasources = resolveDatasources(parsed.data.datasources, env, layers, problems, warnings);
 
   if (agent.hub !== undefined && agent.master_host !== undefined) {
@@ -674,6 +732,8 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
       dataDir: resolve(agent.data_dir),
       resumeBufferBytes: agent.resume_buffer_mb * 1024 * 1024,
       resumeSpillBytes: agent.resume_spill_mb * 1024 * 1024,
+      transport: agent.transport,
+      hubConcurrency: agent.hub_concurrency,
       ...(agent.agent_api
         ? {
             api: {
@@ -714,6 +774,16 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
       enabled: shell.enabled,
       killGraceMs: shell.kill_grace_ms,
       maxChunkBytes: shell.max_chunk_bytes,
+    },
+    docker: {
+      enabled: docker.enabled,
+      // DOCKER_HOST's form (unix:///path) is accepted too.
+      socket: resolve(docker.socket.replace(/^unix:\/\//, "")),
+    },
+    http: {
+      allow: http.allow,
+      timeoutMs: Math.round(http.timeout_secs * 1000),
+      maxRedirects: http.max_redirects,
     },
     datasources,
     ...(tlsFiles ? { tls: tlsFiles } : {}),

@@ -1,7 +1,7 @@
 // The agent's link to the hub: dials the addresses in turn over one gRPC bidi stream, says Hello with
 // its bearer token, waits for Welcome, and drains the outbox into the stream. On any end it redials:
 // with jittered backoff, at the cap after a refusal (a config mistake), at once after a Drain.
-import { type ClientDuplexStream, type StatusObject } from "@grpc/grpc-js";
+import { type StatusObject } from "@grpc/grpc-js";
 import { bearerMetadata } from "../common/auth.js";
 import { Code, codeName } from "../common/errors.js";
 import { FastAgentServiceClient } from "../common/codec.js";
@@ -17,6 +17,7 @@ import {
   type Welcome,
 } from "../gen/switchboard/v1/agent.js";
 import { Backoff } from "./backoff.js";
+import { HttpHubCall } from "./http-call.js";
 import { outputBytes, type Outbox } from "./outbox.js";
 
 export interface LinkSession {
@@ -65,6 +66,10 @@ export interface AgentLinkOptions {
   readPauseDepth?: number;
   /** TLS to the hub; absent: plaintext. */
   tls?: ClientTlsFiles;
+  /** "grpc" (default): one bidi stream; "http": HTTP/1.1 long-polling on the hub's HTTP port. */
+  transport?: "grpc" | "http";
+  /** HTTP transport: requests in flight to the hub at once (default 2). */
+  hubConcurrency?: number;
 }
 
 /** Refusals that mean the agent's own config is wrong: retried slowly, and said loudly. */
@@ -88,7 +93,18 @@ const LINK_TRANSITIONS: Record<LinkState, readonly LinkState[]> = {
   closed: [],
 };
 
-type HubCall = ClientDuplexStream<AgentMessage, HubMessage>;
+/** What the link needs of a call to the hub: a gRPC bidi stream, or the HTTP long-poll stand-in. */
+interface HubCall {
+  write(m: AgentMessage): boolean;
+  end(): void;
+  cancel(): void;
+  pause(): void;
+  resume(): void;
+  on(event: "data", cb: (m: HubMessage) => void): unknown;
+  on(event: "error", cb: (e: Error) => void): unknown;
+  on(event: "status", cb: (st: StatusObject) => void): unknown;
+  once(event: "drain", cb: () => void): unknown;
+}
 
 interface Dial {
   hub: string;
@@ -258,11 +274,35 @@ export class AgentLink {
 
   private dialOnce(hub: string): Promise<DialEnd> {
     return new Promise((resolve) => {
-      const client = new FastAgentServiceClient(hub, this.channel.credentials, {
-        ...clientOptions(),
-        ...this.channel.options,
-      });
-      const call = client.connect(bearerMetadata(this.opts.token));
+      const hello: Hello = {
+        ...this.opts.hello,
+        maxConcurrency: this.opts.maxConcurrency?.() ?? this.opts.hello.maxConcurrency,
+        resume: this.opts.resume?.(),
+        nodes: this.opts.nodes?.() ?? this.opts.hello.nodes,
+      };
+      let call: HubCall;
+      let closeClient: () => void;
+      let sendHello: () => void;
+      if (this.opts.transport === "http") {
+        const httpCall = new HttpHubCall({
+          address: hub,
+          token: this.opts.token,
+          ...(this.opts.tls ? { tls: this.opts.tls } : {}),
+          concurrency: this.opts.hubConcurrency ?? 2,
+        });
+        call = httpCall;
+        closeClient = () => httpCall.close();
+        sendHello = () => httpCall.start(hello);
+      } else {
+        const client = new FastAgentServiceClient(hub, this.channel.credentials, {
+          ...clientOptions(),
+          ...this.channel.options,
+        });
+        const grpcCall = client.connect(bearerMetadata(this.opts.token));
+        call = grpcCall;
+        closeClient = () => client.close();
+        sendHello = () => grpcCall.write({ body: { $case: "hello", value: hello } });
+      }
       const epoch = ++this.epochs;
       let drained = false;
       let localReason = "";
@@ -330,17 +370,11 @@ export class AgentLink {
           this.lastProblem = `${hub}: ${codeName(st.code)} ${details}`;
         }
         if (this.dial === dial) this.dial = undefined;
-        client.close();
+        closeClient();
         markEnded();
         resolve({ session, code: st.code, details, drained });
       });
-      const hello: Hello = {
-        ...this.opts.hello,
-        maxConcurrency: this.opts.maxConcurrency?.() ?? this.opts.hello.maxConcurrency,
-        resume: this.opts.resume?.(),
-        nodes: this.opts.nodes?.() ?? this.opts.hello.nodes,
-      };
-      call.write({ body: { $case: "hello", value: hello } });
+      sendHello();
     });
   }
 

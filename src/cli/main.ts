@@ -7,7 +7,9 @@ import { registerAgent } from "./commands/agent.js";
 import { registerAgents } from "./commands/agents.js";
 import { registerAudit } from "./commands/audit.js";
 import { registerDemo } from "./commands/demo.js";
+import { registerDocker } from "./commands/docker.js";
 import { registerExec } from "./commands/exec.js";
+import { registerHttp } from "./commands/http.js";
 import { registerHub } from "./commands/hub.js";
 import { registerNodes } from "./commands/nodes.js";
 import { registerPing } from "./commands/ping.js";
@@ -48,6 +50,8 @@ export function buildProgram(): Command {
   registerAgents(program);
   registerExec(program);
   registerQuery(program);
+  registerDocker(program);
+  registerHttp(program);
   registerStorageNode(program);
   registerPing(program);
   registerTasks(program);

@@ -93,6 +93,20 @@ describe("ProgressLine", () => {
     expect(written).toEqual([]);
   });
 
+  it("shows bytes only for a byte transfer, with the total when it is known", () => {
+    const written: string[] = [];
+    let now = 0;
+    const stream: ProgressStream = { isTTY: true, write: (t: string) => written.push(t) > 0 };
+    const line = new ProgressLine(stream, { enabled: true, now: () => now, rows: false });
+    line.update(0, 0);
+    now = 2000;
+    line.update(0, 4 * MIB);
+    line.setTotal(20 * MIB);
+    now = 4000;
+    line.update(0, 8 * MIB);
+    expect(written).toEqual(["\r4.0 MiB  2.0 MiB/s\x1b[K", "\r8.0 MiB of 20.0 MiB  2.0 MiB/s\x1b[K"]);
+  });
+
   it("formats counts and sizes the same in every locale", () => {
     expect(formatCount(1_234_567)).toBe("1,234,567");
     expect(formatBytes(0)).toBe("0 B");

@@ -22,13 +22,22 @@ export class ProgressLine {
   private drawnAt = 0;
   private rows = 0;
   private bytes = 0;
+  private totalBytes: number | undefined;
+  private readonly countRows: boolean;
 
+  /** rows: false for a transfer of bytes only (an HTTP body), which shows no row counts. */
   constructor(
     private readonly stream: ProgressStream,
-    opts: { enabled: boolean; now?: () => number },
+    opts: { enabled: boolean; now?: () => number; rows?: boolean },
   ) {
     this.enabled = opts.enabled && stream.isTTY === true;
     this.now = opts.now ?? Date.now;
+    this.countRows = opts.rows ?? true;
+  }
+
+  /** The size the transfer will have, when known (a Content-Length): shown as "of" that. */
+  setTotal(bytes: number): void {
+    this.totalBytes = bytes;
   }
 
   /** The totals so far; the transfer's clock starts at the first call. */
@@ -59,6 +68,13 @@ export class ProgressLine {
   private draw(now: number): void {
     this.drawnAt = now;
     const seconds = Math.max(now - (this.startedAt ?? now), 1) / 1000;
+    if (!this.countRows) {
+      const of = this.totalBytes !== undefined ? ` of ${formatBytes(this.totalBytes)}` : "";
+      this.stream.write(
+        `\r${formatBytes(this.bytes)}${of}  ${formatBytes(this.bytes / seconds)}/s${ERASE_TO_END}`,
+      );
+      return;
+    }
     this.stream.write(
       `\r${formatCount(this.rows)} rows  ${formatBytes(this.bytes)}  ${formatBytes(this.bytes / seconds)}/s  ` +
         `${formatCount(Math.round(this.rows / seconds))} rows/s${ERASE_TO_END}`,

@@ -106,6 +106,105 @@ export function sql(opts: SqlOptions): { spec: TaskSpec } {
   };
 }
 
+export interface HttpOptions {
+  /** Must start with one of the agent's [http] allow prefixes. */
+  url: string;
+  /** Default GET. */
+  method?: string;
+  /** Several values of one header: join them with ", ". Host, Content-Length and framing are the agent's. */
+  headers?: Record<string, string>;
+  body?: Uint8Array | string;
+  /** The whole request, body included; default: the agent's [http] timeout_secs. */
+  timeoutMs?: number;
+  /** Decode gzip, deflate and br bodies on the agent (and ask for them with Accept-Encoding). */
+  decode?: boolean;
+  /** Follow up to this many redirects, each checked against the allowlist; default 0: none. */
+  maxRedirects?: number;
+}
+
+/**
+ * An HTTP request made by the agent. The task's stderr carries the response's status and headers as one
+ * JSON line (HttpResponseHead), its stdout the body; Finished.result is JSON {status, bytes, url}.
+ */
+export function http(opts: HttpOptions): { spec: TaskSpec } {
+  return {
+    spec: {
+      kind: {
+        $case: "http",
+        value: {
+          method: opts.method ?? "",
+          url: opts.url,
+          headers: opts.headers ?? {},
+          body: bytes(opts.body),
+          timeoutMs: opts.timeoutMs ?? 0,
+          decode: opts.decode ?? false,
+          maxRedirects: opts.maxRedirects ?? 0,
+        },
+      },
+    },
+  };
+}
+
+export type DockerOp = "ps" | "images" | "run" | "stop" | "rm" | "logs" | "inspect";
+
+export interface DockerOptions {
+  op: DockerOp;
+  /** run: the image; never pulled, it must be on the agent's machine already. */
+  image?: string;
+  /** run: command and arguments; default: the image's. */
+  cmd?: string[];
+  /** stop, rm, logs, inspect: its id or name; run: the name to give it. */
+  container?: string;
+  /** run */
+  env?: Record<string, string>;
+  /** run: answer once it started (result: JSON {id, name}); else its output streams and its exit code is the task's. */
+  detach?: boolean;
+  /** logs: go on until the container stops (or the task is cancelled). */
+  follow?: boolean;
+  /** ps: stopped containers too. */
+  all?: boolean;
+  /** rm: a running container too. */
+  force?: boolean;
+  /** run: remove the container once it exited. */
+  remove?: boolean;
+  /** stop, and the stop of a cancelled attached run: SIGKILL after this long; default 10. */
+  stopTimeoutSecs?: number;
+  /** logs: only the last N lines. */
+  tail?: number;
+}
+
+/**
+ * A Docker Engine operation on the agent (its [docker] section must enable it). ps, images and inspect
+ * answer with the engine's JSON (stdout and Finished.result); an attached run streams the container's
+ * stdout and stderr and ends with its exit code; a cancel stops the container.
+ */
+export function docker(opts: DockerOptions): { spec: TaskSpec } {
+  if (opts.op === "run" && !opts.image) throw new TypeError("docker(): run needs an image");
+  if (["stop", "rm", "logs", "inspect"].includes(opts.op) && !opts.container)
+    throw new TypeError(`docker(): ${opts.op} needs a container (its id or name)`);
+  return {
+    spec: {
+      kind: {
+        $case: "docker",
+        value: {
+          op: opts.op,
+          image: opts.image ?? "",
+          cmd: opts.cmd ?? [],
+          container: opts.container ?? "",
+          env: opts.env ?? {},
+          detach: opts.detach ?? false,
+          follow: opts.follow ?? false,
+          all: opts.all ?? false,
+          force: opts.force ?? false,
+          remove: opts.remove ?? false,
+          stopTimeoutSecs: opts.stopTimeoutSecs ?? 0,
+          tail: opts.tail ?? 0,
+        },
+      },
+    },
+  };
+}
+
 export function toTarget(t: TargetInput): Target {
   return { agentId: t.agentId ?? "", pool: t.pool ?? "", labels: t.labels ?? {} };
 }

@@ -17,8 +17,12 @@ export type {
   SwitchboardClientOptions,
   WatchOptions,
 } from "./client.js";
-export { echo, shell, sql, toSubmitRequest, toTarget } from "./builders.js";
-export type { ShellOptions, SqlOptions, TargetInput, TaskRequest } from "./builders.js";
+export { echo, http, shell, sql, toSubmitRequest, toTarget } from "./builders.js";
+export type { HttpOptions, ShellOptions, SqlOptions, TargetInput, TaskRequest } from "./builders.js";
+export { docker } from "./builders.js";
+export type { DockerOp, DockerOptions } from "./builders.js";
+export type { HttpResponseHead, HttpResultSummary } from "../common/http-result.js";
+export { parseHttpHead } from "../common/http-result.js";
 export type {
   ColumnInfo,
   JsonValue,

@@ -10,6 +10,11 @@ import { isLoopbackHost, type ServerTlsFiles } from "../common/tls.js";
 
 export interface HubConfig {
   listen: string;
+  /**
+   * The HTTP port: the agent long-poll API. undefined: the listen host with port 7080 (and if that port
+   * is taken the hub runs without it, saying so); "off": none.
+   */
+  httpListen?: string;
   dataDir: string;
   heartbeatIntervalMs: number;
   offlineAfterMs: number;
@@ -65,6 +70,7 @@ const fileSchema = z
     hub: z
       .object({
         listen: z.string().min(1),
+        http_listen: z.string().min(1),
         data_dir: z.string().min(1),
         queue_limit: positiveInt,
         max_message_bytes: positiveInt.min(64 * 1024),
@@ -132,6 +138,24 @@ function checkListen(value: string, where: string): string {
   return value;
 }
 
+function checkHttpListen(value: string, where: string): string {
+  if (value === "off") return value;
+  try {
+    return checkListen(value, where);
+  } catch {
+    throw new ConfigError(
+      `hub.http_listen: expected host:port such as 0.0.0.0:7080, or "off", got "${value}" (${where})`,
+    );
+  }
+}
+
+/** Where the agent HTTP API listens: the setting, else the gRPC listen host on port 7080; undefined: off. */
+export function httpListenOf(cfg: HubConfig): { listen: string; isDefault: boolean } | undefined {
+  if (cfg.httpListen === "off") return undefined;
+  if (cfg.httpListen !== undefined) return { listen: cfg.httpListen, isDefault: false };
+  return { listen: `${cfg.listen.slice(0, cfg.listen.lastIndexOf(":"))}:7080`, isDefault: true };
+}
+
 function intFrom(key: string, raw: string | number, where: string, min = 1): number {
   const n = typeof raw === "number" ? raw : Number(raw);
   if (!Number.isInteger(n) || n < min) {
@@ -179,6 +203,7 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
     const f = parsed.data;
     const where = `in ${file}`;
     if (f.hub?.listen !== undefined) cfg.listen = checkListen(f.hub.listen, where);
+    if (f.hub?.http_listen !== undefined) cfg.httpListen = checkHttpListen(f.hub.http_listen, where);
     if (f.hub?.data_dir !== undefined) cfg.dataDir = f.hub.data_dir;
     if (f.hub?.queue_limit !== undefined) cfg.queueLimit = f.hub.queue_limit;
     if (f.hub?.max_message_bytes !== undefined) cfg.maxMessageBytes = f.hub.max_message_bytes;
@@ -206,6 +231,8 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
 
   const e = (name: string): string | undefined => (env[name] ? env[name] : undefined);
   if (e("SWITCHBOARD_LISTEN")) cfg.listen = checkListen(e("SWITCHBOARD_LISTEN")!, "from SWITCHBOARD_LISTEN");
+  if (e("SWITCHBOARD_HTTP_LISTEN"))
+    cfg.httpListen = checkHttpListen(e("SWITCHBOARD_HTTP_LISTEN")!, "from SWITCHBOARD_HTTP_LISTEN");
   if (e("SWITCHBOARD_DATA")) cfg.dataDir = e("SWITCHBOARD_DATA")!;
   if (e("SWITCHBOARD_QUEUE_LIMIT"))
     cfg.queueLimit = intFrom(
@@ -219,6 +246,8 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
   if (e("SWITCHBOARD_TLS_CLIENT_CA")) tls.clientCa = e("SWITCHBOARD_TLS_CLIENT_CA");
 
   if (flags.listen !== undefined) cfg.listen = checkListen(String(flags.listen), "from --listen");
+  if (flags.httpListen !== undefined)
+    cfg.httpListen = checkHttpListen(String(flags.httpListen), "from --http-listen");
   if (typeof flags.tlsCert === "string") tls.cert = flags.tlsCert;
   if (typeof flags.tlsKey === "string") tls.key = flags.tlsKey;
   if (typeof flags.tlsClientCa === "string") tls.clientCa = flags.tlsClientCa;
@@ -291,6 +320,14 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
     if (tls.clientCa !== undefined) cfg.tls.clientCa = resolve(tls.clientCa);
   }
   const host = cfg.listen.slice(0, cfg.listen.lastIndexOf(":"));
+  if (cfg.httpListen !== undefined && cfg.httpListen !== "off") {
+    const httpHost = cfg.httpListen.slice(0, cfg.httpListen.lastIndexOf(":"));
+    if (!cfg.tls && !cfg.insecure && !isLoopbackHost(httpHost)) {
+      throw new ConfigError(
+        `hub.http_listen: ${cfg.httpListen} can be reached from other machines, and tokens would cross the network in the clear; give a certificate, listen on 127.0.0.1, or pass --insecure`,
+      );
+    }
+  }
   if (!cfg.tls && !cfg.insecure && !isLoopbackHost(host)) {
     throw new ConfigError(
       `hub.listen: ${cfg.listen} can be reached from other machines, and tokens would cross the network in the clear; give a certificate (tls.cert and tls.key, or --tls-cert and --tls-key), listen on 127.0.0.1, or pass --insecure to serve plaintext anyway`,

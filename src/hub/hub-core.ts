@@ -253,7 +253,7 @@ export class HubCore {
         value: { taskId: t.id, reason: `deadline of ${budget} ms passed`, graceMs: 0 },
       },
     });
-    const grace = shellGrace(t.spec) + 5_000;
+    const grace = stopGrace(t.spec) + 5_000;
     setTimeout(() => {
       if (!t.terminal)
         this.finishLocal(
@@ -1238,10 +1238,11 @@ function safeDecodeSpec(bytes: Uint8Array): TaskSpec {
   }
 }
 
-function shellGrace(spec: TaskSpec): number {
-  return spec.kind?.$case === "shell" && spec.kind.value.killGraceMs > 0
-    ? spec.kind.value.killGraceMs
-    : 5_000;
+/** How long the agent may take to stop a task once asked: its kill grace, or a container's stop timeout. */
+function stopGrace(spec: TaskSpec): number {
+  if (spec.kind?.$case === "shell" && spec.kind.value.killGraceMs > 0) return spec.kind.value.killGraceMs;
+  if (spec.kind?.$case === "docker") return (spec.kind.value.stopTimeoutSecs || 10) * 1000;
+  return 5_000;
 }
 
 function endCall(call: ServerDuplexStream<AgentMessage, HubMessage>, err: unknown): void {

@@ -10,7 +10,8 @@ import { agentServiceDefinition, clientServiceDefinition } from "../common/codec
 import { type AgentServiceServer } from "../gen/switchboard/v1/agent.js";
 import { AdminServiceService, NodeServiceService } from "../gen/switchboard/v1/client.js";
 import { TokenAuthority } from "./auth.js";
-import type { HubConfig } from "./config.js";
+import { httpListenOf, type HubConfig } from "./config.js";
+import { startHttpAgentApi, type HttpAgentApi } from "./http-agent-api.js";
 import { HubCore } from "./hub-core.js";
 import { widenHttp2Windows } from "./http2-windows.js";
 import { adminService } from "./services/admin-service.js";
@@ -21,6 +22,8 @@ import { openSqliteStore, type Store } from "./store/index.js";
 
 export interface Hub {
   readonly address: string;
+  /** The agent HTTP API ("host:port"), if it serves one. */
+  readonly httpAddress: string | undefined;
   readonly adminTokenFile: string;
   readonly store: Store;
   readonly core: HubCore;
@@ -63,6 +66,28 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
   const reachable = host === "0.0.0.0" || host === "[::]" || host === "::" ? "127.0.0.1" : host;
   const address = `${reachable}:${port}`;
   widenHttp2Windows(server, logger);
+  let httpApi: HttpAgentApi | undefined;
+  const http = httpListenOf(config);
+  if (http) {
+    try {
+      httpApi = await startHttpAgentApi(core, {
+        listen: http.listen,
+        ...(config.tls ? { tls: config.tls } : {}),
+        maxMessageBytes: config.maxMessageBytes,
+        logger,
+      });
+    } catch (err) {
+      if (!http.isDefault) {
+        server.forceShutdown();
+        await store.close();
+        throw new Error(`cannot listen on ${http.listen} (hub.http_listen): ${(err as Error).message}`);
+      }
+      logger.warn(
+        { http_listen: http.listen, err: (err as Error).message },
+        "the agent HTTP API's default port is taken: running without it (set hub.http_listen)",
+      );
+    }
+  }
   core.start();
 
   const hubJson = join(config.dataDir, "hub.json");
@@ -71,6 +96,7 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
     tmp,
     JSON.stringify({
       address,
+      httpAddress: httpApi?.address,
       pid: process.pid,
       startedAt: core.startedAt,
       tls: config.tls !== undefined,
@@ -78,7 +104,13 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
   );
   renameSync(tmp, hubJson);
   logger.info(
-    { address, listen: config.listen, data: config.dataDir, admin_token_file: adminTokenFile },
+    {
+      address,
+      http_address: httpApi?.address,
+      listen: config.listen,
+      data: config.dataDir,
+      admin_token_file: adminTokenFile,
+    },
     "hub listening",
   );
 
@@ -87,6 +119,7 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
     stopping ??= (async () => {
       const graceMs = opts.graceMs ?? config.drainGraceMs;
       await core.shutdown(graceMs);
+      await httpApi?.close();
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
           server.forceShutdown();
@@ -103,5 +136,5 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
     })();
     return stopping;
   };
-  return { address, adminTokenFile, store, core, shutdown };
+  return { address, httpAddress: httpApi?.address, adminTokenFile, store, core, shutdown };
 }

@@ -184,7 +184,8 @@ export class Scheduler {
       throw new SwitchboardError(
         Code.FAILED_PRECONDITION,
         `no agent of ${describeTarget(t.target)} accepts ${t.kind} tasks` +
-          (t.kind === "shell" ? ": start the agent with --shell or set [shell] enabled = true" : ""),
+          (t.kind === "shell" ? ": start the agent with --shell or set [shell] enabled = true" : "") +
+          (t.kind === "http" ? ": list the URL prefixes it may reach in [http] allow in its config" : ""),
       );
     }
     // FIFO per target: only jump the queue when nothing is waiting for this target.

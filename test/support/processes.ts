@@ -118,6 +118,8 @@ export function tempDir(prefix: string): string {
 
 export interface HubProc extends Proc {
   address: string;
+  /** The agent HTTP long-poll API, "host:port". */
+  httpAddress: string;
   dataDir: string;
   adminToken: string;
   /** CLI args that point at this hub with the admin token. */
@@ -130,15 +132,31 @@ export async function startHub(
   const dataDir = opts.dataDir ?? tempDir("hub");
   const hubJson = join(dataDir, "hub.json");
   rmSync(hubJson, { force: true });
-  const p = spawnCli(["hub", "--listen", "127.0.0.1:0", "--data", dataDir, ...(opts.args ?? [])], {
-    env: opts.env,
-  });
+  const p = spawnCli(
+    [
+      "hub",
+      "--listen",
+      "127.0.0.1:0",
+      "--http-listen",
+      "127.0.0.1:0",
+      "--data",
+      dataDir,
+      ...(opts.args ?? []),
+    ],
+    {
+      env: opts.env,
+    },
+  );
   const info = await waitFor(
     "the hub to write hub.json",
     () => {
       if (p.child.exitCode !== null) throw new Error(`hub exited with ${p.child.exitCode}: ${p.stderr()}`);
       if (!existsSync(hubJson)) return undefined;
-      const parsed = JSON.parse(readFileSync(hubJson, "utf8")) as { address: string; pid: number };
+      const parsed = JSON.parse(readFileSync(hubJson, "utf8")) as {
+        address: string;
+        httpAddress?: string;
+        pid: number;
+      };
       return parsed.pid === p.child.pid ? parsed : undefined;
     },
     20_000,
@@ -147,6 +165,7 @@ export async function startHub(
   return {
     ...p,
     address: info.address,
+    httpAddress: info.httpAddress ?? "",
     dataDir,
     adminToken,
     cli: ["--hub", info.address, "--token", adminToken],
@@ -189,10 +208,17 @@ export async function startAgent(
   const pool = opts.pool ?? "default";
   const token = opts.token ?? (await agentToken(hub, pool));
   const dataDir = tempDir(`agent-${opts.agentId}`);
+  // SWITCHBOARD_TEST_TRANSPORT=http runs a suite's agents on the HTTP long-poll transport.
+  // An agent given --transport http in args dials the hub's HTTP port too.
+  const asked = opts.args?.includes("--transport")
+    ? opts.args[opts.args.indexOf("--transport") + 1]
+    : undefined;
+  const http = (asked ?? process.env.SWITCHBOARD_TEST_TRANSPORT) === "http";
   const args = [
     "agent",
+    ...(http && asked === undefined ? ["--transport", "http"] : []),
     "--hub",
-    hub.address,
+    http ? hub.httpAddress : hub.address,
     "--token",
     token,
     "--agent-id",

@@ -21,6 +21,8 @@ interface AgentCliFlags {
   data?: string;
   heartbeatInterval?: string;
   agentPort?: string;
+  transport?: string;
+  hubConcurrency?: string;
   agentHost?: string;
   storageData?: string;
   logLevel?: string;
@@ -52,6 +54,11 @@ export function registerAgent(program: Command): void {
     .option("--data <dir>", "the agent's data dir (default ./agent-data)")
     .option("--heartbeat-interval <duration>", "heartbeat interval until the hub names one (default 5s)")
     .option(
+      "--transport <grpc|http>",
+      "grpc (default): one stream to the hub's gRPC port; http: long-polling on its HTTP port (7080), for networks that let only HTTP/1.1 out",
+    )
+    .option("--hub-concurrency <n>", "http transport: requests in flight to the hub at once (default 2)")
+    .option(
       "--agent-port <port>",
       "local API port: GridAgent gRPC, /healthz, /metrics (default 8001; 0: any free)",
     )
@@ -76,7 +83,7 @@ export function registerAgent(program: Command): void {
       "after",
       "\nEnvironment: SWITCHBOARD_HUB, SWITCHBOARD_TOKEN, SWITCHBOARD_AGENT_ID, SWITCHBOARD_POOL, SWITCHBOARD_LABELS,\n" +
         "SWITCHBOARD_POOL_SIZE, SWITCHBOARD_THRESHOLD, SWITCHBOARD_SHELL_ENABLED, SWITCHBOARD_TLS_CA,\n" +
-        "SWITCHBOARD_TLS_CERT, SWITCHBOARD_TLS_KEY, SWITCHBOARD_AGENT_PORT. Flags win over the environment,\n" +
+        "SWITCHBOARD_TLS_CERT, SWITCHBOARD_TLS_KEY, SWITCHBOARD_AGENT_PORT, SWITCHBOARD_TRANSPORT. Flags win over the environment,\n" +
         "which wins over the file.",
     )
     .action(async (flags: AgentCliFlags, cmd: Command) => {
@@ -97,6 +104,8 @@ export function registerAgent(program: Command): void {
         dataDir: flags.data,
         heartbeatInterval: flags.heartbeatInterval,
         agentPort: flags.agentPort,
+        transport: flags.transport,
+        hubConcurrency: flags.hubConcurrency,
         agentHost: flags.agentHost,
         storageDataPath: flags.storageData,
         tls: flags.tls ?? globals.tls,

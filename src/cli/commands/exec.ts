@@ -1,12 +1,11 @@
 // `switchboard exec`: run a command on an agent and behave like it ran here: output streams live
 // (stdout and stderr apart), the exit code is the remote one, Ctrl-C cancels the remote task.
-import { once } from "node:events";
 import { constants } from "node:os";
 import type { Command } from "commander";
 import { shell, type TaskRequest } from "../../client/index.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../../common/grpc-options.js";
-import { OutputStream, TaskState, type Finished } from "../../gen/switchboard/v1/task.js";
-import { CliError, EXIT, usageError } from "../cli-error.js";
+import { TaskState, type Finished } from "../../gen/switchboard/v1/task.js";
+import { EXIT, usageError } from "../cli-error.js";
 import {
   addTargetOptions,
   clientCommand,
@@ -15,7 +14,7 @@ import {
   type TargetFlags,
 } from "../client-command.js";
 import { collect, durationFlag } from "../flags.js";
-import { onPipeClosed } from "../pipe-closed.js";
+import { followTask } from "../follow-task.js";
 
 interface ExecFlags extends TargetFlags {
   shell?: string;
@@ -95,59 +94,8 @@ cancelled (Ctrl-C); 1 when the task could not run; 2 on bad usage.`,
         process.stdout.write(`${await client.submit(req)}\n`);
         return EXIT.ok;
       }
-      let taskId: string | undefined;
-      let interrupts = 0;
-      const cancelNow = (): void => {
-        if (!taskId) return;
-        client.cancel(taskId, "cancelled from the command line (Ctrl-C)").catch((e: unknown) => {
-          process.stderr.write(`switchboard: could not cancel task ${taskId}: ${(e as Error).message}\n`);
-        });
-      };
-      const onSigint = (): void => {
-        interrupts++;
-        if (interrupts === 1) {
-          process.stderr.write(
-            `\nswitchboard: cancelling task ${taskId ?? "(being submitted)"}; Ctrl-C again to stop waiting\n`,
-          );
-          cancelNow();
-        } else {
-          process.stderr.write(
-            `switchboard: stopped waiting; task ${taskId ?? "?"} may still be cancelling\n`,
-          );
-          process.exit(EXIT.interrupted);
-        }
-      };
-      process.on("SIGINT", onSigint);
-      process.on("SIGTERM", onSigint);
-      const unregister = onPipeClosed(async () => {
-        if (taskId) await client.cancel(taskId, "its output was no longer read (closed pipe)");
-      });
-      let finished: Finished | undefined;
-      try {
-        for await (const ev of client.run(req, {
-          onTaskId: (id) => {
-            taskId = id;
-            if (interrupts > 0) cancelNow();
-          },
-        })) {
-          const e = ev.event;
-          if (ev.gapBytes > 0)
-            process.stderr.write(`[switchboard: ${ev.gapBytes} bytes of output not kept]\n`);
-          if (e?.$case === "output") {
-            const out =
-              e.value.stream === OutputStream.OUTPUT_STREAM_STDERR ? process.stderr : process.stdout;
-            if (!out.write(e.value.data)) await once(out, "drain");
-          } else if (e?.$case === "finished") {
-            finished = e.value;
-          }
-        }
-      } finally {
-        process.off("SIGINT", onSigint);
-        process.off("SIGTERM", onSigint);
-        unregister();
-      }
-      if (!finished) throw new CliError(`the hub ended the stream of task ${taskId ?? "?"} without a result`);
-      return exitCodeOf(finished, taskId ?? "?");
+      const { taskId, finished } = await followTask(client, req);
+      return exitCodeOf(finished, taskId);
     });
     process.exitCode = code;
   });

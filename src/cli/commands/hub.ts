@@ -9,6 +9,8 @@ import { stopOnSignals } from "../signals.js";
 interface HubFlags {
   config?: string;
   listen?: string;
+  httpListen?: string;
+  rescheduleAfter?: string;
   data?: string;
   queueLimit?: string;
   drainGrace?: string;
@@ -32,6 +34,10 @@ export function registerHub(program: Command): void {
     .option(
       "--listen <host:port>",
       "gRPC address to listen on (default 0.0.0.0:7000; port 0 picks a free one)",
+    )
+    .option(
+      "--http-listen <host:port>",
+      'agent HTTP long-poll API (default: the --listen host, port 7080; "off": none)',
     )
     .option("--data <dir>", "data dir: the SQLite store, admin.token, hub.json (default ./data)")
     .option("--queue-limit <n>", "tasks queued per target before RESOURCE_EXHAUSTED (default 1000)")

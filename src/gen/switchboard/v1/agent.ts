@@ -351,6 +351,41 @@ export interface HubMessageBatch {
   messages: HubMessage[];
 }
 
+export interface HttpPoll {
+  channel: string;
+  /** the last hub message seq received */
+  ack: number;
+  /** long-poll: answer at the latest after this long (max 30000) */
+  waitMs: number;
+}
+
+export interface HttpDownload {
+  channel: string;
+  /** seq of messages[0]; the others follow by 1 */
+  firstSeq: number;
+  messages: HubMessage[];
+  /** the hub ended the channel (after these messages) */
+  ended: boolean;
+  /** gRPC status code */
+  endCode: number;
+  endDetails: string;
+}
+
+export interface HttpUpload {
+  /** empty on connect */
+  channel: string;
+  /** from 1, one per upload */
+  seq: number;
+  messages: AgentMessage[];
+  /** the agent half-closes (after these messages) */
+  end: boolean;
+}
+
+export interface HttpSendAck {
+  /** the highest upload seq applied */
+  seq: number;
+}
+
 function createBaseHello(): Hello {
   return {
     agentId: "",
@@ -4356,6 +4391,460 @@ export const HubMessageBatch: MessageFns<HubMessageBatch> = {
   fromPartial<I extends Exact<DeepPartial<HubMessageBatch>, I>>(object: I): HubMessageBatch {
     const message = createBaseHubMessageBatch();
     message.messages = object.messages?.map((e) => HubMessage.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseHttpPoll(): HttpPoll {
+  return { channel: "", ack: 0, waitMs: 0 };
+}
+
+export const HttpPoll: MessageFns<HttpPoll> = {
+  encode(message: HttpPoll, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.channel !== "") {
+      writer.uint32(10).string(message.channel);
+    }
+    if (message.ack !== 0) {
+      writer.uint32(16).uint64(message.ack);
+    }
+    if (message.waitMs !== 0) {
+      writer.uint32(24).uint32(message.waitMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HttpPoll {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHttpPoll();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.channel = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.ack = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.waitMs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HttpPoll {
+    return {
+      channel: isSet(object.channel) ? globalThis.String(object.channel) : "",
+      ack: isSet(object.ack) ? globalThis.Number(object.ack) : 0,
+      waitMs: isSet(object.waitMs)
+        ? globalThis.Number(object.waitMs)
+        : isSet(object.wait_ms)
+        ? globalThis.Number(object.wait_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: HttpPoll): unknown {
+    const obj: any = {};
+    if (message.channel !== "") {
+      obj.channel = message.channel;
+    }
+    if (message.ack !== 0) {
+      obj.ack = Math.round(message.ack);
+    }
+    if (message.waitMs !== 0) {
+      obj.waitMs = Math.round(message.waitMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HttpPoll>, I>>(base?: I): HttpPoll {
+    return HttpPoll.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HttpPoll>, I>>(object: I): HttpPoll {
+    const message = createBaseHttpPoll();
+    message.channel = object.channel ?? "";
+    message.ack = object.ack ?? 0;
+    message.waitMs = object.waitMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseHttpDownload(): HttpDownload {
+  return { channel: "", firstSeq: 0, messages: [], ended: false, endCode: 0, endDetails: "" };
+}
+
+export const HttpDownload: MessageFns<HttpDownload> = {
+  encode(message: HttpDownload, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.channel !== "") {
+      writer.uint32(10).string(message.channel);
+    }
+    if (message.firstSeq !== 0) {
+      writer.uint32(16).uint64(message.firstSeq);
+    }
+    for (const v of message.messages) {
+      HubMessage.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.ended !== false) {
+      writer.uint32(32).bool(message.ended);
+    }
+    if (message.endCode !== 0) {
+      writer.uint32(40).uint32(message.endCode);
+    }
+    if (message.endDetails !== "") {
+      writer.uint32(50).string(message.endDetails);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HttpDownload {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHttpDownload();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.channel = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.firstSeq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.messages.push(HubMessage.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.ended = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.endCode = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.endDetails = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HttpDownload {
+    return {
+      channel: isSet(object.channel) ? globalThis.String(object.channel) : "",
+      firstSeq: isSet(object.firstSeq)
+        ? globalThis.Number(object.firstSeq)
+        : isSet(object.first_seq)
+        ? globalThis.Number(object.first_seq)
+        : 0,
+      messages: globalThis.Array.isArray(object?.messages)
+        ? object.messages.map((e: any) => HubMessage.fromJSON(e))
+        : [],
+      ended: isSet(object.ended) ? globalThis.Boolean(object.ended) : false,
+      endCode: isSet(object.endCode)
+        ? globalThis.Number(object.endCode)
+        : isSet(object.end_code)
+        ? globalThis.Number(object.end_code)
+        : 0,
+      endDetails: isSet(object.endDetails)
+        ? globalThis.String(object.endDetails)
+        : isSet(object.end_details)
+        ? globalThis.String(object.end_details)
+        : "",
+    };
+  },
+
+  toJSON(message: HttpDownload): unknown {
+    const obj: any = {};
+    if (message.channel !== "") {
+      obj.channel = message.channel;
+    }
+    if (message.firstSeq !== 0) {
+      obj.firstSeq = Math.round(message.firstSeq);
+    }
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => HubMessage.toJSON(e));
+    }
+    if (message.ended !== false) {
+      obj.ended = message.ended;
+    }
+    if (message.endCode !== 0) {
+      obj.endCode = Math.round(message.endCode);
+    }
+    if (message.endDetails !== "") {
+      obj.endDetails = message.endDetails;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HttpDownload>, I>>(base?: I): HttpDownload {
+    return HttpDownload.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HttpDownload>, I>>(object: I): HttpDownload {
+    const message = createBaseHttpDownload();
+    message.channel = object.channel ?? "";
+    message.firstSeq = object.firstSeq ?? 0;
+    message.messages = object.messages?.map((e) => HubMessage.fromPartial(e)) || [];
+    message.ended = object.ended ?? false;
+    message.endCode = object.endCode ?? 0;
+    message.endDetails = object.endDetails ?? "";
+    return message;
+  },
+};
+
+function createBaseHttpUpload(): HttpUpload {
+  return { channel: "", seq: 0, messages: [], end: false };
+}
+
+export const HttpUpload: MessageFns<HttpUpload> = {
+  encode(message: HttpUpload, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.channel !== "") {
+      writer.uint32(10).string(message.channel);
+    }
+    if (message.seq !== 0) {
+      writer.uint32(16).uint64(message.seq);
+    }
+    for (const v of message.messages) {
+      AgentMessage.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.end !== false) {
+      writer.uint32(32).bool(message.end);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HttpUpload {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHttpUpload();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.channel = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.messages.push(AgentMessage.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.end = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HttpUpload {
+    return {
+      channel: isSet(object.channel) ? globalThis.String(object.channel) : "",
+      seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0,
+      messages: globalThis.Array.isArray(object?.messages)
+        ? object.messages.map((e: any) => AgentMessage.fromJSON(e))
+        : [],
+      end: isSet(object.end) ? globalThis.Boolean(object.end) : false,
+    };
+  },
+
+  toJSON(message: HttpUpload): unknown {
+    const obj: any = {};
+    if (message.channel !== "") {
+      obj.channel = message.channel;
+    }
+    if (message.seq !== 0) {
+      obj.seq = Math.round(message.seq);
+    }
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => AgentMessage.toJSON(e));
+    }
+    if (message.end !== false) {
+      obj.end = message.end;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HttpUpload>, I>>(base?: I): HttpUpload {
+    return HttpUpload.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HttpUpload>, I>>(object: I): HttpUpload {
+    const message = createBaseHttpUpload();
+    message.channel = object.channel ?? "";
+    message.seq = object.seq ?? 0;
+    message.messages = object.messages?.map((e) => AgentMessage.fromPartial(e)) || [];
+    message.end = object.end ?? false;
+    return message;
+  },
+};
+
+function createBaseHttpSendAck(): HttpSendAck {
+  return { seq: 0 };
+}
+
+export const HttpSendAck: MessageFns<HttpSendAck> = {
+  encode(message: HttpSendAck, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seq !== 0) {
+      writer.uint32(8).uint64(message.seq);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HttpSendAck {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHttpSendAck();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.seq = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HttpSendAck {
+    return { seq: isSet(object.seq) ? globalThis.Number(object.seq) : 0 };
+  },
+
+  toJSON(message: HttpSendAck): unknown {
+    const obj: any = {};
+    if (message.seq !== 0) {
+      obj.seq = Math.round(message.seq);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HttpSendAck>, I>>(base?: I): HttpSendAck {
+    return HttpSendAck.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HttpSendAck>, I>>(object: I): HttpSendAck {
+    const message = createBaseHttpSendAck();
+    message.seq = object.seq ?? 0;
     return message;
   },
 };
