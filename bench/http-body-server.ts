@@ -1,9 +1,9 @@
-// Child process for the http benchmark: a bare node:http server whose GET /body answers with a body of
-// the given size (Content-Length set), made in memory from one repeated 1 MiB pattern with each chunk's
+// Child process for the http benchmark: a bare node:http server whose GET /body?bytes=N answers with a
+// body of N bytes (Content-Length set), made in memory from one repeated 1 MiB pattern with each chunk's
 // index stamped in its first 8 bytes, so a lost, doubled or reordered chunk changes the checksum.
 // Prints "READY <port>" once bound. SIGTERM shuts it down.
 //
-//   node dist/bench/http-body-server.js --bytes 1073741824 [--port 0]
+//   node dist/bench/http-body-server.js [--port 0]
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
 
@@ -31,10 +31,16 @@ export function* bodyChunks(total: number): Generator<Buffer> {
   }
 }
 
-function serve(total: number, port: number): void {
+function serve(port: number): void {
   const server = createServer((req, res) => {
-    if (req.method !== "GET" || req.url !== BODY_PATH) {
+    const url = new URL(req.url ?? "/", "http://127.0.0.1");
+    if (req.method !== "GET" || url.pathname !== BODY_PATH) {
       res.writeHead(404).end();
+      return;
+    }
+    const total = Number(url.searchParams.get("bytes"));
+    if (!Number.isSafeInteger(total) || total < 0) {
+      res.writeHead(400).end("?bytes=N: expected a number of bytes\n");
       return;
     }
     res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(total) });
@@ -66,13 +72,6 @@ function serve(total: number, port: number): void {
 
 // The benchmark imports bodyChunks from this file; only `node http-body-server.js` serves.
 if (process.argv[1]?.endsWith("http-body-server.js")) {
-  const { values } = parseArgs({
-    options: { bytes: { type: "string" }, port: { type: "string", default: "0" } },
-  });
-  const total = Number(values.bytes);
-  if (!Number.isSafeInteger(total) || total < 0) {
-    process.stderr.write("--bytes: expected a number of bytes\n");
-    process.exit(2);
-  }
-  serve(total, Number(values.port));
+  const { values } = parseArgs({ options: { port: { type: "string", default: "0" } } });
+  serve(Number(values.port));
 }

@@ -9,7 +9,7 @@ import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { Code } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
 import { VERSION } from "../common/version.js";
-import { OutputStream, TaskState, type ShellSpec, type TaskSpec } from "../gen/switchboard/v1/task.js";
+import { OutputStream, ShellSpec, TaskState, type TaskSpec } from "../gen/switchboard/v1/task.js";
 import { createAgent, type Agent, type AgentTuning } from "./agent.js";
 import { Backoff } from "./backoff.js";
 import { loadAgentConfig, type AgentFlags } from "./config.js";
@@ -67,7 +67,7 @@ function shell(s: Partial<ShellSpec>): TaskSpec {
   return {
     kind: {
       $case: "shell",
-      value: {
+      value: ShellSpec.fromPartial({
         argv: [],
         script: "",
         cwd: "",
@@ -76,7 +76,7 @@ function shell(s: Partial<ShellSpec>): TaskSpec {
         timeoutMs: 0,
         killGraceMs: 0,
         ...s,
-      },
+      }),
     },
   };
 }

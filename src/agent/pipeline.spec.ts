@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { silentLogger } from "../common/logger.js";
 import { Code } from "../common/errors.js";
 import type { AgentMessage, AgentTaskEvent, HubMessage } from "../gen/switchboard/v1/agent.js";
-import { Finished, OutputStream, TaskState, type TaskSpec } from "../gen/switchboard/v1/task.js";
+import { Finished, OutputStream, ShellSpec, TaskState, type TaskSpec } from "../gen/switchboard/v1/task.js";
 import { EchoExecutor } from "./executors/echo.js";
 import {
   stoppedFinished,
@@ -366,7 +366,7 @@ describe("pipeline", () => {
       assign("sh", {
         kind: {
           $case: "shell",
-          value: {
+          value: ShellSpec.fromPartial({
             argv: ["true"],
             script: "",
             cwd: "",
@@ -374,7 +374,7 @@ describe("pipeline", () => {
             stdin: Buffer.alloc(0),
             timeoutMs: 0,
             killGraceMs: 0,
-          },
+          }),
         },
       }),
     );
@@ -449,7 +449,7 @@ describe("pipeline", () => {
       assign("rejects", {
         kind: {
           $case: "shell",
-          value: {
+          value: ShellSpec.fromPartial({
             argv: ["x"],
             script: "",
             cwd: "",
@@ -457,7 +457,7 @@ describe("pipeline", () => {
             stdin: Buffer.alloc(0),
             timeoutMs: 0,
             killGraceMs: 0,
-          },
+          }),
         },
       }),
     );

@@ -385,6 +385,23 @@ export class Pipeline {
       case "ack":
         this.opts.outbox.ack(body.value.eventsReceived);
         return;
+      case "input": {
+        const run = this.runs.get(body.value.taskId);
+        if (!run) {
+          this.opts.logger.debug(
+            { taskId: body.value.taskId },
+            "TaskInput for a task this agent does not hold",
+          );
+          return;
+        }
+        const r = body.value.resize;
+        run.input({
+          data: Buffer.from(body.value.data),
+          eof: body.value.eof,
+          ...(r ? { resize: { cols: r.cols, rows: r.rows } } : {}),
+        });
+        return;
+      }
       case "nodeCommand":
         if (this.opts.nodeCommand) this.opts.nodeCommand(body.value);
         else
@@ -524,7 +541,15 @@ export class Pipeline {
       outputWindowBytes: session.outputWindow,
       ...(session.maxChunkBytes !== undefined ? { maxChunkBytes: session.maxChunkBytes } : {}),
       room: this.opts.outbox,
-      owner: { emit: (r, ev) => this.emit(r, ev), ended: (r, f) => this.ended(r, f) },
+      owner: {
+        emit: (r, ev) => this.emit(r, ev),
+        ended: (r, f) => this.ended(r, f),
+        // In the event lane, behind the task's Started: the hub forwards input only to a running task.
+        grantInput: (r, bytes) => {
+          if (this.session?.epoch === r.epoch)
+            this.opts.outbox.push({ body: { $case: "inputWindow", value: { taskId: r.taskId, bytes } } });
+        },
+      },
       logger: this.opts.logger,
     });
     if (!this.inbox.offer(run)) {

@@ -12,6 +12,7 @@ import {
   stoppedFinished,
   type Execution,
   type Executor,
+  type InputChunk,
   type StopRequest,
 } from "./executors/executor.js";
 import { OutputGate, type OutputRoom } from "./output-gate.js";
@@ -36,6 +37,8 @@ export type TaskEventBody = NonNullable<AgentTaskEvent["event"]>;
 export interface TaskRunOwner {
   emit(run: TaskRun, event: AgentTaskEvent): void;
   ended(run: TaskRun, finished: Finished): void;
+  /** The run may take this many more input bytes: tell the hub (InputWindow). */
+  grantInput(run: TaskRun, bytes: number): void;
 }
 
 export interface TaskRunOptions {
@@ -104,6 +107,9 @@ export class TaskRun {
         output: this.gate,
         ...(this.maxChunkBytes !== undefined ? { maxChunkBytes: this.maxChunkBytes } : {}),
         started: (pid) => this.emit({ $case: "started", value: { startedAtMs: Date.now(), pid } }),
+        grantInput: (bytes) => {
+          if (this.runState === "running" && bytes > 0) this.owner.grantInput(this, bytes);
+        },
         logger: this.logger,
       });
     } catch (e) {
@@ -144,6 +150,18 @@ export class TaskRun {
     // Output the hub has no window for will not be sent now: drop it rather than keep the pipes blocked.
     this.gate.stopHolding();
     this.execution?.stop(request);
+  }
+
+  /** Input from the client (TaskInput), handed to the execution if it takes input. */
+  input(chunk: InputChunk): void {
+    if (this.runState !== "running" || !this.execution?.input) {
+      this.logger.debug(
+        { taskId: this.taskId, state: this.runState },
+        "input for a task that takes none ignored",
+      );
+      return;
+    }
+    this.execution.input(chunk);
   }
 
   /** More output window from the hub (OutputWindow). */

@@ -1,6 +1,6 @@
 // Builders for task specs, so callers write `shell({ argv })` rather than protobuf unions.
 import type { SubmitRequest } from "../gen/switchboard/v1/client.js";
-import type { TaskSpec, Target } from "../gen/switchboard/v1/task.js";
+import { ShellSpec, type TaskSpec, type Target } from "../gen/switchboard/v1/task.js";
 
 /** Where a task may run: one agent, any agent of a pool, or any agent carrying all the labels. */
 export interface TargetInput {
@@ -51,7 +51,7 @@ export function shell(opts: ShellOptions): { spec: TaskSpec } {
     spec: {
       kind: {
         $case: "shell",
-        value: {
+        value: ShellSpec.fromPartial({
           argv: opts.argv ?? [],
           script: opts.script ?? "",
           cwd: opts.cwd ?? "",
@@ -59,7 +59,7 @@ export function shell(opts: ShellOptions): { spec: TaskSpec } {
           stdin: bytes(opts.stdin),
           timeoutMs: opts.timeoutMs ?? 0,
           killGraceMs: opts.killGraceMs ?? 0,
-        },
+        }),
       },
     },
   };

@@ -21,6 +21,7 @@ import {
   type AuditEntry,
   type ClusterStatusResponse,
   type CreateTokenResponse,
+  type InputResult,
   type ListTasksRequest,
   type NodeBatchItem,
   type NodeInfo,
@@ -34,6 +35,7 @@ import {
   TaskState,
   type TaskEvent,
   type TaskInfo,
+  type TaskInput,
   type TaskResult,
 } from "../gen/switchboard/v1/task.js";
 import { toSubmitRequest, type TaskRequest } from "./builders.js";
@@ -200,6 +202,20 @@ export interface NodesApi {
 const NODE_LIFECYCLE_TIMEOUT_MS = 60_000;
 
 type Callback<T> = (err: Error | null, value?: T) => void;
+
+/** The input of one running task (client.openInput). */
+export interface TaskInputWriter {
+  /** Bytes for the task's stdin (or terminal, or upload). */
+  write(data: Uint8Array): Promise<void>;
+  /** A new terminal size (tty tasks). */
+  resize(cols: number, rows: number): Promise<void>;
+  /** End of input; resolves once the hub forwarded everything (or the task ended). */
+  end(): Promise<InputResult>;
+  /** Closes the stream without an end of input (e.g. after the task ended). */
+  close(): void;
+  /** The call's outcome. */
+  done(): Promise<InputResult>;
+}
 
 export class SwitchboardClient {
   readonly hub: string;
@@ -378,6 +394,41 @@ export class SwitchboardClient {
       this.rpc.cancel({ taskId, reason }, this.metadata(), o, cb),
     );
     return r.state;
+  }
+
+  /**
+   * Opens the input of a running task that takes it (a shell with stdinStream or tty, a file upload).
+   * Writes resolve once the hub took them: a fast writer is held back while the agent is behind.
+   */
+  openInput(taskId: string): TaskInputWriter {
+    let settle!: { resolve: (r: InputResult) => void; reject: (e: Error) => void };
+    const result = new Promise<InputResult>((resolve, reject) => (settle = { resolve, reject }));
+    result.catch(() => undefined); // read through done(); a failed write reports it too
+    const call = this.rpc.input(this.metadata(), (err, res) =>
+      err ? settle.reject(toClientError(err, this.hub)) : settle.resolve(res!),
+    );
+    let first = true;
+    const send = (m: Omit<TaskInput, "taskId">): Promise<void> => {
+      const msg: TaskInput = { ...m, taskId: first ? taskId : "" };
+      first = false;
+      return new Promise<void>((resolve, reject) => {
+        const failed = (e: unknown): void => reject(e instanceof Error ? e : new Error(String(e)));
+        result.then(() => resolve(), failed);
+        if (call.write(msg)) resolve();
+        else call.once("drain", () => resolve());
+      });
+    };
+    return {
+      write: (data) => send({ data: Buffer.from(data), eof: false, resize: undefined }),
+      resize: (cols, rows) => send({ data: Buffer.alloc(0), eof: false, resize: { cols, rows } }),
+      end: async () => {
+        await send({ data: Buffer.alloc(0), eof: true, resize: undefined });
+        call.end();
+        return result;
+      },
+      close: () => call.end(),
+      done: () => result,
+    };
   }
 
   getTask(taskId: string): Promise<TaskResult> {

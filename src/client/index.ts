@@ -15,6 +15,7 @@ export type {
   StopNodeInput,
   StopNodeOptions,
   SwitchboardClientOptions,
+  TaskInputWriter,
   WatchOptions,
 } from "./client.js";
 export { echo, http, shell, sql, toSubmitRequest, toTarget } from "./builders.js";
@@ -36,6 +37,7 @@ export type {
   AgentInfo,
   AuditEntry,
   ClusterStatusResponse,
+  InputResult,
   NodeBatchItem,
   NodeInfo,
   NodeLogsResponse,

@@ -24,6 +24,7 @@ import {
   type TaskResult,
 } from "../gen/switchboard/v1/task.js";
 import { NodeOrchestrator } from "./nodes.js";
+import { TaskInputQueue } from "./task-input.js";
 import { AgentSession } from "./agent-session.js";
 import { poolAllowed, type Principal, type TokenAuthority } from "./auth.js";
 import type { HubConfig } from "./config.js";
@@ -54,6 +55,8 @@ export class HubCore {
   readonly startedAt = Date.now();
   readonly clientStreams = new Set<ClientStream>();
   readonly nodes: NodeOrchestrator;
+  /** Input on its way to running tasks (Input RPC), by task id. */
+  private readonly inputs = new Map<string, TaskInputQueue>();
   draining = false;
   private lingering: { id: string; at: number }[] = [];
   private lingerHead = 0;
@@ -729,6 +732,11 @@ export class HubCore {
       case "nodeReply":
         this.nodes.onReply(s, body.value);
         return;
+      case "inputWindow": {
+        const t = this.tasks.get(body.value.taskId);
+        if (t && !t.terminal && t.agentId === s.agentId) this.inputFor(t).grant(body.value.bytes);
+        return;
+      }
       case "probeReply": {
         if (s.probeAnswered(body.value.id)) this.reevaluate(s, Date.now());
         return;
@@ -913,6 +921,30 @@ export class HubCore {
       );
     }
     if (!wasAccepting && s.sched.accepting) this.dispatch(s);
+  }
+
+  // ---- task input ---------------------------------------------------------------------------
+
+  /** The input queue of a live task (made on first use, dropped when the task ends). */
+  inputFor(t: LiveTask): TaskInputQueue {
+    let q = this.inputs.get(t.id);
+    if (!q) {
+      const queue = new TaskInputQueue((m) => {
+        const s = t.agentId ? this.sessions.get(t.agentId) : undefined;
+        if (!s?.connected || t.terminal) return false;
+        s.send({ body: { $case: "input", value: m } });
+        return true;
+      });
+      q = queue;
+      this.inputs.set(t.id, q);
+      if (t.terminal) q.close();
+      else
+        t.onFinish(() => {
+          queue.close();
+          this.inputs.delete(t.id);
+        });
+    }
+    return q;
   }
 
   // ---- reading tasks ------------------------------------------------------------------------

@@ -107,6 +107,7 @@ describe("DockerExecutor with an absent engine socket", () => {
       deadlineMs: 0,
       output: { write: () => true, onceWritable: (cb) => queueMicrotask(cb) },
       started: (pid) => started.push(pid),
+      grantInput: () => undefined,
       logger: silentLogger(),
     });
     const f = await run.done;

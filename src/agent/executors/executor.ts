@@ -28,7 +28,19 @@ export interface ExecutionContext {
   readonly maxChunkBytes?: number;
   /** Reports Started (once, when the work really began). */
   started(pid: number): void;
+  /**
+   * Input flow control: the hub may send this many more TaskInput data bytes. An execution that takes
+   * input grants a first window when it is ready for it, and more as it consumes what arrived.
+   */
+  grantInput(bytes: number): void;
   readonly logger: Logger;
+}
+
+/** One TaskInput for a running task, in the order the client sent it. */
+export interface InputChunk {
+  data: Buffer;
+  eof: boolean;
+  resize?: { cols: number; rows: number };
 }
 
 export interface Execution {
@@ -36,6 +48,8 @@ export interface Execution {
   stop(request: StopRequest): void;
   /** The task's Finished; never rejects for task failures (they are a Finished too). */
   readonly done: Promise<Finished>;
+  /** Input from the client, for executions that take it (within the windows they granted). */
+  input?(chunk: InputChunk): void;
 }
 
 export interface Executor {

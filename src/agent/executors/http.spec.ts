@@ -194,6 +194,7 @@ function run(
     deadlineMs: opts.deadlineMs ?? 0,
     output: gate,
     started: () => undefined,
+    grantInput: () => undefined,
     logger: silentLogger(),
   });
   return {

@@ -70,6 +70,7 @@ function run(
     deadlineMs: opts.deadlineMs ?? 0,
     output: gate,
     started: (p) => (pid = p),
+    grantInput: () => undefined,
     logger: silentLogger(),
   });
   return {

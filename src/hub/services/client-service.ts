@@ -1,6 +1,12 @@
 // The client API over gRPC: thin adapters from calls to HubCore, with write backpressure on every
 // stream so that a slow client holds back only its own tasks.
-import type { sendUnaryData, ServerDuplexStream, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
+import type {
+  sendUnaryData,
+  ServerDuplexStream,
+  ServerReadableStream,
+  ServerUnaryCall,
+  ServerWritableStream,
+} from "@grpc/grpc-js";
 import { CoalescingWriter } from "../../common/coalescing-writer.js";
 import { Code, SwitchboardError, toServiceError } from "../../common/errors.js";
 import { stateFromWire, stateToWire } from "../../common/task-state.js";
@@ -10,6 +16,7 @@ import {
   type CancelResponse,
   type ClientServiceServer,
   type GetTaskRequest,
+  type InputResult,
   type ListTasksRequest,
   type ListTasksResponse,
   type SessionRequest,
@@ -18,7 +25,7 @@ import {
   type SubmitResponse,
   type WatchRequest,
 } from "../../gen/switchboard/v1/client.js";
-import type { TaskEvent, TaskResult } from "../../gen/switchboard/v1/task.js";
+import type { TaskEvent, TaskInput, TaskResult } from "../../gen/switchboard/v1/task.js";
 import { poolAllowed, type Principal } from "../auth.js";
 import type { ClientStream, HubCore } from "../hub-core.js";
 import type { LiveTask, Watcher } from "../live-task.js";
@@ -174,6 +181,73 @@ export function clientService(core: HubCore): ClientServiceServer {
           call.emit("error", toServiceError(err));
         }
       });
+    },
+
+    input(call: ServerReadableStream<TaskInput, InputResult>, callback: sendUnaryData<InputResult>) {
+      let answered = false;
+      const answer = (err: unknown, res?: InputResult): void => {
+        if (answered) return;
+        answered = true;
+        if (err) {
+          callback(toServiceError(err));
+          call.destroy();
+        } else callback(null, res);
+      };
+      let p: Principal;
+      try {
+        p = auth.requireClient(call.metadata, "operator");
+      } catch (err) {
+        answer(err);
+        return;
+      }
+      let taskId = "";
+      let queue: ReturnType<HubCore["inputFor"]> | undefined;
+      let bytes = 0;
+      const untrack = trackStream(p, (code, details) => answer(new SwitchboardError(code, details)));
+      call.on("data", (m: TaskInput) => {
+        if (answered) return;
+        try {
+          if (!queue) {
+            taskId = m.taskId;
+            if (!taskId)
+              throw new SwitchboardError(Code.INVALID_ARGUMENT, "the first input message must name the task");
+            core.assertTaskVisible(p, taskId);
+            const t = core.tasks.get(taskId);
+            if (!t) throw new SwitchboardError(Code.NOT_FOUND, `no task ${taskId} is running on this hub`);
+            if (t.terminal)
+              throw new SwitchboardError(Code.FAILED_PRECONDITION, `task ${taskId} has ended (${t.state})`);
+            queue = core.inputFor(t);
+          } else if (m.taskId && m.taskId !== taskId) {
+            throw new SwitchboardError(
+              Code.INVALID_ARGUMENT,
+              `this input stream is for task ${taskId}, not ${m.taskId}`,
+            );
+          }
+          bytes += m.data.length;
+          queue.push({ ...m, taskId });
+          if (!queue.hasRoom()) {
+            // Hold the client back (HTTP/2 flow control) until the agent takes more.
+            call.pause();
+            queue.onceRoom(() => call.resume());
+          }
+        } catch (err) {
+          untrack();
+          answer(err);
+        }
+      });
+      call.on("end", () => {
+        const q = queue;
+        if (!q) {
+          untrack();
+          answer(null, { bytes: 0, taskEnded: false });
+          return;
+        }
+        void q.whenDrained().then(() => {
+          untrack();
+          answer(null, { bytes: q.forwarded, taskEnded: q.ended && q.forwarded < bytes });
+        });
+      });
+      call.on("error", () => untrack());
     },
 
     cancel(call: ServerUnaryCall<CancelRequest, CancelResponse>, callback: sendUnaryData<CancelResponse>) {

@@ -18,7 +18,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { NodeRecord } from "./node.js";
-import { DatasourceHealth, Finished, Output, Started, TaskSpec } from "./task.js";
+import { DatasourceHealth, Finished, Output, Started, TaskInput, TaskSpec } from "./task.js";
 
 export const protobufPackage = "switchboard.v1";
 
@@ -182,7 +182,17 @@ export interface AgentMessage {
     { $case: "batch"; value: AgentMessageBatch }
     | { $case: "probeReply"; value: ProbeReply }
     | { $case: "nodeReply"; value: NodeReply }
+    | { $case: "inputWindow"; value: InputWindow }
     | undefined;
+}
+
+/**
+ * Input flow control: the agent takes this many more TaskInput data bytes for the task. The hub
+ * forwards a task's input only within what the agent granted, and holds back the client meanwhile.
+ */
+export interface InputWindow {
+  taskId: string;
+  bytes: number;
 }
 
 /**
@@ -269,6 +279,7 @@ export interface HubMessage {
     | { $case: "probe"; value: Probe }
     | { $case: "ack"; value: Ack }
     | { $case: "nodeCommand"; value: NodeCommand }
+    | { $case: "input"; value: TaskInput }
     | undefined;
 }
 
@@ -1907,6 +1918,9 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       case "nodeReply":
         NodeReply.encode(message.body.value, writer.uint32(66).fork()).join();
         break;
+      case "inputWindow":
+        InputWindow.encode(message.body.value, writer.uint32(74).fork()).join();
+        break;
     }
     return writer;
   },
@@ -1988,6 +2002,14 @@ export const AgentMessage: MessageFns<AgentMessage> = {
             message.body = { $case: "nodeReply", value: NodeReply.decode(reader, reader.uint32()) };
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.body = { $case: "inputWindow", value: InputWindow.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2022,6 +2044,10 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         ? { $case: "nodeReply", value: NodeReply.fromJSON(object.nodeReply) }
         : isSet(object.node_reply)
         ? { $case: "nodeReply", value: NodeReply.fromJSON(object.node_reply) }
+        : isSet(object.inputWindow)
+        ? { $case: "inputWindow", value: InputWindow.fromJSON(object.inputWindow) }
+        : isSet(object.input_window)
+        ? { $case: "inputWindow", value: InputWindow.fromJSON(object.input_window) }
         : undefined,
     };
   },
@@ -2044,6 +2070,8 @@ export const AgentMessage: MessageFns<AgentMessage> = {
       obj.probeReply = ProbeReply.toJSON(message.body.value);
     } else if (message.body?.$case === "nodeReply") {
       obj.nodeReply = NodeReply.toJSON(message.body.value);
+    } else if (message.body?.$case === "inputWindow") {
+      obj.inputWindow = InputWindow.toJSON(message.body.value);
     }
     return obj;
   },
@@ -2102,7 +2130,102 @@ export const AgentMessage: MessageFns<AgentMessage> = {
         }
         break;
       }
+      case "inputWindow": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "inputWindow", value: InputWindow.fromPartial(object.body.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseInputWindow(): InputWindow {
+  return { taskId: "", bytes: 0 };
+}
+
+export const InputWindow: MessageFns<InputWindow> = {
+  encode(message: InputWindow, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.bytes !== 0) {
+      writer.uint32(16).uint32(message.bytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InputWindow {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInputWindow();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.bytes = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): InputWindow {
+    return {
+      taskId: isSet(object.taskId)
+        ? globalThis.String(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.String(object.task_id)
+        : "",
+      bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+    };
+  },
+
+  toJSON(message: InputWindow): unknown {
+    const obj: any = {};
+    if (message.taskId !== "") {
+      obj.taskId = message.taskId;
+    }
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<InputWindow>, I>>(base?: I): InputWindow {
+    return InputWindow.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<InputWindow>, I>>(object: I): InputWindow {
+    const message = createBaseInputWindow();
+    message.taskId = object.taskId ?? "";
+    message.bytes = object.bytes ?? 0;
     return message;
   },
 };
@@ -2961,6 +3084,9 @@ export const HubMessage: MessageFns<HubMessage> = {
       case "nodeCommand":
         NodeCommand.encode(message.body.value, writer.uint32(90).fork()).join();
         break;
+      case "input":
+        TaskInput.encode(message.body.value, writer.uint32(98).fork()).join();
+        break;
     }
     return writer;
   },
@@ -3066,6 +3192,14 @@ export const HubMessage: MessageFns<HubMessage> = {
             message.body = { $case: "nodeCommand", value: NodeCommand.decode(reader, reader.uint32()) };
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.body = { $case: "input", value: TaskInput.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3106,6 +3240,8 @@ export const HubMessage: MessageFns<HubMessage> = {
         ? { $case: "nodeCommand", value: NodeCommand.fromJSON(object.nodeCommand) }
         : isSet(object.node_command)
         ? { $case: "nodeCommand", value: NodeCommand.fromJSON(object.node_command) }
+        : isSet(object.input)
+        ? { $case: "input", value: TaskInput.fromJSON(object.input) }
         : undefined,
     };
   },
@@ -3134,6 +3270,8 @@ export const HubMessage: MessageFns<HubMessage> = {
       obj.ack = Ack.toJSON(message.body.value);
     } else if (message.body?.$case === "nodeCommand") {
       obj.nodeCommand = NodeCommand.toJSON(message.body.value);
+    } else if (message.body?.$case === "input") {
+      obj.input = TaskInput.toJSON(message.body.value);
     }
     return obj;
   },
@@ -3207,6 +3345,12 @@ export const HubMessage: MessageFns<HubMessage> = {
       case "nodeCommand": {
         if (object.body?.value !== undefined && object.body?.value !== null) {
           message.body = { $case: "nodeCommand", value: NodeCommand.fromPartial(object.body.value) };
+        }
+        break;
+      }
+      case "input": {
+        if (object.body?.value !== undefined && object.body?.value !== null) {
+          message.body = { $case: "input", value: TaskInput.fromPartial(object.body.value) };
         }
         break;
       }

@@ -14,7 +14,9 @@ import {
   type ClientOptions,
   type ClientReadableStream,
   type ClientUnaryCall,
+  type ClientWritableStream,
   type handleBidiStreamingCall,
+  type handleClientStreamingCall,
   type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
@@ -29,6 +31,7 @@ import {
   TaskError,
   TaskEvent,
   TaskInfo,
+  TaskInput,
   TaskResult,
   TaskSpec,
   TaskState,
@@ -147,6 +150,13 @@ export function agentHealthToJSON(object: AgentHealth): string {
     default:
       return "UNRECOGNIZED";
   }
+}
+
+export interface InputResult {
+  /** data bytes forwarded to the agent */
+  bytes: number;
+  /** the task ended before all input was taken */
+  taskEnded: boolean;
 }
 
 export interface SubmitRequest {
@@ -521,6 +531,95 @@ export interface AuditEntry {
 export interface ListAuditResponse {
   entries: AuditEntry[];
 }
+
+function createBaseInputResult(): InputResult {
+  return { bytes: 0, taskEnded: false };
+}
+
+export const InputResult: MessageFns<InputResult> = {
+  encode(message: InputResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.bytes !== 0) {
+      writer.uint32(8).uint64(message.bytes);
+    }
+    if (message.taskEnded !== false) {
+      writer.uint32(16).bool(message.taskEnded);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InputResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInputResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.bytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.taskEnded = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): InputResult {
+    return {
+      bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+      taskEnded: isSet(object.taskEnded)
+        ? globalThis.Boolean(object.taskEnded)
+        : isSet(object.task_ended)
+        ? globalThis.Boolean(object.task_ended)
+        : false,
+    };
+  },
+
+  toJSON(message: InputResult): unknown {
+    const obj: any = {};
+    if (message.bytes !== 0) {
+      obj.bytes = Math.round(message.bytes);
+    }
+    if (message.taskEnded !== false) {
+      obj.taskEnded = message.taskEnded;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<InputResult>, I>>(base?: I): InputResult {
+    return InputResult.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<InputResult>, I>>(object: I): InputResult {
+    const message = createBaseInputResult();
+    message.bytes = object.bytes ?? 0;
+    message.taskEnded = object.taskEnded ?? false;
+    return message;
+  },
+};
 
 function createBaseSubmitRequest(): SubmitRequest {
   return { target: undefined, spec: undefined, timeoutMs: 0, waitForAgent: false };
@@ -6419,6 +6518,21 @@ export const ClientServiceService = {
     responseSerialize: (value: SessionResponse): Buffer => Buffer.from(SessionResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SessionResponse => SessionResponse.decode(value),
   },
+  /**
+   * Input for a running task that takes it (a shell with stdin_stream or tty, a file upload): the
+   * messages name the task (the first at least); data is forwarded in order as the agent takes it,
+   * so a fast client is held back rather than buffered. Answers once eof is forwarded (or the task
+   * ended). Output is read as usual (Run, Watch).
+   */
+  input: {
+    path: "/switchboard.v1.ClientService/Input" as const,
+    requestStream: true as const,
+    responseStream: false as const,
+    requestSerialize: (value: TaskInput): Buffer => Buffer.from(TaskInput.encode(value).finish()),
+    requestDeserialize: (value: Buffer): TaskInput => TaskInput.decode(value),
+    responseSerialize: (value: InputResult): Buffer => Buffer.from(InputResult.encode(value).finish()),
+    responseDeserialize: (value: Buffer): InputResult => InputResult.decode(value),
+  },
 } as const;
 
 export interface ClientServiceServer extends UntypedServiceImplementation {
@@ -6442,6 +6556,13 @@ export interface ClientServiceServer extends UntypedServiceImplementation {
    * responses for it repeat. Responses for different refs interleave.
    */
   session: handleBidiStreamingCall<SessionRequest, SessionResponse>;
+  /**
+   * Input for a running task that takes it (a shell with stdin_stream or tty, a file upload): the
+   * messages name the task (the first at least); data is forwarded in order as the agent takes it,
+   * so a fast client is held back rather than buffered. Answers once eof is forwarded (or the task
+   * ended). Output is read as usual (Run, Watch).
+   */
+  input: handleClientStreamingCall<TaskInput, InputResult>;
 }
 
 export interface ClientServiceClient extends Client {
@@ -6539,6 +6660,26 @@ export interface ClientServiceClient extends Client {
   session(): ClientDuplexStream<SessionRequest, SessionResponse>;
   session(options: Partial<CallOptions>): ClientDuplexStream<SessionRequest, SessionResponse>;
   session(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<SessionRequest, SessionResponse>;
+  /**
+   * Input for a running task that takes it (a shell with stdin_stream or tty, a file upload): the
+   * messages name the task (the first at least); data is forwarded in order as the agent takes it,
+   * so a fast client is held back rather than buffered. Answers once eof is forwarded (or the task
+   * ended). Output is read as usual (Run, Watch).
+   */
+  input(callback: (error: ServiceError | null, response: InputResult) => void): ClientWritableStream<TaskInput>;
+  input(
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: InputResult) => void,
+  ): ClientWritableStream<TaskInput>;
+  input(
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: InputResult) => void,
+  ): ClientWritableStream<TaskInput>;
+  input(
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: InputResult) => void,
+  ): ClientWritableStream<TaskInput>;
 }
 
 export const ClientServiceClient = makeGenericClientConstructor(

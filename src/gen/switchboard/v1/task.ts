@@ -172,11 +172,35 @@ export interface ShellSpec {
   timeoutMs: number;
   /** SIGTERM -> SIGKILL grace on cancel/timeout; 0: agent default (5000) */
   killGraceMs: number;
+  /** run as this user (one of the agent's [shell] users); empty: the agent's */
+  user: string;
+  /** primary group; empty: the user's */
+  group: string;
+  /** 0 fields: the agent's defaults */
+  limits:
+    | ShellLimits
+    | undefined;
+  /** names of the agent's own environment variables to pass in */
+  secrets: string[];
+  /** run under a pseudo-terminal (interactive sessions; [shell] pty) */
+  tty: boolean;
+  /** tty: initial size */
+  cols: number;
+  rows: number;
+  /** stdin stays open for TaskInput (after the stdin bytes above) */
+  stdinStream: boolean;
 }
 
 export interface ShellSpec_EnvEntry {
   key: string;
   value: string;
+}
+
+export interface ShellLimits {
+  /** a share of cores (0.5: half a core) */
+  cpus: number;
+  memoryMb: number;
+  maxProcs: number;
 }
 
 /**
@@ -267,6 +291,53 @@ export interface DockerSpec_EnvEntry {
   value: string;
 }
 
+/**
+ * A file transfer with a path under one of the agent's [files] roots.
+ *   download: the agent streams the file (or, for a directory, a tar of it) as stdout; Finished.result
+ *   is JSON {"sha256","bytes","mode","type":"file"|"dir"}. offset > 0 resumes a file from there.
+ *   upload: the client sends the bytes as TaskInput (data, then eof); the agent writes them to a
+ *   temporary name next to the target, checks size and sha256, sets the mode and renames. With
+ *   resume, a temporary file of an interrupted upload of the same target and sha256 is continued:
+ *   Started is followed by one stdout line {"offset":N} saying where the client must carry on.
+ *   A directory upload is a tar stream (archive = "tar"), unpacked under the target.
+ */
+export interface FileSpec {
+  /** "download" or "upload" */
+  op: string;
+  /** absolute, inside a root */
+  path: string;
+  /** download: start here */
+  offset: number;
+  /** upload: the whole size (files) */
+  size: number;
+  /** upload: hex digest of the whole content (files) */
+  sha256: string;
+  /** upload: permission bits; 0: 0644 */
+  mode: number;
+  /** upload: continue an interrupted upload */
+  resume: boolean;
+  /** "tar" for directories */
+  archive: string;
+  /** upload: replace an existing file */
+  overwrite: boolean;
+}
+
+/**
+ * Input for a running task, in order: bytes for its stdin (or terminal, or upload), a new terminal
+ * size, or the end of input.
+ */
+export interface TaskInput {
+  taskId: string;
+  data: Buffer;
+  eof: boolean;
+  resize: TerminalSize | undefined;
+}
+
+export interface TerminalSize {
+  cols: number;
+  rows: number;
+}
+
 /** A SQL datasource configured on the agent and whether its last connect check passed. */
 export interface DatasourceHealth {
   name: string;
@@ -286,6 +357,7 @@ export interface TaskSpec {
     | { $case: "sql"; value: SqlSpec }
     | { $case: "http"; value: HttpSpec }
     | { $case: "docker"; value: DockerSpec }
+    | { $case: "file"; value: FileSpec }
     | undefined;
 }
 
@@ -686,7 +758,23 @@ export const EchoSpec: MessageFns<EchoSpec> = {
 };
 
 function createBaseShellSpec(): ShellSpec {
-  return { argv: [], script: "", cwd: "", env: {}, stdin: Buffer.alloc(0), timeoutMs: 0, killGraceMs: 0 };
+  return {
+    argv: [],
+    script: "",
+    cwd: "",
+    env: {},
+    stdin: Buffer.alloc(0),
+    timeoutMs: 0,
+    killGraceMs: 0,
+    user: "",
+    group: "",
+    limits: undefined,
+    secrets: [],
+    tty: false,
+    cols: 0,
+    rows: 0,
+    stdinStream: false,
+  };
 }
 
 export const ShellSpec: MessageFns<ShellSpec> = {
@@ -711,6 +799,30 @@ export const ShellSpec: MessageFns<ShellSpec> = {
     }
     if (message.killGraceMs !== 0) {
       writer.uint32(56).uint32(message.killGraceMs);
+    }
+    if (message.user !== "") {
+      writer.uint32(66).string(message.user);
+    }
+    if (message.group !== "") {
+      writer.uint32(74).string(message.group);
+    }
+    if (message.limits !== undefined) {
+      ShellLimits.encode(message.limits, writer.uint32(82).fork()).join();
+    }
+    for (const v of message.secrets) {
+      writer.uint32(90).string(v!);
+    }
+    if (message.tty !== false) {
+      writer.uint32(96).bool(message.tty);
+    }
+    if (message.cols !== 0) {
+      writer.uint32(104).uint32(message.cols);
+    }
+    if (message.rows !== 0) {
+      writer.uint32(112).uint32(message.rows);
+    }
+    if (message.stdinStream !== false) {
+      writer.uint32(120).bool(message.stdinStream);
     }
     return writer;
   },
@@ -787,6 +899,70 @@ export const ShellSpec: MessageFns<ShellSpec> = {
             message.killGraceMs = reader.uint32();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.user = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.group = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.limits = ShellLimits.decode(reader, reader.uint32());
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.secrets.push(reader.string());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.tty = reader.bool();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.cols = reader.uint32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.rows = reader.uint32();
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.stdinStream = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -829,6 +1005,20 @@ export const ShellSpec: MessageFns<ShellSpec> = {
         : isSet(object.kill_grace_ms)
         ? globalThis.Number(object.kill_grace_ms)
         : 0,
+      user: isSet(object.user) ? globalThis.String(object.user) : "",
+      group: isSet(object.group) ? globalThis.String(object.group) : "",
+      limits: isSet(object.limits) ? ShellLimits.fromJSON(object.limits) : undefined,
+      secrets: globalThis.Array.isArray(object?.secrets)
+        ? object.secrets.map((e: any) => globalThis.String(e))
+        : [],
+      tty: isSet(object.tty) ? globalThis.Boolean(object.tty) : false,
+      cols: isSet(object.cols) ? globalThis.Number(object.cols) : 0,
+      rows: isSet(object.rows) ? globalThis.Number(object.rows) : 0,
+      stdinStream: isSet(object.stdinStream)
+        ? globalThis.Boolean(object.stdinStream)
+        : isSet(object.stdin_stream)
+        ? globalThis.Boolean(object.stdin_stream)
+        : false,
     };
   },
 
@@ -861,6 +1051,30 @@ export const ShellSpec: MessageFns<ShellSpec> = {
     if (message.killGraceMs !== 0) {
       obj.killGraceMs = Math.round(message.killGraceMs);
     }
+    if (message.user !== "") {
+      obj.user = message.user;
+    }
+    if (message.group !== "") {
+      obj.group = message.group;
+    }
+    if (message.limits !== undefined) {
+      obj.limits = ShellLimits.toJSON(message.limits);
+    }
+    if (message.secrets?.length) {
+      obj.secrets = message.secrets;
+    }
+    if (message.tty !== false) {
+      obj.tty = message.tty;
+    }
+    if (message.cols !== 0) {
+      obj.cols = Math.round(message.cols);
+    }
+    if (message.rows !== 0) {
+      obj.rows = Math.round(message.rows);
+    }
+    if (message.stdinStream !== false) {
+      obj.stdinStream = message.stdinStream;
+    }
     return obj;
   },
 
@@ -884,6 +1098,16 @@ export const ShellSpec: MessageFns<ShellSpec> = {
     message.stdin = object.stdin ?? Buffer.alloc(0);
     message.timeoutMs = object.timeoutMs ?? 0;
     message.killGraceMs = object.killGraceMs ?? 0;
+    message.user = object.user ?? "";
+    message.group = object.group ?? "";
+    message.limits = (object.limits !== undefined && object.limits !== null)
+      ? ShellLimits.fromPartial(object.limits)
+      : undefined;
+    message.secrets = object.secrets?.map((e) => e) || [];
+    message.tty = object.tty ?? false;
+    message.cols = object.cols ?? 0;
+    message.rows = object.rows ?? 0;
+    message.stdinStream = object.stdinStream ?? false;
     return message;
   },
 };
@@ -969,6 +1193,115 @@ export const ShellSpec_EnvEntry: MessageFns<ShellSpec_EnvEntry> = {
     const message = createBaseShellSpec_EnvEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseShellLimits(): ShellLimits {
+  return { cpus: 0, memoryMb: 0, maxProcs: 0 };
+}
+
+export const ShellLimits: MessageFns<ShellLimits> = {
+  encode(message: ShellLimits, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cpus !== 0) {
+      writer.uint32(9).double(message.cpus);
+    }
+    if (message.memoryMb !== 0) {
+      writer.uint32(16).uint64(message.memoryMb);
+    }
+    if (message.maxProcs !== 0) {
+      writer.uint32(24).uint32(message.maxProcs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ShellLimits {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseShellLimits();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.cpus = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.memoryMb = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.maxProcs = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ShellLimits {
+    return {
+      cpus: isSet(object.cpus) ? globalThis.Number(object.cpus) : 0,
+      memoryMb: isSet(object.memoryMb)
+        ? globalThis.Number(object.memoryMb)
+        : isSet(object.memory_mb)
+        ? globalThis.Number(object.memory_mb)
+        : 0,
+      maxProcs: isSet(object.maxProcs)
+        ? globalThis.Number(object.maxProcs)
+        : isSet(object.max_procs)
+        ? globalThis.Number(object.max_procs)
+        : 0,
+    };
+  },
+
+  toJSON(message: ShellLimits): unknown {
+    const obj: any = {};
+    if (message.cpus !== 0) {
+      obj.cpus = floatToJson(message.cpus);
+    }
+    if (message.memoryMb !== 0) {
+      obj.memoryMb = Math.round(message.memoryMb);
+    }
+    if (message.maxProcs !== 0) {
+      obj.maxProcs = Math.round(message.maxProcs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ShellLimits>, I>>(base?: I): ShellLimits {
+    return ShellLimits.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ShellLimits>, I>>(object: I): ShellLimits {
+    const message = createBaseShellLimits();
+    message.cpus = object.cpus ?? 0;
+    message.memoryMb = object.memoryMb ?? 0;
+    message.maxProcs = object.maxProcs ?? 0;
     return message;
   },
 };
@@ -1835,6 +2168,411 @@ export const DockerSpec_EnvEntry: MessageFns<DockerSpec_EnvEntry> = {
   },
 };
 
+function createBaseFileSpec(): FileSpec {
+  return { op: "", path: "", offset: 0, size: 0, sha256: "", mode: 0, resume: false, archive: "", overwrite: false };
+}
+
+export const FileSpec: MessageFns<FileSpec> = {
+  encode(message: FileSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.op !== "") {
+      writer.uint32(10).string(message.op);
+    }
+    if (message.path !== "") {
+      writer.uint32(18).string(message.path);
+    }
+    if (message.offset !== 0) {
+      writer.uint32(24).uint64(message.offset);
+    }
+    if (message.size !== 0) {
+      writer.uint32(32).uint64(message.size);
+    }
+    if (message.sha256 !== "") {
+      writer.uint32(42).string(message.sha256);
+    }
+    if (message.mode !== 0) {
+      writer.uint32(48).uint32(message.mode);
+    }
+    if (message.resume !== false) {
+      writer.uint32(56).bool(message.resume);
+    }
+    if (message.archive !== "") {
+      writer.uint32(66).string(message.archive);
+    }
+    if (message.overwrite !== false) {
+      writer.uint32(72).bool(message.overwrite);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FileSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFileSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.op = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.offset = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.mode = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.resume = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.archive = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.overwrite = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FileSpec {
+    return {
+      op: isSet(object.op) ? globalThis.String(object.op) : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
+      sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+      mode: isSet(object.mode) ? globalThis.Number(object.mode) : 0,
+      resume: isSet(object.resume) ? globalThis.Boolean(object.resume) : false,
+      archive: isSet(object.archive) ? globalThis.String(object.archive) : "",
+      overwrite: isSet(object.overwrite) ? globalThis.Boolean(object.overwrite) : false,
+    };
+  },
+
+  toJSON(message: FileSpec): unknown {
+    const obj: any = {};
+    if (message.op !== "") {
+      obj.op = message.op;
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.offset !== 0) {
+      obj.offset = Math.round(message.offset);
+    }
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    if (message.sha256 !== "") {
+      obj.sha256 = message.sha256;
+    }
+    if (message.mode !== 0) {
+      obj.mode = Math.round(message.mode);
+    }
+    if (message.resume !== false) {
+      obj.resume = message.resume;
+    }
+    if (message.archive !== "") {
+      obj.archive = message.archive;
+    }
+    if (message.overwrite !== false) {
+      obj.overwrite = message.overwrite;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<FileSpec>, I>>(base?: I): FileSpec {
+    return FileSpec.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<FileSpec>, I>>(object: I): FileSpec {
+    const message = createBaseFileSpec();
+    message.op = object.op ?? "";
+    message.path = object.path ?? "";
+    message.offset = object.offset ?? 0;
+    message.size = object.size ?? 0;
+    message.sha256 = object.sha256 ?? "";
+    message.mode = object.mode ?? 0;
+    message.resume = object.resume ?? false;
+    message.archive = object.archive ?? "";
+    message.overwrite = object.overwrite ?? false;
+    return message;
+  },
+};
+
+function createBaseTaskInput(): TaskInput {
+  return { taskId: "", data: Buffer.alloc(0), eof: false, resize: undefined };
+}
+
+export const TaskInput: MessageFns<TaskInput> = {
+  encode(message: TaskInput, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.taskId !== "") {
+      writer.uint32(10).string(message.taskId);
+    }
+    if (message.data.length !== 0) {
+      writer.uint32(18).bytes(message.data);
+    }
+    if (message.eof !== false) {
+      writer.uint32(24).bool(message.eof);
+    }
+    if (message.resize !== undefined) {
+      TerminalSize.encode(message.resize, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TaskInput {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTaskInput();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.taskId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.data = ((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength))(reader.bytes());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.eof = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.resize = TerminalSize.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TaskInput {
+    return {
+      taskId: isSet(object.taskId)
+        ? globalThis.String(object.taskId)
+        : isSet(object.task_id)
+        ? globalThis.String(object.task_id)
+        : "",
+      data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
+      eof: isSet(object.eof) ? globalThis.Boolean(object.eof) : false,
+      resize: isSet(object.resize) ? TerminalSize.fromJSON(object.resize) : undefined,
+    };
+  },
+
+  toJSON(message: TaskInput): unknown {
+    const obj: any = {};
+    if (message.taskId !== "") {
+      obj.taskId = message.taskId;
+    }
+    if (message.data.length !== 0) {
+      obj.data = base64FromBytes(message.data);
+    }
+    if (message.eof !== false) {
+      obj.eof = message.eof;
+    }
+    if (message.resize !== undefined) {
+      obj.resize = TerminalSize.toJSON(message.resize);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TaskInput>, I>>(base?: I): TaskInput {
+    return TaskInput.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TaskInput>, I>>(object: I): TaskInput {
+    const message = createBaseTaskInput();
+    message.taskId = object.taskId ?? "";
+    message.data = object.data ?? Buffer.alloc(0);
+    message.eof = object.eof ?? false;
+    message.resize = (object.resize !== undefined && object.resize !== null)
+      ? TerminalSize.fromPartial(object.resize)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseTerminalSize(): TerminalSize {
+  return { cols: 0, rows: 0 };
+}
+
+export const TerminalSize: MessageFns<TerminalSize> = {
+  encode(message: TerminalSize, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cols !== 0) {
+      writer.uint32(8).uint32(message.cols);
+    }
+    if (message.rows !== 0) {
+      writer.uint32(16).uint32(message.rows);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TerminalSize {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTerminalSize();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.cols = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.rows = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TerminalSize {
+    return {
+      cols: isSet(object.cols) ? globalThis.Number(object.cols) : 0,
+      rows: isSet(object.rows) ? globalThis.Number(object.rows) : 0,
+    };
+  },
+
+  toJSON(message: TerminalSize): unknown {
+    const obj: any = {};
+    if (message.cols !== 0) {
+      obj.cols = Math.round(message.cols);
+    }
+    if (message.rows !== 0) {
+      obj.rows = Math.round(message.rows);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TerminalSize>, I>>(base?: I): TerminalSize {
+    return TerminalSize.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TerminalSize>, I>>(object: I): TerminalSize {
+    const message = createBaseTerminalSize();
+    message.cols = object.cols ?? 0;
+    message.rows = object.rows ?? 0;
+    return message;
+  },
+};
+
 function createBaseDatasourceHealth(): DatasourceHealth {
   return { name: "", driver: "", readOnly: false, healthy: false, error: "", checkedAtMs: 0 };
 }
@@ -2014,6 +2752,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       case "docker":
         DockerSpec.encode(message.kind.value, writer.uint32(42).fork()).join();
         break;
+      case "file":
+        FileSpec.encode(message.kind.value, writer.uint32(50).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2071,6 +2812,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.kind = { $case: "docker", value: DockerSpec.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.kind = { $case: "file", value: FileSpec.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2095,6 +2844,8 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         ? { $case: "http", value: HttpSpec.fromJSON(object.http) }
         : isSet(object.docker)
         ? { $case: "docker", value: DockerSpec.fromJSON(object.docker) }
+        : isSet(object.file)
+        ? { $case: "file", value: FileSpec.fromJSON(object.file) }
         : undefined,
     };
   },
@@ -2111,6 +2862,8 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       obj.http = HttpSpec.toJSON(message.kind.value);
     } else if (message.kind?.$case === "docker") {
       obj.docker = DockerSpec.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "file") {
+      obj.file = FileSpec.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -2148,6 +2901,12 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       case "docker": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "docker", value: DockerSpec.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "file": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "file", value: FileSpec.fromPartial(object.kind.value) };
         }
         break;
       }
@@ -3550,6 +4309,10 @@ function bytesFromBase64(b64: string): Uint8Array {
 
 function base64FromBytes(arr: Uint8Array): string {
   return globalThis.Buffer.from(arr).toString("base64");
+}
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;

@@ -1,0 +1,103 @@
+// Input for a running task on its way from a client to the agent: held in order, forwarded only
+// within the input window the agent granted (InputWindow), so that a fast client is paused rather
+// than buffered: the hub holds at most HOLD_BYTES per task.
+import type { TaskInput } from "../gen/switchboard/v1/task.js";
+
+/** Input bytes held per task before the client's stream is paused. */
+export const HOLD_BYTES = 1024 * 1024;
+
+export class TaskInputQueue {
+  private readonly queue: TaskInput[] = [];
+  private queuedBytes = 0;
+  private window = 0;
+  private closed = false;
+  private roomWaiters: (() => void)[] = [];
+  private drainWaiters: (() => void)[] = [];
+  /** Data bytes forwarded to the agent. */
+  forwarded = 0;
+
+  /** send: hands one TaskInput to the task's agent; false when it has no connected session now. */
+  constructor(private readonly send: (m: TaskInput) => boolean) {}
+
+  get ended(): boolean {
+    return this.closed;
+  }
+
+  push(m: TaskInput): void {
+    if (this.closed) return;
+    this.queue.push(m);
+    this.queuedBytes += m.data.length;
+    this.pump();
+  }
+
+  /** The agent takes this many more data bytes. */
+  grant(bytes: number): void {
+    this.window += bytes;
+    this.pump();
+  }
+
+  hasRoom(): boolean {
+    return this.closed || this.queuedBytes < HOLD_BYTES;
+  }
+
+  onceRoom(cb: () => void): void {
+    if (this.hasRoom()) cb();
+    else this.roomWaiters.push(cb);
+  }
+
+  /** Resolves once everything pushed has been forwarded, or the task ended. */
+  whenDrained(): Promise<void> {
+    if (this.closed || this.queue.length === 0) return Promise.resolve();
+    return new Promise((r) => this.drainWaiters.push(r));
+  }
+
+  /** The task ended: nothing more is forwarded; waiters are released. */
+  close(): void {
+    this.closed = true;
+    this.queue.length = 0;
+    this.queuedBytes = 0;
+    this.wake();
+  }
+
+  /** Forwards what the window allows; control messages (resize, eof) go as soon as they are first. */
+  pump(): void {
+    while (!this.closed && this.queue.length > 0) {
+      const head = this.queue[0]!;
+      if (head.data.length > 0) {
+        if (this.window <= 0) break;
+        if (head.data.length > this.window) {
+          // Send what fits; the rest waits for more window.
+          const part = head.data.subarray(0, this.window);
+          if (!this.send({ taskId: head.taskId, data: Buffer.from(part), eof: false, resize: undefined }))
+            break;
+          head.data = head.data.subarray(this.window);
+          this.account(part.length);
+          continue;
+        }
+      }
+      if (!this.send(head)) break;
+      this.queue.shift();
+      this.account(head.data.length);
+    }
+    this.wake();
+  }
+
+  private account(n: number): void {
+    this.window -= n;
+    this.queuedBytes -= n;
+    this.forwarded += n;
+  }
+
+  private wake(): void {
+    if (this.hasRoom() && this.roomWaiters.length > 0) {
+      const w = this.roomWaiters;
+      this.roomWaiters = [];
+      for (const cb of w) cb();
+    }
+    if ((this.closed || this.queue.length === 0) && this.drainWaiters.length > 0) {
+      const w = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const cb of w) cb();
+    }
+  }
+}
