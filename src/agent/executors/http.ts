@@ -17,6 +17,7 @@ import {
 import { Code } from "../../common/errors.js";
 import type { HttpResponseHead, HttpResultSummary } from "../../common/http-result.js";
 import { VERSION } from "../../common/version.js";
+import { OutputChunker } from "../output-chunker.js";
 import {
   Finished,
   OutputStream,
@@ -334,12 +335,19 @@ class HttpRun implements Execution {
       body.destroy(new Error(this.stopRequest?.reason ?? "stopped"));
     };
     this.abort.signal.addEventListener("abort", onAbort, { once: true });
+    // Socket reads are 16-64 KiB: coalesced into chunks of up to maxChunk (a partial one goes out after a
+    // short idle wait), a message costs far more than its bytes.
+    const chunker = new OutputChunker({ maxChunkBytes: this.maxChunk }, (c) =>
+      this.ctx.output.write(OutputStream.OUTPUT_STREAM_STDOUT, c),
+    );
     try {
       for await (const chunk of body as AsyncIterable<Buffer>) {
         this.bytes += chunk.length;
-        await this.write(OutputStream.OUTPUT_STREAM_STDOUT, chunk);
+        if (!chunker.push(chunk)) await this.writable();
       }
+      if (!chunker.end()) await this.writable();
     } finally {
+      chunker.dispose();
       this.abort.signal.removeEventListener("abort", onAbort);
       res.destroy();
     }
@@ -359,7 +367,12 @@ class HttpRun implements Execution {
     for (let off = 0; off < data.length; off += this.maxChunk) {
       writable = this.ctx.output.write(stream, data.subarray(off, off + this.maxChunk));
     }
-    if (writable || this.abort.signal.aborted) return;
+    if (!writable) await this.writable();
+  }
+
+  /** Resolves once the output window is open again, or the request was aborted. */
+  private async writable(): Promise<void> {
+    if (this.abort.signal.aborted) return;
     const signal = this.abort.signal;
     await new Promise<void>((resolve) => {
       const done = (): void => {
