@@ -24,8 +24,10 @@ import {
   writeResult,
   type BenchResult,
 } from "./harness.js";
+import { CP_BENCHMARKS } from "./cp.js";
 import { HTTP_BENCHMARKS } from "./http.js";
 import { NODE_BENCHMARKS } from "./nodes.js";
+import { PTY_BENCHMARKS } from "./pty.js";
 import { natsServerVersion } from "./peers.js";
 import { SQL_BENCHMARKS } from "./sql.js";
 
@@ -34,6 +36,8 @@ const BENCHMARKS: readonly Benchmark[] = [
   ...SQL_BENCHMARKS,
   ...NODE_BENCHMARKS,
   ...HTTP_BENCHMARKS,
+  ...PTY_BENCHMARKS,
+  ...CP_BENCHMARKS,
 ];
 
 const { values } = parseArgs({

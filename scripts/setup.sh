@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Switchboard needs on a fresh Debian machine with Node 20+ and npm:
 # the Debian packages its tests and benchmarks use, the npm dependencies (better-sqlite3
-# compiles its native addon here), and the build. Safe to run again.
+# and node-pty compile their native addons here), and the build. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,8 +57,9 @@ fi
 
 # npm dependencies: reinstall only when the lockfile changed since the last install.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
-  || [ ! -f node_modules/better-sqlite3/build/Release/better_sqlite3.node ]; then
-  log "installing npm dependencies (better-sqlite3 compiles from source: about a minute)"
+  || [ ! -f node_modules/better-sqlite3/build/Release/better_sqlite3.node ] \
+  || [ ! -f node_modules/node-pty/build/Release/pty.node ]; then
+  log "installing npm dependencies (better-sqlite3 and node-pty compile from source: about a minute)"
   npm ci --no-fund --no-audit
 fi
 

@@ -12,7 +12,9 @@ import type { Hello } from "../gen/switchboard/v1/agent.js";
 import type { Backoff } from "./backoff.js";
 import type { AgentConfig } from "./config.js";
 import { DockerExecutor } from "./executors/docker.js";
+import { Confinement } from "./executors/confinement.js";
 import { EchoExecutor } from "./executors/echo.js";
+import { FileExecutor } from "./executors/file.js";
 import { HttpExecutor } from "./executors/http.js";
 import { ShellExecutor, type ShellExecutorOptions } from "./executors/shell.js";
 import { SqlExecutor } from "./executors/sql.js";
@@ -110,6 +112,11 @@ export async function createAgent(
     });
   });
   await nodes.start();
+  // How shell tasks are tracked and limited (cgroups, else rlimits), decided once; `switchboard agents`
+  // shows it as the label switchboard.limits.
+  const confinement = config.shell.enabled
+    ? await Confinement.open(config.shell.limits, cfg.agentId, log)
+    : undefined;
   const p = new Pipeline({
     agentId: cfg.agentId,
     poolSize: cfg.poolSize,
@@ -123,6 +130,9 @@ export async function createAgent(
         agentId: cfg.agentId,
         killGraceMs: config.shell.killGraceMs,
         maxChunkBytes: config.shell.maxChunkBytes,
+        pty: config.shell.pty,
+        policy: config.shell.policy,
+        ...(confinement ? { confinement } : {}),
         ...tuning.shell,
       }),
       new SqlExecutor({ agentId: cfg.agentId, datasources, maxChunkBytes: config.shell.maxChunkBytes }),
@@ -137,6 +147,12 @@ export async function createAgent(
         allow: config.http.allow,
         defaultTimeoutMs: config.http.timeoutMs,
         maxRedirects: config.http.maxRedirects,
+        maxChunkBytes: config.shell.maxChunkBytes,
+      }),
+      new FileExecutor({
+        agentId: cfg.agentId,
+        roots: config.files.roots,
+        idleTimeoutMs: config.files.idleTimeoutMs,
         maxChunkBytes: config.shell.maxChunkBytes,
       }),
     ],
@@ -175,7 +191,7 @@ export async function createAgent(
   const hello: Hello = {
     agentId: cfg.agentId,
     pool: cfg.pool,
-    labels: cfg.labels,
+    labels: { ...cfg.labels, ...(confinement ? { "switchboard.limits": confinement.method } : {}) },
     hostname: hostname(),
     platform: cfg.platform,
     version: VERSION,
@@ -185,6 +201,7 @@ export async function createAgent(
       ...(datasources.size > 0 ? ["sql"] : []),
       ...(config.docker.enabled ? ["docker"] : []),
       ...(config.http.allow.length > 0 ? ["http"] : []),
+      ...(config.files.roots.length > 0 ? ["file"] : []),
     ],
     maxConcurrency: cfg.poolSize,
     instanceId: newInstanceId(),
@@ -293,8 +310,11 @@ export async function createAgent(
       poolSize: cfg.poolSize,
       threshold: cfg.threshold,
       shell: config.shell.enabled,
+      pty: config.shell.enabled && config.shell.pty,
+      ...(confinement ? { limits: confinement.method, limitsNote: confinement.note } : {}),
       docker: config.docker.enabled ? config.docker.socket : false,
       httpAllow: config.http.allow,
+      fileRoots: config.files.roots,
       datasources: config.datasources.map((d) => `${d.name} (${d.driver}${d.readOnly ? ", read-only" : ""})`),
       configFile: config.sources.file ?? "",
       tokenFrom: config.sources.token,
@@ -338,6 +358,7 @@ export async function createAgent(
     await link.close(FLUSH_MS);
     await api?.close();
     await nodes.close();
+    confinement?.close();
     await datasources.close();
     outbox.close();
     heartbeater.stop();

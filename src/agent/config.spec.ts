@@ -136,7 +136,7 @@ describe("loadAgentConfig", () => {
       restartFailedNodes: false,
       statsIntervalMs: 30000,
     });
-    expect(c.shell).toEqual({ enabled: true, killGraceMs: 1500, maxChunkBytes: 65536 });
+    expect(c.shell).toMatchObject({ enabled: true, killGraceMs: 1500, maxChunkBytes: 65536 });
     expect(c.docker).toEqual({ enabled: true, socket: "/run/podman/podman.sock" });
     expect(c.sources.file).toBe(path);
     expect(c.warnings).toEqual([]);
@@ -162,7 +162,7 @@ describe("loadAgentConfig", () => {
     expect(c.agent.platform).toBe(`${process.platform}-${process.arch}`);
     expect(c.monitoring.heartbeatIntervalMs).toBe(5000);
     expect(c.monitoring.statsIntervalMs).toBe(10000);
-    expect(c.shell).toEqual({ enabled: false, killGraceMs: 5000, maxChunkBytes: 1024 * 1024 });
+    expect(c.shell).toMatchObject({ enabled: false, killGraceMs: 5000, maxChunkBytes: 1024 * 1024 });
     expect(c.docker).toEqual({ enabled: false, socket: "/var/run/docker.sock" });
   });
 
@@ -181,6 +181,17 @@ describe("loadAgentConfig", () => {
     );
     expect(problem({ file: file('[agent]\ntoken = "t"\n[http]\nallow = ["http://[fe80::1]/"]\n') })).toMatch(
       /^http\.allow\[0\]: \[fe80::1\] is a link-local address: http tasks never reach it/,
+    );
+  });
+
+  it("reads [files]: roots made absolute and normalized, the idle timeout; off by default", () => {
+    expect(load({ flags: { token: "t" } }).files).toEqual({ roots: [], idleTimeoutMs: 60_000 });
+    const path = file(
+      '[agent]\ntoken = "t"\n[files]\nroots = ["/srv/data/", "/var//exports"]\nidle_timeout_secs = 5\n',
+    );
+    expect(load({ file: path }).files).toEqual({ roots: ["/srv/data", "/var/exports"], idleTimeoutMs: 5000 });
+    expect(problem({ file: file('[agent]\ntoken = "t"\n[files]\nroots = ["data"]\n') })).toMatch(
+      /^files\.roots\[0\]: expected an absolute path, got "data" \(in .*\)$/,
     );
   });
 
@@ -379,6 +390,109 @@ describe("loadAgentConfig", () => {
     // Several problems: every one of them, one per line.
     const many = problem({ file: file("[agent]\npool_size = 0\nthreshold = 0\n") });
     expect(many.split("\n")).toHaveLength(2);
+  });
+});
+
+describe("[shell] policy and limits", () => {
+  it("reads the command policy, users, caps and the limits method; everything open by default", () => {
+    const open = load({ flags: { token: "t" } }).shell;
+    expect(open.limits).toBe("auto");
+    expect(open.policy).toMatchObject({
+      allow: [],
+      deny: [],
+      denyArgs: [],
+      allowScripts: true,
+      envAllow: ["*"],
+      secretsAllow: [],
+      users: [],
+      defaultMemoryMb: 0,
+      defaultMaxProcs: 0,
+      maxProcs: 32_768,
+    });
+    expect(open.policy.maxCpus).toBeGreaterThanOrEqual(1);
+    expect(open.policy.maxMemoryMb).toBeGreaterThan(0);
+
+    const c = load({
+      file: file(`
+[agent]
+token = "t"
+[shell]
+enabled = true
+allow = ["/usr/bin/*", "/opt/tools/**"]
+deny = ["/usr/bin/rm"]
+deny_args = ["--force", '^curl .*\\|']
+allow_scripts = false
+env_allow = ["LANG", "APP_*"]
+secrets_allow = ["DEPLOY_*"]
+users = ["nobody"]
+max_cpus = 1.5
+max_memory_mb = 2048
+max_procs = 200
+default_memory_mb = 512
+default_max_procs = 64
+limits = "rlimit"
+`),
+    }).shell;
+    expect(c.limits).toBe("rlimit");
+    expect(c.policy).toEqual({
+      allow: ["/usr/bin/*", "/opt/tools/**"],
+      deny: ["/usr/bin/rm"],
+      denyArgs: ["--force", "^curl .*\\|"],
+      allowScripts: false,
+      envAllow: ["LANG", "APP_*"],
+      secretsAllow: ["DEPLOY_*"],
+      users: ["nobody"],
+      maxCpus: 1.5,
+      maxMemoryMb: 2048,
+      maxProcs: 200,
+      defaultMemoryMb: 512,
+      defaultMaxProcs: 64,
+    });
+  });
+
+  it("names the key of every bad [shell] setting", () => {
+    const msg = problem({
+      file: file(`
+[agent]
+token = "t"
+[shell]
+allow = ["usr/bin/*"]
+deny = "/bin/rm"
+deny_args = ["(unclosed"]
+env_allow = ["A-B"]
+users = ["bad user"]
+limits = "cgroups"
+max_cpus = 0
+max_memory_mb = 100
+default_memory_mb = 200
+`),
+    });
+    expect(msg).toMatch(
+      /shell\.allow\[0\]: expected an absolute path glob like "\/usr\/bin\/\*" \(or "\*\*\/name" for a name anywhere\), got "usr\/bin\/\*"/,
+    );
+    expect(msg).toMatch(/shell\.deny: expected a list of absolute path globs/);
+    expect(msg).toMatch(/shell\.deny_args\[0\]: not a valid regular expression/);
+    expect(msg).toMatch(/shell\.env_allow\[0\]: expected a variable name glob/);
+    expect(msg).toMatch(/shell\.users\[0\]: expected a user name, got "bad user"/);
+    expect(msg).toMatch(/shell\.limits: expected "auto", "cgroup", "rlimit" or "off", got "cgroups"/);
+    expect(msg).toMatch(/shell\.max_cpus: expected a number of cores from 0\.01 to 4096, got 0/);
+
+    expect(
+      problem({
+        file: file(`[agent]\ntoken = "t"\n[shell]\nmax_memory_mb = 100\ndefault_memory_mb = 200\n`),
+      }),
+    ).toMatch(/shell\.default_memory_mb: 200 is above shell\.max_memory_mb \(100\)/);
+    expect(
+      problem({ file: file(`[agent]\ntoken = "t"\n[shell]\nlimits = "off"\ndefault_max_procs = 10\n`) }),
+    ).toMatch(/shell\.default_max_procs: cannot apply with shell\.limits = "off"/);
+    expect(problem({ flags: { token: "t", labels: "switchboard.limits=none" } })).toMatch(
+      /agent\.labels\.switchboard\.limits: labels starting with "switchboard\." are set by the agent itself/,
+    );
+  });
+
+  it("warns about users that do not exist on this machine", () => {
+    const c = load({ file: file(`[agent]\ntoken = "t"\n[shell]\nusers = ["no-such-user-sb"]\n`) });
+    expect(c.warnings.join("\n")).toMatch(/shell\.users: no such user on this machine: no-such-user-sb/);
   });
 });
 

@@ -2,7 +2,7 @@
 // variables, then flags; later ones win. Validated once, here, into a typed AgentConfig; every error
 // names the key and says where the bad value came from (the file, the variable or the flag).
 import { readFileSync, statSync } from "node:fs";
-import { arch, hostname, platform } from "node:os";
+import { arch, availableParallelism, hostname, platform, totalmem } from "node:os";
 import { resolve } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
@@ -11,6 +11,9 @@ import { MAX_AGENT_CONCURRENCY } from "../common/limits.js";
 import type { ClientTlsFiles } from "../common/tls.js";
 import type { DatasourceConfig, SqlDriver } from "./sql/datasource.js";
 import { parseAllowPrefix } from "./executors/http-policy.js";
+import type { LimitsMode } from "./executors/confinement.js";
+import type { ShellPolicy } from "./executors/shell-policy.js";
+import { lookupUser } from "./executors/user-identity.js";
 import { parseHubAddress } from "./hub-address.js";
 
 export interface AgentConfig {
@@ -76,6 +79,12 @@ export interface AgentConfig {
     enabled: boolean;
     killGraceMs: number;
     maxChunkBytes: number;
+    /** Interactive sessions: tasks may ask for a pseudo-terminal (tty). Off unless enabled. */
+    pty: boolean;
+    /** How tasks are confined: "auto" (cgroups, else rlimit), "cgroup", "rlimit", "off". */
+    limits: LimitsMode;
+    /** Programs, arguments, scripts, env, secrets, users and limit caps tasks may ask for. */
+    policy: ShellPolicy;
   };
   docker: {
     enabled: boolean;
@@ -89,6 +98,12 @@ export interface AgentConfig {
     timeoutMs: number;
     /** The most redirects a task may ask to follow. */
     maxRedirects: number;
+  };
+  files: {
+    /** Absolute, normalized directories file tasks may use; empty: file tasks are refused. */
+    roots: string[];
+    /** Upload: how long the client may send nothing before the task fails (its bytes kept for resume). */
+    idleTimeoutMs: number;
   };
   /** `[datasources.NAME]`, passwords resolved; in the file's order. */
   datasources: DatasourceConfig[];
@@ -405,11 +420,71 @@ const monitoringSection = z
   })
   .prefault({});
 
+/** A list of strings each checked by `ok`, a bad item named by its index. */
+function checkedList(expected: string, ok: (s: string) => string | undefined) {
+  return z.unknown().transform((v, ctx) => {
+    if (!Array.isArray(v)) {
+      ctx.addIssue({ code: "custom", message: `expected a list of ${expected}, got ${show(v)}` });
+      return z.NEVER;
+    }
+    const out: string[] = [];
+    (v as unknown[]).forEach((item, i) => {
+      const problem = typeof item === "string" ? ok(item) : `expected ${expected}, got ${show(item)}`;
+      if (problem !== undefined) ctx.addIssue({ code: "custom", message: problem, path: [i] });
+      else out.push(item as string);
+    });
+    return out;
+  });
+}
+
+const pathGlobs = checkedList('absolute path globs like "/usr/bin/*"', (g) =>
+  g.startsWith("/") || g.startsWith("**/")
+    ? undefined
+    : `expected an absolute path glob like "/usr/bin/*" (or "**/name" for a name anywhere), got ${show(g)}`,
+);
+const nameGlobs = checkedList('variable name globs like "LANG" or "APP_*"', (g) =>
+  /^[A-Za-z0-9_*?]+$/.test(g)
+    ? undefined
+    : `expected a variable name glob (letters, digits, _, * and ?), got ${show(g)}`,
+);
+const patterns = checkedList("regular expressions", (r) => {
+  try {
+    new RegExp(r);
+    return undefined;
+  } catch (e) {
+    return `not a valid regular expression: ${(e as Error).message}`;
+  }
+});
+const userNames = checkedList("user names", (u) =>
+  /^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/.test(u) ? undefined : `expected a user name, got ${show(u)}`,
+);
+const cpuCount = check<number>(
+  (v) => typeof v === "number" && Number.isFinite(v) && v >= 0.01 && v <= 4096,
+  "a number of cores from 0.01 to 4096",
+);
+
 const shellSection = z
   .strictObject({
     enabled: bool.default(false),
     kill_grace_ms: integer("a number of milliseconds", 0, 600_000).default(5000),
     max_chunk_bytes: positiveInt(MAX_CHUNK_LIMIT).default(1024 * 1024),
+    pty: bool.default(false),
+    allow: pathGlobs.default([]),
+    deny: pathGlobs.default([]),
+    deny_args: patterns.default([]),
+    allow_scripts: bool.default(true),
+    env_allow: nameGlobs.default(["*"]),
+    secrets_allow: nameGlobs.default([]),
+    users: userNames.default([]),
+    limits: check<LimitsMode>(
+      (v) => v === "auto" || v === "cgroup" || v === "rlimit" || v === "off",
+      '"auto", "cgroup", "rlimit" or "off"',
+    ).default("auto"),
+    max_cpus: cpuCount.default(availableParallelism()),
+    max_memory_mb: positiveInt(16 * 1024 * 1024).default(Math.floor(totalmem() / 1024 / 1024)),
+    max_procs: positiveInt(4_194_304).default(32_768),
+    default_memory_mb: integer("a number of MiB (0: none)", 0, 16 * 1024 * 1024).default(0),
+    default_max_procs: integer("a number of processes (0: none)", 0, 4_194_304).default(0),
   })
   .prefault({});
 
@@ -443,6 +518,31 @@ const httpSection = z
     allow: urlPrefixes.default([]),
     timeout_secs: seconds.default(60),
     max_redirects: integer("an integer", 0, 100).default(10),
+  })
+  .prefault({});
+
+/** `[files] roots`: absolute directories, normalized; a bad item is named by its index. */
+const fileRoots = z.unknown().transform((v, ctx) => {
+  if (!Array.isArray(v)) {
+    ctx.addIssue({
+      code: "custom",
+      message: `expected a list of absolute directories like ["/srv/data"], got ${show(v)}`,
+    });
+    return z.NEVER;
+  }
+  const out: string[] = [];
+  (v as unknown[]).forEach((item, i) => {
+    if (typeof item !== "string" || !item.startsWith("/") || item.includes("\0")) {
+      ctx.addIssue({ code: "custom", message: `expected an absolute path, got ${show(item)}`, path: [i] });
+    } else out.push(resolve(item));
+  });
+  return out;
+});
+
+const filesSection = z
+  .strictObject({
+    roots: fileRoots.default([]),
+    idle_timeout_secs: seconds.default(60),
   })
   .prefault({});
 
@@ -520,11 +620,22 @@ const fileSchema = z.strictObject({
   shell: shellSection,
   docker: dockerSection,
   http: httpSection,
+  files: filesSection,
   tls: tlsSection,
   datasources: datasourcesSection,
 });
 
-const SECTIONS = ["agent", "storage", "monitoring", "shell", "docker", "http", "tls", "datasources"] as const;
+const SECTIONS = [
+  "agent",
+  "storage",
+  "monitoring",
+  "shell",
+  "docker",
+  "http",
+  "files",
+  "tls",
+  "datasources",
+] as const;
 
 // ---- loading ----
 
@@ -660,6 +771,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
       `agent.token_file: set either token or token_file, not both${describeOrigin(layers.originOf(["agent", "token_file"]))}`,
     );
   }
+  checkShell(shell, agent.labels, layers, problems, warnings);
   let token = "";
   let tokenSource = "";
   if (agent.token !== undefined) {
@@ -774,6 +886,22 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
       enabled: shell.enabled,
       killGraceMs: shell.kill_grace_ms,
       maxChunkBytes: shell.max_chunk_bytes,
+      pty: shell.pty,
+      limits: shell.limits,
+      policy: {
+        allow: shell.allow,
+        deny: shell.deny,
+        denyArgs: shell.deny_args,
+        allowScripts: shell.allow_scripts,
+        envAllow: shell.env_allow,
+        secretsAllow: shell.secrets_allow,
+        users: shell.users,
+        maxCpus: shell.max_cpus,
+        maxMemoryMb: shell.max_memory_mb,
+        maxProcs: shell.max_procs,
+        defaultMemoryMb: shell.default_memory_mb,
+        defaultMaxProcs: shell.default_max_procs,
+      },
     },
     docker: {
       enabled: docker.enabled,
@@ -785,11 +913,59 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
       timeoutMs: Math.round(http.timeout_secs * 1000),
       maxRedirects: http.max_redirects,
     },
+    files: {
+      roots: parsed.data.files.roots,
+      idleTimeoutMs: Math.round(parsed.data.files.idle_timeout_secs * 1000),
+    },
     datasources,
     ...(tlsFiles ? { tls: tlsFiles } : {}),
     sources: { ...(file !== undefined ? { file } : {}), token: tokenSource },
     warnings,
   };
+}
+
+/** What the [shell] schema cannot see alone: defaults within caps, limits that can be enforced, users that exist. */
+function checkShell(
+  shell: z.output<typeof shellSection>,
+  labels: Record<string, string>,
+  layers: Layers,
+  problems: string[],
+  warnings: string[],
+): void {
+  const where = (key: string): string => describeOrigin(layers.originOf(["shell", key]));
+  if (shell.default_memory_mb > shell.max_memory_mb) {
+    problems.push(
+      `shell.default_memory_mb: ${shell.default_memory_mb} is above shell.max_memory_mb (${shell.max_memory_mb})${where("default_memory_mb")}`,
+    );
+  }
+  if (shell.default_max_procs > shell.max_procs) {
+    problems.push(
+      `shell.default_max_procs: ${shell.default_max_procs} is above shell.max_procs (${shell.max_procs})${where("default_max_procs")}`,
+    );
+  }
+  if (shell.limits === "off") {
+    for (const key of ["default_memory_mb", "default_max_procs"] as const) {
+      if (shell[key] > 0) problems.push(`shell.${key}: cannot apply with shell.limits = "off"${where(key)}`);
+    }
+  }
+  for (const key of Object.keys(labels)) {
+    if (key.startsWith("switchboard.")) {
+      problems.push(
+        `agent.labels.${key}: labels starting with "switchboard." are set by the agent itself (switchboard.limits)${describeOrigin(layers.originOf(["agent", "labels"]))}`,
+      );
+    }
+  }
+  if (shell.users.length > 0 && process.geteuid?.() !== 0) {
+    warnings.push(
+      `shell.users: the agent does not run as root, so tasks asking to run as ${shell.users.join(", ")} will be refused`,
+    );
+  }
+  const unknown = shell.users.filter((u) => lookupUser(u) === undefined);
+  if (unknown.length > 0) {
+    warnings.push(
+      `shell.users: no such user on this machine: ${unknown.join(", ")} (tasks naming them are refused)`,
+    );
+  }
 }
 
 /** A path with a slash is made absolute; a bare name is left to PATH. */

@@ -396,7 +396,8 @@ export class Pipeline {
         }
         const r = body.value.resize;
         run.input({
-          data: Buffer.from(body.value.data),
+          // A view of the decoded message (not reused by the transport), not a copy.
+          data: Buffer.from(body.value.data.buffer, body.value.data.byteOffset, body.value.data.byteLength),
           eof: body.value.eof,
           ...(r ? { resize: { cols: r.cols, rows: r.rows } } : {}),
         });

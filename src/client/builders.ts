@@ -30,6 +30,29 @@ export interface ShellOptions {
   stdin?: Uint8Array | string;
   timeoutMs?: number;
   killGraceMs?: number;
+  /** Run as this user: one of the agent's `[shell] users` (the agent must run as root). */
+  user?: string;
+  /** With `user`: one of the user's groups as the primary group; default: the user's own. */
+  group?: string;
+  /** Limits within the agent's caps; unset fields: the agent's defaults. */
+  limits?: ShellLimitsOptions;
+  /** Names of the agent's own environment variables to pass in (its `[shell] secrets_allow`); values never travel. */
+  secrets?: string[];
+  /** Run in a pseudo-terminal (the agent's `[shell] pty` must be on); input and resizes via openInput. */
+  tty?: boolean;
+  /** The terminal's initial size; default 80x24. */
+  cols?: number;
+  rows?: number;
+  /** Keep stdin open (after `stdin`) for client.openInput(); its end() closes it. */
+  stdinStream?: boolean;
+}
+
+export interface ShellLimitsOptions {
+  /** A share of cores, e.g. 0.5 (needs cgroups on the agent). */
+  cpus?: number;
+  memoryMb?: number;
+  /** Processes and threads the task may have at once. */
+  maxProcs?: number;
 }
 
 function bytes(b: Uint8Array | string | undefined): Buffer {
@@ -59,6 +82,22 @@ export function shell(opts: ShellOptions): { spec: TaskSpec } {
           stdin: bytes(opts.stdin),
           timeoutMs: opts.timeoutMs ?? 0,
           killGraceMs: opts.killGraceMs ?? 0,
+          user: opts.user ?? "",
+          group: opts.group ?? "",
+          ...(opts.limits
+            ? {
+                limits: {
+                  cpus: opts.limits.cpus ?? 0,
+                  memoryMb: opts.limits.memoryMb ?? 0,
+                  maxProcs: opts.limits.maxProcs ?? 0,
+                },
+              }
+            : {}),
+          secrets: opts.secrets ?? [],
+          tty: opts.tty ?? false,
+          cols: opts.cols ?? 0,
+          rows: opts.rows ?? 0,
+          stdinStream: opts.stdinStream ?? false,
         }),
       },
     },
@@ -199,6 +238,51 @@ export function docker(opts: DockerOptions): { spec: TaskSpec } {
           remove: opts.remove ?? false,
           stopTimeoutSecs: opts.stopTimeoutSecs ?? 0,
           tail: opts.tail ?? 0,
+        },
+      },
+    },
+  };
+}
+
+export interface FileOptions {
+  op: "download" | "upload";
+  /** Absolute, under one of the agent's [files] roots. */
+  path: string;
+  /** A directory, as a tar stream (both ways). */
+  archive?: "tar";
+  /** download: start at this byte (the result's sha256 still covers the whole file). */
+  offset?: number;
+  /** upload: the content's length (a directory: the tar stream's, with its sha256). */
+  size?: number;
+  /** upload: hex SHA-256 of the content; the agent renames onto the path only when it matches. */
+  sha256?: string;
+  /** upload: permission bits; default 0644. */
+  mode?: number;
+  /** upload: carry on from what an interrupted upload of the same content left ({"offset":N} on stdout). */
+  resume?: boolean;
+  /** upload: replace an existing file or directory. */
+  overwrite?: boolean;
+}
+
+/**
+ * A file transfer (the agent's [files] roots must hold the path). A download's bytes are its stdout; an
+ * upload's are sent with `client.openInput(taskId)` once it started. Finished.result is JSON FileResult.
+ */
+export function file(opts: FileOptions): { spec: TaskSpec } {
+  return {
+    spec: {
+      kind: {
+        $case: "file",
+        value: {
+          op: opts.op,
+          path: opts.path,
+          offset: opts.offset ?? 0,
+          size: opts.size ?? 0,
+          sha256: opts.sha256 ?? "",
+          mode: opts.mode ?? 0,
+          resume: opts.resume ?? false,
+          archive: opts.archive ?? "",
+          overwrite: opts.overwrite ?? false,
         },
       },
     },

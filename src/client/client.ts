@@ -405,21 +405,46 @@ export class SwitchboardClient {
     const result = new Promise<InputResult>((resolve, reject) => (settle = { resolve, reject }));
     result.catch(() => undefined); // read through done(); a failed write reports it too
     const call = this.rpc.input(this.metadata(), (err, res) =>
-      err ? settle.reject(toClientError(err, this.hub)) : settle.resolve(res!),
+      err ? settle.reject(toClientError(err, this.hub)) : settle.resolve(res),
     );
     let first = true;
+    // Writes held back by flow control, settled by a drain or by the call's end. Kept in a set rather
+    // than as one handler on `result` per write: those would keep every message alive until the call ends.
+    const held = new Set<{ resolve: () => void; reject: (e: Error) => void }>();
+    let ended: { error?: Error } | undefined;
+    result.then(
+      () => {
+        ended = {};
+        for (const w of held) w.resolve();
+        held.clear();
+      },
+      (e: unknown) => {
+        ended = { error: e instanceof Error ? e : new Error(String(e)) };
+        for (const w of held) w.reject(ended.error!);
+        held.clear();
+      },
+    );
     const send = (m: Omit<TaskInput, "taskId">): Promise<void> => {
+      if (ended) return ended.error ? Promise.reject(ended.error) : Promise.resolve();
       const msg: TaskInput = { ...m, taskId: first ? taskId : "" };
       first = false;
+      if (call.write(msg)) return Promise.resolve();
       return new Promise<void>((resolve, reject) => {
-        const failed = (e: unknown): void => reject(e instanceof Error ? e : new Error(String(e)));
-        result.then(() => resolve(), failed);
-        if (call.write(msg)) resolve();
-        else call.once("drain", () => resolve());
+        const w = { resolve, reject };
+        held.add(w);
+        call.once("drain", () => {
+          if (held.delete(w)) resolve();
+        });
       });
     };
     return {
-      write: (data) => send({ data: Buffer.from(data), eof: false, resize: undefined }),
+      // A view, not a copy: the message is encoded (copied) as it is written.
+      write: (data) =>
+        send({
+          data: Buffer.from(data.buffer, data.byteOffset, data.byteLength),
+          eof: false,
+          resize: undefined,
+        }),
       resize: (cols, rows) => send({ data: Buffer.alloc(0), eof: false, resize: { cols, rows } }),
       end: async () => {
         await send({ data: Buffer.alloc(0), eof: true, resize: undefined });

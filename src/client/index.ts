@@ -19,9 +19,20 @@ export type {
   WatchOptions,
 } from "./client.js";
 export { echo, http, shell, sql, toSubmitRequest, toTarget } from "./builders.js";
-export type { HttpOptions, ShellOptions, SqlOptions, TargetInput, TaskRequest } from "./builders.js";
+export type {
+  HttpOptions,
+  ShellLimitsOptions,
+  ShellOptions,
+  SqlOptions,
+  TargetInput,
+  TaskRequest,
+} from "./builders.js";
 export { docker } from "./builders.js";
 export type { DockerOp, DockerOptions } from "./builders.js";
+export { file } from "./builders.js";
+export type { FileOptions } from "./builders.js";
+export type { FileResult } from "../common/file-transfer.js";
+export { parseFileResult, parseOffsetLine } from "../common/file-transfer.js";
 export type { HttpResponseHead, HttpResultSummary } from "../common/http-result.js";
 export { parseHttpHead } from "../common/http-result.js";
 export type {

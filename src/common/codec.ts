@@ -18,7 +18,7 @@ import {
   SubmitRequest,
   type ClientServiceClient,
 } from "../gen/switchboard/v1/client.js";
-import { TaskEvent, TaskResult } from "../gen/switchboard/v1/task.js";
+import { TaskEvent, TaskInput, TaskResult } from "../gen/switchboard/v1/task.js";
 
 interface Encodes<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;
@@ -58,6 +58,7 @@ export const clientServiceDefinition = {
     requestSerialize: serializer(SessionRequest),
     responseSerialize: serializer(SessionResponse),
   },
+  input: { ...ClientServiceService.input, requestSerialize: serializer(TaskInput) },
 } as const;
 
 type ClientConstructor<C> = new (

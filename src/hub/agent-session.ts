@@ -76,6 +76,8 @@ export class AgentSession {
       this.writer = new CoalescingWriter<HubMessage>({
         write: (m) => this.call.write(m),
         batch: (messages) => ({ body: { $case: "batch", value: { messages } } }),
+        // Task input (an upload's bytes) is bulk: large pieces go alone rather than in one huge batch.
+        payloadBytes: (m) => (m.body?.$case === "input" ? m.body.value.data.length : 0),
       });
     }
   }

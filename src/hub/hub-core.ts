@@ -25,6 +25,7 @@ import {
 } from "../gen/switchboard/v1/task.js";
 import { NodeOrchestrator } from "./nodes.js";
 import { TaskInputQueue } from "./task-input.js";
+import { auditShellSession } from "./shell-sessions.js";
 import { AgentSession } from "./agent-session.js";
 import { poolAllowed, type Principal, type TokenAuthority } from "./auth.js";
 import type { HubConfig } from "./config.js";
@@ -349,6 +350,7 @@ export class HubCore {
       reason: info.reason ?? "",
     };
     t.emit({ $case: "finished", value: finished });
+    auditShellSession(this.store, t, info, now);
     t.complete(info, now);
     this.lingering.push({ id: t.id, at: now });
   }
@@ -569,6 +571,10 @@ export class HubCore {
     });
     // After the Welcome, in the same write: what the registry and the agent disagree on is mended.
     this.nodes.sessionOpened(s);
+    // Input that waited while the agent's link was down goes out on its new session.
+    for (const [taskId, q] of this.inputs) {
+      if (this.tasks.get(taskId)?.agentId === s.agentId) q.pump();
+    }
   }
 
   /**

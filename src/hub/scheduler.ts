@@ -185,7 +185,10 @@ export class Scheduler {
         Code.FAILED_PRECONDITION,
         `no agent of ${describeTarget(t.target)} accepts ${t.kind} tasks` +
           (t.kind === "shell" ? ": start the agent with --shell or set [shell] enabled = true" : "") +
-          (t.kind === "http" ? ": list the URL prefixes it may reach in [http] allow in its config" : ""),
+          (t.kind === "http" ? ": list the URL prefixes it may reach in [http] allow in its config" : "") +
+          (t.kind === "file"
+            ? ": list the directories file tasks may use in [files] roots in its config"
+            : ""),
       );
     }
     // FIFO per target: only jump the queue when nothing is waiting for this target.

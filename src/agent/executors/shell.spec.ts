@@ -279,4 +279,13 @@ describe("shell executor", () => {
     expect(f.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
     expect(h.stdout().toString()).toBe(expected);
   });
+
+  it("kills a setsid double-forked escapee when the task ends, found by its marker", async () => {
+    const h = run({ script: "(setsid sh -c 'sleep 100; :' >/dev/null 2>&1 & echo $!); echo done" });
+    const f = await h.done;
+    expect(f.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
+    const escapee = Number(h.stdout().toString().split("\n")[0]);
+    expect(escapee).toBeGreaterThan(1);
+    await waitFor("the escapee to be gone", () => !pidAlive(escapee));
+  });
 });

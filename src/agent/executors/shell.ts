@@ -1,6 +1,8 @@
 // Shell tasks: argv or a `bash -c` script with cwd, env and stdin, leading its own process group; stdout
 // and stderr stream as Output chunks under the task's output window. A timeout or stop ends the whole
-// group (SIGTERM, SIGKILL after the grace, SIGKILL again after exit); every wait is bounded.
+// group and every process the task's confinement knows of (its cgroup, or its marked processes):
+// SIGTERM, SIGKILL after the grace, SIGKILL again after exit; every wait is bounded. The command
+// policy (shell-policy.ts) admits a spec first; a task may run as another user and under limits.
 import { spawn, type ChildProcess } from "node:child_process";
 import { stat } from "node:fs/promises";
 import type { Readable } from "node:stream";
@@ -14,6 +16,7 @@ import {
   type TaskSpec,
 } from "../../gen/switchboard/v1/task.js";
 import { OutputChunker } from "../output-chunker.js";
+import { Confinement, findProgram, type TaskConfinement } from "./confinement.js";
 import {
   codeForStop,
   failedFinished,
@@ -25,7 +28,19 @@ import {
   type Executor,
   type StopRequest,
 } from "./executor.js";
+import { admitInteractive, startInteractive, takesInput } from "./interactive.js";
 import { signalGroup } from "./process-group.js";
+import {
+  OPEN_SHELL_POLICY,
+  compileShellPolicy,
+  isRefusal,
+  planShellTask,
+  type CompiledShellPolicy,
+  type PlanContext,
+  type ShellPlan,
+  type ShellPolicy,
+} from "./shell-policy.js";
+import { shellLaunch } from "./shell-launch.js";
 
 export interface ShellExecutorOptions {
   enabled: boolean;
@@ -38,8 +53,16 @@ export interface ShellExecutorOptions {
   pipeLingerMs?: number;
   /** After SIGKILL: how long to wait for the exit before reporting without it. */
   killWaitMs?: number;
-  /** The environment tasks start from; default: the agent's own, without its token. */
+  /** The environment tasks start from; default: the agent's own, without its token. Secrets are taken out. */
   baseEnv?: NodeJS.ProcessEnv;
+  /** `[shell]` rules; default: everything allowed, no limits. */
+  policy?: ShellPolicy;
+  /** How tasks are tracked and limited; default: by process scan, without limits. */
+  confinement?: Confinement;
+  /** Where secrets are read from; default: process.env. */
+  agentEnv?: NodeJS.ProcessEnv;
+  /** [shell] pty: terminals (tty tasks) allowed; see interactive.ts. */
+  pty?: boolean;
 }
 
 const DEFAULT_PIPE_LINGER_MS = 2000;
@@ -56,8 +79,27 @@ export function taskBaseEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.Proces
 
 export class ShellExecutor implements Executor {
   readonly kind = "shell" as const;
+  private readonly planContext: PlanContext;
+  private readonly confinement: Confinement;
 
-  constructor(private readonly opts: ShellExecutorOptions) {}
+  constructor(private readonly opts: ShellExecutorOptions) {
+    const policy: CompiledShellPolicy = compileShellPolicy(opts.policy ?? OPEN_SHELL_POLICY);
+    // A secret reaches only the tasks that ask for it by name, never every task through the base env.
+    const baseEnv = { ...(opts.baseEnv ?? taskBaseEnv()) };
+    for (const name of Object.keys(baseEnv)) {
+      if (policy.secretsAllow.some((r) => r.test(name))) delete baseEnv[name];
+    }
+    this.confinement = opts.confinement ?? Confinement.withoutLimits();
+    this.planContext = {
+      agentId: opts.agentId,
+      policy,
+      baseEnv,
+      agentEnv: opts.agentEnv ?? process.env,
+      method: this.confinement.method,
+      uid: process.geteuid?.() ?? -1,
+      setpriv: (opts.policy?.users.length ?? 0) > 0 ? findProgram("setpriv") : undefined,
+    };
+  }
 
   admit(spec: TaskSpec): TaskError | undefined {
     const invalid = (message: string): TaskError => ({ code: Code.INVALID_ARGUMENT, message });
@@ -81,12 +123,32 @@ export class ShellExecutor implements Executor {
       if (name === "" || name.includes("="))
         return invalid(`invalid environment variable name ${JSON.stringify(name)}`);
     }
-    return undefined;
+    const interactive = admitInteractive(s, this.opts);
+    if (interactive) return interactive;
+    const plan = planShellTask(s, this.planContext);
+    return isRefusal(plan) ? plan : undefined;
   }
 
   start(spec: TaskSpec, ctx: ExecutionContext): Execution {
     if (spec.kind?.$case !== "shell") throw new Error("ShellExecutor.start needs a shell spec");
-    const run = new ShellRun(spec.kind.value, ctx, this.opts);
+    if (takesInput(spec.kind.value)) {
+      const plan = planShellTask(spec.kind.value, this.planContext);
+      const setpriv = this.planContext.setpriv ?? "setpriv";
+      return startInteractive(spec.kind.value, ctx, this.opts, {
+        plan,
+        confinement: this.confinement,
+        setpriv,
+      });
+    }
+    // Planned again (admit's answer is not kept): PATH lookups and user databases are cheap to re-read.
+    const run = new ShellRun(
+      spec.kind.value,
+      planShellTask(spec.kind.value, this.planContext),
+      ctx,
+      this.opts,
+      this.confinement,
+      this.planContext.setpriv ?? "setpriv",
+    );
     void run.begin();
     return run;
   }
@@ -125,18 +187,25 @@ class ShellRun implements Execution {
   private readonly timers = new Set<NodeJS.Timeout>();
   private readonly chunkers: OutputChunker[] = [];
   private readonly program: string;
+  private confined: TaskConfinement | undefined;
+  /** Set when a limit ended the task (the sentence for Finished.reason). */
+  private limitReason: string | undefined;
 
   constructor(
     private readonly spec: ShellSpec,
+    private readonly plan: ShellPlan | TaskError,
     private readonly ctx: ExecutionContext,
     private readonly opts: ShellExecutorOptions,
+    private readonly confinement: Confinement,
+    /** setpriv's path (the plan refused a user switch without it). */
+    private readonly setpriv: string,
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     this.program = spec.script !== "" ? "bash" : spec.argv[0]!;
   }
 
   stop(request: StopRequest): void {
-    if (this.stopRequest || this.state === "done") return;
+    if (this.stopRequest || this.limitReason !== undefined || this.state === "done") return;
     this.stopRequest = request;
     // spawning: begin() checks for a stop before it spawns. exited: only the pipes are left, and the
     // task run stops holding output so they drain.
@@ -145,18 +214,20 @@ class ShellRun implements Execution {
 
   async begin(): Promise<void> {
     try {
+      if (isRefusal(this.plan)) return this.finishWith(failedFinished(this.plan.code, this.plan.message));
+      const plan = this.plan;
       const limit = this.timeLimit();
       if (limit !== undefined && limit.remainingMs <= 0) {
         return this.finishWith(
           stoppedFinished({ cause: "timed_out", reason: "deadline passed before the task started" }),
         );
       }
-      if (this.spec.cwd !== "") {
-        const problem = await cwdProblem(this.spec.cwd, this.opts.agentId);
+      if (plan.cwd !== "") {
+        const problem = await cwdProblem(plan.cwd, this.opts.agentId);
         if (problem) return this.finishWith(failedFinished(Code.FAILED_PRECONDITION, problem));
       }
       if (this.stopRequest) return this.finishWith(stoppedFinished(this.stopRequest));
-      this.spawnChild();
+      this.spawnChild(plan);
       if (limit !== undefined && this.state === "running") {
         this.armTimeout(Date.now() + limit.remainingMs, limit.limitMs);
       }
@@ -175,21 +246,33 @@ class ShellRun implements Execution {
     return limitMs === undefined ? undefined : { remainingMs: limitMs, limitMs };
   }
 
-  private spawnChild(): void {
-    const [file, args] =
-      this.spec.script !== "" ? ["bash", ["-c", this.spec.script]] : [this.program, this.spec.argv.slice(1)];
+  private spawnChild(plan: ShellPlan): void {
+    let confined: TaskConfinement;
+    try {
+      confined = this.confinement.confine(this.ctx.taskId, plan.limits);
+    } catch (e) {
+      return this.finishWith(
+        failedFinished(
+          Code.INTERNAL,
+          `agent ${this.opts.agentId} cannot confine the task (${this.confinement.method}): ${(e as Error).message}`,
+        ),
+      );
+    }
+    this.confined = confined;
+    const launch = shellLaunch(plan, confined, this.setpriv);
     let child: ChildProcess;
     try {
-      child = spawn(file, args, {
-        cwd: this.spec.cwd === "" ? undefined : this.spec.cwd,
-        env: { ...(this.opts.baseEnv ?? taskBaseEnv()), ...this.spec.env },
+      child = spawn(launch.file, launch.args, {
+        cwd: launch.cwd === "" ? undefined : launch.cwd,
+        env: launch.env,
+        ...(launch.argv0 !== undefined ? { argv0: launch.argv0 } : {}),
         // Its own session and process group, so that signals to -pid reach everything it starts.
         detached: true,
         stdio: ["pipe", "pipe", "pipe"],
       });
     } catch (e) {
       return this.finishWith(
-        failedFinished(Code.INVALID_ARGUMENT, `cannot start "${file}": ${(e as Error).message}`),
+        failedFinished(Code.INVALID_ARGUMENT, `cannot start "${launch.file}": ${(e as Error).message}`),
       );
     }
     this.child = child;
@@ -197,7 +280,9 @@ class ShellRun implements Execution {
     if (child.pid === undefined) return; // spawning failed: 'error' follows with the reason
     this.pid = child.pid;
     this.move("running");
+    confined.started(this.pid);
     this.ctx.started(this.pid);
+    this.watchLimits(confined);
 
     this.wire(child.stdout!, OutputStream.OUTPUT_STREAM_STDOUT);
     this.wire(child.stderr!, OutputStream.OUTPUT_STREAM_STDERR);
@@ -255,6 +340,22 @@ class ShellRun implements Execution {
     });
   }
 
+  /** Polls the confinement for a limit the task went past, and ends the task when it did. */
+  private watchLimits(confined: TaskConfinement): void {
+    const every = confined.watchIntervalMs;
+    if (every === undefined) return;
+    const check = (): void => {
+      if (this.state !== "running") return;
+      const reason = confined.watch();
+      if (reason === undefined) return this.after(every, check);
+      this.ctx.logger.info({ taskId: this.ctx.taskId, pid: this.pid, reason }, "shell task ended by a limit");
+      this.limitReason = reason;
+      this.move("terminating");
+      this.kill();
+    };
+    this.after(every, check);
+  }
+
   private onProcessError(e: NodeJS.ErrnoException): void {
     if (this.state === "spawning") {
       this.finishWith(spawnFailure(e, this.program, this.spec, this.opts.agentId));
@@ -306,6 +407,7 @@ class ShellRun implements Execution {
     });
   }
 
+  /** The task's process group, and every process its confinement knows of (setsid and double forks too). */
   private killGroup(signal: NodeJS.Signals): void {
     if (this.pid <= 1) return;
     try {
@@ -316,6 +418,7 @@ class ShellRun implements Execution {
         "cannot signal the task's process group",
       );
     }
+    this.confined?.signalAll(signal);
   }
 
   /**
@@ -364,7 +467,9 @@ class ShellRun implements Execution {
     const exitCode = this.exit?.code ?? -1;
     const signal = this.exit?.signal ?? "";
     let f: Finished;
-    if (this.stopRequest) {
+    if (this.limitReason !== undefined) {
+      f = limitFinished(this.limitReason, exitCode, signal, durationMs);
+    } else if (this.stopRequest) {
       const stop = this.stopRequest;
       f = Finished.fromPartial({
         state: stateForStop(stop.cause),
@@ -385,7 +490,7 @@ class ShellRun implements Execution {
             : `killed by signal ${signal}`;
       f = Finished.fromPartial({ state: TaskState.TASK_STATE_FAILED, exitCode, signal, durationMs, reason });
     }
-    this.resolveDone(f);
+    void this.release(f);
   }
 
   /** Ends the task with a Finished decided before any process ran (or when it failed to spawn). */
@@ -394,7 +499,34 @@ class ShellRun implements Execution {
     this.clearTimers();
     this.child?.stdin?.destroy();
     this.destroyPipes();
-    this.resolveDone({ ...f, durationMs: f.durationMs || Date.now() - this.startedAt });
+    void this.release({ ...f, durationMs: f.durationMs || Date.now() - this.startedAt });
+  }
+
+  /**
+   * Kills what the task left (a daemon it started, a setsid escapee), releases its cgroup, and resolves
+   * the Finished, saying so when the kernel ended a process at a limit (an OOM kill the watch missed).
+   */
+  private async release(f: Finished): Promise<void> {
+    let out = f;
+    try {
+      const r = this.confined ? await this.confined.release() : { leftBehind: 0 };
+      if (r.leftBehind > 0) {
+        this.ctx.logger.info(
+          { taskId: this.ctx.taskId, pid: this.pid, processes: r.leftBehind },
+          "killed processes the shell task left behind",
+        );
+      }
+      const failed = f.state === TaskState.TASK_STATE_FAILED && f.exitCode !== 0;
+      if (r.limit !== undefined && this.limitReason === undefined && !this.stopRequest && failed) {
+        out = limitFinished(r.limit, f.exitCode, f.signal, f.durationMs);
+      }
+    } catch (e) {
+      this.ctx.logger.error(
+        { err: e, taskId: this.ctx.taskId },
+        "releasing the shell task's confinement failed",
+      );
+    }
+    this.resolveDone(out);
   }
 
   private move(next: ProcessState): boolean {
@@ -423,6 +555,18 @@ class ShellRun implements Execution {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
   }
+}
+
+/** A task a limit ended: FAILED, RESOURCE_EXHAUSTED, the reason naming the limit. */
+function limitFinished(reason: string, exitCode: number, signal: string, durationMs: number): Finished {
+  return Finished.fromPartial({
+    state: TaskState.TASK_STATE_FAILED,
+    exitCode,
+    signal,
+    error: { code: Code.RESOURCE_EXHAUSTED, message: reason },
+    durationMs,
+    reason,
+  });
 }
 
 async function cwdProblem(cwd: string, agentId: string): Promise<string | undefined> {

@@ -114,7 +114,7 @@ async function writeDemoDatasource(dataDir: string): Promise<string> {
   const config = join(dataDir, "demo-agent.toml");
   writeFileSync(
     config,
-    `[storage]\nstop_nodes_on_exit = true\n\n[datasources.cities]\ndriver = "sqlite"\npath = ${JSON.stringify(file)}\n`,
+    `[storage]\nstop_nodes_on_exit = true\n\n[shell]\npty = true\n\n[datasources.cities]\ndriver = "sqlite"\npath = ${JSON.stringify(file)}\n`,
   );
   return config;
 }
@@ -149,7 +149,7 @@ function tryNext(address: string, dataDir: string, node: NodeInfo): string {
   return `
 Switchboard demo is running
   hub     ${address} (store: ${join(dataDir, "switchboard.db")})
-  agents  ${AGENTS.join(", ")} in pool demo, shell enabled, SQLite datasource "cities"
+  agents  ${AGENTS.join(", ")} in pool demo, shell and terminals enabled, SQLite datasource "cities"
   node    ${node.nodeId}: a storage node on ${node.agentId}, http://127.0.0.1:${node.record?.port ?? 0}
 
 Try, in another terminal:
@@ -161,6 +161,7 @@ Try, in another terminal:
   switchboard exec --pool demo --shell 'for i in 1 2 3; do echo tick $i; sleep 1; done'
   switchboard ping --pool demo --count 5
   switchboard exec --pool demo --detach --shell 'sleep 60'   # prints a task id
+  switchboard shell --agent ${AGENTS[0]}    # a terminal there; exit ends it
   switchboard tasks
   switchboard logs --follow <task id>
   switchboard cancel <task id>

@@ -29,6 +29,7 @@ import type { TaskEvent, TaskInput, TaskResult } from "../../gen/switchboard/v1/
 import { poolAllowed, type Principal } from "../auth.js";
 import type { ClientStream, HubCore } from "../hub-core.js";
 import type { LiveTask, Watcher } from "../live-task.js";
+import { hangUpOrphanedTerminal } from "../shell-sessions.js";
 import type { TaskStateName } from "../../common/task-state.js";
 
 type Writable<T> = { write(msg: T, cb?: () => void): boolean };
@@ -248,6 +249,11 @@ export function clientService(core: HubCore): ClientServiceServer {
         });
       });
       call.on("error", () => untrack());
+      // The client went away without an end of input (killed, network lost): a terminal is hung up.
+      call.on("cancelled", () => {
+        untrack();
+        if (queue) hangUpOrphanedTerminal(core.tasks.get(taskId), queue);
+      });
     },
 
     cancel(call: ServerUnaryCall<CancelRequest, CancelResponse>, callback: sendUnaryData<CancelResponse>) {

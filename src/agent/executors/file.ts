@@ -1,0 +1,91 @@
+// File tasks: a download streams a file (or a tar of a directory) from under the agent's `[files] roots`
+// as the task's stdout, within the output window; an upload takes the client's bytes as task input, within
+// the input windows it grants, into a temporary name next to the target, and renames it onto the target
+// only once size and SHA-256 match. See file-download.ts and file-upload.ts; file-roots.ts confines paths.
+import { Code } from "../../common/errors.js";
+import { SHA256_HEX } from "../../common/file-transfer.js";
+import type { FileSpec, TaskError, TaskSpec } from "../../gen/switchboard/v1/task.js";
+import type { Execution, ExecutionContext, Executor } from "./executor.js";
+import { FileDownload } from "./file-download.js";
+import { FileRoots } from "./file-roots.js";
+import { FileUpload, UploadClaims } from "./file-upload.js";
+
+export interface FileExecutorOptions {
+  agentId: string;
+  /** `[files] roots`: absolute directories; empty: file tasks are refused. */
+  roots: readonly string[];
+  /** Upload: how long the client may send nothing while the agent waits for bytes. */
+  idleTimeoutMs: number;
+  /** The largest Output chunk when the session does not say. */
+  maxChunkBytes: number;
+}
+
+/** Download chunks: large enough to amortize a message, small enough to keep several in a window. */
+const DOWNLOAD_CHUNK_BYTES = 256 * 1024;
+
+export class FileExecutor implements Executor {
+  readonly kind = "file" as const;
+  private readonly roots: FileRoots;
+  /** Uploads running now, by temporary path: a newer upload of the same file takes over. */
+  private readonly claims = new UploadClaims();
+
+  constructor(private readonly opts: FileExecutorOptions) {
+    this.roots = new FileRoots(opts.roots, opts.agentId);
+  }
+
+  admit(spec: TaskSpec): TaskError | undefined {
+    const invalid = (message: string): TaskError => ({ code: Code.INVALID_ARGUMENT, message });
+    if (!this.roots.enabled) {
+      return {
+        code: Code.PERMISSION_DENIED,
+        message: `file tasks are disabled on agent ${this.opts.agentId}: list the directories they may use in [files] roots in its config`,
+      };
+    }
+    if (spec.kind?.$case !== "file") return invalid("not a file task");
+    const s: FileSpec = spec.kind.value;
+    if (s.op !== "download" && s.op !== "upload") {
+      return invalid(`op must be "download" or "upload", not ${JSON.stringify(s.op.slice(0, 40))}`);
+    }
+    if (s.archive !== "" && s.archive !== "tar") {
+      return invalid(
+        `archive must be "tar" (a directory) or empty (a file), not ${JSON.stringify(s.archive.slice(0, 40))}`,
+      );
+    }
+    const refused = this.roots.check(s.path);
+    if (refused) return { code: refused.code, message: refused.message };
+    if (s.op === "upload") {
+      if (s.archive === "" && !SHA256_HEX.test(s.sha256)) {
+        return invalid("an upload needs the SHA-256 of its content (64 lower-case hex digits)");
+      }
+      if (s.archive === "tar" && s.sha256 !== "" && !SHA256_HEX.test(s.sha256)) {
+        return invalid("sha256 must be 64 lower-case hex digits");
+      }
+      if (s.mode > 0o7777) return invalid(`mode ${s.mode.toString(8)} is not a set of permission bits`);
+      if (s.offset !== 0) return invalid("offset is for downloads; an upload resumes with resume");
+    } else if (s.offset < 0 || !Number.isSafeInteger(s.offset)) {
+      return invalid("offset must be a byte position");
+    }
+    return undefined;
+  }
+
+  start(spec: TaskSpec, ctx: ExecutionContext): Execution {
+    if (spec.kind?.$case !== "file") throw new Error("FileExecutor.start needs a file spec");
+    const s = spec.kind.value;
+    if (s.op === "download") {
+      return new FileDownload(s, ctx, {
+        roots: this.roots,
+        agentId: this.opts.agentId,
+        chunkBytes: Math.max(
+          1024,
+          Math.min(DOWNLOAD_CHUNK_BYTES, ctx.maxChunkBytes ?? this.opts.maxChunkBytes),
+        ),
+      });
+    }
+    return new FileUpload(s, ctx, {
+      roots: this.roots,
+      agentId: this.opts.agentId,
+      idleTimeoutMs: this.opts.idleTimeoutMs,
+      claims: this.claims,
+    });
+  }
+}
