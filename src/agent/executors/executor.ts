@@ -93,3 +93,52 @@ export function stoppedFinished(stop: StopRequest, durationMs = 0): Finished {
     reason: stop.reason,
   });
 }
+
+/** A task a limit ended: FAILED, RESOURCE_EXHAUSTED, the reason naming the limit. */
+export function limitFinished(
+  reason: string,
+  exitCode: number,
+  signal: string,
+  durationMs: number,
+): Finished {
+  return Finished.fromPartial({
+    state: TaskState.TASK_STATE_FAILED,
+    exitCode,
+    signal,
+    error: { code: Code.RESOURCE_EXHAUSTED, message: reason },
+    durationMs,
+    reason,
+  });
+}
+
+/** How a process task ended: a limit, a stop, exit 0, or a failure (a non-zero code, a signal). */
+export function processFinished(o: {
+  limitReason: string | undefined;
+  stop: StopRequest | undefined;
+  exit: { code: number | null; signal: string | null } | undefined;
+  durationMs: number;
+}): Finished {
+  const exitCode = o.exit?.code ?? -1;
+  const signal = o.exit?.signal ?? "";
+  const { durationMs, stop } = o;
+  if (o.limitReason !== undefined) return limitFinished(o.limitReason, exitCode, signal, durationMs);
+  if (stop) {
+    return Finished.fromPartial({
+      state: stateForStop(stop.cause),
+      exitCode,
+      signal,
+      error: { code: codeForStop(stop.cause), message: stop.reason },
+      durationMs,
+      reason: stop.reason,
+    });
+  }
+  if (o.exit?.code === 0)
+    return Finished.fromPartial({ state: TaskState.TASK_STATE_SUCCEEDED, exitCode: 0, durationMs });
+  const reason =
+    o.exit === undefined
+      ? "the process could not be waited for"
+      : o.exit.code !== null
+        ? `exited with code ${o.exit.code}`
+        : `killed by signal ${signal}`;
+  return Finished.fromPartial({ state: TaskState.TASK_STATE_FAILED, exitCode, signal, durationMs, reason });
+}

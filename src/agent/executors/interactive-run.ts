@@ -6,9 +6,9 @@ import { stat } from "node:fs/promises";
 import { Code } from "../../common/errors.js";
 import { Finished, TaskState, type ShellSpec } from "../../gen/switchboard/v1/task.js";
 import {
-  codeForStop,
   failedFinished,
-  stateForStop,
+  limitFinished,
+  processFinished,
   stoppedFinished,
   timeLimitMs,
   type Execution,
@@ -232,32 +232,12 @@ export abstract class InteractiveRun implements Execution {
     this.clearTimers();
     this.window.close();
     const durationMs = Date.now() - this.startedAt;
-    const exitCode = this.exit?.code ?? -1;
-    const signal = this.exit?.signal ?? "";
-    const stop = this.stopRequest;
-    let f: Finished;
-    if (this.limitReason !== undefined) {
-      f = limitFinished(this.limitReason, exitCode, signal, durationMs);
-    } else if (stop) {
-      f = Finished.fromPartial({
-        state: stateForStop(stop.cause),
-        exitCode,
-        signal,
-        error: { code: codeForStop(stop.cause), message: stop.reason },
-        durationMs,
-        reason: stop.reason,
-      });
-    } else if (this.exit?.code === 0) {
-      f = Finished.fromPartial({ state: TaskState.TASK_STATE_SUCCEEDED, exitCode: 0, durationMs });
-    } else {
-      const reason =
-        this.exit === undefined
-          ? "the process could not be waited for"
-          : this.exit.code !== null
-            ? `exited with code ${this.exit.code}`
-            : `killed by signal ${signal}`;
-      f = Finished.fromPartial({ state: TaskState.TASK_STATE_FAILED, exitCode, signal, durationMs, reason });
-    }
+    const f = processFinished({
+      limitReason: this.limitReason,
+      stop: this.stopRequest,
+      exit: this.exit,
+      durationMs,
+    });
     void this.releaseConfinement(f);
   }
 
@@ -321,18 +301,6 @@ export abstract class InteractiveRun implements Execution {
       this.stop({ cause: "timed_out", reason: `timeout after ${limitMs} ms` });
     });
   }
-}
-
-/** A task a limit ended: FAILED, RESOURCE_EXHAUSTED, the reason naming the limit. */
-function limitFinished(reason: string, exitCode: number, signal: string, durationMs: number): Finished {
-  return Finished.fromPartial({
-    state: TaskState.TASK_STATE_FAILED,
-    exitCode,
-    signal,
-    error: { code: Code.RESOURCE_EXHAUSTED, message: reason },
-    durationMs,
-    reason,
-  });
 }
 
 async function cwdProblem(cwd: string, agentId: string): Promise<string | undefined> {

@@ -18,9 +18,9 @@ import {
 import { OutputChunker } from "../output-chunker.js";
 import { Confinement, findProgram, type TaskConfinement } from "./confinement.js";
 import {
-  codeForStop,
   failedFinished,
-  stateForStop,
+  limitFinished,
+  processFinished,
   stoppedFinished,
   timeLimitMs,
   type Execution,
@@ -464,32 +464,12 @@ class ShellRun implements Execution {
     if (!this.move("done")) return;
     this.clearTimers();
     const durationMs = Date.now() - this.startedAt;
-    const exitCode = this.exit?.code ?? -1;
-    const signal = this.exit?.signal ?? "";
-    let f: Finished;
-    if (this.limitReason !== undefined) {
-      f = limitFinished(this.limitReason, exitCode, signal, durationMs);
-    } else if (this.stopRequest) {
-      const stop = this.stopRequest;
-      f = Finished.fromPartial({
-        state: stateForStop(stop.cause),
-        exitCode,
-        signal,
-        error: { code: codeForStop(stop.cause), message: stop.reason },
-        durationMs,
-        reason: stop.reason,
-      });
-    } else if (this.exit?.code === 0) {
-      f = Finished.fromPartial({ state: TaskState.TASK_STATE_SUCCEEDED, exitCode: 0, durationMs });
-    } else {
-      const reason =
-        this.exit === undefined
-          ? "the process could not be waited for"
-          : this.exit.code !== null
-            ? `exited with code ${this.exit.code}`
-            : `killed by signal ${signal}`;
-      f = Finished.fromPartial({ state: TaskState.TASK_STATE_FAILED, exitCode, signal, durationMs, reason });
-    }
+    const f = processFinished({
+      limitReason: this.limitReason,
+      stop: this.stopRequest,
+      exit: this.exit,
+      durationMs,
+    });
     void this.release(f);
   }
 
@@ -555,18 +535,6 @@ class ShellRun implements Execution {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
   }
-}
-
-/** A task a limit ended: FAILED, RESOURCE_EXHAUSTED, the reason naming the limit. */
-function limitFinished(reason: string, exitCode: number, signal: string, durationMs: number): Finished {
-  return Finished.fromPartial({
-    state: TaskState.TASK_STATE_FAILED,
-    exitCode,
-    signal,
-    error: { code: Code.RESOURCE_EXHAUSTED, message: reason },
-    durationMs,
-    reason,
-  });
 }
 
 async function cwdProblem(cwd: string, agentId: string): Promise<string | undefined> {
