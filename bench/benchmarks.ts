@@ -215,6 +215,18 @@ function throughputSchedule(o: RunOptions): Schedule {
       };
 }
 
+/** One `<= target` check per process on its peak RSS in MiB. */
+export function rssChecks(peaksMiB: Record<string, number>, targetMiB: number): BenchResult["extraChecks"] {
+  return Object.entries(peaksMiB).map(([proc, v]) => ({
+    name: `${proc} peak RSS`,
+    value: round(v),
+    unit: "MiB",
+    comparison: "<=" as const,
+    target: targetMiB,
+    pass: check(v, "<=", targetMiB),
+  }));
+}
+
 export function ratioResult(
   metric: string,
   unit: string,

@@ -15,10 +15,10 @@ import {
   type Benchmark,
   type Measured,
   type RunOptions,
+  rssChecks,
 } from "./benchmarks.js";
 import { AGENT_ID, type Cluster } from "./cluster.js";
 import {
-  check,
   CLI,
   CpuMeter,
   DIST_BENCH,
@@ -299,16 +299,7 @@ function cpBenchmark(direction: Direction): Benchmark {
                 cpuSecondsPerGiB: cpuPerGiB,
               },
             );
-            for (const [proc, v] of Object.entries(peaks)) {
-              res.extraChecks.push({
-                name: `${proc} peak RSS`,
-                value: round(v),
-                unit: "MiB",
-                comparison: "<=",
-                target: rssTargetMiB,
-                pass: check(v, "<=", rssTargetMiB),
-              });
-            }
+            res.extraChecks.push(...rssChecks(peaks, rssTargetMiB));
             res.extraChecks.push({
               name: "every run wrote exactly the source's bytes (size, sha256)",
               value: Math.min(...runs.map((r) => (r.intact ? r.t.bytes : 0))),

@@ -22,10 +22,10 @@ import {
   type Benchmark,
   type Measured,
   type RunOptions,
+  rssChecks,
 } from "./benchmarks.js";
 import { AGENT_ID, type Cluster } from "./cluster.js";
 import {
-  check,
   CLI,
   CpuMeter,
   DIST_BENCH,
@@ -351,16 +351,7 @@ const httpBody1GiBVsCurl: Benchmark = {
               curlPeakRssMiB: round(peakOf("curl") / MiB),
             },
           );
-          for (const [proc, v] of Object.entries(peaks)) {
-            res.extraChecks.push({
-              name: `${proc} peak RSS`,
-              value: round(v),
-              unit: "MiB",
-              comparison: "<=",
-              target: rssTargetMiB,
-              pass: check(v, "<=", rssTargetMiB),
-            });
-          }
+          res.extraChecks.push(...rssChecks(peaks, rssTargetMiB));
           res.extraChecks.push({
             name: "every run wrote exactly the body served (size, sha256)",
             value: Math.min(...counted.map((r) => (r.intact ? r.d.bytes : 0))),

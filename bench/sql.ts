@@ -18,9 +18,10 @@ import {
   type Measured,
   type RunOptions,
   type Schedule,
+  rssChecks,
 } from "./benchmarks.js";
 import { POOL, type Cluster } from "./cluster.js";
-import { check, CLI, CpuMeter, fmt, log, procCpuMs, RssSampler, round } from "./harness.js";
+import { CLI, CpuMeter, fmt, log, procCpuMs, RssSampler, round } from "./harness.js";
 import { startGrpcEchoPeer } from "./peers.js";
 
 const MiB = 1024 * 1024;
@@ -200,16 +201,7 @@ const pgCsv1GiB: Benchmark = {
             ),
           },
         );
-        for (const [proc, v] of Object.entries(peaks)) {
-          res.extraChecks.push({
-            name: `${proc} peak RSS`,
-            value: round(v),
-            unit: "MiB",
-            comparison: "<=",
-            target: rssTargetMiB,
-            pass: check(v, "<=", rssTargetMiB),
-          });
-        }
+        res.extraChecks.push(...rssChecks(peaks, rssTargetMiB));
         res.extraChecks.push({
           name: "same CSV bytes as psql",
           value: runs[1]!.t.bytes,
