@@ -35,7 +35,7 @@ export interface PodmanService {
 }
 
 /** Why podman cannot be used here, or undefined when the packages it needs are installed. */
-export function podmanMissing(): string | undefined {
+function podmanMissing(): string | undefined {
   const missing: string[] = [];
   if (!onPath("podman")) missing.push("podman");
   if (!onPath("runc")) missing.push("runc");
