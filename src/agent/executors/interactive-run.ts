@@ -2,7 +2,6 @@
 // machine (starting, running, stopping in two steps, exited), its time limit and its confinement's
 // limits, the stop that ends everything it started, the input window it grants the hub, and the
 // Finished it ends with.
-import { stat } from "node:fs/promises";
 import { Code } from "../../common/errors.js";
 import { Finished, TaskState, type ShellSpec } from "../../gen/switchboard/v1/task.js";
 import {
@@ -16,6 +15,7 @@ import {
   type InputChunk,
   type StopRequest,
 } from "./executor.js";
+import { cwdProblem } from "./shell-launch.js";
 import type { InteractiveLaunch, InteractiveOptions } from "./interactive.js";
 
 /** starting: checks and spawn. terminating: the first signal sent. killing: SIGKILL sent. */
@@ -300,17 +300,5 @@ export abstract class InteractiveRun implements Execution {
       if (Date.now() < at) return this.armTimeout(at, limitMs);
       this.stop({ cause: "timed_out", reason: `timeout after ${limitMs} ms` });
     });
-  }
-}
-
-async function cwdProblem(cwd: string, agentId: string): Promise<string | undefined> {
-  try {
-    const st = await stat(cwd);
-    return st.isDirectory() ? undefined : `cwd "${cwd}" is not a directory on agent ${agentId}`;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") return `cwd "${cwd}" does not exist on agent ${agentId}`;
-    if (code === "EACCES") return `cwd "${cwd}" is not accessible on agent ${agentId}: permission denied`;
-    return `cwd "${cwd}" cannot be used on agent ${agentId}: ${(e as Error).message}`;
   }
 }

@@ -2,14 +2,13 @@
 // agent whose [shell] pty is on) or a plain process whose stdin stays open (ShellSpec.stdin_stream).
 // ShellExecutor hands them here: admitInteractive() says no up front, startInteractive() runs them with
 // the shell policy's plan (program, environment, user) and the task's confinement (limits, tracking).
-import { accessSync, constants, statSync } from "node:fs";
-import { delimiter, resolve } from "node:path";
+import { resolve } from "node:path";
 import { Code } from "../../common/errors.js";
 import type { Finished, ShellSpec, TaskError } from "../../gen/switchboard/v1/task.js";
 import type { Confinement, TaskConfinement } from "./confinement.js";
 import { failedFinished, type Execution, type ExecutionContext } from "./executor.js";
 import { shellLaunch } from "./shell-launch.js";
-import { isRefusal, type ShellPlan } from "./shell-policy.js";
+import { isRefusal, resolveExecutable, type ShellPlan } from "./shell-policy.js";
 import { MAX_TERMINAL_SIDE, PtyRun, SESSION_TERM } from "./pty-run.js";
 import { StdinStreamRun } from "./stdin-stream-run.js";
 
@@ -123,7 +122,9 @@ export function launchFromSpec(s: ShellSpec, opts: InteractiveOptions): Interact
   }
   const env: NodeJS.ProcessEnv = { ...(opts.baseEnv ?? agentEnvForTasks()), ...s.env };
   const [name, args] = s.script !== "" ? ["bash", ["-c", s.script]] : [s.argv[0]!, s.argv.slice(1)];
-  const found = findExecutable(name, env.PATH, resolve(s.cwd));
+  // Searched here so that a missing program is a clear refusal: a pseudo-terminal's child could only
+  // print execvp's error into the terminal and exit 1.
+  const found = resolveExecutable(name, env.PATH, resolve(s.cwd));
   if ("problem" in found) {
     if (found.problem === "not-executable")
       return {
@@ -148,32 +149,6 @@ function agentEnvForTasks(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   delete env.SWITCHBOARD_TOKEN;
   return env;
-}
-
-/**
- * execvp's search, done here so that a missing program is a clear refusal: a pseudo-terminal's child
- * could only print execvp's error into the terminal and exit 1.
- */
-export function findExecutable(
-  name: string,
-  pathVar: string | undefined,
-  cwd: string,
-): { path: string } | { problem: "not-found" | "not-executable" } {
-  const candidates = name.includes("/")
-    ? [resolve(cwd, name)]
-    : (pathVar ?? "/usr/local/bin:/usr/bin:/bin").split(delimiter).map((d) => resolve(cwd, d || ".", name));
-  let sawFile = false;
-  for (const c of candidates) {
-    try {
-      if (!statSync(c).isFile()) continue;
-      sawFile = true;
-      accessSync(c, constants.X_OK);
-      return { path: c };
-    } catch {
-      // absent or not executable: the next one
-    }
-  }
-  return { problem: sawFile ? "not-executable" : "not-found" };
 }
 
 /** An execution that ended before it began (a refusal found at start). */

@@ -1,6 +1,7 @@
 // The command line a shell task is spawned with: the confinement's prefix (join the cgroup, set
 // rlimits), then setpriv to become the task's user, then the program. Each step execs the next, so
 // the pid the agent holds is the program's from start to end.
+import { stat } from "node:fs/promises";
 import type { TaskConfinement } from "./confinement.js";
 import type { ShellPlan } from "./shell-policy.js";
 import { switchUserArgv } from "./user-identity.js";
@@ -28,4 +29,17 @@ export function shellLaunch(plan: ShellPlan, confined: TaskConfinement, setpriv:
     env,
     cwd: plan.cwd,
   };
+}
+
+/** Why a task's cwd cannot be used, or undefined when it can. */
+export async function cwdProblem(cwd: string, agentId: string): Promise<string | undefined> {
+  try {
+    const st = await stat(cwd);
+    return st.isDirectory() ? undefined : `cwd "${cwd}" is not a directory on agent ${agentId}`;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return `cwd "${cwd}" does not exist on agent ${agentId}`;
+    if (code === "EACCES") return `cwd "${cwd}" is not accessible on agent ${agentId}: permission denied`;
+    return `cwd "${cwd}" cannot be used on agent ${agentId}: ${(e as Error).message}`;
+  }
 }

@@ -4,7 +4,6 @@
 // SIGTERM, SIGKILL after the grace, SIGKILL again after exit; every wait is bounded. The command
 // policy (shell-policy.ts) admits a spec first; a task may run as another user and under limits.
 import { spawn, type ChildProcess } from "node:child_process";
-import { stat } from "node:fs/promises";
 import type { Readable } from "node:stream";
 import { Code } from "../../common/errors.js";
 import {
@@ -40,7 +39,7 @@ import {
   type ShellPlan,
   type ShellPolicy,
 } from "./shell-policy.js";
-import { shellLaunch } from "./shell-launch.js";
+import { cwdProblem, shellLaunch } from "./shell-launch.js";
 
 export interface ShellExecutorOptions {
   enabled: boolean;
@@ -534,18 +533,6 @@ class ShellRun implements Execution {
   private clearTimers(): void {
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-  }
-}
-
-async function cwdProblem(cwd: string, agentId: string): Promise<string | undefined> {
-  try {
-    const st = await stat(cwd);
-    return st.isDirectory() ? undefined : `cwd "${cwd}" is not a directory on agent ${agentId}`;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") return `cwd "${cwd}" does not exist on agent ${agentId}`;
-    if (code === "EACCES") return `cwd "${cwd}" is not accessible on agent ${agentId}: permission denied`;
-    return `cwd "${cwd}" cannot be used on agent ${agentId}: ${(e as Error).message}`;
   }
 }
 
