@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   NodeSupervisor,
+  nodeListens,
   procStartOf,
   type NodeSupervisorOptions,
 } from "../src/agent/nodes/node-supervisor.js";
@@ -38,7 +39,7 @@ function options(root: string, over: Partial<NodeSupervisorOptions> = {}): NodeS
     crashLoopWindowMs: 30_000,
     logMaxBytes: 1024 * 1024,
     logFiles: 3,
-    portRangeStart: 41_000,
+    portRangeStart: 23_000, // below the ephemeral port range
     readyCheck: "tcp",
     startupTimeoutMs: 10_000,
     nodeArgs: (n) => [
@@ -70,6 +71,21 @@ async function freePort(): Promise<number> {
 }
 
 describe("node supervisor", () => {
+  it("counts a port as the node's only when a process of its group holds the listening socket", async () => {
+    const server: Server = createServer();
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as { port: number }).port;
+    const sleeper = spawn("sleep", ["30"], { detached: true, stdio: "ignore" });
+    try {
+      expect(await nodeListens(port, process.pid)).toBe(true); // this process holds it
+      expect(await nodeListens(port, sleeper.pid!)).toBe(false); // answers, but not the sleeper's
+      await new Promise<void>((r) => server.close(() => r()));
+      expect(await nodeListens(port, process.pid)).toBe(false); // nothing answers
+    } finally {
+      sleeper.kill("SIGKILL");
+    }
+  });
+
   it("spawns a node, captures its output, and stops it with SIGTERM", async () => {
     const root = mkdtempSync(join(tmpdir(), "nodes-"));
     const s = await supervisor(root);

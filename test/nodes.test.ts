@@ -55,6 +55,8 @@ function agentConfig(dir: string, o: AgentOpts): string {
       `max_storage_nodes = ${o.maxNodes ?? 5}`,
       "[storage]",
       `data_path = ${JSON.stringify(o.storageData ?? join(dir, "nodes"))}`,
+      // Below the kernel's ephemeral range (32768-60999), where a client's port could land on a node's.
+      "default_port_range_start = 21000",
       `allowed_binaries = ["/bin/false", "/no/such/binary"]`,
       "restart_backoff_initial_secs = 0.1",
       "restart_backoff_max_secs = 0.4",

@@ -12,6 +12,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   renameSync,
   statSync,
   truncateSync,
@@ -120,6 +121,8 @@ interface Live {
 
 const STARTING_MS = 1000;
 const READY_POLL_MS = 5;
+/** Spawns on a port the agent chose: how many ports to try when another program takes one first. */
+const PORT_ATTEMPTS = 3;
 const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
 
 /** The last bytes of a file, as text, for an error message. */
@@ -283,24 +286,36 @@ export class NodeSupervisor {
     const previous = existing;
     const l = this.live(record);
     l.spawning = true;
-    this.launch(l);
-    try {
-      await this.untilReady(l);
-    } catch (err) {
-      // Nothing orphaned: the process is gone (or killed now) and the node is not in the table.
-      clearTimeout(l.restartTimer);
-      if (l.record.pid !== null) {
-        this.signal(l, "SIGKILL");
-        await new Promise<void>((r) => {
-          if (l.child === undefined || l.child.exitCode !== null || l.child.signalCode !== null) r();
-          else l.child.once("exit", () => r());
-        });
+    for (let attempt = 1; ; attempt++) {
+      this.launch(l);
+      try {
+        await this.untilReady(l);
+        break;
+      } catch (err) {
+        // Nothing orphaned: the process is gone (or killed now) and the node is not in the table.
+        clearTimeout(l.restartTimer);
+        if (l.record.pid !== null) {
+          this.signal(l, "SIGKILL");
+          await new Promise<void>((r) => {
+            if (l.child === undefined || l.child.exitCode !== null || l.child.signalCode !== null) r();
+            else l.child.once("exit", () => r());
+          });
+        }
+        // A port this agent chose can be taken by another program (another agent on the host) between the
+        // check and the node's bind: choose again rather than fail the spawn.
+        if (req.port === 0 && attempt < PORT_ATTEMPTS && !(await portFree(record.port))) {
+          taken.add(record.port);
+          record.port = await this.freePort(taken);
+          record.lastExit = null;
+          record.state = "stopped";
+          continue;
+        }
+        l.spawning = false;
+        if (previous) this.nodes.set(req.nodeId, previous);
+        else this.nodes.delete(req.nodeId);
+        await this.save();
+        throw err;
       }
-      l.spawning = false;
-      if (previous) this.nodes.set(req.nodeId, previous);
-      else this.nodes.delete(req.nodeId);
-      await this.save();
-      throw err;
     }
     l.spawning = false;
     await this.save();
@@ -353,7 +368,7 @@ export class NodeSupervisor {
           `node ${r.nodeId} did not open port ${r.port} within ${this.o.startupTimeoutMs / 1000}s; it was killed`,
         );
       }
-      if (this.o.readyCheck === "tcp" && (await portAnswers(r.port))) {
+      if (this.o.readyCheck === "tcp" && r.pid !== null && (await nodeListens(r.port, r.pid))) {
         if (r.state === "starting") {
           this.move(l, "running");
           this.changed(l);
@@ -615,7 +630,7 @@ export class NodeSupervisor {
     const r = l.record;
     const deadline = Date.now() + this.o.startupTimeoutMs;
     while (l.child === child && r.state === "starting") {
-      if (await portAnswers(r.port)) {
+      if (r.pid !== null && (await nodeListens(r.port, r.pid))) {
         if (l.child === child && r.state === "starting") {
           this.move(l, "running");
           this.changed(l);
@@ -778,6 +793,56 @@ export function portAnswers(port: number): Promise<boolean> {
     });
     sock.once("error", () => res(false));
   });
+}
+
+/**
+ * Whether the node answers on its port and, where /proc tells, the listening socket is its own (held by a
+ * process of its process group): another program that took the port while the node was down, or an
+ * ephemeral port handed to some client, must not make a node that failed to bind count as running.
+ */
+export async function nodeListens(port: number, pgid: number): Promise<boolean> {
+  if (!(await portAnswers(port))) return false;
+  const inodes = listeningInodes(port);
+  if (inodes === undefined) return true; // no /proc/net: answering is all we can know
+  if (inodes.size === 0) return false;
+  for (const name of readdirSync("/proc")) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const pgrp = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
+      if (pid !== pgid && pgrp !== pgid) continue;
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        const link = readlinkSync(`/proc/${pid}/fd/${fd}`, "utf8");
+        if (link.startsWith("socket:[") && inodes.has(link.slice(8, -1))) return true;
+      }
+    } catch {
+      // gone meanwhile, or not ours to read
+    }
+  }
+  return false;
+}
+
+/** Inodes of the TCP sockets listening on the port (IPv4 and IPv6); undefined where /proc/net is absent. */
+function listeningInodes(port: number): Set<string> | undefined {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  const inodes = new Set<string>();
+  let readAny = false;
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text: string;
+    try {
+      text = readFileSync(table, "utf8");
+    } catch {
+      continue;
+    }
+    readAny = true;
+    for (const line of text.split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // local_address is ADDR:PORT, st 0A is LISTEN, the inode is the tenth field
+      if (f.length > 9 && f[3] === "0A" && f[1]?.endsWith(`:${hexPort}`)) inodes.add(f[9]!);
+    }
+  }
+  return readAny ? inodes : undefined;
 }
 
 /** Whether nothing listens on the port (on any address). */
