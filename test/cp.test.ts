@@ -12,6 +12,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  realpathSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -21,7 +22,7 @@ import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { file, SwitchboardClient, TaskState } from "../src/client/index.js";
-import { uploadTempName } from "../src/common/file-transfer.js";
+import { uploadResumeKey, uploadTempName } from "../src/common/file-transfer.js";
 import {
   runCli,
   spawnCli,
@@ -152,6 +153,12 @@ afterAll(async () => {
   // Several GiB of test files: never left behind.
   if (work) rmSync(work, { recursive: true, force: true });
 });
+
+/** The name the CLI gives the partial file of an upload of `file` (see uploadResumeKey). */
+function resumeKeyOf(file: string): string {
+  const st = statSync(file);
+  return uploadResumeKey(realpathSync(file), st.size, st.mtimeMs);
+}
 
 describe("cp of a 1 GiB file", () => {
   it("uploads it; the agent's copy is the same, byte for byte", async () => {
@@ -298,7 +305,7 @@ describe("refusals", () => {
 describe("interrupted transfers", () => {
   it("an upload whose CLI was killed carries on from where it stopped with --resume", async () => {
     const target = join(root, "killed-up.bin");
-    const tmp = join(root, uploadTempName("killed-up.bin", mid.sha256));
+    const tmp = join(root, uploadTempName("killed-up.bin", resumeKeyOf(mid.path)));
     const first = spawnCli([...hub.cli, "cp", "--no-progress", mid.path, `agent:files-1:${target}`]);
     await waitFor(
       "part of the upload on the agent",
@@ -351,7 +358,7 @@ describe("interrupted transfers", () => {
     const proxy = await TcpProxy.start(hub.address);
     proxies.push(proxy);
     const target = join(root, "cut-client.bin");
-    const tmp = join(root, uploadTempName("cut-client.bin", mid.sha256));
+    const tmp = join(root, uploadTempName("cut-client.bin", resumeKeyOf(mid.path)));
     const first = spawnCli([
       "--hub",
       proxy.address,

@@ -400,6 +400,7 @@ export class Pipeline {
           data: Buffer.from(body.value.data.buffer, body.value.data.byteOffset, body.value.data.byteLength),
           eof: body.value.eof,
           ...(r ? { resize: { cols: r.cols, rows: r.rows } } : {}),
+          ...(body.value.sha256 ? { sha256: body.value.sha256 } : {}),
         });
         return;
       }

@@ -1,6 +1,6 @@
-// What an upload and a download by `switchboard cp` share: their options, the SHA-256 of a local file, and
-// how a file task that did not succeed becomes the command's error (its exit code and a next step).
-import { createHash, type Hash } from "node:crypto";
+// What an upload and a download by `switchboard cp` share: their options, hashing a local file, and how a
+// file task that did not succeed becomes the command's error (its exit code and a next step).
+import type { Hash } from "node:crypto";
 import { open } from "node:fs/promises";
 import { status } from "@grpc/grpc-js";
 import { SwitchboardClientError } from "../client/index.js";
@@ -49,12 +49,6 @@ export async function hashFile(
   } finally {
     await fh.close();
   }
-}
-
-export async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
-  const h = createHash("sha256");
-  await hashFile(path, h, Infinity, signal);
-  return h.digest("hex");
 }
 
 /** Before a task is submitted: an interrupt so far means nothing was started. */

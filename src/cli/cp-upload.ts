@@ -1,10 +1,11 @@
-// `switchboard cp LOCAL agent:ID:/path`: the local file (or a tar of the directory) is read once for its
-// SHA-256 and size, which go in the task, then again to be sent as the task's input in 256 KiB chunks,
-// each write awaited, so only a few chunks are ever in memory. With --resume the agent first says from
-// which byte to carry on ({"offset":N}), and only the rest is read and sent.
-import { createHash } from "node:crypto";
+// `switchboard cp LOCAL agent:ID:/path`: a file is read once, hashed as it is sent as the task's input in
+// 256 KiB chunks (each write awaited, so only a few chunks are ever in memory), and its SHA-256 goes with
+// the end of input for the agent to check before it places the file. A directory's tar stream is read
+// once before for its size and digest, which go in the task. With --resume the agent first says from
+// which byte to carry on ({"offset":N}); the part before it is only read for the digest, the rest sent.
+import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { stat } from "node:fs/promises";
+import { realpath, stat } from "node:fs/promises";
 import { basename } from "node:path";
 import {
   file,
@@ -13,6 +14,7 @@ import {
   type FileResult,
   type SwitchboardClient,
 } from "../client/index.js";
+import { uploadResumeKey } from "../common/file-transfer.js";
 import { packTree } from "../common/tar-tree.js";
 import { OutputStream, TaskState, type Finished } from "../gen/switchboard/v1/task.js";
 import { CliError, usageError } from "./cli-error.js";
@@ -21,7 +23,7 @@ import {
   callFailed,
   checkNotInterrupted,
   CHUNK_BYTES,
-  sha256File,
+  hashFile,
   transferFailed,
   type TransferOptions,
 } from "./cp-transfer.js";
@@ -32,13 +34,21 @@ export interface UploadOptions extends TransferOptions {
   remote: Extract<Location, { kind: "remote" }>;
 }
 
-/** What is sent: a file from an offset, or a directory's tar stream; its digest and length. */
+/**
+ * What is sent: a file from an offset (its digest computed while sending, the part before the offset read
+ * for it first), or a directory's tar stream (digest known before).
+ */
 interface Source {
   kind: "file" | "dir";
   size: number;
+  /** The directory's digest; "" for a file. */
   sha256: string;
+  /** A file's: names the partial file that --resume continues. */
+  resumeKey: string;
   mode: number;
   read(offset: number): AsyncIterable<Buffer>;
+  /** A file's: feeds its first `end` bytes into `hash`. */
+  hashPrefix(hash: Hash, end: number): Promise<void>;
 }
 
 export async function upload(client: SwitchboardClient, o: UploadOptions): Promise<FileResult> {
@@ -56,6 +66,7 @@ export async function upload(client: SwitchboardClient, o: UploadOptions): Promi
       path,
       size: source.size,
       sha256: source.sha256,
+      resumeKey: source.resumeKey,
       mode: source.mode,
       resume: o.resume,
       overwrite: o.force,
@@ -70,6 +81,8 @@ export async function upload(client: SwitchboardClient, o: UploadOptions): Promi
   let finished: Finished | undefined;
   let offset = 0;
   let sent = 0;
+  /** The digest of what was sent (a file's, the part before the offset included), once sent. */
+  let sentSha256 = source.sha256;
   let lineText = "";
   // The sender runs beside the event loop below and stops when the task ends.
   const stopSending = new AbortController();
@@ -85,16 +98,20 @@ export async function upload(client: SwitchboardClient, o: UploadOptions): Promi
   const send = async (from: number): Promise<void> => {
     const input = client.openInput(taskId);
     let ended = false;
+    const hash = source.kind === "file" ? createHash("sha256") : undefined;
     try {
+      if (hash && from > 0) await source.hashPrefix(hash, from);
       for await (const chunk of source.read(from)) {
         if (stopSending.signal.aborted) return;
+        hash?.update(chunk);
         await input.write(chunk);
         sent += chunk.length;
         o.progress.update(0, from + sent);
       }
       if (stopSending.signal.aborted) return;
       ended = true;
-      await input.end();
+      if (hash) sentSha256 = hash.digest("hex");
+      await input.end(hash ? sentSha256 : "");
     } finally {
       if (!ended) input.close();
     }
@@ -138,10 +155,10 @@ export async function upload(client: SwitchboardClient, o: UploadOptions): Promi
   if (sendError !== undefined) callFailed(sendError, o.signal, kept(), `${offset + sent} bytes`);
   const result = parseFileResult(finished.result);
   if (!result) throw new CliError(`task ${taskId}: the agent's result is not a file result`);
-  if (result.sha256 !== source.sha256 || result.bytes !== source.size) {
+  if (result.sha256 !== sentSha256 || result.bytes !== source.size) {
     throw new CliError(
       `the agent reports ${result.bytes} bytes with SHA-256 ${result.sha256} for ${path}, ` +
-        `but ${o.local} has ${source.size} bytes with SHA-256 ${source.sha256}`,
+        `but ${o.local} has ${source.size} bytes with SHA-256 ${sentSha256}`,
     );
   }
   return result;
@@ -165,20 +182,32 @@ async function openSource(local: string, recursive: boolean, signal: AbortSignal
       kind: "dir",
       size,
       sha256: h.digest("hex"),
+      resumeKey: "",
       mode: st.mode & 0o7777,
       read: () => coalesce(packTree(local), CHUNK_BYTES),
+      hashPrefix: () => Promise.resolve(),
     };
   }
   if (!st.isFile()) throw usageError(`${local} is neither a file nor a directory`);
   return {
     kind: "file",
     size: st.size,
-    sha256: await sha256File(local, signal),
+    sha256: "",
+    resumeKey: uploadResumeKey(await realpath(local), st.size, st.mtimeMs),
     mode: st.mode & 0o777,
+    // Only as far as the size stated: a file that grows meanwhile does not overrun the declared size.
     read: (offset) =>
       offset >= st.size
         ? emptySource()
-        : (createReadStream(local, { start: offset, highWaterMark: CHUNK_BYTES }) as AsyncIterable<Buffer>),
+        : (createReadStream(local, {
+            start: offset,
+            end: st.size - 1,
+            highWaterMark: CHUNK_BYTES,
+          }) as AsyncIterable<Buffer>),
+    hashPrefix: async (hash, end) => {
+      const n = await hashFile(local, hash, end, signal);
+      if (n < end) throw new CliError(`${local} shrank while it was read: ${n} of ${end} bytes`);
+    },
   };
 }
 

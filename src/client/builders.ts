@@ -254,8 +254,13 @@ export interface FileOptions {
   offset?: number;
   /** upload: the content's length (a directory: the tar stream's, with its sha256). */
   size?: number;
-  /** upload: hex SHA-256 of the content; the agent renames onto the path only when it matches. */
+  /**
+   * upload: hex SHA-256 of the content; the agent renames onto the path only when it matches. A file
+   * upload may leave it out and give it to the input's `end(sha256)` instead, computed while sending.
+   */
   sha256?: string;
+  /** upload of a file whose sha256 comes at the end: names the partial file that `resume` continues. */
+  resumeKey?: string;
   /** upload: permission bits; default 0644. */
   mode?: number;
   /** upload: carry on from what an interrupted upload of the same content left ({"offset":N} on stdout). */
@@ -283,6 +288,7 @@ export function file(opts: FileOptions): { spec: TaskSpec } {
           resume: opts.resume ?? false,
           archive: opts.archive ?? "",
           overwrite: opts.overwrite ?? false,
+          resumeKey: opts.resumeKey ?? "",
         },
       },
     },

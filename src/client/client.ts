@@ -209,8 +209,11 @@ export interface TaskInputWriter {
   write(data: Uint8Array): Promise<void>;
   /** A new terminal size (tty tasks). */
   resize(cols: number, rows: number): Promise<void>;
-  /** End of input; resolves once the hub forwarded everything (or the task ended). */
-  end(): Promise<InputResult>;
+  /**
+   * End of input; resolves once the hub forwarded everything (or the task ended). `sha256`: the hex
+   * digest of an upload whose task left it out, computed while sending.
+   */
+  end(sha256?: string): Promise<InputResult>;
   /** Closes the stream without an end of input (e.g. after the task ended). */
   close(): void;
   /** The call's outcome. */
@@ -444,10 +447,12 @@ export class SwitchboardClient {
           data: Buffer.from(data.buffer, data.byteOffset, data.byteLength),
           eof: false,
           resize: undefined,
+          sha256: "",
         }),
-      resize: (cols, rows) => send({ data: Buffer.alloc(0), eof: false, resize: { cols, rows } }),
-      end: async () => {
-        await send({ data: Buffer.alloc(0), eof: true, resize: undefined });
+      resize: (cols, rows) =>
+        send({ data: Buffer.alloc(0), eof: false, resize: { cols, rows }, sha256: "" }),
+      end: async (sha256 = "") => {
+        await send({ data: Buffer.alloc(0), eof: true, resize: undefined, sha256 });
         call.end();
         return result;
       },

@@ -1,6 +1,7 @@
 // What a file task says besides its bytes, shared by the agent that writes it and the clients that read
 // it: Finished.result (JSON, below), the one stdout line a resumed upload starts with ({"offset":N}), and
 // the names of the temporary files both ends write before renaming onto the real name.
+import { createHash } from "node:crypto";
 
 /** Finished.result of a file task that succeeded. */
 export interface FileResult {
@@ -65,6 +66,15 @@ export const SHA256_HEX = /^[0-9a-f]{64}$/;
  */
 export function uploadTempName(name: string, sha256: string): string {
   return `.${name}.sb-upload-${sha256.slice(0, 16)}`;
+}
+
+/**
+ * What names the partial file of an upload whose digest comes at its end: the same for every attempt to
+ * send the same local file unchanged (path, size, modification time). A file changed in a way this misses
+ * still fails the final SHA-256 check, and the partial is discarded.
+ */
+export function uploadResumeKey(realPath: string, size: number, mtimeMs: number): string {
+  return createHash("sha256").update(`${realPath}\0${size}\0${Math.round(mtimeMs * 1000)}`).digest("hex");
 }
 
 /** The CLI's temporary name for a download of `name`, stable across attempts for --resume. */

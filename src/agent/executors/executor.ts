@@ -41,6 +41,8 @@ export interface InputChunk {
   data: Buffer;
   eof: boolean;
   resize?: { cols: number; rows: number };
+  /** With eof: the SHA-256 of an upload whose spec left it out. */
+  sha256?: string;
 }
 
 export interface Execution {

@@ -59,6 +59,8 @@ export class FileUpload extends FileRun implements Execution {
   private queue: Buffer[] = [];
   private queuedBytes = 0;
   private eof = false;
+  /** The digest the client sent with the end of input (when the spec left it out). */
+  private endSha256 = "";
   private failure: FileTaskError | undefined;
   private wake: (() => void) | undefined;
 
@@ -103,7 +105,10 @@ export class FileUpload extends FileRun implements Execution {
       this.queue.push(chunk.data);
       this.queuedBytes += n;
     }
-    if (chunk.eof) this.eof = true;
+    if (chunk.eof) {
+      this.eof = true;
+      this.endSha256 = chunk.sha256 ?? "";
+    }
     this.wakeUp();
   }
 
@@ -140,7 +145,7 @@ export class FileUpload extends FileRun implements Execution {
         );
       }
     }
-    const key = this.spec.sha256 !== "" ? this.spec.sha256 : this.ctx.taskId;
+    const key = this.spec.sha256 || this.spec.resumeKey || this.ctx.taskId;
     const tmp = join(place.dir, uploadTempName(place.name, key));
     const release = await this.deps.claims.claim(tmp, this, this.ctx.taskId);
     try {
@@ -194,11 +199,20 @@ export class FileUpload extends FileRun implements Execution {
         );
       }
       const digest = this.hash.digest("hex");
-      if (digest !== this.spec.sha256) {
+      const declared = this.spec.sha256 || this.endSha256;
+      if (declared === "") {
+        keepTemp = false;
+        throw new FileTaskError(
+          Code.INVALID_ARGUMENT,
+          `the upload of ${this.spec.path} ended without its SHA-256 (in the task or with the end of input); ` +
+            `the upload was discarded`,
+        );
+      }
+      if (digest !== declared) {
         keepTemp = false;
         throw new FileTaskError(
           Code.DATA_LOSS,
-          `SHA-256 mismatch for ${this.spec.path}: the client declared ${this.spec.sha256}, ` +
+          `SHA-256 mismatch for ${this.spec.path}: the client declared ${declared}, ` +
             `agent ${this.agentId} received ${digest}; the upload was discarded`,
         );
       }

@@ -140,7 +140,7 @@ describe("admit", () => {
     expect(e?.message).toContain("[files] roots");
   });
 
-  it("refuses bad ops, paths outside the roots, unnormalized paths and uploads without a digest", () => {
+  it("refuses bad ops, paths outside the roots, unnormalized paths, bad digests and keys", () => {
     const ex = executor();
     expect(ex.admit(spec({ op: "move", path: join(root, "x") }))?.code).toBe(Code.INVALID_ARGUMENT);
     expect(ex.admit(spec({ op: "download", path: "/etc/passwd" }))?.code).toBe(Code.PERMISSION_DENIED);
@@ -148,9 +148,15 @@ describe("admit", () => {
       Code.INVALID_ARGUMENT,
     );
     expect(ex.admit(spec({ op: "download", path: "sub/x" }))?.code).toBe(Code.INVALID_ARGUMENT);
-    expect(ex.admit(spec({ op: "upload", path: join(root, "x"), size: 1 }))?.code).toBe(
+    const up = { op: "upload", path: join(root, "x"), size: 1 };
+    expect(ex.admit(spec({ ...up, sha256: "ABC" }))?.code).toBe(Code.INVALID_ARGUMENT);
+    expect(ex.admit(spec({ ...up, resumeKey: "../x" }))?.code).toBe(Code.INVALID_ARGUMENT);
+    expect(ex.admit(spec({ ...up, sha256: "a".repeat(64), resumeKey: "b".repeat(64) }))?.code).toBe(
       Code.INVALID_ARGUMENT,
     );
+    // A resumable upload must name its partial file: by its digest, or by a resume key.
+    expect(ex.admit(spec({ ...up, resume: true }))?.message).toContain("resume_key");
+    expect(ex.admit(spec(up))).toBeUndefined(); // the digest comes with the end of input
     expect(ex.admit(spec({ op: "download", path: join(root, "x"), archive: "zip" }))?.code).toBe(
       Code.INVALID_ARGUMENT,
     );
@@ -301,6 +307,54 @@ describe("upload", () => {
     const r = await second.result();
     expect(r.resumed_from).toBe(1_200_000);
     expect(readFileSync(target).equals(data)).toBe(true);
+  });
+
+  it("with the SHA-256 at the end of input: placed when it matches, discarded when it does not or is missing", async () => {
+    const data = pattern(700_000, 12);
+    const ok = start(spec({ op: "upload", path: join(root, "end-ok.bin"), size: data.length }));
+    await send(ok, data, 100_000, false);
+    ok.execution.input!({ data: Buffer.alloc(0), eof: true, sha256: sha(data) });
+    expect((await ok.result()).sha256).toBe(sha(data));
+    expect(readFileSync(join(root, "end-ok.bin")).equals(data)).toBe(true);
+
+    const wrong = "0".repeat(64);
+    const bad = start(spec({ op: "upload", path: join(root, "end-bad.bin"), size: data.length }));
+    await send(bad, data, 100_000, false);
+    bad.execution.input!({ data: Buffer.alloc(0), eof: true, sha256: wrong });
+    const mismatch = await failure(bad);
+    expect(mismatch.code).toBe(Code.DATA_LOSS);
+    expect(mismatch.message).toContain(wrong);
+
+    const none = start(spec({ op: "upload", path: join(root, "end-none.bin"), size: data.length }));
+    await send(none, data);
+    const missing = await failure(none);
+    expect(missing.code).toBe(Code.INVALID_ARGUMENT);
+    expect(missing.message).toContain("without its SHA-256");
+    expect(
+      readdirSync(root).filter(
+        (n) => n.startsWith(".end-") || n.startsWith("end-b") || n.startsWith("end-n"),
+      ),
+    ).toEqual([]);
+  });
+
+  it("resumes by its resume key an upload whose SHA-256 comes at the end", async () => {
+    const data = pattern(2_000_000, 13);
+    const key = "c".repeat(64);
+    const s = { op: "upload", path: join(root, "keyed.bin"), size: data.length, resumeKey: key };
+    const first = start(spec(s));
+    await send(first, data.subarray(0, 800_000), 100_000, false);
+    const tmp = join(root, uploadTempName("keyed.bin", key));
+    await waitFor("the bytes on disk", () => existsSync(tmp) && statSync(tmp).size === 800_000);
+    first.execution.stop({ cause: "cancelled", reason: "cancelled by the test" });
+    await first.done;
+    const second = start(spec({ ...s, resume: true }), { taskId: "task-k2" });
+    await waitFor("the offset line", () => second.stdout().includes("\n"));
+    expect(JSON.parse(second.stdout().toString())).toEqual({ offset: 800_000 });
+    await send(second, data.subarray(800_000), 100_000, false);
+    second.execution.input!({ data: Buffer.alloc(0), eof: true, sha256: sha(data) });
+    expect((await second.result()).resumed_from).toBe(800_000);
+    expect(readFileSync(join(root, "keyed.bin")).equals(data)).toBe(true);
+    expect(existsSync(tmp)).toBe(false);
   });
 
   it("a newer upload of the same file takes over from one whose client went away", async () => {

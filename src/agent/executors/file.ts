@@ -54,8 +54,16 @@ export class FileExecutor implements Executor {
     const refused = this.roots.check(s.path);
     if (refused) return { code: refused.code, message: refused.message };
     if (s.op === "upload") {
-      if (s.archive === "" && !SHA256_HEX.test(s.sha256)) {
-        return invalid("an upload needs the SHA-256 of its content (64 lower-case hex digits)");
+      if (s.archive === "" && s.sha256 !== "" && !SHA256_HEX.test(s.sha256)) {
+        return invalid("sha256 must be 64 lower-case hex digits");
+      }
+      if (s.resumeKey !== "" && (s.archive !== "" || s.sha256 !== "" || !SHA256_HEX.test(s.resumeKey))) {
+        return invalid(
+          "resume_key names a file upload whose sha256 comes with the end of input: 64 lower-case hex digits",
+        );
+      }
+      if (s.archive === "" && s.resume && s.sha256 === "" && s.resumeKey === "") {
+        return invalid("a resumable upload needs its sha256 in the task, or a resume_key");
       }
       if (s.archive === "tar" && s.sha256 !== "" && !SHA256_HEX.test(s.sha256)) {
         return invalid("sha256 must be 64 lower-case hex digits");

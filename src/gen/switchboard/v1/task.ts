@@ -310,9 +310,12 @@ export interface FileSpec {
   offset: number;
   /** upload: the whole size (files) */
   size: number;
-  /** upload: hex digest of the whole content (files) */
+  /** upload: hex digest of the whole content; for files it may instead */
   sha256: string;
-  /** upload: permission bits; 0: 0644 */
+  /**
+   * come with the end of input (TaskInput.sha256), so it is computed
+   * while the bytes are sent rather than in a read beforehand
+   */
   mode: number;
   /** upload: continue an interrupted upload */
   resume: boolean;
@@ -320,6 +323,8 @@ export interface FileSpec {
   archive: string;
   /** upload: replace an existing file */
   overwrite: boolean;
+  /** upload of a file whose sha256 comes at the end: names the partial */
+  resumeKey: string;
 }
 
 /**
@@ -330,7 +335,11 @@ export interface TaskInput {
   taskId: string;
   data: Buffer;
   eof: boolean;
-  resize: TerminalSize | undefined;
+  resize:
+    | TerminalSize
+    | undefined;
+  /** with eof, for an upload whose FileSpec left sha256 empty: the hex */
+  sha256: string;
 }
 
 export interface TerminalSize {
@@ -2169,7 +2178,18 @@ export const DockerSpec_EnvEntry: MessageFns<DockerSpec_EnvEntry> = {
 };
 
 function createBaseFileSpec(): FileSpec {
-  return { op: "", path: "", offset: 0, size: 0, sha256: "", mode: 0, resume: false, archive: "", overwrite: false };
+  return {
+    op: "",
+    path: "",
+    offset: 0,
+    size: 0,
+    sha256: "",
+    mode: 0,
+    resume: false,
+    archive: "",
+    overwrite: false,
+    resumeKey: "",
+  };
 }
 
 export const FileSpec: MessageFns<FileSpec> = {
@@ -2200,6 +2220,9 @@ export const FileSpec: MessageFns<FileSpec> = {
     }
     if (message.overwrite !== false) {
       writer.uint32(72).bool(message.overwrite);
+    }
+    if (message.resumeKey !== "") {
+      writer.uint32(82).string(message.resumeKey);
     }
     return writer;
   },
@@ -2289,6 +2312,14 @@ export const FileSpec: MessageFns<FileSpec> = {
             message.overwrite = reader.bool();
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.resumeKey = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2312,6 +2343,11 @@ export const FileSpec: MessageFns<FileSpec> = {
       resume: isSet(object.resume) ? globalThis.Boolean(object.resume) : false,
       archive: isSet(object.archive) ? globalThis.String(object.archive) : "",
       overwrite: isSet(object.overwrite) ? globalThis.Boolean(object.overwrite) : false,
+      resumeKey: isSet(object.resumeKey)
+        ? globalThis.String(object.resumeKey)
+        : isSet(object.resume_key)
+        ? globalThis.String(object.resume_key)
+        : "",
     };
   },
 
@@ -2344,6 +2380,9 @@ export const FileSpec: MessageFns<FileSpec> = {
     if (message.overwrite !== false) {
       obj.overwrite = message.overwrite;
     }
+    if (message.resumeKey !== "") {
+      obj.resumeKey = message.resumeKey;
+    }
     return obj;
   },
 
@@ -2361,12 +2400,13 @@ export const FileSpec: MessageFns<FileSpec> = {
     message.resume = object.resume ?? false;
     message.archive = object.archive ?? "";
     message.overwrite = object.overwrite ?? false;
+    message.resumeKey = object.resumeKey ?? "";
     return message;
   },
 };
 
 function createBaseTaskInput(): TaskInput {
-  return { taskId: "", data: Buffer.alloc(0), eof: false, resize: undefined };
+  return { taskId: "", data: Buffer.alloc(0), eof: false, resize: undefined, sha256: "" };
 }
 
 export const TaskInput: MessageFns<TaskInput> = {
@@ -2382,6 +2422,9 @@ export const TaskInput: MessageFns<TaskInput> = {
     }
     if (message.resize !== undefined) {
       TerminalSize.encode(message.resize, writer.uint32(34).fork()).join();
+    }
+    if (message.sha256 !== "") {
+      writer.uint32(42).string(message.sha256);
     }
     return writer;
   },
@@ -2431,6 +2474,14 @@ export const TaskInput: MessageFns<TaskInput> = {
             message.resize = TerminalSize.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.sha256 = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2453,6 +2504,7 @@ export const TaskInput: MessageFns<TaskInput> = {
       data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
       eof: isSet(object.eof) ? globalThis.Boolean(object.eof) : false,
       resize: isSet(object.resize) ? TerminalSize.fromJSON(object.resize) : undefined,
+      sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
     };
   },
 
@@ -2470,6 +2522,9 @@ export const TaskInput: MessageFns<TaskInput> = {
     if (message.resize !== undefined) {
       obj.resize = TerminalSize.toJSON(message.resize);
     }
+    if (message.sha256 !== "") {
+      obj.sha256 = message.sha256;
+    }
     return obj;
   },
 
@@ -2484,6 +2539,7 @@ export const TaskInput: MessageFns<TaskInput> = {
     message.resize = (object.resize !== undefined && object.resize !== null)
       ? TerminalSize.fromPartial(object.resize)
       : undefined;
+    message.sha256 = object.sha256 ?? "";
     return message;
   },
 };
