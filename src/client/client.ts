@@ -449,8 +449,7 @@ export class SwitchboardClient {
           resize: undefined,
           sha256: "",
         }),
-      resize: (cols, rows) =>
-        send({ data: Buffer.alloc(0), eof: false, resize: { cols, rows }, sha256: "" }),
+      resize: (cols, rows) => send({ data: Buffer.alloc(0), eof: false, resize: { cols, rows }, sha256: "" }),
       end: async (sha256 = "") => {
         await send({ data: Buffer.alloc(0), eof: true, resize: undefined, sha256 });
         call.end();

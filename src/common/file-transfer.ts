@@ -74,7 +74,9 @@ export function uploadTempName(name: string, sha256: string): string {
  * still fails the final SHA-256 check, and the partial is discarded.
  */
 export function uploadResumeKey(realPath: string, size: number, mtimeMs: number): string {
-  return createHash("sha256").update(`${realPath}\0${size}\0${Math.round(mtimeMs * 1000)}`).digest("hex");
+  return createHash("sha256")
+    .update(`${realPath}\0${size}\0${Math.round(mtimeMs * 1000)}`)
+    .digest("hex");
 }
 
 /** The CLI's temporary name for a download of `name`, stable across attempts for --resume. */

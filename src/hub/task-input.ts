@@ -68,7 +68,15 @@ export class TaskInputQueue {
         if (head.data.length > this.window) {
           // Send what fits; the rest waits for more window.
           const part = head.data.subarray(0, this.window);
-          if (!this.send({ taskId: head.taskId, data: Buffer.from(part), eof: false, resize: undefined, sha256: "" }))
+          if (
+            !this.send({
+              taskId: head.taskId,
+              data: Buffer.from(part),
+              eof: false,
+              resize: undefined,
+              sha256: "",
+            })
+          )
             break;
           head.data = head.data.subarray(this.window);
           this.account(part.length);
