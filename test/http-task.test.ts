@@ -86,6 +86,19 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
       }
       return json(out);
     }
+    case "/sha":
+      return json({
+        method: req.method,
+        length: body.length,
+        sha: sha(body),
+        contentLength: req.headers["content-length"] ?? null,
+        transferEncoding: req.headers["transfer-encoding"] ?? null,
+      });
+    case "/redirect307":
+      res.statusCode = 307;
+      res.setHeader("location", "/sha");
+      res.end();
+      return;
     case "/missing":
       res.statusCode = 404;
       res.end("no such thing\n");
@@ -117,7 +130,8 @@ function httpCli(args: string[], pool = "web"): ReturnType<typeof runCli> {
 }
 
 beforeAll(async () => {
-  service = createServer((req, res) => void handle(req, res));
+  // A request the agent abandons mid-body (a broken length) ends the handler's read with an error.
+  service = createServer((req, res) => void handle(req, res).catch(() => res.destroy()));
   base = await listen(service);
   outside = createServer((_req, res) => res.end("you should not see this\n"));
   outsideBase = await listen(outside);
@@ -191,12 +205,47 @@ describe("switchboard http", () => {
       auth: null,
       body: "line\n".repeat(100_000),
     });
-    // Bodies travel inside the task: one too large for a message is a usage error, before anything is sent.
-    const tooBig = await httpCli(["--data-file", join(dir, "big.bin"), `${base}/echo`]);
-    expect(tooBig.code).toBe(2);
-    expect(tooBig.stderr).toMatch(
-      /--data-file: .*big\.bin has 20971520 bytes; an http task's body may be at most/,
+  });
+
+  it("streams a --data-file body larger than any message, with its Content-Length, byte for byte", async () => {
+    const file = join(dir, "upload.bin");
+    writeFileSync(file, Buffer.concat([big, big])); // 40 MiB: more than a message may carry
+    const r = await httpCli(["--data-file", file, `${base}/sha`]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({
+      method: "POST",
+      length: 2 * BIG,
+      sha: sha(Buffer.concat([big, big])),
+      contentLength: String(2 * BIG),
+      transferEncoding: null,
+    });
+    // -d stays inline, and says what to do when it is too large for that.
+    const missing = await httpCli(["--data-file", join(dir, "nope.bin"), `${base}/sha`]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/--data-file: cannot read .*nope\.bin: ENOENT/);
+  });
+
+  it("a streamed body meets a 307 redirect: refused with the reason, since it cannot be sent twice", async () => {
+    const file = join(dir, "small.bin");
+    writeFileSync(file, "abc");
+    const r = await httpCli(["-L", "--data-file", file, `${base}/redirect307`]);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(
+      /redirected \(307\) to .*\/sha, which needs the body again; .* send it to .*\/sha directly/,
     );
+  });
+
+  it("streams a multipart form with a 20 MB file part", async () => {
+    const file = join(dir, "part.bin");
+    writeFileSync(file, big);
+    const r = await httpCli(["-F", "note=big one", "-F", `blob=@${file}`, `${base}/upload`]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({
+      note: "big one",
+      blob: { filename: "part.bin", type: "application/octet-stream", size: BIG, sha: sha(big) },
+    });
   });
 
   it("uploads a multipart form with -F, files and fields as the service parses them", async () => {
@@ -286,6 +335,66 @@ describe("switchboard http", () => {
     expect(r.stderr).toMatch(
       /no agent of pool plain accepts http tasks: list the URL prefixes it may reach in \[http\] allow/,
     );
+  });
+
+  it("from the SDK, a body sent as input: chunked when its length is not given, refused when it breaks it", async () => {
+    const send = async (
+      opts: { bodyLength?: number },
+      pieces: Buffer[],
+    ): Promise<{ state: TaskState; code: number; message: string; stdout: string }> => {
+      let taskId = "";
+      let stdout = "";
+      let sending: Promise<unknown> | undefined;
+      let finished;
+      for await (const ev of client.run(
+        {
+          ...http({ url: `${base}/sha`, method: "PUT", bodyFromInput: true, ...opts }),
+          target: { pool: "web" },
+        },
+        { onTaskId: (id) => (taskId = id) },
+      )) {
+        const e = ev.event;
+        if (e?.$case === "started" && !sending) {
+          sending = (async () => {
+            const input = client.openInput(taskId);
+            for (const p of pieces) await input.write(p);
+            await input.end();
+          })();
+        } else if (e?.$case === "output" && e.value.stream === 1)
+          stdout += Buffer.from(e.value.data).toString();
+        else if (e?.$case === "finished") finished = e.value;
+      }
+      await sending;
+      return {
+        state: finished!.state,
+        code: finished!.error?.code ?? 0,
+        message: finished!.error?.message ?? "",
+        stdout,
+      };
+    };
+    const pieces = [big.subarray(0, 300_000), big.subarray(300_000, 1_000_000)];
+    const chunked = await send({}, pieces);
+    expect(chunked.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
+    expect(JSON.parse(chunked.stdout)).toEqual({
+      method: "PUT",
+      length: 1_000_000,
+      sha: sha(big.subarray(0, 1_000_000)),
+      contentLength: null,
+      transferEncoding: "chunked",
+    });
+    const short = await send({ bodyLength: 2_000_000 }, pieces);
+    expect(short.state).toBe(TaskState.TASK_STATE_FAILED);
+    expect(short.code).toBe(3); // INVALID_ARGUMENT
+    expect(short.message).toContain("after 1000000 of the 2000000 bytes it declared");
+    const long = await send({ bodyLength: 500_000 }, pieces);
+    expect(long.code).toBe(3);
+    expect(long.message).toContain("more than the 500000 body bytes it declared");
+    const both = await client.execute({
+      ...http({ url: `${base}/sha`, body: "x", bodyFromInput: true }),
+      target: { pool: "web" },
+    });
+    expect(both.info?.state).toBe(TaskState.TASK_STATE_FAILED);
+    expect(both.info?.error?.message).toContain("not both");
   });
 
   it("works from the SDK: head on stderr, body on stdout, summary as the result", async () => {

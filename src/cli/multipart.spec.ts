@@ -33,35 +33,38 @@ describe("parseFormField", () => {
 });
 
 describe("multipartBody", () => {
-  it("builds a body a standard parser reads back, names with quotes included", async () => {
+  it("streams a body a standard parser reads back, as long as it says, names with quotes included", async () => {
     const path = join(dir, "data.bin");
     const bytes = Buffer.from([0, 1, 2, 255, 13, 10, 45, 45]);
     writeFileSync(path, bytes);
-    const m = await multipartBody(
-      [
-        { kind: "text", name: 'say "hi"', value: "héllo\r\nworld" },
-        { kind: "file", name: "blob", path, filename: "data.bin", type: "application/x-thing" },
-      ],
-      1024,
-    );
+    const empty = join(dir, "empty.bin");
+    writeFileSync(empty, "");
+    const m = await multipartBody([
+      { kind: "text", name: 'say "hi"', value: "héllo\r\nworld" },
+      { kind: "file", name: "blob", path, filename: "data.bin", type: "application/x-thing" },
+      { kind: "file", name: "none", path: empty, filename: "empty.bin", type: "text/plain" },
+    ]);
     expect(m.contentType).toMatch(/^multipart\/form-data; boundary=----switchboard-[0-9a-f]{24}$/);
-    const form = await new Response(m.body, { headers: { "content-type": m.contentType } }).formData();
-    expect(m.body.toString("latin1")).toContain('name="say %22hi%22"'); // escaped as browsers do
+    const pieces: Buffer[] = [];
+    for await (const p of m.read()) pieces.push(p);
+    const body = Buffer.concat(pieces);
+    expect(body.length).toBe(m.length);
+    const form = await new Response(body, { headers: { "content-type": m.contentType } }).formData();
+    expect(body.toString("latin1")).toContain('name="say %22hi%22"'); // escaped as browsers do
     expect(form.get('say "hi"')).toBe("héllo\r\nworld");
     const file = form.get("blob") as File;
     expect(file.name).toBe("data.bin");
     expect(file.type).toBe("application/x-thing");
     expect(Buffer.from(await file.arrayBuffer())).toEqual(bytes);
+    expect((form.get("none") as File).size).toBe(0);
   });
 
-  it("fails before reading when files are missing or too large", async () => {
-    const path = join(dir, "big.bin");
-    writeFileSync(path, Buffer.alloc(2048));
+  it("fails before reading when a file is missing or not a file", async () => {
     await expect(
-      multipartBody([{ kind: "file", name: "f", path, filename: "big.bin", type: "x/y" }], 1024),
-    ).rejects.toThrow(/add up to 2048 bytes; an http task's body may be at most 1024/);
-    await expect(
-      multipartBody([{ kind: "file", name: "f", path: join(dir, "nope"), filename: "n", type: "x/y" }], 1024),
+      multipartBody([{ kind: "file", name: "f", path: join(dir, "nope"), filename: "n", type: "x/y" }]),
     ).rejects.toThrow(/-F f: cannot read .*nope: ENOENT/);
+    await expect(
+      multipartBody([{ kind: "file", name: "d", path: dir, filename: "d", type: "x/y" }]),
+    ).rejects.toThrow(/-F d: .* is not a file/);
   });
 });

@@ -1,7 +1,8 @@
 // multipart/form-data bodies for `switchboard http -F`, as curl builds them: `name=value` is a text field,
 // `name=@path` a file part (its base name as filename; `;type=mime` and `;filename=x` after the path).
 import { randomBytes } from "node:crypto";
-import { readFile, stat } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
 import { basename } from "node:path";
 import { usageError } from "./cli-error.js";
 
@@ -40,42 +41,56 @@ function quoted(s: string): string {
   return `"${s.replace(/"/g, "%22").replace(/\r/g, "%0D").replace(/\n/g, "%0A")}"`;
 }
 
-/** The whole body and its Content-Type; fails before reading when the files exceed maxBytes. */
+/** A request body read as it is sent: its length known before (for Content-Length). */
+export interface StreamedBody {
+  contentType: string;
+  length: number;
+  read(): AsyncIterable<Buffer>;
+}
+
+/**
+ * The form as a body streamed part by part, files read as they are sent (any size); its length is the
+ * sum of the parts, so a file that changes size meanwhile fails the request rather than sending a lie.
+ */
 export async function multipartBody(
   fields: readonly FormField[],
-  maxBytes: number,
   boundary = `----switchboard-${randomBytes(12).toString("hex")}`,
-): Promise<{ body: Buffer; contentType: string }> {
-  let size = 0;
+): Promise<StreamedBody> {
+  const parts: { head: Buffer; text?: Buffer; path?: string; size: number }[] = [];
   for (const f of fields) {
-    if (f.kind === "text") size += Buffer.byteLength(f.value);
-    else {
+    let head = `--${boundary}\r\nContent-Disposition: form-data; name=${quoted(f.name)}`;
+    if (f.kind === "text") {
+      const text = Buffer.from(f.value);
+      parts.push({ head: Buffer.from(`${head}\r\n\r\n`), text, size: text.length });
+    } else {
       const st = await stat(f.path).catch((e: NodeJS.ErrnoException) => {
         throw usageError(`-F ${f.name}: cannot read ${f.path}: ${e.code ?? e.message}`);
       });
       if (!st.isFile()) throw usageError(`-F ${f.name}: ${f.path} is not a file`);
-      size += st.size;
-    }
-  }
-  if (size > maxBytes) {
-    throw usageError(
-      `-F: the form's files add up to ${size} bytes; an http task's body may be at most ${maxBytes}`,
-      "copy large files to the service another way",
-    );
-  }
-  const parts: Buffer[] = [];
-  for (const f of fields) {
-    let head = `--${boundary}\r\nContent-Disposition: form-data; name=${quoted(f.name)}`;
-    let data: Buffer;
-    if (f.kind === "text") {
-      head += "\r\n\r\n";
-      data = Buffer.from(f.value);
-    } else {
       head += `; filename=${quoted(f.filename)}\r\nContent-Type: ${f.type}\r\n\r\n`;
-      data = await readFile(f.path);
+      parts.push({ head: Buffer.from(head), path: f.path, size: st.size });
     }
-    parts.push(Buffer.from(head), data, Buffer.from("\r\n"));
   }
-  parts.push(Buffer.from(`--${boundary}--\r\n`));
-  return { body: Buffer.concat(parts), contentType: `multipart/form-data; boundary=${boundary}` };
+  const crlf = Buffer.from("\r\n");
+  const close = Buffer.from(`--${boundary}--\r\n`);
+  const length = parts.reduce((n, p) => n + p.head.length + p.size + crlf.length, 0) + close.length;
+  return {
+    contentType: `multipart/form-data; boundary=${boundary}`,
+    length,
+    read: async function* () {
+      for (const p of parts) {
+        yield p.head;
+        if (p.text) yield p.text;
+        else if (p.path !== undefined && p.size > 0) {
+          yield* createReadStream(p.path, {
+            start: 0,
+            end: p.size - 1,
+            highWaterMark: 256 * 1024,
+          }) as AsyncIterable<Buffer>;
+        }
+        yield crlf;
+      }
+      yield close;
+    },
+  };
 }

@@ -159,6 +159,13 @@ export interface HttpOptions {
   decode?: boolean;
   /** Follow up to this many redirects, each checked against the allowlist; default 0: none. */
   maxRedirects?: number;
+  /**
+   * The body is sent as the task's input (`client.openInput(taskId)` once it started, then `end()`),
+   * streamed to the service as it arrives: any size. A 307 or 308 redirect cannot be followed then.
+   */
+  bodyFromInput?: boolean;
+  /** With bodyFromInput: the body's length, sent as Content-Length (and checked); default: chunked. */
+  bodyLength?: number;
 }
 
 /**
@@ -178,6 +185,8 @@ export function http(opts: HttpOptions): { spec: TaskSpec } {
           timeoutMs: opts.timeoutMs ?? 0,
           decode: opts.decode ?? false,
           maxRedirects: opts.maxRedirects ?? 0,
+          bodyFromInput: opts.bodyFromInput ?? false,
+          bodyLength: opts.bodyLength ?? 0,
         },
       },
     },

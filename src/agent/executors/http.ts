@@ -1,7 +1,8 @@
 // Http tasks: one HTTP request from the agent to a service it can reach, under the [http] allow prefixes
 // (see http-policy.ts). The response's status and headers go out first as one JSON line on stderr, then
 // the body on stdout, read from the socket only while the task's output window is open, so a body of any
-// size passes in bounded memory. Redirects are followed only when asked, each hop checked again.
+// size passes in bounded memory. Redirects are followed only when asked, each hop checked again. A body
+// sent as the task's input streams to the service as it arrives (input-body.ts).
 import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders } from "node:http";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
@@ -33,8 +34,10 @@ import {
   type Execution,
   type ExecutionContext,
   type Executor,
+  type InputChunk,
   type StopRequest,
 } from "./executor.js";
+import { InputBody, InputBodyError } from "./input-body.js";
 import {
   checkUrl,
   forbiddenAddress,
@@ -108,6 +111,10 @@ export class HttpExecutor implements Executor {
       return invalid(`invalid HTTP method ${JSON.stringify(s.method.slice(0, 40))}`);
     }
     if (s.method.toUpperCase() === "CONNECT") return invalid("CONNECT is not allowed in http tasks");
+    if (s.bodyFromInput && s.body.length > 0) {
+      return invalid("give the body inline or as the task's input (body_from_input), not both");
+    }
+    if (s.bodyLength > 0 && !s.bodyFromInput) return invalid("body_length is for a body sent as input");
     for (const [name, value] of Object.entries(s.headers)) {
       if (!TOKEN.test(name)) return invalid(`invalid header name ${JSON.stringify(name.slice(0, 60))}`);
       if (RESERVED_HEADERS.has(name.toLowerCase())) {
@@ -160,6 +167,8 @@ class HttpRun implements Execution {
   private url: URL;
   private status = 0;
   private bytes = 0;
+  /** The body, when it comes as the task's input. */
+  private readonly inputBody: InputBody | undefined;
 
   constructor(
     private readonly spec: HttpSpec,
@@ -170,11 +179,18 @@ class HttpRun implements Execution {
   ) {
     this.maxChunk = Math.max(1024, ctx.maxChunkBytes ?? opts.maxChunkBytes);
     this.url = new URL(spec.url); // admit() checked it
+    this.inputBody = spec.bodyFromInput
+      ? new InputBody((n) => ctx.grantInput(n), spec.bodyLength)
+      : undefined;
     this.armTimeout();
     this.done = this.run().finally(() => {
       clearTimeout(this.timer);
       this.move("done");
     });
+  }
+
+  input(chunk: InputChunk): void {
+    this.inputBody?.push(chunk);
   }
 
   stop(request: StopRequest): void {
@@ -198,7 +214,8 @@ class HttpRun implements Execution {
   private async run(): Promise<Finished> {
     this.ctx.started(0);
     let method = (this.spec.method || "GET").toUpperCase();
-    let body: Buffer | undefined = this.spec.body.length > 0 ? Buffer.from(this.spec.body) : undefined;
+    let body: Buffer | InputBody | undefined =
+      this.inputBody ?? (this.spec.body.length > 0 ? Buffer.from(this.spec.body) : undefined);
     let headers = this.initialHeaders();
     let redirects = 0;
     try {
@@ -233,10 +250,16 @@ class HttpRun implements Execution {
           );
         }
         // 303 (and 301/302 after a POST, as every client does) continues as a GET without the body.
-        if (
-          (status === 303 && method !== "HEAD") ||
-          ((status === 301 || status === 302) && method === "POST")
-        ) {
+        const toGet =
+          (status === 303 && method !== "HEAD") || ((status === 301 || status === 302) && method === "POST");
+        if (body instanceof InputBody && !toGet) {
+          throw new HttpTaskError(
+            Code.FAILED_PRECONDITION,
+            `${shownUrl(this.url)} redirected (${status}) to ${shownUrl(next)}, which needs the body again; ` +
+              `a body sent as input streams once: send it to ${shownUrl(next)} directly`,
+          );
+        }
+        if (toGet) {
           method = "GET";
           body = undefined;
           headers = without(headers, (name) => name === "content-type");
@@ -270,7 +293,7 @@ class HttpRun implements Execution {
   private send(
     method: string,
     headers: OutgoingHttpHeaders,
-    body: Buffer | undefined,
+    body: Buffer | InputBody | undefined,
   ): Promise<IncomingMessage> {
     const url = this.url;
     const host = socketHost(url);
@@ -280,7 +303,7 @@ class HttpRun implements Execution {
         port: url.port !== "" ? Number(url.port) : undefined,
         path: `${url.pathname}${url.search}`,
         method,
-        headers: body ? { ...headers, "content-length": body.length } : headers,
+        headers: contentLength(headers, body),
         lookup: this.lookup,
         // One connection per request: a pooled socket would skip the address check of its name.
         agent: false as const,
@@ -308,7 +331,10 @@ class HttpRun implements Execution {
         if (socket.connecting) socket.once("connect", check);
         else check();
       });
-      req.end(body);
+      if (body instanceof InputBody) {
+        // Errors of the body (a length other than declared) end the request with them.
+        body.writeTo(req, this.abort.signal).catch((e: unknown) => req.destroy(e as Error));
+      } else req.end(body);
     });
   }
 
@@ -391,7 +417,7 @@ class HttpRun implements Execution {
 
   /** The status code and sentence for a failure. */
   private describe(e: unknown): [Code, string] {
-    if (e instanceof HttpTaskError) return [e.code, e.message];
+    if (e instanceof HttpTaskError || e instanceof InputBodyError) return [e.code, e.message];
     if (e instanceof ForbiddenAddressError)
       return [Code.PERMISSION_DENIED, `${shownUrl(this.url)}: ${e.message}`];
     const err = e as NodeJS.ErrnoException;
@@ -445,6 +471,17 @@ export function decodersFor(contentEncoding: string | undefined): Transform[] {
     } else return []; // an encoding we do not know: pass the body on as it came
   }
   return out;
+}
+
+/** The headers with the body's Content-Length: an inline body's, a streamed body's declared one (else chunked). */
+function contentLength(
+  headers: OutgoingHttpHeaders,
+  body: Buffer | InputBody | undefined,
+): OutgoingHttpHeaders {
+  if (body instanceof InputBody) {
+    return body.length > 0 ? { ...headers, "content-length": body.length } : headers;
+  }
+  return body ? { ...headers, "content-length": body.length } : headers;
 }
 
 function without(headers: OutgoingHttpHeaders, drop: (lowerName: string) => boolean): OutgoingHttpHeaders {

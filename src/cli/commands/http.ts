@@ -1,11 +1,18 @@
 // `switchboard http`: an HTTP request made by an agent to a service only it can reach, used like curl.
 // The body streams to stdout (binary safe) or to a file written whole or not at all; the agent reads the
-// response only as fast as this command writes it. Exit 0 whatever the HTTP status, unless --fail.
+// response only as fast as this command writes it. A --data-file or -F body is sent as the task's input,
+// read as it goes (any size). Exit 0 whatever the HTTP status, unless --fail.
 import { once } from "node:events";
-import { createWriteStream, type WriteStream } from "node:fs";
-import { readFile, rename, rm, stat } from "node:fs/promises";
+import { createReadStream, createWriteStream, type WriteStream } from "node:fs";
+import { rename, rm, stat } from "node:fs/promises";
 import type { Command } from "commander";
-import { http, parseHttpHead, type HttpResponseHead, type TaskRequest } from "../../client/index.js";
+import {
+  http,
+  parseHttpHead,
+  type HttpResponseHead,
+  type SwitchboardClient,
+  type TaskRequest,
+} from "../../client/index.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../../common/grpc-options.js";
 import { OutputStream, TaskState, type Finished } from "../../gen/switchboard/v1/task.js";
 import { CliError, EXIT, usageError } from "../cli-error.js";
@@ -17,7 +24,7 @@ import {
   type TargetFlags,
 } from "../client-command.js";
 import { collect, durationFlag, intFlag } from "../flags.js";
-import { multipartBody, parseFormField } from "../multipart.js";
+import { multipartBody, parseFormField, type StreamedBody } from "../multipart.js";
 import { onPipeClosed } from "../pipe-closed.js";
 import { ProgressLine } from "../progress-line.js";
 import { exitCodeOf } from "./exec.js";
@@ -41,8 +48,10 @@ interface HttpFlags extends TargetFlags {
 
 /** curl's exit code for an HTTP status of 400 or more under --fail. */
 export const EXIT_HTTP_ERROR = 22;
-/** The request body travels inside one message to the hub, with room for the rest of the task. */
+/** A -d body travels inside one message to the hub, with room for the rest of the task. */
 const MAX_BODY_BYTES = DEFAULT_MAX_MESSAGE_BYTES - 1024 * 1024;
+/** Pieces of a streamed body sent as input. */
+const BODY_CHUNK_BYTES = 256 * 1024;
 const DEFAULT_MAX_REDIRS = 5;
 
 export function registerHttp(program: Command): void {
@@ -51,7 +60,7 @@ export function registerHttp(program: Command): void {
     .option("-X, --request <method>", "the method (default GET, or POST with a body)")
     .option("-H, --header <'Name: value'>", "a request header (repeatable)", collect)
     .option("-d, --data <data>", "send this as the body (repeatable: joined with &)", collect)
-    .option("--data-file <file>", "send this file as the body")
+    .option("--data-file <file>", "send this file as the body (streamed: any size)")
     .option("-F, --form <name=value|name=@file>", "a multipart/form-data field or file (repeatable)", collect)
     .option("--compressed", "ask for a compressed response and decode it on the agent")
     .option("-L, --location", "follow redirects (each one must stay on the allowlist)")
@@ -82,8 +91,9 @@ Exit code: 0 when the request completed, whatever its status (unless --fail: ${E
   addTargetOptions(cmd);
   cmd.action(async (rawUrl: string, flags: HttpFlags, command: Command) => {
     const target = targetFrom(flags);
+    const built = await buildRequest(rawUrl, flags);
     const req: TaskRequest = {
-      ...(await buildRequest(rawUrl, flags)),
+      spec: built.spec,
       target,
       waitForAgent: flags.wait ?? false,
     };
@@ -106,6 +116,7 @@ Exit code: 0 when the request completed, whatever its status (unless --fail: ${E
       rows: false,
     });
     const body = await BodyOut.open(flags.out);
+    let bodyError: Error | undefined;
     try {
       process.exitCode = await withClient(command, async (client) => {
         let taskId = "?";
@@ -113,34 +124,49 @@ Exit code: 0 when the request completed, whatever its status (unless --fail: ${E
         let headText = "";
         let bytes = 0;
         let finished: Finished | undefined;
-        for await (const ev of client.run(
-          { ...req, signal: abort.signal },
-          { onTaskId: (id) => (taskId = id) },
-        )) {
-          const e = ev.event;
-          if (e?.$case === "output") {
-            if (e.value.stream === OutputStream.OUTPUT_STREAM_STDERR && head === undefined) {
-              headText += Buffer.from(e.value.data).toString("utf8");
-              const nl = headText.indexOf("\n");
-              if (nl === -1) continue;
-              head = parseHttpHead(headText.slice(0, nl));
-              if (!head) throw new CliError(`task ${taskId}: the agent's response head is not JSON`);
-              if (flags.fail && head.status >= 400) {
-                process.stderr.write(`error: ${head.url} answered ${head.status} ${head.status_text}\n`);
-                return EXIT_HTTP_ERROR; // leaving the loop cancels the task
+        const streamed = built.streamed;
+        const stopSending = new AbortController();
+        let sending: Promise<void> | undefined;
+        try {
+          for await (const ev of client.run(
+            { ...req, signal: abort.signal },
+            { onTaskId: (id) => (taskId = id) },
+          )) {
+            const e = ev.event;
+            if (e?.$case === "started" && streamed && !sending) {
+              sending = sendBody(client, taskId, streamed, stopSending.signal).catch((err: unknown) => {
+                // A body that cannot be read (or sent) ends the request: the task is cancelled.
+                bodyError = err instanceof Error ? err : new Error(String(err));
+                abort.abort();
+              });
+            } else if (e?.$case === "output") {
+              if (e.value.stream === OutputStream.OUTPUT_STREAM_STDERR && head === undefined) {
+                headText += Buffer.from(e.value.data).toString("utf8");
+                const nl = headText.indexOf("\n");
+                if (nl === -1) continue;
+                head = parseHttpHead(headText.slice(0, nl));
+                if (!head) throw new CliError(`task ${taskId}: the agent's response head is not JSON`);
+                if (flags.fail && head.status >= 400) {
+                  process.stderr.write(`error: ${head.url} answered ${head.status} ${head.status_text}\n`);
+                  return EXIT_HTTP_ERROR; // leaving the loop cancels the task
+                }
+                const length = Number(head.headers["content-length"]?.[0]);
+                if (Number.isSafeInteger(length) && !flags.compressed) progress.setTotal(length);
+                if (flags.include) await body.write(formatHead(head));
+              } else if (e.value.stream === OutputStream.OUTPUT_STREAM_STDOUT) {
+                bytes += e.value.data.length;
+                progress.update(0, bytes);
+                await body.write(e.value.data);
               }
-              const length = Number(head.headers["content-length"]?.[0]);
-              if (Number.isSafeInteger(length) && !flags.compressed) progress.setTotal(length);
-              if (flags.include) await body.write(formatHead(head));
-            } else if (e.value.stream === OutputStream.OUTPUT_STREAM_STDOUT) {
-              bytes += e.value.data.length;
-              progress.update(0, bytes);
-              await body.write(e.value.data);
+            } else if (e?.$case === "finished") {
+              finished = e.value;
             }
-          } else if (e?.$case === "finished") {
-            finished = e.value;
           }
+        } finally {
+          stopSending.abort();
+          await sending;
         }
+        if (bodyError) throw new CliError(`sending the request body failed: ${bodyError.message}`);
         if (!finished) throw new CliError(`the hub ended the stream of task ${taskId} without a result`);
         progress.done();
         if (finished.state !== TaskState.TASK_STATE_SUCCEEDED) return exitCodeOf(finished, taskId);
@@ -148,6 +174,7 @@ Exit code: 0 when the request completed, whatever its status (unless --fail: ${E
         return EXIT.ok;
       });
     } catch (e) {
+      if (bodyError) throw new CliError(`sending the request body failed: ${bodyError.message}`);
       if (abort.signal.aborted) throw new CliError("the request was cancelled", EXIT.interrupted);
       throw e;
     } finally {
@@ -160,8 +187,56 @@ Exit code: 0 when the request completed, whatever its status (unless --fail: ${E
   });
 }
 
-/** The task from the command line: method, headers and body as curl would send them. */
-async function buildRequest(rawUrl: string, flags: HttpFlags): Promise<Pick<TaskRequest, "spec">> {
+/** Sends a streamed body as the task's input, until it ends or the task does. */
+async function sendBody(
+  client: SwitchboardClient,
+  taskId: string,
+  body: StreamedBody,
+  stop: AbortSignal,
+): Promise<void> {
+  const input = client.openInput(taskId);
+  let ended = false;
+  try {
+    for await (const chunk of body.read()) {
+      if (stop.aborted) return;
+      await input.write(chunk);
+    }
+    if (stop.aborted) return;
+    ended = true;
+    await input.end();
+  } finally {
+    if (!ended) input.close();
+  }
+}
+
+/** A file as a streamed body, no further than the size it had when the task was made. */
+async function fileBody(path: string): Promise<StreamedBody> {
+  const st = await stat(path).catch((e: NodeJS.ErrnoException) => {
+    throw usageError(`--data-file: cannot read ${path}: ${e.code ?? e.message}`);
+  });
+  if (!st.isFile()) throw usageError(`--data-file: ${path} is not a file`);
+  return {
+    contentType: "application/octet-stream",
+    length: st.size,
+    read: async function* () {
+      if (st.size === 0) return;
+      yield* createReadStream(path, {
+        start: 0,
+        end: st.size - 1,
+        highWaterMark: BODY_CHUNK_BYTES,
+      }) as AsyncIterable<Buffer>;
+    },
+  };
+}
+
+/**
+ * The task from the command line: method, headers and body as curl would send them; a --data-file or -F
+ * body is `streamed`, sent as the task's input once it started.
+ */
+async function buildRequest(
+  rawUrl: string,
+  flags: HttpFlags,
+): Promise<{ spec: TaskRequest["spec"]; streamed?: StreamedBody }> {
   const url = /^[a-z][a-z0-9+.-]*:\/\//i.test(rawUrl) ? rawUrl : `http://${rawUrl}`;
   if (!URL.canParse(url)) throw usageError(`not a valid URL: ${JSON.stringify(rawUrl)}`);
   const headers: Record<string, string> = {};
@@ -179,22 +254,23 @@ async function buildRequest(rawUrl: string, flags: HttpFlags): Promise<Pick<Task
   const bodies = [flags.data, flags.dataFile, flags.form].filter((b) => b !== undefined).length;
   if (bodies > 1) throw usageError("give one of -d, --data-file and -F");
   let body: Buffer | undefined;
+  let streamed: StreamedBody | undefined;
   let contentType: string | undefined;
   if (flags.data !== undefined) {
     body = Buffer.from(flags.data.join("&"));
     contentType = "application/x-www-form-urlencoded";
+    if (body.length > MAX_BODY_BYTES) {
+      throw usageError(
+        `-d: the body has ${body.length} bytes; one given inline may be at most ${MAX_BODY_BYTES}`,
+        "send a large body with --data-file, which streams it",
+      );
+    }
   } else if (flags.dataFile !== undefined) {
-    body = await readBodyFile(flags.dataFile);
-    contentType = "application/octet-stream";
+    streamed = await fileBody(flags.dataFile);
+    contentType = streamed.contentType;
   } else if (flags.form !== undefined) {
-    const m = await multipartBody(flags.form.map(parseFormField), MAX_BODY_BYTES);
-    body = m.body;
-    contentType = m.contentType;
-  }
-  if (body !== undefined && body.length > MAX_BODY_BYTES) {
-    throw usageError(
-      `the body has ${body.length} bytes; an http task's body may be at most ${MAX_BODY_BYTES}`,
-    );
+    streamed = await multipartBody(flags.form.map(parseFormField));
+    contentType = streamed.contentType;
   }
   const hasType = Object.keys(headers).some((k) => k.toLowerCase() === "content-type");
   if (contentType !== undefined && (!hasType || flags.form !== undefined)) {
@@ -203,11 +279,12 @@ async function buildRequest(rawUrl: string, flags: HttpFlags): Promise<Pick<Task
     headers["Content-Type"] = contentType;
   }
   const follow = flags.location === true || flags.maxRedirs !== undefined;
-  return http({
+  const { spec } = http({
     url,
-    method: flags.request ?? (body !== undefined ? "POST" : "GET"),
+    method: flags.request ?? (body !== undefined || streamed !== undefined ? "POST" : "GET"),
     headers,
     ...(body !== undefined ? { body } : {}),
+    ...(streamed !== undefined ? { bodyFromInput: true, bodyLength: streamed.length } : {}),
     decode: flags.compressed ?? false,
     maxRedirects: follow
       ? flags.maxRedirs !== undefined
@@ -216,19 +293,7 @@ async function buildRequest(rawUrl: string, flags: HttpFlags): Promise<Pick<Task
       : 0,
     ...(flags.timeout !== undefined ? { timeoutMs: durationFlag("--timeout", flags.timeout) } : {}),
   });
-}
-
-async function readBodyFile(path: string): Promise<Buffer> {
-  const st = await stat(path).catch((e: NodeJS.ErrnoException) => {
-    throw usageError(`--data-file: cannot read ${path}: ${e.code ?? e.message}`);
-  });
-  if (!st.isFile()) throw usageError(`--data-file: ${path} is not a file`);
-  if (st.size > MAX_BODY_BYTES) {
-    throw usageError(
-      `--data-file: ${path} has ${st.size} bytes; an http task's body may be at most ${MAX_BODY_BYTES}`,
-    );
-  }
-  return readFile(path);
+  return streamed ? { spec, streamed } : { spec };
 }
 
 /** The status line and headers as curl -i prints them. */

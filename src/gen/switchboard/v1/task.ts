@@ -251,6 +251,10 @@ export interface HttpSpec {
   decode: boolean;
   /** 0: do not follow redirects; each hop is checked against the allowlist */
   maxRedirects: number;
+  /** the body is the task's input (TaskInput data until eof), streamed to */
+  bodyFromInput: boolean;
+  /** the service as it arrives: any size, bounded memory; body stays empty */
+  bodyLength: number;
 }
 
 export interface HttpSpec_HeadersEntry {
@@ -1513,7 +1517,17 @@ export const SqlSpec: MessageFns<SqlSpec> = {
 };
 
 function createBaseHttpSpec(): HttpSpec {
-  return { method: "", url: "", headers: {}, body: Buffer.alloc(0), timeoutMs: 0, decode: false, maxRedirects: 0 };
+  return {
+    method: "",
+    url: "",
+    headers: {},
+    body: Buffer.alloc(0),
+    timeoutMs: 0,
+    decode: false,
+    maxRedirects: 0,
+    bodyFromInput: false,
+    bodyLength: 0,
+  };
 }
 
 export const HttpSpec: MessageFns<HttpSpec> = {
@@ -1538,6 +1552,12 @@ export const HttpSpec: MessageFns<HttpSpec> = {
     }
     if (message.maxRedirects !== 0) {
       writer.uint32(56).uint32(message.maxRedirects);
+    }
+    if (message.bodyFromInput !== false) {
+      writer.uint32(64).bool(message.bodyFromInput);
+    }
+    if (message.bodyLength !== 0) {
+      writer.uint32(72).uint64(message.bodyLength);
     }
     return writer;
   },
@@ -1614,6 +1634,22 @@ export const HttpSpec: MessageFns<HttpSpec> = {
             message.maxRedirects = reader.uint32();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.bodyFromInput = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.bodyLength = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1656,6 +1692,16 @@ export const HttpSpec: MessageFns<HttpSpec> = {
         : isSet(object.max_redirects)
         ? globalThis.Number(object.max_redirects)
         : 0,
+      bodyFromInput: isSet(object.bodyFromInput)
+        ? globalThis.Boolean(object.bodyFromInput)
+        : isSet(object.body_from_input)
+        ? globalThis.Boolean(object.body_from_input)
+        : false,
+      bodyLength: isSet(object.bodyLength)
+        ? globalThis.Number(object.bodyLength)
+        : isSet(object.body_length)
+        ? globalThis.Number(object.body_length)
+        : 0,
     };
   },
 
@@ -1688,6 +1734,12 @@ export const HttpSpec: MessageFns<HttpSpec> = {
     if (message.maxRedirects !== 0) {
       obj.maxRedirects = Math.round(message.maxRedirects);
     }
+    if (message.bodyFromInput !== false) {
+      obj.bodyFromInput = message.bodyFromInput;
+    }
+    if (message.bodyLength !== 0) {
+      obj.bodyLength = Math.round(message.bodyLength);
+    }
     return obj;
   },
 
@@ -1711,6 +1763,8 @@ export const HttpSpec: MessageFns<HttpSpec> = {
     message.timeoutMs = object.timeoutMs ?? 0;
     message.decode = object.decode ?? false;
     message.maxRedirects = object.maxRedirects ?? 0;
+    message.bodyFromInput = object.bodyFromInput ?? false;
+    message.bodyLength = object.bodyLength ?? 0;
     return message;
   },
 };
