@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { http, SwitchboardClient, TaskState } from "../src/client/index.js";
+import { OutputStream, type Finished } from "../src/gen/switchboard/v1/task.js";
 import {
   runCli,
   spawnCli,
@@ -345,7 +346,7 @@ describe("switchboard http", () => {
       let taskId = "";
       let stdout = "";
       let sending: Promise<unknown> | undefined;
-      let finished;
+      let finished: Finished | undefined;
       for await (const ev of client.run(
         {
           ...http({ url: `${base}/sha`, method: "PUT", bodyFromInput: true, ...opts }),
@@ -360,15 +361,16 @@ describe("switchboard http", () => {
             for (const p of pieces) await input.write(p);
             await input.end();
           })();
-        } else if (e?.$case === "output" && e.value.stream === 1)
+        } else if (e?.$case === "output" && e.value.stream === OutputStream.OUTPUT_STREAM_STDOUT)
           stdout += Buffer.from(e.value.data).toString();
         else if (e?.$case === "finished") finished = e.value;
       }
       await sending;
+      if (!finished) throw new Error("no Finished");
       return {
-        state: finished!.state,
-        code: finished!.error?.code ?? 0,
-        message: finished!.error?.message ?? "",
+        state: finished.state,
+        code: finished.error?.code ?? 0,
+        message: finished.error?.message ?? "",
         stdout,
       };
     };
