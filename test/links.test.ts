@@ -146,7 +146,7 @@ describe("links", () => {
       agentId: "mover",
       pool: "handover",
       token,
-      args: ["--hub", hubB.address],
+      args: ["--hub", hubA.address, "--hub", hubB.address],
     });
     expect(await connected(hubB, "mover")).toBe(false);
     const drainAt = Date.now();

@@ -249,6 +249,7 @@ export async function createAgent(
           maxMessageBytes: s.welcome.maxMessageBytes,
           sessionId: s.welcome.sessionId,
           resumeGraceMs: s.welcome.resumeGraceMs,
+          inputOffsets: s.welcome.inputOffsets,
           ...(s.welcome.resume ? { resume: s.welcome.resume } : {}),
         });
         heartbeater.start(s.welcome.heartbeatIntervalMs || config.monitoring.heartbeatIntervalMs);

@@ -53,6 +53,8 @@ export interface SessionStart {
   resumeGraceMs?: number;
   /** Welcome.resume: the hub's answer to this dial's Hello.resume. */
   resume?: ResumeResult;
+  /** Welcome.input_offsets: TaskInput.offset is set, and input the run has taken already is skipped. */
+  inputOffsets?: boolean;
 }
 
 /** A broken session whose tasks go on, waiting for the link to come back within the grace. */
@@ -81,6 +83,7 @@ interface Session {
   withholding: boolean;
   /** Task ids seen in this session, to refuse a duplicate Assign (bounded). */
   seen: Set<string>;
+  inputOffsets: boolean;
 }
 
 const SEEN_IDS_LIMIT = 10_000;
@@ -182,6 +185,7 @@ export class Pipeline {
       draining: false,
       withholding: false,
       seen: new Set(),
+      inputOffsets: start.inputOffsets ?? false,
     };
     this.pushCredits(ledger.grantInitial());
   }
@@ -395,13 +399,16 @@ export class Pipeline {
           return;
         }
         const r = body.value.resize;
-        run.input({
-          // A view of the decoded message (not reused by the transport), not a copy.
-          data: Buffer.from(body.value.data.buffer, body.value.data.byteOffset, body.value.data.byteLength),
-          eof: body.value.eof,
-          ...(r ? { resize: { cols: r.cols, rows: r.rows } } : {}),
-          ...(body.value.sha256 ? { sha256: body.value.sha256 } : {}),
-        });
+        run.input(
+          {
+            // A view of the decoded message (not reused by the transport), not a copy.
+            data: Buffer.from(body.value.data.buffer, body.value.data.byteOffset, body.value.data.byteLength),
+            eof: body.value.eof,
+            ...(r ? { resize: { cols: r.cols, rows: r.rows } } : {}),
+            ...(body.value.sha256 ? { sha256: body.value.sha256 } : {}),
+          },
+          this.session?.inputOffsets ? body.value.offset : undefined,
+        );
         return;
       }
       case "nodeCommand":
@@ -549,7 +556,9 @@ export class Pipeline {
         // In the event lane, behind the task's Started: the hub forwards input only to a running task.
         grantInput: (r, bytes) => {
           if (this.session?.epoch === r.epoch)
-            this.opts.outbox.push({ body: { $case: "inputWindow", value: { taskId: r.taskId, bytes } } });
+            this.opts.outbox.push({
+              body: { $case: "inputWindow", value: { taskId: r.taskId, bytes, received: r.inputReceived } },
+            });
         },
       },
       logger: this.opts.logger,

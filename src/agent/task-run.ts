@@ -152,8 +152,33 @@ export class TaskRun {
     this.execution?.stop(request);
   }
 
-  /** Input from the client (TaskInput), handed to the execution if it takes input. */
-  input(chunk: InputChunk): void {
+  /** Input bytes taken from the hub (after skipping what was sent again): what InputWindow acknowledges. */
+  inputReceived = 0;
+  private inputEnded = false;
+
+  /**
+   * Input from the client (TaskInput), handed to the execution if it takes input. `offset`: where its data
+   * starts in the task's input, when the hub numbers it; what was taken already (input the hub sent again
+   * after a broken link) is skipped, as is anything after the end of input.
+   */
+  input(chunk: InputChunk, offset?: number): void {
+    if (this.inputEnded) return;
+    if (offset !== undefined) {
+      if (offset > this.inputReceived) {
+        this.logger.warn(
+          { taskId: this.taskId, offset, received: this.inputReceived },
+          "input beyond what was taken: some input is missing",
+        );
+      }
+      const skip = Math.max(0, this.inputReceived - offset);
+      if (skip > 0) {
+        if (skip >= chunk.data.length && chunk.data.length > 0 && !chunk.eof) return;
+        if (chunk.data.length === 0 && chunk.resize) return; // a resize sent again, taken before
+        chunk = { ...chunk, data: chunk.data.subarray(Math.min(skip, chunk.data.length)) };
+      }
+    }
+    this.inputReceived += chunk.data.length;
+    if (chunk.eof) this.inputEnded = true;
     if (this.runState !== "running" || !this.execution?.input) {
       this.logger.debug(
         { taskId: this.taskId, state: this.runState },

@@ -427,9 +427,9 @@ export class SwitchboardClient {
         held.clear();
       },
     );
-    const send = (m: Omit<TaskInput, "taskId">): Promise<void> => {
+    const send = (m: Omit<TaskInput, "taskId" | "offset">): Promise<void> => {
       if (ended) return ended.error ? Promise.reject(ended.error) : Promise.resolve();
-      const msg: TaskInput = { ...m, taskId: first ? taskId : "" };
+      const msg: TaskInput = { ...m, taskId: first ? taskId : "", offset: 0 };
       first = false;
       if (call.write(msg)) return Promise.resolve();
       return new Promise<void>((resolve, reject) => {

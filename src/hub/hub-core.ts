@@ -564,6 +564,7 @@ export class HubCore {
           hubVersion: VERSION,
           hubTimeMs: Date.now(),
           acceptsBatches: true,
+          inputOffsets: true,
           resumeGraceMs: this.config.resumeGraceMs,
           resume,
         },
@@ -571,9 +572,12 @@ export class HubCore {
     });
     // After the Welcome, in the same write: what the registry and the agent disagree on is mended.
     this.nodes.sessionOpened(s);
-    // Input that waited while the agent's link was down goes out on its new session.
+    // Input that waited while the agent's link was down goes out on its new session; on a resumed one,
+    // first what was sent before the break and not acknowledged (the agent skips what it has).
     for (const [taskId, q] of this.inputs) {
-      if (this.tasks.get(taskId)?.agentId === s.agentId) q.pump();
+      if (this.tasks.get(taskId)?.agentId !== s.agentId) continue;
+      if (resume?.resumed) q.resend();
+      q.pump();
     }
   }
 
@@ -740,7 +744,7 @@ export class HubCore {
         return;
       case "inputWindow": {
         const t = this.tasks.get(body.value.taskId);
-        if (t && !t.terminal && t.agentId === s.agentId) this.inputFor(t).grant(body.value.bytes);
+        if (t && !t.terminal && t.agentId === s.agentId) this.inputFor(t).grant(body.value.bytes, body.value.received);
         return;
       }
       case "probeReply": {

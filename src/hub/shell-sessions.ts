@@ -37,5 +37,5 @@ export function auditShellSession(store: Store, t: LiveTask, info: FinishInfo, n
 /** The client of a terminal went away mid-stream: hang the terminal up (the agent sends SIGHUP). */
 export function hangUpOrphanedTerminal(t: LiveTask | undefined, queue: TaskInputQueue): void {
   if (!t || t.terminal || !interactiveShell(t)?.tty) return;
-  queue.push({ taskId: t.id, data: Buffer.alloc(0), eof: true, resize: undefined, sha256: "" });
+  queue.push({ taskId: t.id, data: Buffer.alloc(0), eof: true, resize: undefined, sha256: "", offset: 0 });
 }

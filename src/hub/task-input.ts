@@ -1,16 +1,24 @@
 // Input for a running task on its way from a client to the agent: held in order, forwarded only
 // within the input window the agent granted (InputWindow), so that a fast client is paused rather
-// than buffered: the hub holds at most HOLD_BYTES per task.
+// than buffered: the hub holds at most HOLD_BYTES per task before forwarding. Each forwarded message
+// carries its offset in the task's input and is kept until the agent acknowledges it
+// (InputWindow.received), so that what a broken link lost is sent again when the session resumes (the
+// agent skips what it has): at most one input window per task.
 import type { TaskInput } from "../gen/switchboard/v1/task.js";
 
 /** Input bytes held per task before the client's stream is paused. */
 export const HOLD_BYTES = 1024 * 1024;
+/** Forwarded, unacknowledged input kept per task at most (an agent that never acknowledges is not resent). */
+const UNACKED_LIMIT_BYTES = 16 * 1024 * 1024;
 
 export class TaskInputQueue {
   private readonly queue: TaskInput[] = [];
   private queuedBytes = 0;
   private window = 0;
   private closed = false;
+  /** Forwarded with its offset, not acknowledged yet: sent again when a broken link resumes. */
+  private readonly unacked: TaskInput[] = [];
+  private unackedBytes = 0;
   private roomWaiters: (() => void)[] = [];
   private drainWaiters: (() => void)[] = [];
   /** Data bytes forwarded to the agent. */
@@ -30,10 +38,17 @@ export class TaskInputQueue {
     this.pump();
   }
 
-  /** The agent takes this many more data bytes. */
-  grant(bytes: number): void {
+  /** The agent takes this many more data bytes, and has taken `received` in all (when it says). */
+  grant(bytes: number, received?: number): void {
+    if (received !== undefined) this.acknowledge(received);
     this.window += bytes;
     this.pump();
+  }
+
+  /** The agent's session resumed after a broken link: what it may not have received goes again, in order. */
+  resend(): void {
+    if (this.closed) return;
+    for (const m of this.unacked) if (!this.send(m)) return;
   }
 
   hasRoom(): boolean {
@@ -69,12 +84,13 @@ export class TaskInputQueue {
           // Send what fits; the rest waits for more window.
           const part = head.data.subarray(0, this.window);
           if (
-            !this.send({
+            !this.forward({
               taskId: head.taskId,
               data: Buffer.from(part),
               eof: false,
               resize: undefined,
               sha256: "",
+              offset: 0,
             })
           )
             break;
@@ -83,11 +99,36 @@ export class TaskInputQueue {
           continue;
         }
       }
-      if (!this.send(head)) break;
+      if (!this.forward(head)) break;
       this.queue.shift();
       this.account(head.data.length);
     }
     this.wake();
+  }
+
+  /** Sends one message numbered with its offset, and keeps it until acknowledged. */
+  private forward(m: TaskInput): boolean {
+    const out: TaskInput = { ...m, offset: this.forwarded };
+    if (!this.send(out)) return false;
+    this.unacked.push(out);
+    this.unackedBytes += out.data.length;
+    while (this.unackedBytes > UNACKED_LIMIT_BYTES && this.unacked.length > 0) this.dropOldest();
+    return true;
+  }
+
+  private acknowledge(received: number): void {
+    for (;;) {
+      const m = this.unacked[0];
+      if (!m) return;
+      const taken = m.data.length > 0 ? m.offset + m.data.length <= received : m.offset < received;
+      if (!taken) return;
+      this.dropOldest();
+    }
+  }
+
+  private dropOldest(): void {
+    const m = this.unacked.shift();
+    if (m) this.unackedBytes -= m.data.length;
   }
 
   private account(n: number): void {

@@ -214,11 +214,12 @@ export async function startAgent(
     ? opts.args[opts.args.indexOf("--transport") + 1]
     : undefined;
   const http = (asked ?? process.env.SWITCHBOARD_TEST_TRANSPORT) === "http";
+  // --hub in args (a proxy, say) replaces the hub's own address: --hub repeats to list several hubs.
+  const ownHub = opts.args?.includes("--hub") ? [] : ["--hub", http ? hub.httpAddress : hub.address];
   const args = [
     "agent",
     ...(http && asked === undefined ? ["--transport", "http"] : []),
-    "--hub",
-    http ? hub.httpAddress : hub.address,
+    ...ownHub,
     "--token",
     token,
     "--agent-id",

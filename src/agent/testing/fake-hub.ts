@@ -141,6 +141,7 @@ export class FakeHub {
           acceptsBatches: false,
           resumeGraceMs: 0,
           resume: undefined,
+          inputOffsets: false,
           ...this.opts.welcome,
         },
       });

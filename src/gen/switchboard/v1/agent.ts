@@ -130,7 +130,11 @@ export interface Welcome {
   /** how long the hub keeps a broken session's tasks */
   resumeGraceMs: number;
   /** the answer to Hello.resume */
-  resume: ResumeResult | undefined;
+  resume:
+    | ResumeResult
+    | undefined;
+  /** TaskInput.offset is set: the agent skips input it has taken already */
+  inputOffsets: boolean;
 }
 
 export interface Credits {
@@ -193,6 +197,8 @@ export interface AgentMessage {
 export interface InputWindow {
   taskId: string;
   bytes: number;
+  /** input bytes the agent has taken so far: what the hub may forget */
+  received: number;
 }
 
 /**
@@ -1066,6 +1072,7 @@ function createBaseWelcome(): Welcome {
     acceptsBatches: false,
     resumeGraceMs: 0,
     resume: undefined,
+    inputOffsets: false,
   };
 }
 
@@ -1100,6 +1107,9 @@ export const Welcome: MessageFns<Welcome> = {
     }
     if (message.resume !== undefined) {
       ResumeResult.encode(message.resume, writer.uint32(82).fork()).join();
+    }
+    if (message.inputOffsets !== false) {
+      writer.uint32(88).bool(message.inputOffsets);
     }
     return writer;
   },
@@ -1197,6 +1207,14 @@ export const Welcome: MessageFns<Welcome> = {
             message.resume = ResumeResult.decode(reader, reader.uint32());
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.inputOffsets = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1257,6 +1275,11 @@ export const Welcome: MessageFns<Welcome> = {
         ? globalThis.Number(object.resume_grace_ms)
         : 0,
       resume: isSet(object.resume) ? ResumeResult.fromJSON(object.resume) : undefined,
+      inputOffsets: isSet(object.inputOffsets)
+        ? globalThis.Boolean(object.inputOffsets)
+        : isSet(object.input_offsets)
+        ? globalThis.Boolean(object.input_offsets)
+        : false,
     };
   },
 
@@ -1292,6 +1315,9 @@ export const Welcome: MessageFns<Welcome> = {
     if (message.resume !== undefined) {
       obj.resume = ResumeResult.toJSON(message.resume);
     }
+    if (message.inputOffsets !== false) {
+      obj.inputOffsets = message.inputOffsets;
+    }
     return obj;
   },
 
@@ -1312,6 +1338,7 @@ export const Welcome: MessageFns<Welcome> = {
     message.resume = (object.resume !== undefined && object.resume !== null)
       ? ResumeResult.fromPartial(object.resume)
       : undefined;
+    message.inputOffsets = object.inputOffsets ?? false;
     return message;
   },
 };
@@ -2142,7 +2169,7 @@ export const AgentMessage: MessageFns<AgentMessage> = {
 };
 
 function createBaseInputWindow(): InputWindow {
-  return { taskId: "", bytes: 0 };
+  return { taskId: "", bytes: 0, received: 0 };
 }
 
 export const InputWindow: MessageFns<InputWindow> = {
@@ -2152,6 +2179,9 @@ export const InputWindow: MessageFns<InputWindow> = {
     }
     if (message.bytes !== 0) {
       writer.uint32(16).uint32(message.bytes);
+    }
+    if (message.received !== 0) {
+      writer.uint32(24).uint64(message.received);
     }
     return writer;
   },
@@ -2185,6 +2215,14 @@ export const InputWindow: MessageFns<InputWindow> = {
             message.bytes = reader.uint32();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.received = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2205,6 +2243,7 @@ export const InputWindow: MessageFns<InputWindow> = {
         ? globalThis.String(object.task_id)
         : "",
       bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+      received: isSet(object.received) ? globalThis.Number(object.received) : 0,
     };
   },
 
@@ -2216,6 +2255,9 @@ export const InputWindow: MessageFns<InputWindow> = {
     if (message.bytes !== 0) {
       obj.bytes = Math.round(message.bytes);
     }
+    if (message.received !== 0) {
+      obj.received = Math.round(message.received);
+    }
     return obj;
   },
 
@@ -2226,6 +2268,7 @@ export const InputWindow: MessageFns<InputWindow> = {
     const message = createBaseInputWindow();
     message.taskId = object.taskId ?? "";
     message.bytes = object.bytes ?? 0;
+    message.received = object.received ?? 0;
     return message;
   },
 };

@@ -344,6 +344,8 @@ export interface TaskInput {
     | undefined;
   /** with eof, for an upload whose FileSpec left sha256 empty: the hex */
   sha256: string;
+  /** SHA-256 of the whole content, checked by the agent before it places it */
+  offset: number;
 }
 
 export interface TerminalSize {
@@ -2460,7 +2462,7 @@ export const FileSpec: MessageFns<FileSpec> = {
 };
 
 function createBaseTaskInput(): TaskInput {
-  return { taskId: "", data: Buffer.alloc(0), eof: false, resize: undefined, sha256: "" };
+  return { taskId: "", data: Buffer.alloc(0), eof: false, resize: undefined, sha256: "", offset: 0 };
 }
 
 export const TaskInput: MessageFns<TaskInput> = {
@@ -2479,6 +2481,9 @@ export const TaskInput: MessageFns<TaskInput> = {
     }
     if (message.sha256 !== "") {
       writer.uint32(42).string(message.sha256);
+    }
+    if (message.offset !== 0) {
+      writer.uint32(48).uint64(message.offset);
     }
     return writer;
   },
@@ -2536,6 +2541,14 @@ export const TaskInput: MessageFns<TaskInput> = {
             message.sha256 = reader.string();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.offset = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2559,6 +2572,7 @@ export const TaskInput: MessageFns<TaskInput> = {
       eof: isSet(object.eof) ? globalThis.Boolean(object.eof) : false,
       resize: isSet(object.resize) ? TerminalSize.fromJSON(object.resize) : undefined,
       sha256: isSet(object.sha256) ? globalThis.String(object.sha256) : "",
+      offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
     };
   },
 
@@ -2579,6 +2593,9 @@ export const TaskInput: MessageFns<TaskInput> = {
     if (message.sha256 !== "") {
       obj.sha256 = message.sha256;
     }
+    if (message.offset !== 0) {
+      obj.offset = Math.round(message.offset);
+    }
     return obj;
   },
 
@@ -2594,6 +2611,7 @@ export const TaskInput: MessageFns<TaskInput> = {
       ? TerminalSize.fromPartial(object.resize)
       : undefined;
     message.sha256 = object.sha256 ?? "";
+    message.offset = object.offset ?? 0;
     return message;
   },
 };
