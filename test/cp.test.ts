@@ -344,6 +344,15 @@ describe("interrupted transfers", () => {
     first.kill("SIGKILL");
     await first.exited;
     expect(existsSync(dest)).toBe(false);
+    // The hub cancels the task of a client that went away: the agent stops reading the source.
+    await waitFor(
+      "the orphaned download to be cancelled",
+      async () =>
+        (await client.listTasks({ agentId: "files-1", limit: 5 })).some(
+          (t) => t.state === TaskState.TASK_STATE_CANCELLED && /client went away/.test(t.reason),
+        ),
+      10_000,
+    );
 
     const r = await cp(["--resume", `agent:files-1:${source}`, dest]);
     expect(r.code).toBe(0);

@@ -61,6 +61,8 @@ export async function download(client: SwitchboardClient, o: DownloadOptions): P
     target: o.remote.target,
     signal: o.signal,
     waitForAgent: o.wait,
+    // Killed, this command leaves a partial file for --resume; the agent stops reading the source.
+    cancelOnDisconnect: true,
     ...(o.timeoutMs > 0 ? { timeoutMs: o.timeoutMs } : {}),
   };
   let taskId = "";

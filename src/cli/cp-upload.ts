@@ -75,6 +75,8 @@ export async function upload(client: SwitchboardClient, o: UploadOptions): Promi
     target: o.remote.target,
     signal: runAbort.signal,
     waitForAgent: o.wait,
+    // Killed, this command leaves the agent's partial file for --resume; the task ends at once.
+    cancelOnDisconnect: true,
     ...(o.timeoutMs > 0 ? { timeoutMs: o.timeoutMs } : {}),
   };
   let taskId = "";

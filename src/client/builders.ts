@@ -18,6 +18,11 @@ export interface TaskRequest {
   waitForAgent?: boolean;
   /** Aborting cancels the task on the hub and rejects the call. */
   signal?: AbortSignal;
+  /**
+   * run() only: the hub cancels the task when the call ends before the task (this process died or lost
+   * the hub), for work whose output has nowhere else to go, such as a download. Default: it runs on.
+   */
+  cancelOnDisconnect?: boolean;
 }
 
 export interface ShellOptions {
@@ -314,5 +319,6 @@ export function toSubmitRequest(req: TaskRequest): SubmitRequest {
     spec: req.spec,
     timeoutMs: req.timeoutMs ?? 0,
     waitForAgent: req.waitForAgent ?? false,
+    cancelOnDisconnect: req.cancelOnDisconnect ?? false,
   };
 }

@@ -94,6 +94,8 @@ Exit code: 0 when the request completed, whatever its status (unless --fail: ${E
     const built = await buildRequest(rawUrl, flags);
     const req: TaskRequest = {
       spec: built.spec,
+      // The response has nowhere to go once this command is gone: the agent drops the request.
+      cancelOnDisconnect: true,
       target,
       waitForAgent: flags.wait ?? false,
     };

@@ -116,6 +116,7 @@ export function seedServices(
           },
           timeoutMs: 0,
           waitForAgent: false,
+          cancelOnDisconnect: false,
         })
         .then(
           (t) => {

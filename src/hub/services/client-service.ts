@@ -83,6 +83,7 @@ export function clientService(core: HubCore): ClientServiceServer {
     call: ServerWritableStream<SubmitRequest | WatchRequest, TaskEvent>,
     p: Principal,
     start: (w: Watcher) => { live: boolean; detach: () => void },
+    onClientGone?: () => void,
   ): void {
     let done = false;
     const stop = (err?: SwitchboardError) => {
@@ -102,8 +103,10 @@ export function clientService(core: HubCore): ClientServiceServer {
     if (!live) setImmediate(stop);
     call.on("cancelled", () => {
       detach();
+      const wasDone = done;
       done = true;
       untrack();
+      if (!wasDone) onClientGone?.();
     });
   }
 
@@ -151,7 +154,21 @@ export function clientService(core: HubCore): ClientServiceServer {
       withPrincipal(call, "operator", (p) => {
         core.submit(p, call.request).then(
           (t) =>
-            followTask(call, p, (w) => (t.attach(w, 0), { live: !t.terminal, detach: () => t.detach(w) })),
+            followTask(
+              call,
+              p,
+              (w) => (t.attach(w, 0), { live: !t.terminal, detach: () => t.detach(w) }),
+              call.request.cancelOnDisconnect
+                ? () => {
+                    if (t.terminal) return;
+                    try {
+                      core.cancel(p, t.id, "its client went away (cancel_on_disconnect)");
+                    } catch {
+                      // ended meanwhile
+                    }
+                  }
+                : undefined,
+            ),
           (err) => call.emit("error", toServiceError(err)),
         );
       });

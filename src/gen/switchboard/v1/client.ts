@@ -168,6 +168,8 @@ export interface SubmitRequest {
   timeoutMs: number;
   /** queue even when no agent of the target is connected (until the deadline) */
   waitForAgent: boolean;
+  /** Run only: cancel the task when this call ends before the task does */
+  cancelOnDisconnect: boolean;
 }
 
 export interface SubmitResponse {
@@ -622,7 +624,7 @@ export const InputResult: MessageFns<InputResult> = {
 };
 
 function createBaseSubmitRequest(): SubmitRequest {
-  return { target: undefined, spec: undefined, timeoutMs: 0, waitForAgent: false };
+  return { target: undefined, spec: undefined, timeoutMs: 0, waitForAgent: false, cancelOnDisconnect: false };
 }
 
 export const SubmitRequest: MessageFns<SubmitRequest> = {
@@ -638,6 +640,9 @@ export const SubmitRequest: MessageFns<SubmitRequest> = {
     }
     if (message.waitForAgent !== false) {
       writer.uint32(32).bool(message.waitForAgent);
+    }
+    if (message.cancelOnDisconnect !== false) {
+      writer.uint32(40).bool(message.cancelOnDisconnect);
     }
     return writer;
   },
@@ -687,6 +692,14 @@ export const SubmitRequest: MessageFns<SubmitRequest> = {
             message.waitForAgent = reader.bool();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.cancelOnDisconnect = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -713,6 +726,11 @@ export const SubmitRequest: MessageFns<SubmitRequest> = {
         : isSet(object.wait_for_agent)
         ? globalThis.Boolean(object.wait_for_agent)
         : false,
+      cancelOnDisconnect: isSet(object.cancelOnDisconnect)
+        ? globalThis.Boolean(object.cancelOnDisconnect)
+        : isSet(object.cancel_on_disconnect)
+        ? globalThis.Boolean(object.cancel_on_disconnect)
+        : false,
     };
   },
 
@@ -730,6 +748,9 @@ export const SubmitRequest: MessageFns<SubmitRequest> = {
     if (message.waitForAgent !== false) {
       obj.waitForAgent = message.waitForAgent;
     }
+    if (message.cancelOnDisconnect !== false) {
+      obj.cancelOnDisconnect = message.cancelOnDisconnect;
+    }
     return obj;
   },
 
@@ -744,6 +765,7 @@ export const SubmitRequest: MessageFns<SubmitRequest> = {
     message.spec = (object.spec !== undefined && object.spec !== null) ? TaskSpec.fromPartial(object.spec) : undefined;
     message.timeoutMs = object.timeoutMs ?? 0;
     message.waitForAgent = object.waitForAgent ?? false;
+    message.cancelOnDisconnect = object.cancelOnDisconnect ?? false;
     return message;
   },
 };
