@@ -744,7 +744,8 @@ export class HubCore {
         return;
       case "inputWindow": {
         const t = this.tasks.get(body.value.taskId);
-        if (t && !t.terminal && t.agentId === s.agentId) this.inputFor(t).grant(body.value.bytes, body.value.received);
+        if (t && !t.terminal && t.agentId === s.agentId)
+          this.inputFor(t).grant(body.value.bytes, body.value.received);
         return;
       }
       case "probeReply": {
