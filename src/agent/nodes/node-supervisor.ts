@@ -13,6 +13,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  readSync,
   renameSync,
   statSync,
   truncateSync,
@@ -477,7 +478,8 @@ export class NodeSupervisor {
       if (l.adopted) void this.pollAdopted(l);
     }
     await l.stopped;
-    await this.save();
+    // The exit wrote the table (exited() saves); wait for that write rather than making another.
+    await this.saving;
     return { ...l.record };
   }
 
@@ -802,45 +804,86 @@ export function portAnswers(port: number): Promise<boolean> {
  */
 export async function nodeListens(port: number, pgid: number): Promise<boolean> {
   if (!(await portAnswers(port))) return false;
-  const inodes = listeningInodes(port);
+  let inodes = listeningInodes(port, true);
+  if (inodes !== undefined && inodes.size === 0) inodes = listeningInodes(port, false);
   if (inodes === undefined) return true; // no /proc/net: answering is all we can know
   if (inodes.size === 0) return false;
+  // Most often the node itself listens: look at its own descriptors before the rest of its group.
+  if (holdsSocket(pgid, inodes)) return true;
   for (const name of readdirSync("/proc")) {
     const pid = Number(name);
     if (!Number.isInteger(pid)) continue;
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
       const pgrp = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
-      if (pid !== pgid && pgrp !== pgid) continue;
-      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-        const link = readlinkSync(`/proc/${pid}/fd/${fd}`, "utf8");
-        if (link.startsWith("socket:[") && inodes.has(link.slice(8, -1))) return true;
-      }
+      if (pid !== pgid && pgrp === pgid && holdsSocket(pid, inodes)) return true;
     } catch {
-      // gone meanwhile, or not ours to read
+      // gone meanwhile
     }
   }
   return false;
 }
 
-/** Inodes of the TCP sockets listening on the port (IPv4 and IPv6); undefined where /proc/net is absent. */
-function listeningInodes(port: number): Set<string> | undefined {
-  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+/** Whether one of the process's descriptors is a socket with one of these inodes. */
+function holdsSocket(pid: number, inodes: ReadonlySet<string>): boolean {
+  try {
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      const link = readlinkSync(`/proc/${pid}/fd/${fd}`, "utf8");
+      if (link.startsWith("socket:[") && inodes.has(link.slice(8, -1))) return true;
+    }
+  } catch {
+    // gone meanwhile, or not ours to read
+  }
+  return false;
+}
+
+/**
+ * Inodes of the TCP sockets listening on the port (IPv4 and IPv6); undefined where /proc/net is absent.
+ * `listenersOnly`: read each table only while its entries are listening sockets, which the kernel lists
+ * first: a few KiB instead of every connection on the host (reading all of a busy host's table costs
+ * milliseconds). A caller that finds nothing that way asks again for the whole tables.
+ */
+function listeningInodes(port: number, listenersOnly: boolean): Set<string> | undefined {
+  const suffix = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
   const inodes = new Set<string>();
   let readAny = false;
+  // Small reads: the kernel makes only as many entries as fit, so the table's tail is never made.
+  const buf = Buffer.allocUnsafe(listenersOnly ? 4096 : 64 * 1024);
   for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    let text: string;
+    let fd: number;
     try {
-      text = readFileSync(table, "utf8");
+      fd = openSync(table, "r");
     } catch {
       continue;
     }
     readAny = true;
-    for (const line of text.split("\n").slice(1)) {
-      const f = line.trim().split(/\s+/);
-      // local_address is ADDR:PORT, st 0A is LISTEN, the inode is the tenth field
-      if (f.length > 9 && f[3] === "0A" && f[1]?.endsWith(`:${hexPort}`)) inodes.add(f[9]!);
+    try {
+      let rest = "";
+      let header = true;
+      for (;;) {
+        const n = readSync(fd, buf, 0, buf.length, null);
+        if (n === 0) break;
+        const lines = (rest + buf.toString("latin1", 0, n)).split("\n");
+        rest = lines.pop() ?? "";
+        let pastListeners = false;
+        for (const line of lines) {
+          if (header) {
+            header = false;
+            continue;
+          }
+          const f = line.trim().split(/\s+/);
+          if (f.length <= 9) continue;
+          // local_address is ADDR:PORT, st 0A is LISTEN, the inode is the tenth field
+          if (f[3] !== "0A") pastListeners = true;
+          else if (f[1]?.endsWith(suffix)) inodes.add(f[9]!);
+        }
+        if (listenersOnly && pastListeners) break;
+      }
+    } finally {
+      closeSync(fd);
     }
+    // Found among IPv4 listeners: the IPv6 table is not read (making it walks every IPv4 connection too).
+    if (listenersOnly && inodes.size > 0) break;
   }
   return readAny ? inodes : undefined;
 }
