@@ -23,6 +23,7 @@ import {
   type TransferOptions,
 } from "./cp-transfer.js";
 import { formatBytes } from "./progress-line.js";
+import { drainedOrClosed } from "../common/drained.js";
 
 export interface DownloadOptions extends TransferOptions {
   remote: Extract<Location, { kind: "remote" }>;
@@ -158,7 +159,7 @@ async function fileLanding(
     offset,
     async write(data) {
       check();
-      if (!out.write(data)) await drainOrClose(out);
+      if (!out.write(data)) await drainedOrClosed(out);
       check();
     },
     async commit(result) {
@@ -236,17 +237,4 @@ async function place(tmp: string, final: string, force: boolean): Promise<void> 
     return;
   }
   await unlink(tmp);
-}
-
-/** Resolves on 'drain', or on 'close' (a failed stream: its error is checked by the caller). */
-function drainOrClose(out: WriteStream): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      out.off("drain", done);
-      out.off("close", done);
-      resolve();
-    };
-    out.on("drain", done);
-    out.on("close", done);
-  });
 }

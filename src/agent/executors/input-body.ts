@@ -2,6 +2,7 @@
 // here and written to the outgoing request as they arrive, each window granted again once the request has
 // taken the bytes (its socket drained), so a body of any size passes in bounded memory.
 import type { Writable } from "node:stream";
+import { drainedOrClosed } from "../../common/drained.js";
 import { Code } from "../../common/errors.js";
 import type { InputChunk } from "./executor.js";
 
@@ -89,16 +90,4 @@ export class InputBody {
     }
     req.end();
   }
-}
-
-function drainedOrClosed(w: Writable): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      w.off("drain", done);
-      w.off("close", done);
-      resolve();
-    };
-    w.on("drain", done);
-    w.on("close", done);
-  });
 }
