@@ -478,8 +478,8 @@ export class NodeSupervisor {
       if (l.adopted) void this.pollAdopted(l);
     }
     await l.stopped;
-    // The exit wrote the table (exited() saves); wait for that write rather than making another.
-    await this.saving;
+    // The exit is writing the table (exited() saves); the answer does not wait for it: were the agent to
+    // die before the write lands, the hub's registry (desired: stopped) stops the node again on reconnect.
     return { ...l.record };
   }
 
