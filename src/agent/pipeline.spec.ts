@@ -537,6 +537,7 @@ describe("pipeline", () => {
     pipeline.endSession(2, "UNAVAILABLE", true);
     expect(manual.live.size).toBe(1); // still running
     manual.output("a", 7); // seq 3, held while the link is down
+    manual.live.get("a")!.ctx.grantInput(4096); // input window opened while the link is down
     await settle();
     expect(pipeline.resumeRequest()).toEqual({ sessionId: "ses_a", taskIds: ["a"] });
     // The hub had received Started only.
@@ -551,6 +552,9 @@ describe("pipeline", () => {
     outbox.attach(fresh);
     const seqs = fresh.events().map((e) => e.seq);
     expect(seqs).toEqual([2, 3]);
+    // ...and that grant reaches the hub on the resumed session, not lost with the link.
+    const windows = fresh.received.flatMap((m) => (m.body?.$case === "inputWindow" ? [m.body.value] : []));
+    expect(windows).toEqual([{ taskId: "a", bytes: 4096, received: 0 }]);
     manual.finish("a", TaskState.TASK_STATE_SUCCEEDED);
     await settle();
     expect(fresh.finishedOf("a")).toHaveLength(1); // on the resumed session

@@ -215,6 +215,10 @@ export class Pipeline {
       if (r.epoch !== h.epoch) continue;
       r.epoch = start.epoch;
       moved += 1;
+      if (r.ungrantedInput > 0) {
+        this.pushInputWindow(r, r.ungrantedInput);
+        r.ungrantedInput = 0;
+      }
     }
     const stop = new Set(answer.stopTaskIds);
     for (const id of stop) {
@@ -262,6 +266,12 @@ export class Pipeline {
    * or once the grace passes, running ones are stopped (their process trees killed), queued ones
    * discarded, queued events dropped.
    */
+  private pushInputWindow(r: TaskRun, bytes: number): void {
+    this.opts.outbox.push({
+      body: { $case: "inputWindow", value: { taskId: r.taskId, bytes, received: r.inputReceived } },
+    });
+  }
+
   endSession(epoch: number, reason: string, hold = false): void {
     if (this.session?.epoch !== epoch) return;
     const s = this.session;
@@ -554,11 +564,11 @@ export class Pipeline {
         emit: (r, ev) => this.emit(r, ev),
         ended: (r, f) => this.ended(r, f),
         // In the event lane, behind the task's Started: the hub forwards input only to a running task.
+        // While the link is down the grant is kept on the run and sent when its session resumes: a grant
+        // dropped then would leave the task's input window shut for good.
         grantInput: (r, bytes) => {
-          if (this.session?.epoch === r.epoch)
-            this.opts.outbox.push({
-              body: { $case: "inputWindow", value: { taskId: r.taskId, bytes, received: r.inputReceived } },
-            });
+          if (this.session?.epoch === r.epoch) this.pushInputWindow(r, bytes);
+          else r.ungrantedInput += bytes;
         },
       },
       logger: this.opts.logger,

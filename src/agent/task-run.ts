@@ -154,6 +154,8 @@ export class TaskRun {
 
   /** Input bytes taken from the hub (after skipping what was sent again): what InputWindow acknowledges. */
   inputReceived = 0;
+  /** Input window granted while the link was down, sent when the session resumes. */
+  ungrantedInput = 0;
   private inputEnded = false;
 
   /**
