@@ -554,7 +554,7 @@ describe("pipeline", () => {
     expect(seqs).toEqual([2, 3]);
     // ...and that grant reaches the hub on the resumed session, not lost with the link.
     const windows = fresh.received.flatMap((m) => (m.body?.$case === "inputWindow" ? [m.body.value] : []));
-    expect(windows).toEqual([{ taskId: "a", bytes: 4096, received: 0 }]);
+    expect(windows).toEqual([{ taskId: "a", bytes: 4096, received: 0, grantedTotal: 4096 }]);
     manual.finish("a", TaskState.TASK_STATE_SUCCEEDED);
     await settle();
     expect(fresh.finishedOf("a")).toHaveLength(1); // on the resumed session

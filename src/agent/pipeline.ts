@@ -215,7 +215,8 @@ export class Pipeline {
       if (r.epoch !== h.epoch) continue;
       r.epoch = start.epoch;
       moved += 1;
-      if (r.ungrantedInput > 0) {
+      // The window as a total: grants made while the link was down, and any lost with it, count again.
+      if (r.inputGranted > 0) {
         this.pushInputWindow(r, r.ungrantedInput);
         r.ungrantedInput = 0;
       }
@@ -268,7 +269,10 @@ export class Pipeline {
    */
   private pushInputWindow(r: TaskRun, bytes: number): void {
     this.opts.outbox.push({
-      body: { $case: "inputWindow", value: { taskId: r.taskId, bytes, received: r.inputReceived } },
+      body: {
+        $case: "inputWindow",
+        value: { taskId: r.taskId, bytes, received: r.inputReceived, grantedTotal: r.inputGranted },
+      },
     });
   }
 
@@ -567,6 +571,7 @@ export class Pipeline {
         // While the link is down the grant is kept on the run and sent when its session resumes: a grant
         // dropped then would leave the task's input window shut for good.
         grantInput: (r, bytes) => {
+          r.inputGranted += bytes;
           if (this.session?.epoch === r.epoch) this.pushInputWindow(r, bytes);
           else r.ungrantedInput += bytes;
         },

@@ -156,6 +156,8 @@ export class TaskRun {
   inputReceived = 0;
   /** Input window granted while the link was down, sent when the session resumes. */
   ungrantedInput = 0;
+  /** All the input window granted so far (InputWindow.granted_total). */
+  inputGranted = 0;
   private inputEnded = false;
 
   /**

@@ -745,7 +745,7 @@ export class HubCore {
       case "inputWindow": {
         const t = this.tasks.get(body.value.taskId);
         if (t && !t.terminal && t.agentId === s.agentId)
-          this.inputFor(t).grant(body.value.bytes, body.value.received);
+          this.inputFor(t).grant(body.value.bytes, body.value.received, body.value.grantedTotal);
         return;
       }
       case "probeReply": {

@@ -55,6 +55,17 @@ describe("TaskInputQueue", () => {
     expect(shown(sent)).toEqual(["6::eof"]); // an end of input is kept: no data acknowledges it
   });
 
+  it("takes the window as a total when the agent gives one: a grant lost with a link is made good", () => {
+    const { q, sent } = queue();
+    q.grant(2, 0, 2);
+    q.push(msg("abcd"));
+    expect(shown(sent)).toEqual(["0:ab"]);
+    // A grant of 2 more was lost; the next says 6 in all: 4 more may go, not 2.
+    q.grant(0, 2, 6);
+    q.push(msg("efgh"));
+    expect(shown(sent)).toEqual(["0:ab", "2:cd", "4:ef"]);
+  });
+
   it("holds input while the link is down and sends it, after what was lost, once it is back", () => {
     const { q, sent, link } = queue();
     q.grant(100);

@@ -38,10 +38,15 @@ export class TaskInputQueue {
     this.pump();
   }
 
-  /** The agent takes this many more data bytes, and has taken `received` in all (when it says). */
-  grant(bytes: number, received?: number): void {
+  /**
+   * The agent takes this many more data bytes, and has taken `received` in all (when it says). With
+   * `grantedTotal` (all it has granted), the window is that minus what was forwarded: a grant that a
+   * broken link lost is made good.
+   */
+  grant(bytes: number, received?: number, grantedTotal?: number): void {
     if (received !== undefined) this.acknowledge(received);
-    this.window += bytes;
+    if (grantedTotal !== undefined && grantedTotal > 0) this.window = grantedTotal - this.forwarded;
+    else this.window += bytes;
     this.pump();
   }
 

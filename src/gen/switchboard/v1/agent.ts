@@ -199,6 +199,8 @@ export interface InputWindow {
   bytes: number;
   /** input bytes the agent has taken so far: what the hub may forget */
   received: number;
+  /** all the input window granted for the task so far: the hub's window is */
+  grantedTotal: number;
 }
 
 /**
@@ -2169,7 +2171,7 @@ export const AgentMessage: MessageFns<AgentMessage> = {
 };
 
 function createBaseInputWindow(): InputWindow {
-  return { taskId: "", bytes: 0, received: 0 };
+  return { taskId: "", bytes: 0, received: 0, grantedTotal: 0 };
 }
 
 export const InputWindow: MessageFns<InputWindow> = {
@@ -2182,6 +2184,9 @@ export const InputWindow: MessageFns<InputWindow> = {
     }
     if (message.received !== 0) {
       writer.uint32(24).uint64(message.received);
+    }
+    if (message.grantedTotal !== 0) {
+      writer.uint32(32).uint64(message.grantedTotal);
     }
     return writer;
   },
@@ -2223,6 +2228,14 @@ export const InputWindow: MessageFns<InputWindow> = {
             message.received = longToNumber(reader.uint64());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.grantedTotal = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2244,6 +2257,11 @@ export const InputWindow: MessageFns<InputWindow> = {
         : "",
       bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
       received: isSet(object.received) ? globalThis.Number(object.received) : 0,
+      grantedTotal: isSet(object.grantedTotal)
+        ? globalThis.Number(object.grantedTotal)
+        : isSet(object.granted_total)
+        ? globalThis.Number(object.granted_total)
+        : 0,
     };
   },
 
@@ -2258,6 +2276,9 @@ export const InputWindow: MessageFns<InputWindow> = {
     if (message.received !== 0) {
       obj.received = Math.round(message.received);
     }
+    if (message.grantedTotal !== 0) {
+      obj.grantedTotal = Math.round(message.grantedTotal);
+    }
     return obj;
   },
 
@@ -2269,6 +2290,7 @@ export const InputWindow: MessageFns<InputWindow> = {
     message.taskId = object.taskId ?? "";
     message.bytes = object.bytes ?? 0;
     message.received = object.received ?? 0;
+    message.grantedTotal = object.grantedTotal ?? 0;
     return message;
   },
 };
