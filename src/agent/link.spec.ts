@@ -147,7 +147,7 @@ describe("agent link", () => {
 
     // Bad input is answered or ignored, never fatal.
     s.send({ $case: "cancel", value: { taskId: "unknown", reason: "", graceMs: 0 } });
-    s.send({ $case: "window", value: { taskId: "unknown", bytes: 10 } });
+    s.send({ $case: "window", value: { taskId: "unknown", bytes: 10, grantedTotal: 0 } });
     s.call.write({ body: undefined });
     s.send({ $case: "assign", value: { taskId: "bad", spec: undefined, deadlineMs: 0, requester: "" } });
     expect((await finishedOf(s, "bad")).error?.code).toBe(Code.INVALID_ARGUMENT);
@@ -184,7 +184,7 @@ describe("agent link", () => {
     );
     await new Promise((r) => setTimeout(r, 100)); // a quiet period: nothing beyond the window may arrive
     expect(s.output("win", OutputStream.OUTPUT_STREAM_STDOUT).length).toBe(1000);
-    s.send({ $case: "window", value: { taskId: "win", bytes: 10_000_000 } });
+    s.send({ $case: "window", value: { taskId: "win", bytes: 10_000_000, grantedTotal: 0 } });
     const f = await finishedOf(s, "win");
     expect(f.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
     const expected = Array.from({ length: 50_000 }, (_, i) => `${i + 1}\n`).join("");

@@ -69,8 +69,16 @@ export class OutputGate implements OutputSink {
     else this.writableWaiters.push(cb);
   }
 
-  /** More window from the hub (OutputWindow). */
-  grant(bytes: number): void {
+  /**
+   * More window from the hub (OutputWindow). With `grantedTotal` (all the hub has granted, the initial
+   * window included) the window is that minus what was sent: a grant a broken link lost is made good.
+   */
+  grant(bytes: number, grantedTotal = 0): void {
+    if (grantedTotal > 0 && Number.isFinite(this.window)) {
+      this.window = grantedTotal - this.sentBytes;
+      this.pump();
+      return;
+    }
     if (!(bytes > 0)) return;
     this.window += bytes;
     this.pump();

@@ -256,7 +256,9 @@ describe("pipeline", () => {
                 const id = assigned.length ? assigned[c.i % assigned.length]! : "unknown";
                 // The window counts for a task the agent still holds (running, or waiting to send its last output).
                 if (windowOf.has(id) && !outbox.finished.has(id)) windowOf.set(id, windowOf.get(id)! + c.n);
-                pipeline.handle(1, { body: { $case: "window", value: { taskId: id, bytes: c.n } } });
+                pipeline.handle(1, {
+                  body: { $case: "window", value: { taskId: id, bytes: c.n, grantedTotal: 0 } },
+                });
                 break;
               }
               case "block":
@@ -279,7 +281,9 @@ describe("pipeline", () => {
           ) {
             for (const id of assigned) {
               windowOf.set(id, Infinity);
-              pipeline.handle(1, { body: { $case: "window", value: { taskId: id, bytes: 1e9 } } });
+              pipeline.handle(1, {
+                body: { $case: "window", value: { taskId: id, bytes: 1e9, grantedTotal: 0 } },
+              });
             }
             for (const id of manual.live.keys()) manual.finish(id, TaskState.TASK_STATE_SUCCEEDED);
             stream.unblock();
@@ -413,7 +417,7 @@ describe("pipeline", () => {
 
     // Unknown tasks, empty and unknown messages: ignored.
     pipeline.handle(1, { body: { $case: "cancel", value: { taskId: "nope", reason: "", graceMs: 0 } } });
-    pipeline.handle(1, { body: { $case: "window", value: { taskId: "nope", bytes: 5 } } });
+    pipeline.handle(1, { body: { $case: "window", value: { taskId: "nope", bytes: 5, grantedTotal: 0 } } });
     pipeline.handle(1, { body: undefined });
     pipeline.handle(99, assign("other-session"));
     await settle();

@@ -389,7 +389,7 @@ export class Pipeline {
           );
           return;
         }
-        run.grantWindow(body.value.bytes);
+        run.grantWindow(body.value.bytes, body.value.grantedTotal);
         return;
       }
       case "drain":

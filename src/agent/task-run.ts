@@ -194,8 +194,8 @@ export class TaskRun {
   }
 
   /** More output window from the hub (OutputWindow). */
-  grantWindow(bytes: number): void {
-    this.gate.grant(bytes);
+  grantWindow(bytes: number, grantedTotal = 0): void {
+    this.gate.grant(bytes, grantedTotal);
   }
 
   /** Output bytes this run sent, and dropped because it was stopping. */

@@ -192,7 +192,7 @@ export class HubCore {
       (bytes) => {
         const s = t.agentId ? this.sessions.get(t.agentId) : undefined;
         if (s && s.sessionId === t.sessionId && s.connected)
-          s.send({ body: { $case: "window", value: { taskId: id, bytes } } });
+          s.send({ body: { $case: "window", value: { taskId: id, bytes, grantedTotal: t.outputGranted } } });
         else t.unsentWindow += bytes; // the link is down: granted when the agent resumes
       },
     );
@@ -625,8 +625,14 @@ export class HubCore {
     // What the hub meant to tell the agent while the link was down.
     for (const id of session.tasks) {
       const t = this.tasks.get(id)!;
-      if (t.unsentWindow > 0) {
-        session.send({ body: { $case: "window", value: { taskId: id, bytes: t.unsentWindow } } });
+      // The window as a total: what was granted while the link was down, and any grant lost with it.
+      if (t.outputGranted > 0) {
+        session.send({
+          body: {
+            $case: "window",
+            value: { taskId: id, bytes: t.unsentWindow, grantedTotal: t.outputGranted },
+          },
+        });
         t.unsentWindow = 0;
       }
       if (t.cancelReason !== null || t.deadlineHit) {

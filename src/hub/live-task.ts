@@ -72,6 +72,11 @@ export class LiveTask {
     this.granted = window;
   }
 
+  /** All the output the agent may send for this task (its initial window included); 0: no flow control. */
+  get outputGranted(): number {
+    return this.window > 0 ? this.granted : 0;
+  }
+
   get terminal(): boolean {
     return isTerminal(this.state);
   }

@@ -233,6 +233,8 @@ export interface OutputWindow {
   taskId: string;
   /** additional output bytes the agent may send for this task */
   bytes: number;
+  /** all the output it may send for the task, the initial window included: */
+  grantedTotal: number;
 }
 
 export interface Drain {
@@ -2601,7 +2603,7 @@ export const CancelTask: MessageFns<CancelTask> = {
 };
 
 function createBaseOutputWindow(): OutputWindow {
-  return { taskId: "", bytes: 0 };
+  return { taskId: "", bytes: 0, grantedTotal: 0 };
 }
 
 export const OutputWindow: MessageFns<OutputWindow> = {
@@ -2611,6 +2613,9 @@ export const OutputWindow: MessageFns<OutputWindow> = {
     }
     if (message.bytes !== 0) {
       writer.uint32(16).uint32(message.bytes);
+    }
+    if (message.grantedTotal !== 0) {
+      writer.uint32(24).uint64(message.grantedTotal);
     }
     return writer;
   },
@@ -2644,6 +2649,14 @@ export const OutputWindow: MessageFns<OutputWindow> = {
             message.bytes = reader.uint32();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.grantedTotal = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2664,6 +2677,11 @@ export const OutputWindow: MessageFns<OutputWindow> = {
         ? globalThis.String(object.task_id)
         : "",
       bytes: isSet(object.bytes) ? globalThis.Number(object.bytes) : 0,
+      grantedTotal: isSet(object.grantedTotal)
+        ? globalThis.Number(object.grantedTotal)
+        : isSet(object.granted_total)
+        ? globalThis.Number(object.granted_total)
+        : 0,
     };
   },
 
@@ -2675,6 +2693,9 @@ export const OutputWindow: MessageFns<OutputWindow> = {
     if (message.bytes !== 0) {
       obj.bytes = Math.round(message.bytes);
     }
+    if (message.grantedTotal !== 0) {
+      obj.grantedTotal = Math.round(message.grantedTotal);
+    }
     return obj;
   },
 
@@ -2685,6 +2706,7 @@ export const OutputWindow: MessageFns<OutputWindow> = {
     const message = createBaseOutputWindow();
     message.taskId = object.taskId ?? "";
     message.bytes = object.bytes ?? 0;
+    message.grantedTotal = object.grantedTotal ?? 0;
     return message;
   },
 };
