@@ -195,30 +195,23 @@ describe("seed 000 compatibility", () => {
     const err = seedClient(["--agent-id", "legacy", "--database", "shop", "--query", "SELEC"]);
     expect(err.message).toMatch(/^error: /);
     // Through our own API and CLI.
-    const q = await runCli([
+    const legacyQuery = (...args: string[]): string[] => [
       ...hub.cli,
       "query",
       "--pool",
       "legacy",
       "--db",
       "shop",
-      "--format",
-      "csv",
-      "SELECT id, name FROM items ORDER BY id",
-    ]);
+      ...args,
+    ];
+    const q = await runCli(legacyQuery("--format", "csv", "SELECT id, name FROM items ORDER BY id"));
     expect(q.stderr).toBe("");
     expect(q.stdout).toBe("id,name\n1,pen\n2,ink 🖋\n");
     // Two slow queries at once: the second goes to the worker the first left free (least loaded), so
     // both workers take work whatever the random tie-breaks of the quick ones above did.
-    const slow = [
-      ...hub.cli,
-      "query",
-      "--pool",
-      "legacy",
-      "--db",
-      "shop",
+    const slow = legacyQuery(
       "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 8000000) SELECT count(*) AS n FROM c",
-    ];
+    );
     const both = await Promise.all([runCli(slow), runCli(slow)]);
     for (const r of both) expect(r.code, r.stderr).toBe(0);
     const tasks = await runCli([...hub.cli, "tasks", "--output", "json", "--limit", "2"]);
