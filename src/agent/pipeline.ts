@@ -261,12 +261,7 @@ export class Pipeline {
     this.notifyIdle();
   }
 
-  /**
-   * The session's stream ended. With `hold` (the link broke; the hub keeps the tasks for its resume
-   * grace) running tasks go on and their events wait in the outbox for the resumed session. Without,
-   * or once the grace passes, running ones are stopped (their process trees killed), queued ones
-   * discarded, queued events dropped.
-   */
+  /** InputWindow for a run: `bytes` more, with what it took and the total granted (which the hub goes by). */
   private pushInputWindow(r: TaskRun, bytes: number): void {
     this.opts.outbox.push({
       body: {
@@ -276,6 +271,12 @@ export class Pipeline {
     });
   }
 
+  /**
+   * The session's stream ended. With `hold` (the link broke; the hub keeps the tasks for its resume
+   * grace) running tasks go on and their events wait in the outbox for the resumed session. Without,
+   * or once the grace passes, running ones are stopped (their process trees killed), queued ones
+   * discarded, queued events dropped.
+   */
   endSession(epoch: number, reason: string, hold = false): void {
     if (this.session?.epoch !== epoch) return;
     const s = this.session;
