@@ -22,6 +22,7 @@ import { cp, mkdir, open, realpath, rename, stat, writeFile } from "node:fs/prom
 import { connect, createServer } from "node:net";
 import { isAbsolute, join, relative, resolve } from "node:path";
 import { Code, SwitchboardError } from "../../common/errors.js";
+import { groupMembers } from "../executors/process-group.js";
 import type { Logger } from "../../common/logger.js";
 
 export type NodeState = "starting" | "running" | "stopping" | "stopped" | "crashed" | "backoff";
@@ -810,18 +811,7 @@ export async function nodeListens(port: number, pgid: number): Promise<boolean> 
   if (inodes.size === 0) return false;
   // Most often the node itself listens: look at its own descriptors before the rest of its group.
   if (holdsSocket(pgid, inodes)) return true;
-  for (const name of readdirSync("/proc")) {
-    const pid = Number(name);
-    if (!Number.isInteger(pid)) continue;
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      const pgrp = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
-      if (pid !== pgid && pgrp === pgid && holdsSocket(pid, inodes)) return true;
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return false;
+  return groupMembers(pgid).some((pid) => pid !== pgid && holdsSocket(pid, inodes));
 }
 
 /** Whether one of the process's descriptors is a socket with one of these inodes. */
