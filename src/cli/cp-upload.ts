@@ -4,7 +4,6 @@
 // once before for its size and digest, which go in the task. With --resume the agent first says from
 // which byte to carry on ({"offset":N}); the part before it is only read for the digest, the rest sent.
 import { createHash, type Hash } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import { basename } from "node:path";
 import {
@@ -27,6 +26,7 @@ import {
   transferFailed,
   type TransferOptions,
 } from "./cp-transfer.js";
+import { fileChunks } from "./file-chunks.js";
 import { formatBytes } from "./progress-line.js";
 
 export interface UploadOptions extends TransferOptions {
@@ -198,22 +198,13 @@ async function openSource(local: string, recursive: boolean, signal: AbortSignal
     resumeKey: uploadResumeKey(await realpath(local), st.size, st.mtimeMs),
     mode: st.mode & 0o777,
     // Only as far as the size stated: a file that grows meanwhile does not overrun the declared size.
-    read: (offset) =>
-      offset >= st.size
-        ? emptySource()
-        : (createReadStream(local, {
-            start: offset,
-            end: st.size - 1,
-            highWaterMark: CHUNK_BYTES,
-          }) as AsyncIterable<Buffer>),
+    read: (offset) => fileChunks(local, offset, st.size, CHUNK_BYTES),
     hashPrefix: async (hash, end) => {
       const n = await hashFile(local, hash, end, signal);
       if (n < end) throw new CliError(`${local} shrank while it was read: ${n} of ${end} bytes`);
     },
   };
 }
-
-async function* emptySource(): AsyncGenerator<Buffer> {}
 
 /** Gathers small pieces (tar headers are 512 bytes) into chunks of about `size`: fewer input messages. */
 async function* coalesce(source: AsyncIterable<Buffer>, size: number): AsyncGenerator<Buffer> {

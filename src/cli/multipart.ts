@@ -1,10 +1,10 @@
 // multipart/form-data bodies for `switchboard http -F`, as curl builds them: `name=value` is a text field,
 // `name=@path` a file part (its base name as filename; `;type=mime` and `;filename=x` after the path).
 import { randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { basename } from "node:path";
 import { usageError } from "./cli-error.js";
+import { fileChunks } from "./file-chunks.js";
 
 export type FormField =
   | { kind: "text"; name: string; value: string }
@@ -81,13 +81,7 @@ export async function multipartBody(
       for (const p of parts) {
         yield p.head;
         if (p.text) yield p.text;
-        else if (p.path !== undefined && p.size > 0) {
-          yield* createReadStream(p.path, {
-            start: 0,
-            end: p.size - 1,
-            highWaterMark: 256 * 1024,
-          }) as AsyncIterable<Buffer>;
-        }
+        else if (p.path !== undefined) yield* fileChunks(p.path, 0, p.size);
         yield crlf;
       }
       yield close;

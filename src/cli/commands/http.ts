@@ -3,7 +3,7 @@
 // response only as fast as this command writes it. A --data-file or -F body is sent as the task's input,
 // read as it goes (any size). Exit 0 whatever the HTTP status, unless --fail.
 import { once } from "node:events";
-import { createReadStream, createWriteStream, type WriteStream } from "node:fs";
+import { createWriteStream, type WriteStream } from "node:fs";
 import { rename, rm, stat } from "node:fs/promises";
 import type { Command } from "commander";
 import {
@@ -23,6 +23,7 @@ import {
   withClient,
   type TargetFlags,
 } from "../client-command.js";
+import { fileChunks } from "../file-chunks.js";
 import { collect, durationFlag, intFlag } from "../flags.js";
 import { multipartBody, parseFormField, type StreamedBody } from "../multipart.js";
 import { onPipeClosed } from "../pipe-closed.js";
@@ -50,8 +51,6 @@ interface HttpFlags extends TargetFlags {
 export const EXIT_HTTP_ERROR = 22;
 /** A -d body travels inside one message to the hub, with room for the rest of the task. */
 const MAX_BODY_BYTES = DEFAULT_MAX_MESSAGE_BYTES - 1024 * 1024;
-/** Pieces of a streamed body sent as input. */
-const BODY_CHUNK_BYTES = 256 * 1024;
 const DEFAULT_MAX_REDIRS = 5;
 
 export function registerHttp(program: Command): void {
@@ -220,14 +219,7 @@ async function fileBody(path: string): Promise<StreamedBody> {
   return {
     contentType: "application/octet-stream",
     length: st.size,
-    read: async function* () {
-      if (st.size === 0) return;
-      yield* createReadStream(path, {
-        start: 0,
-        end: st.size - 1,
-        highWaterMark: BODY_CHUNK_BYTES,
-      }) as AsyncIterable<Buffer>;
-    },
+    read: () => fileChunks(path, 0, st.size),
   };
 }
 
