@@ -303,7 +303,8 @@ class HttpRun implements Execution {
         port: url.port !== "" ? Number(url.port) : undefined,
         path: `${url.pathname}${url.search}`,
         method,
-        headers: contentLength(headers, body),
+        // A streamed body of unknown length (0) goes chunked.
+        headers: body && body.length > 0 ? { ...headers, "content-length": body.length } : headers,
         lookup: this.lookup,
         // One connection per request: a pooled socket would skip the address check of its name.
         agent: false as const,
@@ -471,17 +472,6 @@ export function decodersFor(contentEncoding: string | undefined): Transform[] {
     } else return []; // an encoding we do not know: pass the body on as it came
   }
   return out;
-}
-
-/** The headers with the body's Content-Length: an inline body's, a streamed body's declared one (else chunked). */
-function contentLength(
-  headers: OutgoingHttpHeaders,
-  body: Buffer | InputBody | undefined,
-): OutgoingHttpHeaders {
-  if (body instanceof InputBody) {
-    return body.length > 0 ? { ...headers, "content-length": body.length } : headers;
-  }
-  return body ? { ...headers, "content-length": body.length } : headers;
 }
 
 function without(headers: OutgoingHttpHeaders, drop: (lowerName: string) => boolean): OutgoingHttpHeaders {

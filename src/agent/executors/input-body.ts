@@ -23,9 +23,8 @@ export class InputBody {
   private queue: Buffer[] = [];
   private eof = false;
   private wake: (() => void) | undefined;
-  private used = false;
   /** Bytes written to the request so far. */
-  sent = 0;
+  private sent = 0;
 
   /**
    * grant: opens the client's input window by n bytes. length: the declared length (0: unknown); more
@@ -45,12 +44,11 @@ export class InputBody {
     w?.();
   }
 
-  /** Writes the body to `req` as it arrives and ends it; rejects when the body breaks its declared length. */
+  /**
+   * Writes the body to `req` as it arrives and ends it; rejects when the body breaks its declared length.
+   * Once only: a redirect that needs the body again is refused before a second request (http.ts).
+   */
   async writeTo(req: Writable, signal: AbortSignal): Promise<void> {
-    if (this.used) {
-      throw new InputBodyError(Code.FAILED_PRECONDITION, "the streamed body was sent already");
-    }
-    this.used = true;
     const onAbort = (): void => {
       const w = this.wake;
       this.wake = undefined;

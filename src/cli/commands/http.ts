@@ -167,7 +167,7 @@ Exit code: 0 when the request completed, whatever its status (unless --fail: ${E
           stopSending.abort();
           await sending;
         }
-        if (bodyError) throw new CliError(`sending the request body failed: ${bodyError.message}`);
+        if (bodyError) throw bodyError; // said as a CliError below
         if (!finished) throw new CliError(`the hub ended the stream of task ${taskId} without a result`);
         progress.done();
         if (finished.state !== TaskState.TASK_STATE_SUCCEEDED) return exitCodeOf(finished, taskId);
