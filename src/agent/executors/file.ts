@@ -54,7 +54,8 @@ export class FileExecutor implements Executor {
     const refused = this.roots.check(s.path);
     if (refused) return { code: refused.code, message: refused.message };
     if (s.op === "upload") {
-      if (s.archive === "" && s.sha256 !== "" && !SHA256_HEX.test(s.sha256)) {
+      // Files and trees alike: in the task, or (files) with the end of input.
+      if (s.sha256 !== "" && !SHA256_HEX.test(s.sha256)) {
         return invalid("sha256 must be 64 lower-case hex digits");
       }
       if (s.resumeKey !== "" && (s.archive !== "" || s.sha256 !== "" || !SHA256_HEX.test(s.resumeKey))) {
@@ -64,9 +65,6 @@ export class FileExecutor implements Executor {
       }
       if (s.archive === "" && s.resume && s.sha256 === "" && s.resumeKey === "") {
         return invalid("a resumable upload needs its sha256 in the task, or a resume_key");
-      }
-      if (s.archive === "tar" && s.sha256 !== "" && !SHA256_HEX.test(s.sha256)) {
-        return invalid("sha256 must be 64 lower-case hex digits");
       }
       if (s.mode > 0o7777) return invalid(`mode ${s.mode.toString(8)} is not a set of permission bits`);
       if (s.offset !== 0) return invalid("offset is for downloads; an upload resumes with resume");
