@@ -363,6 +363,11 @@ describe("upload", () => {
     const ex = executor();
     const orphan = start(spec(s), { ex });
     await send(orphan, data.subarray(0, 400_000), 100_000, false);
+    // What the orphan took is on disk before the newer upload asks where to carry on.
+    await waitFor("the orphan's bytes on disk", () => {
+      const tmp = join(root, uploadTempName("taken.bin", sha(data)));
+      return existsSync(tmp) && statSync(tmp).size === 400_000;
+    });
     const next = start(spec({ ...s, resume: true }), { ex, taskId: "task-9" });
     const f = await orphan.done;
     expect(f.state).toBe(TaskState.TASK_STATE_CANCELLED);
