@@ -64,6 +64,14 @@ function pidsMatching(text: string): number[] {
   return out;
 }
 
+function argv0(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[0];
+  } catch {
+    return undefined; // gone
+  }
+}
+
 /**
  * A script that double-forks a setsid'd `sleep 1000` whose argv[0] is `marker` (built by the remote
  * shell, so the CLI's own command line never contains it), prints "ready", then sleeps.
@@ -188,14 +196,15 @@ describe("shell tasks for real operations (as root)", () => {
       const marker = `esc${tag}${agent}`;
       const p = spawnCli([...hub.cli, "exec", "--agent", agent, "--shell", escapeeScript(marker)]);
       await waitFor(`${agent}: the script to start its escapee`, () => p.stdout().includes("ready"), 20_000);
-      const escapees = await waitFor(`${agent}: the escapee to run`, () => {
-        const pids = pidsMatching(marker);
-        return pids.length > 0 ? pids : undefined;
-      });
-      // It really escaped: a session of its own, its parent gone.
-      const stat = readFileSync(`/proc/${escapees[0]}/stat`, "utf8");
+      // The escapee is the `sleep` named after the marker (argv[0]); `setsid` and `bash` carry the marker
+      // in their arguments for an instant before it, with the script's session.
+      const escapee = await waitFor(`${agent}: the escapee to run`, () =>
+        pidsMatching(marker).find((pid) => argv0(pid) === marker),
+      );
+      // It really escaped: a session of its own.
+      const stat = readFileSync(`/proc/${escapee}/stat`, "utf8");
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      expect(Number(fields[3])).toBe(escapees[0]); // session id
+      expect(Number(fields[3])).toBe(escapee); // session id
       p.kill("SIGINT");
       expect(await p.exited).toBe(130);
       await waitFor(
