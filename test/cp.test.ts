@@ -329,6 +329,39 @@ describe("interrupted transfers", () => {
     expect(existsSync(tmp)).toBe(false);
   }, 180_000);
 
+  it("a directory upload whose CLI was killed carries on with --resume: the agent kept the tar stream", async () => {
+    const src = join(local, "killed-tree");
+    mkdirSync(join(src, "sub"), { recursive: true });
+    await makeFile(join(src, "sub/one.bin"), 96 * MiB);
+    await makeFile(join(src, "two.bin"), 64 * MiB);
+    writeFileSync(join(src, "small.txt"), "small\n");
+    const target = join(root, "killed-tree");
+    const spool = (): string | undefined => {
+      const n = readdirSync(root).find((f) => f.startsWith(".killed-tree.sb-upload-") && f.endsWith(".tar"));
+      return n === undefined ? undefined : join(root, n);
+    };
+    const first = spawnCli([...hub.cli, "cp", "-r", "--no-progress", src, `agent:files-1:${target}`]);
+    await waitFor(
+      "part of the tar stream on the agent",
+      () => sizeOf(spool() ?? "") >= 32 * MiB || first.child.exitCode !== null,
+      60_000,
+      5,
+    );
+    first.kill("SIGKILL");
+    await first.exited;
+    expect(existsSync(target)).toBe(false);
+    const kept = sizeOf(spool()!);
+    expect(kept).toBeGreaterThan(0);
+
+    const r = await cp(["-r", "--resume", "--output", "json", src, `agent:files-1:${target}`]);
+    expect(r.code, r.stderr).toBe(0);
+    const at = Number(/resuming at byte (\d+)/.exec(r.stderr)?.[1]);
+    expect(at).toBeGreaterThan(0);
+    expect((JSON.parse(r.stdout) as { resumed_from: number }).resumed_from).toBe(at);
+    expect(describeTree(target)).toEqual(describeTree(src));
+    expect(junk(root).filter((n) => n.startsWith(".killed-tree"))).toEqual([]);
+  }, 180_000);
+
   it("a download whose CLI was killed carries on from the local partial file with --resume", async () => {
     const source = join(root, "killed-down-src.bin");
     expect((await cp([mid.path, `agent:files-1:${source}`])).code).toBe(0);
@@ -361,6 +394,36 @@ describe("interrupted transfers", () => {
     expect(Number(m![1])).toBeGreaterThan(0);
     expect(await sameBytes(mid.path, dest)).toBe(true);
     expect(existsSync(partial)).toBe(false);
+  }, 180_000);
+
+  it("a directory download whose CLI was killed carries on with --resume from the kept tar stream", async () => {
+    const src = join(local, "down-tree-src");
+    mkdirSync(join(src, "deep/er"), { recursive: true });
+    await makeFile(join(src, "deep/er/one.bin"), 96 * MiB);
+    await makeFile(join(src, "two.bin"), 64 * MiB);
+    chmodSync(join(src, "two.bin"), 0o640);
+    symlinkSync("deep/er/one.bin", join(src, "link"));
+    const source = join(root, "down-tree");
+    expect((await cp(["-r", src, `agent:files-1:${source}`])).code).toBe(0);
+    const dest = join(local, "down-tree");
+    const spool = join(local, ".down-tree.sb-download.tar");
+    const first = spawnCli([...hub.cli, "cp", "-r", "--no-progress", `agent:files-1:${source}`, dest]);
+    await waitFor(
+      "part of the tar stream here",
+      () => sizeOf(spool) >= 32 * MiB || first.child.exitCode !== null,
+      60_000,
+      5,
+    );
+    first.kill("SIGKILL");
+    await first.exited;
+    expect(existsSync(dest)).toBe(false);
+    expect(sizeOf(spool)).toBeGreaterThan(0);
+
+    const r = await cp(["-r", "--resume", `agent:files-1:${source}`, dest]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(Number(/resuming at byte (\d+)/.exec(r.stderr)?.[1])).toBeGreaterThan(0);
+    expect(describeTree(dest)).toEqual(describeTree(src));
+    expect(junk(local).filter((n) => n.startsWith(".down-tree"))).toEqual([]);
   }, 180_000);
 
   it("an upload whose connection to the hub was cut fails clearly, then resumes", async () => {

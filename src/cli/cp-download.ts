@@ -2,8 +2,8 @@
 // output and go to a temporary name beside the destination (`.NAME.sb-download` for a file, a temporary
 // directory for a tree), hashed on the way; once the agent's SHA-256 matches, the file gets the agent's
 // mode and takes its real name. Each write is awaited before the next output is read, so the stream is
-// flow-controlled back to the agent's disk. An interrupted file download keeps its temporary file, and
-// --resume asks the agent for the rest from its length.
+// flow-controlled back to the agent's disk. An interrupted download keeps its temporary file (a tree's tar
+// stream too), and --resume asks the agent for the rest from its length.
 import { createHash } from "node:crypto";
 import { createWriteStream, type WriteStream } from "node:fs";
 import { chmod, link, lstat, mkdir, rename, rm, stat, unlink } from "node:fs/promises";
@@ -47,7 +47,7 @@ interface Landing {
 export async function download(client: SwitchboardClient, o: DownloadOptions): Promise<FileResult> {
   const final = await finalPath(o.local, o.remote.path, o.force);
   const hash = createHash("sha256");
-  const landing = o.recursive ? await treeLanding(final, o.force) : await fileLanding(final, o, hash);
+  const landing = o.recursive ? await treeLanding(final, o, hash) : await fileLanding(final, o, hash);
   if (o.signal.aborted) {
     await landing.discard(landing.offset > 0);
     checkNotInterrupted(o.signal);
@@ -70,7 +70,7 @@ export async function download(client: SwitchboardClient, o: DownloadOptions): P
   let finished: Finished | undefined;
   let received = 0;
   let committed = false;
-  const kept = (): boolean => !o.recursive && landing.offset + received > 0;
+  const kept = (): boolean => landing.offset + received > 0;
   try {
     try {
       for await (const ev of client.run(req, { onTaskId: (id) => (taskId = id) })) {
@@ -98,7 +98,9 @@ export async function download(client: SwitchboardClient, o: DownloadOptions): P
       throw new CliError(
         `SHA-256 mismatch for ${o.remote.path}: agent ${o.remote.shown} sent ${result.bytes} bytes with ` +
           `${result.sha256}, ${landing.offset + received} bytes with ${digest} arrived` +
-          (landing.offset > 0 ? " (the file may have changed since the interrupted copy)" : "") +
+          (landing.offset > 0
+            ? ` (the ${o.recursive ? "directory" : "file"} may have changed since the interrupted copy)`
+            : "") +
           `; nothing was written to ${final} (DATA_LOSS)`,
       );
     }
@@ -128,55 +130,36 @@ async function fileLanding(
   hash: ReturnType<typeof createHash>,
 ): Promise<Landing> {
   const tmp = join(dirname(final), downloadTempName(basename(final)));
-  let offset = 0;
-  if (o.resume) {
-    const st = await lstat(tmp).catch(() => undefined);
-    if (st?.isFile() && st.size > 0) {
-      offset = await hashFile(tmp, hash, st.size, o.signal);
-      process.stderr.write(`switchboard: resuming at byte ${offset} (${formatBytes(offset)} already here)\n`);
-    }
-  }
-  // A few MiB of writes may be in flight, so that the disk works while the next chunks arrive.
-  const out: WriteStream = createWriteStream(tmp, {
-    flags: offset > 0 ? "r+" : "w",
-    start: offset,
-    mode: 0o600,
-    highWaterMark: WRITE_AHEAD_BYTES,
-  });
-  let failure: Error | undefined;
-  out.on("error", (e) => (failure ??= e));
-  await Promise.race([once(out, "open"), once(out, "error")]).catch(() => undefined);
-  const check = (): void => {
-    if (failure) throw new CliError(`writing ${tmp} failed: ${failure.message}`);
-  };
-  check();
-  const close = (): Promise<void> =>
-    new Promise((resolve) => {
-      if (out.closed) resolve();
-      else out.end(() => resolve());
-    });
+  const offset = o.resume ? await resumeFrom(tmp, hash, o.signal) : 0;
+  const out = await spoolWriter(tmp, offset);
   return {
     offset,
-    async write(data) {
-      check();
-      if (!out.write(data)) await drainedOrClosed(out);
-      check();
-    },
+    write: (data) => out.write(data),
     async commit(result) {
-      await close();
-      check();
+      await out.close();
       await chmod(tmp, result.mode & 0o777);
       await place(tmp, final, o.force);
     },
     async discard(keep) {
-      await close();
+      await out.close().catch(() => undefined);
       if (!keep) await rm(tmp, { force: true });
     },
   };
 }
 
-async function treeLanding(final: string, force: boolean): Promise<Landing> {
-  const tmp = join(dirname(final), `.${basename(final)}.sb-download-${process.pid}`);
+/**
+ * A tree's tar stream is unpacked as it arrives (a refused entry stops the copy at once) and also kept in
+ * `.NAME.sb-download.tar` until the tree is placed, so that --resume can carry on: the kept part is
+ * unpacked again first, then the agent sends the rest.
+ */
+async function treeLanding(
+  final: string,
+  o: DownloadOptions,
+  hash: ReturnType<typeof createHash>,
+): Promise<Landing> {
+  const spoolPath = join(dirname(final), `${downloadTempName(basename(final))}.tar`);
+  // A stable name: what a killed attempt unpacked is cleared by the next one.
+  const tmp = join(dirname(final), `${downloadTempName(basename(final))}.d`);
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { mode: 0o700 });
   const unpacker = new TreeUnpacker(tmp);
@@ -187,17 +170,38 @@ async function treeLanding(final: string, force: boolean): Promise<Landing> {
       throw new CliError(`the directory from the agent was refused: ${e.message}`);
     throw e;
   };
+  const unpack = async (data: Buffer): Promise<void> => {
+    if (!unpacker.write(data)) await unpacker.drained();
+    // A refused entry stops the copy now, not at its end.
+    if (refusal !== undefined) failed(refusal);
+  };
+  const clear = async (keepSpool: boolean): Promise<void> => {
+    unpacker.abort(new Error("the copy stopped"));
+    await unpacker.done.catch(() => undefined);
+    await rm(tmp, { recursive: true, force: true });
+    // A stream the unpacker refused is not worth resuming.
+    if (!keepSpool || refusal !== undefined) await rm(spoolPath, { force: true });
+  };
+  let offset = 0;
+  let out: SpoolWriter;
+  try {
+    if (o.resume) offset = await resumeFrom(spoolPath, hash, o.signal, unpack);
+    out = await spoolWriter(spoolPath, offset);
+  } catch (e) {
+    await clear(true);
+    throw e;
+  }
   return {
-    offset: 0,
+    offset,
     async write(data) {
-      if (!unpacker.write(data)) await unpacker.drained();
-      // A refused entry stops the copy now, not at its end.
-      if (refusal !== undefined) failed(refusal);
+      await out.write(data);
+      await unpack(data);
     },
     async commit() {
+      await out.close();
       unpacker.end();
       await unpacker.done.catch(failed);
-      if (force && (await lstat(final).catch(() => undefined))) {
+      if (o.force && (await lstat(final).catch(() => undefined))) {
         const aside = join(dirname(final), `.${basename(final)}.sb-replaced-${process.pid}`);
         await rename(final, aside);
         await rename(tmp, final);
@@ -205,11 +209,62 @@ async function treeLanding(final: string, force: boolean): Promise<Landing> {
       } else {
         await place(tmp, final, false);
       }
+      await rm(spoolPath, { force: true });
     },
-    async discard() {
-      unpacker.abort(new Error("the copy stopped"));
-      await unpacker.done.catch(() => undefined);
-      await rm(tmp, { recursive: true, force: true });
+    async discard(keep) {
+      await out.close().catch(() => undefined);
+      await clear(keep);
+    },
+  };
+}
+
+/** The length of a kept partial (hashed, and handed to `also`), announced on stderr; 0 when there is none. */
+async function resumeFrom(
+  path: string,
+  hash: ReturnType<typeof createHash>,
+  signal: AbortSignal,
+  also?: (piece: Buffer) => Promise<void>,
+): Promise<number> {
+  const st = await lstat(path).catch(() => undefined);
+  if (!st?.isFile() || st.size === 0) return 0;
+  const offset = await hashFile(path, hash, st.size, signal, also);
+  process.stderr.write(`switchboard: resuming at byte ${offset} (${formatBytes(offset)} already here)\n`);
+  return offset;
+}
+
+interface SpoolWriter {
+  write(data: Buffer): Promise<void>;
+  /** Ends the file; throws a write that failed. */
+  close(): Promise<void>;
+}
+
+/** Writes to `path` from `offset` (truncating it at 0), a few MiB in flight so that the disk works meanwhile. */
+async function spoolWriter(path: string, offset: number): Promise<SpoolWriter> {
+  const out: WriteStream = createWriteStream(path, {
+    flags: offset > 0 ? "r+" : "w",
+    start: offset,
+    mode: 0o600,
+    highWaterMark: WRITE_AHEAD_BYTES,
+  });
+  let failure: Error | undefined;
+  out.on("error", (e) => (failure ??= e));
+  await Promise.race([once(out, "open"), once(out, "error")]).catch(() => undefined);
+  const check = (): void => {
+    if (failure) throw new CliError(`writing ${path} failed: ${failure.message}`);
+  };
+  check();
+  return {
+    async write(data) {
+      check();
+      if (!out.write(data)) await drainedOrClosed(out);
+      check();
+    },
+    async close() {
+      await new Promise<void>((resolve) => {
+        if (out.closed) resolve();
+        else out.end(() => resolve());
+      });
+      check();
     },
   };
 }

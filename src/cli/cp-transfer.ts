@@ -26,23 +26,30 @@ export const CHUNK_BYTES = 256 * 1024;
 
 /**
  * Feeds the first `end` bytes of a local file (all of it when undefined) into `hash`, through one reused
- * buffer: a read pass over a large file allocates nothing per chunk.
+ * buffer: a read pass over a large file allocates nothing per chunk. With `also`, each piece is handed to it
+ * too (awaited), in a buffer of its own.
  */
 export async function hashFile(
   path: string,
   hash: Hash,
   end = Infinity,
   signal?: AbortSignal,
+  also?: (piece: Buffer) => Promise<void>,
 ): Promise<number> {
   const fh = await open(path, "r");
   try {
-    const buf = Buffer.allocUnsafe(1024 * 1024);
+    let buf = Buffer.allocUnsafe(1024 * 1024);
     let pos = 0;
     while (pos < end) {
       if (signal?.aborted) throw new CliError("the copy was interrupted before it started", EXIT.interrupted);
       const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - pos), pos);
       if (bytesRead === 0) break;
-      hash.update(buf.subarray(0, bytesRead));
+      const piece = buf.subarray(0, bytesRead);
+      hash.update(piece);
+      if (also) {
+        await also(piece);
+        buf = Buffer.allocUnsafe(buf.length); // `also` may keep the piece
+      }
       pos += bytesRead;
     }
     return pos;

@@ -2,7 +2,8 @@
 // 256 KiB chunks (each write awaited, so only a few chunks are ever in memory), and its SHA-256 goes with
 // the end of input for the agent to check before it places the file. A directory's tar stream is read
 // once before for its size and digest, which go in the task. With --resume the agent first says from
-// which byte to carry on ({"offset":N}); the part before it is only read for the digest, the rest sent.
+// which byte to carry on ({"offset":N}); the part before it is only read for the digest (a tree's is
+// packed again and skipped), the rest sent.
 import { createHash, type Hash } from "node:crypto";
 import { realpath, stat } from "node:fs/promises";
 import { basename } from "node:path";
@@ -118,7 +119,7 @@ export async function upload(client: SwitchboardClient, o: UploadOptions): Promi
       if (!ended) input.close();
     }
   };
-  const kept = (): boolean => source.kind === "file" && offset + sent > 0;
+  const kept = (): boolean => offset + sent > 0;
   try {
     for await (const ev of client.run(req, { onTaskId: (id) => (taskId = id) })) {
       const e = ev.event;
@@ -186,7 +187,8 @@ async function openSource(local: string, recursive: boolean, signal: AbortSignal
       sha256: h.digest("hex"),
       resumeKey: "",
       mode: st.mode & 0o7777,
-      read: () => coalesce(packTree(local), CHUNK_BYTES),
+      // The same tree packs to the same bytes (its digest says so): a resume skips what the agent has.
+      read: (offset) => skipBytes(coalesce(packTree(local), CHUNK_BYTES), offset),
       hashPrefix: () => Promise.resolve(),
     };
   }
@@ -204,6 +206,18 @@ async function openSource(local: string, recursive: boolean, signal: AbortSignal
       if (n < end) throw new CliError(`${local} shrank while it was read: ${n} of ${end} bytes`);
     },
   };
+}
+
+async function* skipBytes(source: AsyncIterable<Buffer>, n: number): AsyncGenerator<Buffer> {
+  let skip = n;
+  for await (const piece of source) {
+    if (skip >= piece.length) {
+      skip -= piece.length;
+      continue;
+    }
+    yield skip > 0 ? piece.subarray(skip) : piece;
+    skip = 0;
+  }
 }
 
 /** Gathers small pieces (tar headers are 512 bytes) into chunks of about `size`: fewer input messages. */

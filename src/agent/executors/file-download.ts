@@ -1,4 +1,4 @@
-// A download: the file from `offset` on (or a tar of the directory) as the task's stdout, read from disk
+// A download: the file (or a tar of the directory) from `offset` on as the task's stdout, read from disk
 // only while the output window is open, so a file of any size passes in bounded memory. The SHA-256 in the
 // result covers the whole file: after an offset the skipped part is read and hashed first, so a client
 // that resumed can check the file it assembled.
@@ -53,9 +53,6 @@ export class FileDownload extends FileRun implements Execution {
           Code.FAILED_PRECONDITION,
           `${this.spec.path} is a directory ${on}: copy it as a tar (cp -r; archive "tar")`,
         );
-      }
-      if (this.spec.offset > 0) {
-        throw new FileTaskError(Code.INVALID_ARGUMENT, "offset applies to files, not to directories");
       }
       return this.sendTree(real, st.mode);
     }
@@ -132,11 +129,18 @@ export class FileDownload extends FileRun implements Execution {
     }
   }
 
+  /**
+   * The tree's tar stream. With an offset (a resumed download) the stream is packed again from the start,
+   * its first `offset` bytes hashed but not sent: an unchanged tree packs to the same bytes, and a changed
+   * one shows in the digest, which covers the whole stream.
+   */
   private async sendTree(real: string, mode: number): Promise<FileResult> {
     this.ctx.started(0);
-    this.move("sending");
+    const offset = this.spec.offset;
+    this.move(offset > 0 ? "hashing" : "sending");
     const hash = createHash("sha256");
     let bytes = 0;
+    let skip = offset;
     // Tar headers come as 512-byte pieces: gathered into chunks so that they do not each cost a message.
     let pending: Buffer[] = [];
     let pendingBytes = 0;
@@ -147,14 +151,30 @@ export class FileDownload extends FileRun implements Execution {
       pendingBytes = 0;
       await this.writeOut(data);
     };
-    for await (const piece of packTree(real)) {
+    for await (const whole of packTree(real)) {
       this.checkStopped();
-      hash.update(piece);
-      bytes += piece.length;
+      hash.update(whole);
+      bytes += whole.length;
+      let piece = whole;
+      if (skip > 0) {
+        const n = Math.min(skip, piece.length);
+        skip -= n;
+        if (n === piece.length) continue;
+        piece = piece.subarray(n);
+        this.move("sending");
+      }
       pending.push(piece);
       pendingBytes += piece.length;
       if (pendingBytes >= this.deps.chunkBytes) await flush();
     }
+    if (skip > 0) {
+      throw new FileTaskError(
+        Code.OUT_OF_RANGE,
+        `offset ${offset} is past the end of the tar stream of ${this.spec.path} (${bytes} bytes) on agent ` +
+          `${this.agentId}: the directory changed since the interrupted copy`,
+      );
+    }
+    this.move("sending");
     await flush();
     return { sha256: hash.digest("hex"), bytes, mode: mode & 0o7777, type: "dir", path: real };
   }

@@ -270,50 +270,107 @@ export class FileUpload extends FileRun implements Execution {
     await unlink(tmp);
   }
 
+  /**
+   * A tree's tar stream is unpacked as it arrives and also kept, in `<tmp>.tar`, until the tree is placed:
+   * an interrupted upload resumes (cp -r --resume) from the end of that file, unpacking the kept part
+   * again first. The stream's digest is in the task, so the kept file belongs to this content only.
+   */
   private async receiveTree(place: PlacedPath, tmp: string): Promise<FileResult> {
-    // Directories are not resumed: what an earlier attempt unpacked is cleared.
+    const spool = `${tmp}.tar`;
     await rm(tmp, { recursive: true, force: true });
     await mkdir(tmp, { mode: 0o700 });
     const unpacker = new TreeUnpacker(tmp);
     let placed = false;
+    // Kept for a resume only when it can be found again: named by the digest in the task.
+    let keepSpool = this.spec.sha256 !== "";
+    let fh: FileHandle | undefined;
     try {
+      let offset = 0;
+      const old = await lstat(spool).catch(() => undefined);
+      if (this.spec.resume && old?.isFile() && old.size <= this.spec.size) {
+        fh = await open(spool, constants.O_RDWR | constants.O_NOFOLLOW);
+        offset = old.size;
+      } else {
+        if (old) await rm(spool, { force: true, recursive: true });
+        fh = await open(
+          spool,
+          constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
+          0o600,
+        );
+      }
       this.ctx.started(0);
-      if (this.spec.resume) await this.writeOut(offsetLine(0));
       // A refusal from the unpacker ends the upload at once, not at the end of input.
       unpacker.done.catch((e: unknown) => {
         this.failure ??= this.describe(e);
         this.wakeUp();
       });
+      const unpack = async (chunks: readonly Buffer[]): Promise<void> => {
+        for (const c of chunks) if (!unpacker.write(c)) await unpacker.drained();
+      };
+      if (offset > 0) {
+        this.move("resuming");
+        await this.hashPrefix(fh, offset, (chunk) => unpack([chunk]));
+        this.checkFailed();
+      }
+      if (this.spec.resume) await this.writeOut(offsetLine(offset));
+      this.received = offset;
+      const file = fh;
+      let pos = offset;
       await this.receive({
-        write: async (chunks) => {
-          for (const c of chunks) if (!unpacker.write(c)) await unpacker.drained();
+        write: async (chunks, bytes) => {
+          const { bytesWritten } = await file.writev(chunks, pos);
+          if (bytesWritten !== bytes) throw new Error(`short write: ${bytesWritten} of ${bytes} bytes`);
+          pos += bytes;
+          await unpack(chunks);
         },
       });
       this.move("verifying");
+      // Without a digest in the task (an SDK may leave it out) there is nothing to check the stream against.
+      const declared = this.spec.sha256 !== "";
+      if (declared && this.received !== this.spec.size) {
+        throw new FileTaskError(
+          Code.DATA_LOSS,
+          `the tar stream for ${this.spec.path} ended after ${this.received} of ${this.spec.size} bytes; ` +
+            `what arrived is kept for a resumed upload (cp -r --resume)`,
+        );
+      }
       unpacker.end();
       await unpacker.done;
       const digest = this.hash.digest("hex");
-      if (this.spec.sha256 !== "") {
-        if (this.received !== this.spec.size || digest !== this.spec.sha256) {
-          throw new FileTaskError(
-            Code.DATA_LOSS,
-            `the tar stream for ${this.spec.path} does not match what the client declared ` +
-              `(${this.spec.size} bytes, SHA-256 ${this.spec.sha256}); agent ${this.agentId} received ` +
-              `${this.received} bytes, SHA-256 ${digest}; the upload was discarded`,
-          );
-        }
+      if (declared && digest !== this.spec.sha256) {
+        keepSpool = false;
+        throw new FileTaskError(
+          Code.DATA_LOSS,
+          `the tar stream for ${this.spec.path} does not match what the client declared ` +
+            `(${this.spec.size} bytes, SHA-256 ${this.spec.sha256}); agent ${this.agentId} received ` +
+            `${this.received} bytes, SHA-256 ${digest}; the upload was discarded`,
+        );
       }
       this.move("placing");
       await this.placeTree(tmp, place);
       placed = true;
       const st = await stat(place.path);
-      return { sha256: digest, bytes: this.received, mode: st.mode & 0o7777, type: "dir", path: place.path };
+      return {
+        sha256: digest,
+        bytes: this.received,
+        mode: st.mode & 0o7777,
+        type: "dir",
+        path: place.path,
+        resumed_from: offset,
+      };
+    } catch (e) {
+      // A stream the unpacker refused (or one without its digest) is not worth resuming.
+      const f = this.describe(e);
+      if (f.code === Code.INVALID_ARGUMENT || f.code === Code.PERMISSION_DENIED) keepSpool = false;
+      throw e;
     } finally {
+      await fh?.close().catch(() => undefined);
       if (!placed) {
         unpacker.abort(new Error("the upload ended"));
         await unpacker.done.catch(() => undefined);
         await rm(tmp, { recursive: true, force: true });
       }
+      if (placed || !keepSpool) await rm(spool, { force: true });
     }
   }
 
@@ -381,9 +438,7 @@ export class FileUpload extends FileRun implements Execution {
         this.failure ??= new FileTaskError(
           Code.DEADLINE_EXCEEDED,
           `no upload bytes arrived for ${this.deps.idleTimeoutMs / 1000} s ([files] idle_timeout_secs on agent ${this.agentId}); ` +
-            (this.isTree
-              ? "the upload was discarded"
-              : `the ${this.received} bytes received are kept for a resumed upload`),
+            `the ${this.received} bytes received are kept for a resumed upload`,
         );
         this.wakeUp();
       }, this.deps.idleTimeoutMs);
@@ -394,15 +449,24 @@ export class FileUpload extends FileRun implements Execution {
     });
   }
 
-  private async hashPrefix(fh: FileHandle, end: number): Promise<void> {
-    const buf = Buffer.allocUnsafe(1024 * 1024);
+  /** Hashes the kept first `end` bytes of a resumed upload, handing each piece to `also` (a tree's unpacker). */
+  private async hashPrefix(
+    fh: FileHandle,
+    end: number,
+    also?: (chunk: Buffer) => Promise<void>,
+  ): Promise<void> {
     let pos = 0;
     while (pos < end) {
       this.checkStopped();
-      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - pos), pos);
+      this.checkFailed();
+      // A fresh buffer per read when the piece is handed on: the unpacker may keep it.
+      const buf = Buffer.allocUnsafe(Math.min(1024 * 1024, end - pos));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
       if (bytesRead === 0)
         throw new FileTaskError(Code.ABORTED, "the partial upload shrank while it was read");
-      this.hash.update(buf.subarray(0, bytesRead));
+      const piece = buf.subarray(0, bytesRead);
+      this.hash.update(piece);
+      if (also) await also(piece);
       pos += bytesRead;
     }
   }

@@ -226,6 +226,21 @@ describe("download", () => {
     await u.done;
     expect(readFileSync(join(into, "a/b/f.bin")).equals(pattern(70_000, 3))).toBe(true);
     expect(statSync(join(into, "a/b/f.bin")).mode & 0o777).toBe(0o600);
+
+    // From an offset (a resumed download): the rest of the same stream, the digest of all of it.
+    const whole = h.stdout();
+    const rest = start(spec({ op: "download", path: dir, archive: "tar", offset: 30_000 }), {
+      taskId: "t-2",
+    });
+    expect((await rest.result()).sha256).toBe(sha(whole));
+    expect(rest.stdout().equals(whole.subarray(30_000))).toBe(true);
+    // Past the end of the stream: the directory changed since.
+    const past = start(spec({ op: "download", path: dir, archive: "tar", offset: whole.length + 1 }), {
+      taskId: "t-3",
+    });
+    const f = await failure(past);
+    expect(f.code).toBe(Code.OUT_OF_RANGE);
+    expect(f.message).toMatch(/past the end of the tar stream .*changed since the interrupted copy/);
   });
 });
 
@@ -424,6 +439,38 @@ describe("upload", () => {
     expect(readFileSync(join(target, "d/e/f")).equals(pattern(200_000, 12))).toBe(true);
     expect(statSync(join(target, "d/e/f")).mode & 0o777).toBe(0o604);
     expect(readFileSync(join(target, "d/link")).length).toBe(200_000);
+    expect(readdirSync(root).filter((n) => n.startsWith(".uptree"))).toEqual([]);
+  });
+
+  it("a stopped directory upload keeps its tar stream; a resumed one unpacks it again and carries on", async () => {
+    const src = join(base, "resumesrc");
+    mkdirSync(join(src, "x"), { recursive: true });
+    writeFileSync(join(src, "x/a.bin"), pattern(900_000, 5));
+    writeFileSync(join(src, "b.bin"), pattern(800_000, 6), { mode: 0o640 });
+    const parts: Buffer[] = [];
+    for await (const b of packTree(src)) parts.push(b);
+    const archive = Buffer.concat(parts);
+    const target = join(root, "resumed-tree");
+    const s = { op: "upload", path: target, archive: "tar", size: archive.length, sha256: sha(archive) };
+    const spool = join(root, `${uploadTempName("resumed-tree", sha(archive))}.tar`);
+    const first = start(spec(s));
+    await send(first, archive.subarray(0, 1_000_000), 100_000, false);
+    await waitFor("the stream on disk", () => existsSync(spool) && statSync(spool).size === 1_000_000);
+    first.execution.stop({ cause: "cancelled", reason: "cancelled by the test" });
+    expect((await first.done).state).toBe(TaskState.TASK_STATE_CANCELLED);
+    expect(existsSync(target)).toBe(false);
+    expect(statSync(spool).size).toBe(1_000_000);
+
+    const second = start(spec({ ...s, resume: true }), { taskId: "task-2" });
+    await waitFor("the offset line", () => second.stdout().includes("\n"));
+    expect(JSON.parse(second.stdout().toString())).toEqual({ offset: 1_000_000 });
+    await send(second, archive.subarray(1_000_000));
+    const r = await second.result();
+    expect(r).toMatchObject({ type: "dir", resumed_from: 1_000_000, sha256: sha(archive) });
+    expect(readFileSync(join(target, "x/a.bin")).equals(pattern(900_000, 5))).toBe(true);
+    expect(readFileSync(join(target, "b.bin")).equals(pattern(800_000, 6))).toBe(true);
+    expect(statSync(join(target, "b.bin")).mode & 0o777).toBe(0o640);
+    expect(readdirSync(root).filter((n) => n.startsWith(".resumed-tree"))).toEqual([]);
   });
 
   it("a hostile tar is refused with PERMISSION_DENIED and leaves nothing behind", async () => {

@@ -63,8 +63,12 @@ export class FileExecutor implements Executor {
           "resume_key names a file upload whose sha256 comes with the end of input: 64 lower-case hex digits",
         );
       }
-      if (s.archive === "" && s.resume && s.sha256 === "" && s.resumeKey === "") {
-        return invalid("a resumable upload needs its sha256 in the task, or a resume_key");
+      if (s.resume && s.sha256 === "" && (s.archive !== "" || s.resumeKey === "")) {
+        return invalid(
+          s.archive !== ""
+            ? "a resumable tree upload needs the tar stream's sha256 in the task"
+            : "a resumable upload needs its sha256 in the task, or a resume_key",
+        );
       }
       if (s.mode > 0o7777) return invalid(`mode ${s.mode.toString(8)} is not a set of permission bits`);
       if (s.offset !== 0) return invalid("offset is for downloads; an upload resumes with resume");

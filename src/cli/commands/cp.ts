@@ -54,7 +54,7 @@ export function registerCp(program: Command): void {
     .argument("<destination>", "a local path, or agent:ID:/path or pool:NAME:/path")
     .option("-r, --recursive", "copy a directory (as a tar stream)")
     .option("-f, --force", "replace the destination if it exists")
-    .option("--resume", "carry on from where an interrupted copy of the same file stopped")
+    .option("--resume", "carry on from where an interrupted copy of the same source stopped")
     .option("--timeout <duration>", "give up after this long, queueing included (e.g. 10m)")
     .option("--wait", "queue even when no agent of the target is connected (until --timeout)")
     .option("--output <format>", "text (quiet) or json: the result (sha256, bytes, mode, path)", "text")
@@ -73,8 +73,9 @@ Examples:
   switchboard cp --resume big.iso agent:edge-7:/srv/data/big.iso   # after an interrupted copy
 
 Both ends compute the SHA-256 and compare it; the destination appears only once it is complete
-(a temporary name beside it until then). An interrupted copy of a file keeps what arrived: run the
-same command with --resume to carry on. Directories start over.
+(a temporary name beside it until then). An interrupted copy keeps what arrived: run the same
+command with --resume to carry on. Directories too: the receiving end keeps the tar stream until the
+tree is placed, and the sender packs the unchanged tree again, skipping what arrived.
 
 Exit code: 0 copied; 1 failed (the reason is on stderr); 124 timed out; 130 interrupted (Ctrl-C);
 2 on bad usage.`,
