@@ -1,10 +1,9 @@
-// Serializers for the hot gRPC methods. The generated ones encode into a fresh, growing writer
-// (zero-filled on each growth), slice the result, then copy it again into a Buffer: for a 1 MiB
-// output chunk that is five copies and as much garbage. These reuse one writer per message type
-// (encoding is synchronous, so it is never shared by two calls at once) and hand grpc-js a view
-// of the encoded bytes, which grpc-js copies once more into its frame.
+// Serializers for the hot gRPC methods. The generated ones encode into a growing writer that shifts a
+// nested message's bytes to fit each length prefix, then copy the result out: for a 1 MiB output chunk
+// inside an event inside a response, five copies and as much garbage. These encode with ExactWriter (each
+// length known before its message, the data copied once) into a buffer of exactly the message's size.
+// grpc-js copies that once more into its frame.
 import { makeGenericClientConstructor, type ChannelCredentials, type ClientOptions } from "@grpc/grpc-js";
-import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import {
   AgentMessage,
   AgentServiceService,
@@ -19,28 +18,39 @@ import {
   type ClientServiceClient,
 } from "../gen/switchboard/v1/client.js";
 import { TaskEvent, TaskInput, TaskResult } from "../gen/switchboard/v1/task.js";
+import { ExactWriter, type Encodes } from "./exact-writer.js";
 
-interface Encodes<T> {
-  encode(message: T, writer?: BinaryWriter): BinaryWriter;
+/** Past this, a reused buffer is not kept after use, so that one huge message does not stay resident. */
+const KEEP_SCRATCH_BYTES = 4 * 1024 * 1024;
+
+/** For requests (client to server): a buffer per message, since grpc-js may hold it (retries, flow control). */
+export function serializer<T>(type: Encodes<T>): (value: T) => Buffer {
+  const writer = new ExactWriter();
+  return (value: T): Buffer => writer.encode(type, value, (size) => Buffer.allocUnsafe(size));
 }
 
-/** Past this, the reused writer is dropped after use so one huge message does not stay resident. */
-const KEEP_WRITER_BYTES = 4 * 1024 * 1024;
-
-export function serializer<T>(type: Encodes<T>): (value: T) => Buffer {
-  let writer = new BinaryWriter();
-  return (value: T): Buffer => {
-    const bytes = type.encode(value, writer).finish();
-    if (bytes.byteLength > KEEP_WRITER_BYTES) writer = new BinaryWriter();
-    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  };
+/**
+ * For responses (server to client): one buffer reused for every message. A grpc-js server copies the
+ * serialized message into its frame before serialize returns (server-interceptors' serializeMessage), so
+ * the buffer is free again at once; a client does not, which is why requests use `serializer`.
+ */
+export function responseSerializer<T>(type: Encodes<T>): (value: T) => Buffer {
+  const writer = new ExactWriter();
+  let scratch = Buffer.alloc(0);
+  return (value: T): Buffer =>
+    writer.encode(type, value, (size) => {
+      if (size <= scratch.length) return scratch;
+      if (size > KEEP_SCRATCH_BYTES) return Buffer.allocUnsafeSlow(size);
+      scratch = Buffer.allocUnsafeSlow(Math.max(size, 64 * 1024));
+      return scratch;
+    });
 }
 
 export const agentServiceDefinition = {
   connect: {
     ...AgentServiceService.connect,
     requestSerialize: serializer(AgentMessage),
-    responseSerialize: serializer(HubMessage),
+    responseSerialize: responseSerializer(HubMessage),
   },
 } as const;
 
@@ -49,14 +59,14 @@ export const clientServiceDefinition = {
   execute: {
     ...ClientServiceService.execute,
     requestSerialize: serializer(SubmitRequest),
-    responseSerialize: serializer(TaskResult),
+    responseSerialize: responseSerializer(TaskResult),
   },
-  run: { ...ClientServiceService.run, responseSerialize: serializer(TaskEvent) },
-  watch: { ...ClientServiceService.watch, responseSerialize: serializer(TaskEvent) },
+  run: { ...ClientServiceService.run, responseSerialize: responseSerializer(TaskEvent) },
+  watch: { ...ClientServiceService.watch, responseSerialize: responseSerializer(TaskEvent) },
   session: {
     ...ClientServiceService.session,
     requestSerialize: serializer(SessionRequest),
-    responseSerialize: serializer(SessionResponse),
+    responseSerialize: responseSerializer(SessionResponse),
   },
   input: { ...ClientServiceService.input, requestSerialize: serializer(TaskInput) },
 } as const;
