@@ -362,6 +362,31 @@ describe("interrupted transfers", () => {
     expect(junk(root).filter((n) => n.startsWith(".killed-tree"))).toEqual([]);
   }, 180_000);
 
+  it("an agent removes what an interrupted upload kept once nobody resumed it within partial_ttl_secs", async () => {
+    const ttlRoot = join(work, "ttl-root");
+    mkdirSync(ttlRoot);
+    const config = join(work, "ttl-agent.toml");
+    writeFileSync(config, `[files]\nroots = [${JSON.stringify(ttlRoot)}]\npartial_ttl_secs = 3\n`);
+    await startAgent(hub, {
+      agentId: "files-ttl",
+      pool: "files-ttl",
+      shell: false,
+      args: ["--config", config],
+    });
+    const target = join(ttlRoot, "abandoned.bin");
+    const tmp = join(ttlRoot, uploadTempName("abandoned.bin", resumeKeyOf(mid.path)));
+    const first = spawnCli([...hub.cli, "cp", "--no-progress", mid.path, `agent:files-ttl:${target}`]);
+    await waitFor("part of the upload on the agent", () => sizeOf(tmp) >= 16 * MiB, 60_000, 5);
+    first.kill("SIGKILL");
+    await first.exited;
+    // Kept for a resume at first (the sweep runs every 0.75 s; the partial is younger than 3 s) ...
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(existsSync(tmp)).toBe(true);
+    // ... then removed, having been left alone longer than the time to live.
+    await waitFor("the abandoned partial to be removed", () => !existsSync(tmp), 15_000);
+    expect(readdirSync(ttlRoot)).toEqual([]);
+  }, 120_000);
+
   it("a download whose CLI was killed carries on from the local partial file with --resume", async () => {
     const source = join(root, "killed-down-src.bin");
     expect((await cp([mid.path, `agent:files-1:${source}`])).code).toBe(0);

@@ -117,6 +117,16 @@ export async function createAgent(
   const confinement = config.shell.enabled
     ? await Confinement.open(config.shell.limits, cfg.agentId, log)
     : undefined;
+  const files = new FileExecutor({
+    agentId: cfg.agentId,
+    roots: config.files.roots,
+    idleTimeoutMs: config.files.idleTimeoutMs,
+    maxChunkBytes: config.shell.maxChunkBytes,
+    partialTtlMs: config.files.partialTtlMs,
+    partialsFile: join(cfg.dataDir, "partial-uploads.json"),
+    logger: log.child({ component: "files" }),
+  });
+  await files.startSweeping();
   const p = new Pipeline({
     agentId: cfg.agentId,
     poolSize: cfg.poolSize,
@@ -149,12 +159,7 @@ export async function createAgent(
         maxRedirects: config.http.maxRedirects,
         maxChunkBytes: config.shell.maxChunkBytes,
       }),
-      new FileExecutor({
-        agentId: cfg.agentId,
-        roots: config.files.roots,
-        idleTimeoutMs: config.files.idleTimeoutMs,
-        maxChunkBytes: config.shell.maxChunkBytes,
-      }),
+      files,
     ],
     stats,
     logger: log,
@@ -361,6 +366,7 @@ export async function createAgent(
     await nodes.close();
     confinement?.close();
     await datasources.close();
+    await files.stopSweeping();
     outbox.close();
     heartbeater.stop();
     reporter.stop();

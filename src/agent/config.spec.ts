@@ -184,12 +184,23 @@ describe("loadAgentConfig", () => {
     );
   });
 
-  it("reads [files]: roots made absolute and normalized, the idle timeout; off by default", () => {
-    expect(load({ flags: { token: "t" } }).files).toEqual({ roots: [], idleTimeoutMs: 60_000 });
+  it("reads [files]: roots made absolute and normalized, the idle timeout, the partials' time to live; off by default", () => {
+    expect(load({ flags: { token: "t" } }).files).toEqual({
+      roots: [],
+      idleTimeoutMs: 60_000,
+      partialTtlMs: 7 * 86_400_000,
+    });
     const path = file(
-      '[agent]\ntoken = "t"\n[files]\nroots = ["/srv/data/", "/var//exports"]\nidle_timeout_secs = 5\n',
+      '[agent]\ntoken = "t"\n[files]\nroots = ["/srv/data/", "/var//exports"]\nidle_timeout_secs = 5\npartial_ttl_secs = 0\n',
     );
-    expect(load({ file: path }).files).toEqual({ roots: ["/srv/data", "/var/exports"], idleTimeoutMs: 5000 });
+    expect(load({ file: path }).files).toEqual({
+      roots: ["/srv/data", "/var/exports"],
+      idleTimeoutMs: 5000,
+      partialTtlMs: 0,
+    });
+    expect(problem({ file: file('[agent]\ntoken = "t"\n[files]\npartial_ttl_secs = -1\n') })).toMatch(
+      /^files\.partial_ttl_secs: /,
+    );
     expect(problem({ file: file('[agent]\ntoken = "t"\n[files]\nroots = ["data"]\n') })).toMatch(
       /^files\.roots\[0\]: expected an absolute path, got "data" \(in .*\)$/,
     );

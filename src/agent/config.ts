@@ -104,6 +104,8 @@ export interface AgentConfig {
     roots: string[];
     /** Upload: how long the client may send nothing before the task fails (its bytes kept for resume). */
     idleTimeoutMs: number;
+    /** A partial upload nobody resumed this long is removed; 0: kept until resumed. */
+    partialTtlMs: number;
   };
   /** `[datasources.NAME]`, passwords resolved; in the file's order. */
   datasources: DatasourceConfig[];
@@ -543,6 +545,7 @@ const filesSection = z
   .strictObject({
     roots: fileRoots.default([]),
     idle_timeout_secs: seconds.default(60),
+    partial_ttl_secs: integer("a whole number of seconds", 0, 10 * 365 * 86_400).default(7 * 86_400),
   })
   .prefault({});
 
@@ -916,6 +919,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
     files: {
       roots: parsed.data.files.roots,
       idleTimeoutMs: Math.round(parsed.data.files.idle_timeout_secs * 1000),
+      partialTtlMs: parsed.data.files.partial_ttl_secs * 1000,
     },
     datasources,
     ...(tlsFiles ? { tls: tlsFiles } : {}),

@@ -14,6 +14,7 @@ import { offsetLine, uploadTempName, type FileResult } from "../../common/file-t
 import { TarTreeError, TreeUnpacker } from "../../common/tar-tree.js";
 import type { Finished, FileSpec } from "../../gen/switchboard/v1/task.js";
 import type { Execution, ExecutionContext, InputChunk } from "./executor.js";
+import type { Partials } from "./file-partials.js";
 import { FileRun } from "./file-run.js";
 import { FileTaskError, type FileRoots, type PlacedPath } from "./file-roots.js";
 
@@ -42,6 +43,8 @@ export interface FileUploadDeps {
   agentId: string;
   idleTimeoutMs: number;
   claims: UploadClaims;
+  /** Where partials kept for a resume are noted, to be removed once nobody resumed them in time. */
+  partials: Partials;
 }
 
 /** Where received bytes go: a temporary file, or a tar unpacked into a temporary directory. */
@@ -148,11 +151,17 @@ export class FileUpload extends FileRun implements Execution {
     const key = this.spec.sha256 || this.spec.resumeKey || this.ctx.taskId;
     const tmp = join(place.dir, uploadTempName(place.name, key));
     const release = await this.deps.claims.claim(tmp, this, this.ctx.taskId);
+    const kept = this.isTree ? [tmp, `${tmp}.tar`] : [tmp];
     try {
       this.checkStopped();
+      await this.deps.partials.note(...kept);
       return this.isTree ? await this.receiveTree(place, tmp) : await this.receiveFile(place, tmp);
     } finally {
       release();
+      // What is still there is kept for a resume; the rest was placed or discarded.
+      const gone = [];
+      for (const p of kept) if (!(await lstat(p).catch(() => undefined))) gone.push(p);
+      await this.deps.partials.forget(...gone);
     }
   }
 
@@ -509,6 +518,11 @@ interface ClaimHolder {
  */
 export class UploadClaims {
   private readonly holders = new Map<string, ClaimHolder>();
+
+  /** An upload is writing to `path` now. */
+  has(path: string): boolean {
+    return this.holders.has(path);
+  }
 
   async claim(path: string, holder: ClaimHolder, taskId: string): Promise<() => void> {
     for (;;) {

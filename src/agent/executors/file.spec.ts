@@ -59,6 +59,7 @@ function spec(s: Partial<FileSpec>): TaskSpec {
 }
 
 interface Harness {
+  ex: FileExecutor;
   execution: Execution;
   gate: OutputGate;
   stdout(): Buffer;
@@ -90,6 +91,7 @@ function start(s: TaskSpec, opts: { window?: number; ex?: FileExecutor; taskId?:
   });
   const done = execution.done;
   return {
+    ex,
     execution,
     gate,
     stdout: () => Buffer.concat(out),
@@ -453,20 +455,24 @@ describe("upload", () => {
     const target = join(root, "resumed-tree");
     const s = { op: "upload", path: target, archive: "tar", size: archive.length, sha256: sha(archive) };
     const spool = join(root, `${uploadTempName("resumed-tree", sha(archive))}.tar`);
-    const first = start(spec(s));
+    const ex = executor();
+    const first = start(spec(s), { ex });
     await send(first, archive.subarray(0, 1_000_000), 100_000, false);
     await waitFor("the stream on disk", () => existsSync(spool) && statSync(spool).size === 1_000_000);
     first.execution.stop({ cause: "cancelled", reason: "cancelled by the test" });
     expect((await first.done).state).toBe(TaskState.TASK_STATE_CANCELLED);
     expect(existsSync(target)).toBe(false);
     expect(statSync(spool).size).toBe(1_000_000);
+    expect(first.ex.partials.has(spool)).toBe(true);
 
-    const second = start(spec({ ...s, resume: true }), { taskId: "task-2" });
+    const second = start(spec({ ...s, resume: true }), { taskId: "task-2", ex });
     await waitFor("the offset line", () => second.stdout().includes("\n"));
     expect(JSON.parse(second.stdout().toString())).toEqual({ offset: 1_000_000 });
     await send(second, archive.subarray(1_000_000));
     const r = await second.result();
     expect(r).toMatchObject({ type: "dir", resumed_from: 1_000_000, sha256: sha(archive) });
+    // Noted while it was kept for the resume, forgotten once the tree was placed.
+    expect(second.ex.partials.has(spool)).toBe(false);
     expect(readFileSync(join(target, "x/a.bin")).equals(pattern(900_000, 5))).toBe(true);
     expect(readFileSync(join(target, "b.bin")).equals(pattern(800_000, 6))).toBe(true);
     expect(statSync(join(target, "b.bin")).mode & 0o777).toBe(0o640);

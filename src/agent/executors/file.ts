@@ -6,7 +6,9 @@ import { Code } from "../../common/errors.js";
 import { SHA256_HEX } from "../../common/file-transfer.js";
 import type { FileSpec, TaskError, TaskSpec } from "../../gen/switchboard/v1/task.js";
 import type { Execution, ExecutionContext, Executor } from "./executor.js";
+import type { Logger } from "pino";
 import { FileDownload } from "./file-download.js";
+import { Partials } from "./file-partials.js";
 import { FileRoots } from "./file-roots.js";
 import { FileUpload, UploadClaims } from "./file-upload.js";
 
@@ -18,6 +20,11 @@ export interface FileExecutorOptions {
   idleTimeoutMs: number;
   /** The largest Output chunk when the session does not say. */
   maxChunkBytes: number;
+  /** `[files] partial_ttl_secs`: partial uploads nobody resumed this long are removed; 0: never. */
+  partialTtlMs?: number;
+  /** Where the partials kept for a resume are listed (under the agent's data dir); none: in memory. */
+  partialsFile?: string;
+  logger?: Logger;
 }
 
 /** Download chunks: large enough to amortize a message, small enough to keep several in a window. */
@@ -28,9 +35,27 @@ export class FileExecutor implements Executor {
   private readonly roots: FileRoots;
   /** Uploads running now, by temporary path: a newer upload of the same file takes over. */
   private readonly claims = new UploadClaims();
+  readonly partials: Partials;
 
   constructor(private readonly opts: FileExecutorOptions) {
     this.roots = new FileRoots(opts.roots, opts.agentId);
+    this.partials = new Partials({
+      file: opts.partialsFile,
+      ttlMs: opts.partialTtlMs ?? 0,
+      // A tree's kept stream is `<claimed path>.tar`.
+      busy: (p) => this.claims.has(p) || (p.endsWith(".tar") && this.claims.has(p.slice(0, -4))),
+      ...(opts.logger ? { logger: opts.logger } : {}),
+    });
+  }
+
+  /** Reads the list of partials an earlier run kept and starts removing the abandoned ones. */
+  async startSweeping(): Promise<void> {
+    await this.partials.load();
+    this.partials.start();
+  }
+
+  stopSweeping(): Promise<void> {
+    return this.partials.stop();
   }
 
   admit(spec: TaskSpec): TaskError | undefined {
@@ -96,6 +121,7 @@ export class FileExecutor implements Executor {
       agentId: this.opts.agentId,
       idleTimeoutMs: this.opts.idleTimeoutMs,
       claims: this.claims,
+      partials: this.partials,
     });
   }
 }
