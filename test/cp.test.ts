@@ -113,6 +113,16 @@ function describeTree(dir: string): Record<string, string> {
 const cp = (args: string[], timeoutMs = 240_000) =>
   runCli([...hub.cli, "cp", "--no-progress", ...args], { timeoutMs });
 const sizeOf = (p: string): number => (existsSync(p) ? statSync(p).size : 0);
+/**
+ * Runs `cp ARGS` and kills it (SIGKILL) once the partial file at `partial()` holds 32 MiB (or the copy has
+ * ended, which the test's own checks then show).
+ */
+async function killMidway(args: string[], what: string, partial: () => string): Promise<void> {
+  const p = spawnCli([...hub.cli, "cp", ...args]);
+  await waitFor(what, () => sizeOf(partial()) >= 32 * MiB || p.child.exitCode !== null, 60_000, 5);
+  p.kill("SIGKILL");
+  await p.exited;
+}
 const junk = (dir: string): string[] => readdirSync(dir).filter((n) => n.includes(".sb-"));
 
 beforeAll(async () => {
@@ -306,15 +316,11 @@ describe("interrupted transfers", () => {
   it("an upload whose CLI was killed carries on from where it stopped with --resume", async () => {
     const target = join(root, "killed-up.bin");
     const tmp = join(root, uploadTempName("killed-up.bin", resumeKeyOf(mid.path)));
-    const first = spawnCli([...hub.cli, "cp", "--no-progress", mid.path, `agent:files-1:${target}`]);
-    await waitFor(
+    await killMidway(
+      ["--no-progress", mid.path, `agent:files-1:${target}`],
       "part of the upload on the agent",
-      () => sizeOf(tmp) >= 32 * MiB || first.child.exitCode !== null,
-      60_000,
-      5,
+      () => tmp,
     );
-    first.kill("SIGKILL");
-    await first.exited;
     expect(existsSync(target)).toBe(false);
     const kept = sizeOf(tmp);
     expect(kept).toBeGreaterThan(0);
@@ -340,15 +346,11 @@ describe("interrupted transfers", () => {
       const n = readdirSync(root).find((f) => f.startsWith(".killed-tree.sb-upload-") && f.endsWith(".tar"));
       return n === undefined ? undefined : join(root, n);
     };
-    const first = spawnCli([...hub.cli, "cp", "-r", "--no-progress", src, `agent:files-1:${target}`]);
-    await waitFor(
+    await killMidway(
+      ["-r", "--no-progress", src, `agent:files-1:${target}`],
       "part of the tar stream on the agent",
-      () => sizeOf(spool() ?? "") >= 32 * MiB || first.child.exitCode !== null,
-      60_000,
-      5,
+      () => spool() ?? "",
     );
-    first.kill("SIGKILL");
-    await first.exited;
     expect(existsSync(target)).toBe(false);
     const kept = sizeOf(spool()!);
     expect(kept).toBeGreaterThan(0);
@@ -375,10 +377,11 @@ describe("interrupted transfers", () => {
     });
     const target = join(ttlRoot, "abandoned.bin");
     const tmp = join(ttlRoot, uploadTempName("abandoned.bin", resumeKeyOf(mid.path)));
-    const first = spawnCli([...hub.cli, "cp", "--no-progress", mid.path, `agent:files-ttl:${target}`]);
-    await waitFor("part of the upload on the agent", () => sizeOf(tmp) >= 16 * MiB, 60_000, 5);
-    first.kill("SIGKILL");
-    await first.exited;
+    await killMidway(
+      ["--no-progress", mid.path, `agent:files-ttl:${target}`],
+      "part of the upload",
+      () => tmp,
+    );
     // Kept for a resume at first (the sweep runs every 0.75 s; the partial is younger than 3 s) ...
     await new Promise((r) => setTimeout(r, 1000));
     expect(existsSync(tmp)).toBe(true);
@@ -392,15 +395,11 @@ describe("interrupted transfers", () => {
     expect((await cp([mid.path, `agent:files-1:${source}`])).code).toBe(0);
     const dest = join(local, "killed-down.bin");
     const partial = join(local, ".killed-down.bin.sb-download");
-    const first = spawnCli([...hub.cli, "cp", "--no-progress", `agent:files-1:${source}`, dest]);
-    await waitFor(
+    await killMidway(
+      ["--no-progress", `agent:files-1:${source}`, dest],
       "part of the download here",
-      () => sizeOf(partial) >= 32 * MiB || first.child.exitCode !== null,
-      60_000,
-      5,
+      () => partial,
     );
-    first.kill("SIGKILL");
-    await first.exited;
     expect(existsSync(dest)).toBe(false);
     // The hub cancels the task of a client that went away: the agent stops reading the source.
     await waitFor(
@@ -432,15 +431,11 @@ describe("interrupted transfers", () => {
     expect((await cp(["-r", src, `agent:files-1:${source}`])).code).toBe(0);
     const dest = join(local, "down-tree");
     const spool = join(local, ".down-tree.sb-download.tar");
-    const first = spawnCli([...hub.cli, "cp", "-r", "--no-progress", `agent:files-1:${source}`, dest]);
-    await waitFor(
+    await killMidway(
+      ["-r", "--no-progress", `agent:files-1:${source}`, dest],
       "part of the tar stream here",
-      () => sizeOf(spool) >= 32 * MiB || first.child.exitCode !== null,
-      60_000,
-      5,
+      () => spool,
     );
-    first.kill("SIGKILL");
-    await first.exited;
     expect(existsSync(dest)).toBe(false);
     expect(sizeOf(spool)).toBeGreaterThan(0);
 

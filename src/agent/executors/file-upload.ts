@@ -170,19 +170,7 @@ export class FileUpload extends FileRun implements Execution {
     let offset = 0;
     let keepTemp = true;
     try {
-      const old = await lstat(tmp).catch(() => undefined);
-      // Only a regular file no longer than the content can be a prefix of it.
-      if (this.spec.resume && old?.isFile() && old.size <= this.spec.size) {
-        fh = await open(tmp, constants.O_RDWR | constants.O_NOFOLLOW);
-        offset = old.size;
-      } else {
-        if (old) await rm(tmp, { force: true, recursive: true });
-        fh = await open(
-          tmp,
-          constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
-          0o600,
-        );
-      }
+      ({ fh, offset } = await this.openPartial(tmp));
       this.ctx.started(0);
       if (offset > 0) {
         this.move("resuming");
@@ -250,6 +238,21 @@ export class FileUpload extends FileRun implements Execution {
     }
   }
 
+  /**
+   * The file an upload writes to: with resume, what an earlier attempt kept there (writing on at its end);
+   * otherwise, or when what is there cannot be a prefix of the content, a new empty file.
+   */
+  private async openPartial(path: string): Promise<{ fh: FileHandle; offset: number }> {
+    const old = await lstat(path).catch(() => undefined);
+    // Only a regular file no longer than the content can be a prefix of it.
+    if (this.spec.resume && old?.isFile() && old.size <= this.spec.size) {
+      return { fh: await open(path, constants.O_RDWR | constants.O_NOFOLLOW), offset: old.size };
+    }
+    if (old) await rm(path, { force: true, recursive: true });
+    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW;
+    return { fh: await open(path, flags, 0o600), offset: 0 };
+  }
+
   /** Onto the target: replacing it only with overwrite, never leaving a second name behind. */
   private async placeFile(tmp: string, target: string): Promise<void> {
     if (this.spec.overwrite) {
@@ -294,19 +297,8 @@ export class FileUpload extends FileRun implements Execution {
     let keepSpool = this.spec.sha256 !== "";
     let fh: FileHandle | undefined;
     try {
-      let offset = 0;
-      const old = await lstat(spool).catch(() => undefined);
-      if (this.spec.resume && old?.isFile() && old.size <= this.spec.size) {
-        fh = await open(spool, constants.O_RDWR | constants.O_NOFOLLOW);
-        offset = old.size;
-      } else {
-        if (old) await rm(spool, { force: true, recursive: true });
-        fh = await open(
-          spool,
-          constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
-          0o600,
-        );
-      }
+      let offset: number;
+      ({ fh, offset } = await this.openPartial(spool));
       this.ctx.started(0);
       // A refusal from the unpacker ends the upload at once, not at the end of input.
       unpacker.done.catch((e: unknown) => {
