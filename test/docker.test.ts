@@ -84,12 +84,12 @@ describe("docker tasks", () => {
   });
 
   it("streams more output than one output window, whole and in order", async () => {
-    // About 3.4 MB: past the hub's 2 MiB window, so the agent pauses the container's output on the way.
-    const r = await dockerCli(["run", "--rm", BUSYBOX_IMAGE, "seq", "1", "500000"]);
+    // About 6.9 MB: past the hub's 4 MiB window, so the agent pauses the container's output on the way.
+    const r = await dockerCli(["run", "--rm", BUSYBOX_IMAGE, "seq", "1", "1000000"]);
     expect(r.code, r.stderr).toBe(0);
     const lines = r.stdout.split("\n");
     expect(lines.pop()).toBe("");
-    expect(lines.length).toBe(500_000);
+    expect(lines.length).toBe(1_000_000);
     expect(lines.every((l, i) => l === String(i + 1))).toBe(true);
   });
 

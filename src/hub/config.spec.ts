@@ -35,6 +35,15 @@ describe("loadHubConfig", () => {
     ).toBe(9);
   });
 
+  it("reads the output window: 4 MiB by default, at least 64 KiB", () => {
+    expect(loadHubConfig({ env: {}, flags: { insecure: true } }).outputWindowBytes).toBe(4 * 1024 * 1024);
+    const f = file('[hub]\nlisten = "127.0.0.1:0"\noutput_window_bytes = 1048576\n');
+    expect(loadHubConfig({ file: f, env: {} }).outputWindowBytes).toBe(1024 * 1024);
+    expect(() => loadHubConfig({ file: file("[hub]\noutput_window_bytes = 100\n"), env: {} })).toThrow(
+      /hub\.output_window_bytes/,
+    );
+  });
+
   it("names the bad key", () => {
     expect(() => loadHubConfig({ file: file("[hub]\nqueue_limit = -5\n"), env: {} })).toThrow(
       /hub\.queue_limit/,
