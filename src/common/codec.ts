@@ -41,7 +41,8 @@ export function responseSerializer<T>(type: Encodes<T>): (value: T) => Buffer {
     writer.encode(type, value, (size) => {
       if (size <= scratch.length) return scratch;
       if (size > KEEP_SCRATCH_BYTES) return Buffer.allocUnsafeSlow(size);
-      scratch = Buffer.allocUnsafeSlow(Math.max(size, 64 * 1024));
+      // Some room above this size, so that a slightly larger message (a longer id) does not allocate again.
+      scratch = Buffer.allocUnsafeSlow(Math.min(KEEP_SCRATCH_BYTES, Math.max(64 * 1024, size + (size >> 3))));
       return scratch;
     });
 }
