@@ -173,7 +173,7 @@ interface Harness {
 
 function run(
   spec: Partial<HttpSpec>,
-  opts: { window?: number; exec?: HttpExecutor; deadlineMs?: number } = {},
+  opts: { window?: number; exec?: HttpExecutor; deadlineMs?: number; sessionMaxChunk?: number } = {},
 ): Harness {
   const err: Buffer[] = [];
   const out: Buffer[] = [];
@@ -196,6 +196,7 @@ function run(
     started: () => undefined,
     grantInput: () => undefined,
     logger: silentLogger(),
+    ...(opts.sessionMaxChunk !== undefined ? { maxChunkBytes: opts.sessionMaxChunk } : {}),
   });
   return {
     head: () => {
@@ -316,6 +317,18 @@ describe("HttpExecutor", () => {
     expect(h.body().length).toBe(size);
     expect(sha(h.body())).toBe(sha(pattern(size)));
     expect(summary(f).bytes).toBe(size);
+  });
+
+  it("cuts a body without newlines at the agent's chunk size, even when the session allows more", async () => {
+    const text = "x".repeat(3 * 1024 * 1024);
+    const h = run(
+      { url: `${base}/echo`, method: "POST", body: Buffer.from(text) },
+      { sessionMaxChunk: 16 * 1024 * 1024 },
+    );
+    expect((await h.done).state).toBe(TaskState.TASK_STATE_SUCCEEDED);
+    expect(h.body().toString()).toContain(text);
+    expect(h.chunkSizes.length).toBeGreaterThan(10);
+    expect(Math.max(...h.chunkSizes)).toBeLessThanOrEqual(256 * 1024);
   });
 
   it("decodes gzip, deflate and br bodies when asked, and passes them through when not", async () => {

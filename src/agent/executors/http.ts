@@ -177,7 +177,8 @@ class HttpRun implements Execution {
     private readonly allow: readonly AllowPrefix[],
     private readonly lookup: ReturnType<typeof guardedLookup>,
   ) {
-    this.maxChunk = Math.max(1024, ctx.maxChunkBytes ?? opts.maxChunkBytes);
+    // The agent's chunk size ([shell] max_chunk_bytes), never more than the session's messages can carry.
+    this.maxChunk = Math.max(1024, Math.min(opts.maxChunkBytes, ctx.maxChunkBytes ?? Infinity));
     this.url = new URL(spec.url); // admit() checked it
     this.inputBody = spec.bodyFromInput
       ? new InputBody((n) => ctx.grantInput(n), spec.bodyLength)
