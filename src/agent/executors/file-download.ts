@@ -85,7 +85,7 @@ export class FileDownload extends FileRun implements Execution {
       const hash = createHash("sha256");
       if (offset > 0) {
         this.move("hashing");
-        await this.hashPrefix(fh, offset, hash);
+        await this.hashPrefix(fh, offset, hash, `${this.spec.path} shrank while it was being read`);
       }
       this.move("sending");
       const chunk = this.deps.chunkBytes;
@@ -112,20 +112,6 @@ export class FileDownload extends FileRun implements Execution {
       // A read still in flight when the run stopped: its outcome no longer matters.
       await next?.catch(() => undefined);
       await fh.close();
-    }
-  }
-
-  private async hashPrefix(fh: FileHandle, end: number, hash: ReturnType<typeof createHash>): Promise<void> {
-    const buf = Buffer.allocUnsafe(1024 * 1024);
-    let pos = 0;
-    while (pos < end) {
-      this.checkStopped();
-      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - pos), pos);
-      if (bytesRead === 0) {
-        throw new FileTaskError(Code.ABORTED, `${this.spec.path} shrank while it was being read`);
-      }
-      hash.update(buf.subarray(0, bytesRead));
-      pos += bytesRead;
     }
   }
 

@@ -1,5 +1,7 @@
 // What a download and an upload share: a stop that aborts whatever the run waits for, the task's deadline,
 // output written within the window (waiting while it is closed), and the Finished of a failure.
+import type { Hash } from "node:crypto";
+import type { FileHandle } from "node:fs/promises";
 import { Code } from "../../common/errors.js";
 import { Finished, OutputStream, TaskState } from "../../gen/switchboard/v1/task.js";
 import {
@@ -55,6 +57,34 @@ export abstract class FileRun {
   /** Throws StoppedError once a stop was asked for. */
   protected checkStopped(): void {
     if (this.stopRequest) throw new StoppedError(this.stopRequest);
+  }
+
+  /**
+   * Feeds the first `end` bytes of `fh` into `hash` (the part before a resume's offset), through one reused
+   * buffer; with `also`, each piece is handed to it too (awaited), in a buffer of its own since it may be
+   * kept. A file shorter than `end` is ABORTED with `shrank`.
+   */
+  protected async hashPrefix(
+    fh: FileHandle,
+    end: number,
+    hash: Hash,
+    shrank: string,
+    also?: (piece: Buffer) => Promise<void>,
+  ): Promise<void> {
+    let buf = Buffer.allocUnsafe(Math.min(1024 * 1024, end));
+    let pos = 0;
+    while (pos < end) {
+      this.checkStopped();
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - pos), pos);
+      if (bytesRead === 0) throw new FileTaskError(Code.ABORTED, shrank);
+      const piece = buf.subarray(0, bytesRead);
+      hash.update(piece);
+      if (also) {
+        await also(piece);
+        buf = Buffer.allocUnsafe(buf.length);
+      }
+      pos += bytesRead;
+    }
   }
 
   /** Runs the body and turns what it throws into the task's Finished; clears the deadline. */

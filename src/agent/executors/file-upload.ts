@@ -47,10 +47,28 @@ export interface FileUploadDeps {
   partials: Partials;
 }
 
-/** Where received bytes go: a temporary file, or a tar unpacked into a temporary directory. */
+/** Where received bytes go: a temporary file (for a tree, also unpacked into a temporary directory). */
 interface UploadSink {
   write(chunks: Buffer[], bytes: number): Promise<void>;
 }
+
+/** Writes what arrives to `file` from `offset` on, then hands it to `also` (a tree's unpacker). */
+function fileSink(file: FileHandle, offset: number, also?: (chunks: Buffer[]) => Promise<void>): UploadSink {
+  let pos = offset;
+  return {
+    write: async (chunks, bytes) => {
+      const { bytesWritten } = await file.writev(chunks, pos);
+      if (bytesWritten !== bytes) throw new Error(`short write: ${bytesWritten} of ${bytes} bytes`);
+      pos += bytes;
+      await also?.(chunks);
+    },
+  };
+}
+
+const SHRANK = "the partial upload shrank while it was read";
+
+/** A tree upload keeps its tar stream beside its temporary directory, under this suffix. */
+const TREE_STREAM_SUFFIX = ".tar";
 
 export class FileUpload extends FileRun implements Execution {
   readonly done: Promise<Finished>;
@@ -151,7 +169,7 @@ export class FileUpload extends FileRun implements Execution {
     const key = this.spec.sha256 || this.spec.resumeKey || this.ctx.taskId;
     const tmp = join(place.dir, uploadTempName(place.name, key));
     const release = await this.deps.claims.claim(tmp, this, this.ctx.taskId);
-    const kept = this.isTree ? [tmp, `${tmp}.tar`] : [tmp];
+    const kept = this.isTree ? [tmp, `${tmp}${TREE_STREAM_SUFFIX}`] : [tmp];
     try {
       this.checkStopped();
       await this.deps.partials.note(...kept);
@@ -174,19 +192,11 @@ export class FileUpload extends FileRun implements Execution {
       this.ctx.started(0);
       if (offset > 0) {
         this.move("resuming");
-        await this.hashPrefix(fh, offset);
+        await this.hashPrefix(fh, offset, this.hash, SHRANK);
       }
       if (this.spec.resume) await this.writeOut(offsetLine(offset));
       this.received = offset;
-      const file = fh;
-      let pos = offset;
-      await this.receive({
-        write: async (chunks, bytes) => {
-          const { bytesWritten } = await file.writev(chunks, pos);
-          if (bytesWritten !== bytes) throw new Error(`short write: ${bytesWritten} of ${bytes} bytes`);
-          pos += bytes;
-        },
-      });
+      await this.receive(fileSink(fh, offset));
       this.move("verifying");
       if (this.received !== this.spec.size) {
         throw new FileTaskError(
@@ -288,7 +298,7 @@ export class FileUpload extends FileRun implements Execution {
    * again first. The stream's digest is in the task, so the kept file belongs to this content only.
    */
   private async receiveTree(place: PlacedPath, tmp: string): Promise<FileResult> {
-    const spool = `${tmp}.tar`;
+    const spool = `${tmp}${TREE_STREAM_SUFFIX}`;
     await rm(tmp, { recursive: true, force: true });
     await mkdir(tmp, { mode: 0o700 });
     const unpacker = new TreeUnpacker(tmp);
@@ -305,26 +315,19 @@ export class FileUpload extends FileRun implements Execution {
         this.failure ??= this.describe(e);
         this.wakeUp();
       });
-      const unpack = async (chunks: readonly Buffer[]): Promise<void> => {
+      const unpack = async (chunks: Buffer[]): Promise<void> => {
         for (const c of chunks) if (!unpacker.write(c)) await unpacker.drained();
       };
       if (offset > 0) {
         this.move("resuming");
-        await this.hashPrefix(fh, offset, (chunk) => unpack([chunk]));
-        this.checkFailed();
+        await this.hashPrefix(fh, offset, this.hash, SHRANK, async (piece) => {
+          await unpack([piece]);
+          this.checkFailed();
+        });
       }
       if (this.spec.resume) await this.writeOut(offsetLine(offset));
       this.received = offset;
-      const file = fh;
-      let pos = offset;
-      await this.receive({
-        write: async (chunks, bytes) => {
-          const { bytesWritten } = await file.writev(chunks, pos);
-          if (bytesWritten !== bytes) throw new Error(`short write: ${bytesWritten} of ${bytes} bytes`);
-          pos += bytes;
-          await unpack(chunks);
-        },
-      });
+      await this.receive(fileSink(fh, offset, unpack));
       this.move("verifying");
       // Without a digest in the task (an SDK may leave it out) there is nothing to check the stream against.
       const declared = this.spec.sha256 !== "";
@@ -450,28 +453,6 @@ export class FileUpload extends FileRun implements Execution {
     });
   }
 
-  /** Hashes the kept first `end` bytes of a resumed upload, handing each piece to `also` (a tree's unpacker). */
-  private async hashPrefix(
-    fh: FileHandle,
-    end: number,
-    also?: (chunk: Buffer) => Promise<void>,
-  ): Promise<void> {
-    let pos = 0;
-    while (pos < end) {
-      this.checkStopped();
-      this.checkFailed();
-      // A fresh buffer per read when the piece is handed on: the unpacker may keep it.
-      const buf = Buffer.allocUnsafe(Math.min(1024 * 1024, end - pos));
-      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
-      if (bytesRead === 0)
-        throw new FileTaskError(Code.ABORTED, "the partial upload shrank while it was read");
-      const piece = buf.subarray(0, bytesRead);
-      this.hash.update(piece);
-      if (also) await also(piece);
-      pos += bytesRead;
-    }
-  }
-
   protected describe(e: unknown): FileTaskError {
     if (e instanceof FileTaskError) return e;
     if (e instanceof TarTreeError) {
@@ -511,9 +492,12 @@ interface ClaimHolder {
 export class UploadClaims {
   private readonly holders = new Map<string, ClaimHolder>();
 
-  /** An upload is writing to `path` now. */
-  has(path: string): boolean {
-    return this.holders.has(path);
+  /** An upload is writing to this partial now (its temporary file or directory, or a tree's kept stream). */
+  holds(partial: string): boolean {
+    if (this.holders.has(partial)) return true;
+    return (
+      partial.endsWith(TREE_STREAM_SUFFIX) && this.holders.has(partial.slice(0, -TREE_STREAM_SUFFIX.length))
+    );
   }
 
   async claim(path: string, holder: ClaimHolder, taskId: string): Promise<() => void> {

@@ -42,8 +42,7 @@ export class FileExecutor implements Executor {
     this.partials = new Partials({
       file: opts.partialsFile,
       ttlMs: opts.partialTtlMs ?? 0,
-      // A tree's kept stream is `<claimed path>.tar`.
-      busy: (p) => this.claims.has(p) || (p.endsWith(".tar") && this.claims.has(p.slice(0, -4))),
+      busy: (p) => this.claims.holds(p),
       ...(opts.logger ? { logger: opts.logger } : {}),
     });
   }
