@@ -73,7 +73,7 @@ export function registerDemo(program: Command): void {
               pool: "demo",
               shell: true,
               poolSize: "4",
-              dataDir: join(dataDir, "agents", agentId),
+              data: join(dataDir, "agents", agentId),
               agentPort: "0",
             },
           });
