@@ -249,7 +249,7 @@ describe("seed 000 compatibility", () => {
     const tasks = await runCli([...hub.cli, "tasks", "--output", "json", "--limit", "2"]);
     const ran = (JSON.parse(tasks.stdout) as { agentId: string }[]).map((t) => t.agentId);
     expect(ran.sort()).toEqual(["legacy:w1", "legacy:w2"]);
-  }, 60_000);
+  }, 120_000);
 
   it("accepts tokenless seed calls on a loopback hub that opts in", async () => {
     const open = await startHub({ args: ["--seed-tokenless"] });
