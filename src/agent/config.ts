@@ -1,9 +1,9 @@
 // The agent's configuration: a TOML file (seed 004's sections plus ours), then SWITCHBOARD_* environment
 // variables, then flags; later ones win. Validated once, here, into a typed AgentConfig; every error
 // names the key and says where the bad value came from (the file, the variable or the flag).
-import { readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { arch, availableParallelism, hostname, platform, totalmem } from "node:os";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import { parseDuration } from "../common/duration.js";
@@ -369,7 +369,9 @@ const MAX_CHUNK_LIMIT = 8 * 1024 * 1024;
 const agentSection = z.strictObject({
   agent_id: identifier("a name"),
   hub: hubList.optional(),
+  // Seed 004's name for the hub address, and seed 003's (usually written "http://host:7000").
   master_host: hubList.optional(),
+  master_endpoint: hubList.optional(),
   token: text.optional(),
   token_file: text.optional(),
   pool: identifier("a pool name").default("default"),
@@ -677,7 +679,7 @@ class Layers {
 const SAME_SETTING: Record<string, string[]> = {
   "agent.token": ["token_file"],
   "agent.token_file": ["token"],
-  "agent.hub": ["master_host"],
+  "agent.hub": ["master_host", "master_endpoint"],
 };
 
 function isTable(v: unknown): v is Record<string, unknown> {
@@ -705,6 +707,37 @@ function readTomlFile(file: string): RawTree {
     const first = (err.message ?? String(e)).split("\n")[0]!.replace(/^Invalid TOML document:\s*/, "");
     throw new ConfigError([`${file}: invalid TOML${where}: ${first}`]);
   }
+}
+
+/** The file seed 004's agent reads from its working directory when it is given no path. */
+export const WORKING_DIR_CONFIG_FILE = "agent-config.toml";
+
+export interface ConfigFileChoice {
+  file: string;
+  /** How it was chosen, for the start-up log. */
+  from: "--config" | "argument" | "working directory";
+}
+
+/**
+ * Which config file the agent reads: --config; else the path given as the command's argument (seed 004
+ * starts its agent as `agent path/to/agent-config.toml`); else ./agent-config.toml if it exists, as
+ * seed 004's agent does; else none.
+ */
+export function chooseConfigFile(opts: {
+  flag?: string;
+  argument?: string;
+  cwd?: string;
+}): ConfigFileChoice | undefined {
+  const { flag, argument } = opts;
+  if (flag !== undefined && argument !== undefined && resolve(flag) !== resolve(argument)) {
+    throw new ConfigError([
+      `--config: names ${flag} while the path argument names ${argument}; give the config file once`,
+    ]);
+  }
+  if (flag !== undefined) return { file: flag, from: "--config" };
+  if (argument !== undefined) return { file: argument, from: "argument" };
+  const here = join(opts.cwd ?? process.cwd(), WORKING_DIR_CONFIG_FILE);
+  return existsSync(here) ? { file: here, from: "working directory" } : undefined;
 }
 
 /** Reads, merges and validates the agent's configuration. Throws ConfigError naming every bad key. */
@@ -764,9 +797,11 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
   const { agent, storage, monitoring, shell, docker, http, tls } = parsed.data;
   const datasources = resolveDatasources(parsed.data.datasources, env, layers, problems, warnings);
 
-  if (agent.hub !== undefined && agent.master_host !== undefined) {
+  const hubKeys = (["hub", "master_host", "master_endpoint"] as const).filter((k) => agent[k] !== undefined);
+  if (hubKeys.length > 1) {
+    const extra = hubKeys[hubKeys.length - 1]!;
     problems.push(
-      `agent.master_host: set either hub or master_host (its older name), not both${describeOrigin(layers.originOf(["agent", "master_host"]))}`,
+      `agent.${extra}: set one of ${hubKeys.join(" and ")} (the hub address under its older names), not several${describeOrigin(layers.originOf(["agent", extra]))}`,
     );
   }
   if (agent.token !== undefined && agent.token_file !== undefined) {
@@ -834,7 +869,7 @@ export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {
   return {
     agent: {
       agentId: agent.agent_id,
-      hub: agent.hub ?? agent.master_host ?? [`127.0.0.1:7000`],
+      hub: agent.hub ?? agent.master_host ?? agent.master_endpoint ?? [`127.0.0.1:7000`],
       token,
       pool: agent.pool,
       labels: agent.labels,

@@ -32,6 +32,8 @@ export interface HubConfig {
   insecure: boolean;
   /** Seed-000 calls without a token are accepted; only on a loopback or mutual-TLS listener. */
   seedTokenless: boolean;
+  /** Seed 000's results travel as one message: SendCommand's answer, a seed worker's QueryResult. */
+  seedMaxMessageBytes: number;
   /** Supervised nodes: per-operation deadlines towards agents, and rescheduling off a lost agent. */
   nodes: {
     spawnTimeoutMs: number;
@@ -63,6 +65,8 @@ export const HUB_DEFAULTS: HubConfig = {
   outputWindowBytes: 4 * 1024 * 1024,
   insecure: false,
   seedTokenless: false,
+  // The seed's own server allowed 2 GB - 1 both ways; its clients expect results that large.
+  seedMaxMessageBytes: 2_147_483_647,
   nodes: { spawnTimeoutMs: 30_000, stopTimeoutMs: 10_000, statusTimeoutMs: 5_000, rescheduleAfterMs: 60_000 },
 };
 
@@ -94,7 +98,10 @@ const fileSchema = z
       .object({ cert: z.string().min(1), key: z.string().min(1), client_ca: z.string().min(1) })
       .strict()
       .partial(),
-    seed000: z.object({ tokenless: z.boolean() }).strict().partial(),
+    seed000: z
+      .object({ tokenless: z.boolean(), max_message_bytes: positiveInt.min(64 * 1024).max(2_147_483_647) })
+      .strict()
+      .partial(),
     nodes: z
       .object({
         spawn_timeout_secs: z.number().positive(),
@@ -223,6 +230,7 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
     if (f.tls?.key !== undefined) tls.key = f.tls.key;
     if (f.tls?.client_ca !== undefined) tls.clientCa = f.tls.client_ca;
     if (f.seed000?.tokenless !== undefined) cfg.seedTokenless = f.seed000.tokenless;
+    if (f.seed000?.max_message_bytes !== undefined) cfg.seedMaxMessageBytes = f.seed000.max_message_bytes;
     const n = f.nodes ?? {};
     if (n.spawn_timeout_secs !== undefined)
       cfg.nodes.spawnTimeoutMs = Math.round(n.spawn_timeout_secs * 1000);

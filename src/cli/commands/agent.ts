@@ -1,4 +1,5 @@
-// `switchboard agent`: dial the hub, take tasks, drain on SIGTERM/SIGINT and exit 0.
+// `switchboard agent [config]`: dial the hub, take tasks, drain on SIGTERM/SIGINT and exit 0.
+import { resolve } from "node:path";
 import type { Command } from "commander";
 import { createLogger } from "../../common/logger.js";
 import type { AgentFlags } from "../../agent/index.js";
@@ -37,6 +38,10 @@ export function registerAgent(program: Command): void {
   program
     .command("agent")
     .description("run an agent: dial out to the hub and run the tasks it sends")
+    .argument(
+      "[config]",
+      "TOML config file, as --config; with neither, ./agent-config.toml is read if it exists",
+    )
     .option("-c, --config <file>", "TOML config file ([agent], [storage], [monitoring], [shell])")
     .option(
       "--hub <host:port>",
@@ -86,12 +91,12 @@ export function registerAgent(program: Command): void {
         "SWITCHBOARD_TLS_CERT, SWITCHBOARD_TLS_KEY, SWITCHBOARD_AGENT_PORT, SWITCHBOARD_TRANSPORT. Flags win over the environment,\n" +
         "which wins over the file.",
     )
-    .action(async (flags: AgentCliFlags, cmd: Command) => {
+    .action(async (configArgument: string | undefined, flags: AgentCliFlags, cmd: Command) => {
       // Loaded when the command runs: a client command need not carry the hub's or the agent's code.
-      const { ConfigError, loadAgentConfig, startAgent } = await import("../../agent/index.js");
+      const { chooseConfigFile, ConfigError, loadAgentConfig, startAgent } =
+        await import("../../agent/index.js");
       const globals = cmd.parent?.opts<ConnectionFlags>() ?? {};
       const f: AgentFlags = {
-        config: flags.config,
         hub: flags.hub ?? (globals.hub ? [globals.hub] : globals.master ? [globals.master] : undefined),
         token: flags.token ?? globals.token,
         tokenFile: flags.tokenFile,
@@ -115,14 +120,17 @@ export function registerAgent(program: Command): void {
         tlsServerName: flags.tlsServerName ?? globals.tlsServerName,
       };
       let config;
+      let chosen;
       try {
-        config = loadAgentConfig({ env: process.env, flags: f });
+        chosen = chooseConfigFile({ flag: flags.config, argument: configArgument });
+        config = loadAgentConfig({ env: process.env, flags: { ...f, config: chosen?.file } });
       } catch (e) {
         if (e instanceof ConfigError)
           throw usageError(e.message, "fix the setting named above (see switchboard agent --help)");
         throw e;
       }
       const logger = createLogger("agent", { level: logLevelFlag(flags.logLevel) });
+      if (chosen) logger.info({ configFile: resolve(chosen.file), from: chosen.from }, "config file read");
       for (const w of config.warnings) logger.warn(w);
       const agent = await startAgent(config, logger);
       await stopOnSignals(logger, (o) => agent.shutdown(o));
