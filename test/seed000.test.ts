@@ -33,6 +33,49 @@ interface ClientAnswer {
   meta_data?: string;
   code?: string;
   details?: string;
+  /** With --summary, instead of json. */
+  json_bytes?: number;
+  rows?: number;
+  last_row?: Record<string, unknown> | null;
+}
+
+/** The arguments of seed_client.py for one call (`token` null: no authorization metadata at all). */
+function seedClientArgs(args: string[], token: string | null, address: string, timeoutSecs = 20): string[] {
+  return [
+    join(PYDIR, "seed_client.py"),
+    "--gen",
+    gen,
+    "--address",
+    address,
+    ...(token ? ["--token", token] : []),
+    "--timeout",
+    String(timeoutSecs),
+    ...args,
+  ];
+}
+
+/** seed_client.py in the background, so the test can act while the call waits. */
+function seedClientAsync(args: string[], timeoutSecs: number): Promise<ClientAnswer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(PY, seedClientArgs(args, hub.adminToken, hub.address, timeoutSecs), {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on("data", (b: Buffer) => out.push(b));
+    child.stderr.on("data", (b: Buffer) => err.push(b));
+    // The client's own deadline ends it; this one only keeps a wedged interpreter from hanging the test.
+    const guard = setTimeout(() => child.kill("SIGKILL"), (timeoutSecs + 30) * 1000);
+    child.on("close", (code) => {
+      clearTimeout(guard);
+      const text = Buffer.concat(out).toString("utf8").trim();
+      if (code !== 0 || text === "") {
+        reject(new Error(`seed_client.py exited ${code}: ${Buffer.concat(err).toString("utf8")}`));
+        return;
+      }
+      resolve(JSON.parse(text.split("\n").pop()!) as ClientAnswer);
+    });
+  });
 }
 
 /** `token` null: no authorization metadata at all. */
@@ -41,21 +84,10 @@ function seedClient(
   token: string | null = hub.adminToken,
   address = hub.address,
 ): ClientAnswer {
-  const out = execFileSync(
-    PY,
-    [
-      join(PYDIR, "seed_client.py"),
-      "--gen",
-      gen,
-      "--address",
-      address,
-      ...(token ? ["--token", token] : []),
-      "--timeout",
-      "20",
-      ...args,
-    ],
-    { encoding: "utf8", timeout: 30_000 },
-  );
+  const out = execFileSync(PY, seedClientArgs(args, token, address), {
+    encoding: "utf8",
+    timeout: 30_000,
+  });
   return JSON.parse(out.trim().split("\n").pop()!) as ClientAnswer;
 }
 
@@ -217,7 +249,7 @@ describe("seed 000 compatibility", () => {
     const tasks = await runCli([...hub.cli, "tasks", "--output", "json", "--limit", "2"]);
     const ran = (JSON.parse(tasks.stdout) as { agentId: string }[]).map((t) => t.agentId);
     expect(ran.sort()).toEqual(["legacy:w1", "legacy:w2"]);
-  }, 60_000);
+  }, 120_000);
 
   it("accepts tokenless seed calls on a loopback hub that opts in", async () => {
     const open = await startHub({ args: ["--seed-tokenless"] });
@@ -237,4 +269,80 @@ describe("seed 000 compatibility", () => {
     );
     expect(JSON.parse(r.json!)).toEqual([{ n: 42 }]);
   }, 60_000);
+  it("fails a query at once with UNAVAILABLE naming the worker when its seed worker dies mid-request", async () => {
+    // A bad day: the seed worker process is killed while a caller waits for its answer. A seed worker
+    // cannot resume, so holding the query for the hub's resume grace (30 s) only keeps the caller
+    // waiting; the caller's own 10 s deadline would end the call (DEADLINE_EXCEEDED) if the hub did.
+    const token = await agentToken(hub, "doomed");
+    const worker = startSeedAgent(hub.address, token, "doomed", "w1");
+    await waitFor(
+      "the seed worker to connect",
+      async () => (await listAgents(hub)).some((a) => a.agentId === "doomed:w1" && a.connected),
+      20_000,
+    );
+    const endless =
+      "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 4000000000) SELECT count(*) AS n FROM c";
+    const answer = seedClientAsync(["--agent-id", "doomed", "--database", "shop", "--query", endless], 10);
+    await waitFor(
+      "the query to run on the worker",
+      async () => {
+        const r = await runCli([...hub.cli, "tasks", "--output", "json", "--limit", "5"]);
+        const rows = JSON.parse(r.stdout) as { agentId: string; state: string }[];
+        return rows.some((t) => t.agentId === "doomed:w1" && t.state === "running");
+      },
+      20_000,
+    );
+    worker.kill("SIGKILL");
+    const r = await answer;
+    expect(r).toMatchObject({ ok: false, code: "UNAVAILABLE" });
+    expect(r.details).toMatch(/doomed:w1/);
+    expect(r.details).toMatch(/send the query again/);
+  }, 60_000);
+
+  it("carries a 100 MB result to the Python client with the seed's channel options", async () => {
+    // The seed allows results up to 2 GB; the hub's own messages stop at 16 MiB. About 102 MB of rows
+    // from a Switchboard agent, answered as one SendCommand message.
+    const r = await seedClientAsync(
+      [
+        "--agent-id",
+        "shop",
+        "--database",
+        "shop",
+        "--query",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) SELECT x, replace(hex(zeroblob(500)), '0', 'a') AS pad FROM c",
+        "--summary",
+      ],
+      120,
+    );
+    expect(r).toMatchObject({ ok: true, message: "ok", rows: 100_000 });
+    expect(r.json_bytes).toBeGreaterThan(100_000_000);
+    expect(r.last_row).toEqual({ x: 100_000, pad: "a".repeat(1000) });
+  }, 180_000);
+
+  it("takes a seed worker's result larger than the hub's own message limit", async () => {
+    // About 24 MB in one QueryResult from the Python seed agent: over hub.max_message_bytes (16 MiB),
+    // within the seed's limit, so the worker's stream must not be refused for it.
+    const token = await agentToken(hub, "bulky");
+    startSeedAgent(hub.address, token, "bulky", "w1");
+    await waitFor(
+      "the seed worker to connect",
+      async () => (await listAgents(hub)).some((a) => a.agentId === "bulky:w1" && a.connected),
+      20_000,
+    );
+    const r = await seedClientAsync(
+      [
+        "--agent-id",
+        "bulky",
+        "--database",
+        "shop",
+        "--query",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 24000) SELECT x, replace(hex(zeroblob(500)), '0', 'b') AS pad FROM c",
+        "--summary",
+      ],
+      120,
+    );
+    expect(r).toMatchObject({ ok: true, rows: 24_000 });
+    expect(r.json_bytes).toBeGreaterThan(24_000_000);
+    expect(r.last_row).toEqual({ x: 24_000, pad: "b".repeat(1000) });
+  }, 180_000);
 });

@@ -4,7 +4,13 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { ConfigError, loadAgentConfig, type AgentConfig, type LoadAgentConfigInput } from "./config.js";
+import {
+  chooseConfigFile,
+  ConfigError,
+  loadAgentConfig,
+  type AgentConfig,
+  type LoadAgentConfigInput,
+} from "./config.js";
 import { parseHubAddress } from "./hub-address.js";
 
 const dir = mkdtempSync(join(tmpdir(), "sb-agent-config-"));
@@ -214,9 +220,47 @@ describe("loadAgentConfig", () => {
     const http = file('[agent]\nmaster_host = "http://10.0.0.5:7000"\ntoken = "x"\n');
     expect(load({ file: http }).agent.hub).toEqual(["10.0.0.5:7000"]);
     const both = file('[agent]\nmaster_host = "a:1"\nhub = ["b:2"]\ntoken = "x"\n');
-    expect(problem({ file: both })).toMatch(/^agent\.master_host: set either hub or master_host.*\(in .*\)$/);
+    expect(problem({ file: both })).toMatch(
+      /^agent\.master_host: set one of hub and master_host .*not several \(in .*\)$/,
+    );
     // A flag or variable replaces the file's master_host like it replaces hub.
     expect(load({ file: http, flags: { hub: "c:3" } }).agent.hub).toEqual(["c:3"]);
+  });
+
+  it("accepts seed 003's master_endpoint as the hub address", () => {
+    const seed = file(
+      '[agent]\nagent_id = "agent-001"\nmaster_endpoint = "http://localhost:7000"\nagent_port = 8001  # NEW: gRPC server port\n',
+    );
+    const c = load({ file: seed, env: { SWITCHBOARD_TOKEN: "t" } });
+    expect(c.agent.hub).toEqual(["localhost:7000"]);
+    expect(c.agent.api?.port).toBe(8001);
+    const two = file('[agent]\nmaster_host = "a:1"\nmaster_endpoint = "http://b:2"\ntoken = "x"\n');
+    expect(problem({ file: two })).toMatch(
+      /^agent\.master_endpoint: set one of master_host and master_endpoint .*\(in .*\)$/,
+    );
+    expect(load({ file: two, env: { SWITCHBOARD_HUB: "c:3" } }).agent.hub).toEqual(["c:3"]);
+    expect(problem({ file: file('[agent]\nmaster_endpoint = "https://b:2"\ntoken = "x"\n') })).toMatch(
+      /^agent\.master_endpoint: .*TLS/,
+    );
+  });
+
+  it("chooses the config file: --config, else the path argument, else ./agent-config.toml if it exists", () => {
+    const here = mkdtempSync(join(dir, "cwd-"));
+    expect(chooseConfigFile({ cwd: here })).toBeUndefined();
+    writeFileSync(join(here, "agent-config.toml"), "");
+    expect(chooseConfigFile({ cwd: here })).toEqual({
+      file: join(here, "agent-config.toml"),
+      from: "working directory",
+    });
+    expect(chooseConfigFile({ argument: "x.toml", cwd: here })).toEqual({ file: "x.toml", from: "argument" });
+    expect(chooseConfigFile({ flag: "y.toml", cwd: here })).toEqual({ file: "y.toml", from: "--config" });
+    expect(chooseConfigFile({ flag: "y.toml", argument: "./y.toml", cwd: here })).toEqual({
+      file: "y.toml",
+      from: "--config",
+    });
+    expect(() => chooseConfigFile({ flag: "y.toml", argument: "x.toml", cwd: here })).toThrow(
+      /^--config: names y\.toml while the path argument names x\.toml; give the config file once$/,
+    );
   });
 
   it("lets environment variables override the file, and flags override both", () => {

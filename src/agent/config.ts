@@ -2,8 +2,8 @@
 // sections plus ours), the SWITCHBOARD_* environment and flags, then checked as a whole (what no
 // single key can say: token or token file, TLS pairs, shell caps, datasource fields) into a typed
 // AgentConfig. Every error names the key and says where the bad value came from.
-import { readFileSync, statSync } from "node:fs";
-import { resolve } from "node:path";
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
 import {
   loadSettings,
   SettingsError,
@@ -129,6 +129,37 @@ export type LoadAgentConfigInput = Omit<LoadInput, "flags"> & { flags?: AgentFla
 
 type Values = SettingValues<typeof AGENT_SETTINGS.settings>;
 type Loaded = LoadedSettings<typeof AGENT_SETTINGS.settings>;
+
+/** The file seed 004's agent reads from its working directory when it is given no path. */
+export const WORKING_DIR_CONFIG_FILE = "agent-config.toml";
+
+export interface ConfigFileChoice {
+  file: string;
+  /** How it was chosen, for the start-up log. */
+  from: "--config" | "argument" | "working directory";
+}
+
+/**
+ * Which config file the agent reads: --config; else the path given as the command's argument (seed 004
+ * starts its agent as `agent path/to/agent-config.toml`); else ./agent-config.toml if it exists, as
+ * seed 004's agent does; else none.
+ */
+export function chooseConfigFile(opts: {
+  flag?: string;
+  argument?: string;
+  cwd?: string;
+}): ConfigFileChoice | undefined {
+  const { flag, argument } = opts;
+  if (flag !== undefined && argument !== undefined && resolve(flag) !== resolve(argument)) {
+    throw new SettingsError([
+      `--config: names ${flag} while the path argument names ${argument}; give the config file once`,
+    ]);
+  }
+  if (flag !== undefined) return { file: flag, from: "--config" };
+  if (argument !== undefined) return { file: argument, from: "argument" };
+  const here = join(opts.cwd ?? process.cwd(), WORKING_DIR_CONFIG_FILE);
+  return existsSync(here) ? { file: here, from: "working directory" } : undefined;
+}
 
 /** Reads, merges and validates the agent's configuration. Throws ConfigError naming every bad key. */
 export function loadAgentConfig(input: LoadAgentConfigInput): AgentConfig {

@@ -5,8 +5,8 @@ import { createAgent, type Agent } from "./agent.js";
 import type { AgentConfig } from "./config.js";
 
 export type { Agent } from "./agent.js";
-export { ConfigError, loadAgentConfig } from "./config.js";
-export type { AgentConfig, AgentFlags, LoadAgentConfigInput } from "./config.js";
+export { chooseConfigFile, ConfigError, loadAgentConfig } from "./config.js";
+export type { AgentConfig, AgentFlags, ConfigFileChoice, LoadAgentConfigInput } from "./config.js";
 
 /** Starts the agent: it dials the hub in the background; use whenConnected() to wait for a session. */
 export function startAgent(config: AgentConfig, logger?: Logger): Promise<Agent> {

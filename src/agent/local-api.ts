@@ -1,7 +1,8 @@
 // The agent's local API on agent_port: the GridAgent gRPC service (spawn, stop, status and list of its
 // supervised nodes) and, on the same port, plain HTTP/1.1 `/healthz` and `/metrics`. A connection that
 // opens with the HTTP/2 preface goes to gRPC; anything else to the HTTP handler. gRPC calls need
-// `authorization: Bearer <token>` with the agent's own token or its configured api_token.
+// `authorization: Bearer <token>` with the agent's own token or its configured api_token. GridAgent is
+// served twice: as switchboard.grid.v1.GridAgent and under seed 003's package-less name (/GridAgent/...).
 import { createHash, randomUUID, timingSafeEqual } from "node:crypto";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createServer as createNetServer, type Server, type Socket } from "node:net";
@@ -28,6 +29,17 @@ import type { NodeRecord } from "../gen/switchboard/v1/node.js";
 import type { NodeHost } from "./nodes/node-host.js";
 
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/**
+ * GridAgent as seed 003's agent.proto declares it, with no package: its methods are /GridAgent/SpawnNode
+ * and so on, and their messages are ours field for field, so the handlers are the same.
+ */
+const SEED_GRID_AGENT_SERVICE = Object.fromEntries(
+  Object.entries(GridAgentService).map(([name, method]) => [
+    name,
+    { ...method, path: method.path.replace(/^\/switchboard\.grid\.v1\./, "/") },
+  ]),
+) as unknown as typeof GridAgentService;
 
 export interface LocalApiOptions {
   host: string;
@@ -175,6 +187,7 @@ export async function startLocalApi(o: LocalApiOptions): Promise<LocalApi> {
 
   const grpc = new GrpcServer();
   grpc.addService(GridAgentService, impl);
+  grpc.addService(SEED_GRID_AGENT_SERVICE, impl);
   const injector = grpc.createConnectionInjector(ServerCredentials.createInsecure());
 
   const http = createHttpServer((req: IncomingMessage, res: ServerResponse) => {

@@ -210,7 +210,8 @@ export const AGENT_SETTINGS = defineSettings({
       env: "SWITCHBOARD_HUB",
       flag: "--hub <host:port>",
       repeatable: true,
-      aliases: ["agent.master_host"],
+      // Seed 004's name for it, and seed 003's (usually written "http://host:7000").
+      aliases: ["agent.master_host", "agent.master_endpoint"],
       help: "hub addresses, tried in turn (a flag may repeat, a variable separates them with commas)",
     },
     "agent.token": {

@@ -315,7 +315,7 @@ export function loadSettings<S extends Settings>(
       const short = (k: string): string => k.slice(k.indexOf(".") + 1);
       if (found.length > 1) {
         problems.push(
-          `${found[1]!.name}: set either ${found.map((f) => short(f.name)).join(" or ")} (names of the same setting), not more than one${describeOrigin(fileOrigin)}`,
+          `${found[found.length - 1]!.name}: set one of ${found.map((f) => short(f.name)).join(" and ")} (names of the same setting), not several${describeOrigin(fileOrigin)}`,
         );
       }
       if (found.length > 0) {

@@ -30,6 +30,11 @@ export class AgentSession {
   readonly tasks = new Set<string>();
   /** The agent said Goodbye: no new work. */
   leaving = false;
+  /**
+   * False when the agent's protocol has no resume (seed 000's workers): nothing could come back for
+   * its tasks, so a broken stream ends them at once rather than after the resume grace.
+   */
+  resumable = true;
   /** Logically gone: the hub has accounted for its tasks. */
   closed = false;
   /**

@@ -45,6 +45,19 @@ describe("loadHubConfig", () => {
     );
   });
 
+  it("gives seed 000's results the seed's 2 GB limit, apart from the hub's own", () => {
+    const d = loadHubConfig({ env: {}, flags: { insecure: true } });
+    expect(d.seedMaxMessageBytes).toBe(2_147_483_647);
+    expect(d.maxMessageBytes).toBe(16 * 1024 * 1024);
+    const f = file('[hub]\nlisten = "127.0.0.1:0"\n[seed000]\nmax_message_bytes = 1048576\n');
+    expect(loadHubConfig({ file: f, env: {} }).seedMaxMessageBytes).toBe(1024 * 1024);
+    for (const bad of ["100", "2147483648"]) {
+      expect(() => loadHubConfig({ file: file(`[seed000]\nmax_message_bytes = ${bad}\n`), env: {} })).toThrow(
+        /^seed000\.max_message_bytes: /,
+      );
+    }
+  });
+
   it("names the bad key", () => {
     expect(() => loadHubConfig({ file: file("[hub]\nqueue_limit = -5\n"), env: {} })).toThrow(
       /hub\.queue_limit/,

@@ -30,6 +30,8 @@ export interface HubConfig {
   insecure: boolean;
   /** Seed-000 calls without a token are accepted; only on a loopback or mutual-TLS listener. */
   seedTokenless: boolean;
+  /** Seed 000's results travel as one message: SendCommand's answer, a seed worker's QueryResult. */
+  seedMaxMessageBytes: number;
   /** Supervised nodes: per-operation deadlines towards agents, and rescheduling off a lost agent. */
   nodes: {
     spawnTimeoutMs: number;
@@ -78,6 +80,7 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
     outputWindowBytes: v["hub.output_window_bytes"],
     insecure: v["hub.insecure"],
     seedTokenless: v["seed000.tokenless"],
+    seedMaxMessageBytes: v["seed000.max_message_bytes"],
     nodes: {
       spawnTimeoutMs: ms(v["nodes.spawn_timeout_secs"]),
       stopTimeoutMs: ms(v["nodes.stop_timeout_secs"]),

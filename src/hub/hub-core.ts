@@ -365,8 +365,15 @@ export class HubCore {
     return false;
   }
 
-  /** Serve one agent's Connect stream from Hello to its end (authenticated: by a bridge that did it). */
-  connect(call: ServerDuplexStream<AgentMessage, HubMessage>, authenticated?: Principal): void {
+  /**
+   * Serve one agent's Connect stream from Hello to its end (authenticated: by a bridge that did it;
+   * resumable false: a bridge whose agents cannot resume a session, so their tasks end with the stream).
+   */
+  connect(
+    call: ServerDuplexStream<AgentMessage, HubMessage>,
+    authenticated?: Principal,
+    opts: { resumable?: boolean } = {},
+  ): void {
     let principal: Principal;
     try {
       principal = authenticated ?? this.auth.requireAgent(call.metadata);
@@ -397,6 +404,7 @@ export class HubCore {
           }
           clearTimeout(helloTimer);
           session = this.openSession(call, principal, msg.body.value);
+          if (opts.resumable === false) session.resumable = false;
           return;
         }
         if (msg.body?.$case === "batch") {
@@ -690,7 +698,7 @@ export class HubCore {
   /** The agent's stream ended without a goodbye: hold its tasks for the grace, or end them now. */
   private streamGone(s: AgentSession, why: string): void {
     if (s.closed || s.detachedAt !== undefined) return;
-    if (this.config.resumeGraceMs <= 0 || s.tasks.size === 0 || s.leaving || this.draining) {
+    if (!s.resumable || this.config.resumeGraceMs <= 0 || s.tasks.size === 0 || s.leaving || this.draining) {
       this.closeSession(s, why);
       return;
     }

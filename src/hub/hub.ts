@@ -17,7 +17,12 @@ import { widenHttp2Windows } from "./http2-windows.js";
 import { adminService } from "./services/admin-service.js";
 import { nodeService } from "./services/node-service.js";
 import { clientService } from "./services/client-service.js";
-import { AgntServiceService, SeedClientServiceService, seedServices } from "./seed000/seed-service.js";
+import {
+  AgntServiceService,
+  SeedClientServiceService,
+  seedMessageLimits,
+  seedServices,
+} from "./seed000/seed-service.js";
 import { openSqliteStore, type Store } from "./store/index.js";
 
 export interface Hub {
@@ -43,7 +48,11 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
   const core = new HubCore(config, store, auth, logger);
   core.recover();
 
-  const server = new Server(serverOptions(config.maxMessageBytes));
+  const server = new Server({
+    ...serverOptions(config.maxMessageBytes),
+    // Seed 000's results get the seed's own limit; every other call keeps the hub's.
+    interceptors: [seedMessageLimits(config.seedMaxMessageBytes, logger)],
+  });
   const agentService: AgentServiceServer = { connect: (call) => core.connect(call) };
   server.addService(agentServiceDefinition, agentService);
   server.addService(clientServiceDefinition, clientService(core));
@@ -52,7 +61,7 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
   // Seed 000's contract on the same port: its method paths (/AgntService, /ClientService) are distinct.
   const seed = seedServices(core, {
     tokenless: config.seedTokenless,
-    maxMessageBytes: config.maxMessageBytes,
+    maxMessageBytes: config.seedMaxMessageBytes,
   });
   server.addService(AgntServiceService, seed.agent);
   server.addService(SeedClientServiceService, seed.client);

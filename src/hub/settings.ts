@@ -159,6 +159,13 @@ export const HUB_SETTINGS = defineSettings({
       flag: "--seed-tokenless",
       help: "accept seed calls without a bearer token: only on a loopback listener or with tls.client_ca (mutual TLS); otherwise the hub refuses to start",
     },
+    "seed000.max_message_bytes": {
+      // The seed's own server allowed 2 GB - 1 both ways; its clients expect results that large.
+      schema: integer("a number of bytes", 64 * 1024, 2_147_483_647),
+      default: 2_147_483_647,
+      input: "number",
+      help: "the largest seed-000 result: SendCommand's answer, a seed worker's QueryResult (the hub's own services keep hub.max_message_bytes)",
+    },
     "tls.cert": {
       schema: text,
       input: "string",

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Generates the Python gRPC code (app_pb2.py, app_pb2_grpc.py) of seed 000's contract (proto/seed000/app.proto,
-# the same file the hub is generated from) into OUTDIR, with
-# Debian's protoc and grpc_python_plugin, for seed_client.py and seed_agent.py (run by /usr/bin/python3).
+# Generates into OUTDIR, with Debian's protoc and grpc_python_plugin, the Python gRPC code of
+# - seed 000's contract (app_pb2.py, app_pb2_grpc.py) from proto/seed000/app.proto, the same file the hub is
+#   generated from, for seed_client.py and seed_agent.py;
+# - seed 003's GridAgent (agent_pb2.py, agent_pb2_grpc.py) from seed003/agent.proto, the seed document's own
+#   text, for grid_agent_client.py.
+# All run by /usr/bin/python3.
 # Usage: test/python/generate.sh OUTDIR
 set -euo pipefail
 
@@ -23,3 +26,4 @@ fi
 
 mkdir -p "$out"
 protoc -I "$here/../../proto/seed000" --python_out="$out" --grpc_out="$out" --plugin=protoc-gen-grpc="$plugin" app.proto
+protoc -I "$here/seed003" --python_out="$out" --grpc_out="$out" --plugin=protoc-gen-grpc="$plugin" agent.proto

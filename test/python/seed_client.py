@@ -1,13 +1,21 @@
 """A client of seed 000's contract, as the seed's Django side would be: one ClientService.SendCommand.
 
 Prints exactly one JSON line on stdout, the response or the gRPC error, and exits 0 either way so that
-a test can parse what the hub answered (usage mistakes exit 2, as argparse does).
+a test can parse what the hub answered (usage mistakes exit 2, as argparse does). With --summary the
+json field is replaced by its size, its row count and its last row, for results too large to pass on.
 Usage: seed_client.py --gen DIR --address HOST:PORT [--token T] --agent-id ID --database DB --query SQL
 """
 
 import argparse
 import json
 import sys
+import time
+
+# The seed server's channel options: messages up to 2 GB - 1 both ways (its results travel as one message).
+SEED_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 2147483647),
+    ("grpc.max_receive_message_length", 2147483647),
+]
 
 
 def parse_args() -> argparse.Namespace:
@@ -20,6 +28,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--query", required=True, help="the SQL statement")
     p.add_argument("--tbl-name", default="", help="a table whose description comes back in meta_data")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline of the call in seconds")
+    p.add_argument("--summary", action="store_true", help="print json_bytes, rows and last_row instead of json")
     return p.parse_args()
 
 
@@ -32,19 +41,27 @@ def main() -> int:
     import app_pb2_grpc
 
     metadata = [("authorization", f"Bearer {args.token}")] if args.token else None
-    # The seed's results travel as one message: accept any size the hub is willing to send.
-    options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
     request = app_pb2.CommandRequest(
         agent_id=args.agent_id, database=args.database, query=args.query, tbl_name=args.tbl_name
     )
-    with grpc.insecure_channel(args.address, options=options) as channel:
+    started = time.monotonic()
+    with grpc.insecure_channel(args.address, options=SEED_CHANNEL_OPTIONS) as channel:
         stub = app_pb2_grpc.ClientServiceStub(channel)
         try:
             res = stub.SendCommand(request, timeout=args.timeout, metadata=metadata)
             answer = {"ok": True, "json": res.json, "message": res.message, "meta_data": res.meta_data}
+            if args.summary:
+                rows = json.loads(res.json) if res.json else []
+                del answer["json"]
+                answer.update(
+                    json_bytes=len(res.json.encode("utf-8")),
+                    rows=len(rows),
+                    last_row=rows[-1] if rows else None,
+                )
         except grpc.RpcError as err:
             code = err.code()
             answer = {"ok": False, "code": code.name if code else "UNKNOWN", "details": err.details() or ""}
+    answer["seconds"] = round(time.monotonic() - started, 3)
     print(json.dumps(answer), flush=True)
     return 0
 

@@ -1,4 +1,5 @@
-// `switchboard agent`: dial the hub, take tasks, drain on SIGTERM/SIGINT and exit 0.
+// `switchboard agent [config]`: dial the hub, take tasks, drain on SIGTERM/SIGINT and exit 0.
+import { resolve } from "node:path";
 import type { Command } from "commander";
 import type { Settings, SettingsTable } from "../../common/settings.js";
 import { createLogger } from "../../common/logger.js";
@@ -20,6 +21,10 @@ export function registerAgent(program: Command, settings?: SettingsTable<Setting
   const cmd = program
     .command("agent")
     .description("run an agent: dial out to the hub and run the tasks it sends")
+    .argument(
+      "[config]",
+      "TOML config file, as --config; with neither, ./agent-config.toml is read if it exists",
+    )
     .option("-c, --config <file>", "TOML config file ([agent], [storage], [monitoring], [shell], ...)")
     .option(
       "--log-level <level>",
@@ -31,9 +36,10 @@ export function registerAgent(program: Command, settings?: SettingsTable<Setting
       "after",
       "\nFlags win over the environment, which wins over the file (docs/configuration/agent.md lists every key).",
     )
-    .action(async (flags: AgentCliFlags & AgentFlags, cmd: Command) => {
+    .action(async (configArgument: string | undefined, flags: AgentCliFlags & AgentFlags, cmd: Command) => {
       // Loaded when the command runs: a client command need not carry the hub's or the agent's code.
-      const { ConfigError, loadAgentConfig, startAgent } = await import("../../agent/index.js");
+      const { chooseConfigFile, ConfigError, loadAgentConfig, startAgent } =
+        await import("../../agent/index.js");
       // The connection flags given before the command name (`switchboard --hub X agent`) count too.
       const globals = cmd.parent?.opts<ConnectionFlags>() ?? {};
       const hub = globals.hub ?? globals.master;
@@ -48,14 +54,17 @@ export function registerAgent(program: Command, settings?: SettingsTable<Setting
         ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)),
       };
       let config;
+      let chosen;
       try {
-        config = loadAgentConfig({ env: process.env, flags: f });
+        chosen = chooseConfigFile({ flag: flags.config, argument: configArgument });
+        config = loadAgentConfig({ env: process.env, flags: { ...f, config: chosen?.file } });
       } catch (e) {
         if (e instanceof ConfigError)
           throw usageError(e.message, "fix the setting named above (see switchboard agent --help)");
         throw e;
       }
       const logger = createLogger("agent", { level: logLevelFlag(flags.logLevel) });
+      if (chosen) logger.info({ configFile: resolve(chosen.file), from: chosen.from }, "config file read");
       for (const w of config.warnings) logger.warn(w);
       const agent = await startAgent(config, logger);
       await stopOnSignals(logger, (o) => agent.shutdown(o));

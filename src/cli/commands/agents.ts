@@ -4,8 +4,30 @@ import type { Command } from "commander";
 import { formatDuration } from "../../common/duration.js";
 import { clientCommand, withClient } from "../client-command.js";
 import { intFlag } from "../flags.js";
-import { AGENT_COLUMNS, agentRow, outputFormat, printList, printObject, type Column } from "../output.js";
+import {
+  AGENT_COLUMNS,
+  agentRow,
+  outputFormat,
+  printList,
+  printObject,
+  type AgentRow,
+  type Column,
+} from "../output.js";
 import type { PoolStatus } from "../../gen/switchboard/v1/client.js";
+
+/**
+ * The listing's columns: ours, plus seed 003's list-agents fields, its platform and how long ago it was
+ * last heard from ("Last Heartbeat: 2 seconds ago"), in seconds for every agent, connected or not.
+ */
+const LISTING_COLUMNS: Column<AgentRow>[] = AGENT_COLUMNS.flatMap((c): Column<AgentRow>[] => {
+  if (c.header === "HOST") return [c, { header: "PLATFORM", value: (r) => r.platform || "-" }];
+  if (c.header === "LAST SEEN") return [{ header: "LAST HEARTBEAT", value: (r) => secondsAgo(r.lastSeenMs) }];
+  return [c];
+});
+
+function secondsAgo(ms: number, now = Date.now()): string {
+  return ms ? `${Math.max(0, Math.round((now - ms) / 1000))} s ago` : "-";
+}
 
 export function registerAgents(program: Command): void {
   clientCommand(program, "agents", "list agents with their pool, health and load")
@@ -20,7 +42,7 @@ export function registerAgents(program: Command): void {
       );
       printList(
         agents.map(agentRow),
-        AGENT_COLUMNS,
+        LISTING_COLUMNS,
         format,
         "no agents connected (start one with switchboard agent --help)",
       );

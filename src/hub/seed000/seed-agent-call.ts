@@ -28,6 +28,8 @@ interface PendingTask {
   queued: Buffer[];
   window: number;
   finished: Finished | undefined;
+  /** A pump() of this task is on the stack (the hub can grant window from inside an output event). */
+  pumping: boolean;
 }
 
 /**
@@ -202,6 +204,7 @@ export class SeedAgentCall extends EventEmitter {
       queued: [],
       window: this.initialWindow,
       finished: undefined,
+      pumping: false,
     };
     this.tasks.set(taskId, t);
     if (s?.$case !== "sql") {
@@ -306,18 +309,29 @@ export class SeedAgentCall extends EventEmitter {
     this.pump(taskId, t);
   }
 
-  /** Sends queued output within the window, then the Finished once everything is out. */
+  /**
+   * Sends queued output within the window, then the Finished once everything is out. The hub answers
+   * an output event synchronously, sometimes with more window (which calls pump() again): the queue is
+   * advanced before each event, and a nested call leaves the sending to the loop already running, so no
+   * piece goes out twice and the stack does not grow with the result.
+   */
   private pump(taskId: string, t: PendingTask): void {
-    while (t.queued.length > 0 && t.window > 0) {
-      const head = t.queued[0]!;
-      const n = Math.min(head.length, t.window);
-      this.event(taskId, t, {
-        $case: "output",
-        value: { stream: OutputStream.OUTPUT_STREAM_STDOUT, data: head.subarray(0, n) },
-      });
-      t.window -= n;
-      if (n === head.length) t.queued.shift();
-      else t.queued[0] = head.subarray(n);
+    if (t.pumping) return;
+    t.pumping = true;
+    try {
+      while (t.queued.length > 0 && t.window > 0) {
+        const head = t.queued[0]!;
+        const n = Math.min(head.length, t.window);
+        if (n === head.length) t.queued.shift();
+        else t.queued[0] = head.subarray(n);
+        t.window -= n;
+        this.event(taskId, t, {
+          $case: "output",
+          value: { stream: OutputStream.OUTPUT_STREAM_STDOUT, data: head.subarray(0, n) },
+        });
+      }
+    } finally {
+      t.pumping = false;
     }
     if (t.queued.length === 0 && t.finished && this.tasks.has(taskId)) {
       this.event(taskId, t, { $case: "finished", value: t.finished });

@@ -17,23 +17,42 @@ import { RowObjectEncoder, SqlResultDecoder } from "../../common/sql-result.js";
 import {
   AgntServiceService,
   ClientServiceService,
+  CommandResponse,
   type AgentMessage as SeedAgentMessage,
   type CommandRequest,
-  type CommandResponse,
   type ServerMessage,
 } from "../../gen/seed000/app.js";
-import { OutputStream, TaskState, type TaskEvent } from "../../gen/switchboard/v1/task.js";
+import { OutputStream, TaskState, type Finished, type TaskEvent } from "../../gen/switchboard/v1/task.js";
 import type { Principal } from "../auth.js";
 import type { HubCore } from "../hub-core.js";
 import type { Watcher } from "../live-task.js";
 import { SeedAgentCall } from "./seed-agent-call.js";
 
-export { AgntServiceService, ClientServiceService as SeedClientServiceService };
+export { AgntServiceService };
+export { SEED_MAX_MESSAGE_BYTES, seedMessageLimits } from "./message-limits.js";
+
+/** A CommandResponse encoded as it goes on the wire: its json can be larger than a JS string may be. */
+class EncodedCommandResponse {
+  constructor(readonly bytes: Buffer) {}
+}
+
+type SendCommandAnswer = CommandResponse | EncodedCommandResponse;
+
+/** ClientService as generated, except that SendCommand's answer may come already encoded. */
+export const SeedClientServiceService = {
+  sendCommand: {
+    ...ClientServiceService.sendCommand,
+    responseSerialize: (value: SendCommandAnswer): Buffer =>
+      value instanceof EncodedCommandResponse
+        ? value.bytes
+        : Buffer.from(CommandResponse.encode(value).finish()),
+  },
+} as const;
 
 export interface SeedServiceOptions {
   /** Calls without a token are accepted (as an operator, or an agent of any pool). */
   tokenless: boolean;
-  /** The largest response the hub may send (its max message size). */
+  /** The largest SendCommand response ([seed000] max_message_bytes). */
   maxMessageBytes: number;
 }
 
@@ -65,15 +84,16 @@ export function seedServices(
       call.emit("error", toServiceError(err));
       return;
     }
-    core.connect(new SeedAgentCall(call).asAgentCall(), p);
+    // A seed worker cannot resume a session: when its stream ends, its queries fail at once.
+    core.connect(new SeedAgentCall(call).asAgentCall(), p, { resumable: false });
   };
 
   const sendCommand = (
-    call: ServerUnaryCall<CommandRequest, CommandResponse>,
-    callback: sendUnaryData<CommandResponse>,
+    call: ServerUnaryCall<CommandRequest, SendCommandAnswer>,
+    callback: sendUnaryData<SendCommandAnswer>,
   ): void => {
     let answered = false;
-    const answer = (err: unknown, res?: CommandResponse): void => {
+    const answer = (err: unknown, res?: SendCommandAnswer): void => {
       if (answered) return;
       answered = true;
       if (err) callback(toServiceError(err));
@@ -147,15 +167,25 @@ export function seedServices(
   };
 }
 
-/** Gathers a sql task's events into seed 000's one-message answer. */
+/** Past this many characters, rows gathered as text are encoded to bytes (and counted against the limit). */
+const FLUSH_CHARS = 64 * 1024;
+
+/**
+ * Gathers a sql task's events into seed 000's one-message answer. The rows are kept as UTF-8 bytes and
+ * the answer is encoded here, so a result may be as large as the seed allows (2 GB), far past the
+ * longest string V8 can hold.
+ */
 class ResultCollector implements Watcher {
   consumedBytes = 0;
-  onDone: ((res: CommandResponse | undefined, err?: SwitchboardError) => void) | undefined;
+  onDone: ((res: SendCommandAnswer | undefined, err?: SwitchboardError) => void) | undefined;
   /** The task ended before any agent took it (no agent, refused by the scheduler). */
   neverAssigned: () => boolean = () => false;
   private readonly decoder = new SqlResultDecoder();
-  private readonly parts: string[] = [];
-  private size = 2;
+  /** The json array so far: encoded pieces, then text not yet encoded. */
+  private readonly parts: Buffer[] = [Buffer.from("[")];
+  private bytes = 1;
+  private pending = "";
+  private rows = 0;
   private encoder: RowObjectEncoder | undefined;
   private failed = false;
 
@@ -167,39 +197,81 @@ class ResultCollector implements Watcher {
       const rows = this.decoder.push(e.value.data);
       // Rows always follow the header line, so the encoder exists before the first row.
       if (this.decoder.header) this.encoder ??= new RowObjectEncoder(this.decoder.header.columns);
-      for (const row of rows) this.add(this.encoder!.encode(row));
-    } else if (e?.$case === "finished" && !this.failed) {
-      const f = e.value;
-      const header = this.decoder.header;
-      const meta = header?.table == null ? "" : JSON.stringify(header.table);
-      if (f.state === TaskState.TASK_STATE_SUCCEEDED) {
-        this.onDone?.({ json: `[${this.parts.join(",")}]`, message: f.reason || "ok", metaData: meta });
-      } else if (f.error && this.neverAssigned()) {
-        this.onDone?.(undefined, new SwitchboardError(f.error.code, f.error.message || f.reason));
-      } else {
-        this.onDone?.({
-          json: "",
-          message: `error: ${f.error?.message || f.reason || "the query failed"}`,
-          metaData: meta,
-        });
+      for (const row of rows) {
+        this.pending += (this.rows++ === 0 ? "" : ",") + this.encoder!.encode(row);
+        if (this.pending.length >= FLUSH_CHARS && !this.flush()) break;
       }
+    } else if (e?.$case === "finished" && !this.failed) {
+      this.finished(e.value);
     }
     consumed();
   }
 
-  private add(text: string): void {
-    this.size += text.length + 1;
-    if (this.size > this.maxBytes) {
-      this.failed = true;
+  private finished(f: Finished): void {
+    const header = this.decoder.header;
+    const meta = header?.table == null ? "" : JSON.stringify(header.table);
+    if (f.state === TaskState.TASK_STATE_SUCCEEDED) {
+      this.pending += "]";
+      if (!this.flush()) return;
+      // Field 1 (json) written here from the pieces; message and meta_data as generated.
+      const rest = CommandResponse.encode({ json: "", message: f.reason || "ok", metaData: meta }).finish();
+      const tag = Buffer.from([0x0a, ...varint(this.bytes)]);
+      if (!this.fits(tag.length + this.bytes + rest.length)) return;
+      const answer = Buffer.concat([tag, ...this.parts, rest]);
+      this.parts.length = 0;
+      this.onDone?.(new EncodedCommandResponse(answer));
+    } else if (f.error && this.neverAssigned()) {
+      this.onDone?.(undefined, new SwitchboardError(f.error.code, f.error.message || f.reason));
+    } else if (f.state === TaskState.TASK_STATE_LOST) {
+      // The worker (its stream) went away: nothing will answer, which is not the query's error.
       this.onDone?.(
         undefined,
         new SwitchboardError(
-          Code.RESOURCE_EXHAUSTED,
-          `the result is larger than the hub's max message size (${this.maxBytes} bytes): add a LIMIT, or stream it with switchboard query`,
+          Code.UNAVAILABLE,
+          `the worker running the query went away: ${f.reason || f.error?.message || "it was lost"}; its result will not come, send the query again`,
         ),
       );
-      return;
+    } else {
+      this.onDone?.({
+        json: "",
+        message: `error: ${f.error?.message || f.reason || "the query failed"}`,
+        metaData: meta,
+      });
     }
-    this.parts.push(text);
   }
+
+  /** Encodes the pending text; false (and the caller answered) when the result outgrew the limit. */
+  private flush(): boolean {
+    if (this.pending === "") return true;
+    const b = Buffer.from(this.pending, "utf8");
+    this.pending = "";
+    this.bytes += b.length;
+    this.parts.push(b);
+    return this.fits(this.bytes);
+  }
+
+  private fits(size: number): boolean {
+    if (size <= this.maxBytes) return true;
+    this.failed = true;
+    this.parts.length = 0;
+    this.onDone?.(
+      undefined,
+      new SwitchboardError(
+        Code.RESOURCE_EXHAUSTED,
+        `the result is larger than ${this.maxBytes} bytes ([seed000] max_message_bytes): add a LIMIT, or stream it with switchboard query`,
+      ),
+    );
+    return false;
+  }
+}
+
+/** Protobuf's base-128 varint of a length. */
+function varint(n: number): number[] {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80);
+    n = Math.floor(n / 0x80);
+  }
+  out.push(n);
+  return out;
 }
