@@ -192,13 +192,13 @@ describe("supervised nodes on a bad day", () => {
         { timeoutMs: 60_000 },
       );
       expect(r.code).not.toBe(0);
-      expect(r.stderr).toContain("agent f-slow did not answer the node spawn within 3s");
-      expect(r.stderr).toContain("the spawn was cancelled on agent f-slow: nothing is left running");
       // The node had started its process: it is gone, so it can never come up later and be adopted.
       const pidFile = join(a.dataDir, "nodes", "f-late", "pid");
       const pid = Number(readFileSync(pidFile, "utf8"));
       nodePids.add(pid);
       await waitFor("the starting node's process to end", () => !pidAlive(pid), 10_000);
+      expect(r.stderr).toContain("agent f-slow did not answer the node spawn within 3s");
+      expect(r.stderr).toContain("the spawn was cancelled on agent f-slow: nothing is left running");
       expect(agentTable(a.dataDir)).toEqual([]);
       expect(await slow.nodes.list({ includeStopped: true })).toEqual([]);
       // Its slot (the agent's only one) is free again: a spawn that fits the deadline works.
@@ -284,6 +284,20 @@ describe("supervised nodes on a bad day", () => {
     );
     await agent("f-plain");
 
+    /** The nodes run where they did, with the same process: nothing was stopped. */
+    const untouched = async (): Promise<void> => {
+      for (const [id, before] of [
+        ["f-stays", n],
+        ["f-custom", custom],
+      ] as const) {
+        const s = await client.nodes.status(id);
+        expect(s.agentId).toBe("f-home");
+        expect(s.record?.status).toBe("running");
+        expect(s.record?.pid).toBe(before.record!.pid);
+        expect(s.record?.restartCount).toBe(0);
+      }
+    };
+
     const noRoom = await runCli([
       ...hub.cli,
       "migrate",
@@ -294,6 +308,7 @@ describe("supervised nodes on a bad day", () => {
       "--copy-data",
     ]);
     expect(noRoom.code).not.toBe(0);
+    await untouched();
     expect(noRoom.stderr).toContain("no free node slot");
     expect(noRoom.stderr).toContain("it still runs on f-home, untouched");
 
@@ -307,6 +322,7 @@ describe("supervised nodes on a bad day", () => {
       "--copy-data",
     ]);
     expect(notAllowed.code).not.toBe(0);
+    await untouched();
     expect(notAllowed.stderr).toContain(`binary ${script} is not allowed on this agent`);
     expect(notAllowed.stderr).toContain("PERMISSION_DENIED");
 
@@ -321,18 +337,8 @@ describe("supervised nodes on a bad day", () => {
       "--copy-data",
     ]);
     expect(noWay.code).not.toBe(0);
+    await untouched();
     expect(noWay.stderr).toContain("[files] roots");
-
-    for (const [id, before] of [
-      ["f-stays", n],
-      ["f-custom", custom],
-    ] as const) {
-      const s = await client.nodes.status(id);
-      expect(s.agentId).toBe("f-home");
-      expect(s.record?.status).toBe("running");
-      expect(s.record?.pid).toBe(before.record!.pid);
-      expect(s.record?.restartCount).toBe(0);
-    }
     expect(await healthz(n.record!.port)).toBe(true);
   }, 90_000);
 

@@ -241,8 +241,12 @@ export class NodeOrchestrator {
       { node_id: nodeId, agent_id: agentId, port: req.port },
       "forwarding a node spawn to its agent",
     );
+    // Once the hub gives up on this spawn, a broken link must not make it send the spawn again.
+    const giveUp = new AbortController();
+    const onAbort = (): void => giveUp.abort();
+    signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      const reply = await untilAborted(this.spawnOn(agentId, spec), signal);
+      const reply = await untilAborted(this.spawnOn(agentId, spec, giveUp.signal), signal);
       node.busy = false;
       this.save(node);
       const n = reply.nodes[0];
@@ -261,7 +265,10 @@ export class NodeOrchestrator {
         throw err;
       }
       // No answer in time, or the caller went away: the agent may be starting it still.
+      giveUp.abort();
       throw await this.cancelSpawn(p, node, previous, err);
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
     }
   }
 
@@ -366,11 +373,17 @@ export class NodeOrchestrator {
     );
   }
 
-  /** Spawns the spec on the agent; a retry that finds the node already there takes it as started. */
-  private async spawnOn(agentId: string, spec: NodeSpawn): Promise<NodeReply> {
+  /**
+   * Spawns the spec on the agent; a retry that finds the node already there takes it as started. No
+   * attempt is made once `signal` fires.
+   */
+  private async spawnOn(agentId: string, spec: NodeSpawn, signal?: AbortSignal): Promise<NodeReply> {
     const timeout = this.hub.config.nodes.spawnTimeoutMs;
     let attempt = 0;
     return this.withRetries(agentId, timeout, async (remaining) => {
+      if (signal?.aborted) {
+        throw new SwitchboardError(Code.CANCELLED, `the spawn of node ${spec.nodeId} was given up`);
+      }
       attempt++;
       try {
         return await this.commandOnce(agentId, { $case: "spawn", value: spec }, remaining, timeout);
@@ -772,7 +785,10 @@ export class NodeOrchestrator {
         this.hub.config.nodes.stopTimeoutMs,
       );
     } catch (err) {
-      throw notMigrated(id, from, err);
+      throw new SwitchboardError(
+        err instanceof SwitchboardError ? err.code : Code.INTERNAL,
+        `node ${id} was not migrated: stopping it on ${from} failed (${(err as Error).message}); nothing was copied or started on ${to}`,
+      );
     }
     let started: NodeReply;
     try {
