@@ -225,7 +225,7 @@ describe("node supervisor", () => {
         const r = second.get("node-a");
         return r?.state === "running" && r.pid !== pids.a && (await healthz(pa)) ? r : undefined;
       },
-      10_000,
+      30_000,
     );
     expect(restarted.restartCount).toBe(1);
     expect(restarted.lastExit?.reason).toContain("adopted");

@@ -17,6 +17,8 @@ export interface NodeAgentOptions {
   token?: string;
   /** Binaries a spawn may name besides the storage node. */
   allowedBinaries?: string[];
+  /** storage.startup_timeout_secs (default 10). */
+  startupTimeoutSecs?: number;
 }
 
 export function nodeAgentConfig(dir: string, o: NodeAgentOptions): string {
@@ -37,7 +39,7 @@ export function nodeAgentConfig(dir: string, o: NodeAgentOptions): string {
       "crash_loop_window_secs = 30",
       "memory_check_interval_secs = 0.2",
       "stop_grace_secs = 3",
-      "startup_timeout_secs = 10",
+      `startup_timeout_secs = ${o.startupTimeoutSecs ?? 10}`,
       "stop_nodes_on_exit = true",
       o.extraToml ?? "",
     ].join("\n"),
