@@ -217,6 +217,11 @@ export class NodeSupervisor {
   }
 
   get(nodeId: string): NodeRecord | undefined {
+    // A spawn admitted but not launched yet is the node now (the hub's retry of a spawn whose answer a
+    // broken link lost asks this), not an earlier stopped node of the same id.
+    const p = this.pending.get(nodeId);
+    if (p && !p.launched)
+      return { ...this.newRecord(p.req, p.binary, p.req.storagePath, p.port ?? 0), state: "starting" };
     const l = this.nodes.get(nodeId);
     return l ? { ...l.record } : undefined;
   }
