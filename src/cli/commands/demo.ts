@@ -73,7 +73,7 @@ export function registerDemo(program: Command): void {
               pool: "demo",
               shell: true,
               poolSize: "4",
-              dataDir: join(dataDir, "agents", agentId),
+              dataDir: agentDataDir(dataDir, agentId),
               agentPort: "0",
             },
           });
@@ -90,6 +90,10 @@ export function registerDemo(program: Command): void {
       await stopOnSignals(logger, stop);
       process.stdout.write("demo stopped\n");
     });
+}
+
+function agentDataDir(dataDir: string, agentId: string): string {
+  return join(dataDir, "agents", agentId);
 }
 
 /** A small SQLite database for `switchboard query` to try, and the agents' config naming it. */
@@ -112,9 +116,12 @@ async function writeDemoDatasource(dataDir: string): Promise<string> {
     }
   }
   const config = join(dataDir, "demo-agent.toml");
+  // [files] roots: the agents' node data dirs (storage.data_path, by default <agent data dir>/nodes), so
+  // that `migrate --copy-data` moves a node's data between them as it would between machines.
+  const roots = AGENTS.map((id) => join(agentDataDir(dataDir, id), "nodes"));
   writeFileSync(
     config,
-    `[storage]\nstop_nodes_on_exit = true\n\n[shell]\npty = true\n\n[datasources.cities]\ndriver = "sqlite"\npath = ${JSON.stringify(file)}\n`,
+    `[storage]\nstop_nodes_on_exit = true\n\n[shell]\npty = true\n\n[files]\nroots = ${JSON.stringify(roots)}\n\n[datasources.cities]\ndriver = "sqlite"\npath = ${JSON.stringify(file)}\n`,
   );
   return config;
 }
