@@ -113,7 +113,10 @@ describe("agentIdClaim", () => {
     expect(thrown(() => claim(principal("tok_live"), "A", rec)).message).toMatch(
       /^agent id b1 is registered to pool B, not A;/,
     );
-    // Nor does a revoked token's record open it to another pool.
+    // Nor does a record from before token ownership, nor a revoked token's record.
+    expect(thrown(() => claim(principal("tok_a"), "A", { pool: "B", tokenId: null })).message).toMatch(
+      /^agent id b1 is registered to pool B, not A;/,
+    );
     expect(thrown(() => claim(principal("tok_a"), "A", { pool: "B", tokenId: "tok_revoked" })).code).toBe(
       Code.PERMISSION_DENIED,
     );

@@ -247,7 +247,7 @@ export function agentIdClaim(
   if (!rec) return "new";
   const forget = `an admin can release it with \`switchboard agents forget ${agentId}\``;
   if (rec.pool !== pool) {
-    const whose = rec.tokenId === p.tokenId ? "" : " with another token";
+    const whose = rec.tokenId === p.tokenId || rec.tokenId === null ? "" : " with another token";
     throw new SwitchboardError(
       Code.PERMISSION_DENIED,
       `agent id ${agentId} is registered to pool ${rec.pool}${whose}, not ${pool}; ${forget}`,
