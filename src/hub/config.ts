@@ -32,6 +32,8 @@ export interface HubConfig {
   insecure: boolean;
   /** Seed-000 calls without a token are accepted; only on a loopback or mutual-TLS listener. */
   seedTokenless: boolean;
+  /** The agent HTTP API's guards against slow clients and clients without a valid token. */
+  http: HttpGuards;
   /** Supervised nodes: per-operation deadlines towards agents, and rescheduling off a lost agent. */
   nodes: {
     spawnTimeoutMs: number;
@@ -39,6 +41,20 @@ export interface HubConfig {
     statusTimeoutMs: number;
     rescheduleAfterMs: number;
   };
+}
+
+export interface HttpGuards {
+  /** [hub] http_headers_timeout_secs: a request's headers must arrive within this (from its first byte). */
+  headersTimeoutMs: number;
+  /**
+   * [hub] http_request_timeout_secs: a whole request (headers and body) must arrive within this. A long
+   * poll is not cut: its small body has arrived long before the hub answers it.
+   */
+  requestTimeoutMs: number;
+  /** [hub] http_body_idle_timeout_secs: a body that stops arriving for this long is dropped (408). */
+  bodyIdleTimeoutMs: number;
+  /** [hub] http_max_unauthenticated: connections that have not yet presented a valid token, at most. */
+  maxUnauthenticated: number;
 }
 
 export class ConfigError extends Error {
@@ -63,6 +79,14 @@ export const HUB_DEFAULTS: HubConfig = {
   outputWindowBytes: 4 * 1024 * 1024,
   insecure: false,
   seedTokenless: false,
+  // Agents send their headers and small bodies at once; an output batch (<= the message size limit)
+  // gets two minutes even on a slow link, and never 15 s without a byte.
+  http: {
+    headersTimeoutMs: 10_000,
+    requestTimeoutMs: 120_000,
+    bodyIdleTimeoutMs: 15_000,
+    maxUnauthenticated: 256,
+  },
   nodes: { spawnTimeoutMs: 30_000, stopTimeoutMs: 10_000, statusTimeoutMs: 5_000, rescheduleAfterMs: 60_000 },
 };
 
@@ -79,6 +103,10 @@ const fileSchema = z
         drain_grace_secs: z.number().nonnegative(),
         resume_grace_secs: z.number().nonnegative(),
         output_window_bytes: positiveInt.min(64 * 1024),
+        http_headers_timeout_secs: z.number().positive(),
+        http_request_timeout_secs: z.number().positive(),
+        http_body_idle_timeout_secs: z.number().positive(),
+        http_max_unauthenticated: positiveInt,
       })
       .strict()
       .partial(),
@@ -182,7 +210,11 @@ function durationFrom(key: string, raw: string | number, where: string, unitMs: 
 export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
   const env = input.env ?? process.env;
   const flags = input.flags ?? {};
-  const cfg: HubConfig = { ...HUB_DEFAULTS, nodes: { ...HUB_DEFAULTS.nodes } };
+  const cfg: HubConfig = {
+    ...HUB_DEFAULTS,
+    http: { ...HUB_DEFAULTS.http },
+    nodes: { ...HUB_DEFAULTS.nodes },
+  };
 
   const file = typeof flags.config === "string" ? flags.config : input.file;
   const tls: TlsSettings = {};
@@ -214,6 +246,14 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
     if (f.hub?.resume_grace_secs !== undefined)
       cfg.resumeGraceMs = Math.round(f.hub.resume_grace_secs * 1000);
     if (f.hub?.output_window_bytes !== undefined) cfg.outputWindowBytes = f.hub.output_window_bytes;
+    if (f.hub?.http_headers_timeout_secs !== undefined)
+      cfg.http.headersTimeoutMs = Math.round(f.hub.http_headers_timeout_secs * 1000);
+    if (f.hub?.http_request_timeout_secs !== undefined)
+      cfg.http.requestTimeoutMs = Math.round(f.hub.http_request_timeout_secs * 1000);
+    if (f.hub?.http_body_idle_timeout_secs !== undefined)
+      cfg.http.bodyIdleTimeoutMs = Math.round(f.hub.http_body_idle_timeout_secs * 1000);
+    if (f.hub?.http_max_unauthenticated !== undefined)
+      cfg.http.maxUnauthenticated = f.hub.http_max_unauthenticated;
     if (f.monitoring?.heartbeat_interval_secs !== undefined)
       cfg.heartbeatIntervalMs = Math.round(f.monitoring.heartbeat_interval_secs * 1000);
     if (f.monitoring?.offline_after_secs !== undefined)
@@ -307,6 +347,11 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
   if (cfg.offlineAfterMs <= cfg.heartbeatIntervalMs) {
     throw new ConfigError(
       `monitoring.offline_after_secs (${cfg.offlineAfterMs / 1000}) must be longer than monitoring.heartbeat_interval_secs (${cfg.heartbeatIntervalMs / 1000})`,
+    );
+  }
+  if (cfg.http.requestTimeoutMs < cfg.http.headersTimeoutMs) {
+    throw new ConfigError(
+      `hub.http_request_timeout_secs (${cfg.http.requestTimeoutMs / 1000}) must be at least hub.http_headers_timeout_secs (${cfg.http.headersTimeoutMs / 1000}): a request's headers are part of it`,
     );
   }
   if ((tls.cert === undefined) !== (tls.key === undefined)) {
