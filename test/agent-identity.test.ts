@@ -145,7 +145,7 @@ describe.each<Transport>(["grpc", "http"])("an impostor on the %s transport", (t
     expect(r.stderr).toMatch(/UNAVAILABLE|not connected/);
     impostor.kill("SIGTERM");
     await impostor.exited;
-  }, 90_000);
+  }, 180_000);
 
   it("cannot take an online agent's id with another pool's token, nor with another token of its own pool", async () => {
     const id = `b2-${transport}`;
@@ -197,7 +197,7 @@ describe.each<Transport>(["grpc", "http"])("an impostor on the %s transport", (t
     expect(await agentRow(hub, id)).toMatchObject({ pool: poolB, connected: false });
     for (const p of [fromA, fromB, again]) p.kill("SIGTERM");
     await Promise.all([fromA.exited, fromB.exited, again.exited]);
-  }, 90_000);
+  }, 180_000);
 
   it("takes the id once an admin forgets it, and the forget is audited", async () => {
     const id = `b3-${transport}`;
@@ -258,7 +258,7 @@ describe.each<Transport>(["grpc", "http"])("an impostor on the %s transport", (t
     expect(await refusal(old)).toContain(`${registeredElsewhere(id, poolA)}, not ${poolB}`);
     old.kill("SIGTERM");
     await old.exited;
-  }, 90_000);
+  }, 180_000);
 });
 
 describe("an agent id changing hands", () => {
@@ -313,7 +313,7 @@ describe("an agent id changing hands", () => {
       [second.name, "owner-revoked"],
       [first.name, "new"],
     ]);
-  }, 90_000);
+  }, 180_000);
 
   it("is claimed by the first token that connects when the store predates token ownership", async () => {
     // A data directory from before this change: schema version 4, agent rows without a token.
@@ -361,7 +361,7 @@ describe("an agent id changing hands", () => {
     expect(await refusal(late)).toContain("agent id old-1 is registered to pool legacy with another token;");
     late.kill("SIGTERM");
     await late.exited;
-  }, 90_000);
+  }, 180_000);
 
   it("lets the demo, started again on its data dir, have its agents back", async () => {
     const dataDir = tempDir("demo-again");
