@@ -34,6 +34,8 @@ export interface HubConfig {
   seedTokenless: boolean;
   /** Seed 000's results travel as one message: SendCommand's answer, a seed worker's QueryResult. */
   seedMaxMessageBytes: number;
+  /** The agent HTTP API's guards against slow clients and clients without a valid token. */
+  http: HttpGuards;
   /** Supervised nodes: per-operation deadlines towards agents, and rescheduling off a lost agent. */
   nodes: {
     spawnTimeoutMs: number;
@@ -41,6 +43,20 @@ export interface HubConfig {
     statusTimeoutMs: number;
     rescheduleAfterMs: number;
   };
+}
+
+export interface HttpGuards {
+  /** [hub] http_headers_timeout_secs: a request's headers must arrive within this (from its first byte). */
+  headersTimeoutMs: number;
+  /**
+   * [hub] http_request_timeout_secs: a whole request (headers and body) must arrive within this. A long
+   * poll is not cut: its small body has arrived long before the hub answers it.
+   */
+  requestTimeoutMs: number;
+  /** [hub] http_body_idle_timeout_secs: a body that stops arriving for this long is dropped (408). */
+  bodyIdleTimeoutMs: number;
+  /** [hub] http_max_unauthenticated: connections that have not yet presented a valid token, at most. */
+  maxUnauthenticated: number;
 }
 
 export class ConfigError extends Error {
@@ -67,6 +83,14 @@ export const HUB_DEFAULTS: HubConfig = {
   seedTokenless: false,
   // The seed's own server allowed 2 GB - 1 both ways; its clients expect results that large.
   seedMaxMessageBytes: 2_147_483_647,
+  // Agents send their headers and small bodies at once; an output batch (<= the message size limit)
+  // gets two minutes even on a slow link, and never 15 s without a byte.
+  http: {
+    headersTimeoutMs: 10_000,
+    requestTimeoutMs: 120_000,
+    bodyIdleTimeoutMs: 15_000,
+    maxUnauthenticated: 256,
+  },
   nodes: { spawnTimeoutMs: 30_000, stopTimeoutMs: 10_000, statusTimeoutMs: 5_000, rescheduleAfterMs: 60_000 },
 };
 
@@ -83,6 +107,10 @@ const fileSchema = z
         drain_grace_secs: z.number().nonnegative(),
         resume_grace_secs: z.number().nonnegative(),
         output_window_bytes: positiveInt.min(64 * 1024),
+        http_headers_timeout_secs: z.number().positive(),
+        http_request_timeout_secs: z.number().positive(),
+        http_body_idle_timeout_secs: z.number().positive(),
+        http_max_unauthenticated: positiveInt,
       })
       .strict()
       .partial(),
@@ -189,7 +217,11 @@ function durationFrom(key: string, raw: string | number, where: string, unitMs: 
 export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
   const env = input.env ?? process.env;
   const flags = input.flags ?? {};
-  const cfg: HubConfig = { ...HUB_DEFAULTS, nodes: { ...HUB_DEFAULTS.nodes } };
+  const cfg: HubConfig = {
+    ...HUB_DEFAULTS,
+    http: { ...HUB_DEFAULTS.http },
+    nodes: { ...HUB_DEFAULTS.nodes },
+  };
 
   const file = typeof flags.config === "string" ? flags.config : input.file;
   const tls: TlsSettings = {};
@@ -221,6 +253,14 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
     if (f.hub?.resume_grace_secs !== undefined)
       cfg.resumeGraceMs = Math.round(f.hub.resume_grace_secs * 1000);
     if (f.hub?.output_window_bytes !== undefined) cfg.outputWindowBytes = f.hub.output_window_bytes;
+    if (f.hub?.http_headers_timeout_secs !== undefined)
+      cfg.http.headersTimeoutMs = Math.round(f.hub.http_headers_timeout_secs * 1000);
+    if (f.hub?.http_request_timeout_secs !== undefined)
+      cfg.http.requestTimeoutMs = Math.round(f.hub.http_request_timeout_secs * 1000);
+    if (f.hub?.http_body_idle_timeout_secs !== undefined)
+      cfg.http.bodyIdleTimeoutMs = Math.round(f.hub.http_body_idle_timeout_secs * 1000);
+    if (f.hub?.http_max_unauthenticated !== undefined)
+      cfg.http.maxUnauthenticated = f.hub.http_max_unauthenticated;
     if (f.monitoring?.heartbeat_interval_secs !== undefined)
       cfg.heartbeatIntervalMs = Math.round(f.monitoring.heartbeat_interval_secs * 1000);
     if (f.monitoring?.offline_after_secs !== undefined)
@@ -315,6 +355,11 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
   if (cfg.offlineAfterMs <= cfg.heartbeatIntervalMs) {
     throw new ConfigError(
       `monitoring.offline_after_secs (${cfg.offlineAfterMs / 1000}) must be longer than monitoring.heartbeat_interval_secs (${cfg.heartbeatIntervalMs / 1000})`,
+    );
+  }
+  if (cfg.http.requestTimeoutMs < cfg.http.headersTimeoutMs) {
+    throw new ConfigError(
+      `hub.http_request_timeout_secs (${cfg.http.requestTimeoutMs / 1000}) must be at least hub.http_headers_timeout_secs (${cfg.http.headersTimeoutMs / 1000}): a request's headers are part of it`,
     );
   }
   if ((tls.cert === undefined) !== (tls.key === undefined)) {

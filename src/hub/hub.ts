@@ -83,6 +83,7 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
         listen: http.listen,
         ...(config.tls ? { tls: config.tls } : {}),
         maxMessageBytes: config.maxMessageBytes,
+        guards: config.http,
         logger,
       });
     } catch (err) {

@@ -52,6 +52,12 @@ export function registerDemo(program: Command): void {
         });
         let token: string;
         try {
+          // A data dir the demo ran in before: its agents' ids belong to the earlier run's token. Revoke
+          // that token first; a new token of the pool then claims them (an agent id never changes token
+          // while its token is live).
+          for (const t of await admin.admin.listTokens()) {
+            if (t.role === "agent" && t.name.startsWith("demo-agents-")) await admin.admin.revokeToken(t.id);
+          }
           const created = await admin.admin.createToken({
             name: `demo-agents-${Date.now()}`,
             role: "agent",
