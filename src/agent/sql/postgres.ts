@@ -24,7 +24,7 @@ const DEFAULT_PORT = 5432;
 const COPY_BUFFER_BYTES = 256 * 1024;
 /** After asking the server to cancel, how long a statement may take to stop before its connection is cut. */
 const CANCEL_GRACE_MS = 3_000;
-/** Closing the cursor and rolling back after a failure or an early return; past this the connection is cut. */
+/** Ending the transaction (cursor closed, rolled back) and resetting the session; past this the connection is cut. */
 const CLEANUP_TIMEOUT_MS = 5_000;
 /** Catalog look-ups and the cancel request are small; a server that takes longer than this is in trouble. */
 const AUX_QUERY_TIMEOUT_MS = 15_000;
@@ -999,6 +999,10 @@ class StatementRun {
     }
   }
 
+  private get released(): boolean {
+    return this.phase === "released";
+  }
+
   /** Ends the connection instead of returning it: its state is unknown, or a cancel might still land on it. */
   private destroy(err: Error): void {
     if (!this.client || this.phase === "released") return;
@@ -1006,7 +1010,14 @@ class StatementRun {
     this.client.release(err);
   }
 
-  /** Runs when the statement ends for any reason: leaves the connection clean in the pool, or ends it. */
+  /**
+   * Runs when the statement ends for any reason: leaves the connection clean in the pool, or ends it. Clean
+   * means as a new connection would be: the transaction ended, then DISCARD ALL, so that nothing the statement
+   * left in the session (set_config(..., false), SET ROLE, advisory locks, temporary tables, prepared
+   * statements, LISTEN) reaches the next task, and locks are free as soon as this task ends. DISCARD ALL
+   * cannot run inside a transaction block, so it is a round trip of its own after COMMIT/ROLLBACK (a
+   * multi-statement string is one implicit transaction); a connection it cannot reset is closed, not reused.
+   */
   async finish(): Promise<void> {
     this.signal.removeEventListener("abort", this.onAbort);
     const client = this.client;
@@ -1015,29 +1026,39 @@ class StatementRun {
       this.destroy(new Error("connection state unknown"));
       return;
     }
-    if (this.phase === "committed" || this.phase === "held") {
+    if (this.phase === "held") {
+      // Checked out, nothing of the caller's ran on it.
       this.phase = "released";
       client.release();
       return;
     }
     const cursor = this.cursor;
+    const rollback = this.phase === "open";
     const cleanup = (async () => {
-      if (cursor && !this.cursorFailed) await cursor.close();
-      await client.query("ROLLBACK");
+      if (rollback) {
+        if (cursor && !this.cursorFailed) await cursor.close();
+        await client.query("ROLLBACK");
+      }
+      await client.query("DISCARD ALL");
     })();
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
         cleanup,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error("rollback took too long")), CLEANUP_TIMEOUT_MS);
+          timer = setTimeout(() => reject(new Error("the reset took too long")), CLEANUP_TIMEOUT_MS);
         }),
       ]);
+      // The datasource may have closed (and cut the connection) meanwhile.
+      if (this.released) return;
       this.phase = "released";
       client.release();
     } catch (e) {
       cleanup.catch(() => undefined);
-      this.ds.logger?.warn({ error: messageOf(e) }, "postgres: cannot roll back; closing the connection");
+      this.ds.logger?.warn(
+        { error: messageOf(e) },
+        "postgres: cannot end the transaction and reset the session; closing the connection",
+      );
       this.destroy(e instanceof Error ? e : new Error(String(e)));
     } finally {
       clearTimeout(timer);
