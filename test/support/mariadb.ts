@@ -66,7 +66,7 @@ export interface MariadbTestUser {
 }
 
 /**
- * A user that may only read db (GRANT SELECT ON db.*, as the README's "Read-only database roles" says);
+ * A user that may only read db (GRANT SELECT ON db.*, as docs/security.md (Databases) says);
  * grants adds more (e.g. "FILE ON *.*", "INSERT ON `db`.*") for tests of the agent's refusal.
  */
 export async function createReadOnlyUser(

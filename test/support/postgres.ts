@@ -68,7 +68,7 @@ export interface PostgresTestRole {
 }
 
 /**
- * A login role that may only read db, granted what the README's "Read-only database roles" grants: CONNECT
+ * A login role that may only read db, granted what docs/security.md (Databases) grants: CONNECT
  * on the database, USAGE on schema public, SELECT on its tables, and SELECT on the tables postgres creates
  * there later (tests create theirs after the role). memberOf adds predefined roles (pg_read_server_files...)
  * for tests of the agent's refusal.

@@ -106,7 +106,7 @@ export function privilegedUserError(datasource: string, p: PrivilegedUser): SqlE
   return new SqlError(
     Code.FAILED_PRECONDITION,
     `datasource "${datasource}": user ${p.user} ${p.privilege}; a read_only datasource needs a ` +
-      `least-privilege role (see the README: read-only database roles) or read_only = false`,
+      `least-privilege role (see docs/security.md#databases) or read_only = false`,
   );
 }
 

@@ -521,7 +521,7 @@ describe("openPostgres sessions", () => {
 
 describe("openPostgres privileges", () => {
   const FIX =
-    "; a read_only datasource needs a least-privilege role (see the README: read-only database roles) or read_only = false";
+    "; a read_only datasource needs a least-privilege role (see docs/security.md#databases) or read_only = false";
   const suffix = (): string => Math.random().toString(16).slice(2, 10);
 
   it("refuses a read-only datasource whose role is a superuser: its first task, every one after, and check()", async () => {
