@@ -79,6 +79,8 @@ export class HttpAgentChannel extends EventEmitter {
   private waiter: (() => void) | undefined;
   lastActivity = Date.now();
   principalTokenId = "";
+  /** Long polls have no keepalive: the hub tells a broken link by silence (AgentSession.keepalive). */
+  readonly keepalive = false;
 
   constructor(readonly metadata: Metadata) {
     super();
