@@ -26,6 +26,7 @@ import {
 } from "./harness.js";
 import { CP_BENCHMARKS } from "./cp.js";
 import { HTTP_BENCHMARKS } from "./http.js";
+import { HTTP_FLOOD_BENCHMARKS } from "./http-flood.js";
 import { NODE_BENCHMARKS } from "./nodes.js";
 import { PTY_BENCHMARKS } from "./pty.js";
 import { natsServerVersion } from "./peers.js";
@@ -38,6 +39,7 @@ const BENCHMARKS: readonly Benchmark[] = [
   ...HTTP_BENCHMARKS,
   ...PTY_BENCHMARKS,
   ...CP_BENCHMARKS,
+  ...HTTP_FLOOD_BENCHMARKS,
 ];
 
 const { values } = parseArgs({

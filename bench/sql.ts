@@ -1,12 +1,15 @@
 // The SQL benchmarks: a 1 GiB PostgreSQL result through agent, hub and the CLI writing CSV against
 // psql's own COPY TO STDOUT, and seed-000 SendCommand round trips against the SDK's query() and a
-// bare grpc-js unary echo server. Both start a real hub and agent with datasources of their own.
+// bare grpc-js unary echo server. Both start a real hub and agent with datasources of their own; the
+// PostgreSQL one connects as a least-privilege role made for the run, as a read_only datasource must.
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import Database from "better-sqlite3";
+import pg from "pg";
 import { sql } from "../src/client/index.js";
 import { ClientServiceClient, type CommandResponse } from "../src/gen/seed000/app.js";
 import {
@@ -27,6 +30,42 @@ import { startGrpcEchoPeer } from "./peers.js";
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 const PG_URL = process.env.SWITCHBOARD_BENCH_PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+
+/**
+ * A login role that may only connect to PG_URL's database (the benchmark reads generate_series, no table),
+ * made for one run and dropped after: the agent refuses a read_only datasource whose role is a superuser, as
+ * PG_URL's usually is. fn gets PG_URL with that role (and its one-off password) as the user.
+ */
+async function withReadOnlyRole<T>(fn: (url: string) => Promise<T>): Promise<T> {
+  const name = `sbbench_${randomBytes(6).toString("hex")}`;
+  const password = randomBytes(12).toString("hex");
+  const admin = new pg.Client({ connectionString: PG_URL });
+  admin.on("error", () => undefined);
+  try {
+    await admin.connect();
+    const { db } = (await admin.query<{ db: string }>("SELECT current_database() AS db")).rows[0]!;
+    await admin.query(`CREATE ROLE ${name} LOGIN PASSWORD '${password}'`);
+    await admin.query(`GRANT CONNECT ON DATABASE "${db.replace(/"/g, '""')}" TO ${name}`);
+  } catch (e) {
+    await admin.end().catch(() => undefined);
+    throw new Error(
+      `cannot make a read-only role for the benchmark through SWITCHBOARD_BENCH_PG_URL (a user that may ` +
+        `CREATE ROLE): ${e instanceof Error ? e.message : String(e)}`,
+    );
+  }
+  try {
+    const url = new URL(PG_URL);
+    url.username = name;
+    url.password = password;
+    return await fn(url.toString());
+  } finally {
+    await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", [name]);
+    // Revokes its CONNECT (a grant on a shared object) so that the role can go.
+    await admin.query(`DROP OWNED BY ${name}`);
+    await admin.query(`DROP ROLE ${name}`);
+    await admin.end();
+  }
+}
 
 async function withSqlCluster<T>(
   o: RunOptions,
@@ -123,96 +162,99 @@ const pgCsv1GiB: Benchmark = {
       `COPY (${query}) TO STDOUT WITH CSV HEADER`,
     ];
     const rssTargetMiB = 128;
-    return withSqlCluster(
-      o,
-      this.name,
-      `[datasources.main]\ndriver = "postgres"\nurl = "${PG_URL}"\npool_size = 2\n`,
-      async (c) => {
-        const hubRss = new RssSampler(c.hub.pid, 100);
-        const agentRss = new RssSampler(c.agent.pid, 100);
-        const cliArgs = [
-          ...profileFlags(o, this.name, "client"),
-          CLI,
-          "--hub",
-          c.address,
-          "--token",
-          c.adminToken,
-          "query",
-          "--pool",
-          POOL,
-          "--db",
-          "main",
-          "--format",
-          "csv",
-          "--no-progress",
-          query,
-        ];
-        const runs: { side: "ours" | "peer"; t: Transfer; cpuPctOfCore: Record<string, number> }[] = [];
-        try {
-          for (const side of ["peer", "ours", "ours", "peer"] as const) {
-            // Where the CPU goes (PostgreSQL's backend is not counted).
-            const meter = new CpuMeter({ hub: c.hub.pid, agent: c.agent.pid });
-            const t = side === "peer" ? await pull("psql", psqlArgs) : await pull(process.execPath, cliArgs);
-            const cpuPctOfCore = { ...meter.stop(), client: t.cpuPctOfCore };
-            if (t.exitCode !== 0) throw new Error(`${side} exited ${t.exitCode}: ${t.stderr}`);
-            log(
-              `  ${side === "peer" ? "psql COPY" : "switchboard query"}: ${fmt(t.bytes / 1e6 / (t.ms / 1000))} MB/s ` +
-                `(${t.bytes} bytes in ${fmt(t.ms)} ms, peak RSS ${fmt(t.peakRssMiB)} MiB) cpu% ${JSON.stringify(cpuPctOfCore)}`,
-            );
-            runs.push({ side, t, cpuPctOfCore });
-          }
-        } finally {
-          hubRss.stop();
-          agentRss.stop();
-        }
-        const sum = (side: "ours" | "peer"): { bytes: number; ms: number } =>
-          runs
-            .filter((r) => r.side === side)
-            .reduce((a, r) => ({ bytes: a.bytes + r.t.bytes, ms: a.ms + r.t.ms }), { bytes: 0, ms: 0 });
-        const ours = sum("ours");
-        const peer = sum("peer");
-        const oursMBps = ours.bytes / 1e6 / (ours.ms / 1000);
-        const peerMBps = peer.bytes / 1e6 / (peer.ms / 1000);
-        const clientPeak = Math.max(...runs.filter((r) => r.side === "ours").map((r) => r.t.peakRssMiB));
-        const peaks = { agent: agentRss.peak() / MiB, hub: hubRss.peak() / MiB, client: clientPeak };
-        const sameBytes = runs.every((r) => r.t.bytes === runs[0]!.t.bytes);
-        const res: Measured = ratioResult(
-          "CSV throughput",
-          "MB/s",
-          true,
-          oursMBps,
-          peerMBps,
-          "psql COPY (query) TO STDOUT WITH CSV HEADER, same machine",
-          { comparison: ">=", value: 0.7, on: "ours/peer" },
-          oursMBps / peerMBps,
-          {
+    return withReadOnlyRole((readerUrl) =>
+      withSqlCluster(
+        o,
+        this.name,
+        `[datasources.main]\ndriver = "postgres"\nurl = "${readerUrl}"\npool_size = 2\n`,
+        async (c) => {
+          const hubRss = new RssSampler(c.hub.pid, 100);
+          const agentRss = new RssSampler(c.agent.pid, 100);
+          const cliArgs = [
+            ...profileFlags(o, this.name, "client"),
+            CLI,
+            "--hub",
+            c.address,
+            "--token",
+            c.adminToken,
+            "query",
+            "--pool",
+            POOL,
+            "--db",
+            "main",
+            "--format",
+            "csv",
+            "--no-progress",
             query,
-            rows: rowsWanted,
-            bytesPerRun: runs[0]!.t.bytes,
-            runs: runs.map((r) => ({
-              side: r.side,
-              bytes: r.t.bytes,
-              ms: round(r.t.ms),
-              cpuPctOfCore: r.cpuPctOfCore,
-            })),
-            peakRssMiB: { agent: round(peaks.agent), hub: round(peaks.hub), client: round(peaks.client) },
-            psqlPeakRssMiB: round(
-              Math.max(...runs.filter((r) => r.side === "peer").map((r) => r.t.peakRssMiB)),
-            ),
-          },
-        );
-        res.extraChecks.push(...rssChecks(peaks, rssTargetMiB));
-        res.extraChecks.push({
-          name: "same CSV bytes as psql",
-          value: runs[1]!.t.bytes,
-          unit: "bytes",
-          comparison: ">=",
-          target: runs[0]!.t.bytes,
-          pass: sameBytes,
-        });
-        res.pass = res.extraChecks.every((x) => x.pass) && res.pass;
-        return res;
-      },
+          ];
+          const runs: { side: "ours" | "peer"; t: Transfer; cpuPctOfCore: Record<string, number> }[] = [];
+          try {
+            for (const side of ["peer", "ours", "ours", "peer"] as const) {
+              // Where the CPU goes (PostgreSQL's backend is not counted).
+              const meter = new CpuMeter({ hub: c.hub.pid, agent: c.agent.pid });
+              const t =
+                side === "peer" ? await pull("psql", psqlArgs) : await pull(process.execPath, cliArgs);
+              const cpuPctOfCore = { ...meter.stop(), client: t.cpuPctOfCore };
+              if (t.exitCode !== 0) throw new Error(`${side} exited ${t.exitCode}: ${t.stderr}`);
+              log(
+                `  ${side === "peer" ? "psql COPY" : "switchboard query"}: ${fmt(t.bytes / 1e6 / (t.ms / 1000))} MB/s ` +
+                  `(${t.bytes} bytes in ${fmt(t.ms)} ms, peak RSS ${fmt(t.peakRssMiB)} MiB) cpu% ${JSON.stringify(cpuPctOfCore)}`,
+              );
+              runs.push({ side, t, cpuPctOfCore });
+            }
+          } finally {
+            hubRss.stop();
+            agentRss.stop();
+          }
+          const sum = (side: "ours" | "peer"): { bytes: number; ms: number } =>
+            runs
+              .filter((r) => r.side === side)
+              .reduce((a, r) => ({ bytes: a.bytes + r.t.bytes, ms: a.ms + r.t.ms }), { bytes: 0, ms: 0 });
+          const ours = sum("ours");
+          const peer = sum("peer");
+          const oursMBps = ours.bytes / 1e6 / (ours.ms / 1000);
+          const peerMBps = peer.bytes / 1e6 / (peer.ms / 1000);
+          const clientPeak = Math.max(...runs.filter((r) => r.side === "ours").map((r) => r.t.peakRssMiB));
+          const peaks = { agent: agentRss.peak() / MiB, hub: hubRss.peak() / MiB, client: clientPeak };
+          const sameBytes = runs.every((r) => r.t.bytes === runs[0]!.t.bytes);
+          const res: Measured = ratioResult(
+            "CSV throughput",
+            "MB/s",
+            true,
+            oursMBps,
+            peerMBps,
+            "psql COPY (query) TO STDOUT WITH CSV HEADER, same machine",
+            { comparison: ">=", value: 0.7, on: "ours/peer" },
+            oursMBps / peerMBps,
+            {
+              query,
+              rows: rowsWanted,
+              bytesPerRun: runs[0]!.t.bytes,
+              runs: runs.map((r) => ({
+                side: r.side,
+                bytes: r.t.bytes,
+                ms: round(r.t.ms),
+                cpuPctOfCore: r.cpuPctOfCore,
+              })),
+              peakRssMiB: { agent: round(peaks.agent), hub: round(peaks.hub), client: round(peaks.client) },
+              psqlPeakRssMiB: round(
+                Math.max(...runs.filter((r) => r.side === "peer").map((r) => r.t.peakRssMiB)),
+              ),
+            },
+          );
+          res.extraChecks.push(...rssChecks(peaks, rssTargetMiB));
+          res.extraChecks.push({
+            name: "same CSV bytes as psql",
+            value: runs[1]!.t.bytes,
+            unit: "bytes",
+            comparison: ">=",
+            target: runs[0]!.t.bytes,
+            pass: sameBytes,
+          });
+          res.pass = res.extraChecks.every((x) => x.pass) && res.pass;
+          return res;
+        },
+      ),
     );
   },
 };

@@ -122,8 +122,12 @@ describe("links", () => {
       () => /taken over by another process/.test(hub.stderr()),
       15_000,
     );
-    // The old process is refused from now on (its token does not allow takeover).
-    await waitFor("the old process to be refused", () => /already connected/.test(agent.stderr()), 15_000);
+    // The old process is refused from now on: the id belongs to the replacement's token now.
+    await waitFor(
+      "the old process to be refused",
+      () => /agent id blip-1 is registered to pool blip with another token/.test(agent.stderr()),
+      15_000,
+    );
     expect(await connected(hub, "blip-1")).toBe(true);
     agent.kill("SIGTERM");
     replacement.kill("SIGTERM");

@@ -1,6 +1,6 @@
 // The agent's node supervisor with real node processes: the built CLI's `storage-node`.
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -216,8 +216,89 @@ describe("node supervisor", () => {
       15_000,
     );
     expect(await healthz(pa)).toBe(true);
-    // The adopted node is stopped like any other.
+    // The adopted node is watched like any other, though it is not this supervisor's child: killed, it is
+    // seen to end and restarted.
+    process.kill(pids.a, "SIGKILL");
+    const restarted = await waitFor(
+      "the adopted node-a restarted",
+      async () => {
+        const r = second.get("node-a");
+        return r?.state === "running" && r.pid !== pids.a && (await healthz(pa)) ? r : undefined;
+      },
+      30_000,
+    );
+    expect(restarted.restartCount).toBe(1);
+    expect(restarted.lastExit?.reason).toContain("adopted");
     expect((await second.stop("node-a")).state).toBe("stopped");
-    expect(procStartOf(pids.a)).toBeNull();
+    expect(procStartOf(restarted.pid!)).toBeNull();
   }, 60_000);
+
+  it("never runs more than maxNodes, whatever spawns at once; a stop cancels a spawn still in progress", async () => {
+    const root = mkdtempSync(join(tmpdir(), "nodes-"));
+    const marker = join(root, "started");
+    const s = await supervisor(root, {
+      maxNodes: 2,
+      allowedBinaries: [process.execPath, "/bin/sh"],
+      startupTimeoutMs: 20_000,
+    });
+    // Five at once, each between its admission and its launch while the others are admitted.
+    const results = await Promise.allSettled(
+      [1, 2, 3, 4, 5].map((i) => s.spawn({ nodeId: `n-${i}`, storagePath: `n-${i}`, port: 0, memoryMb: 0 })),
+    );
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(2);
+    for (const r of results) {
+      if (r.status === "rejected")
+        expect(String(r.reason)).toMatch(/no free node slot: 2 of max_storage_nodes = 2/);
+    }
+    expect(s.list().filter((r) => r.state !== "stopped")).toHaveLength(2);
+    for (const r of s.list()) await s.stop(r.nodeId);
+
+    // A node that never listens: stopped while its spawn waits for it, the spawn ends, nothing is left.
+    const slow = s.spawn({
+      nodeId: "slow",
+      storagePath: "slow",
+      port: 0,
+      memoryMb: 0,
+      binary: "/bin/sh",
+      args: ["-c", `echo $$ > ${marker}; exec sleep 60`],
+    });
+    const pid = await waitFor("the slow node's process", () =>
+      existsSync(marker) ? Number(readFileSync(marker, "utf8")) : undefined,
+    );
+    const stopped = await s.stop("slow");
+    expect(stopped.state).toBe("stopped");
+    await expect(slow).rejects.toMatchObject({ code: 1 }); // CANCELLED
+    expect(procStartOf(pid)).toBeNull();
+    expect(s.get("slow")).toBeUndefined();
+    // Stopped before it was even launched: it never starts.
+    const early = s.spawn({ nodeId: "early", storagePath: "early", port: 0, memoryMb: 0 });
+    const answer = await s.stop("early");
+    expect(answer).toMatchObject({ nodeId: "early", state: "stopped", pid: null });
+    await expect(early).rejects.toThrow(/cancelled/);
+    expect(s.get("early")).toBeUndefined();
+    expect(s.list()).toEqual(s.list().filter((r) => r.state === "stopped"));
+  }, 60_000);
+
+  it("checks a spawn without starting anything", async () => {
+    const root = mkdtempSync(join(tmpdir(), "nodes-"));
+    const s = await supervisor(root, { maxNodes: 1 });
+    const preview = await s.check({ nodeId: "c", storagePath: "deep/c", port: 0, memoryMb: 0 });
+    expect(preview).toMatchObject({
+      nodeId: "c",
+      state: "stopped",
+      storagePath: join(root, "nodes", "deep", "c"),
+    });
+    expect(existsSync(join(root, "nodes", "deep", "c"))).toBe(false);
+    expect(s.list()).toEqual([]);
+    await expect(s.check({ nodeId: "c", storagePath: "../out", port: 0, memoryMb: 0 })).rejects.toThrow(
+      /outside storage.data_path/,
+    );
+    await expect(
+      s.check({ nodeId: "c", storagePath: "c", port: 0, memoryMb: 0, binary: "/bin/sh" }),
+    ).rejects.toThrow(/not allowed/);
+    await s.spawn({ nodeId: "one", storagePath: "one", port: 0, memoryMb: 0 });
+    await expect(s.check({ nodeId: "c", storagePath: "c", port: 0, memoryMb: 0 })).rejects.toThrow(
+      /no free node slot/,
+    );
+  }, 30_000);
 });

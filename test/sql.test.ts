@@ -1,5 +1,6 @@
 // SQL tasks end to end: a real hub and a real agent process whose config names a PostgreSQL, a MariaDB
-// and a SQLite datasource (databases this file creates), driven through the CLI and the SDK.
+// and a SQLite datasource (databases this file creates), driven through the CLI and the SDK. The read-only
+// ones connect as least-privilege roles this file creates, as the agent requires.
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -7,8 +8,8 @@ import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SwitchboardClient, sql, type JsonValue } from "../src/client/index.js";
-import { createMariadbDatabase } from "./support/mariadb.js";
-import { createPostgresDatabase } from "./support/postgres.js";
+import { createMariadbDatabase, createReadOnlyUser, type MariadbTestUser } from "./support/mariadb.js";
+import { createPostgresDatabase, createReadOnlyRole, type PostgresTestRole } from "./support/postgres.js";
 import {
   listAgents,
   runCli,
@@ -25,6 +26,8 @@ let hub: HubProc;
 let client: SwitchboardClient;
 let pgDb: Awaited<ReturnType<typeof createPostgresDatabase>>;
 let myDb: Awaited<ReturnType<typeof createMariadbDatabase>>;
+let pgReader: PostgresTestRole;
+let myReader: MariadbTestUser;
 let proxy: TcpProxy;
 let sqlitePath: string;
 
@@ -53,6 +56,8 @@ beforeAll(async () => {
     (1, 'Ada', 12.5, '1815-12-10', '2024-01-02T03:04:05.123Z', '{"a":[1,2]}', '\\x00ff'),
     (9007199254740993, 'Zoë 🚀 東京', NULL, NULL, NULL, NULL, NULL)`);
   await pgc.end();
+  pgReader = await createReadOnlyRole(pgDb);
+  myReader = await createReadOnlyUser(myDb);
 
   const dir = tempDir("sql");
   sqlitePath = join(dir, "local.db");
@@ -65,7 +70,7 @@ beforeAll(async () => {
   // The "flaky" datasource reaches PostgreSQL through a proxy the test can take down.
   const pgUrl = new URL(pgDb.url);
   proxy = await TcpProxy.start(`${pgUrl.hostname}:${pgUrl.port || 5432}`);
-  const flakyUrl = new URL(pgDb.url);
+  const flakyUrl = new URL(pgReader.url);
   flakyUrl.host = proxy.address;
 
   const config = join(dir, "agent.toml");
@@ -77,7 +82,7 @@ health_check_interval_secs = 1
 
 [datasources.main]
 driver = "postgres"
-url = "${pgDb.url}"
+url = "${pgReader.url}"
 
 [datasources.rw]
 driver = "postgres"
@@ -86,7 +91,7 @@ read_only = false
 
 [datasources.maria]
 driver = "mysql"
-url = "${myDb.url}"
+url = "${myReader.url}"
 
 [datasources.local]
 driver = "sqlite"
@@ -108,6 +113,8 @@ afterAll(async () => {
   client?.close();
   await stopAll();
   await proxy?.close();
+  await pgReader?.drop();
+  await myReader?.drop();
   await pgDb?.drop();
   await myDb?.drop();
 });

@@ -27,6 +27,7 @@ import {
 } from "../gen/switchboard/grid/v1/grid_agent.js";
 import type { NodeRecord } from "../gen/switchboard/v1/node.js";
 import type { NodeHost } from "./nodes/node-host.js";
+import { listenError } from "../common/startup-error.js";
 
 const HTTP2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -230,9 +231,23 @@ export async function startLocalApi(o: LocalApiOptions): Promise<LocalApi> {
   });
 
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    const failed = (err: Error): void =>
+      reject(
+        listenError(
+          err,
+          "agent.agent_port",
+          String(o.port),
+          "set agent_port or --agent-port to a free port, 0 for any free port, or agent_api = false to run without the local API",
+          {
+            setting: "agent.agent_host",
+            value: o.host,
+            fix: "set agent_host or --agent-host to an address of this machine, such as 127.0.0.1",
+          },
+        ),
+      );
+    server.once("error", failed);
     server.listen(o.port, o.host, () => {
-      server.off("error", reject);
+      server.off("error", failed);
       resolve();
     });
   });

@@ -43,6 +43,20 @@ export function hintFor(err: SwitchboardClientError): string | undefined {
   }
 }
 
+/**
+ * Whether the command line asks for debug logs (`--log-level debug` or `trace`, or
+ * SWITCHBOARD_LOG_LEVEL): then errors come with their stack traces, otherwise as one sentence.
+ */
+export function debugRequested(argv: readonly string[] = process.argv, env = process.env): boolean {
+  let level = env.SWITCHBOARD_LOG_LEVEL;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--log-level") level = argv[i + 1];
+    else if (a.startsWith("--log-level=")) level = a.slice("--log-level=".length);
+  }
+  return level !== undefined && ["debug", "trace"].includes(level.toLowerCase());
+}
+
 /** Prints an error the way every command does, and returns the exit code to use. */
 export function report(err: unknown): number {
   if (err instanceof CliError) {
@@ -56,7 +70,12 @@ export function report(err: unknown): number {
     if (hint) process.stderr.write(`hint: ${hint}\n`);
     return EXIT.failed;
   }
-  const message = err instanceof Error ? (err.stack ?? err.message) : String(err);
-  process.stderr.write(`error: ${message}\n`);
+  // Anything else (a start-up failure, or a fault of our own) is one line; its stack is for debugging.
+  process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
+  if (debugRequested() && err instanceof Error) {
+    process.stderr.write(`${err.stack ?? ""}\n`);
+    if (err.cause instanceof Error)
+      process.stderr.write(`caused by: ${err.cause.stack ?? err.cause.message}\n`);
+  }
   return EXIT.failed;
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // The `switchboard` command: servers (hub, agent, demo) and the client commands, all on the SDK.
+import { logVerbosity, setLogVerbosity } from "@grpc/grpc-js";
 import { Command, CommanderError, Option } from "commander";
 import { VERSION } from "../common/version.js";
-import { EXIT, report } from "./cli-error.js";
+import { debugRequested, EXIT, report } from "./cli-error.js";
 import { registerAgent } from "./commands/agent.js";
 import { registerAgents } from "./commands/agents.js";
 import { registerAudit } from "./commands/audit.js";
@@ -75,6 +76,9 @@ export async function buildProgram(argv: readonly string[] = process.argv): Prom
 async function main(): Promise<void> {
   // `switchboard tasks | head` closes the pipe early: that is the reader's choice, not an error.
   watchForClosedPipes();
+  // grpc-js prints its own errors ("E No address added out of total 1 resolved") beside ours, which
+  // already say what failed and which setting to change: keep its lines for debugging.
+  if (!debugRequested() && process.env.GRPC_VERBOSITY === undefined) setLogVerbosity(logVerbosity.NONE);
   const program = await buildProgram();
   try {
     await program.parseAsync(process.argv);

@@ -1,9 +1,9 @@
 import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { CliError } from "./cli-error.js";
-import type { ColumnInfo, JsonValue } from "../common/sql-result.js";
+import type { ColumnInfo, JsonValue, TableMeta } from "../common/sql-result.js";
 import { uniqueNames } from "../common/sql-result.js";
-import { createRowSink, displayWidth, type Format } from "./sql-output.js";
+import { createRowSink, displayWidth, tableDescription, type Format } from "./sql-output.js";
 
 /** A stream that keeps what it is given, one entry per write. */
 function collector(): { out: Writable; chunks: string[]; text: () => string } {
@@ -317,5 +317,75 @@ describe("backpressure and closed pipes", () => {
     await expect(sink.rows([[2]])).rejects.toThrow(
       "could not write the result: ENOSPC: no space left on device",
     );
+  });
+});
+
+describe("--table: the table's description", () => {
+  const META: TableMeta = {
+    table: "cities",
+    columns: [
+      { name: "id", type: "integer", nullable: false, default: null },
+      { name: "name", type: "text", nullable: false, default: "'?'" },
+      { name: "population", type: "integer", nullable: true, default: null },
+    ],
+    primaryKey: ["id"],
+    indexes: [
+      { name: "cities_name", columns: ["name"], unique: true, primary: false },
+      { name: "cities_pop", columns: ["population", "name"], unique: false, primary: false },
+    ],
+  };
+  const DESCRIPTION =
+    "table cities\n" +
+    "  column      type     null  default  key\n" +
+    "  id          integer  no             primary key\n" +
+    "  name        text     no    '?'\n" +
+    "  population  integer  yes\n" +
+    "  primary key (id)\n" +
+    "  unique index cities_name (name)\n" +
+    "  index cities_pop (population, name)\n";
+
+  it("describes columns, types, nullability, defaults, the primary key and the indexes", () => {
+    expect(tableDescription(META)).toBe(DESCRIPTION);
+    const composite = tableDescription({ ...META, primaryKey: ["id", "name"], indexes: [] });
+    expect(composite).toContain("  id          integer  no             primary key (1)\n");
+    expect(composite).toContain("  primary key (id, name)\n  no indexes\n");
+    expect(tableDescription({ ...META, primaryKey: [] })).toContain("  no primary key\n");
+  });
+
+  it("escapes control characters in names from the catalog", () => {
+    const hostile = tableDescription({ ...META, table: "t\x1b[2J", indexes: [] });
+    expect(hostile).toContain("table t\\x1b[2J\n");
+    expect(hostile).not.toContain("\x1b");
+  });
+
+  it("table: a block above the rows, a blank line between", async () => {
+    const { out, text } = collector();
+    const sink = createRowSink("table", out, { color: false });
+    await sink.begin([col("id", "int8")], META);
+    await sink.rows([[1]]);
+    await sink.end({ rowCount: 1 });
+    expect(text()).toBe(`${DESCRIPTION}\nid\n--\n 1\n(1 row)\n`);
+  });
+
+  it("json: an object with the table and the rows, whole JSON", async () => {
+    for (const rows of [[[1], [2]], []] as JsonValue[][][]) {
+      const { out, text } = collector();
+      const sink = createRowSink("json", out, { color: false });
+      await sink.begin([col("id", "int8")], META);
+      if (rows.length > 0) await sink.rows(rows);
+      await sink.end({ rowCount: rows.length });
+      expect(JSON.parse(text())).toEqual({ table: META, rows: rows.map(([id]) => ({ id })) });
+    }
+  });
+
+  it("csv and ndjson: the rows alone (the description goes to stderr)", async () => {
+    for (const format of ["csv", "ndjson"] as const) {
+      const { out, text } = collector();
+      const sink = createRowSink(format, out, { color: false });
+      await sink.begin([col("id", "int8")], META);
+      await sink.rows([[1]]);
+      await sink.end({ rowCount: 1 });
+      expect(text()).toBe(format === "csv" ? "id\n1\n" : '{"id":1}\n');
+    }
   });
 });

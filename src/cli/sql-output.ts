@@ -1,15 +1,18 @@
 // How `switchboard query` prints rows: CSV, NDJSON or a JSON array for pipes and files, an aligned table
 // for a person at a terminal. Rows arrive in batches and leave in batches: each batch becomes one string
 // written once, and the next batch waits while the output is full, so a slow reader slows the database.
+// A table named with --table is described above the rows on a terminal, as a `table` member in JSON,
+// and on stderr beside CSV and NDJSON (tableDescription), so that their data stays as it is.
 import { CliError } from "./cli-error.js";
 import { csvField, csvRows } from "../common/sql-csv.js";
-import { RowObjectEncoder, type ColumnInfo, type JsonValue } from "../common/sql-result.js";
+import { RowObjectEncoder, type ColumnInfo, type JsonValue, type TableMeta } from "../common/sql-result.js";
 
 export const FORMATS = ["table", "csv", "json", "ndjson"] as const;
 export type Format = (typeof FORMATS)[number];
 
 export interface RowSink {
-  begin(columns: ColumnInfo[]): Promise<void>;
+  /** `table`: the description of the table the query named (--table), when it asked for one. */
+  begin(columns: ColumnInfo[], table?: TableMeta | null): Promise<void>;
   rows(batch: JsonValue[][]): Promise<void>;
   /** Rows the agent already encoded in this sink's format (CSV): written as they are. */
   encoded?(data: Uint8Array): Promise<void>;
@@ -113,16 +116,23 @@ class NdjsonSink implements RowSink {
   async end(): Promise<void> {}
 }
 
-/** One JSON array, streamed object by object; the file is valid JSON only once end() has written "]". */
+/**
+ * One JSON array, streamed object by object; the file is valid JSON only once end() has written "]".
+ * With a table description the array is the `rows` member of an object whose `table` member holds it.
+ */
 class JsonArraySink implements RowSink {
   private encoder = new RowObjectEncoder([]);
   private started = false;
+  private wrapped = false;
 
   constructor(private readonly out: Output) {}
 
-  begin(columns: ColumnInfo[]): Promise<void> {
+  async begin(columns: ColumnInfo[], table?: TableMeta | null): Promise<void> {
     this.encoder = new RowObjectEncoder(columns);
-    return Promise.resolve();
+    if (table) {
+      this.wrapped = true;
+      await this.out.write(`{"table":${JSON.stringify(table)},\n"rows":`);
+    }
   }
 
   async rows(batch: JsonValue[][]): Promise<void> {
@@ -135,8 +145,43 @@ class JsonArraySink implements RowSink {
   }
 
   async end(): Promise<void> {
-    await this.out.write(this.started ? "\n]\n" : "[]\n");
+    const close = this.wrapped ? "}\n" : "\n";
+    await this.out.write((this.started ? "\n]" : "[]") + close);
   }
+}
+
+/**
+ * A table's description for a person: its columns (type, nullability, default, place in the primary
+ * key), then its primary key and indexes. Names come from the database: control characters are escaped.
+ */
+export function tableDescription(meta: TableMeta): string {
+  const pkPlace = (name: string): string => {
+    const i = meta.primaryKey.indexOf(name);
+    if (i === -1) return "";
+    return meta.primaryKey.length === 1 ? "primary key" : `primary key (${i + 1})`;
+  };
+  const rows = [
+    ["column", "type", "null", "default", "key"],
+    ...meta.columns.map((c) => [c.name, c.type, c.nullable ? "yes" : "no", c.default ?? "", pkPlace(c.name)]),
+  ].map((r) => r.map(escapeControls));
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => displayWidth(r[i]!))));
+  const line = (r: string[]): string =>
+    "  " +
+    r
+      .map((cell, i) => cell + " ".repeat(widths[i]! - displayWidth(cell)))
+      .join(GAP)
+      .trimEnd() +
+    "\n";
+  const list = (names: string[]): string => names.map(escapeControls).join(", ");
+  let text = `table ${escapeControls(meta.table)}\n`;
+  text += rows.map(line).join("");
+  text += meta.primaryKey.length > 0 ? `  primary key (${list(meta.primaryKey)})\n` : "  no primary key\n";
+  for (const ix of meta.indexes) {
+    const kind = ix.primary ? "primary key index" : ix.unique ? "unique index" : "index";
+    text += `  ${kind} ${escapeControls(ix.name)} (${list(ix.columns)})\n`;
+  }
+  if (meta.indexes.length === 0) text += "  no indexes\n";
+  return text;
 }
 
 /** Rows looked at to size the columns; later rows are cut to fit. */
@@ -166,11 +211,12 @@ class TableSink implements RowSink {
     private readonly color: boolean,
   ) {}
 
-  begin(columns: ColumnInfo[]): Promise<void> {
+  async begin(columns: ColumnInfo[], table?: TableMeta | null): Promise<void> {
     this.columns = columns;
     this.numbers = columns.map(() => 0);
     this.others = columns.map(() => 0);
-    return Promise.resolve();
+    // Above the rows, and apart from them by a blank line when rows follow.
+    if (table) await this.out.write(tableDescription(table) + (columns.length > 0 ? "\n" : ""));
   }
 
   async rows(batch: JsonValue[][]): Promise<void> {

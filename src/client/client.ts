@@ -21,6 +21,7 @@ import {
   type AuditEntry,
   type ClusterStatusResponse,
   type CreateTokenResponse,
+  type ForgetAgentResponse,
   type InputResult,
   type ListTasksRequest,
   type NodeBatchItem,
@@ -110,6 +111,8 @@ export interface AdminApi {
   listAudit(filter?: { limit?: number; action?: string; subject?: string }): Promise<AuditEntry[]>;
   /** How many tasks a connected agent runs at once, until it restarts. */
   setAgentConcurrency(agentId: string, concurrency: number): Promise<AgentInfo>;
+  /** Releases an offline agent's id from its pool and token: the next agent with that id claims it. */
+  forgetAgent(agentId: string): Promise<ForgetAgentResponse>;
 }
 
 /** A node to start; every field may be left out (the hub chooses the agent, the port, the id). */
@@ -564,6 +567,8 @@ export class SwitchboardClient {
         ).entries,
       setAgentConcurrency: (agentId, concurrency) =>
         this.unary<AgentInfo>((c, cb) => a.setAgentConcurrency({ agentId, concurrency }, md(), c, cb)),
+      forgetAgent: (agentId) =>
+        this.unary<ForgetAgentResponse>((c, cb) => a.forgetAgent({ agentId }, md(), c, cb)),
       revokeToken: async (idOrName) => {
         const r = await this.unary<{ info?: TokenInfo }>((c, cb) => a.revokeToken({ idOrName }, md(), c, cb));
         if (!r.info) throw new SwitchboardClientError(status.INTERNAL, "the hub answered without the token");

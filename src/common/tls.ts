@@ -1,7 +1,9 @@
 // TLS on the wire: server credentials for the hub (optionally requiring client certificates:
 // mutual TLS) and client credentials for agents and clients. Files are read once, at start;
-// a missing or unreadable file is an error that names the setting.
+// a missing, unreadable or unusable file is an error that names the setting.
+import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { createSecureContext } from "node:tls";
 import { credentials, ServerCredentials, type ChannelCredentials, type ChannelOptions } from "@grpc/grpc-js";
 
 export interface ServerTlsFiles {
@@ -26,9 +28,44 @@ export class TlsFileError extends Error {
     readonly setting: string,
     readonly file: string,
     cause: unknown,
+    /** What is wrong with a file that was read ("is not a PEM certificate: ..."); default: unreadable. */
+    problem?: string,
   ) {
-    super(`${setting}: cannot read ${file}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}`);
+    super(
+      problem !== undefined
+        ? `${setting}: ${file} ${problem}`
+        : `${setting}: cannot read ${file}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}`,
+    );
     this.name = "TlsFileError";
+  }
+}
+
+/** OpenSSL's reason, without its numeric prefix ("error:0480006C:PEM routines::no start line"). */
+function reasonOf(e: unknown): string {
+  const m = e instanceof Error ? e.message : String(e);
+  return m.replace(/^error:[0-9A-F]+:[^:]*::?/, "");
+}
+
+/** Parses a certificate at start, so that a wrong file stops the process naming its setting. */
+function checkCertificate(setting: string, file: string, pem: Buffer): void {
+  try {
+    new X509Certificate(pem);
+  } catch (e) {
+    throw new TlsFileError(setting, file, e, `is not a PEM certificate: ${reasonOf(e)}`);
+  }
+}
+
+/** The key must be a PEM private key that belongs to the certificate. */
+function checkKeyPair(keyFile: string, cert: Buffer, key: Buffer): void {
+  try {
+    createSecureContext({ cert, key });
+  } catch (e) {
+    throw new TlsFileError(
+      "tls.key",
+      keyFile,
+      e,
+      `is not the PEM private key of the certificate in tls.cert: ${reasonOf(e)}`,
+    );
   }
 }
 
@@ -43,11 +80,12 @@ export function readTlsFile(setting: string, file: string): Buffer {
 export function serverCredentials(tls: ServerTlsFiles | undefined): ServerCredentials {
   if (!tls) return ServerCredentials.createInsecure();
   const clientCa = tls.clientCa ? readTlsFile("tls.client_ca", tls.clientCa) : null;
-  return ServerCredentials.createSsl(
-    clientCa,
-    [{ cert_chain: readTlsFile("tls.cert", tls.cert), private_key: readTlsFile("tls.key", tls.key) }],
-    clientCa !== null,
-  );
+  if (clientCa !== null) checkCertificate("tls.client_ca", tls.clientCa!, clientCa);
+  const cert = readTlsFile("tls.cert", tls.cert);
+  const key = readTlsFile("tls.key", tls.key);
+  checkCertificate("tls.cert", tls.cert, cert);
+  checkKeyPair(tls.key, cert, key);
+  return ServerCredentials.createSsl(clientCa, [{ cert_chain: cert, private_key: key }], clientCa !== null);
 }
 
 export interface ClientChannel {
@@ -60,6 +98,9 @@ export function clientChannel(tls: ClientTlsFiles | undefined): ClientChannel {
   const ca = tls.ca ? readTlsFile("tls.ca", tls.ca) : null;
   const key = tls.key ? readTlsFile("tls.key", tls.key) : null;
   const cert = tls.cert ? readTlsFile("tls.cert", tls.cert) : null;
+  if (ca !== null) checkCertificate("tls.ca", tls.ca!, ca);
+  if (cert !== null) checkCertificate("tls.cert", tls.cert!, cert);
+  if (cert !== null && key !== null) checkKeyPair(tls.key!, cert, key);
   const options: ChannelOptions = tls.serverName
     ? { "grpc.ssl_target_name_override": tls.serverName, "grpc.default_authority": tls.serverName }
     : {};

@@ -1,6 +1,7 @@
 // One connected agent: its stream, its credits, its health. Health is Healthy while heartbeats
 // arrive on time and the agent reports no trouble, Degraded when they are late or it reports
-// trouble, Offline once the stream is gone or silent past offlineAfterMs.
+// trouble, Offline once its link is down: the stream is gone, or (a transport without keepalive)
+// silent for two heartbeat intervals.
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import type { AgentMessage, Heartbeat, Hello, HubMessage } from "../gen/switchboard/v1/agent.js";
 import type { Principal } from "./auth.js";
@@ -59,6 +60,12 @@ export class AgentSession {
   probe: { id: number; sentAt: number } | undefined;
   private probeIds = 0;
   private lastProbeAt = Date.now();
+  /**
+   * Whether the transport itself tells a live link from a dead one. gRPC does (HTTP/2 keepalive
+   * ends the stream of a dead peer within two heartbeat intervals), so silence on a live stream
+   * means a late agent; HTTP long polls do not, so there silence is how a broken link shows.
+   */
+  readonly keepalive: boolean;
 
   constructor(
     readonly sessionId: string,
@@ -67,6 +74,7 @@ export class AgentSession {
     private readonly call: ServerDuplexStream<AgentMessage, HubMessage>,
   ) {
     this.agentId = hello.agentId;
+    this.keepalive = (call as { keepalive?: boolean }).keepalive !== false;
     this.pool = hello.pool || "default";
     this.labels = { ...hello.labels };
     this.sched = {
@@ -157,6 +165,10 @@ export class AgentSession {
     } else if (this.detachedAt !== undefined) {
       this.health = "offline";
       this.healthReason = `link lost at ${new Date(this.detachedAt).toISOString()} (${this.detachedWhy}); its tasks are held for it to resume`;
+    } else if (silentMs > 2 * heartbeatIntervalMs && !this.keepalive) {
+      // The same rule as on gRPC, where keepalive has ended a dead peer's stream by now.
+      this.health = "offline";
+      this.healthReason = `link lost: no word from the agent since ${new Date(this.lastSeenAt).toISOString()} (HTTP transport)`;
     } else if (silentMs > 2 * heartbeatIntervalMs) {
       this.health = "degraded";
       this.healthReason = `heartbeat late by ${Math.round((silentMs - heartbeatIntervalMs) / 1000)}s`;

@@ -4,9 +4,10 @@ import { mkdtempSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { Code, SwitchboardError } from "../common/errors.js";
 import { silentLogger } from "../common/logger.js";
-import { TokenAuthority } from "./auth.js";
-import { openSqliteStore, type SqliteStore } from "./store/index.js";
+import { agentIdClaim, TokenAuthority, type Principal } from "./auth.js";
+import { openSqliteStore, type SqliteStore, type TokenRecord } from "./store/index.js";
 
 const stores: SqliteStore[] = [];
 afterEach(async () => {
@@ -71,3 +72,102 @@ describe("TokenAuthority", () => {
     expect(() => auth.revoke("nobody")).toThrow(/no token/);
   });
 });
+
+describe("agentIdClaim", () => {
+  const principal = (tokenId: string, over: Partial<Principal> = {}): Principal => ({
+    tokenId,
+    name: tokenId,
+    role: "agent",
+    pools: [],
+    agentId: null,
+    allowTakeover: false,
+    ...over,
+  });
+  const tokens = new Map<string, TokenRecord>([
+    ["tok_live", tokenRecord("tok_live", null)],
+    ["tok_revoked", tokenRecord("tok_revoked", 1_000)],
+  ]);
+  const byId = (id: string): TokenRecord | undefined => tokens.get(id);
+  const claim = (p: Principal, pool: string, rec?: { pool: string; tokenId: string | null }) =>
+    agentIdClaim(p, "b1", pool, rec, byId);
+
+  it("gives a new id to whoever registers it first, and keeps it for that token", () => {
+    expect(claim(principal("tok_live"), "B")).toBe("new");
+    expect(claim(principal("tok_live"), "B", { pool: "B", tokenId: "tok_live" })).toBe("owner");
+  });
+
+  it("refuses another pool's token, whatever the token allows", () => {
+    const rec = { pool: "B", tokenId: "tok_live" };
+    for (const p of [
+      principal("tok_a"),
+      principal("tok_a", { allowTakeover: true }),
+      principal("tok_a", { agentId: "b1" }),
+    ]) {
+      const e = thrown(() => claim(p, "A", rec));
+      expect(e.code).toBe(Code.PERMISSION_DENIED);
+      expect(e.message).toBe(
+        "agent id b1 is registered to pool B with another token, not A; an admin can release it with `switchboard agents forget b1`",
+      );
+    }
+    // Its own token does not move it to another pool either.
+    expect(thrown(() => claim(principal("tok_live"), "A", rec)).message).toMatch(
+      /^agent id b1 is registered to pool B, not A;/,
+    );
+    // Nor does a record from before token ownership, nor a revoked token's record.
+    expect(thrown(() => claim(principal("tok_a"), "A", { pool: "B", tokenId: null })).message).toMatch(
+      /^agent id b1 is registered to pool B, not A;/,
+    );
+    expect(thrown(() => claim(principal("tok_a"), "A", { pool: "B", tokenId: "tok_revoked" })).code).toBe(
+      Code.PERMISSION_DENIED,
+    );
+  });
+
+  it("refuses another token of the same pool, pinned or not", () => {
+    const rec = { pool: "B", tokenId: "tok_live" };
+    for (const p of [principal("tok_b2"), principal("tok_b2", { agentId: "b1" })]) {
+      const e = thrown(() => claim(p, "B", rec));
+      expect(e.code).toBe(Code.PERMISSION_DENIED);
+      expect(e.message).toBe(
+        "agent id b1 is registered to pool B with another token; an admin can release it with `switchboard agents forget b1`",
+      );
+    }
+    // The tokenless seed-000 principal (a token id the store does not know) keeps its ids too.
+    expect(thrown(() => claim(principal("tok_b2"), "B", { pool: "B", tokenId: "" })).code).toBe(
+      Code.PERMISSION_DENIED,
+    );
+    expect(claim(principal(""), "B", { pool: "B", tokenId: "" })).toBe("owner");
+  });
+
+  it("lets the id change hands within its pool where an admin meant it to", () => {
+    expect(claim(principal("tok_b2"), "B", { pool: "B", tokenId: null })).toBe("unowned");
+    expect(claim(principal("tok_b2"), "B", { pool: "B", tokenId: "tok_revoked" })).toBe("owner-revoked");
+    expect(claim(principal("tok_b2", { allowTakeover: true }), "B", { pool: "B", tokenId: "tok_live" })).toBe(
+      "takeover",
+    );
+  });
+});
+
+function tokenRecord(id: string, revokedAt: number | null): TokenRecord {
+  return {
+    id,
+    name: id,
+    role: "agent",
+    pools: ["B"],
+    agentId: null,
+    allowTakeover: false,
+    hash: id,
+    createdAt: 0,
+    revokedAt,
+    lastUsedAt: null,
+  };
+}
+
+function thrown(fn: () => unknown): SwitchboardError {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof SwitchboardError) return e;
+    throw e;
+  }
+  throw new Error("expected a SwitchboardError");
+}

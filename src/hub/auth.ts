@@ -217,3 +217,49 @@ export class TokenAuthority {
 export function poolAllowed(p: Principal, pool: string): boolean {
   return p.pools.length === 0 || p.pools.includes(pool);
 }
+
+/**
+ * Why a principal may register an agent id (for the log and the audit entry): "new" (first seen),
+ * "owner" (the token it belongs to), or why the id changes hands.
+ */
+export type AgentIdClaim = "new" | "owner" | "unowned" | "owner-revoked" | "takeover";
+
+/**
+ * Whether `p` may register `agentId` into `pool`, given the id's record (its pool and the token it
+ * belongs to). An agent id belongs to the pool and token it first registered with: with a token for
+ * pool A nobody becomes pool B's agent b1, online or offline, and a client's `--agent b1` never reaches
+ * an impostor. Another token of the same pool is refused too: tokens are handed out per host or site,
+ * and one leaked token must not let its holder pose as every agent of the pool.
+ *
+ * The id changes hands, within its pool only, when an admin meant it to: the record predates token
+ * ownership (the first token to connect claims it); its token was revoked (rotation: create the new
+ * token, revoke the old, and the agent's next connection with the new one claims its id); or the
+ * token allows takeover (made for replacement hosts). `switchboard agents forget ID` releases an id
+ * altogether, pool included.
+ */
+export function agentIdClaim(
+  p: Principal,
+  agentId: string,
+  pool: string,
+  rec: { pool: string; tokenId: string | null } | undefined,
+  tokenById: (id: string) => TokenRecord | undefined,
+): AgentIdClaim {
+  if (!rec) return "new";
+  const forget = `an admin can release it with \`switchboard agents forget ${agentId}\``;
+  if (rec.pool !== pool) {
+    const whose = rec.tokenId === p.tokenId || rec.tokenId === null ? "" : " with another token";
+    throw new SwitchboardError(
+      Code.PERMISSION_DENIED,
+      `agent id ${agentId} is registered to pool ${rec.pool}${whose}, not ${pool}; ${forget}`,
+    );
+  }
+  if (rec.tokenId === p.tokenId) return "owner";
+  if (rec.tokenId === null) return "unowned";
+  // A token the store does not know (the tokenless seed-000 principal) is never revoked: it keeps its ids.
+  if ((tokenById(rec.tokenId)?.revokedAt ?? null) !== null) return "owner-revoked";
+  if (p.allowTakeover) return "takeover";
+  throw new SwitchboardError(
+    Code.PERMISSION_DENIED,
+    `agent id ${agentId} is registered to pool ${rec.pool} with another token; ${forget}`,
+  );
+}

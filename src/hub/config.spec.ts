@@ -58,6 +58,34 @@ describe("loadHubConfig", () => {
     }
   });
 
+  it("reads the agent HTTP API's guards, and wants the request timeout to cover the headers", () => {
+    expect(loadHubConfig({ env: {}, flags: { insecure: true } }).http).toEqual({
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 120_000,
+      bodyIdleTimeoutMs: 15_000,
+      maxUnauthenticated: 256,
+    });
+    const f = file(
+      '[hub]\nlisten = "127.0.0.1:0"\nhttp_headers_timeout_secs = 0.5\nhttp_request_timeout_secs = 2\n' +
+        "http_body_idle_timeout_secs = 1\nhttp_max_unauthenticated = 8\n",
+    );
+    expect(loadHubConfig({ file: f, env: {} }).http).toEqual({
+      headersTimeoutMs: 500,
+      requestTimeoutMs: 2000,
+      bodyIdleTimeoutMs: 1000,
+      maxUnauthenticated: 8,
+    });
+    expect(() =>
+      loadHubConfig({
+        file: file('[hub]\nlisten = "127.0.0.1:0"\nhttp_request_timeout_secs = 5\n'),
+        env: {},
+      }),
+    ).toThrow(/hub\.http_request_timeout_secs \(5\) must be at least hub\.http_headers_timeout_secs \(10\)/);
+    expect(() => loadHubConfig({ file: file("[hub]\nhttp_max_unauthenticated = 0\n"), env: {} })).toThrow(
+      /hub\.http_max_unauthenticated/,
+    );
+  });
+
   it("names the bad key", () => {
     expect(() => loadHubConfig({ file: file("[hub]\nqueue_limit = -5\n"), env: {} })).toThrow(
       /hub\.queue_limit/,

@@ -32,6 +32,8 @@ export interface HubConfig {
   seedTokenless: boolean;
   /** Seed 000's results travel as one message: SendCommand's answer, a seed worker's QueryResult. */
   seedMaxMessageBytes: number;
+  /** The agent HTTP API's guards against slow clients and clients without a valid token. */
+  http: HttpGuards;
   /** Supervised nodes: per-operation deadlines towards agents, and rescheduling off a lost agent. */
   nodes: {
     spawnTimeoutMs: number;
@@ -39,6 +41,20 @@ export interface HubConfig {
     statusTimeoutMs: number;
     rescheduleAfterMs: number;
   };
+}
+
+export interface HttpGuards {
+  /** [hub] http_headers_timeout_secs: a request's headers must arrive within this (from its first byte). */
+  headersTimeoutMs: number;
+  /**
+   * [hub] http_request_timeout_secs: a whole request (headers and body) must arrive within this. A long
+   * poll is not cut: its small body has arrived long before the hub answers it.
+   */
+  requestTimeoutMs: number;
+  /** [hub] http_body_idle_timeout_secs: a body that stops arriving for this long is dropped (408). */
+  bodyIdleTimeoutMs: number;
+  /** [hub] http_max_unauthenticated: connections that have not yet presented a valid token, at most. */
+  maxUnauthenticated: number;
 }
 
 /** A bad setting; one sentence per problem. */
@@ -81,6 +97,12 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
     insecure: v["hub.insecure"],
     seedTokenless: v["seed000.tokenless"],
     seedMaxMessageBytes: v["seed000.max_message_bytes"],
+    http: {
+      headersTimeoutMs: ms(v["hub.http_headers_timeout_secs"]),
+      requestTimeoutMs: ms(v["hub.http_request_timeout_secs"]),
+      bodyIdleTimeoutMs: ms(v["hub.http_body_idle_timeout_secs"]),
+      maxUnauthenticated: v["hub.http_max_unauthenticated"],
+    },
     nodes: {
       spawnTimeoutMs: ms(v["nodes.spawn_timeout_secs"]),
       stopTimeoutMs: ms(v["nodes.stop_timeout_secs"]),
@@ -91,6 +113,11 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
   if (cfg.offlineAfterMs <= cfg.heartbeatIntervalMs) {
     problems.push(
       `monitoring.offline_after_secs (${cfg.offlineAfterMs / 1000}) must be longer than monitoring.heartbeat_interval_secs (${cfg.heartbeatIntervalMs / 1000})${where("monitoring.offline_after_secs")}`,
+    );
+  }
+  if (cfg.http.requestTimeoutMs < cfg.http.headersTimeoutMs) {
+    problems.push(
+      `hub.http_request_timeout_secs (${cfg.http.requestTimeoutMs / 1000}) must be at least hub.http_headers_timeout_secs (${cfg.http.headersTimeoutMs / 1000}): a request's headers are part of it${where("hub.http_request_timeout_secs")}`,
     );
   }
   if ((cert === undefined) !== (key === undefined)) {

@@ -27,7 +27,7 @@ import { NodeOrchestrator } from "./nodes.js";
 import { TaskInputQueue } from "./task-input.js";
 import { auditShellSession } from "./shell-sessions.js";
 import { AgentSession } from "./agent-session.js";
-import { poolAllowed, type Principal, type TokenAuthority } from "./auth.js";
+import { agentIdClaim, poolAllowed, type Principal, type TokenAuthority } from "./auth.js";
 import type { HubConfig } from "./config.js";
 import { LiveTask, type FinishInfo, type Watcher } from "./live-task.js";
 import { describeTarget, Scheduler, type Target } from "./scheduler.js";
@@ -471,6 +471,16 @@ export class HubCore {
         `agent token ${p.name} is pinned to agent ${p.agentId}, not ${agentId}`,
       );
     }
+    // Before anything about a live or detached session of the id: an impostor learns nothing and moves nothing.
+    const claim = agentIdClaim(p, agentId, pool, this.store.getAgent(agentId), (id) =>
+      this.store.findToken(id),
+    );
+    if (claim !== "new" && claim !== "owner") {
+      this.logger.warn(
+        { agent_id: agentId, pool, token: p.name, claim },
+        "agent id claimed by another token",
+      );
+    }
     const existing = this.sessions.get(agentId);
     const resume = hello.resume;
     const sameInstance = hello.instanceId !== "" && hello.instanceId === existing?.hello.instanceId;
@@ -550,7 +560,12 @@ export class HubCore {
       actor: p.name,
       action: "agent.connect",
       subject: agentId,
-      detail: { pool, session: session.sessionId, version: hello.version },
+      detail: {
+        pool,
+        session: session.sessionId,
+        version: hello.version,
+        ...(claim === "owner" ? {} : { claim }),
+      },
     });
     this.logger.info(
       { agent_id: agentId, session_id: session.sessionId, pool, version: hello.version },
@@ -882,6 +897,8 @@ export class HubCore {
       lastSeenAt: s.lastSeenAt,
       lastSessionId: s.sessionId,
       connected,
+      // The session was admitted by agentIdClaim: its token is the id's owner from now on.
+      tokenId: s.principal.tokenId,
     };
     this.store.upsertAgent(rec);
     this.agentPersistedAt.set(s.agentId, Date.now());

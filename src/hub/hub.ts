@@ -4,6 +4,7 @@ import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Server } from "@grpc/grpc-js";
 import { serverOptions } from "../common/grpc-options.js";
+import { listenError, StartupError } from "../common/startup-error.js";
 import { serverCredentials } from "../common/tls.js";
 import { silentLogger, type Logger } from "../common/logger.js";
 import { agentServiceDefinition, clientServiceDefinition } from "../common/codec.js";
@@ -38,11 +39,29 @@ export interface Hub {
 export async function startHub(config: HubConfig, logger: Logger = silentLogger()): Promise<Hub> {
   // Read the certificate files first: a bad one stops the hub before it opens anything.
   const creds = serverCredentials(config.tls);
-  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const store = openSqliteStore(join(config.dataDir, "switchboard.db"), {
-    outputCapBytes: config.outputCapBytes,
-    logger: logger.child({ part: "store" }),
-  });
+  try {
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw new StartupError(
+      `hub.data_dir ${config.dataDir} cannot be created: ${(e as Error).message} (set hub.data_dir to a directory the hub may write)`,
+      "hub.data_dir",
+      { cause: e },
+    );
+  }
+  const dbFile = join(config.dataDir, "switchboard.db");
+  let store: Store;
+  try {
+    store = openSqliteStore(dbFile, {
+      outputCapBytes: config.outputCapBytes,
+      logger: logger.child({ part: "store" }),
+    });
+  } catch (e) {
+    throw new StartupError(
+      `hub.data_dir ${config.dataDir}: the store ${dbFile} cannot be opened: ${(e as Error).message} (set hub.data_dir to a directory the hub may write, used by no other hub)`,
+      "hub.data_dir",
+      { cause: e },
+    );
+  }
   const auth = new TokenAuthority(store, logger);
   const adminTokenFile = auth.bootstrapAdmin(config.dataDir);
   const core = new HubCore(config, store, auth, logger);
@@ -69,7 +88,12 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
     server.bindAsync(config.listen, creds, (err, p) => (err ? reject(err) : resolve(p)));
   }).catch(async (err: Error) => {
     await store.close();
-    throw new Error(`cannot listen on ${config.listen}: ${err.message}`);
+    throw listenError(
+      err,
+      "hub.listen",
+      config.listen,
+      "set hub.listen or --listen to a free address, or port 0 for any free port",
+    );
   });
   const host = config.listen.slice(0, config.listen.lastIndexOf(":"));
   const reachable = host === "0.0.0.0" || host === "[::]" || host === "::" ? "127.0.0.1" : host;
@@ -83,13 +107,19 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
         listen: http.listen,
         ...(config.tls ? { tls: config.tls } : {}),
         maxMessageBytes: config.maxMessageBytes,
+        guards: config.http,
         logger,
       });
     } catch (err) {
       if (!http.isDefault) {
         server.forceShutdown();
         await store.close();
-        throw new Error(`cannot listen on ${http.listen} (hub.http_listen): ${(err as Error).message}`);
+        throw listenError(
+          err,
+          "hub.http_listen",
+          http.listen,
+          'set hub.http_listen or --http-listen to a free address, or "off" to serve no HTTP agent API',
+        );
       }
       logger.warn(
         { http_listen: http.listen, err: (err as Error).message },

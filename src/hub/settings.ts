@@ -107,6 +107,32 @@ export const HUB_SETTINGS = defineSettings({
       flag: "--insecure",
       help: "serve plaintext on an address other machines can reach",
     },
+    // Agents send their headers and small bodies at once; an output batch (<= the message size limit)
+    // gets two minutes even on a slow link, and never 15 s without a byte.
+    "hub.http_headers_timeout_secs": {
+      schema: seconds,
+      default: 10,
+      input: "secs",
+      help: "the agent HTTP API: a request's headers must arrive within this (from its first byte)",
+    },
+    "hub.http_request_timeout_secs": {
+      schema: seconds,
+      default: 120,
+      input: "secs",
+      help: "the agent HTTP API: a whole request must arrive within this (a long poll's wait is not counted)",
+    },
+    "hub.http_body_idle_timeout_secs": {
+      schema: seconds,
+      default: 15,
+      input: "secs",
+      help: "the agent HTTP API: a body that stops arriving for this long is dropped (408)",
+    },
+    "hub.http_max_unauthenticated": {
+      schema: positiveInt(1_000_000),
+      default: 256,
+      input: "number",
+      help: "the agent HTTP API: connections that have not yet presented a valid token, at most",
+    },
     "monitoring.heartbeat_interval_secs": {
       schema: seconds,
       default: 5,

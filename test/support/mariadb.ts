@@ -1,5 +1,7 @@
 // Test databases on the local MariaDB (127.0.0.1:3306, root, empty password): each test file creates its own
-// uniquely named database and drops it when done, so files running side by side never share tables.
+// uniquely named database and drops it when done, so files running side by side never share tables; and
+// least-privilege users that may only read such a database, which is what a read_only datasource connects as
+// (the agent refuses root).
 import { randomBytes } from "node:crypto";
 import mysql from "mysql2/promise";
 
@@ -49,6 +51,49 @@ export async function createMariadbDatabase(): Promise<MariadbDatabase> {
         await c.query(`DROP DATABASE IF EXISTS \`${name}\``);
       } finally {
         await c.end();
+      }
+    },
+  };
+}
+
+export interface MariadbTestUser {
+  /** The user's name (sbro_<random>), at host '%'. */
+  name: string;
+  /** mysql://<name>@127.0.0.1:3306/<database>: what a read_only datasource's url says. */
+  url: string;
+  /** Drops the user; safe to call twice. */
+  drop(): Promise<void>;
+}
+
+/**
+ * A user that may only read db (GRANT SELECT ON db.*, as docs/security.md (Databases) says);
+ * grants adds more (e.g. "FILE ON *.*", "INSERT ON `db`.*") for tests of the agent's refusal.
+ */
+export async function createReadOnlyUser(
+  db: MariadbDatabase,
+  opts: { grants?: string[] } = {},
+): Promise<MariadbTestUser> {
+  const name = `sbro_${randomBytes(6).toString("hex")}`;
+  const c = await adminConnection();
+  try {
+    await c.query(`CREATE USER '${name}'@'%'`);
+    await c.query(`GRANT SELECT ON \`${db.name}\`.* TO '${name}'@'%'`);
+    for (const grant of opts.grants ?? []) await c.query(`GRANT ${grant} TO '${name}'@'%'`);
+  } finally {
+    await c.end();
+  }
+  let dropped = false;
+  return {
+    name,
+    url: `mysql://${name}@${HOST}:${PORT}/${db.name}`,
+    async drop(): Promise<void> {
+      if (dropped) return;
+      dropped = true;
+      const admin = await adminConnection();
+      try {
+        await admin.query(`DROP USER IF EXISTS '${name}'@'%'`);
+      } finally {
+        await admin.end();
       }
     },
   };

@@ -193,6 +193,23 @@ export async function agentToken(hub: HubProc, pool: string): Promise<string> {
   return r.stdout.trim().split("\n").pop()!.trim();
 }
 
+const poolTokens = new Map<string, Promise<string>>();
+
+/**
+ * The agent token of a hub's pool, made once, as an operator deploys one token to a pool's agents:
+ * an agent started again (a restart, a replacement) comes back with the token its id belongs to.
+ */
+function poolToken(hub: HubProc, pool: string): Promise<string> {
+  const key = `${hub.dataDir}\0${pool}`;
+  let token = poolTokens.get(key);
+  if (!token) {
+    token = agentToken(hub, pool);
+    token.catch(() => poolTokens.delete(key));
+    poolTokens.set(key, token);
+  }
+  return token;
+}
+
 export async function startAgent(
   hub: HubProc,
   opts: {
@@ -206,7 +223,7 @@ export async function startAgent(
   },
 ): Promise<AgentProc> {
   const pool = opts.pool ?? "default";
-  const token = opts.token ?? (await agentToken(hub, pool));
+  const token = opts.token ?? (await poolToken(hub, pool));
   const dataDir = tempDir(`agent-${opts.agentId}`);
   // SWITCHBOARD_TEST_TRANSPORT=http runs a suite's agents on the HTTP long-poll transport.
   // An agent given --transport http in args dials the hub's HTTP port too.

@@ -11,7 +11,9 @@ import {
   OPEN_SHELL_POLICY,
   compileShellPolicy,
   globToRegExp,
+  allowsExplicitly,
   isRefusal,
+  launcherOf,
   planShellTask,
   resolveExecutable,
   type PlanContext,
@@ -147,6 +149,135 @@ describe("planShellTask", () => {
     // A link into a denied place is denied; a link from an allowed place to elsewhere is allowed.
     expect(refusal({ argv: ["linked"] }, ctx({ deny: [`${dir}/opt/**`] })).code).toBe(Code.PERMISSION_DENIED);
     expect(admitted({ argv: ["linked"] }, ctx({ allow: [`${bin}/*`] })).file).toBe(join(bin, "linked"));
+  });
+
+  describe("launchers under an allow list", () => {
+    // Stubs named as the launchers: the check goes by name, so a file's content does not matter.
+    const launchers = [
+      "env",
+      "xargs",
+      "nice",
+      "nohup",
+      "timeout",
+      "setsid",
+      "stdbuf",
+      "busybox",
+      "toybox",
+      "sudo",
+      "su",
+      "chroot",
+      "sh",
+      "bash",
+      "dash",
+      "zsh",
+      "ksh",
+      "mksh",
+      "fish",
+      "python",
+      "python3",
+      "python3.11",
+      "pypy3",
+      "perl",
+      "perl5.36.0",
+      "ruby",
+      "node",
+      "nodejs",
+      "php8.2",
+      "lua5.4",
+      "awk",
+      "gawk",
+      "mawk",
+      "ld-linux-x86-64.so.2",
+    ];
+    const lbin = join(dir, "launchers");
+    for (const name of launchers) program(join(lbin, name));
+    const find = program(join(lbin, "find"));
+    const plainLs = program(join(lbin, "ls"));
+    // Links: an innocent name for env, busybox under an applet's name, sh -> dash as on Debian.
+    symlinkSync(join(lbin, "env"), join(lbin, "innocent"));
+    symlinkSync(join(lbin, "busybox"), join(lbin, "cat"));
+    symlinkSync(join(lbin, "dash"), join(lbin, "sh-link"));
+    const inLauncherBin = (allow: string[], over: Partial<ShellPolicy> = {}) =>
+      ctx({ allow, ...over }, { baseEnv: { PATH: lbin } });
+
+    it("refuses every launcher allowed only by a pattern, naming the rule and the entry to add", () => {
+      for (const name of launchers) {
+        const r = refusal({ argv: [name, "x"] }, inLauncherBin([`${lbin}/*`]));
+        expect({ name, code: r.code }).toEqual({ name, code: Code.PERMISSION_DENIED });
+        expect(r.message).toBe(
+          `${join(lbin, name)} is not allowed on agent edge-1: it ${launcherOf(join(lbin, name), join(lbin, name), [])!.why}, and [shell] allow = ["${lbin}/*"] admits such a program only by an entry naming it exactly ("${join(lbin, name)}"), not by a pattern`,
+        );
+      }
+      // ** patterns are patterns too.
+      expect(refusal({ argv: ["env"] }, inLauncherBin([`${dir}/**`])).message).toMatch(
+        /it runs other programs \(env\)/,
+      );
+      expect(refusal({ argv: ["env"] }, inLauncherBin(["**/env"])).message).toMatch(/not by a pattern/);
+    });
+
+    it("follows links the way exec does: a link's target or its own name may be the launcher", () => {
+      expect(refusal({ argv: ["innocent", "rm", "x"] }, inLauncherBin([`${lbin}/*`])).message).toBe(
+        `${join(lbin, "innocent")} (${join(lbin, "env")}) is not allowed on agent edge-1: it runs other programs (env), and [shell] allow = ["${lbin}/*"] admits such a program only by an entry naming it exactly ("${join(lbin, "innocent")}"), not by a pattern`,
+      );
+      expect(refusal({ argv: ["cat"] }, inLauncherBin([`${lbin}/*`])).message).toMatch(
+        /\(.*busybox\) is not allowed .*busybox is a multi-call binary/,
+      );
+      expect(refusal({ argv: ["sh-link", "-c", "rm x"] }, inLauncherBin([`${lbin}/*`])).message).toMatch(
+        /dash is a shell/,
+      );
+    });
+
+    it("refuses find only with the primaries that run programs or delete and write files", () => {
+      expect(admitted({ argv: ["find", ".", "-name", "*.log"] }, inLauncherBin([`${lbin}/*`])).file).toBe(
+        find,
+      );
+      for (const action of ["-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fls"]) {
+        const r = refusal({ argv: ["find", ".", action, "rm", "{}", ";"] }, inLauncherBin([`${lbin}/*`]));
+        expect(r.message).toContain(
+          `${find} with ${action} is not allowed on agent edge-1: it runs other programs or deletes and writes files (find with -exec`,
+        );
+      }
+      expect(admitted({ argv: ["find", ".", "-delete"] }, inLauncherBin([`${lbin}/*`, find])).args).toEqual([
+        ".",
+        "-delete",
+      ]);
+    });
+
+    it("admits a launcher named by an explicit entry: its path or the file it links to", () => {
+      expect(admitted({ argv: ["env", "ls"] }, inLauncherBin([join(lbin, "env")])).file).toBe(
+        join(lbin, "env"),
+      );
+      expect(admitted({ argv: ["sh-link"] }, inLauncherBin([join(lbin, "dash")])).file).toBe(
+        join(lbin, "sh-link"),
+      );
+      expect(admitted({ argv: ["sh-link"] }, inLauncherBin([join(lbin, "sh-link")])).file).toBe(
+        join(lbin, "sh-link"),
+      );
+      expect(admitted({ argv: ["ls"] }, inLauncherBin([`${lbin}/*`])).file).toBe(plainLs);
+      expect(allowsExplicitly([`${lbin}/env`], join(lbin, "env"), join(lbin, "env"))).toBe(true);
+      expect(allowsExplicitly([`${lbin}/en?`, `${lbin}/*`], join(lbin, "env"), join(lbin, "env"))).toBe(
+        false,
+      );
+    });
+
+    it("holds scripts to the same rule (a script runs bash), and checks nothing without an allow list", () => {
+      const s = refusal({ script: "rm x" }, inLauncherBin([`${lbin}/*`]));
+      expect(s.message).toBe(
+        `scripts (bash -c) are not allowed on agent edge-1: they run ${lbin}/bash, which runs other programs (bash is a shell), and [shell] allow = ["${lbin}/*"] admits such a program only by an entry naming it exactly ("${lbin}/bash"), not by a pattern`,
+      );
+      expect(admitted({ script: "echo hi" }, inLauncherBin([join(lbin, "bash")])).file).toBe(
+        join(lbin, "bash"),
+      );
+      expect(admitted({ argv: ["env", "rm", "x"] }, inLauncherBin([])).file).toBe(join(lbin, "env"));
+    });
+
+    it("a renamed copy of a launcher is not recognised: only an allow list of exact paths keeps it out", () => {
+      const copy = program(join(lbin, "copied-env"));
+      expect(admitted({ argv: ["copied-env"] }, inLauncherBin([`${lbin}/*`])).file).toBe(copy);
+      expect(refusal({ argv: ["copied-env"] }, inLauncherBin([plainLs])).message).toContain(
+        "it matches nothing in [shell] allow",
+      );
+    });
   });
 
   it("refuses command lines matching deny_args, and scripts unless allowed", () => {

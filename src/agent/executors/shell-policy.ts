@@ -3,7 +3,7 @@
 // anything runs and turns it into a ShellPlan (the resolved program, the child's environment, the
 // identity and limits to run with); a refusal is a TaskError whose sentence names the rule.
 import { accessSync, constants, realpathSync, statSync } from "node:fs";
-import { delimiter, isAbsolute, resolve } from "node:path";
+import { basename, delimiter, isAbsolute, resolve } from "node:path";
 import { Code } from "../../common/errors.js";
 import type { ShellSpec, TaskError } from "../../gen/switchboard/v1/task.js";
 import { resolveIdentity, type IdentityRefusal, type UserIdentity } from "./user-identity.js";
@@ -311,12 +311,26 @@ export function planShellTask(spec: ShellSpec, ctx: PlanContext): ShellPlan | Ta
   if (denyRule !== undefined) {
     return denied(`${found.path} is denied on agent ${agentId} by the rule "${denyRule}" in [shell] deny`);
   }
-  if (policy.allow.length > 0 && firstMatch(policy.allow, p.allow, found.path, real) === undefined) {
-    return denied(
-      `${found.path} is not allowed on agent ${agentId}: it matches nothing in ${rule("allow", p.allow)}`,
-    );
-  }
   const argv = isScript ? ["bash", "-c", spec.script] : spec.argv;
+  if (policy.allow.length > 0) {
+    if (firstMatch(policy.allow, p.allow, found.path, real) === undefined) {
+      return denied(
+        `${found.path} is not allowed on agent ${agentId}: it matches nothing in ${rule("allow", p.allow)}`,
+      );
+    }
+    // A launcher passes an allow list only by an entry naming it: a pattern such as /usr/bin/* was
+    // written for the tools in a directory, not for env or sh, which would run every other program.
+    const launcher = launcherOf(found.path, real, argv.slice(1));
+    if (launcher !== undefined && !allowsExplicitly(p.allow, found.path, real)) {
+      const program = real === found.path ? found.path : `${found.path} (${real})`;
+      const refused = isScript
+        ? `scripts (bash -c) are not allowed on agent ${agentId}: they run ${program}, which ${launcher.why}`
+        : `${program}${launcher.asRun} is not allowed on agent ${agentId}: it ${launcher.why}`;
+      return denied(
+        `${refused}, and ${rule("allow", p.allow)} admits such a program only by an entry naming it exactly ("${found.path}"), not by a pattern`,
+      );
+    }
+  }
   const joined = argv.join(" ");
   const argsRule = firstMatch(policy.denyArgs, p.denyArgs, joined);
   if (argsRule !== undefined) {
@@ -341,6 +355,120 @@ export function planShellTask(spec: ShellSpec, ctx: PlanContext): ShellPlan | Ta
     ...(identity ? { identity } : {}),
     limits,
   };
+}
+
+/**
+ * Programs whose job is to run another program named in their arguments. Matched on the name of
+ * the resolved path and of the file it links to (so /usr/bin/sh -> dash, or a link named `ls` to
+ * busybox, is caught); a renamed copy cannot be recognised by name, which is why `allow` (exact
+ * paths of programs the operator trusts) is the boundary and this check a second line.
+ */
+const LAUNCHERS = new Set([
+  "env",
+  "xargs",
+  "nice",
+  "nohup",
+  "timeout",
+  "setsid",
+  "stdbuf",
+  "sudo",
+  "su",
+  "doas",
+  "runuser",
+  "setpriv",
+  "pkexec",
+  "sg",
+  "newgrp",
+  "chroot",
+  "unshare",
+  "nsenter",
+  "ionice",
+  "taskset",
+  "chrt",
+  "prlimit",
+  "flock",
+  "watch",
+  "time",
+  "script",
+  "strace",
+  "ltrace",
+  "gdb",
+  "valgrind",
+  "systemd-run",
+  "parallel",
+  "expect",
+]);
+
+/** Multi-call binaries: one file that is sh, env, xargs and every other applet (its name picks one). */
+const MULTI_CALL = new Set(["busybox", "toybox"]);
+
+const SHELL =
+  /^(sh|ash|bash|rbash|dash|zsh|ksh|ksh93|mksh|pdksh|oksh|yash|posh|csh|tcsh|fish|elvish|nu|xonsh|pwsh)$/;
+
+/**
+ * Interpreters run a program given as text in their arguments or input, and every language among
+ * them can start processes. awk is one: `awk 'BEGIN { system("rm -rf x") }'` runs /bin/sh -c, and
+ * so is dc (`!`); names may carry a version (python3.11, perl5.36.0, lua5.4).
+ */
+const INTERPRETER =
+  /^(python|pypy|perl|ruby|irb|php|lua|luajit|tclsh|wish|node|nodejs|deno|bun|Rscript|R|julia|guile|java|jshell|awk|gawk|mawk|nawk|dc)([0-9][0-9.]*)?$/;
+
+/** The dynamic loader runs any program given to it: `ld-linux-x86-64.so.2 /usr/bin/rm x`. */
+const LOADER = /^ld(-[A-Za-z0-9_.-]+)?\.so(\.[0-9]+)*$/;
+
+/** find's primaries that run programs (or delete or overwrite files, rm's and a redirect's job). */
+const FIND_ACTIONS = new Set([
+  "-exec",
+  "-execdir",
+  "-ok",
+  "-okdir",
+  "-delete",
+  "-fprint",
+  "-fprint0",
+  "-fprintf",
+  "-fls",
+]);
+
+interface Launcher {
+  /** Added to the program's path in the refusal ("" or " with -delete"). */
+  asRun: string;
+  /** Why it counts, for the refusal: a clause after "it" ("runs other programs (env)"). */
+  why: string;
+}
+
+/** Whether the program runs other programs (find: with these arguments), and why. */
+export function launcherOf(path: string, real: string, args: readonly string[]): Launcher | undefined {
+  const names = [...new Set([basename(path), basename(real)])];
+  for (const name of names) {
+    if (MULTI_CALL.has(name)) {
+      return {
+        asRun: "",
+        why: `runs other programs (${name} is a multi-call binary: sh, env, xargs and more)`,
+      };
+    }
+    if (LAUNCHERS.has(name)) return { asRun: "", why: `runs other programs (${name})` };
+    if (SHELL.test(name)) return { asRun: "", why: `runs other programs (${name} is a shell)` };
+    if (INTERPRETER.test(name)) return { asRun: "", why: `runs other programs (${name} is an interpreter)` };
+    if (LOADER.test(name)) return { asRun: "", why: `runs other programs (${name} is the dynamic loader)` };
+  }
+  if (names.includes("find")) {
+    const action = args.find((a) => FIND_ACTIONS.has(a));
+    if (action !== undefined) {
+      return {
+        asRun: ` with ${action}`,
+        why: "runs other programs or deletes and writes files (find with -exec, -execdir, -ok, -okdir, -delete, -fprint* or -fls)",
+      };
+    }
+  }
+  return undefined;
+}
+
+/**
+ * An explicit allow entry names the program itself: it has no wildcard (`*`, `?`) and equals the
+ * resolved path or the path it links to. `/usr/bin/env` is explicit; `/usr/bin/*` and any `**` glob are not.
+ */
+export function allowsExplicitly(allow: readonly string[], path: string, real: string): boolean {
+  return allow.some((entry) => !/[*?]/.test(entry) && (entry === path || entry === real));
 }
 
 function isDirectory(path: string): boolean {

@@ -229,7 +229,9 @@ class SqlRun implements Execution {
     } catch (e) {
       if (this.stopRequest) return stoppedFinished(this.stopRequest, Date.now() - this.startedAt);
       const err = e instanceof SqlError ? e : undefined;
-      if (err?.code === Code.UNAVAILABLE) datasources.suspect(ds.name);
+      // Lost its server, or (FAILED_PRECONDITION) found its user privileged: its health says so at once.
+      if (err?.code === Code.UNAVAILABLE || err?.code === Code.FAILED_PRECONDITION)
+        datasources.suspect(ds.name);
       const message = err
         ? err.message
         : `datasource "${ds.name}": ${e instanceof Error ? e.message : String(e)}`;

@@ -3,10 +3,16 @@
 import { fileURLToPath } from "node:url";
 import { Code, SwitchboardError } from "../../common/errors.js";
 import type { Logger } from "../../common/logger.js";
-import type { NodeCommand, NodeReply } from "../../gen/switchboard/v1/agent.js";
+import type { NodeCommand, NodeReply, NodeSpawn } from "../../gen/switchboard/v1/agent.js";
 import type { NodeRecord as WireNode } from "../../gen/switchboard/v1/node.js";
 import type { AgentConfig } from "../config.js";
-import { NodeSupervisor, type NodeRecord, type NodeSupervisorOptions } from "./node-supervisor.js";
+import { FileRoots } from "../executors/file-roots.js";
+import {
+  NodeSupervisor,
+  type NodeRecord,
+  type NodeSupervisorOptions,
+  type SpawnNodeRequest,
+} from "./node-supervisor.js";
 
 /** Longest log read one command answers. */
 const MAX_LOG_READ = 1024 * 1024;
@@ -50,7 +56,8 @@ export function supervisorOptions(config: AgentConfig): NodeSupervisorOptions {
   };
 }
 
-export function toWire(r: NodeRecord): WireNode {
+/** `filesReach`: whether file tasks on this agent may read and write a storage path. */
+export function toWire(r: NodeRecord, filesReach: (path: string) => boolean = () => false): WireNode {
   return {
     nodeId: r.nodeId,
     status: r.state,
@@ -65,11 +72,26 @@ export function toWire(r: NodeRecord): WireNode {
     lastExit: r.lastExit?.reason ?? "",
     lastExitAtMs: r.lastExit?.at ?? 0,
     env: r.env,
+    filesReach: filesReach(r.storagePath),
+  };
+}
+
+function spawnRequest(v: NodeSpawn): SpawnNodeRequest {
+  return {
+    nodeId: v.nodeId,
+    storagePath: v.storagePath,
+    port: v.port,
+    memoryMb: v.memoryLimitMb,
+    args: v.args,
+    env: v.env,
+    ...(v.binary ? { binary: v.binary } : {}),
+    ...(v.copyFrom ? { copyFrom: v.copyFrom } : {}),
   };
 }
 
 export class NodeHost {
   readonly supervisor: NodeSupervisor;
+  private readonly fileRoots: FileRoots;
 
   constructor(
     private readonly config: AgentConfig,
@@ -77,10 +99,23 @@ export class NodeHost {
     /** A node changed on its own or by a command: tell the hub. */
     onChange: (node: WireNode) => void,
   ) {
+    this.fileRoots = new FileRoots(config.files.roots, config.agent.agentId);
     this.supervisor = new NodeSupervisor(
-      { ...supervisorOptions(config), onChange: (r) => onChange(toWire(r)) },
+      { ...supervisorOptions(config), onChange: (r) => onChange(this.toWire(r)) },
       logger.child({ component: "nodes" }),
     );
+  }
+
+  /**
+   * Whether file tasks reach a storage path: a [files] root holds it (as written; the file task itself
+   * checks symlinks again). A migration with --copy-data moves a node's data between machines that way.
+   */
+  private filesReach(path: string): boolean {
+    return path !== "" && this.fileRoots.check(path) === undefined && !this.fileRoots.roots.includes(path);
+  }
+
+  private toWire(r: NodeRecord): WireNode {
+    return toWire(r, (p) => this.filesReach(p));
   }
 
   get maxNodes(): number {
@@ -92,7 +127,7 @@ export class NodeHost {
   }
 
   list(): WireNode[] {
-    return this.supervisor.list().map(toWire);
+    return this.supervisor.list().map((r) => this.toWire(r));
   }
 
   trouble(): string | undefined {
@@ -111,31 +146,26 @@ export class NodeHost {
             { node_id: v.nodeId, port: v.port, storage_path: v.storagePath },
             "spawn request for a node",
           );
-          const r = await this.supervisor.spawn({
-            nodeId: v.nodeId,
-            storagePath: v.storagePath,
-            port: v.port,
-            memoryMb: v.memoryLimitMb,
-            args: v.args,
-            env: v.env,
-            ...(v.binary ? { binary: v.binary } : {}),
-            ...(v.copyFrom ? { copyFrom: v.copyFrom } : {}),
-          });
+          const r = await this.supervisor.spawn(spawnRequest(v));
           this.logger.info({ node_id: r.nodeId, pid: r.pid, port: r.port }, "node spawned");
-          reply.nodes = [toWire(r)];
+          reply.nodes = [this.toWire(r)];
+          break;
+        }
+        case "check": {
+          reply.nodes = [this.toWire(await this.supervisor.check(spawnRequest(op.value)))];
           break;
         }
         case "stop": {
           const v = op.value;
           const r = await this.supervisor.stop(v.nodeId, v.graceMs > 0 ? v.graceMs : undefined);
           if (v.forget) await this.supervisor.forget(v.nodeId);
-          reply.nodes = [toWire(r)];
+          reply.nodes = [this.toWire(r)];
           break;
         }
         case "status": {
           const r = this.supervisor.get(op.value.nodeId);
           if (!r) throw new SwitchboardError(Code.NOT_FOUND, `no node ${op.value.nodeId} on this agent`);
-          reply.nodes = [toWire(r)];
+          reply.nodes = [this.toWire(r)];
           break;
         }
         case "list":

@@ -20,7 +20,7 @@ import {
 } from "node:fs";
 import { cp, mkdir, open, realpath, rename, stat, writeFile } from "node:fs/promises";
 import { connect, createServer } from "node:net";
-import { isAbsolute, join, relative, resolve } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { Code, SwitchboardError } from "../../common/errors.js";
 import { groupMembers } from "../executors/process-group.js";
 import type { Logger } from "../../common/logger.js";
@@ -108,7 +108,10 @@ export interface NodeSupervisorOptions {
 interface Live {
   record: NodeRecord;
   child: ChildProcess | undefined;
-  /** An adopted process (not our child): watched by polling. */
+  /**
+   * An adopted process (started by an earlier run of the agent, so not its child: no 'exit' event): its end
+   * is seen by polling /proc/PID/stat, pid and start time together, so that a reused pid is no alibi.
+   */
   adopted: boolean;
   restartTimer: NodeJS.Timeout | undefined;
   killTimer: NodeJS.Timeout | undefined;
@@ -121,7 +124,23 @@ interface Live {
   spawning: boolean;
 }
 
+/** A spawn between its admission and its node's first launch: it holds a slot, and a stop cancels it. */
+interface PendingSpawn {
+  req: SpawnNodeRequest;
+  binary: string;
+  /** A stop came for the node: the spawn gives up at its next step and leaves nothing behind. */
+  cancelled: boolean;
+  /** Its node is in the table (and counts there); until then the pending spawn holds the slot. */
+  launched: boolean;
+  /** The port it chose, kept from other spawns choosing at the same time. */
+  port: number | undefined;
+  /** Resolves once the spawn has ended, either way. */
+  settled: Promise<void>;
+}
+
 const STARTING_MS = 1000;
+/** How often adopted nodes are looked at: their exit is noticed within this (plus a restart's backoff). */
+const ADOPTED_POLL_MS = 100;
 const READY_POLL_MS = 5;
 /** Spawns on a port the agent chose: how many ports to try when another program takes one first. */
 const PORT_ATTEMPTS = 3;
@@ -147,7 +166,10 @@ async function tailOf(path: string, bytes: number): Promise<string> {
 
 export class NodeSupervisor {
   private readonly nodes = new Map<string, Live>();
+  /** Spawns in progress, by node id. */
+  private readonly pending = new Map<string, PendingSpawn>();
   private memoryTimer: NodeJS.Timeout | undefined;
+  private adoptedTimer: NodeJS.Timeout | undefined;
   private saving: Promise<void> = Promise.resolve();
 
   constructor(
@@ -186,6 +208,8 @@ export class NodeSupervisor {
     await this.save();
     this.memoryTimer = setInterval(() => this.checkMemory(), this.o.memoryCheckIntervalMs);
     this.memoryTimer.unref();
+    this.adoptedTimer = setInterval(() => this.checkAdopted(), ADOPTED_POLL_MS);
+    this.adoptedTimer.unref();
   }
 
   list(): NodeRecord[] {
@@ -193,6 +217,11 @@ export class NodeSupervisor {
   }
 
   get(nodeId: string): NodeRecord | undefined {
+    // A spawn admitted but not launched yet is the node now (the hub's retry of a spawn whose answer a
+    // broken link lost asks this), not an earlier stopped node of the same id.
+    const p = this.pending.get(nodeId);
+    if (p && !p.launched)
+      return { ...this.newRecord(p.req, p.binary, p.req.storagePath, p.port ?? 0), state: "starting" };
     const l = this.nodes.get(nodeId);
     return l ? { ...l.record } : undefined;
   }
@@ -214,79 +243,68 @@ export class NodeSupervisor {
   }
 
   /**
+   * The checks of a spawn, with nothing started and nothing created but the data path and the storage path's
+   * parent: the record the spawn would make (its storage path resolved, its port chosen). A migration asks its target this before
+   * it stops the node where it runs.
+   */
+  async check(req: SpawnNodeRequest): Promise<NodeRecord> {
+    const binary = this.admit(req);
+    const port = req.port === 0 ? await this.freePort(this.takenPorts()) : req.port;
+    await this.checkPort(req.port, port);
+    const storagePath = await this.storageDir(req.storagePath || req.nodeId, "check");
+    if (req.copyFrom) await this.storageDir(req.copyFrom, "existing");
+    await this.checkBinary(binary);
+    return this.newRecord(req, binary, storagePath, port);
+  }
+
+  /**
    * Starts a node and resolves once it runs (readyCheck); rejects, leaving nothing behind, when it is refused,
-   * cannot start, exits before it is ready, or is not ready within startupTimeoutMs.
+   * cannot start, exits before it is ready, is not ready within startupTimeoutMs, or is stopped meanwhile.
    */
   async spawn(req: SpawnNodeRequest): Promise<NodeRecord> {
-    if (!NODE_ID.test(req.nodeId)) {
-      throw new SwitchboardError(
-        Code.INVALID_ARGUMENT,
-        `node id ${JSON.stringify(req.nodeId.slice(0, 40))}: use 1-128 letters, digits and . _ : @ -`,
-      );
+    const binary = this.admit(req);
+    // The slot is this spawn's from here on, before anything is awaited: concurrent spawns cannot fill the
+    // agent past max_storage_nodes, and a stop that comes meanwhile (the hub's spawn timed out) finds it.
+    let settle!: () => void;
+    const pending: PendingSpawn = {
+      req,
+      binary,
+      cancelled: false,
+      launched: false,
+      port: undefined,
+      settled: new Promise<void>((r) => (settle = r)),
+    };
+    this.pending.set(req.nodeId, pending);
+    try {
+      return await this.spawnReserved(req, binary, pending);
+    } finally {
+      if (this.pending.get(req.nodeId) === pending) this.pending.delete(req.nodeId);
+      settle();
     }
-    const binary = req.binary || this.o.binary;
-    if (!this.o.allowedBinaries.includes(binary)) {
-      throw new SwitchboardError(
-        Code.PERMISSION_DENIED,
-        `binary ${binary} is not allowed on this agent (allowed: ${this.o.allowedBinaries.join(", ")})`,
-      );
-    }
-    const existing = this.nodes.get(req.nodeId);
-    if (existing && existing.record.state !== "stopped") {
-      throw new SwitchboardError(Code.ALREADY_EXISTS, `node ${req.nodeId} exists (${existing.record.state})`);
-    }
-    const active = [...this.nodes.values()].filter((l) => l.record.state !== "stopped");
-    if (active.length >= this.o.maxNodes) {
-      throw new SwitchboardError(
-        Code.RESOURCE_EXHAUSTED,
-        `this agent runs ${active.length} nodes, its max_storage_nodes`,
-      );
-    }
-    if (!Number.isInteger(req.port) || req.port < 0 || req.port > 65_535) {
-      throw new SwitchboardError(Code.INVALID_ARGUMENT, `port ${req.port}: expected 1 to 65535 (0: any)`);
-    }
-    if (req.memoryMb < 0) throw new SwitchboardError(Code.INVALID_ARGUMENT, "memory_mb may not be negative");
-    const taken = new Set(active.map((l) => l.record.port));
+  }
+
+  private async spawnReserved(
+    req: SpawnNodeRequest,
+    binary: string,
+    pending: PendingSpawn,
+  ): Promise<NodeRecord> {
+    const previous = this.nodes.get(req.nodeId); // stopped, if any (admit refused any other state)
+    const taken = this.takenPorts();
     const port = req.port === 0 ? await this.freePort(taken) : req.port;
-    const holder = active.find((l) => l.record.port === port);
-    if (holder) {
-      throw new SwitchboardError(
-        Code.ALREADY_EXISTS,
-        `port ${port} belongs to node ${holder.record.nodeId} (${holder.record.state}) on this agent`,
-      );
-    }
-    if (req.port !== 0 && !(await portFree(port))) {
-      throw new SwitchboardError(Code.FAILED_PRECONDITION, `port ${port} is in use on this agent`);
-    }
-    const storagePath = await this.storageDir(req.storagePath || req.nodeId);
+    pending.port = port;
+    this.checkCancelled(pending);
+    await this.checkPort(req.port, port);
+    const storagePath = await this.storageDir(req.storagePath || req.nodeId, "create");
     if (req.copyFrom) {
-      const from = await this.storageDir(req.copyFrom, false);
+      const from = await this.storageDir(req.copyFrom, "existing");
+      this.checkCancelled(pending);
       if (from !== storagePath) await cp(from, storagePath, { recursive: true, force: true });
     }
-    if (binary !== this.o.binary && isAbsolute(binary)) {
-      const ok = await stat(binary).then(
-        (st) => st.isFile(),
-        () => false,
-      );
-      if (!ok) throw new SwitchboardError(Code.FAILED_PRECONDITION, `binary ${binary} does not exist`);
-    }
-    const record: NodeRecord = {
-      nodeId: req.nodeId,
-      state: "stopped",
-      binary,
-      args: req.args ?? [],
-      env: req.env ?? {},
-      storagePath,
-      port,
-      memoryMb: req.memoryMb > 0 ? req.memoryMb : this.o.defaultMemoryMb,
-      pid: null,
-      procStart: null,
-      startedAt: null,
-      restartCount: 0,
-      lastExit: null,
-    };
-    const previous = existing;
+    await this.checkBinary(binary);
+    this.checkCancelled(pending);
+    const record = this.newRecord(req, binary, storagePath, port);
     const l = this.live(record);
+    pending.launched = true;
     l.spawning = true;
     for (let attempt = 1; ; attempt++) {
       this.launch(l);
@@ -305,17 +323,26 @@ export class NodeSupervisor {
         }
         // A port this agent chose can be taken by another program (another agent on the host) between the
         // check and the node's bind: choose again rather than fail the spawn.
-        if (req.port === 0 && attempt < PORT_ATTEMPTS && !(await portFree(record.port))) {
+        if (
+          !pending.cancelled &&
+          req.port === 0 &&
+          attempt < PORT_ATTEMPTS &&
+          !(await portFree(record.port))
+        ) {
           taken.add(record.port);
           record.port = await this.freePort(taken);
+          pending.port = record.port;
           record.lastExit = null;
           record.state = "stopped";
           continue;
         }
         l.spawning = false;
-        if (previous) this.nodes.set(req.nodeId, previous);
-        else this.nodes.delete(req.nodeId);
+        if (this.nodes.get(req.nodeId) === l) {
+          if (previous) this.nodes.set(req.nodeId, previous);
+          else this.nodes.delete(req.nodeId);
+        }
         await this.save();
+        if (pending.cancelled) throw cancelledSpawn(req.nodeId);
         throw err;
       }
     }
@@ -324,8 +351,111 @@ export class NodeSupervisor {
     return { ...record };
   }
 
-  /** The storage dir, created, and refused when it (or a symlink on its way) leads outside the data path. */
-  private async storageDir(asked: string, create = true): Promise<string> {
+  /** The checks that need no waiting; returns the binary the node runs. */
+  private admit(req: SpawnNodeRequest): string {
+    if (!NODE_ID.test(req.nodeId)) {
+      throw new SwitchboardError(
+        Code.INVALID_ARGUMENT,
+        `node id ${JSON.stringify(req.nodeId.slice(0, 40))}: use 1-128 letters, digits and . _ : @ -`,
+      );
+    }
+    const binary = req.binary || this.o.binary;
+    if (!this.o.allowedBinaries.includes(binary)) {
+      throw new SwitchboardError(
+        Code.PERMISSION_DENIED,
+        `binary ${binary} is not allowed on this agent (allowed: ${this.o.allowedBinaries.join(", ")})`,
+      );
+    }
+    const existing = this.nodes.get(req.nodeId);
+    if (existing && existing.record.state !== "stopped") {
+      throw new SwitchboardError(Code.ALREADY_EXISTS, `node ${req.nodeId} exists (${existing.record.state})`);
+    }
+    if (this.pending.has(req.nodeId)) {
+      throw new SwitchboardError(Code.ALREADY_EXISTS, `node ${req.nodeId} exists (starting)`);
+    }
+    const used = this.slotsUsed();
+    if (used >= this.o.maxNodes) {
+      throw new SwitchboardError(
+        Code.RESOURCE_EXHAUSTED,
+        `this agent has no free node slot: ${used} of max_storage_nodes = ${this.o.maxNodes} in use`,
+      );
+    }
+    if (!Number.isInteger(req.port) || req.port < 0 || req.port > 65_535) {
+      throw new SwitchboardError(Code.INVALID_ARGUMENT, `port ${req.port}: expected 1 to 65535 (0: any)`);
+    }
+    if (req.memoryMb < 0) throw new SwitchboardError(Code.INVALID_ARGUMENT, "memory_mb may not be negative");
+    return binary;
+  }
+
+  /** Nodes that hold a slot: every node not stopped, and spawns not launched yet. */
+  private slotsUsed(): number {
+    let n = 0;
+    for (const l of this.nodes.values()) if (l.record.state !== "stopped") n++;
+    for (const p of this.pending.values()) if (!p.launched) n++;
+    return n;
+  }
+
+  /** Ports of nodes not stopped, and those spawns in progress have chosen. */
+  private takenPorts(): Set<number> {
+    const taken = new Set<number>();
+    for (const l of this.nodes.values()) if (l.record.state !== "stopped") taken.add(l.record.port);
+    for (const p of this.pending.values()) if (p.port !== undefined) taken.add(p.port);
+    return taken;
+  }
+
+  /** Refuses a port another node of this agent holds, or (asked for explicitly) that anything listens on. */
+  private async checkPort(asked: number, port: number): Promise<void> {
+    const holder = [...this.nodes.values()].find(
+      (l) => l.record.state !== "stopped" && l.record.port === port,
+    );
+    if (holder) {
+      throw new SwitchboardError(
+        Code.ALREADY_EXISTS,
+        `port ${port} belongs to node ${holder.record.nodeId} (${holder.record.state}) on this agent`,
+      );
+    }
+    if (asked !== 0 && !(await portFree(port))) {
+      throw new SwitchboardError(Code.FAILED_PRECONDITION, `port ${port} is in use on this agent`);
+    }
+  }
+
+  private async checkBinary(binary: string): Promise<void> {
+    if (binary !== this.o.binary && isAbsolute(binary)) {
+      const ok = await stat(binary).then(
+        (st) => st.isFile(),
+        () => false,
+      );
+      if (!ok) throw new SwitchboardError(Code.FAILED_PRECONDITION, `binary ${binary} does not exist`);
+    }
+  }
+
+  private checkCancelled(p: PendingSpawn): void {
+    if (p.cancelled) throw cancelledSpawn(p.req.nodeId);
+  }
+
+  private newRecord(req: SpawnNodeRequest, binary: string, storagePath: string, port: number): NodeRecord {
+    return {
+      nodeId: req.nodeId,
+      state: "stopped",
+      binary,
+      args: req.args ?? [],
+      env: req.env ?? {},
+      storagePath,
+      port,
+      memoryMb: req.memoryMb > 0 ? req.memoryMb : this.o.defaultMemoryMb,
+      pid: null,
+      procStart: null,
+      startedAt: null,
+      restartCount: 0,
+      lastExit: null,
+    };
+  }
+
+  /**
+   * The storage dir, refused when it (or a symlink on its way) leads outside the data path. "create": made
+   * when absent; "existing": must exist; "check": may be absent (its nearest existing parent is checked).
+   */
+  private async storageDir(asked: string, mode: "create" | "existing" | "check"): Promise<string> {
     const root = resolve(this.o.dataPath);
     const outside = (): SwitchboardError =>
       new SwitchboardError(
@@ -339,14 +469,20 @@ export class NodeSupervisor {
     const storagePath = resolve(root, asked);
     if (!within(root, storagePath)) throw outside();
     await mkdir(root, { recursive: true });
-    if (create) await mkdir(storagePath, { recursive: true });
+    if (mode === "create") await mkdir(storagePath, { recursive: true });
+    let existing = storagePath;
+    if (mode === "check") {
+      while (existing !== root && !(await exists(existing))) existing = dirname(existing);
+    }
     const [realRoot, realPath] = await Promise.all([
       realpath(root),
-      realpath(storagePath).catch(() => {
+      realpath(existing).catch(() => {
         throw new SwitchboardError(Code.NOT_FOUND, `${asked} does not exist under storage.data_path`);
       }),
     ]);
     if (!within(realRoot, realPath)) throw outside();
+    // Checked: its parent may be made now, for whatever fills it before the spawn (a migration's data).
+    if (mode === "check" && existing !== storagePath) await mkdir(dirname(storagePath), { recursive: true });
     return storagePath;
   }
 
@@ -442,6 +578,7 @@ export class NodeSupervisor {
   /** Agent exit without stopping the nodes: they keep running and the next start adopts them. */
   async detach(): Promise<void> {
     clearInterval(this.memoryTimer);
+    clearInterval(this.adoptedTimer);
     for (const l of this.nodes.values()) {
       clearTimeout(l.restartTimer);
       clearTimeout(l.killTimer);
@@ -461,7 +598,15 @@ export class NodeSupervisor {
 
   /** SIGTERM to the node's process group, SIGKILL after the grace; resolves once it has exited. */
   async stop(nodeId: string, graceMs = this.o.stopGraceMs): Promise<NodeRecord> {
+    // A spawn in progress is cancelled: before its launch it gives up at its next step (waited for here);
+    // once launched, the stop below ends its process and the spawn fails, leaving nothing in the table.
+    const pending = this.pending.get(nodeId);
+    if (pending) {
+      pending.cancelled = true;
+      if (!pending.launched) await pending.settled;
+    }
     const l = this.nodes.get(nodeId);
+    if (!l && pending) return this.cancelledRecord(pending);
     if (!l) throw new SwitchboardError(Code.NOT_FOUND, `no node ${nodeId} on this agent`);
     clearTimeout(l.restartTimer);
     const s = l.record.state;
@@ -476,7 +621,6 @@ export class NodeSupervisor {
       l.stopped = new Promise((r) => (l.onStopped = r));
       this.signal(l, "SIGTERM");
       l.killTimer = setTimeout(() => this.signal(l, "SIGKILL"), graceMs);
-      if (l.adopted) void this.pollAdopted(l);
     }
     await l.stopped;
     // The exit is writing the table (exited() saves); the answer does not wait for it: were the agent to
@@ -484,10 +628,25 @@ export class NodeSupervisor {
     return { ...l.record };
   }
 
+  /** What a stop answers for a spawn it cancelled before its node was launched. */
+  private cancelledRecord(p: PendingSpawn): NodeRecord {
+    return {
+      ...this.newRecord(p.req, p.binary, p.req.storagePath, p.port ?? p.req.port),
+      lastExit: {
+        code: null,
+        signal: null,
+        reason: "spawn cancelled before the node started",
+        at: Date.now(),
+      },
+    };
+  }
+
   /** Stops every node (agent shutdown). */
   async close(): Promise<void> {
     clearInterval(this.memoryTimer);
+    // Adopted nodes are seen to end by the poll: it runs on until every stop has finished.
     await Promise.all([...this.nodes.keys()].map((id) => this.stop(id).catch(() => undefined)));
+    clearInterval(this.adoptedTimer);
     await this.saving;
   }
 
@@ -664,14 +823,25 @@ export class NodeSupervisor {
     }
   }
 
-  /** An adopted process is not our child: its end is seen by polling. */
-  private async pollAdopted(l: Live): Promise<void> {
-    while (l.adopted && l.record.pid !== null) {
-      if (procStartOf(l.record.pid) !== l.record.procStart) {
-        this.exited(l, undefined, null, null, undefined);
-        return;
-      }
-      await new Promise((r) => setTimeout(r, 100));
+  /**
+   * Adopted processes are not our children, so no 'exit' event tells of their end: each poll compares
+   * /proc/PID/stat's start time with the recorded one (a dead pid, a zombie or a reused pid all differ),
+   * and an ended node goes the way of a child that exited: stopped when asked to, else crashed and
+   * restarted with backoff.
+   */
+  private checkAdopted(): void {
+    for (const l of this.nodes.values()) {
+      const r = l.record;
+      if (!l.adopted || r.pid === null) continue;
+      if (r.state !== "running" && r.state !== "stopping") continue;
+      if (procStartOf(r.pid) === r.procStart) continue;
+      // Its exit code or signal went to whoever reaped it, not to the agent.
+      const why =
+        l.pendingReason ??
+        (r.state === "stopping"
+          ? "ended after it was asked to stop (adopted after an agent restart: exit status unknown)"
+          : "ended while adopted after an agent restart (exit status unknown: not the agent's child)");
+      this.exited(l, undefined, null, null, why);
     }
   }
 
@@ -695,7 +865,6 @@ export class NodeSupervisor {
         );
         l.pendingReason = `memory limit (${Math.round(rss / 1048576)} MiB > ${r.memoryMb} MiB)`;
         this.signal(l, "SIGKILL");
-        if (l.adopted) void this.pollAdopted(l);
       }
     }
   }
@@ -739,6 +908,20 @@ function rotateIfLarge(path: string, maxBytes: number, files: number): void {
   } catch {
     // no file yet
   }
+}
+
+function cancelledSpawn(nodeId: string): SwitchboardError {
+  return new SwitchboardError(
+    Code.CANCELLED,
+    `the spawn of node ${nodeId} was cancelled: it was stopped before it ran (nothing is left running)`,
+  );
+}
+
+function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** /proc/PID/stat field 22 (start time in clock ticks), or null when there is no such live process. */

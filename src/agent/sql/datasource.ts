@@ -22,7 +22,10 @@ export interface DatasourceConfig {
   database?: string;
   /** sqlite: the database file (absolute). */
   path?: string;
-  /** Default true: the database itself refuses writes (read-only transaction/session, SQLite opened read-only). */
+  /**
+   * Default true: the database itself refuses writes (read-only transaction/session, SQLite opened read-only),
+   * and the agent refuses a PostgreSQL or MySQL/MariaDB user that could get around that (see check()).
+   */
   readOnly: boolean;
   /** Per statement; 0 = none. Enforced by the database where it can, else by cancelling. */
   statementTimeoutMs: number;
@@ -34,6 +37,7 @@ export interface DatasourceConfig {
 }
 
 export type { ColumnInfo, JsonValue, TableMeta } from "../../common/sql-result.js";
+import { Code } from "../../common/errors.js";
 import type { ColumnInfo, JsonValue, TableMeta } from "../../common/sql-result.js";
 
 /** Rows per batch when the caller does not say. */
@@ -78,12 +82,45 @@ export class SqlError extends Error {
   }
 }
 
+/**
+ * What lets the database user a datasource connects as do more than read: a read-only transaction or session
+ * does not stop a PostgreSQL superuser's COPY ... TO PROGRAM or MariaDB's SELECT ... INTO OUTFILE with FILE.
+ */
+export interface PrivilegedUser {
+  /** As the server names it: "postgres", "root@127.0.0.1". */
+  user: string;
+  /** What it holds, as the end of a sentence about the user: "is a superuser", "holds FILE ON *.*". */
+  privilege: string;
+}
+
+export interface DatasourceCheck {
+  /** Set when the user is privileged and the datasource is not read_only (a read_only one refuses instead). */
+  privileged?: PrivilegedUser;
+}
+
+/**
+ * Why a read_only datasource is not used: its user is privileged. FAILED_PRECONDITION: the datasource's
+ * configuration, not the task, has to change.
+ */
+export function privilegedUserError(datasource: string, p: PrivilegedUser): SqlError {
+  return new SqlError(
+    Code.FAILED_PRECONDITION,
+    `datasource "${datasource}": user ${p.user} ${p.privilege}; a read_only datasource needs a ` +
+      `least-privilege role (see docs/security.md#databases) or read_only = false`,
+  );
+}
+
 export interface Datasource {
   readonly name: string;
   readonly driver: SqlDriver;
   readonly readOnly: boolean;
-  /** Opens a connection (or uses one from the pool) and runs a trivial statement; rejects with SqlError. */
-  check(): Promise<void>;
+  /**
+   * Opens a connection (or uses one from the pool), checks it answers and, on PostgreSQL and MySQL/MariaDB,
+   * what its user may do; rejects with SqlError, FAILED_PRECONDITION (privilegedUserError) for a read_only
+   * datasource whose user can do more than read. From then on its tasks fail with that error too, until a
+   * check finds the user no longer privileged.
+   */
+  check(): Promise<DatasourceCheck>;
   /**
    * Runs one statement. The iterator yields columns, rows*, done; it throws SqlError for database errors
    * (the message carries the engine's own text), and for a write on a read-only datasource. Returning

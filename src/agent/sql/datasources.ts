@@ -1,7 +1,9 @@
 // The agent's SQL datasources: opened once from its config, checked at start and then periodically (a
-// connect check each), reported in every heartbeat; one that cannot connect makes the agent Degraded
-// with the datasource and the database's reason named. Tasks find a datasource by name, or by driver
-// name for clients that name the engine instead (seed 000's `database = "postgres"`).
+// connect check each, which also asks what the datasource's database user may do), reported in every
+// heartbeat; one that cannot connect, or that is read_only with a user who can do more than read, makes the
+// agent Degraded with the datasource and the reason named. One that may write and connects as a privileged
+// user is logged once as a warning. Tasks find a datasource by name, or by driver name for clients that name
+// the engine instead (seed 000's `database = "postgres"`).
 import type { Logger } from "../../common/logger.js";
 import type { DatasourceHealth } from "../../gen/switchboard/v1/task.js";
 import type { Datasource, DatasourceConfig, SqlDriver } from "./datasource.js";
@@ -46,6 +48,8 @@ interface Entry {
   ds: Datasource;
   health: DatasourceHealth;
   checking: boolean;
+  /** The warning about a privileged user on a datasource that may write went out. */
+  warnedPrivileged: boolean;
 }
 
 export class Datasources {
@@ -75,6 +79,7 @@ export class Datasources {
           checkedAtMs: 0,
         },
         checking: false,
+        warnedPrivileged: false,
       });
     }
   }
@@ -132,7 +137,14 @@ export class Datasources {
   trouble(): string | undefined {
     const bad = [...this.entries.values()].filter((e) => !e.health.healthy);
     if (bad.length === 0) return undefined;
-    return bad.map((e) => `datasource "${e.config.name}" is down: ${e.health.error}`).join("; ");
+    return bad
+      .map((e) => {
+        // Drivers' messages start with the datasource's name already.
+        const prefix = `datasource "${e.config.name}": `;
+        const why = e.health.error.startsWith(prefix) ? e.health.error.slice(prefix.length) : e.health.error;
+        return `datasource "${e.config.name}" is down: ${why}`;
+      })
+      .join("; ");
   }
 
   async checkAll(): Promise<void> {
@@ -156,7 +168,7 @@ export class Datasources {
     e.checking = true;
     let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([
+      const found = await Promise.race([
         e.ds.check(),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
@@ -165,6 +177,14 @@ export class Datasources {
           );
         }),
       ]);
+      if (found.privileged && !e.warnedPrivileged) {
+        e.warnedPrivileged = true;
+        this.logger.warn(
+          { datasource: e.config.name, user: found.privileged.user, privilege: found.privileged.privilege },
+          "datasource connects as a privileged user; it is not read_only, so its tasks act with all of that " +
+            "user's rights (server files, programs, settings): use a least-privilege role where you can",
+        );
+      }
       if (!e.health.healthy) this.logger.info({ datasource: e.config.name }, "datasource is back");
       e.health = { ...e.health, healthy: true, error: "", checkedAtMs: Date.now() };
     } catch (err) {

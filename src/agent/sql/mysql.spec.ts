@@ -1,9 +1,15 @@
 // The MySQL/MariaDB driver against the real MariaDB on 127.0.0.1:3306: values keep their meaning, rows stream
-// in batches at the consumer's pace, read-only datasources refuse writes (DDL too), and cancel and timeout
-// stop the statement in the server.
+// in batches at the consumer's pace, read-only datasources refuse writes (DDL too), cancel and timeout stop
+// the statement in the server, and a read-only datasource refuses a user who may do more than read.
+// Read-only datasources connect as a least-privilege user, as the README says they must; the others as root.
 import mysql from "mysql2/promise";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createMariadbDatabase, type MariadbDatabase } from "../../../test/support/mariadb.js";
+import {
+  createMariadbDatabase,
+  createReadOnlyUser,
+  type MariadbDatabase,
+  type MariadbTestUser,
+} from "../../../test/support/mariadb.js";
 import { Code } from "../../common/errors.js";
 import {
   type ColumnInfo,
@@ -16,6 +22,7 @@ import { failure } from "./testing/failure.js";
 import { openMysql } from "./mysql.js";
 
 let db: MariadbDatabase;
+let reader: MariadbTestUser;
 let admin: mysql.Connection;
 const opened: Datasource[] = [];
 
@@ -23,7 +30,7 @@ function open(over: Partial<DatasourceConfig> = {}): Datasource {
   const ds = openMysql({
     name: "maria",
     driver: "mysql",
-    url: db.url,
+    url: over.readOnly === false ? db.url : reader.url,
     readOnly: true,
     statementTimeoutMs: 0,
     poolSize: 4,
@@ -128,11 +135,13 @@ beforeAll(async () => {
     CREATE TABLE notes (id int PRIMARY KEY, body text);
     INSERT INTO notes VALUES (1, 'first');
   `);
+  reader = await createReadOnlyUser(db);
 });
 
 afterAll(async () => {
   await Promise.all(opened.map((ds) => ds.close()));
   await admin?.end();
+  await reader?.drop();
   await db?.drop();
 });
 
@@ -276,17 +285,16 @@ describe("mysql datasource", () => {
 
   it("refuses writes on a read-only datasource, DDL included", async () => {
     const ds = open();
+    // Its user may only read, so the server refuses by privilege (1142) before the read-only session
+    // (1792) would: that session is the second wall, behind the account the agent insists on.
     const insert = await failure(collect(ds, "INSERT INTO notes VALUES (2, 'no')"));
     expect(insert.code).toBe(Code.PERMISSION_DENIED);
-    expect(insert.message).toMatch(
-      /^datasource "maria" is read-only: Cannot execute statement in a READ ONLY transaction/,
-    );
-    expect(insert.engineCode).toBe("1792");
-    // DDL commits any open transaction before it runs; the session's read-only setting still holds it.
+    expect(insert.message).toMatch(/^datasource "maria": INSERT command denied to user/);
+    expect(insert.engineCode).toBe("1142");
     for (const ddl of ["DROP TABLE notes", "CREATE TABLE other (a int)", "TRUNCATE notes"]) {
       const e = await failure(collect(ds, ddl));
       expect(e.code).toBe(Code.PERMISSION_DENIED);
-      expect(e.message).toMatch(/read-only/);
+      expect(e.message).toMatch(/command denied|read-only/);
     }
     const escape = await failure(collect(ds, "SET STATEMENT tx_read_only=0 FOR DROP TABLE notes"));
     expect(escape.code).toBe(Code.PERMISSION_DENIED);
@@ -458,5 +466,90 @@ describe("mysql datasource", () => {
     expect((await failure(run)).code).toBe(Code.CANCELLED);
     await poll("SLEEP(30) to stop", async () => (await running(marker)) === 0, 2_000);
     expect((await failure(ds.check())).code).toBe(Code.UNAVAILABLE);
+  });
+});
+
+describe("mysql datasource sessions", () => {
+  it("hands the next statement a clean session: variables and GET_LOCK locks go", async () => {
+    const ds = open({ poolSize: 1 });
+    const lock = `sb_spec_lock_${process.pid}`;
+    const first = await collect(ds, `SELECT CONNECTION_ID(), GET_LOCK('${lock}', 0)`);
+    expect(first.rows[0]![1]).toBe(1);
+    await collect(ds, "SET @left_behind = 1");
+    await collect(ds, "SET SESSION sql_mode = 'ANSI_QUOTES'");
+    const next = await collect(
+      ds,
+      `SELECT CONNECTION_ID(), @left_behind, @@session.sql_mode, IS_USED_LOCK('${lock}')`,
+    );
+    // The same connection (one in the pool), as new.
+    expect(next.rows[0]![0]).toBe(first.rows[0]![0]);
+    expect(next.rows[0]![1]).toBeNull();
+    expect(next.rows[0]![2]).not.toBe("ANSI_QUOTES");
+    expect(next.rows[0]![3]).toBeNull();
+  });
+});
+
+describe("mysql datasource privileges", () => {
+  const FIX =
+    "; a read_only datasource needs a least-privilege role (see docs/security.md#databases) or read_only = false";
+  const suffix = (): string => Math.random().toString(16).slice(2, 10);
+
+  it("refuses a read-only datasource as root: its first task, every one after, and check()", async () => {
+    const ds = open({ url: db.url });
+    // No check() has run: the new connection is checked before the statement.
+    const q = await failure(collect(ds, "SET GLOBAL max_connect_errors = @@GLOBAL.max_connect_errors"));
+    expect(q.code).toBe(Code.FAILED_PRECONDITION);
+    expect(q.message).toMatch(/^datasource "maria": user root@\S+ holds ALL PRIVILEGES ON \*\.\*/);
+    expect(q.message.endsWith(FIX)).toBe(true);
+    expect((await failure(collect(ds, "SELECT 1"))).message).toBe(q.message);
+    expect((await failure(ds.describeTable("notes"))).message).toBe(q.message);
+    expect((await failure(ds.check())).message).toBe(q.message);
+  });
+
+  it("finds FILE granted through nested roles, and leaves the session's role as it was", async () => {
+    const outer = `sbrole_${suffix()}`;
+    const inner = `sbrole_${suffix()}`;
+    await admin.query(`CREATE ROLE ${outer}; CREATE ROLE ${inner}`);
+    await admin.query(`GRANT FILE ON *.* TO ${inner}; GRANT ${inner} TO ${outer}`);
+    const user = await createReadOnlyUser(db, { grants: [outer] });
+    try {
+      const e = await failure(open({ url: user.url }).check());
+      expect(e.code).toBe(Code.FAILED_PRECONDITION);
+      expect(e.message).toMatch(
+        new RegExp(`^datasource "maria": user ${user.name}@\\S+ holds FILE ON \\*\\.\\*;`),
+      );
+      // The same role granted to a reader: the check sets each role to read its grants, and then sets back the
+      // one the session started with.
+      await admin.query(`REVOKE FILE ON *.* FROM ${inner}; GRANT SELECT ON \`${db.name}\`.* TO ${inner}`);
+      await admin.query(`SET DEFAULT ROLE ${outer} FOR '${user.name}'@'%'`);
+      const ds = open({ url: user.url, poolSize: 1 });
+      expect(await ds.check()).toEqual({});
+      expect((await collect(ds, "SELECT 1")).rows).toEqual([[1]]);
+    } finally {
+      await user.drop();
+      await admin.query(`DROP ROLE ${outer}; DROP ROLE ${inner}`);
+    }
+  });
+
+  it("serves again once a check finds the write privilege revoked", async () => {
+    const user = await createReadOnlyUser(db, { grants: [`INSERT ON \`${db.name}\`.notes`] });
+    try {
+      const ds = open({ url: user.url });
+      const e = await failure(ds.check());
+      expect(e.message).toContain(`holds INSERT ON \`${db.name}\`.\`notes\`;`);
+      expect((await failure(collect(ds, "SELECT 1"))).code).toBe(Code.FAILED_PRECONDITION);
+      await admin.query(`REVOKE INSERT ON \`${db.name}\`.notes FROM '${user.name}'@'%'`);
+      expect(await ds.check()).toEqual({});
+      expect((await collect(ds, "SELECT 1")).rows).toEqual([[1]]);
+    } finally {
+      await user.drop();
+    }
+  });
+
+  it("serves a datasource that may write as root, and says who it connects as", async () => {
+    const found = await open({ readOnly: false }).check();
+    expect(found.privileged?.user).toMatch(/^root@/);
+    expect(found.privileged?.privilege).toMatch(/^holds ALL PRIVILEGES ON \*\.\*/);
+    expect(await open().check()).toEqual({});
   });
 });

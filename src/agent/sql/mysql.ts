@@ -1,6 +1,8 @@
 // MySQL and MariaDB datasources over mysql2's callback API: a pool of poolSize connections, one statement per
 // checkout, its rows taken off the socket only as fast as the consumer pulls batches (the connection is paused
 // in between), and a cancelled statement stopped in the server by KILL QUERY sent from a separate connection.
+// A read-only datasource refuses a user that may do more than read (see mysql-grants.ts): checked on each new
+// connection, whose global privileges the server fixes when it logs in, and by every health check.
 import mysql from "mysql2";
 import type { ConnectionOptions, FieldPacket, Pool, PoolConnection, Query, ResultSetHeader } from "mysql2";
 import { Code } from "../../common/errors.js";
@@ -8,20 +10,28 @@ import type { Logger } from "../../common/logger.js";
 import {
   DEFAULT_BATCH_ROWS,
   SqlError,
+  privilegedUserError,
   type ColumnInfo,
   type Datasource,
+  type DatasourceCheck,
   type DatasourceConfig,
+  type PrivilegedUser,
   type JsonValue,
   type QueryChunk,
   type QueryOptions,
   type TableMeta,
 } from "./datasource.js";
+import { summarizeGrants } from "./mysql-grants.js";
 
 const DEFAULT_PORT = 3306;
 /** Waiters for a pooled connection beyond this fail at once rather than queue without bound. */
 const POOL_QUEUE_LIMIT = 1_000;
 /** The KILL QUERY connection gets this long to connect and answer; the statement's connection is closed anyway. */
 const KILL_TIMEOUT_MS = 5_000;
+/** SHOW GRANTS and its companions are small; a server that takes longer than this is in trouble. */
+const PRIVILEGES_TIMEOUT_MS = 15_000;
+/** Privileges named in a refusal; the rest are counted. */
+const PRIVILEGES_SHOWN = 3;
 
 /**
  * A statement that would switch the session or its transactions to read-write. MySQL and MariaDB let a client
@@ -199,6 +209,10 @@ class MysqlDatasource implements Datasource {
   private closed: Promise<void> | undefined;
   /** Learned from the first connection (SELECT VERSION()); one datasource is one server. */
   private flavor: Flavor | undefined;
+  /** Read-only: pooled connections whose user was found to be no more than a reader when they were new. */
+  private readonly verified = new WeakSet<PoolConnection>();
+  /** Read-only: set while the user is privileged; every task fails with it until a check clears it. */
+  private refusal: SqlError | undefined;
 
   constructor(
     private readonly config: DatasourceConfig,
@@ -244,15 +258,111 @@ class MysqlDatasource implements Datasource {
     return `${t.host}:${t.port}/${t.database ?? ""}`;
   }
 
-  async check(): Promise<void> {
+  async check(): Promise<DatasourceCheck> {
     const conn = await this.acquire(this.closing.signal);
+    let privileged: PrivilegedUser | undefined;
     try {
-      await simpleQuery(conn, "SELECT 1");
+      privileged = await this.privilegeOf(conn);
     } catch (e) {
       conn.destroy();
-      throw this.connectError(e);
+      throw this.privilegesError(e);
     }
+    if (privileged && this.readOnly) {
+      conn.destroy();
+      throw this.refuse(privileged);
+    }
+    if (this.readOnly) this.verified.add(conn);
     conn.release();
+    this.refusal = undefined;
+    return privileged ? { privileged } : {};
+  }
+
+  private refuse(privileged: PrivilegedUser): SqlError {
+    this.refusal = privilegedUserError(this.name, privileged);
+    return this.refusal;
+  }
+
+  /**
+   * A pooled connection for a statement. On a read-only datasource a connection new to it is first checked:
+   * the server fixes a session's global privileges (FILE, SUPER...) when it logs in, so a connection found a
+   * reader then stays one, and one that is not is closed, never used.
+   */
+  private async acquireReader(signal: AbortSignal): Promise<PoolConnection> {
+    if (this.refusal) throw this.refusal;
+    const conn = await this.acquire(signal);
+    if (!this.readOnly || this.verified.has(conn)) return conn;
+    let privileged: PrivilegedUser | undefined;
+    try {
+      privileged = await this.privilegeOf(conn);
+    } catch (e) {
+      conn.destroy();
+      throw this.privilegesError(e);
+    }
+    if (privileged) {
+      conn.destroy();
+      throw this.refuse(privileged);
+    }
+    this.verified.add(conn);
+    return conn;
+  }
+
+  /**
+   * What the connection's user may do beyond reading, from SHOW GRANTS (which includes PUBLIC's grants on
+   * MariaDB) and the grants of every role it could SET ROLE to: on MariaDB those show once the role is set
+   * (nested roles included), on MySQL through SHOW GRANTS ... USING.
+   */
+  private async privilegeOf(conn: PoolConnection): Promise<PrivilegedUser | undefined> {
+    const flavor = this.flavor ?? (await this.learnFlavor(conn));
+    const [user] = await firstColumn(conn, "SELECT CURRENT_USER()");
+    const grants = async (sql: string): Promise<string[]> =>
+      (await firstColumn(conn, sql)).filter((l): l is string => l !== null);
+    let lines: string[];
+    if (flavor === "mysql") {
+      lines = await grants("SHOW GRANTS");
+      const { roles } = summarizeGrants(lines);
+      if (roles.length > 0) {
+        lines = lines.concat(await grants(`SHOW GRANTS FOR CURRENT_USER() USING ${roles.join(", ")}`));
+      }
+    } else {
+      // MariaDB's SHOW GRANTS adds the grants of the role set in the session: none while the account's own
+      // are read (its role grants then name only roles granted to it, which SET ROLE accepts).
+      const [active] = await firstColumn(conn, "SELECT CURRENT_ROLE()");
+      try {
+        if (active) await firstColumn(conn, "SET ROLE NONE");
+        lines = await grants("SHOW GRANTS");
+        for (const role of summarizeGrants(lines).roles) {
+          await firstColumn(conn, `SET ROLE ${role}`);
+          lines = lines.concat(await grants("SHOW GRANTS"));
+        }
+      } finally {
+        await firstColumn(conn, active ? `SET ROLE \`${active.replace(/`/g, "``")}\`` : "SET ROLE NONE");
+      }
+    }
+    const beyond = summarizeGrants(lines).beyondReading;
+    if (beyond.length === 0) return undefined;
+    const more = beyond.length - PRIVILEGES_SHOWN;
+    const shown = beyond.slice(0, PRIVILEGES_SHOWN).join(", ") + (more > 0 ? ` and ${more} more` : "");
+    return { user: user ?? "(unknown)", privilege: `holds ${shown}` };
+  }
+
+  private async learnFlavor(conn: PoolConnection): Promise<Flavor> {
+    const [version] = await firstColumn(conn, "SELECT VERSION()");
+    this.flavor = /mariadb/i.test(version ?? "") ? "mariadb" : "mysql";
+    return this.flavor;
+  }
+
+  /** A failure to read the user's privileges: the server's refusal, or a lost connection. */
+  private privilegesError(e: unknown): SqlError {
+    if (e instanceof SqlError) return e;
+    const err = asDriverError(e);
+    if (err.errno !== undefined && err.errno > 0 && !err.fatal) {
+      return new SqlError(
+        Code.FAILED_PRECONDITION,
+        `datasource "${this.name}": cannot read what its user may do (SHOW GRANTS): ${engineMessage(err)}`,
+        engineCode(err),
+      );
+    }
+    return this.connectError(e);
   }
 
   async *query(sql: string, params: JsonValue[], opts: QueryOptions): AsyncGenerator<QueryChunk> {
@@ -265,7 +375,7 @@ class MysqlDatasource implements Datasource {
     }
     const signal = AbortSignal.any([opts.signal, this.closing.signal]);
     if (signal.aborted) throw this.cancelled();
-    const checkout = new Checkout(await this.acquire(signal), signal, (id) => this.killQuery(id));
+    const checkout = new Checkout(await this.acquireReader(signal), signal, (id) => this.killQuery(id));
     this.active.add(checkout);
     // Stop the statement as soon as the signal says, even while the consumer is not pulling.
     const onAbort = (): void => void checkout.abandon();
@@ -330,6 +440,7 @@ class MysqlDatasource implements Datasource {
   }
 
   async describeTable(table: string): Promise<TableMeta> {
+    if (this.refusal) throw this.refusal;
     const name = parseTableName(table);
     if (!name) {
       throw new SqlError(
@@ -547,6 +658,25 @@ function parseTableName(text: string): { schema?: string; table: string } | unde
 function simpleQuery<R>(conn: PoolConnection, sql: string, values?: unknown[]): Promise<R> {
   return new Promise((resolve, reject) => {
     conn.query({ sql, values }, (err, result) => (err ? reject(err) : resolve(result as R)));
+  });
+}
+
+/** The first column of a small result (SHOW GRANTS lines, a function's value), as text; [] for none. */
+function firstColumn(conn: PoolConnection, sql: string): Promise<(string | null)[]> {
+  return new Promise((resolve, reject) => {
+    conn.query({ sql, rowsAsArray: true, timeout: PRIVILEGES_TIMEOUT_MS }, (err, result) => {
+      if (err) return reject(err);
+      const rows = Array.isArray(result) ? (result as unknown[][]) : [];
+      const text = (v: unknown): string | null =>
+        typeof v === "string"
+          ? v
+          : Buffer.isBuffer(v)
+            ? v.toString("utf8")
+            : v == null
+              ? null
+              : JSON.stringify(v);
+      resolve(rows.map((r) => text(r[0])));
+    });
   });
 }
 

@@ -1,8 +1,15 @@
 // The PostgreSQL datasource against the real local server: value conversion, column metadata, batching
-// at the consumer's pace, read-only refusal, cancel and statement timeout, error codes, describeTable.
+// at the consumer's pace, read-only refusal, cancel and statement timeout, error codes, describeTable, and
+// the refusal of a read-only datasource whose role is privileged. Read-only datasources connect as a
+// least-privilege role, as the README says they must; the others as postgres.
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createPostgresDatabase, type PostgresTestDatabase } from "../../../test/support/postgres.js";
+import {
+  createPostgresDatabase,
+  createReadOnlyRole,
+  type PostgresTestDatabase,
+  type PostgresTestRole,
+} from "../../../test/support/postgres.js";
 import { Code } from "../../common/errors.js";
 import {
   type ColumnInfo,
@@ -15,6 +22,7 @@ import { failure } from "./testing/failure.js";
 import { openPostgres } from "./postgres.js";
 
 let db: PostgresTestDatabase;
+let reader: PostgresTestRole;
 let admin: pg.Client;
 const opened: Datasource[] = [];
 
@@ -22,7 +30,7 @@ function open(over: Partial<DatasourceConfig> = {}): Datasource {
   const ds = openPostgres({
     name: "pgtest",
     driver: "postgres",
-    url: db.url,
+    url: over.readOnly === false ? db.url : reader.url,
     readOnly: true,
     statementTimeoutMs: 0,
     poolSize: 2,
@@ -117,6 +125,9 @@ beforeAll(async () => {
       (1, 'Ada', 'ada', 12.5, '{happy,ok}'),
       (2, 'Zoë 🚀 東京', NULL, NULL, NULL);
   `);
+  reader = await createReadOnlyRole(db);
+  await admin.query(`GRANT USAGE ON SCHEMA other TO ${reader.name}`);
+  await admin.query(`GRANT SELECT ON ALL TABLES IN SCHEMA other TO ${reader.name}`);
 });
 
 afterEach(async () => {
@@ -124,7 +135,9 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
+  await Promise.all(opened.splice(0).map((ds) => ds.close()));
   await admin?.end();
+  await reader?.drop();
   await db?.drop();
 });
 
@@ -485,6 +498,95 @@ describe("openPostgres cancel and errors", () => {
   });
 });
 
+describe("openPostgres sessions", () => {
+  it("hands the next statement a clean session: settings, advisory locks and temporary tables go", async () => {
+    const ds = open({ readOnly: false, poolSize: 1 });
+    const first = await collect(
+      ds,
+      "SELECT pg_backend_pid(), set_config('search_path', 'nowhere', false), pg_advisory_lock(7)::text",
+    );
+    await collect(ds, "CREATE TEMP TABLE left_behind (a int)");
+    const next = await collect(
+      ds,
+      `SELECT pg_backend_pid(), current_setting('search_path'), to_regclass('left_behind')::text,
+              (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())`,
+    );
+    // The same connection (one in the pool), as new.
+    expect(next.rows).toEqual([[first.rows[0]![0], '"$user", public', null, 0]]);
+    const other = await admin.query<{ got: boolean }>("SELECT pg_try_advisory_lock(7) AS got");
+    expect(other.rows[0]?.got).toBe(true);
+    await admin.query("SELECT pg_advisory_unlock(7)");
+  });
+});
+
+describe("openPostgres privileges", () => {
+  const FIX =
+    "; a read_only datasource needs a least-privilege role (see docs/security.md#databases) or read_only = false";
+  const suffix = (): string => Math.random().toString(16).slice(2, 10);
+
+  it("refuses a read-only datasource whose role is a superuser: its first task, every one after, and check()", async () => {
+    const ds = open({ url: db.url });
+    // No check() has run: the new connection is checked before the statement.
+    const q = await failure(collect(ds, "COPY (SELECT 1) TO PROGRAM 'true'"));
+    expect(q.code).toBe(Code.FAILED_PRECONDITION);
+    expect(q.message).toBe(`datasource "pgtest": user postgres is a superuser${FIX}`);
+    expect((await failure(collect(ds, "SELECT 1"))).message).toBe(q.message);
+    expect((await failure(ds.describeTable("people"))).message).toBe(q.message);
+    const csv = ds.queryCsv!("SELECT 1", { signal: new AbortController().signal })[Symbol.asyncIterator]();
+    expect((await failure(csv.next())).message).toBe(q.message);
+    expect((await failure(ds.check())).message).toBe(q.message);
+  });
+
+  it("names membership of the server-file, program and signal roles, through other roles too", async () => {
+    const group = `sbgrp_${suffix()}`;
+    const boss = `sbsup_${suffix()}`;
+    await admin.query(`CREATE ROLE ${group} NOLOGIN`);
+    await admin.query(`GRANT pg_signal_backend, pg_execute_server_program TO ${group}`);
+    await admin.query(`CREATE ROLE ${boss} NOLOGIN SUPERUSER`);
+    const viaGroup = await createReadOnlyRole(db, { memberOf: [group] });
+    const viaBoss = await createReadOnlyRole(db, { memberOf: [boss] });
+    try {
+      const g = await failure(open({ url: viaGroup.url }).check());
+      expect(g.code).toBe(Code.FAILED_PRECONDITION);
+      expect(g.message).toBe(
+        `datasource "pgtest": user ${viaGroup.name} is a member of pg_execute_server_program, pg_signal_backend${FIX}`,
+      );
+      const b = await failure(open({ url: viaBoss.url }).check());
+      expect(b.message).toBe(
+        `datasource "pgtest": user ${viaBoss.name} is a member of superuser role ${boss}${FIX}`,
+      );
+    } finally {
+      await Promise.all(opened.splice(0).map((ds) => ds.close()));
+      await viaGroup.drop();
+      await viaBoss.drop();
+      await admin.query(`DROP ROLE ${group}`);
+      await admin.query(`DROP ROLE ${boss}`);
+    }
+  });
+
+  it("serves again once a check finds the role fixed", async () => {
+    const role = await createReadOnlyRole(db, { memberOf: ["pg_read_server_files"] });
+    try {
+      const ds = open({ url: role.url });
+      expect((await failure(ds.check())).message).toContain("is a member of pg_read_server_files");
+      expect((await failure(collect(ds, "SELECT 1"))).code).toBe(Code.FAILED_PRECONDITION);
+      await admin.query(`REVOKE pg_read_server_files FROM ${role.name}`);
+      expect(await ds.check()).toEqual({});
+      expect((await collect(ds, "SELECT 1")).rows).toEqual([[1]]);
+    } finally {
+      await Promise.all(opened.splice(0).map((ds) => ds.close()));
+      await role.drop();
+    }
+  });
+
+  it("serves a datasource that may write as a superuser, and says who it connects as", async () => {
+    expect(await open({ readOnly: false }).check()).toEqual({
+      privileged: { user: "postgres", privilege: "is a superuser" },
+    });
+    expect(await open().check()).toEqual({});
+  });
+});
+
 describe("openPostgres describeTable", () => {
   it("gives columns, primary key and indexes from the catalog", async () => {
     const ds = open();
@@ -579,6 +681,8 @@ describe("openPostgres queryCsv (COPY ... TO STDOUT)", () => {
 
   it("is read-only like query(): the probe and the COPY run in a read-only transaction", async () => {
     await admin.query("CREATE SEQUENCE IF NOT EXISTS csv_seq");
+    // So that it is the read-only transaction, not a missing privilege, that stops nextval().
+    await admin.query(`GRANT USAGE ON SEQUENCE csv_seq TO ${reader.name}`);
     const ds = open();
     // nextval() writes: planning it (the probe) passes, running it (the COPY) is refused by PostgreSQL.
     const e = await failure(csvOf(ds, "SELECT nextval('csv_seq') AS v"));

@@ -1,6 +1,8 @@
 // The PostgreSQL datasource: a pg Pool whose every statement runs in a transaction of its own (READ ONLY
 // unless the datasource allows writes) through a pg-cursor that fetches one batch per pull, with values
 // converted once from PostgreSQL's text output to JsonValue. Cancelling stops the statement in the server.
+// A read-only datasource refuses a user that a READ ONLY transaction cannot hold (a superuser, a member of
+// the server-file and signal roles): checked on each new connection and by every health check.
 import pg from "pg";
 import Cursor from "pg-cursor";
 import { to as copyTo, type CopyToStreamQuery } from "pg-copy-streams";
@@ -10,9 +12,12 @@ import {
   DEFAULT_BATCH_ROWS,
   SqlError,
   type ColumnInfo,
+  privilegedUserError,
   type CsvChunk,
   type Datasource,
+  type DatasourceCheck,
   type DatasourceConfig,
+  type PrivilegedUser,
   type JsonValue,
   type QueryChunk,
   type QueryOptions,
@@ -24,7 +29,7 @@ const DEFAULT_PORT = 5432;
 const COPY_BUFFER_BYTES = 256 * 1024;
 /** After asking the server to cancel, how long a statement may take to stop before its connection is cut. */
 const CANCEL_GRACE_MS = 3_000;
-/** Closing the cursor and rolling back after a failure or an early return; past this the connection is cut. */
+/** Ending the transaction (cursor closed, rolled back) and resetting the session; past this the connection is cut. */
 const CLEANUP_TIMEOUT_MS = 5_000;
 /** Catalog look-ups and the cancel request are small; a server that takes longer than this is in trouble. */
 const AUX_QUERY_TIMEOUT_MS = 15_000;
@@ -204,6 +209,44 @@ function messageOf(e: unknown): string {
 const INVALID_ARGUMENT_CLASSES = new Set(["42", "22", "23", "21", "26", "34", "3F", "0A", "44", "2B"]);
 
 // ---------------------------------------------------------------------------------------------------------
+// Privileges.
+
+/**
+ * Predefined roles whose members get around a READ ONLY transaction: COPY ... TO/FROM PROGRAM, COPY to and
+ * from server files (and the file functions), pg_terminate_backend/pg_cancel_backend of other users' sessions.
+ */
+const PRIVILEGED_ROLES = [
+  "pg_execute_server_program",
+  "pg_write_server_files",
+  "pg_read_server_files",
+  "pg_signal_backend",
+];
+
+/**
+ * The superuser roles and the roles above that the login role is a member of, directly or through other
+ * roles (it could SET ROLE to any of them): the login role itself first when it is a superuser.
+ */
+const PRIVILEGES_SQL = `SELECT session_user AS login, r.rolname AS role, r.rolsuper AS super
+    FROM pg_roles r
+   WHERE (r.rolsuper OR r.rolname = ANY($1::text[])) AND pg_has_role(session_user, r.oid, 'MEMBER')
+   ORDER BY r.rolname = session_user DESC, r.rolsuper DESC, r.rolname`;
+
+/** What makes the connection's login role more than a reader, or undefined when nothing does. */
+async function privilegeOf(c: pg.ClientBase): Promise<PrivilegedUser | undefined> {
+  const r = await auxQuery<{ login: string; role: string; super: boolean }>(c, PRIVILEGES_SQL, [
+    PRIVILEGED_ROLES,
+  ]);
+  const first = r.rows[0];
+  if (!first) return undefined;
+  if (first.super) {
+    const privilege =
+      first.role === first.login ? "is a superuser" : `is a member of superuser role ${first.role}`;
+    return { user: first.login, privilege };
+  }
+  return { user: first.login, privilege: `is a member of ${r.rows.map((x) => x.role).join(", ")}` };
+}
+
+// ---------------------------------------------------------------------------------------------------------
 
 interface TypeInfo {
   name: string;
@@ -289,6 +332,10 @@ class PostgresDatasource implements Datasource {
   private readonly tables = new Map<number, TableNullability>();
   /** Clients that already carry our 'error' listener. */
   private readonly guarded = new WeakSet<pg.ClientBase>();
+  /** Read-only: pooled connections whose user was found to be no more than a reader when they were new. */
+  readonly verified = new WeakSet<pg.ClientBase>();
+  /** Read-only: set while the user is privileged (see refuse()); every task fails with it. */
+  private refusal: SqlError | undefined;
 
   constructor(
     readonly config: DatasourceConfig,
@@ -306,24 +353,38 @@ class PostgresDatasource implements Datasource {
     });
   }
 
-  async check(): Promise<void> {
+  async check(): Promise<DatasourceCheck> {
     this.throwIfClosed();
+    let privileged: PrivilegedUser | undefined;
     try {
-      await this.withSpareClient((c) => auxQuery(c, "SELECT 1"));
+      privileged = await this.withSpareClient((c) => privilegeOf(c));
     } catch (e) {
       if (e instanceof SqlError) throw e;
       throw this.connectError(e);
     }
+    if (privileged && this.readOnly) throw this.refuse(privileged);
+    this.refusal = undefined;
+    return privileged ? { privileged } : {};
+  }
+
+  /**
+   * Stops using a read-only datasource whose user turned out privileged: its tasks fail with the returned
+   * error until a check finds the user a reader again (PostgreSQL applies role changes to open sessions too).
+   */
+  refuse(privileged: PrivilegedUser): SqlError {
+    this.refusal = privilegedUserError(this.name, privileged);
+    return this.refusal;
   }
 
   async *query(sql: string, params: JsonValue[], opts: QueryOptions): AsyncGenerator<QueryChunk> {
-    this.throwIfClosed();
+    this.throwIfUnusable();
     const batchRows = Math.max(1, Math.floor(opts.batchRows ?? DEFAULT_BATCH_ROWS));
     const run = new StatementRun(this, opts.signal);
     this.runs.add(run);
     try {
       run.throwIfStopped();
       await run.acquire(this.pool);
+      await run.verifyRole();
       await run.begin(this.beginSql());
       const lateOids = new Set<number>();
       run.open(sql, params.map(toParam), this.parsersFor(lateOids));
@@ -355,7 +416,7 @@ class PostgresDatasource implements Datasource {
   }
 
   async *queryCsv(sql: string, opts: QueryOptions): AsyncGenerator<CsvChunk> {
-    this.throwIfClosed();
+    this.throwIfUnusable();
     if (!/^\s*(select|with|values|table)\b/i.test(sql) || sql.includes(";")) {
       yield { kind: "unsuitable" };
       return;
@@ -365,6 +426,7 @@ class PostgresDatasource implements Datasource {
     try {
       run.throwIfStopped();
       await run.acquire(this.pool);
+      await run.verifyRole();
       await run.begin(this.beginSql());
       // The result's columns without running it (LIMIT 0 is planned, not executed); a statement that cannot
       // be wrapped fails here, inside a savepoint, and takes the ordinary path, which reports its error.
@@ -394,7 +456,7 @@ class PostgresDatasource implements Datasource {
   }
 
   async describeTable(table: string): Promise<TableMeta> {
-    this.throwIfClosed();
+    this.throwIfUnusable();
     try {
       return await this.withSpareClient(async (c) => {
         const oid = await resolveTable(c, table);
@@ -639,6 +701,12 @@ class PostgresDatasource implements Datasource {
     }
   }
 
+  /** Closed, or refused while its user is known to be privileged (read-only datasources). */
+  private throwIfUnusable(): void {
+    this.throwIfClosed();
+    if (this.refusal) throw this.refusal;
+  }
+
   toSqlError(e: unknown, run: StatementRun | undefined): SqlError {
     if (e instanceof SqlError) return e;
     const prefix = `datasource "${this.name}"`;
@@ -828,6 +896,18 @@ class StatementRun {
     this.phase = "held";
   }
 
+  /**
+   * On a read-only datasource, a connection new to this datasource is used only once its user is found to
+   * be no more than a reader (one catalog query per connection, not per statement: see PRIVILEGES_SQL).
+   */
+  async verifyRole(): Promise<void> {
+    const client = this.mustHold();
+    if (!this.ds.readOnly || this.ds.verified.has(client)) return;
+    const privileged = await this.call(() => privilegeOf(client));
+    if (privileged) throw this.ds.refuse(privileged);
+    this.ds.verified.add(client);
+  }
+
   async begin(sql: string): Promise<void> {
     const client = this.mustHold();
     this.phase = "open";
@@ -999,6 +1079,10 @@ class StatementRun {
     }
   }
 
+  private get released(): boolean {
+    return this.phase === "released";
+  }
+
   /** Ends the connection instead of returning it: its state is unknown, or a cancel might still land on it. */
   private destroy(err: Error): void {
     if (!this.client || this.phase === "released") return;
@@ -1006,7 +1090,14 @@ class StatementRun {
     this.client.release(err);
   }
 
-  /** Runs when the statement ends for any reason: leaves the connection clean in the pool, or ends it. */
+  /**
+   * Runs when the statement ends for any reason: leaves the connection clean in the pool, or ends it. Clean
+   * means as a new connection would be: the transaction ended, then DISCARD ALL, so that nothing the statement
+   * left in the session (set_config(..., false), SET ROLE, advisory locks, temporary tables, prepared
+   * statements, LISTEN) reaches the next task, and locks are free as soon as this task ends. DISCARD ALL
+   * cannot run inside a transaction block, so it is a round trip of its own after COMMIT/ROLLBACK (a
+   * multi-statement string is one implicit transaction); a connection it cannot reset is closed, not reused.
+   */
   async finish(): Promise<void> {
     this.signal.removeEventListener("abort", this.onAbort);
     const client = this.client;
@@ -1015,29 +1106,39 @@ class StatementRun {
       this.destroy(new Error("connection state unknown"));
       return;
     }
-    if (this.phase === "committed" || this.phase === "held") {
+    if (this.phase === "held") {
+      // Checked out, nothing of the caller's ran on it.
       this.phase = "released";
       client.release();
       return;
     }
     const cursor = this.cursor;
+    const rollback = this.phase === "open";
     const cleanup = (async () => {
-      if (cursor && !this.cursorFailed) await cursor.close();
-      await client.query("ROLLBACK");
+      if (rollback) {
+        if (cursor && !this.cursorFailed) await cursor.close();
+        await client.query("ROLLBACK");
+      }
+      await client.query("DISCARD ALL");
     })();
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
         cleanup,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new Error("rollback took too long")), CLEANUP_TIMEOUT_MS);
+          timer = setTimeout(() => reject(new Error("the reset took too long")), CLEANUP_TIMEOUT_MS);
         }),
       ]);
+      // The datasource may have closed (and cut the connection) meanwhile.
+      if (this.released) return;
       this.phase = "released";
       client.release();
     } catch (e) {
       cleanup.catch(() => undefined);
-      this.ds.logger?.warn({ error: messageOf(e) }, "postgres: cannot roll back; closing the connection");
+      this.ds.logger?.warn(
+        { error: messageOf(e) },
+        "postgres: cannot end the transaction and reset the session; closing the connection",
+      );
       this.destroy(e instanceof Error ? e : new Error(String(e)));
     } finally {
       clearTimeout(timer);

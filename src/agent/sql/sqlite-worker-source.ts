@@ -8,7 +8,8 @@
 //   {op:"next"}                           -> batch | error      (only while a statement is open)
 //   {op:"end"}                            no reply: closes the open statement
 // A batch is {type:"batch", columns?, rows, done}; done is null while the statement stays open, and then
-// nothing more is read until "next" arrives: the parent's consumer sets the pace.
+// nothing more is read until "next" arrives: the parent's consumer sets the pace. A worker serves one task
+// after another, so its connection outlives a statement only when that left no session state (settle()).
 
 export const SQLITE_WORKER_SOURCE = String.raw`
 "use strict";
@@ -139,6 +140,47 @@ function toJson(v) {
   }
 }
 
+/** The statement's text from its first keyword on (comments and blanks before it skipped). */
+function firstKeyword(sql) {
+  let rest = sql;
+  for (;;) {
+    rest = rest.trimStart();
+    if (rest.startsWith("--")) {
+      const nl = rest.indexOf("\n");
+      rest = nl === -1 ? "" : rest.slice(nl + 1);
+    } else if (rest.startsWith("/*")) {
+      const end = rest.indexOf("*/", 2);
+      rest = end === -1 ? "" : rest.slice(end + 2);
+    } else {
+      return (/^[A-Za-z]+/.exec(rest) || [""])[0].toUpperCase();
+    }
+  }
+}
+
+// What one statement may leave in the connection for the next task: a pragma (case_sensitive_like,
+// query_only, locking_mode...), a transaction left open with the locks it holds, temporary tables, views or
+// triggers. A statement that only read leaves none of these; after any other the connection is closed, unless
+// it is as a new one would be, and the next statement opens a fresh one.
+function settle(conn, stmt, sql) {
+  if (db !== conn) return;
+  let clean = !conn.inTransaction && firstKeyword(sql) !== "PRAGMA";
+  if (clean && !(stmt !== undefined && stmt.reader && stmt.readonly)) {
+    try {
+      clean = conn.prepare("SELECT count(*) FROM temp.sqlite_master").pluck().get() === 0;
+    } catch {
+      clean = false;
+    }
+  }
+  if (clean) return;
+  db = null;
+  try {
+    // Rolls back a transaction left open, releasing its locks.
+    conn.close();
+  } catch {
+    // Closed or not, this connection is not used again.
+  }
+}
+
 async function runQuery(request) {
   let conn;
   try {
@@ -147,11 +189,21 @@ async function runQuery(request) {
     process.send(failure("open", e));
     return;
   }
+  const ran = { stmt: undefined };
+  try {
+    await runStatement(conn, request, ran);
+  } finally {
+    settle(conn, ran.stmt, request.sql);
+  }
+}
+
+async function runStatement(conn, request, ran) {
   let stmt;
   let columns;
   let rows;
   try {
     stmt = conn.prepare(request.sql);
+    ran.stmt = stmt;
     if (!stmt.reader) {
       const result = stmt.run(...request.params);
       const done = { rowCount: 0, affectedRows: result.changes };

@@ -317,6 +317,33 @@ describe("writes", () => {
   });
 });
 
+describe("sessions", () => {
+  it("hands the next statement a clean connection: pragmas, temporary tables and open transactions go", async () => {
+    const path = emptyDatabase("sessions.db");
+    const setup = new Database(path);
+    setup.exec("CREATE TABLE t (a)");
+    setup.close();
+    const ds = open({ path, readOnly: false, poolSize: 1 });
+    await run(ds, "PRAGMA case_sensitive_like = 1");
+    await run(ds, "CREATE TEMP TABLE left_behind (a)");
+    await run(ds, "BEGIN");
+    // Inside the transaction left open, this read would keep its lock after the statement.
+    const next = await run(
+      ds,
+      "SELECT 'a' LIKE 'A', (SELECT count(*) FROM temp.sqlite_master), (SELECT count(*) FROM t)",
+    );
+    expect(next.rows).toEqual([[1, 0, 0]]);
+    const writer = new Database(path, { timeout: 0 });
+    try {
+      writer.prepare("INSERT INTO t VALUES (1)").run();
+    } finally {
+      writer.close();
+    }
+    // A statement that only read keeps the connection, and rows written meanwhile are there to see.
+    expect((await run(ds, "SELECT count(*) FROM t")).rows).toEqual([[1]]);
+  });
+});
+
 describe("cancel and timeout", () => {
   it("stops a long statement when the signal aborts, and answers afterwards", async () => {
     const ds = open({ poolSize: 1 });

@@ -7,6 +7,7 @@ import {
   DEFAULT_BATCH_ROWS,
   SqlError,
   type Datasource,
+  type DatasourceCheck,
   type DatasourceConfig,
   type JsonValue,
   type QueryChunk,
@@ -65,17 +66,21 @@ class SqliteDatasource implements Datasource {
     });
   }
 
-  check(): Promise<void> {
+  /**
+   * No privileges to check: SQLite has no users, and a read-only datasource's file is opened read-only by
+   * SQLite itself (with query_only, ATTACH and VACUUM INTO refused), which no statement can undo.
+   */
+  check(): Promise<DatasourceCheck> {
     let db: ReturnType<typeof openCatalogConnection> | undefined;
     try {
       db = openCatalogConnection(this.path);
       // Reads the file's header: a file that is not a database fails here.
       db.pragma("schema_version");
-      return Promise.resolve();
+      return Promise.resolve({});
     } catch (err) {
       const failure = engineFailure(err);
       // A writer in the middle of a commit holds the file: it is there and it is a database.
-      if (/^SQLITE_(BUSY|LOCKED)/.test(failure.code ?? "")) return Promise.resolve();
+      if (/^SQLITE_(BUSY|LOCKED)/.test(failure.code ?? "")) return Promise.resolve({});
       return Promise.reject(this.cannotOpen(failure));
     } finally {
       db?.close();

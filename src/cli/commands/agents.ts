@@ -2,7 +2,7 @@
 // the supervised nodes fare.
 import type { Command } from "commander";
 import { formatDuration } from "../../common/duration.js";
-import { clientCommand, withClient } from "../client-command.js";
+import { addConnectionOptions, clientCommand, withClient } from "../client-command.js";
 import { intFlag } from "../flags.js";
 import {
   AGENT_COLUMNS,
@@ -30,7 +30,7 @@ function secondsAgo(ms: number, now = Date.now()): string {
 }
 
 export function registerAgents(program: Command): void {
-  clientCommand(program, "agents", "list agents with their pool, health and load")
+  const agents = clientCommand(program, "agents", "list agents with their pool, health and load")
     .alias("list-agents")
     .option("--pool <name>", "only this pool")
     .option("-a, --all", "include offline agents")
@@ -45,6 +45,27 @@ export function registerAgents(program: Command): void {
         LISTING_COLUMNS,
         format,
         "no agents connected (start one with switchboard agent --help)",
+      );
+    });
+
+  addConnectionOptions(
+    agents
+      .command("forget")
+      .description(
+        "release an offline agent's id from its pool and token (admin): the next agent with it claims it",
+      ),
+  )
+    .argument("<agent-id>")
+    .addHelpText(
+      "after",
+      "\nAn agent id belongs to the pool and token it first registered with; no other token can take it.\n" +
+        "Forget it to move it to another pool or token. Refused while the agent is connected.",
+    )
+    .action(async (agentId: string, _f: unknown, cmd: Command) => {
+      const r = await withClient(cmd, (c) => c.admin.forgetAgent(agentId));
+      const owner = r.tokenName ? `, token ${r.tokenName}` : "";
+      process.stdout.write(
+        `forgot agent ${r.agentId} (pool ${r.pool}${owner}): the next agent to connect with this id claims it\n`,
       );
     });
 

@@ -52,6 +52,12 @@ export function registerDemo(program: Command): void {
         });
         let token: string;
         try {
+          // A data dir the demo ran in before: its agents' ids belong to the earlier run's token. Revoke
+          // that token first; a new token of the pool then claims them (an agent id never changes token
+          // while its token is live).
+          for (const t of await admin.admin.listTokens()) {
+            if (t.role === "agent" && t.name.startsWith("demo-agents-")) await admin.admin.revokeToken(t.id);
+          }
           const created = await admin.admin.createToken({
             name: `demo-agents-${Date.now()}`,
             role: "agent",
@@ -73,7 +79,7 @@ export function registerDemo(program: Command): void {
               pool: "demo",
               shell: true,
               poolSize: "4",
-              data: join(dataDir, "agents", agentId),
+              data: agentDataDir(dataDir, agentId),
               agentPort: "0",
             },
           });
@@ -90,6 +96,10 @@ export function registerDemo(program: Command): void {
       await stopOnSignals(logger, stop);
       process.stdout.write("demo stopped\n");
     });
+}
+
+function agentDataDir(dataDir: string, agentId: string): string {
+  return join(dataDir, "agents", agentId);
 }
 
 /** A small SQLite database for `switchboard query` to try, and the agents' config naming it. */
@@ -112,9 +122,12 @@ async function writeDemoDatasource(dataDir: string): Promise<string> {
     }
   }
   const config = join(dataDir, "demo-agent.toml");
+  // [files] roots: the agents' node data dirs (storage.data_path, by default <agent data dir>/nodes), so
+  // that `migrate --copy-data` moves a node's data between them as it would between machines.
+  const roots = AGENTS.map((id) => join(agentDataDir(dataDir, id), "nodes"));
   writeFileSync(
     config,
-    `[storage]\nstop_nodes_on_exit = true\n\n[shell]\npty = true\n\n[datasources.cities]\ndriver = "sqlite"\npath = ${JSON.stringify(file)}\n`,
+    `[storage]\nstop_nodes_on_exit = true\n\n[shell]\npty = true\n\n[files]\nroots = ${JSON.stringify(roots)}\n\n[datasources.cities]\ndriver = "sqlite"\npath = ${JSON.stringify(file)}\n`,
   );
   return config;
 }

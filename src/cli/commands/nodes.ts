@@ -181,6 +181,11 @@ const NODE_COLUMNS: Column<NodeRow>[] = [
   { header: "STALE", value: (r) => (r.stale ? `cached ${formatDuration(r.ageMs)} ago` : "-") },
 ];
 
+/** The hub recorded the stop but the node's agent is offline: it stops the node when it reconnects. */
+function stopPending(r: NodeRow): boolean {
+  return r.stale && r.desired === "stopped" && r.status === "stopping";
+}
+
 /** A batch item as a row: the node when it worked, the error when not. */
 interface BatchRow {
   nodeId: string;
@@ -200,7 +205,11 @@ function batchRow(item: NodeBatchItem, i: number): BatchRow {
     ok: item.code === 0,
     agentId: node?.agentId ?? "",
     endpoint: node ? endpointText(node) : "",
-    status: node?.status ?? "failed",
+    status: node
+      ? stopPending(node)
+        ? `stop pending: agent ${node.agentId} is offline`
+        : node.status
+      : "failed",
     error: item.code === 0 ? null : { code: codeName(item.code), message: item.errorMessage },
     node,
   };
@@ -331,8 +340,14 @@ Examples:
         if (table) process.stderr.write(`Stopping storage node ${id}...\n`);
         const n = await withNodeClient(cmd, (c) => c.nodes.stop(id, opts));
         if (!table) return printObject(nodeRow(n), format);
-        process.stdout.write("Storage node stopped.\n");
         const r = nodeRow(n);
+        if (stopPending(r)) {
+          process.stdout.write(
+            `Stop pending: agent ${r.agentId} is offline. The node shows as stopping until the agent reconnects and stops it.\n`,
+          );
+          return;
+        }
+        process.stdout.write("Storage node stopped.\n");
         if (r.lastExit) process.stdout.write(`   Last exit: ${r.lastExit}\n`);
         return;
       }
@@ -401,13 +416,27 @@ Examples:
   clientCommand(program, "migrate", "move a supervised node to another agent: start there, then stop here")
     .requiredOption("--node <id>", "the node")
     .requiredOption("--to <agent>", "the agent to move it to")
-    .option("--copy-data", "copy its data directory first (both agents on one machine, or a shared disk)")
+    .option(
+      "--copy-data",
+      "move its data directory too: stopped here, copied into the new agent's storage.data_path, started there",
+    )
     .option("--port <port>", "port on the new agent (default: the same)")
-    .option("--storage-path <dir>", "data directory on the new agent (default: the same)")
+    .option(
+      "--storage-path <dir>",
+      "data directory on the new agent, inside its storage.data_path (default: the same relative path)",
+    )
     .option("-o, --output <format>", "table or json", "table")
     .addHelpText(
       "after",
-      "\nThe node is started on the new agent first; the old one is stopped only once the new one answers.",
+      `
+Everything the new agent would check of the spawn (free slot, allowed binary, port, storage path) is
+checked first: a migration that cannot work leaves the node running where it is, untouched.
+Without --copy-data the node is started on the new agent first; the old one is stopped only once the
+new one answers. With --copy-data the old one is stopped first (a consistent copy), its data moved,
+and the node started on the new agent; if that fails, it is started again where it was.
+The data moves through the hub as file tasks when both agents' [files] roots cover their
+storage.data_path (agents on different machines); otherwise the new agent copies it itself, which
+needs the old directory inside its own storage.data_path (one machine, or a shared disk).`,
     )
     .action(
       async (

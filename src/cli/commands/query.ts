@@ -17,7 +17,7 @@ import {
 import { durationFlag } from "../flags.js";
 import { onPipeClosed } from "../pipe-closed.js";
 import { ProgressLine } from "../progress-line.js";
-import { createRowSink, FORMATS, type Format } from "../sql-output.js";
+import { createRowSink, FORMATS, tableDescription, type Format } from "../sql-output.js";
 
 interface QueryFlags extends TargetFlags {
   db?: string;
@@ -179,8 +179,12 @@ async function printResult(
   let bytes = 0;
   try {
     for await (const ev of events) {
-      if (ev.kind === "header") await sink.begin(ev.header.columns);
-      else if (ev.kind === "rows") {
+      if (ev.kind === "header") {
+        const table = ev.header.table;
+        // CSV and NDJSON carry rows only: the description goes to stderr, where a person sees it.
+        if (table && (format === "csv" || format === "ndjson")) process.stderr.write(tableDescription(table));
+        await sink.begin(ev.header.columns, format === "table" || format === "json" ? table : null);
+      } else if (ev.kind === "rows") {
         rows += ev.rows.length;
         bytes += ev.bytes;
         progress.update(rows, bytes);

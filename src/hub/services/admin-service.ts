@@ -227,6 +227,53 @@ export function adminService(core: HubCore): AdminServiceServer {
         })),
     })),
 
+    // Releases an agent id from the pool and token it belongs to (see agentIdClaim): its record goes,
+    // and the next agent to connect with that id, any token of any pool, claims it. Refused while the
+    // agent is connected (it would claim its id straight back) or the registry keeps nodes running on
+    // it (they would be started on whoever claims the id next).
+    forgetAgent: unary(core, "admin", (req, actor, p) => {
+      const id = req.agentId.trim();
+      const s = core.sessions.get(id);
+      const rec = core.store.getAgent(id);
+      const pool = s?.pool ?? rec?.pool;
+      if (pool === undefined || !poolAllowed(p, pool)) {
+        throw new SwitchboardError(
+          Code.NOT_FOUND,
+          `no agent ${shownName(id)} is known to this hub: see switchboard agents --all`,
+        );
+      }
+      if (s?.connected) {
+        throw new SwitchboardError(
+          Code.FAILED_PRECONDITION,
+          `agent ${id} is connected (session ${s.sessionId}): stop it, or revoke its token, before forgetting its id`,
+        );
+      }
+      const nodes = core.nodes.slotsUsed(id);
+      if (nodes > 0) {
+        throw new SwitchboardError(
+          Code.FAILED_PRECONDITION,
+          `agent ${id} has ${nodes} node(s) the hub keeps running there: stop or migrate them first (switchboard nodes --agent ${id})`,
+        );
+      }
+      // Waiting to resume: what it held ends lost now, since the id will not come back as this agent.
+      if (s && !s.closed) core.closeSession(s, "an admin forgot its id");
+      core.store.forgetAgent(id);
+      const tokenId = rec?.tokenId ?? s?.principal.tokenId ?? null;
+      const owner = tokenId ? core.store.findToken(tokenId) : undefined;
+      core.store.audit({
+        at: Date.now(),
+        actor,
+        action: "agent.forget",
+        subject: id,
+        detail: { pool, token: owner?.name ?? null },
+      });
+      core.logger.info(
+        { agent_id: id, pool, token: owner?.name },
+        "agent id forgotten: the next agent with it claims it",
+      );
+      return { agentId: id, pool, tokenName: owner?.name ?? "" };
+    }),
+
     // Changes how many tasks a connected agent runs at once, until it restarts (its config
     // names the number it starts with). Running tasks are not touched.
     setAgentConcurrency: unary(core, "admin", (req, actor, p) => {

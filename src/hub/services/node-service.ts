@@ -6,12 +6,18 @@ import type { NodeServiceServer } from "../../gen/switchboard/v1/client.js";
 import type { Principal } from "../auth.js";
 import type { HubCore } from "../hub-core.js";
 
+/**
+ * A unary handler; `signal` fires when the caller goes away (cancelled, or its deadline passed), so that
+ * a spawn nobody waits for any more is cancelled on its agent instead of left running unrecorded.
+ */
 function unary<Req, Res>(
   core: HubCore,
   min: "viewer" | "operator",
-  fn: (req: Req, principal: Principal) => Promise<Res> | Res,
+  fn: (req: Req, principal: Principal, signal: AbortSignal) => Promise<Res> | Res,
 ): (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void {
   return (call, cb) => {
+    const gone = new AbortController();
+    call.once("cancelled", () => gone.abort());
     let p: Principal;
     try {
       p = core.auth.requireClient(call.metadata, min);
@@ -20,7 +26,7 @@ function unary<Req, Res>(
       return;
     }
     Promise.resolve()
-      .then(() => fn(call.request, p))
+      .then(() => fn(call.request, p, gone.signal))
       .then(
         (res) => cb(null, res),
         (err: unknown) => cb(toServiceError(err)),
@@ -31,12 +37,12 @@ function unary<Req, Res>(
 export function nodeService(core: HubCore): NodeServiceServer {
   const n = core.nodes;
   return {
-    spawnNode: unary(core, "operator", (req, p) => n.spawn(p, req)),
+    spawnNode: unary(core, "operator", (req, p, signal) => n.spawn(p, req, signal)),
     stopNode: unary(core, "operator", (req, p) => n.stop(p, req)),
     getNodeStatus: unary(core, "viewer", (req, p) => n.status(p, req.nodeId)),
     listNodes: unary(core, "viewer", (req, p) => ({ nodes: n.list(p, req) })),
-    spawnNodes: unary(core, "operator", async (req, p) => ({
-      items: await n.spawnMany(p, req.nodes, req.atomic),
+    spawnNodes: unary(core, "operator", async (req, p, signal) => ({
+      items: await n.spawnMany(p, req.nodes, req.atomic, signal),
     })),
     stopNodes: unary(core, "operator", async (req, p) => ({ items: await n.stopMany(p, req.nodes) })),
     migrateNode: unary(core, "operator", (req, p) => n.migrate(p, req)),

@@ -3,12 +3,12 @@ import type { Database, Statement } from "better-sqlite3";
 import type { AgentRecord } from "./interfaces.js";
 
 const AGENT_COLUMNS = `id, pool, labels, hostname, platform, version, task_kinds, max_concurrency,
-  first_seen_at, last_seen_at, last_session_id, connected`;
+  first_seen_at, last_seen_at, last_session_id, connected, token_id`;
 
 // first_seen_at keeps the value of the first insert.
 const UPSERT_AGENT = `
 INSERT INTO agents (${AGENT_COLUMNS})
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
   pool = excluded.pool,
   labels = excluded.labels,
@@ -19,11 +19,14 @@ ON CONFLICT (id) DO UPDATE SET
   max_concurrency = excluded.max_concurrency,
   last_seen_at = excluded.last_seen_at,
   last_session_id = excluded.last_session_id,
-  connected = excluded.connected`;
+  connected = excluded.connected,
+  token_id = excluded.token_id`;
 
 const SELECT_AGENT = `SELECT ${AGENT_COLUMNS} FROM agents WHERE id = ?`;
 
 const SELECT_AGENTS = `SELECT ${AGENT_COLUMNS} FROM agents ORDER BY id`;
+
+const DELETE_AGENT = `DELETE FROM agents WHERE id = ?`;
 
 const MARK_ALL_DISCONNECTED = `UPDATE agents SET connected = 0 WHERE connected <> 0`;
 
@@ -40,6 +43,7 @@ interface AgentRow {
   last_seen_at: number;
   last_session_id: string | null;
   connected: number;
+  token_id: string | null;
 }
 
 type UpsertParams = [
@@ -55,6 +59,7 @@ type UpsertParams = [
   number,
   string | null,
   number,
+  string | null,
 ];
 
 export class AgentQueries {
@@ -62,12 +67,14 @@ export class AgentQueries {
   private readonly selectStmt: Statement<[string], AgentRow>;
   private readonly listStmt: Statement<[], AgentRow>;
   private readonly disconnectStmt: Statement<[]>;
+  private readonly deleteStmt: Statement<[string]>;
 
   constructor(db: Database) {
     this.upsertStmt = db.prepare(UPSERT_AGENT);
     this.selectStmt = db.prepare(SELECT_AGENT);
     this.listStmt = db.prepare(SELECT_AGENTS);
     this.disconnectStmt = db.prepare(MARK_ALL_DISCONNECTED);
+    this.deleteStmt = db.prepare(DELETE_AGENT);
   }
 
   upsert(a: AgentRecord): void {
@@ -84,6 +91,7 @@ export class AgentQueries {
       a.lastSeenAt,
       a.lastSessionId,
       a.connected ? 1 : 0,
+      a.tokenId,
     );
   }
 
@@ -94,6 +102,11 @@ export class AgentQueries {
 
   list(): AgentRecord[] {
     return this.listStmt.all().map(toAgentRecord);
+  }
+
+  /** Returns false when no agent has that id. */
+  delete(id: string): boolean {
+    return this.deleteStmt.run(id).changes > 0;
   }
 
   markAllDisconnected(): number {
@@ -115,5 +128,6 @@ function toAgentRecord(row: AgentRow): AgentRecord {
     lastSeenAt: row.last_seen_at,
     lastSessionId: row.last_session_id,
     connected: row.connected !== 0,
+    tokenId: row.token_id,
   };
 }

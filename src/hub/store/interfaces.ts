@@ -110,6 +110,11 @@ export interface AgentRecord {
   lastSeenAt: number;
   lastSessionId: string | null;
   connected: boolean;
+  /**
+   * The token the id belongs to: the one it first registered with, or the one that claimed it since
+   * (see agentIdClaim in auth.ts). null: registered before tokens were recorded; the next token claims it.
+   */
+  tokenId: string | null;
 }
 
 /** A supervised node in the hub's registry. */
@@ -173,6 +178,8 @@ export interface Store {
   upsertAgent(agent: AgentRecord): void;
   getAgent(id: string): AgentRecord | undefined;
   listAgents(): AgentRecord[];
+  /** Releases an agent id (written at once): its record is gone. False when no agent has that id. */
+  forgetAgent(id: string): boolean;
   /** At hub start: no agent is connected yet. */
   markAllAgentsDisconnected(): void;
 

@@ -76,6 +76,21 @@ describe("migrations", () => {
     db.close();
   });
 
+  it("leave agents registered before tokens were recorded without one, for the next token to claim", async () => {
+    const path = dir.file("hub.db");
+    const db = new Database(path);
+    migrate(db, MIGRATIONS.slice(0, 4), silentLogger());
+    db.prepare(
+      `INSERT INTO agents (id, pool, labels, hostname, platform, version, task_kinds, max_concurrency,
+         first_seen_at, last_seen_at, last_session_id, connected)
+       VALUES ('b1', 'B', '{}', 'h', 'linux', '0', '[]', 1, 1, 2, NULL, 0)`,
+    ).run();
+    db.close();
+    const store = openSqliteStore(path);
+    expect(store.getAgent("b1")).toMatchObject({ id: "b1", pool: "B", tokenId: null });
+    await store.close();
+  });
+
   it("refuse a database from newer code with a clear error", async () => {
     const path = dir.file("hub.db");
     await openSqliteStore(path).close();

@@ -450,6 +450,7 @@ function agent(overrides: Partial<AgentRecord> = {}): AgentRecord {
     lastSeenAt: 2_000,
     lastSessionId: "ses_1",
     connected: true,
+    tokenId: "tok_1",
     ...overrides,
   };
 }
@@ -472,6 +473,19 @@ describe("agents", () => {
     store.markAllAgentsDisconnected();
     expect(store.listAgents().every((a) => !a.connected)).toBe(true);
     expect(store.getAgent("nobody")).toBeUndefined();
+  });
+
+  it("keeps the token an id belongs to, and forgets an id at once, pending writes included", () => {
+    const store = openStore();
+    store.upsertAgent(agent({ tokenId: null }));
+    expect(store.getAgent("agent-1")?.tokenId).toBeNull();
+    store.upsertAgent(agent({ tokenId: "tok_2" }));
+    expect(store.listAgents().map((a) => a.tokenId)).toEqual(["tok_2"]);
+    store.upsertAgent(agent({ lastSeenAt: 9_000 })); // still in the batch when it is forgotten
+    expect(store.forgetAgent("agent-1")).toBe(true);
+    expect(store.getAgent("agent-1")).toBeUndefined();
+    expect(store.listAgents()).toEqual([]);
+    expect(store.forgetAgent("agent-1")).toBe(false);
   });
 });
 

@@ -266,6 +266,13 @@ export class SqliteStore implements Store {
     return this.agents.list();
   }
 
+  forgetAgent(id: string): boolean {
+    this.assertOpen();
+    // Written at once, like nodes: rare, and an admin's release must not wait for (or be undone by) a batch.
+    const pending = this.batch.agents.delete(id);
+    return this.agents.delete(id) || pending;
+  }
+
   markAllAgentsDisconnected(): void {
     this.beforeRead(); // pending upserts first, so that they do not reconnect anyone afterwards
     this.agents.markAllDisconnected();

@@ -344,6 +344,9 @@ export interface NodeCommand {
     | { $case: "status"; value: NodeQuery }
     | { $case: "list"; value: NodeList }
     | { $case: "logs"; value: NodeLogs }
+    | //
+    /** the checks of a spawn, nothing started: the record it would make */
+    { $case: "check"; value: NodeSpawn }
     | undefined;
 }
 
@@ -4144,6 +4147,9 @@ export const NodeCommand: MessageFns<NodeCommand> = {
       case "logs":
         NodeLogs.encode(message.op.value, writer.uint32(50).fork()).join();
         break;
+      case "check":
+        NodeSpawn.encode(message.op.value, writer.uint32(58).fork()).join();
+        break;
     }
     return writer;
   },
@@ -4209,6 +4215,14 @@ export const NodeCommand: MessageFns<NodeCommand> = {
             message.op = { $case: "logs", value: NodeLogs.decode(reader, reader.uint32()) };
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.op = { $case: "check", value: NodeSpawn.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4234,6 +4248,8 @@ export const NodeCommand: MessageFns<NodeCommand> = {
         ? { $case: "list", value: NodeList.fromJSON(object.list) }
         : isSet(object.logs)
         ? { $case: "logs", value: NodeLogs.fromJSON(object.logs) }
+        : isSet(object.check)
+        ? { $case: "check", value: NodeSpawn.fromJSON(object.check) }
         : undefined,
     };
   },
@@ -4253,6 +4269,8 @@ export const NodeCommand: MessageFns<NodeCommand> = {
       obj.list = NodeList.toJSON(message.op.value);
     } else if (message.op?.$case === "logs") {
       obj.logs = NodeLogs.toJSON(message.op.value);
+    } else if (message.op?.$case === "check") {
+      obj.check = NodeSpawn.toJSON(message.op.value);
     }
     return obj;
   },
@@ -4291,6 +4309,12 @@ export const NodeCommand: MessageFns<NodeCommand> = {
       case "logs": {
         if (object.op?.value !== undefined && object.op?.value !== null) {
           message.op = { $case: "logs", value: NodeLogs.fromPartial(object.op.value) };
+        }
+        break;
+      }
+      case "check": {
+        if (object.op?.value !== undefined && object.op?.value !== null) {
+          message.op = { $case: "check", value: NodeSpawn.fromPartial(object.op.value) };
         }
         break;
       }

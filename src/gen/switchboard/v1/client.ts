@@ -510,6 +510,18 @@ export interface SetAgentConcurrencyRequest {
   concurrency: number;
 }
 
+export interface ForgetAgentRequest {
+  agentId: string;
+}
+
+export interface ForgetAgentResponse {
+  agentId: string;
+  /** the pool it belonged to */
+  pool: string;
+  /** the token it belonged to ("" when none was recorded or it is gone) */
+  tokenName: string;
+}
+
 export interface ListAuditRequest {
   /** default 50, max 1000; newest first */
   limit: number;
@@ -6127,6 +6139,188 @@ export const SetAgentConcurrencyRequest: MessageFns<SetAgentConcurrencyRequest> 
   },
 };
 
+function createBaseForgetAgentRequest(): ForgetAgentRequest {
+  return { agentId: "" };
+}
+
+export const ForgetAgentRequest: MessageFns<ForgetAgentRequest> = {
+  encode(message: ForgetAgentRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.agentId !== "") {
+      writer.uint32(10).string(message.agentId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ForgetAgentRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseForgetAgentRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agentId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ForgetAgentRequest {
+    return {
+      agentId: isSet(object.agentId)
+        ? globalThis.String(object.agentId)
+        : isSet(object.agent_id)
+        ? globalThis.String(object.agent_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ForgetAgentRequest): unknown {
+    const obj: any = {};
+    if (message.agentId !== "") {
+      obj.agentId = message.agentId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ForgetAgentRequest>, I>>(base?: I): ForgetAgentRequest {
+    return ForgetAgentRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ForgetAgentRequest>, I>>(object: I): ForgetAgentRequest {
+    const message = createBaseForgetAgentRequest();
+    message.agentId = object.agentId ?? "";
+    return message;
+  },
+};
+
+function createBaseForgetAgentResponse(): ForgetAgentResponse {
+  return { agentId: "", pool: "", tokenName: "" };
+}
+
+export const ForgetAgentResponse: MessageFns<ForgetAgentResponse> = {
+  encode(message: ForgetAgentResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.agentId !== "") {
+      writer.uint32(10).string(message.agentId);
+    }
+    if (message.pool !== "") {
+      writer.uint32(18).string(message.pool);
+    }
+    if (message.tokenName !== "") {
+      writer.uint32(26).string(message.tokenName);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ForgetAgentResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseForgetAgentResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agentId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pool = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.tokenName = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ForgetAgentResponse {
+    return {
+      agentId: isSet(object.agentId)
+        ? globalThis.String(object.agentId)
+        : isSet(object.agent_id)
+        ? globalThis.String(object.agent_id)
+        : "",
+      pool: isSet(object.pool) ? globalThis.String(object.pool) : "",
+      tokenName: isSet(object.tokenName)
+        ? globalThis.String(object.tokenName)
+        : isSet(object.token_name)
+        ? globalThis.String(object.token_name)
+        : "",
+    };
+  },
+
+  toJSON(message: ForgetAgentResponse): unknown {
+    const obj: any = {};
+    if (message.agentId !== "") {
+      obj.agentId = message.agentId;
+    }
+    if (message.pool !== "") {
+      obj.pool = message.pool;
+    }
+    if (message.tokenName !== "") {
+      obj.tokenName = message.tokenName;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ForgetAgentResponse>, I>>(base?: I): ForgetAgentResponse {
+    return ForgetAgentResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ForgetAgentResponse>, I>>(object: I): ForgetAgentResponse {
+    const message = createBaseForgetAgentResponse();
+    message.agentId = object.agentId ?? "";
+    message.pool = object.pool ?? "";
+    message.tokenName = object.tokenName ?? "";
+    return message;
+  },
+};
+
 function createBaseListAuditRequest(): ListAuditRequest {
   return { limit: 0, action: "", subject: "" };
 }
@@ -6789,6 +6983,19 @@ export const AdminServiceService = {
     responseSerialize: (value: ListAuditResponse): Buffer => Buffer.from(ListAuditResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListAuditResponse => ListAuditResponse.decode(value),
   },
+  /**
+   * Releases an agent id from the pool and token it belongs to, so that the next agent to connect with
+   * it (any token, any pool) claims it. Refused while the agent is connected or has nodes to run.
+   */
+  forgetAgent: {
+    path: "/switchboard.v1.AdminService/ForgetAgent" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ForgetAgentRequest): Buffer => Buffer.from(ForgetAgentRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ForgetAgentRequest => ForgetAgentRequest.decode(value),
+    responseSerialize: (value: ForgetAgentResponse): Buffer => Buffer.from(ForgetAgentResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ForgetAgentResponse => ForgetAgentResponse.decode(value),
+  },
 } as const;
 
 export interface AdminServiceServer extends UntypedServiceImplementation {
@@ -6800,6 +7007,11 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   revokeToken: handleUnaryCall<RevokeTokenRequest, RevokeTokenResponse>;
   setAgentConcurrency: handleUnaryCall<SetAgentConcurrencyRequest, AgentInfo>;
   listAudit: handleUnaryCall<ListAuditRequest, ListAuditResponse>;
+  /**
+   * Releases an agent id from the pool and token it belongs to, so that the next agent to connect with
+   * it (any token, any pool) claims it. Refused while the agent is connected or has nodes to run.
+   */
+  forgetAgent: handleUnaryCall<ForgetAgentRequest, ForgetAgentResponse>;
 }
 
 export interface AdminServiceClient extends Client {
@@ -6922,6 +7134,25 @@ export interface AdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListAuditResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Releases an agent id from the pool and token it belongs to, so that the next agent to connect with
+   * it (any token, any pool) claims it. Refused while the agent is connected or has nodes to run.
+   */
+  forgetAgent(
+    request: ForgetAgentRequest,
+    callback: (error: ServiceError | null, response: ForgetAgentResponse) => void,
+  ): ClientUnaryCall;
+  forgetAgent(
+    request: ForgetAgentRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ForgetAgentResponse) => void,
+  ): ClientUnaryCall;
+  forgetAgent(
+    request: ForgetAgentRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ForgetAgentResponse) => void,
   ): ClientUnaryCall;
 }
 

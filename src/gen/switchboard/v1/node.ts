@@ -32,6 +32,8 @@ export interface NodeRecord {
   lastExit: string;
   lastExitAtMs: number;
   env: { [key: string]: string };
+  /** the agent's [files] roots cover storage_path: file tasks can move */
+  filesReach: boolean;
 }
 
 export interface NodeRecord_EnvEntry {
@@ -54,6 +56,7 @@ function createBaseNodeRecord(): NodeRecord {
     lastExit: "",
     lastExitAtMs: 0,
     env: {},
+    filesReach: false,
   };
 }
 
@@ -98,6 +101,9 @@ export const NodeRecord: MessageFns<NodeRecord> = {
     globalThis.Object.entries(message.env).forEach(([key, value]: [string, string]) => {
       NodeRecord_EnvEntry.encode({ key: key as any, value }, writer.uint32(106).fork()).join();
     });
+    if (message.filesReach !== false) {
+      writer.uint32(112).bool(message.filesReach);
+    }
     return writer;
   },
 
@@ -221,6 +227,14 @@ export const NodeRecord: MessageFns<NodeRecord> = {
             }
             continue;
           }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.filesReach = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -291,6 +305,11 @@ export const NodeRecord: MessageFns<NodeRecord> = {
           {},
         )
         : {},
+      filesReach: isSet(object.filesReach)
+        ? globalThis.Boolean(object.filesReach)
+        : isSet(object.files_reach)
+        ? globalThis.Boolean(object.files_reach)
+        : false,
     };
   },
 
@@ -341,6 +360,9 @@ export const NodeRecord: MessageFns<NodeRecord> = {
         });
       }
     }
+    if (message.filesReach !== false) {
+      obj.filesReach = message.filesReach;
+    }
     return obj;
   },
 
@@ -370,6 +392,7 @@ export const NodeRecord: MessageFns<NodeRecord> = {
       },
       {},
     );
+    message.filesReach = object.filesReach ?? false;
     return message;
   },
 };

@@ -3,6 +3,7 @@ import { INITIAL } from "./001-initial.js";
 import { LEAN_TASK_INDEXES } from "./002-lean-task-indexes.js";
 import { TOKEN_TAKEOVER } from "./003-token-takeover.js";
 import { NODES } from "./004-nodes.js";
+import { AGENT_OWNER } from "./005-agent-owner.js";
 
 export interface Migration {
   version: number;
@@ -15,4 +16,5 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 2, name: "lean task indexes", sql: LEAN_TASK_INDEXES },
   { version: 3, name: "token takeover", sql: TOKEN_TAKEOVER },
   { version: 4, name: "nodes", sql: NODES },
+  { version: 5, name: "agent owner", sql: AGENT_OWNER },
 ];
