@@ -299,9 +299,8 @@ describe("loadAgentConfig", () => {
         poolSize: 3,
         threshold: "90",
         shell: true,
-        dataDir: join(dir, "data"),
+        data: join(dir, "data"),
         heartbeatInterval: "500ms",
-        output: "json", // flags of other commands are none of the config's business
       },
     });
     expect(fromFlags.sources.file).toBe(path);
@@ -317,6 +316,8 @@ describe("loadAgentConfig", () => {
     expect(fromFlags.agent.dataDir).toBe(join(dir, "data"));
     expect(fromFlags.monitoring.heartbeatIntervalMs).toBe(500);
     expect(load({ flags: { token: "t", heartbeatInterval: 2 } }).monitoring.heartbeatIntervalMs).toBe(2000);
+    // A flag no setting has is the caller's mistake: ignoring it would quietly use the default.
+    expect(() => load({ flags: { token: "t", dataDir: "/x" } })).toThrow(/no setting has the flag "dataDir"/);
   });
 
   it("treats an empty environment variable as unset", () => {

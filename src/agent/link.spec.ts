@@ -54,7 +54,7 @@ async function agent(flags: AgentFlags, tuning: AgentTuning = {}, logger?: Logge
       pool: "edge",
       poolSize: 2,
       shell: true,
-      dataDir,
+      data: dataDir,
       ...flags,
     },
   });

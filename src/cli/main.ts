@@ -22,7 +22,14 @@ import { registerTasks } from "./commands/tasks.js";
 import { registerToken } from "./commands/token.js";
 import { watchForClosedPipes } from "./pipe-closed.js";
 
-export function buildProgram(): Command {
+/**
+ * The program, with the flags of `hub` and `agent` only when the command line names one of them: their
+ * settings tables carry the validation code, which a client command need not load.
+ */
+export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
+  const named = (word: string): boolean => argv.slice(2).includes(word);
+  const hubSettings = named("hub") ? (await import("../hub/settings.js")).HUB_SETTINGS : undefined;
+  const agentSettings = named("agent") ? (await import("../agent/settings.js")).AGENT_SETTINGS : undefined;
   const program = new Command("switchboard")
     .description(
       "Run work on machines you cannot reach: agents dial out to a hub; clients send them tasks.\n" +
@@ -47,8 +54,8 @@ export function buildProgram(): Command {
       "after",
       "\n<data> is $SWITCHBOARD_DATA, else ./data: where a hub on this machine keeps hub.json and admin.token.",
     );
-  registerHub(program);
-  registerAgent(program);
+  registerHub(program, hubSettings);
+  registerAgent(program, agentSettings);
   registerDemo(program);
   registerAgents(program);
   registerExec(program);
@@ -72,7 +79,7 @@ async function main(): Promise<void> {
   // grpc-js prints its own errors ("E No address added out of total 1 resolved") beside ours, which
   // already say what failed and which setting to change: keep its lines for debugging.
   if (!debugRequested() && process.env.GRPC_VERBOSITY === undefined) setLogVerbosity(logVerbosity.NONE);
-  const program = buildProgram();
+  const program = await buildProgram();
   try {
     await program.parseAsync(process.argv);
   } catch (e) {

@@ -3,7 +3,8 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { ConfigError, HUB_DEFAULTS, loadHubConfig } from "./config.js";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../common/grpc-options.js";
+import { ConfigError, loadHubConfig } from "./config.js";
 
 function file(text: string): string {
   const f = join(mkdtempSync(join(tmpdir(), "sb-hubcfg-")), "hub.toml");
@@ -18,7 +19,7 @@ describe("loadHubConfig", () => {
     expect(c.queueLimit).toBe(1000);
     expect(c.heartbeatIntervalMs).toBe(5000);
     expect(c.offlineAfterMs).toBe(30000);
-    expect(c.maxMessageBytes).toBe(HUB_DEFAULTS.maxMessageBytes);
+    expect(c.maxMessageBytes).toBe(DEFAULT_MAX_MESSAGE_BYTES);
   });
 
   it("layers file, env and flags", () => {

@@ -1,9 +1,9 @@
 // The hub's public surface: load its config and start it.
 export {
   ConfigError,
-  HUB_DEFAULTS,
   loadHubConfig,
   type HubConfig,
   type LoadHubConfigInput,
 } from "./config.js";
 export { startHub, type Hub } from "./hub.js";
+export { HUB_SETTINGS } from "./settings.js";

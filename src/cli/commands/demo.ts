@@ -79,7 +79,7 @@ export function registerDemo(program: Command): void {
               pool: "demo",
               shell: true,
               poolSize: "4",
-              dataDir: agentDataDir(dataDir, agentId),
+              data: agentDataDir(dataDir, agentId),
               agentPort: "0",
             },
           });
