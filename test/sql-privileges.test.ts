@@ -189,11 +189,11 @@ pool_size = 2
   );
   hub = await startHub();
   client = new SwitchboardClient({ hub: hub.address, token: hub.adminToken });
-  const start = (agentId: string, file: string, waitConnected: boolean): Promise<AgentProc> =>
-    startAgent(hub, { agentId, pool: agentId, shell: false, args: ["--config", file], waitConnected });
+  const start = (agentId: string, file: string, waitConnected: boolean, shell = false): Promise<AgentProc> =>
+    startAgent(hub, { agentId, pool: agentId, shell, args: ["--config", file], waitConnected });
   // One after another: four agents starting at once on a busy machine outlast startAgent's wait.
   // priv-bad is Degraded from its first heartbeat, and startAgent would wait for healthy.
-  await start("priv-bad", badConfig, false);
+  await start("priv-bad", badConfig, false, true);
   good = await start("priv-good", goodConfig, true);
   await start("priv-late-pg", latePgConfig, true);
   await start("priv-late-maria", lateMariaConfig, true);
@@ -262,7 +262,7 @@ describe("a read_only datasource whose database user can do more than read", () 
         ["mariaroot", `SELECT 1 INTO DUMPFILE '${marker("dumpfile")}'`],
         ["mariaroot", `SET GLOBAL max_connect_errors = ${maxConnectErrors + 1}`],
       ];
-      // A Degraded agent is given no work, so these end at their deadline unless something runs them.
+      // The agent is Degraded by its own report, so it still gets what names it, and refuses these at once.
       const outcomes = await Promise.allSettled(
         attacks.map(async ([datasource, query]) => {
           for await (const _ of client.query({
@@ -274,7 +274,12 @@ describe("a read_only datasource whose database user can do more than read", () 
           }
         }),
       );
-      outcomes.forEach((o, i) => expect(o.status, attacks[i]![1]).toBe("rejected"));
+      outcomes.forEach((o, i) => {
+        expect(o.status, attacks[i]![1]).toBe("rejected");
+        const e = (o as PromiseRejectedResult).reason as Error;
+        expect(e.message, attacks[i]![1]).toContain(`datasource "${attacks[i]![0]}"`);
+        expect(e.message, attacks[i]![1]).toMatch(/least-privilege role .*or read_only = false/);
+      });
       for (const what of ["program", "copy", "outfile", "dumpfile"])
         expect(existsSync(marker(what))).toBe(false);
       // The other session is alive, no large object was made, the server setting is as it was.
@@ -285,6 +290,29 @@ describe("a read_only datasource whose database user can do more than read", () 
       await victim.end();
     }
   }, 60_000);
+});
+
+describe("an agent Degraded by a refused datasource", () => {
+  it("still runs the rest of its work: shell tasks of its pool, and a query's refusal comes at once", async () => {
+    expect((await agentRow("priv-bad"))?.health).toBe("degraded");
+    const shell = await runCli([
+      ...hub.cli,
+      "exec",
+      "--pool",
+      "priv-bad",
+      "--timeout",
+      "20s",
+      "--",
+      "echo",
+      "ok",
+    ]);
+    expect(shell.stderr).toBe("");
+    expect(shell).toMatchObject({ code: 0, stdout: "ok\n" });
+    const started = Date.now();
+    const refused = await query("priv-bad", "pgsuper", "SELECT 1");
+    expectRefused(refused, "pgsuper", /user postgres is a superuser/);
+    expect(Date.now() - started).toBeLessThan(15_000); // refused by the agent, not left to wait in a queue
+  });
 });
 
 describe("a read_only datasource on a least-privilege role", () => {

@@ -84,6 +84,7 @@ export class AgentSession {
       kinds: new Set(hello.taskKinds),
       free: 0,
       accepting: true,
+      impaired: false,
     };
     if (hello.acceptsBatches) {
       this.writer = new CoalescingWriter<HubMessage>({
@@ -159,6 +160,7 @@ export class AgentSession {
   evaluate(now: number, heartbeatIntervalMs: number): boolean {
     const before = `${this.health}|${this.healthReason}`;
     const silentMs = now - this.lastSeenAt;
+    let reportedTrouble = false;
     if (this.closed) {
       this.health = "offline";
       this.healthReason = "disconnected";
@@ -178,6 +180,7 @@ export class AgentSession {
     } else if (this.lastHeartbeat?.degraded) {
       this.health = "degraded";
       this.healthReason = this.lastHeartbeat.degradedReason || "the agent reports trouble";
+      reportedTrouble = true;
     } else if (this.leaving) {
       this.health = "degraded";
       this.healthReason = "shutting down";
@@ -185,7 +188,10 @@ export class AgentSession {
       this.health = "healthy";
       this.healthReason = "";
     }
-    this.sched.accepting = this.health === "healthy";
+    // An agent that answers on time but reports trouble in a part of it (a datasource down or refused,
+    // a node crash-looping) still runs the rest: it takes work, after healthy agents (see Scheduler).
+    this.sched.accepting = this.health === "healthy" || reportedTrouble;
+    this.sched.impaired = this.health !== "healthy";
     return before !== `${this.health}|${this.healthReason}`;
   }
 

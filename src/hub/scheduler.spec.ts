@@ -7,7 +7,15 @@ import { Scheduler, type SchedAgent, type SchedTask } from "./scheduler.js";
 const POOLS = ["a", "b", "c"];
 
 type Op =
-  | { op: "agent"; id: number; pool: number; credits: number; shell: boolean; accepting: boolean }
+  | {
+      op: "agent";
+      id: number;
+      pool: number;
+      credits: number;
+      shell: boolean;
+      accepting: boolean;
+      impaired: boolean;
+    }
   | { op: "leave"; id: number }
   | { op: "credit"; id: number; n: number }
   | { op: "submit"; kind: "echo" | "shell"; pool: number; agent: number | null; wait: boolean }
@@ -22,6 +30,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     credits: fc.nat(4),
     shell: fc.boolean(),
     accepting: fc.boolean(),
+    impaired: fc.boolean(),
   }),
   fc.record({ op: fc.constant("leave" as const), id: fc.nat(5) }),
   fc.record({ op: fc.constant("credit" as const), id: fc.nat(5), n: fc.integer({ min: 1, max: 3 }) }),
@@ -96,6 +105,7 @@ describe("Scheduler", () => {
                   kinds: new Set(o.shell ? ["echo", "shell"] : ["echo"]),
                   free: o.credits,
                   accepting: o.accepting,
+                  impaired: o.impaired,
                   granted: o.credits,
                   assigned: 0,
                   running: new Set<string>(),
@@ -199,6 +209,7 @@ describe("Scheduler", () => {
       kinds: new Set(["echo"]),
       free,
       accepting: true,
+      impaired: false,
     });
     s.upsertAgent(mk("a", 1));
     s.upsertAgent(mk("b", 3));
@@ -223,7 +234,15 @@ describe("Scheduler", () => {
     expect(s.submit(t("1"), true)).toEqual({ queued: true });
     expect(() => s.submit(t("2"), true)).toThrow(/queue for pool p is full/);
     s.remove("1");
-    s.upsertAgent({ id: "a", pool: "p", labels: {}, kinds: new Set(["echo"]), free: 0, accepting: true });
+    s.upsertAgent({
+      id: "a",
+      pool: "p",
+      labels: {},
+      kinds: new Set(["echo"]),
+      free: 0,
+      accepting: true,
+      impaired: false,
+    });
     expect(() => s.submit(t("3", "shell"), false)).toThrow(/accepts shell tasks/);
   });
 
@@ -236,6 +255,7 @@ describe("Scheduler", () => {
       kinds: new Set(["echo"]),
       free: 1,
       accepting: true,
+      impaired: false,
     });
     s.upsertAgent({
       id: "us",
@@ -244,6 +264,7 @@ describe("Scheduler", () => {
       kinds: new Set(["echo"]),
       free: 1,
       accepting: true,
+      impaired: false,
     });
     expect(
       s.submit({ id: "1", kind: "echo", target: { labels: { region: "us" } }, allowedPools: [] }, false),
@@ -251,5 +272,41 @@ describe("Scheduler", () => {
     expect(() =>
       s.submit({ id: "2", kind: "echo", target: { labels: { region: "us" } }, allowedPools: ["p1"] }, false),
     ).toThrow(/no connected agent/);
+  });
+
+  it("gives an impaired agent what names it, and a pool's work only when no healthy agent is there", () => {
+    const s = new Scheduler(10);
+    const mk = (id: string, free: number, impaired: boolean): SchedAgent => ({
+      id,
+      pool: "p",
+      labels: {},
+      kinds: new Set(["echo"]),
+      free,
+      accepting: true,
+      impaired,
+    });
+    const task = (id: string, target: SchedTask["target"]): SchedTask => ({
+      id,
+      kind: "echo",
+      target,
+      allowedPools: [],
+    });
+    s.upsertAgent(mk("sick", 5, true));
+    // Alone in its pool, it takes the pool's work: a datasource down must not stop its shell tasks.
+    expect(s.submit(task("1", { pool: "p" }), false)).toEqual({ assign: "sick" });
+    const well = mk("well", 1, false);
+    s.upsertAgent(well);
+    // A healthy agent wins over an impaired one with more free credits.
+    expect(s.submit(task("2", { pool: "p" }), false)).toEqual({ assign: "well" });
+    well.free = 0;
+    s.upsertAgent(well);
+    // The healthy agent is busy: the pool's task waits for it rather than going to the impaired one.
+    expect(s.submit(task("3", { pool: "p" }), true)).toEqual({ queued: true });
+    expect(s.drainQueuesFor("sick")).toEqual([]);
+    // What names the impaired agent runs there at once.
+    expect(s.submit(task("4", { agentId: "sick" }), false)).toEqual({ assign: "sick" });
+    // Once the healthy agent is gone, the impaired one takes the queued pool task.
+    s.removeAgent("well");
+    expect(s.drainQueuesFor("sick").map((a) => a.task.id)).toEqual(["3"]);
   });
 });

@@ -1,7 +1,8 @@
 // Where tasks run. Pure bookkeeping, no I/O: the hub tells it about agents, capacity and tasks,
 // and applies its decisions. Targets: one agent, a pool, or agents whose labels match. The pick is
-// the eligible agent with the most free credits, ties broken at random; a task that cannot run
-// now waits in a bounded FIFO queue per target.
+// the eligible agent with the most free credits, ties broken at random (an impaired agent gets a
+// pool's work only while no healthy one is there); a task that cannot run now waits in a bounded
+// FIFO queue per target.
 import { shownName } from "../common/errors.js";
 import { Code, SwitchboardError } from "../common/errors.js";
 
@@ -18,8 +19,13 @@ export interface SchedAgent {
   kinds: ReadonlySet<string>;
   /** Credits granted and not yet used. */
   free: number;
-  /** Healthy and not leaving: may get new work. */
+  /** May get new work: healthy, or Degraded only by trouble it reports itself (see impaired). */
   accepting: boolean;
+  /**
+   * Degraded by its own report (a datasource down, a node crash-looping) yet answering: it runs what
+   * names it, and a pool's or labels' work only while no healthy agent of that target is there to.
+   */
+  impaired: boolean;
 }
 
 export interface SchedTask {
@@ -134,6 +140,7 @@ export class Scheduler {
     if (!a) return out;
     for (const [key, q] of this.queues) {
       if (!matchesTarget(a, q.target)) continue;
+      if (a.impaired && !q.target.agentId && this.hasHealthy(q.target)) continue;
       while (a.accepting && a.free > 0) {
         const next = this.firstFor(q.queue, a);
         if (!next) break;
@@ -154,6 +161,12 @@ export class Scheduler {
     if (head && this.eligible(a, head)) return head;
     for (const t of q.values()) if (this.eligible(a, t)) return t;
     return undefined;
+  }
+
+  /** Whether a healthy agent that accepts work matches the target (it will take the target's queue). */
+  private hasHealthy(target: Target): boolean {
+    for (const a of this.candidates(target)) if (a.accepting && !a.impaired) return true;
+    return false;
   }
 
   private eligible(a: SchedAgent, t: SchedTask): boolean {
@@ -249,12 +262,17 @@ export class Scheduler {
     return n;
   }
 
-  /** The least-loaded eligible agent (most free credits), ties broken at random. */
+  /**
+   * The least-loaded eligible agent (most free credits), ties broken at random; an impaired agent only
+   * for work that names it, or while no healthy agent of the target is connected.
+   */
   pick(t: SchedTask, among: Iterable<SchedAgent> = this.candidates(t.target)): SchedAgent | undefined {
     let best: SchedAgent | undefined;
     let ties = 0;
+    let healthyThere: boolean | undefined; // asked only when an impaired agent comes up
     for (const a of among) {
       if (a.free <= 0 || !this.eligible(a, t)) continue;
+      if (a.impaired && !t.target.agentId && (healthyThere ??= this.hasHealthy(t.target))) continue;
       if (!best || a.free > best.free) {
         best = a;
         ties = 1;
