@@ -209,6 +209,23 @@ describe.each<Transport>(["grpc", "http"])("an impostor on the %s transport", (t
     expect(live.code).toBe(1);
     expect(live.stderr).toContain(`agent ${id} is connected`);
     await stopped(hub, real);
+    // Work queued for the agent while it is away is the real agent's: forgetting the id cancels it.
+    const queued = await runCli([
+      ...hub.cli,
+      "exec",
+      "--agent",
+      id,
+      "--wait",
+      "--timeout",
+      "5m",
+      "--detach",
+      "--",
+      "sh",
+      "-c",
+      "echo $WHO",
+    ]);
+    expect(queued.code, queued.stderr).toBe(0);
+    const queuedId = queued.stdout.trim();
     const op = await runCli([...hub.cli, "token", "create", "--role", "operator"]);
     const opToken = op.stdout.trim().split("\n").pop()!.trim();
     const denied = await runCli(["--hub", hub.address, "--token", opToken, "agents", "forget", id], {
@@ -223,6 +240,11 @@ describe.each<Transport>(["grpc", "http"])("an impostor on the %s transport", (t
       `forgot agent ${id} (pool ${poolB}, token ${tokenB.name}): the next agent to connect with this id claims it\n`,
     );
     expect(await agentRow(hub, id)).toBeUndefined();
+    const cancelled = JSON.parse(
+      (await runCli([...hub.cli, "task", queuedId, "--output", "json"])).stdout,
+    ) as { state: string; reason: string };
+    expect(cancelled.state).toBe("cancelled");
+    expect(cancelled.reason).toContain(`agent ${id} was forgotten`);
     const audit = await runCli([
       ...hub.cli,
       "audit",
@@ -245,6 +267,12 @@ describe.each<Transport>(["grpc", "http"])("an impostor on the %s transport", (t
     const moved = await agent(hub, { id, pool: poolA, token: tokenA.secret, transport, who: "new owner" });
     expect(await agentRow(hub, id)).toMatchObject({ pool: poolA, connected: true });
     expect((await whoRuns(hub, id)).stdout).toBe("new owner\n");
+    // The cancelled task never reached the new holder of the id.
+    const after = JSON.parse((await runCli([...hub.cli, "task", queuedId, "--output", "json"])).stdout) as {
+      state: string;
+      stdoutBytes: number;
+    };
+    expect(after).toMatchObject({ state: "cancelled", stdoutBytes: 0 });
     // ... and it is pool A's token's now: pool B's old token is the impostor.
     await stopped(hub, moved);
     const old = await agent(hub, {

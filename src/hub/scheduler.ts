@@ -256,6 +256,12 @@ export class Scheduler {
     return this.queuedKey.size;
   }
 
+  /** The ids of the tasks queued for this target, in queue order. */
+  queuedIds(target: Target): string[] {
+    const q = this.queues.get(targetKey(target));
+    return q ? [...q.queue.values()].map((t) => t.id) : [];
+  }
+
   queuedFor(match: (target: Target) => boolean): number {
     let n = 0;
     for (const q of this.queues.values()) if (match(q.target)) n += q.queue.size;

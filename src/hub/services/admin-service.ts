@@ -257,6 +257,14 @@ export function adminService(core: HubCore): AdminServiceServer {
       }
       // Waiting to resume: what it held ends lost now, since the id will not come back as this agent.
       if (s && !s.closed) core.closeSession(s, "an admin forgot its id");
+      // Work queued for this agent was meant for it, not for whoever claims the id next.
+      for (const taskId of core.scheduler.queuedIds({ agentId: id })) {
+        core.cancel(
+          p,
+          taskId,
+          `agent ${id} was forgotten by ${actor}; its queued work does not pass to the next holder of the id`,
+        );
+      }
       core.store.forgetAgent(id);
       const tokenId = rec?.tokenId ?? s?.principal.tokenId ?? null;
       const owner = tokenId ? core.store.findToken(tokenId) : undefined;
