@@ -166,7 +166,7 @@ Switchboard demo is running
   node    ${node.nodeId}: a storage node on ${node.agentId}, http://127.0.0.1:${node.record?.port ?? 0}
 
 Try, in another terminal:
-  alias switchboard='node ${cli}'    # or: npm link
+  alias switchboard='${process.execPath} ${cli}'    # or: npm link
   export SWITCHBOARD_DATA=${dataDir}    # the CLI finds the hub and admin token there
 
   switchboard agents
