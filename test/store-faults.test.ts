@@ -8,8 +8,9 @@
 //
 // The test mounts its own tmpfs, so it needs root; without root it fails (never skips).
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, rmSync, statfsSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { afterAll, describe, expect, it } from "vitest";
 import { SwitchboardClient, shell } from "../src/client/index.js";
 import { TaskState, type TaskInfo } from "../src/gen/switchboard/v1/task.js";
@@ -24,9 +25,11 @@ import {
 } from "./support/processes.js";
 
 const mounted: string[] = [];
+const readers = new Set<Database.Database>();
 
 afterAll(async () => {
   await stopAll(); // nothing may hold the tmpfs when it is unmounted
+  for (const r of readers) r.close();
   for (const dir of mounted) {
     spawnSync("umount", [dir]);
     rmSync(dir, { recursive: true, force: true });
@@ -54,17 +57,28 @@ function mountTmpfs(mib: number): string {
   return dir;
 }
 
-/** Fills the file system to its last block, as a runaway log or a big upload would. */
-function fill(dir: string): void {
+/**
+ * Fills the file system to its last block, as a runaway log or a big upload would, while a reader
+ * holds a snapshot of the hub's database, as a backup would. (Without the reader, SQLite could
+ * reuse the space its WAL file already has once a checkpoint went through, and a few commits would
+ * still fit now and then.) Returns what frees both.
+ */
+function fill(dir: string): () => void {
+  const reader = new Database(join(dir, "switchboard.db"), { readonly: true, fileMustExist: true });
+  reader.exec("BEGIN");
+  reader.prepare("SELECT COUNT(*) FROM tasks").get();
+  readers.add(reader);
   spawnSync("dd", ["if=/dev/zero", `of=${join(dir, "filler")}`, "bs=1M"], { stdio: "ignore" });
   spawnSync("dd", ["if=/dev/zero", `of=${join(dir, "filler-tail")}`, "bs=4k"], { stdio: "ignore" });
   const s = statfsSync(dir);
   expect(s.bavail, `${dir} should be full`).toBe(0);
-}
-
-function makeRoom(dir: string): void {
-  rmSync(join(dir, "filler"), { force: true });
-  rmSync(join(dir, "filler-tail"), { force: true });
+  return () => {
+    rmSync(join(dir, "filler"), { force: true });
+    rmSync(join(dir, "filler-tail"), { force: true });
+    if (!readers.delete(reader)) return;
+    reader.exec("COMMIT");
+    reader.close();
+  };
 }
 
 interface Submission {
@@ -117,6 +131,26 @@ class Load {
   }
 }
 
+/** A task that prints a line every 100 ms until `stopFile` exists, followed by a client as it runs. */
+function streamer(client: SwitchboardClient, pool: string, stopFile: string) {
+  let lines = 0;
+  let id: string | undefined;
+  const ended = (async () => {
+    const argv = ["sh", "-c", `while [ ! -e ${stopFile} ]; do echo tick; sleep 0.1; done`];
+    for await (const ev of client.run(
+      { ...shell({ argv }), target: { pool } },
+      { onTaskId: (t) => (id = t) },
+    )) {
+      if (ev.event?.$case === "output")
+        lines += Buffer.from(ev.event.value.data).toString().split("\n").length - 1;
+      if (ev.event?.$case === "finished") return ev.event.value.state;
+    }
+    return undefined;
+  })();
+  ended.catch(() => undefined); // awaited by the test; a failure elsewhere must not surface here too
+  return { lines: () => lines, id: () => id, ended };
+}
+
 /** Submits until the hub refuses one with UNAVAILABLE; returns that refusal. */
 async function untilRefused(load: Load): Promise<{ code: string; message: string }> {
   return waitFor(
@@ -146,18 +180,27 @@ async function scenario(restart: "sigterm" | "kill"): Promise<void> {
   await startAgent(hub, { agentId: `tmpfs-${restart}`, pool, args: ["--pool-size", "6"] });
   let client = new SwitchboardClient({ hub: hub.address, token: hub.adminToken });
   const load = new Load(client, marks, pool);
+  const stopFile = join(marks, "stop-streaming");
+  const watched = streamer(client, pool, stopFile);
   try {
+    await waitFor("the watched task to print", () => watched.lines() > 0, 20_000);
     // A backlog that keeps the agent busy and the hub dispatching while the disk fills.
     await Promise.all(Array.from({ length: 60 }, () => load.submit()));
     expect(load.accepted().length).toBe(60);
     await waitFor("the first tasks to run", () => load.ran() >= 6, 20_000);
 
     // Full: new work is refused with a reason an operator can act on.
-    fill(data);
+    let makeRoom = fill(data);
     const refusal = await untilRefused(load);
     expect(refusal.message).toMatch(/store cannot write/);
     expect(refusal.message).toMatch(/SQLITE_FULL|disk is full/);
     expect(refusal.message).toContain(data);
+
+    // A client watching a running task still sees its output, and its end, as they happen.
+    const linesBefore = watched.lines();
+    await waitFor("more output of the watched task", () => watched.lines() >= linesBefore + 5, 20_000);
+    writeFileSync(stopFile, "");
+    expect(await watched.ended).toBe(TaskState.TASK_STATE_SUCCEEDED);
 
     // Nothing new is dispatched while the store cannot record it: once what runs has ended, no
     // further task starts although the backlog is not done.
@@ -176,7 +219,7 @@ async function scenario(restart: "sigterm" | "kill"): Promise<void> {
     expect(load.ran()).toBeLessThan(load.accepted().length);
 
     // Room again: the hub notices by itself, takes work again and runs the backlog it held.
-    makeRoom(data);
+    makeRoom();
     await waitFor(
       "the hub to accept work again",
       async () => (await load.submit()).id !== undefined,
@@ -192,7 +235,7 @@ async function scenario(restart: "sigterm" | "kill"): Promise<void> {
     await waitFor("the second backlog to start", () => runs(marks, second + 6) > 0, 20_000);
 
     // Full again, and the hub goes down while it is.
-    fill(data);
+    makeRoom = fill(data);
     expect((await untilRefused(load)).message).toMatch(/store cannot write/);
     if (restart === "sigterm") {
       // The drain waits for the store to write again before it exits: nothing it holds is lost.
@@ -202,12 +245,12 @@ async function scenario(restart: "sigterm" | "kill"): Promise<void> {
         () => /waiting for it before closing/.test(hub.stderr() + hub.stdout()),
         20_000,
       );
-      makeRoom(data);
+      makeRoom();
       expect(await hub.exited).toBe(0);
     } else {
       hub.kill("SIGKILL");
       await hub.exited;
-      makeRoom(data);
+      makeRoom();
     }
     client.close();
 
@@ -227,6 +270,8 @@ async function scenario(restart: "sigterm" | "kill"): Promise<void> {
     );
 
     const final = await states(client, accepted);
+    // The watched task ended while the store could not write; that outcome was kept.
+    expect((await client.getTask(watched.id()!)).info?.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
     const twice = accepted.filter((s) => runs(marks, s.n) > 1).map((s) => s.n);
     expect(twice, "tasks that ran more than once").toEqual([]);
     for (const s of accepted) {

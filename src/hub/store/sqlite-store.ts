@@ -833,14 +833,14 @@ export class SqliteStore implements Store {
       this.batch.audits.unshift(outage.entry);
       this.batch.ops++;
     }
+    this.scheduleRetry();
+    for (const l of this.failureListeners) l(this.failure);
     this.logger.error(
       { code, err: message, path: this.path, ...this.heldCounts() },
       previous
         ? "store still cannot write, for another reason now"
         : "store cannot write: holding its writes in memory and retrying; no new tasks meanwhile",
     );
-    this.scheduleRetry();
-    for (const l of this.failureListeners) l(this.failure);
   }
 
   private writableAgain(now: number): void {
