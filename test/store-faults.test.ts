@@ -25,6 +25,7 @@ import {
 } from "./support/processes.js";
 
 const mounted: string[] = [];
+const scratch: string[] = [];
 const readers = new Set<Database.Database>();
 
 afterAll(async () => {
@@ -34,6 +35,7 @@ afterAll(async () => {
     spawnSync("umount", [dir]);
     rmSync(dir, { recursive: true, force: true });
   }
+  for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
 });
 
 const TERMINAL = new Set([
@@ -173,6 +175,7 @@ async function states(client: SwitchboardClient, subs: Submission[]): Promise<Ma
 async function scenario(restart: "sigterm" | "kill"): Promise<void> {
   const data = mountTmpfs(20);
   const marks = tempDir("store-marks");
+  scratch.push(marks);
   const port = await freePort();
   const args = ["--listen", `127.0.0.1:${port}`];
   let hub: HubProc = await startHub({ dataDir: data, args });
