@@ -110,6 +110,7 @@ function agent(id: string): AgentRecord {
     lastSeenAt: 2,
     lastSessionId: null,
     connected: true,
+    tokenId: null,
   };
 }
 
