@@ -16,6 +16,7 @@ import { SwitchboardClient, shell } from "../src/client/index.js";
 import { TaskState, type TaskInfo } from "../src/gen/switchboard/v1/task.js";
 import {
   freePort,
+  spawnCli,
   startAgent,
   startHub,
   stopAll,
@@ -306,4 +307,27 @@ describe("the hub's store on a full disk", () => {
   it("kill -9 while full: no task runs twice, every accepted task ends visibly", async () => {
     await scenario("kill");
   }, 120_000);
+});
+
+describe("a hub started on a full disk", () => {
+  it("says so in one sentence naming hub.data_dir, without a stack trace, and leaves nothing listening", async () => {
+    const dir = mountTmpfs(20);
+    const first = await startHub({ dataDir: dir });
+    first.kill("SIGTERM");
+    expect(await first.exited).toBe(0);
+    const free = fill(dir);
+    try {
+      const hub = spawnCli(["hub", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data", dir]);
+      const code = await hub.exited;
+      const err = hub.stderr();
+      expect(code, err).not.toBe(0);
+      expect(err).toMatch(
+        new RegExp(`^error: hub\\.data_dir ${dir}: .*(ENOSPC|no space|SQLITE_FULL|full)`, "im"),
+      );
+      expect(err).not.toMatch(/^\s+at /m); // no stack trace without --log-level debug
+      expect(existsSync(join(dir, "hub.json"))).toBe(false);
+    } finally {
+      free();
+    }
+  }, 60_000);
 });

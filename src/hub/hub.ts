@@ -66,7 +66,17 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
     );
   }
   const auth = new TokenAuthority(store, logger);
-  const adminTokenFile = auth.bootstrapAdmin(config.dataDir);
+  let adminTokenFile: string;
+  try {
+    adminTokenFile = auth.bootstrapAdmin(config.dataDir);
+  } catch (e) {
+    await store.close({ waitWritableMs: 0 });
+    throw new StartupError(
+      `hub.data_dir ${config.dataDir}: cannot write the admin token there: ${(e as Error).message} (free space there, or set hub.data_dir to a directory the hub may write)`,
+      "hub.data_dir",
+      { cause: e },
+    );
+  }
   const core = new HubCore(config, store, auth, logger);
   core.recover();
 
@@ -133,29 +143,6 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
   core.start();
 
   const hubJson = join(config.dataDir, "hub.json");
-  const tmp = `${hubJson}.${process.pid}.tmp`;
-  writeFileSync(
-    tmp,
-    JSON.stringify({
-      address,
-      httpAddress: httpApi?.address,
-      pid: process.pid,
-      startedAt: core.startedAt,
-      tls: config.tls !== undefined,
-    }) + "\n",
-  );
-  renameSync(tmp, hubJson);
-  logger.info(
-    {
-      address,
-      http_address: httpApi?.address,
-      listen: config.listen,
-      data: config.dataDir,
-      admin_token_file: adminTokenFile,
-    },
-    "hub listening",
-  );
-
   let stopping: Promise<void> | undefined;
   const shutdown = (opts: { graceMs?: number } = {}): Promise<void> => {
     stopping ??= (async () => {
@@ -183,5 +170,42 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
     })();
     return stopping;
   };
+  try {
+    writeHubJson(hubJson, {
+      address,
+      httpAddress: httpApi?.address,
+      pid: process.pid,
+      startedAt: core.startedAt,
+      tls: config.tls !== undefined,
+    });
+  } catch (e) {
+    await shutdown({ graceMs: 0 });
+    throw new StartupError(
+      `hub.data_dir ${config.dataDir}: cannot write ${hubJson}: ${(e as Error).message} (free space there, or set hub.data_dir to a directory the hub may write)`,
+      "hub.data_dir",
+      { cause: e },
+    );
+  }
+  logger.info(
+    {
+      address,
+      http_address: httpApi?.address,
+      listen: config.listen,
+      data: config.dataDir,
+      admin_token_file: adminTokenFile,
+    },
+    "hub listening",
+  );
   return { address, httpAddress: httpApi?.address, adminTokenFile, store, core, shutdown };
+}
+
+/** hub.json, for the CLI on this machine: written whole under a temporary name, then renamed. */
+function writeHubJson(file: string, content: Record<string, unknown>): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    writeFileSync(tmp, JSON.stringify(content) + "\n");
+    renameSync(tmp, file);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
 }
