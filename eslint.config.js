@@ -2,7 +2,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "src/gen/**", "node_modules/**", "bench/results/**", "data/**"] },
+  { ignores: ["dist/**", "src/gen/**", "node_modules/**", ".runtime/**", "bench/results/**", "data/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

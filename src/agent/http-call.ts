@@ -7,7 +7,7 @@ import { EventEmitter } from "node:events";
 import { request as httpRequest, Agent as HttpAgent } from "node:http";
 import { request as httpsRequest, Agent as HttpsAgent } from "node:https";
 import { readFileSync } from "node:fs";
-import { Code } from "../common/errors.js";
+import { Code, SwitchboardError } from "../common/errors.js";
 import type { ClientTlsFiles } from "../common/tls.js";
 import { outputBytes } from "./outbox.js";
 import {
@@ -71,14 +71,15 @@ export interface HttpHubCallOptions {
   concurrency: number;
 }
 
-class HttpFailure extends Error {
+/** A request to the hub that failed; its own class because the caller repeats the transient ones. */
+class HttpFailure extends SwitchboardError {
   constructor(
-    readonly code: number,
+    code: Code,
     message: string,
     /** Worth repeating (a network error, the hub restarting), as opposed to a refusal. */
     readonly transient: boolean,
   ) {
-    super(message);
+    super(code, message);
   }
 }
 

@@ -1,6 +1,6 @@
 // How the CLI fails: a usage problem (exit 2) or a failed operation (exit 1), each with a next step.
 import { status } from "@grpc/grpc-js";
-import { SwitchboardClientError } from "../client/index.js";
+import { SwitchboardError } from "../client/index.js";
 
 export const EXIT = {
   ok: 0,
@@ -10,13 +10,18 @@ export const EXIT = {
   interrupted: 130,
 } as const;
 
-export class CliError extends Error {
+/**
+ * A failure the CLI words itself: its exit code and a next step. A usage problem is INVALID_ARGUMENT
+ * (exit 2); other failures carry the code of what failed when there is one.
+ */
+export class CliError extends SwitchboardError {
   constructor(
     message: string,
     readonly exitCode: number = EXIT.failed,
     readonly hint?: string,
+    code: status = exitCode === EXIT.usage ? status.INVALID_ARGUMENT : status.UNKNOWN,
   ) {
-    super(message);
+    super(code, message);
     this.name = "CliError";
   }
 }
@@ -26,7 +31,7 @@ export function usageError(message: string, hint?: string): CliError {
 }
 
 /** The next step for a failed call, by its status code. */
-export function hintFor(err: SwitchboardClientError): string | undefined {
+export function hintFor(err: SwitchboardError): string | undefined {
   switch (err.code) {
     case status.UNAUTHENTICATED:
       return "pass --token or set SWITCHBOARD_TOKEN; on the hub's machine an admin token is in <data dir>/admin.token";
@@ -64,7 +69,7 @@ export function report(err: unknown): number {
     if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
     return err.exitCode;
   }
-  if (err instanceof SwitchboardClientError) {
+  if (err instanceof SwitchboardError) {
     process.stderr.write(`error: ${err.message} (${err.codeName})\n`);
     const hint = hintFor(err);
     if (hint) process.stderr.write(`hint: ${hint}\n`);

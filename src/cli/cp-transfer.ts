@@ -3,7 +3,7 @@
 import type { Hash } from "node:crypto";
 import { open } from "node:fs/promises";
 import { status } from "@grpc/grpc-js";
-import { SwitchboardClientError } from "../client/index.js";
+import { SwitchboardError } from "../client/index.js";
 import { codeName } from "../common/errors.js";
 import { TaskState, type Finished } from "../gen/switchboard/v1/task.js";
 import { CliError, EXIT } from "./cli-error.js";
@@ -97,7 +97,7 @@ export function transferFailed(f: Finished, taskId: string, kept: boolean): CliE
 export function callFailed(e: unknown, signal: AbortSignal, kept: boolean, done: string): never {
   const hint = kept ? "run the same command with --resume to carry on from there" : undefined;
   if (signal.aborted) throw new CliError(`the copy was interrupted after ${done}`, EXIT.interrupted, hint);
-  if (e instanceof SwitchboardClientError) {
+  if (e instanceof SwitchboardError) {
     throw new CliError(`the copy broke after ${done}: ${e.message} (${e.codeName})`, EXIT.failed, hint);
   }
   throw e;

@@ -18,7 +18,7 @@ import {
   type WatchRequest,
 } from "../gen/switchboard/v1/client.js";
 import { TaskState, type TaskEvent, type TaskResult } from "../gen/switchboard/v1/task.js";
-import { echo, shell, SwitchboardClient, SwitchboardClientError } from "./index.js";
+import { echo, shell, SwitchboardClient, SwitchboardError } from "./index.js";
 
 function fail(code: status, details: string): ServiceError {
   return Object.assign(new Error(details), { code, details, metadata: undefined as never });
@@ -188,8 +188,8 @@ describe("SwitchboardClient", () => {
       c.execute({ ...echo("fine"), target: { pool: "p" } }),
     ]);
     expect(bad.status).toBe("rejected");
-    const err = (bad as PromiseRejectedResult).reason as SwitchboardClientError;
-    expect(err).toBeInstanceOf(SwitchboardClientError);
+    const err = (bad as PromiseRejectedResult).reason as SwitchboardError;
+    expect(err).toBeInstanceOf(SwitchboardError);
     expect(err.codeName).toBe("RESOURCE_EXHAUSTED");
     expect(err.message).toMatch(/full/);
     expect(good.status).toBe("fulfilled");

@@ -1,6 +1,6 @@
 // The typed client for Switchboard's hub: tasks over one shared Session stream by default, the
 // unary and streaming RPCs where they fit better, the admin API and the supervised-node API. Every
-// call takes the same bearer token; every failure is a SwitchboardClientError with a gRPC status code.
+// call takes the same bearer token; every failure is a SwitchboardError with a gRPC status code.
 import {
   credentials,
   Metadata,
@@ -40,7 +40,8 @@ import {
   type TaskResult,
 } from "../gen/switchboard/v1/task.js";
 import { toSubmitRequest, type TaskRequest } from "./builders.js";
-import { SwitchboardClientError, toClientError } from "./errors.js";
+import { SwitchboardError } from "../common/errors.js";
+import { callError } from "./errors.js";
 import { SessionMux } from "./session.js";
 import {
   SqlResultDecoder,
@@ -313,7 +314,7 @@ export class SwitchboardClient {
    * Runs a SQL task (see `sql()`) and yields its result: the header (columns, table description), rows
    * in batches as they arrive, then the summary. Flow-controlled end to end: while the caller does not
    * pull, the agent does not read further from the database. A failed query throws a
-   * SwitchboardClientError with the database's message after the rows that came before the failure.
+   * SwitchboardError with the database's message after the rows that came before the failure.
    */
   async *query(req: TaskRequest, opts: RunOptions = {}): AsyncGenerator<QueryEvent, void, undefined> {
     if (req.spec.kind?.$case !== "sql") throw new TypeError("query(): the request must be a sql() task");
@@ -338,10 +339,10 @@ export class SwitchboardClient {
         const f = e.value;
         if (f.state !== TaskState.TASK_STATE_SUCCEEDED) {
           const why = f.error?.message || f.reason || `the query ended ${TaskState[f.state]}`;
-          throw new SwitchboardClientError(f.error?.code ?? status.UNKNOWN, why);
+          throw new SwitchboardError(f.error?.code ?? status.UNKNOWN, why);
         }
         if (decoder.incomplete) {
-          throw new SwitchboardClientError(status.DATA_LOSS, "the result ended inside a row");
+          throw new SwitchboardError(status.DATA_LOSS, "the result ended inside a row");
         }
         const summary = JSON.parse(Buffer.from(f.result).toString("utf8") || "{}") as SqlResultSummary;
         if (!headerSent) {
@@ -380,7 +381,7 @@ export class SwitchboardClient {
         if (opts.signal?.aborted) throw cancelledByCaller();
         return;
       } catch (e) {
-        const err = toClientError(e, this.hub);
+        const err = callError(e, this.hub);
         if (opts.signal?.aborted) throw cancelledByCaller();
         if (err.code !== status.UNAVAILABLE) throw err;
         brokenSince ??= Date.now();
@@ -411,7 +412,7 @@ export class SwitchboardClient {
     const result = new Promise<InputResult>((resolve, reject) => (settle = { resolve, reject }));
     result.catch(() => undefined); // read through done(); a failed write reports it too
     const call = this.rpc.input(this.metadata(), (err, res) =>
-      err ? settle.reject(toClientError(err, this.hub)) : settle.resolve(res),
+      err ? settle.reject(callError(err, this.hub)) : settle.resolve(res),
     );
     let first = true;
     // Writes held back by flow control, settled by a drain or by the call's end. Kept in a set rather
@@ -513,7 +514,7 @@ export class SwitchboardClient {
       const opts: CallOptions = deadline ? { deadline } : {};
       const call = invoke(opts, (err, value) => {
         signal?.removeEventListener("abort", onAbort);
-        if (err) reject(toClientError(err, this.hub));
+        if (err) reject(callError(err, this.hub));
         else resolve(value as T);
       }) as { cancel(): void };
       const onAbort = (): void => call.cancel();
@@ -571,7 +572,7 @@ export class SwitchboardClient {
         this.unary<ForgetAgentResponse>((c, cb) => a.forgetAgent({ agentId }, md(), c, cb)),
       revokeToken: async (idOrName) => {
         const r = await this.unary<{ info?: TokenInfo }>((c, cb) => a.revokeToken({ idOrName }, md(), c, cb));
-        if (!r.info) throw new SwitchboardClientError(status.INTERNAL, "the hub answered without the token");
+        if (!r.info) throw new SwitchboardError(status.INTERNAL, "the hub answered without the token");
         return r.info;
       },
     };
@@ -658,7 +659,7 @@ function toStopRequest(i: StopNodeInput): StopNodeRequest {
   return { nodeId: i.nodeId, agentId: i.agentId ?? "", graceMs: i.graceMs ?? 0 };
 }
 
-/** A grpc-js server stream as an async iterable whose errors are SwitchboardClientErrors. */
+/** A grpc-js server stream as an async iterable whose errors are SwitchboardErrors. */
 async function* readStream<T>(
   call: ClientReadableStream<T>,
   hub: string,
@@ -666,14 +667,14 @@ async function* readStream<T>(
   try {
     for await (const msg of call as AsyncIterable<T>) yield msg;
   } catch (e) {
-    const err = toClientError(e, hub);
+    const err = callError(e, hub);
     if (err.code === status.CANCELLED) return;
     throw err;
   }
 }
 
-function cancelledByCaller(): SwitchboardClientError {
-  return new SwitchboardClientError(status.CANCELLED, "cancelled by the caller");
+function cancelledByCaller(): SwitchboardError {
+  return new SwitchboardError(status.CANCELLED, "cancelled by the caller");
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

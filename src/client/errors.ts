@@ -1,35 +1,27 @@
-// The one error type the SDK throws: a gRPC status code, its name, and a sentence to act on.
-import { status, type ServiceError } from "@grpc/grpc-js";
-import { codeName, isServiceError } from "../common/errors.js";
-
-export class SwitchboardClientError extends Error {
-  readonly code: status;
-  readonly codeName: string;
-  constructor(code: status, message: string) {
-    super(message);
-    this.name = "SwitchboardClientError";
-    this.code = code;
-    this.codeName = codeName(code);
-  }
-}
+// What the SDK throws: the one SwitchboardError (a gRPC status code, its name, a sentence to act on),
+// with a failed call to an unreachable hub worded so that it names the hub and what to check.
+import { status } from "@grpc/grpc-js";
+import { isServiceError, SwitchboardError } from "../common/errors.js";
 
 const UNREACHABLE =
   /No connection established|ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|Failed to connect|getaddrinfo|Name resolution failed/i;
 
-/** Turns whatever a grpc-js call failed with into a SwitchboardClientError that names the hub. */
-export function toClientError(err: unknown, hub: string): SwitchboardClientError {
-  if (err instanceof SwitchboardClientError) return err;
-  if (isServiceError(err)) {
-    const e: ServiceError = err;
-    const details = e.details || e.message;
-    if (e.code === status.UNAVAILABLE && UNREACHABLE.test(details)) {
-      return new SwitchboardClientError(
-        e.code,
-        `cannot reach hub at ${hub} (${details.replace(/^No connection established\.\s*Last error:\s*/i, "")}); is it running? Point at it with --hub or SWITCHBOARD_HUB; if it serves TLS, add --tls-ca FILE (or --tls)`,
-      );
-    }
-    return new SwitchboardClientError(e.code, details);
+/** Whatever a grpc-js call failed with, as a SwitchboardError; one that never reached the hub names it. */
+export function callError(err: unknown, hub: string): SwitchboardError {
+  if (
+    isServiceError(err) &&
+    err.code === status.UNAVAILABLE &&
+    UNREACHABLE.test(err.details || err.message)
+  ) {
+    const details = (err.details || err.message).replace(
+      /^No connection established\.\s*Last error:\s*/i,
+      "",
+    );
+    return new SwitchboardError(
+      err.code,
+      `cannot reach hub at ${hub} (${details}); is it running? Point at it with --hub or SWITCHBOARD_HUB; if it serves TLS, add --tls-ca FILE (or --tls)`,
+      { cause: err },
+    );
   }
-  const message = err instanceof Error ? err.message : String(err);
-  return new SwitchboardClientError(status.UNKNOWN, message);
+  return SwitchboardError.from(err);
 }

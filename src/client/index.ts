@@ -42,7 +42,7 @@ export type {
   SqlResultSummary,
   TableMeta,
 } from "../common/sql-result.js";
-export { SwitchboardClientError } from "./errors.js";
+export { Code, codeName, SwitchboardError } from "../common/errors.js";
 export { SessionMode, AgentHealth } from "../gen/switchboard/v1/client.js";
 export type {
   AgentInfo,

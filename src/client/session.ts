@@ -11,7 +11,8 @@ import {
 } from "../gen/switchboard/v1/client.js";
 import type { TaskResult, TaskSpec } from "../gen/switchboard/v1/task.js";
 import { CoalescingWriter } from "../common/coalescing-writer.js";
-import { SwitchboardClientError, toClientError } from "./errors.js";
+import { SwitchboardError } from "../common/errors.js";
+import { callError } from "./errors.js";
 
 interface Pending {
   mode: SessionMode.SESSION_MODE_RESULT | SessionMode.SESSION_MODE_RESULT_ONLY | SessionMode.SESSION_MODE_ACK;
@@ -20,7 +21,7 @@ interface Pending {
   cancelOnAccept?: string;
   onAccepted?: (taskId: string) => void;
   resolve(v: TaskResult | string): void;
-  reject(e: SwitchboardClientError): void;
+  reject(e: SwitchboardError): void;
 }
 
 export class SessionMux {
@@ -66,8 +67,7 @@ export class SessionMux {
     signal?: AbortSignal,
     onAccepted?: (taskId: string) => void,
   ): Promise<TaskResult | string> {
-    if (this.closed)
-      return Promise.reject(new SwitchboardClientError(status.CANCELLED, "the client is closed"));
+    if (this.closed) return Promise.reject(new SwitchboardError(status.CANCELLED, "the client is closed"));
     if (signal?.aborted) return Promise.reject(aborted());
     const ref = this.nextRef++;
     return new Promise<TaskResult | string>((resolve, reject) => {
@@ -126,12 +126,9 @@ export class SessionMux {
       if (msg.body?.$case === "batch") for (const r of msg.body.value.responses) this.onResponse(r);
       else this.onResponse(msg);
     });
-    call.on("error", (err) => this.fail(call, toClientError(err, this.hub)));
+    call.on("error", (err) => this.fail(call, callError(err, this.hub)));
     call.on("end", () =>
-      this.fail(
-        call,
-        new SwitchboardClientError(status.UNAVAILABLE, `hub at ${this.hub} closed the session`),
-      ),
+      this.fail(call, new SwitchboardError(status.UNAVAILABLE, `hub at ${this.hub} closed the session`)),
     );
     return call;
   }
@@ -164,7 +161,7 @@ export class SessionMux {
         return;
       case "error":
         this.pending.delete(msg.ref);
-        p.reject(new SwitchboardClientError(msg.body.value.code, msg.body.value.message));
+        p.reject(new SwitchboardError(msg.body.value.code, msg.body.value.message));
         this.maybeEnd();
         return;
       default:
@@ -172,7 +169,7 @@ export class SessionMux {
     }
   }
 
-  private fail(call: ClientDuplexStream<SessionRequest, SessionResponse>, err: SwitchboardClientError): void {
+  private fail(call: ClientDuplexStream<SessionRequest, SessionResponse>, err: SwitchboardError): void {
     if (this.call !== call) return;
     this.call = undefined;
     this.writer?.discard();
@@ -204,6 +201,6 @@ function specBytes(spec: TaskSpec | undefined): number {
   return 0;
 }
 
-function aborted(): SwitchboardClientError {
-  return new SwitchboardClientError(status.CANCELLED, "cancelled by the caller");
+function aborted(): SwitchboardError {
+  return new SwitchboardError(status.CANCELLED, "cancelled by the caller");
 }

@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import { parseDuration } from "./duration.js";
+import { Code, SwitchboardError } from "./errors.js";
 
 /**
  * How a string from the environment or a flag is read before the schema sees it. "list" and "labels"
@@ -95,11 +96,12 @@ export interface LoadedSettings<S extends Settings> {
   file?: string;
 }
 
-export class SettingsError extends Error {
+/** Bad settings (INVALID_ARGUMENT): one sentence per problem, each naming the key and where it came from. */
+export class SettingsError extends SwitchboardError {
   /** One sentence per problem; `message` is these joined by newlines. */
   readonly problems: string[];
   constructor(problems: string[]) {
-    super(problems.join("\n"));
+    super(Code.INVALID_ARGUMENT, problems.join("\n"));
     this.name = "SettingsError";
     this.problems = problems;
   }

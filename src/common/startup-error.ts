@@ -1,15 +1,16 @@
 // Why a hub or an agent could not start, as one sentence that names the setting and its value and
 // says what to change: the CLI prints the sentence alone (a stack trace only at --log-level debug).
+import { Code, SwitchboardError } from "./errors.js";
 
 /** A start-up failure whose message names the setting (e.g. `hub.listen`) and its value. */
-export class StartupError extends Error {
+export class StartupError extends SwitchboardError {
   constructor(
     message: string,
     /** The setting at fault, as the config file spells it ("agent.agent_port"). */
     readonly setting: string,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    super(Code.FAILED_PRECONDITION, message, options);
     this.name = "StartupError";
   }
 }

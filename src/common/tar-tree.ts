@@ -8,15 +8,19 @@ import { chmod, lstat, mkdir, open, readdir, readlink, realpath, symlink, utimes
 import { constants } from "node:fs";
 import { join, posix } from "node:path";
 import tar from "tar-stream";
+import { Code, SwitchboardError } from "./errors.js";
 
-/** An entry that may not be unpacked, or a tree that cannot be packed; the message names it. */
-export class TarTreeError extends Error {
+/**
+ * An entry that may not be unpacked, or a tree that cannot be packed (FAILED_PRECONDITION); the message
+ * names it. Its own class because a caller tells a refused tree apart from a failed disk.
+ */
+export class TarTreeError extends SwitchboardError {
   /** escapes: the entry would reach outside the tree (rather than being malformed or unsupported). */
   constructor(
     message: string,
     readonly escapes = false,
   ) {
-    super(message);
+    super(Code.FAILED_PRECONDITION, message);
     this.name = "TarTreeError";
   }
 }

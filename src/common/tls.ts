@@ -5,6 +5,7 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createSecureContext } from "node:tls";
 import { credentials, ServerCredentials, type ChannelCredentials, type ChannelOptions } from "@grpc/grpc-js";
+import { Code, SwitchboardError } from "./errors.js";
 
 export interface ServerTlsFiles {
   cert: string;
@@ -23,7 +24,8 @@ export interface ClientTlsFiles {
   serverName?: string;
 }
 
-export class TlsFileError extends Error {
+/** A TLS file that cannot be read or used (INVALID_ARGUMENT); the message names its setting. */
+export class TlsFileError extends SwitchboardError {
   constructor(
     readonly setting: string,
     readonly file: string,
@@ -32,9 +34,11 @@ export class TlsFileError extends Error {
     problem?: string,
   ) {
     super(
+      Code.INVALID_ARGUMENT,
       problem !== undefined
         ? `${setting}: ${file} ${problem}`
         : `${setting}: cannot read ${file}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}`,
+      { cause },
     );
     this.name = "TlsFileError";
   }

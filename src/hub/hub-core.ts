@@ -31,7 +31,13 @@ import { agentIdClaim, poolAllowed, type Principal, type TokenAuthority } from "
 import type { HubConfig } from "./config.js";
 import { LiveTask, type FinishInfo, type Watcher } from "./live-task.js";
 import { describeTarget, Scheduler, type Target } from "./scheduler.js";
-import type { AgentRecord, Store, TaskRecord } from "./store/index.js";
+import {
+  writeFailureSentence,
+  type AgentRecord,
+  type Store,
+  type StoreWriteFailure,
+  type TaskRecord,
+} from "./store/index.js";
 
 /** How long a finished task stays in memory for clients that re-attach with a sequence number. */
 const LINGER_MS = 30_000;
@@ -64,6 +70,12 @@ export class HubCore {
   private tickTimer: NodeJS.Timeout | undefined;
   private readonly agentPersistedAt = new Map<string, number>();
   private warnedUnknownEvent = new WeakSet<AgentSession>();
+  /**
+   * Assignments on their way to the store, each with the store's commit count when it was
+   * written: its Assign goes out once a later commit has happened (see assign()).
+   */
+  private unsentAssigns: { t: LiveTask; after: number }[] = [];
+  private awaitingCommit = false;
 
   constructor(
     readonly config: HubConfig,
@@ -74,6 +86,7 @@ export class HubCore {
     this.scheduler = new Scheduler(config.queueLimit);
     this.nodes = new NodeOrchestrator(this);
     auth.onRevoke((tokenId) => this.onRevoke(tokenId));
+    store.onWriteFailureChange((failure) => this.onStoreWriteFailure(failure));
   }
 
   start(): void {
@@ -88,6 +101,13 @@ export class HubCore {
       throw new SwitchboardError(
         Code.UNAVAILABLE,
         "hub is shutting down: retry against another hub or in a moment",
+      );
+    }
+    const storeDown = this.store.writeFailure;
+    if (storeDown) {
+      throw new SwitchboardError(
+        Code.UNAVAILABLE,
+        `${writeFailureSentence(storeDown)}: no new tasks until it writes again; submit again in a moment`,
       );
     }
     const { kind, target, spec } = validateSubmit(req);
@@ -120,31 +140,30 @@ export class HubCore {
       req.waitForAgent,
     );
     const decision = this.scheduler.submit({ id, kind, target, allowedPools: p.pools }, req.waitForAgent);
-    let session: AgentSession | undefined;
-    if ("assign" in decision) {
-      session = this.sessions.get(decision.assign)!;
-      session.noteAssigned(id);
-    }
+    const session = "assign" in decision ? this.sessions.get(decision.assign)! : undefined;
     this.tasks.set(id, t);
+    // Queued before anything else, so that watchers see Queued before Assigned.
+    t.emit({ $case: "queued", value: { queuedAtMs: now } });
+    // A task that has an agent at once is inserted as assigned: the assignment rides the insert's
+    // commit, and the Assign goes out after it (assign() without a write of its own).
+    const inserted = this.store.insertTask({
+      id,
+      kind,
+      target,
+      spec: TaskSpec.encode(spec).finish(),
+      requester: p.name,
+      createdAt: now,
+      deadlineAt: t.deadlineAt,
+      ...(session ? { state: "assigned" as const, agentId: session.agentId, assignedAt: now } : {}),
+    });
+    if (session) this.assign(t, session, { at: now, recorded: true });
     try {
-      await this.store.insertTask({
-        id,
-        kind,
-        target,
-        spec: TaskSpec.encode(spec).finish(),
-        requester: p.name,
-        createdAt: now,
-        deadlineAt: t.deadlineAt,
-      });
+      await inserted;
     } catch (err) {
+      // Not accepted: nothing of it may remain, and no agent has heard of it.
       this.tasks.delete(id);
-      if (session) {
-        session.tasks.delete(id);
-        session.assignedTotal--;
-        session.refreshFree();
-      } else {
-        this.scheduler.remove(id);
-      }
+      if (t.assignPending) this.unassign(t, { record: false });
+      this.scheduler.remove(id);
       throw err;
     }
     this.store.audit({
@@ -154,16 +173,7 @@ export class HubCore {
       subject: id,
       detail: { kind, target },
     });
-    t.emit({ $case: "queued", value: { queuedAtMs: now } });
-    if (t.deadlineAt !== null) this.armDeadline(t);
-    if (session) {
-      if (t.terminal) return t;
-      if (!session.closed && this.sessions.get(session.agentId) === session) {
-        this.assign(t, session);
-      } else if (!t.terminal) {
-        this.scheduler.requeue({ id, kind, target, allowedPools: p.pools });
-      }
-    }
+    if (t.deadlineAt !== null && !t.terminal) this.armDeadline(t);
     return t;
   }
 
@@ -199,26 +209,106 @@ export class HubCore {
     return t;
   }
 
-  private assign(t: LiveTask, session: AgentSession): void {
+  /**
+   * Gives a task to an agent. The assignment is written first and the Assign goes out only once
+   * that write has committed (sendCommittedAssigns): a restarted hub requeues only tasks its store
+   * shows queued, so a task that may have reached an agent must never be on record as queued.
+   * The write shares the group commit of whatever else this turn wrote (a new task's insert
+   * carries it itself: `recorded`), so this costs no commit of its own.
+   */
+  private assign(t: LiveTask, session: AgentSession, opts: { at?: number; recorded?: boolean } = {}): void {
     if (!session.tasks.has(t.id)) session.noteAssigned(t.id);
-    const now = Date.now();
+    const now = opts.at ?? Date.now();
     t.transition("assigned");
     t.agentId = session.agentId;
     t.sessionId = session.sessionId;
     t.assignedAt = now;
-    this.store.updateTask(t.id, { state: "assigned", agentId: session.agentId, assignedAt: now });
+    t.assignPending = true;
+    if (!opts.recorded)
+      this.store.updateTask(t.id, { state: "assigned", agentId: session.agentId, assignedAt: now });
+    this.unsentAssigns.push({ t, after: this.store.commitCount });
+    this.awaitCommitForAssigns();
+  }
+
+  private awaitCommitForAssigns(): void {
+    if (this.awaitingCommit) return;
+    this.awaitingCommit = true;
+    this.store.committed().then(
+      () => {
+        this.awaitingCommit = false;
+        this.sendCommittedAssigns();
+      },
+      () => {
+        // The store closed: nothing it did not commit may go out.
+        this.awaitingCommit = false;
+      },
+    );
+  }
+
+  /** Sends the Assigns whose record has committed; the rest wait for the next commit. */
+  private sendCommittedAssigns(): void {
+    const committed = this.store.commitCount;
+    const rest: { t: LiveTask; after: number }[] = [];
+    for (const u of this.unsentAssigns) {
+      if (!u.t.assignPending) continue; // taken back meanwhile
+      if (u.after < committed) this.sendAssign(u.t);
+      else rest.push(u);
+    }
+    this.unsentAssigns = rest;
+    if (rest.length > 0) this.awaitCommitForAssigns();
+  }
+
+  private sendAssign(t: LiveTask): void {
+    if (t.terminal) return;
+    const session = t.agentId ? this.sessions.get(t.agentId) : undefined;
+    // The link broke meanwhile: the session's resume or its end takes the task back, unsent.
+    if (!session || session.sessionId !== t.sessionId || !session.connected) return;
+    t.assignPending = false;
     session.send({
       body: {
         $case: "assign",
         value: { taskId: t.id, spec: t.spec, deadlineMs: t.deadlineAt ?? 0, requester: t.requester },
       },
     });
-    t.emit({ $case: "assigned", value: { agentId: session.agentId, assignedAtMs: now } });
+    t.emit({
+      $case: "assigned",
+      value: { agentId: session.agentId, assignedAtMs: t.assignedAt ?? Date.now() },
+    });
+  }
+
+  /**
+   * Takes back an assignment its agent never received (its Assign was never sent, or the agent
+   * resumed without it): the task is queued again, and so is its record unless `record` is false
+   * (a task that was never accepted). The caller puts it back in a queue or ends it.
+   */
+  private unassign(t: LiveTask, opts: { record?: boolean } = {}): void {
+    const s = t.agentId ? this.sessions.get(t.agentId) : undefined;
+    if (s && s.sessionId === t.sessionId && s.tasks.delete(t.id)) {
+      s.assignedTotal--; // the agent never used the credit
+      s.refreshFree();
+    }
+    const announced = !t.assignPending; // watchers saw Assigned
+    t.assignPending = false;
+    t.transition("queued");
+    t.agentId = null;
+    t.sessionId = null;
+    t.assignedAt = null;
+    if (opts.record ?? true)
+      this.store.updateTask(t.id, { state: "queued", agentId: null, assignedAt: null });
+    if (announced) t.emit({ $case: "queued", value: { queuedAtMs: Date.now() } });
+  }
+
+  /** The store could not write, or writes again: work held back while it could not goes out. */
+  private onStoreWriteFailure(failure: StoreWriteFailure | undefined): void {
+    // While it fails, submit() refuses and dispatch() hands nothing out; both look at the store.
+    if (failure) return;
+    for (const s of [...this.sessions.values()]) this.dispatch(s);
   }
 
   /** Hand queued work to an agent that has capacity. */
   private dispatch(session: AgentSession): void {
-    if (session.closed) return;
+    // While the store cannot record an assignment, none is made: queued work stays queued.
+    if (session.closed || this.store.writeFailure) return;
     for (const { task } of this.scheduler.drainQueuesFor(session.agentId)) {
       const t = this.tasks.get(task.id);
       if (!t || t.terminal) {
@@ -238,6 +328,7 @@ export class HubCore {
   private onDeadline(t: LiveTask): void {
     if (t.terminal) return;
     const budget = t.deadlineAt! - t.createdAt;
+    if (t.assignPending) this.unassign(t); // its agent never heard of it: it ends here
     if (t.state === "queued") {
       this.scheduler.remove(t.id);
       this.finishLocal(
@@ -295,6 +386,7 @@ export class HubCore {
       subject: taskId,
       detail: { reason: why },
     });
+    if (t.assignPending) this.unassign(t); // its agent never heard of it: it ends here
     if (t.state === "queued") {
       this.scheduler.remove(t.id);
       this.finishLocal(t, "cancelled", Code.CANCELLED, why);
@@ -324,6 +416,7 @@ export class HubCore {
 
   private finishTask(t: LiveTask, info: FinishInfo): void {
     if (!t.transition(info.state)) return;
+    t.assignPending = false;
     const now = Date.now();
     if (t.agentId) {
       const s = this.sessions.get(t.agentId);
@@ -666,11 +759,7 @@ export class HubCore {
     // Assigned while the link was breaking, never received: the agent does not know them.
     for (const t of missing) {
       if (t.state === "assigned") {
-        t.transition("queued");
-        t.agentId = null;
-        t.sessionId = null;
-        this.store.updateTask(t.id, { state: "queued", agentId: null, assignedAt: null });
-        t.emit({ $case: "queued", value: { queuedAtMs: Date.now() } });
+        this.unassign(t);
         this.scheduler.requeue({ id: t.id, kind: t.kind, target: t.target, allowedPools: t.allowedPools });
       } else {
         this.finishLocal(
@@ -862,13 +951,19 @@ export class HubCore {
     s.evaluate(Date.now(), this.config.heartbeatIntervalMs);
     for (const id of [...s.tasks]) {
       const t = this.tasks.get(id);
-      if (t && !t.terminal)
-        this.finishLocal(
-          t,
-          "lost",
-          Code.ABORTED,
-          `agent ${s.agentId} disconnected while the task was running (${why})`,
-        );
+      if (!t || t.terminal) continue;
+      if (t.assignPending) {
+        // Its Assign never went out: it waits for another agent instead of ending lost.
+        this.unassign(t);
+        this.scheduler.requeue({ id: t.id, kind: t.kind, target: t.target, allowedPools: t.allowedPools });
+        continue;
+      }
+      this.finishLocal(
+        t,
+        "lost",
+        Code.ABORTED,
+        `agent ${s.agentId} disconnected while the task was running (${why})`,
+      );
     }
     s.tasks.clear();
     this.persistAgent(s, false);
@@ -1172,10 +1267,12 @@ export class HubCore {
         requeued++;
         continue;
       }
+      // Assigned or running: it may have run on its agent (an assignment is on record before its
+      // Assign is sent), so it never runs again.
       const reason =
         r.state === "queued"
           ? "its deadline passed while the hub was down"
-          : `hub restarted while the task was on agent ${r.agentId ?? "(none)"}`;
+          : `hub restarted while the task was on agent ${r.agentId ?? "(none)"}: it may have run there, so it is not run again`;
       this.store.updateTask(r.id, {
         state: r.state === "queued" ? "timed_out" : "lost",
         finishedAt: now,
@@ -1189,10 +1286,10 @@ export class HubCore {
     return { requeued, lost };
   }
 
-  /** Tasks on agents now. */
+  /** Tasks on agents now (an assignment whose Assign has not gone out is not on an agent yet). */
   inFlight(): number {
     let n = 0;
-    for (const t of this.tasks.values()) if (t.state === "assigned" || t.state === "running") n++;
+    for (const t of this.tasks.values()) if (onAgent(t)) n++;
     return n;
   }
 
@@ -1220,7 +1317,8 @@ export class HubCore {
       await sleep(50);
       handOverIdle();
     }
-    const left = [...this.tasks.values()].filter((t) => t.state === "assigned" || t.state === "running");
+    // Assignments not sent yet are not among them: closing the sessions below queues them again.
+    const left = [...this.tasks.values()].filter(onAgent);
     if (left.length > 0) {
       this.logger.warn({ tasks: left.length }, "grace over: cancelling what still runs");
       for (const t of left) {
@@ -1247,6 +1345,10 @@ export class HubCore {
     }
     for (const t of this.tasks.values()) clearTimeout(t.deadlineTimer);
   }
+}
+
+function onAgent(t: LiveTask): boolean {
+  return (t.state === "assigned" && !t.assignPending) || t.state === "running";
 }
 
 /** A task as the wire describes it, from what the hub knows of it live or stored. */

@@ -26,6 +26,9 @@ import {
 } from "./seed000/seed-service.js";
 import { openSqliteStore, type Store } from "./store/index.js";
 
+/** Least time a stopping hub waits for a store that cannot write, however long the drain took. */
+const STORE_CLOSE_WAIT_MS = 10_000;
+
 export interface Hub {
   readonly address: string;
   /** The agent HTTP API ("host:port"), if it serves one. */
@@ -157,6 +160,7 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
   const shutdown = (opts: { graceMs?: number } = {}): Promise<void> => {
     stopping ??= (async () => {
       const graceMs = opts.graceMs ?? config.drainGraceMs;
+      const drainEnds = Date.now() + graceMs;
       await core.shutdown(graceMs);
       await httpApi?.close();
       await new Promise<void>((resolve) => {
@@ -169,7 +173,11 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
           resolve();
         });
       });
-      await store.close();
+      // What the hub holds for a store that cannot write (task outcomes, output) is saved if it can
+      // write again within the drain's grace, and at least STORE_CLOSE_WAIT_MS after the drain.
+      await store.close({
+        waitWritableMs: graceMs > 0 ? Math.max(drainEnds - Date.now(), STORE_CLOSE_WAIT_MS) : 0,
+      });
       rmSync(hubJson, { force: true });
       logger.info("hub stopped");
     })();

@@ -43,6 +43,11 @@ export class LiveTask {
   lastAgentSeq = 0;
   /** Output window granted while the agent's link was down, sent when it resumes. */
   unsentWindow = 0;
+  /**
+   * Assigned to an agent, whose Assign waits for the assignment's record to commit: the agent has
+   * not heard of the task yet, so it can still be taken back without running.
+   */
+  assignPending = false;
 
   private seq = 0;
   private readonly events: TaskEvent[] = [];

@@ -2,6 +2,7 @@
 // cgroup v1, one directory on v2), under the agent's *own* cgroup, so that a task's processes are
 // known to the kernel whatever they do (setsid, double fork) and held to its limits. The pure parts
 // (parsing /proc, locating hierarchies, the files a limit writes) are exported for tests.
+import { Code, SwitchboardError } from "../../common/errors.js";
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TaskLimits } from "./shell-policy.js";
@@ -304,7 +305,12 @@ function removeTree(dir: string): void {
   rmdirSync(dir);
 }
 
-export class CgroupUnavailable extends Error {}
+/** Cgroups cannot confine tasks here (no controller, no delegation): the caller falls back. */
+export class CgroupUnavailable extends SwitchboardError {
+  constructor(message: string) {
+    super(Code.FAILED_PRECONDITION, message);
+  }
+}
 
 /** The agent process's share of the cgroup hierarchies: creates, and finally removes, its tasks' groups. */
 export class CgroupHost {

@@ -5,13 +5,13 @@
 import { createHash } from "node:crypto";
 import { constants } from "node:fs";
 import { open, stat, type FileHandle } from "node:fs/promises";
-import { Code } from "../../common/errors.js";
+import { Code, SwitchboardError } from "../../common/errors.js";
 import type { FileResult } from "../../common/file-transfer.js";
-import { packTree, TarTreeError } from "../../common/tar-tree.js";
+import { packTree } from "../../common/tar-tree.js";
 import type { Finished, FileSpec } from "../../gen/switchboard/v1/task.js";
 import type { Execution, ExecutionContext } from "./executor.js";
 import { FileRun } from "./file-run.js";
-import { FileTaskError, type FileRoots } from "./file-roots.js";
+import { type FileRoots } from "./file-roots.js";
 
 /** resolving: checking the path. hashing: the part before the offset. sending: streaming out. */
 export type DownloadPhase = "resolving" | "hashing" | "sending" | "done";
@@ -49,7 +49,7 @@ export class FileDownload extends FileRun implements Execution {
     const on = `on agent ${this.agentId}`;
     if (st.isDirectory()) {
       if (this.spec.archive !== "tar") {
-        throw new FileTaskError(
+        throw new SwitchboardError(
           Code.FAILED_PRECONDITION,
           `${this.spec.path} is a directory ${on}: copy it as a tar (cp -r; archive "tar")`,
         );
@@ -57,10 +57,10 @@ export class FileDownload extends FileRun implements Execution {
       return this.sendTree(real, st.mode);
     }
     if (!st.isFile()) {
-      throw new FileTaskError(Code.FAILED_PRECONDITION, `${this.spec.path} is not a regular file ${on}`);
+      throw new SwitchboardError(Code.FAILED_PRECONDITION, `${this.spec.path} is not a regular file ${on}`);
     }
     if (this.spec.archive === "tar") {
-      throw new FileTaskError(
+      throw new SwitchboardError(
         Code.FAILED_PRECONDITION,
         `${this.spec.path} is a file ${on}, not a directory: copy it without -r (no archive)`,
       );
@@ -76,7 +76,7 @@ export class FileDownload extends FileRun implements Execution {
       const st = await fh.stat();
       const offset = this.spec.offset;
       if (offset > st.size) {
-        throw new FileTaskError(
+        throw new SwitchboardError(
           Code.OUT_OF_RANGE,
           `offset ${offset} is past the end of ${this.spec.path} (${st.size} bytes) on agent ${this.agentId}`,
         );
@@ -154,7 +154,7 @@ export class FileDownload extends FileRun implements Execution {
       if (pendingBytes >= this.deps.chunkBytes) await flush();
     }
     if (skip > 0) {
-      throw new FileTaskError(
+      throw new SwitchboardError(
         Code.OUT_OF_RANGE,
         `offset ${offset} is past the end of the tar stream of ${this.spec.path} (${bytes} bytes) on agent ` +
           `${this.agentId}: the directory changed since the interrupted copy`,
@@ -165,8 +165,8 @@ export class FileDownload extends FileRun implements Execution {
     return { sha256: hash.digest("hex"), bytes, mode: mode & 0o7777, type: "dir", path: real };
   }
 
-  protected describe(e: unknown): FileTaskError {
-    if (e instanceof TarTreeError) return new FileTaskError(Code.FAILED_PRECONDITION, e.message);
+  protected describe(e: unknown): SwitchboardError {
+    if (e instanceof SwitchboardError) return e; // a refused tree (TarTreeError) is FAILED_PRECONDITION
     return this.fsError(e, this.spec.path);
   }
 

@@ -5,8 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Code } from "../../common/errors.js";
-import { FileRoots, FileTaskError, inside } from "./file-roots.js";
+import { Code, SwitchboardError } from "../../common/errors.js";
+import { FileRoots, inside } from "./file-roots.js";
 
 let base: string;
 let root: string;
@@ -29,11 +29,11 @@ beforeAll(() => {
 
 afterAll(() => rmSync(base, { recursive: true, force: true }));
 
-async function refusal(p: Promise<unknown>): Promise<FileTaskError> {
+async function refusal(p: Promise<unknown>): Promise<SwitchboardError> {
   try {
     await p;
   } catch (e) {
-    if (e instanceof FileTaskError) return e;
+    if (e instanceof SwitchboardError) return e;
     throw e;
   }
   throw new Error("expected a refusal");
@@ -57,7 +57,7 @@ describe("FileRoots.check (no disk)", () => {
       "",
     ]) {
       const e = roots.check(p);
-      expect(e, p).toBeInstanceOf(FileTaskError);
+      expect(e, p).toBeInstanceOf(SwitchboardError);
       expect(e!.code, p).toBe(Code.INVALID_ARGUMENT);
     }
   });

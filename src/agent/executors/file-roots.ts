@@ -4,18 +4,7 @@
 // inside a root's real path, so neither `..` nor a symlink leads out.
 import { realpath, stat } from "node:fs/promises";
 import { basename, dirname, join, posix } from "node:path";
-import { Code } from "../../common/errors.js";
-
-/** A file task's failure: a status code and a sentence for Finished. */
-export class FileTaskError extends Error {
-  constructor(
-    readonly code: Code,
-    message: string,
-  ) {
-    super(message);
-    this.name = "FileTaskError";
-  }
-}
+import { Code, SwitchboardError } from "../../common/errors.js";
 
 /** A path inside a root: the real directory it goes in, its name, and the two joined. */
 export interface PlacedPath {
@@ -48,23 +37,23 @@ export class FileRoots {
   }
 
   /** The checks that need no disk: absolute, normalized, no `..`, inside a root as written. */
-  check(path: string): FileTaskError | undefined {
-    if (path === "") return new FileTaskError(Code.INVALID_ARGUMENT, "a file task needs a path");
-    if (path.includes("\0")) return new FileTaskError(Code.INVALID_ARGUMENT, "a path may not hold NUL");
+  check(path: string): SwitchboardError | undefined {
+    if (path === "") return new SwitchboardError(Code.INVALID_ARGUMENT, "a file task needs a path");
+    if (path.includes("\0")) return new SwitchboardError(Code.INVALID_ARGUMENT, "a path may not hold NUL");
     if (!posix.isAbsolute(path)) {
-      return new FileTaskError(
+      return new SwitchboardError(
         Code.INVALID_ARGUMENT,
         `${JSON.stringify(path)} is not an absolute path; give one under ${this.describe()}`,
       );
     }
     if (path.split("/").includes("..")) {
-      return new FileTaskError(
+      return new SwitchboardError(
         Code.INVALID_ARGUMENT,
         `${JSON.stringify(path)} holds '..'; give a normalized path under ${this.describe()}`,
       );
     }
     if (trimSlash(posix.normalize(path)) !== trimSlash(path)) {
-      return new FileTaskError(
+      return new SwitchboardError(
         Code.INVALID_ARGUMENT,
         `${JSON.stringify(path)} is not normalized (no '.', '//'); did you mean ${posix.normalize(path)}?`,
       );
@@ -93,7 +82,7 @@ export class FileRoots {
     if (refused) throw refused;
     const p = trimSlash(path);
     if (this.roots.includes(p)) {
-      throw new FileTaskError(
+      throw new SwitchboardError(
         Code.INVALID_ARGUMENT,
         `${p} is one of the agent's file roots; upload to a path inside it`,
       );
@@ -108,7 +97,7 @@ export class FileRoots {
     await this.assertInside(parent, realParent);
     const st = await stat(realParent);
     if (!st.isDirectory()) {
-      throw new FileTaskError(
+      throw new SwitchboardError(
         Code.FAILED_PRECONDITION,
         `${parent} on agent ${this.agentId} is not a directory`,
       );
@@ -127,52 +116,52 @@ export class FileRoots {
       }
     }
     if (realRoots.some((r) => inside(real, r))) return;
-    throw new FileTaskError(
+    throw new SwitchboardError(
       Code.PERMISSION_DENIED,
       `${path} leads to ${real} through a symlink, outside agent ${this.agentId}'s file roots (${this.describe()})`,
     );
   }
 
-  private outside(path: string): FileTaskError {
-    return new FileTaskError(
+  private outside(path: string): SwitchboardError {
+    return new SwitchboardError(
       Code.PERMISSION_DENIED,
       `${path} is outside agent ${this.agentId}'s file roots (${this.describe()}); see [files] roots in its config`,
     );
   }
 
-  private fsError(e: unknown, path: string): FileTaskError {
+  private fsError(e: unknown, path: string): SwitchboardError {
     return fsTaskError(e, path, this.agentId);
   }
 }
 
 /** A file system error as a file task's failure, by its errno code. */
-export function fsTaskError(e: unknown, path: string, agentId: string): FileTaskError {
-  if (e instanceof FileTaskError) return e;
+export function fsTaskError(e: unknown, path: string, agentId: string): SwitchboardError {
+  if (e instanceof SwitchboardError) return e;
   const err = e as NodeJS.ErrnoException;
   const code = err.code ?? "";
   const on = `on agent ${agentId}`;
   switch (code) {
     case "ENOENT":
-      return new FileTaskError(Code.NOT_FOUND, `${path} does not exist ${on}`);
+      return new SwitchboardError(Code.NOT_FOUND, `${path} does not exist ${on}`);
     case "ENOTDIR":
-      return new FileTaskError(Code.FAILED_PRECONDITION, `a part of ${path} is not a directory ${on}`);
+      return new SwitchboardError(Code.FAILED_PRECONDITION, `a part of ${path} is not a directory ${on}`);
     case "EACCES":
     case "EPERM":
-      return new FileTaskError(Code.PERMISSION_DENIED, `${path}: permission denied ${on} (${code})`);
+      return new SwitchboardError(Code.PERMISSION_DENIED, `${path}: permission denied ${on} (${code})`);
     case "ELOOP":
-      return new FileTaskError(Code.FAILED_PRECONDITION, `${path}: a symlink where a file must be ${on}`);
+      return new SwitchboardError(Code.FAILED_PRECONDITION, `${path}: a symlink where a file must be ${on}`);
     case "ENOSPC":
     case "EDQUOT":
-      return new FileTaskError(Code.RESOURCE_EXHAUSTED, `${path}: no space left ${on} (${code})`);
+      return new SwitchboardError(Code.RESOURCE_EXHAUSTED, `${path}: no space left ${on} (${code})`);
     case "ENAMETOOLONG":
-      return new FileTaskError(
+      return new SwitchboardError(
         Code.INVALID_ARGUMENT,
         `${path}: a name is too long ${on} (an upload's temporary name is 28 characters longer)`,
       );
     case "EISDIR":
-      return new FileTaskError(Code.FAILED_PRECONDITION, `${path} is a directory ${on}`);
+      return new SwitchboardError(Code.FAILED_PRECONDITION, `${path} is a directory ${on}`);
     default:
-      return new FileTaskError(Code.INTERNAL, `${path} ${on}: ${err.message ?? String(e)}`);
+      return new SwitchboardError(Code.INTERNAL, `${path} ${on}: ${err.message ?? String(e)}`);
   }
 }
 

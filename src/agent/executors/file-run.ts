@@ -2,7 +2,7 @@
 // output written within the window (waiting while it is closed), and the Finished of a failure.
 import type { Hash } from "node:crypto";
 import type { FileHandle } from "node:fs/promises";
-import { Code } from "../../common/errors.js";
+import { Code, SwitchboardError } from "../../common/errors.js";
 import { Finished, OutputStream, TaskState } from "../../gen/switchboard/v1/task.js";
 import {
   failedFinished,
@@ -11,15 +11,15 @@ import {
   type ExecutionContext,
   type StopRequest,
 } from "./executor.js";
-import { FileTaskError, fsTaskError } from "./file-roots.js";
+import { fsTaskError } from "./file-roots.js";
 import type { FileResult } from "../../common/file-transfer.js";
 
 const MAX_TIMER_MS = 2_147_483_647;
 
 /** Thrown inside a run once it was asked to stop; turned into the stop's Finished. */
-export class StoppedError extends Error {
+export class StoppedError extends SwitchboardError {
   constructor(readonly request: StopRequest) {
-    super(request.reason);
+    super(Code.CANCELLED, request.reason);
   }
 }
 
@@ -76,7 +76,7 @@ export abstract class FileRun {
     while (pos < end) {
       this.checkStopped();
       const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, end - pos), pos);
-      if (bytesRead === 0) throw new FileTaskError(Code.ABORTED, shrank);
+      if (bytesRead === 0) throw new SwitchboardError(Code.ABORTED, shrank);
       const piece = buf.subarray(0, bytesRead);
       hash.update(piece);
       if (also) {
@@ -101,7 +101,7 @@ export abstract class FileRun {
       const durationMs = Date.now() - this.startedAt;
       if (this.stopRequest) return stoppedFinished(this.stopRequest, durationMs);
       if (e instanceof StoppedError) return stoppedFinished(e.request, durationMs);
-      const err = e instanceof FileTaskError ? e : this.describe(e);
+      const err = this.describe(e);
       if (err.code === Code.INTERNAL)
         this.ctx.logger.error({ err: e, taskId: this.ctx.taskId }, "file task failed");
       return failedFinished(err.code, err.message, durationMs);
@@ -111,10 +111,10 @@ export abstract class FileRun {
     }
   }
 
-  /** The error of a failure that is not a FileTaskError already (a file system error, mostly). */
-  protected abstract describe(e: unknown): FileTaskError;
+  /** The error of a failure that is not a SwitchboardError already (a file system error, mostly). */
+  protected abstract describe(e: unknown): SwitchboardError;
 
-  protected fsError(e: unknown, path: string): FileTaskError {
+  protected fsError(e: unknown, path: string): SwitchboardError {
     return fsTaskError(e, path, this.agentId);
   }
 

@@ -9,14 +9,14 @@ import { createHash, type Hash } from "node:crypto";
 import { constants } from "node:fs";
 import { link, lstat, mkdir, open, rename, rm, stat, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
-import { Code } from "../../common/errors.js";
+import { Code, SwitchboardError } from "../../common/errors.js";
 import { offsetLine, uploadTempName, type FileResult } from "../../common/file-transfer.js";
 import { TarTreeError, TreeUnpacker } from "../../common/tar-tree.js";
 import type { Finished, FileSpec } from "../../gen/switchboard/v1/task.js";
 import type { Execution, ExecutionContext, InputChunk } from "./executor.js";
 import type { Partials } from "./file-partials.js";
 import { FileRun } from "./file-run.js";
-import { FileTaskError, type FileRoots, type PlacedPath } from "./file-roots.js";
+import { type FileRoots, type PlacedPath } from "./file-roots.js";
 
 /**
  * resolving: checking the path and the target. resuming: hashing what an earlier attempt wrote.
@@ -82,7 +82,7 @@ export class FileUpload extends FileRun implements Execution {
   private eof = false;
   /** The digest the client sent with the end of input (when the spec left it out). */
   private endSha256 = "";
-  private failure: FileTaskError | undefined;
+  private failure: SwitchboardError | undefined;
   private wake: (() => void) | undefined;
 
   constructor(
@@ -114,7 +114,7 @@ export class FileUpload extends FileRun implements Execution {
     if (n > 0) {
       const sized = !this.isTree || this.spec.sha256 !== "";
       if (sized && this.received + n > this.spec.size) {
-        this.failure = new FileTaskError(
+        this.failure = new SwitchboardError(
           Code.INVALID_ARGUMENT,
           `the client sent more than the ${this.spec.size} bytes it declared for ${this.spec.path}`,
         );
@@ -148,19 +148,19 @@ export class FileUpload extends FileRun implements Execution {
     const existing = await lstat(place.path).catch(() => undefined);
     if (existing) {
       if (!this.spec.overwrite) {
-        throw new FileTaskError(
+        throw new SwitchboardError(
           Code.ALREADY_EXISTS,
           `${this.spec.path} already exists on agent ${this.agentId}; replace it with overwrite (cp --force)`,
         );
       }
       if (!this.isTree && existing.isDirectory()) {
-        throw new FileTaskError(
+        throw new SwitchboardError(
           Code.FAILED_PRECONDITION,
           `${this.spec.path} is a directory on agent ${this.agentId}; end the destination with / to copy into it`,
         );
       }
       if (this.isTree && !existing.isDirectory()) {
-        throw new FileTaskError(
+        throw new SwitchboardError(
           Code.FAILED_PRECONDITION,
           `${this.spec.path} exists on agent ${this.agentId} and is not a directory`,
         );
@@ -199,7 +199,7 @@ export class FileUpload extends FileRun implements Execution {
       await this.receive(fileSink(fh, offset));
       this.move("verifying");
       if (this.received !== this.spec.size) {
-        throw new FileTaskError(
+        throw new SwitchboardError(
           Code.DATA_LOSS,
           `the upload of ${this.spec.path} ended after ${this.received} of ${this.spec.size} bytes; ` +
             `what arrived is kept for a resumed upload`,
@@ -209,7 +209,7 @@ export class FileUpload extends FileRun implements Execution {
       const declared = this.spec.sha256 || this.endSha256;
       if (declared === "") {
         keepTemp = false;
-        throw new FileTaskError(
+        throw new SwitchboardError(
           Code.INVALID_ARGUMENT,
           `the upload of ${this.spec.path} ended without its SHA-256 (in the task or with the end of input); ` +
             `the upload was discarded`,
@@ -217,7 +217,7 @@ export class FileUpload extends FileRun implements Execution {
       }
       if (digest !== declared) {
         keepTemp = false;
-        throw new FileTaskError(
+        throw new SwitchboardError(
           Code.DATA_LOSS,
           `SHA-256 mismatch for ${this.spec.path}: the client declared ${declared}, ` +
             `agent ${this.agentId} received ${digest}; the upload was discarded`,
@@ -240,7 +240,7 @@ export class FileUpload extends FileRun implements Execution {
         resumed_from: offset,
       };
     } catch (e) {
-      if (e instanceof FileTaskError && e.code === Code.INVALID_ARGUMENT) keepTemp = false;
+      if (e instanceof SwitchboardError && e.code === Code.INVALID_ARGUMENT) keepTemp = false;
       throw e;
     } finally {
       await fh?.close().catch(() => undefined);
@@ -276,7 +276,7 @@ export class FileUpload extends FileRun implements Execution {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === "EEXIST") {
         await rm(tmp, { force: true });
-        throw new FileTaskError(
+        throw new SwitchboardError(
           Code.ALREADY_EXISTS,
           `${this.spec.path} appeared on agent ${this.agentId} during the upload; replace it with overwrite (cp --force)`,
         );
@@ -284,7 +284,7 @@ export class FileUpload extends FileRun implements Execution {
       if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP") throw e;
       // A file system without hard links: check, then rename.
       if (await lstat(target).catch(() => undefined)) {
-        throw new FileTaskError(Code.ALREADY_EXISTS, `${this.spec.path} appeared during the upload`);
+        throw new SwitchboardError(Code.ALREADY_EXISTS, `${this.spec.path} appeared during the upload`);
       }
       await rename(tmp, target);
       return;
@@ -332,7 +332,7 @@ export class FileUpload extends FileRun implements Execution {
       // Without a digest in the task (an SDK may leave it out) there is nothing to check the stream against.
       const declared = this.spec.sha256 !== "";
       if (declared && this.received !== this.spec.size) {
-        throw new FileTaskError(
+        throw new SwitchboardError(
           Code.DATA_LOSS,
           `the tar stream for ${this.spec.path} ended after ${this.received} of ${this.spec.size} bytes; ` +
             `what arrived is kept for a resumed upload (cp -r --resume)`,
@@ -343,7 +343,7 @@ export class FileUpload extends FileRun implements Execution {
       const digest = this.hash.digest("hex");
       if (declared && digest !== this.spec.sha256) {
         keepSpool = false;
-        throw new FileTaskError(
+        throw new SwitchboardError(
           Code.DATA_LOSS,
           `the tar stream for ${this.spec.path} does not match what the client declared ` +
             `(${this.spec.size} bytes, SHA-256 ${this.spec.sha256}); agent ${this.agentId} received ` +
@@ -385,7 +385,7 @@ export class FileUpload extends FileRun implements Execution {
       return;
     }
     if (!this.spec.overwrite) {
-      throw new FileTaskError(
+      throw new SwitchboardError(
         Code.ALREADY_EXISTS,
         `${this.spec.path} appeared on agent ${this.agentId} during the upload; replace it with overwrite (cp --force)`,
       );
@@ -439,7 +439,7 @@ export class FileUpload extends FileRun implements Execution {
   private nextInput(): Promise<void> {
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
-        this.failure ??= new FileTaskError(
+        this.failure ??= new SwitchboardError(
           Code.DEADLINE_EXCEEDED,
           `no upload bytes arrived for ${this.deps.idleTimeoutMs / 1000} s ([files] idle_timeout_secs on agent ${this.agentId}); ` +
             `the ${this.received} bytes received are kept for a resumed upload`,
@@ -453,11 +453,11 @@ export class FileUpload extends FileRun implements Execution {
     });
   }
 
-  protected describe(e: unknown): FileTaskError {
-    if (e instanceof FileTaskError) return e;
+  protected describe(e: unknown): SwitchboardError {
     if (e instanceof TarTreeError) {
-      return new FileTaskError(e.escapes ? Code.PERMISSION_DENIED : Code.INVALID_ARGUMENT, e.message);
+      return new SwitchboardError(e.escapes ? Code.PERMISSION_DENIED : Code.INVALID_ARGUMENT, e.message);
     }
+    if (e instanceof SwitchboardError) return e;
     return this.fsError(e, this.spec.path);
   }
 

@@ -15,7 +15,7 @@ import {
   createInflate,
   type ZlibOptions,
 } from "node:zlib";
-import { Code } from "../../common/errors.js";
+import { Code, SwitchboardError } from "../../common/errors.js";
 import type { HttpResponseHead, HttpResultSummary } from "../../common/http-result.js";
 import { VERSION } from "../../common/version.js";
 import { OutputChunker } from "../output-chunker.js";
@@ -37,7 +37,7 @@ import {
   type InputChunk,
   type StopRequest,
 } from "./executor.js";
-import { InputBody, InputBodyError } from "./input-body.js";
+import { InputBody } from "./input-body.js";
 import {
   checkUrl,
   forbiddenAddress,
@@ -137,16 +137,6 @@ export class HttpExecutor implements Executor {
   }
 }
 
-/** A failure with the status code and sentence the task's Finished carries. */
-class HttpTaskError extends Error {
-  constructor(
-    readonly code: Code,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 /** requesting: waiting for a response's head (a redirect goes back here). streaming: passing the body on. */
 type HttpPhase = "requesting" | "streaming" | "done";
 
@@ -232,20 +222,20 @@ class HttpRun implements Execution {
         try {
           next = new URL(location, this.url);
         } catch {
-          throw new HttpTaskError(
+          throw new SwitchboardError(
             Code.FAILED_PRECONDITION,
             `${shownUrl(this.url)} redirected to an invalid URL: ${JSON.stringify(shownUrl(location))}`,
           );
         }
         if (redirects >= this.spec.maxRedirects) {
-          throw new HttpTaskError(
+          throw new SwitchboardError(
             Code.FAILED_PRECONDITION,
             `more than ${this.spec.maxRedirects} redirects; the last from ${shownUrl(this.url)} to ${shownUrl(next)}`,
           );
         }
         const verdict = checkUrl(next.href, this.allow, this.opts.agentId);
         if (!verdict.ok) {
-          throw new HttpTaskError(
+          throw new SwitchboardError(
             verdict.code,
             `redirect from ${shownUrl(this.url)} refused: ${verdict.message}`,
           );
@@ -254,7 +244,7 @@ class HttpRun implements Execution {
         const toGet =
           (status === 303 && method !== "HEAD") || ((status === 301 || status === 302) && method === "POST");
         if (body instanceof InputBody && !toGet) {
-          throw new HttpTaskError(
+          throw new SwitchboardError(
             Code.FAILED_PRECONDITION,
             `${shownUrl(this.url)} redirected (${status}) to ${shownUrl(next)}, which needs the body again; ` +
               `a body sent as input streams once: send it to ${shownUrl(next)} directly`,
@@ -419,7 +409,7 @@ class HttpRun implements Execution {
 
   /** The status code and sentence for a failure. */
   private describe(e: unknown): [Code, string] {
-    if (e instanceof HttpTaskError || e instanceof InputBodyError) return [e.code, e.message];
+    if (e instanceof SwitchboardError) return [e.code, e.message];
     if (e instanceof ForbiddenAddressError)
       return [Code.PERMISSION_DENIED, `${shownUrl(this.url)}: ${e.message}`];
     const err = e as NodeJS.ErrnoException;

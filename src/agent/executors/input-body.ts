@@ -3,21 +3,11 @@
 // taken the bytes (its socket drained), so a body of any size passes in bounded memory.
 import type { Writable } from "node:stream";
 import { drainedOrClosed } from "../../common/drained.js";
-import { Code } from "../../common/errors.js";
+import { Code, SwitchboardError } from "../../common/errors.js";
 import type { InputChunk } from "./executor.js";
 
 /** Input granted ahead of what the request has taken: the most a streamed body holds here. */
 export const BODY_WINDOW_BYTES = 1024 * 1024;
-
-/** A body that does not match what the task declared: the task's error. */
-export class InputBodyError extends Error {
-  constructor(
-    readonly code: Code,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 export class InputBody {
   private queue: Buffer[] = [];
@@ -67,7 +57,7 @@ export class InputBody {
         }
         const chunk = this.queue.shift()!;
         if (this.length > 0 && this.sent + chunk.length > this.length) {
-          throw new InputBodyError(
+          throw new SwitchboardError(
             Code.INVALID_ARGUMENT,
             `the client sent more than the ${this.length} body bytes it declared`,
           );
@@ -81,7 +71,7 @@ export class InputBody {
       req.off("close", onAbort);
     }
     if (this.length > 0 && this.sent !== this.length) {
-      throw new InputBodyError(
+      throw new SwitchboardError(
         Code.INVALID_ARGUMENT,
         `the client ended the body after ${this.sent} of the ${this.length} bytes it declared`,
       );

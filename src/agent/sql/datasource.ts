@@ -37,7 +37,7 @@ export interface DatasourceConfig {
 }
 
 export type { ColumnInfo, JsonValue, TableMeta } from "../../common/sql-result.js";
-import { Code } from "../../common/errors.js";
+import { Code, SwitchboardError } from "../../common/errors.js";
 import type { ColumnInfo, JsonValue, TableMeta } from "../../common/sql-result.js";
 
 /** Rows per batch when the caller does not say. */
@@ -69,15 +69,15 @@ export type CsvChunk =
   | { kind: "data"; data: Buffer }
   | { kind: "done"; rowCount: number };
 
-/** Why a statement failed: code is a gRPC status number (see src/common/errors.ts Code). */
-export class SqlError extends Error {
+/** Why a statement failed, with the engine's own code when there is one. */
+export class SqlError extends SwitchboardError {
   constructor(
-    readonly code: number,
+    code: Code,
     message: string,
     /** The engine's own error code (SQLSTATE, errno, SQLITE_*), when there is one. */
     readonly engineCode?: string,
   ) {
-    super(message);
+    super(code, message);
     this.name = "SqlError";
   }
 }

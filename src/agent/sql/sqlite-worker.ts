@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createRequire } from "node:module";
 import type { Socket } from "node:net";
-import { Code } from "../../common/errors.js";
+import { Code, SwitchboardError } from "../../common/errors.js";
 import { SqlError, type ColumnInfo, type JsonValue } from "./datasource.js";
 import { SQLITE_WORKER_SOURCE } from "./sqlite-worker-source.js";
 
@@ -41,9 +41,9 @@ export interface WorkerFailure {
 export type WorkerReply = WorkerBatch | WorkerFailure;
 
 /** The worker process ended (the reason it was killed for, or how it died); its request cannot finish. */
-export class WorkerGone extends Error {
+export class WorkerGone extends SwitchboardError {
   constructor(message: string) {
-    super(message);
+    super(Code.UNAVAILABLE, message);
     this.name = "WorkerGone";
   }
 }

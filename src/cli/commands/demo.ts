@@ -5,7 +5,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
 import type { Agent } from "../../agent/index.js";
-import { SwitchboardClient, SwitchboardClientError, type NodeInfo } from "../../client/index.js";
+import { SwitchboardClient, SwitchboardError, type NodeInfo } from "../../client/index.js";
 import { Code } from "../../common/errors.js";
 import { createLogger } from "../../common/logger.js";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -144,7 +144,7 @@ async function demoNode(hub: string, token: string): Promise<NodeInfo> {
         memoryLimitMb: 256,
       });
     } catch (e) {
-      if (!(e instanceof SwitchboardClientError) || e.code !== Code.ALREADY_EXISTS) throw e;
+      if (!(e instanceof SwitchboardError) || e.code !== Code.ALREADY_EXISTS) throw e;
       // The hub restarts the node of an earlier run by itself: wait until it runs.
       for (let i = 0; ; i++) {
         const n = await c.nodes.status(DEMO_NODE);
@@ -166,7 +166,7 @@ Switchboard demo is running
   node    ${node.nodeId}: a storage node on ${node.agentId}, http://127.0.0.1:${node.record?.port ?? 0}
 
 Try, in another terminal:
-  alias switchboard='node ${cli}'    # or: npm link
+  alias switchboard='${process.execPath} ${cli}'    # or: npm link
   export SWITCHBOARD_DATA=${dataDir}    # the CLI finds the hub and admin token there
 
   switchboard agents

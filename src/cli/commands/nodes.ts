@@ -5,7 +5,7 @@ import { once } from "node:events";
 import { status } from "@grpc/grpc-js";
 import type { Command } from "commander";
 import {
-  SwitchboardClientError,
+  SwitchboardError,
   type NodeBatchItem,
   type NodeInfo,
   type SpawnNodeInput,
@@ -241,7 +241,7 @@ export async function withNodeClient<T>(
   try {
     return await withClient(cmd, fn);
   } catch (e) {
-    if (e instanceof SwitchboardClientError && e.code === status.NOT_FOUND) {
+    if (e instanceof SwitchboardError && e.code === status.NOT_FOUND) {
       throw new CliError(
         `${e.message} (${e.codeName})`,
         EXIT.failed,
@@ -512,7 +512,7 @@ export async function followNodeLog(c: SwitchboardClient, o: NodeLogOptions): Pr
         unreachableSince = undefined;
       } catch (e) {
         // A hub restart or a network blip: keep polling for a while, as `logs --follow` does for tasks.
-        if (!(e instanceof SwitchboardClientError) || e.code !== status.UNAVAILABLE) throw e;
+        if (!(e instanceof SwitchboardError) || e.code !== status.UNAVAILABLE) throw e;
         unreachableSince ??= Date.now();
         if (Date.now() - unreachableSince > LOG_UNREACHABLE_FOR_MS) throw e;
         more = false;

@@ -2,7 +2,8 @@
 // loop. A checkpoint copies the WAL into the database file and fsyncs it: milliseconds that
 // otherwise land on whichever commit crosses the WAL size threshold, and on the latency of every
 // task waiting behind it. The worker's own connection runs a PASSIVE checkpoint (it never blocks
-// writers) every second.
+// writers) every second. On a full disk checkpoints fail every second until there is room: that
+// is logged once when they start failing and once when they work again.
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
 import type { Logger } from "../../common/logger.js";
@@ -12,11 +13,15 @@ const { workerData, parentPort } = require("node:worker_threads");
 const Database = require(workerData.driver);
 const db = new Database(workerData.path, { timeout: 5000 });
 db.pragma("journal_mode = WAL");
+let failing = false;
 const timer = setInterval(() => {
   try {
     db.pragma("wal_checkpoint(PASSIVE)");
+    if (failing) parentPort.postMessage({ ok: true });
+    failing = false;
   } catch (err) {
-    parentPort.postMessage({ error: String(err && err.message || err) });
+    if (!failing) parentPort.postMessage({ error: String(err && err.message || err) });
+    failing = true;
   }
 }, workerData.intervalMs);
 parentPort.on("message", (m) => {
@@ -38,7 +43,12 @@ export class Checkpointer {
     this.worker.unref();
     this.worker.on("message", (m: unknown) => {
       if (typeof m === "object" && m !== null && "error" in m) {
-        logger.warn({ error: (m as { error: string }).error }, "WAL checkpoint failed; the next one retries");
+        logger.warn(
+          { error: (m as { error: string }).error },
+          "WAL checkpoints fail; retrying every second (logged again once they work)",
+        );
+      } else if (typeof m === "object" && m !== null && "ok" in m) {
+        logger.info("WAL checkpoints work again");
       }
     });
     this.worker.on("error", (err) => logger.error({ err }, "the checkpoint worker failed"));

@@ -1,5 +1,6 @@
 // The hub's store: the interfaces every store implements, and the embedded SQLite one.
 export * from "./interfaces.js";
+export { writeFailureSentence, type StoreWriteFailure } from "./write-failure.js";
 export {
   DEFAULT_BUSY_TIMEOUT_MS,
   DEFAULT_FLUSH_INTERVAL_MS,

@@ -9,7 +9,12 @@
 //   throughput. flush() commits what is pending now.
 // - Reads see every write made before them (the store reads through its pending batch or
 //   flushes first).
+// - A commit that fails for want of the disk (full, I/O error, locked) drops nothing: the store
+//   holds its writes in memory, reports `writeFailure`, refuses new inserts, and retries with
+//   backoff until a commit succeeds. commitCount and committed() let the hub act only on writes
+//   that are committed (an Assign goes to an agent only once the task is on record as assigned).
 import type { TaskStateName } from "../../common/task-state.js";
+import type { StoreWriteFailure } from "./write-failure.js";
 
 export type Role = "admin" | "operator" | "viewer" | "agent";
 
@@ -44,10 +49,14 @@ export interface TaskRecord {
   result: Uint8Array | null; // Finished.result
 }
 
+/**
+ * A task to insert. A task the scheduler gave an agent at once is inserted as `assigned` (with
+ * `agentId` and `assignedAt`), so that its assignment is on record in the same commit as the task.
+ */
 export type NewTask = Pick<
   TaskRecord,
   "id" | "kind" | "target" | "spec" | "requester" | "createdAt" | "deadlineAt"
-> & { state?: TaskStateName };
+> & { state?: TaskStateName; agentId?: string | null; assignedAt?: number | null };
 
 export type TaskPatch = Partial<
   Pick<
@@ -200,10 +209,28 @@ export interface Store {
   audit(entry: AuditEntry): void;
   listAudit(filter: { limit?: number; action?: string; subject?: string }): AuditRecord[];
 
+  /**
+   * Set while the store cannot commit: it holds its writes and retries until it can. Undefined
+   * while it writes.
+   */
+  readonly writeFailure: StoreWriteFailure | undefined;
+  /** Called once when commits start failing (with why) and once when they succeed again (undefined). */
+  onWriteFailureChange(listener: (failure: StoreWriteFailure | undefined) => void): void;
+  /** Commits so far. A write made while this is n is committed once it is greater than n. */
+  readonly commitCount: number;
+  /**
+   * Resolves after the next commit, made at the end of this turn of the event loop (while the
+   * store cannot write: as soon as it can again). Rejects only if the store closes first.
+   */
+  committed(): Promise<void>;
+
   /** Commit everything pending now. */
   flush(): Promise<void>;
-  /** Flush and close; the store is unusable afterwards. */
-  close(): Promise<void>;
+  /**
+   * Flush and close; the store is unusable afterwards. While it cannot write, it keeps retrying
+   * for up to `waitWritableMs` (default 0) before it gives up and closes without what it held.
+   */
+  close(opts?: { waitWritableMs?: number }): Promise<void>;
 }
 
 export interface StoreOptions {

@@ -173,22 +173,34 @@ describe("tasks", () => {
     expect(store.getTask(other.id)?.state).toBe("assigned");
   });
 
-  it("rejects the inserts of a batch that cannot commit, logs it, and recovers", async () => {
+  it("refuses the inserts of a batch that cannot commit, holds the rest, and commits it later", async () => {
     const logged: string[] = [];
     const logger = pino({ level: "info" }, { write: (line: string) => void logged.push(line) });
     const store = openStore({ flushIntervalMs: 600_000, busyTimeoutMs: 0, logger });
+    const queued = newTask();
+    await Promise.all([store.insertTask(queued), store.flush()]);
     const locker = new Database(dir.file("hub.db"));
     locker.exec("BEGIN IMMEDIATE"); // another writer holds the lock
     const task = newTask();
     const inserted = store.insertTask(task);
-    store.updateTask(task.id, { state: "assigned" });
-    await expect(store.flush()).rejects.toThrow(/the store could not commit: database is locked/);
-    await expect(inserted).rejects.toThrow(`the store could not save task ${task.id}: database is locked`);
+    store.updateTask(queued.id, { state: "assigned", agentId: "agent-1" });
+    await expect(store.flush()).rejects.toThrow(
+      /^the hub's store cannot write: SQLITE_BUSY: database is locked \(data dir .+\); retrying$/,
+    );
+    await expect(inserted).rejects.toThrow(`task ${task.id} was not accepted; submit it again in a moment`);
     await expect(inserted).rejects.toMatchObject({ code: Code.UNAVAILABLE });
-    expect(logged.some((l) => l.includes("batch could not be committed"))).toBe(true);
+    expect(logged.filter((l) => l.includes("store cannot write"))).toHaveLength(1);
+    expect(store.getTask(queued.id)?.state).toBe("assigned"); // held, and read as it will be
 
     locker.exec("ROLLBACK");
     locker.close();
+    await waitFor(() => store.writeFailure === undefined, "the store to write again");
+    const reader = peek();
+    const row = reader
+      .prepare<[string], { state: string }>("SELECT state FROM tasks WHERE id = ?")
+      .get(queued.id);
+    reader.close();
+    expect(row?.state).toBe("assigned");
     await Promise.all([store.insertTask(task), store.flush()]);
     expect(store.getTask(task.id)?.state).toBe("queued");
   });

@@ -2,15 +2,21 @@
 // together in one transaction every flushIntervalMs or every maxBatchOps calls, whichever comes
 // first; insertTask() resolves once the transaction holding its row has committed (group commit).
 // Reads commit the pending batch first, so they see every write made before them.
+//
+// A commit that fails for want of the disk (full, I/O error, locked: a write fault) loses nothing:
+// the batch stays in memory, inserts are refused (their callers learn the task was not accepted),
+// and a timer retries with backoff until a commit succeeds. Meanwhile reads see the held task
+// updates, and the first failure and the recovery are each logged once.
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import Database, { type Database as Db, type Transaction } from "better-sqlite3";
 import { Code, SwitchboardError } from "../../common/errors.js";
 import { silentLogger, type Logger } from "../../common/logger.js";
 import { isTerminal } from "../../common/task-state.js";
 import { AgentQueries } from "./agents.js";
 import { NodeQueries } from "./nodes.js";
-import { AuditQueries, type AuditFilter } from "./audit.js";
+import { AuditQueries, type AuditFilter, type AuditInsert } from "./audit.js";
 import type {
   AgentRecord,
   NodeRow,
@@ -34,12 +40,22 @@ import { OutputQueries, type OutputRowRecord } from "./output.js";
 import { TaskQueries } from "./tasks.js";
 import { TokenQueries } from "./tokens.js";
 import { WriteBatch } from "./write-batch.js";
+import { writeFailureSentence, type StoreWriteFailure } from "./write-failure.js";
 
 export const DEFAULT_OUTPUT_CAP_BYTES = 1024 * 1024;
 export const DEFAULT_FLUSH_INTERVAL_MS = 10;
 export const DEFAULT_MAX_BATCH_OPS = 512;
 export const DEFAULT_TAIL_PERSIST_INTERVAL_MS = 250;
 export const DEFAULT_BUSY_TIMEOUT_MS = 5_000;
+/** While the store cannot write: the first retry, and the longest wait between two. */
+export const RETRY_FIRST_MS = 100;
+export const RETRY_MAX_MS = 2_000;
+/**
+ * Audit entries held at most while the store cannot write (about 400 bytes each). Everything else
+ * it holds is keyed by task, agent, node or token and so bounded by them; past this, audit entries
+ * are counted (the outage's own audit entry says how many), not kept.
+ */
+export const MAX_HELD_AUDITS = 20_000;
 
 export interface SqliteStoreOptions extends StoreOptions {
   logger?: Logger;
@@ -51,6 +67,8 @@ export interface SqliteStoreOptions extends StoreOptions {
   busyTimeoutMs?: number;
   /** Checkpoint the WAL from a worker thread instead of inside commits. Default: on for files. */
   checkpointInWorker?: boolean;
+  /** While the store cannot write: the first retry's delay (doubling up to RETRY_MAX_MS). */
+  retryFirstMs?: number;
 }
 
 /** Opens (creating it and its directory if needed) and migrates the store at `path`. */
@@ -69,6 +87,7 @@ export function openSqliteStore(path: string, opts: SqliteStoreOptions = {}): Sq
     ),
   };
   const busyTimeoutMs = option("busyTimeoutMs", opts.busyTimeoutMs, DEFAULT_BUSY_TIMEOUT_MS, 0);
+  const retryFirstMs = option("retryFirstMs", opts.retryFirstMs, RETRY_FIRST_MS, 1);
 
   if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
   let db: Db;
@@ -94,7 +113,7 @@ export function openSqliteStore(path: string, opts: SqliteStoreOptions = {}): Sq
       { path, schemaVersion: version, checkpoints: inWorker ? "worker" : "inline" },
       "store opened",
     );
-    return new SqliteStore(db, path, version, settings, logger, checkpointer);
+    return new SqliteStore(db, path, version, { ...settings, retryFirstMs }, logger, checkpointer);
   } catch (err) {
     db.close();
     throw wrapOpenError(path, err);
@@ -106,6 +125,7 @@ interface Settings {
   flushIntervalMs: number;
   maxBatchOps: number;
   tailPersistIntervalMs: number;
+  retryFirstMs?: number;
 }
 
 /** One task's output writes in a commit. */
@@ -125,6 +145,13 @@ interface FlushPlan {
 }
 
 type FlushMode = "due" | "all";
+
+/** The audit entry that records a spell without writes; it rides every retry of the batch. */
+interface Outage {
+  entry: AuditInsert;
+  attempts: number;
+  droppedAudits: number;
+}
 
 /** A unit of a batch that failed on its own; the rest of the batch committed. */
 interface UnitFailure {
@@ -151,6 +178,17 @@ export class SqliteStore implements Store {
   private tailTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private closing: Promise<void> | undefined;
+  /** close() has begun: its own loop retries, not the timer. */
+  private stopping = false;
+
+  /** Set while commits fail for want of the disk; see the module comment. */
+  private failure: StoreWriteFailure | undefined;
+  private outage: Outage | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelayMs: number;
+  private readonly failureListeners: ((failure: StoreWriteFailure | undefined) => void)[] = [];
+  private commits = 0;
+  private commitWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
 
   private readonly commitAll: Transaction<(plan: FlushPlan) => void>;
   private readonly commitEach: Transaction<(plan: FlushPlan, failures: UnitFailure[]) => void>;
@@ -176,12 +214,37 @@ export class SqliteStore implements Store {
     );
     // Called inside a transaction, a better-sqlite3 transaction function is a savepoint.
     this.savepoint = db.transaction((unit: () => void) => unit());
+    this.retryDelayMs = settings.retryFirstMs ?? RETRY_FIRST_MS;
+  }
+
+  // ---- health
+
+  get writeFailure(): StoreWriteFailure | undefined {
+    return this.failure;
+  }
+
+  onWriteFailureChange(listener: (failure: StoreWriteFailure | undefined) => void): void {
+    this.failureListeners.push(listener);
+  }
+
+  get commitCount(): number {
+    return this.commits;
+  }
+
+  committed(): Promise<void> {
+    if (this.closed) return Promise.reject(closedError());
+    // Nothing pending: everything written so far is committed.
+    if (this.batch.isEmpty()) return Promise.resolve();
+    const done = new Promise<void>((resolve, reject) => this.commitWaiters.push({ resolve, reject }));
+    if (!this.failure) this.flushAtEndOfTurn();
+    return done;
   }
 
   // ---- tasks
 
   insertTask(task: NewTask): Promise<void> {
     if (this.closed) return Promise.reject(closedError());
+    if (this.failure) return Promise.reject(notAccepted(this.failure, task.id));
     const done = new Promise<void>((resolve, reject) => {
       this.batch.inserts.push({ task, resolve, reject });
     });
@@ -197,17 +260,19 @@ export class SqliteStore implements Store {
 
   getTask(id: string): TaskRecord | undefined {
     this.beforeRead();
-    return this.tasks.get(id);
+    return this.withHeldUpdate(this.tasks.get(id));
   }
 
   listTasks(filter: TaskFilter): TaskRecord[] {
     this.beforeRead();
-    return this.tasks.list(filter);
+    const rows = this.tasks.list(filter);
+    return this.failure ? rows.map((r) => this.withHeldUpdate(r)) : rows;
   }
 
   listUnfinishedTasks(): TaskRecord[] {
     this.beforeRead();
-    return this.tasks.listUnfinished();
+    const rows = this.tasks.listUnfinished();
+    return this.failure ? rows.map((r) => this.withHeldUpdate(r)).filter((r) => !isTerminal(r.state)) : rows;
   }
 
   countTasks(): number {
@@ -235,7 +300,9 @@ export class SqliteStore implements Store {
   getOutput(taskId: string): StoredOutput {
     this.assertOpen();
     const buffer = this.outputs.get(taskId);
-    if (!this.batch.isEmpty() || (buffer && buffer.tailChanged)) this.flushQuietly("due", buffer);
+    // While the store cannot write, what is stored is what there is (watchers got the rest live).
+    if (!this.failure && (!this.batch.isEmpty() || (buffer && buffer.tailChanged)))
+      this.flushQuietly("due", buffer);
     return toStoredOutput(this.output.rows(taskId), this.output.totals(taskId));
   }
 
@@ -263,7 +330,15 @@ export class SqliteStore implements Store {
 
   listAgents(): AgentRecord[] {
     this.beforeRead();
-    return this.agents.list();
+    const stored = this.agents.list();
+    if (!this.failure || this.batch.agents.size === 0) return stored;
+    const held = new Map(this.batch.agents);
+    const merged = stored.map((a) => {
+      const pending = held.get(a.id);
+      held.delete(a.id);
+      return pending ? { ...pending, firstSeenAt: a.firstSeenAt } : a;
+    });
+    return [...merged, ...held.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
   forgetAgent(id: string): boolean {
@@ -278,30 +353,59 @@ export class SqliteStore implements Store {
     this.agents.markAllDisconnected();
   }
 
-  // ---- nodes (written at once: rare, and a spawn's intent must outlive a crash)
+  // ---- nodes (written at once: rare, and a spawn's intent must outlive a crash; while the store
+  // cannot write they are held with the batch, so that a heartbeat never fails on a full disk)
 
   upsertNode(node: NodeRow): void {
     this.assertOpen();
-    this.nodes.upsert(node);
+    this.writeNodeNow(node.id, { ...node });
   }
 
   deleteNode(id: string): void {
     this.assertOpen();
-    this.nodes.delete(id);
+    this.writeNodeNow(id, null);
   }
 
   listNodes(): NodeRow[] {
     this.assertOpen();
-    return this.nodes.list();
+    const stored = this.nodes.list();
+    if (this.batch.nodes.size === 0) return stored;
+    const held = new Map(this.batch.nodes);
+    const out: NodeRow[] = [];
+    for (const n of stored) {
+      const pending = held.get(n.id);
+      held.delete(n.id);
+      if (pending === undefined) out.push(n);
+      else if (pending !== null) out.push(pending);
+    }
+    for (const n of held.values()) if (n) out.push(n);
+    return out;
+  }
+
+  private writeNodeNow(id: string, row: NodeRow | null): void {
+    if (!this.failure && !this.batch.nodes.has(id)) {
+      try {
+        if (row) this.nodes.upsert(row);
+        else this.nodes.delete(id);
+        return;
+      } catch (err) {
+        if (!isWriteFault(err)) throw err;
+        this.enterFailure(err);
+      }
+    }
+    this.batch.nodes.set(id, row);
+    this.enqueued();
   }
 
   // ---- tokens (written at once: rare, and a revocation must take effect immediately)
 
   insertToken(token: TokenRecord): void {
     this.assertOpen();
+    this.refuseWhileFailing("the token was not created");
     try {
       this.tokens.insert(token);
     } catch (err) {
+      this.failIfWriteFault(err, "the token was not created");
       throw tokenInsertError(token, err);
     }
   }
@@ -325,7 +429,15 @@ export class SqliteStore implements Store {
 
   revokeToken(id: string, at: number): void {
     this.assertOpen();
-    if (this.tokens.revoke(id, at)) return;
+    this.refuseWhileFailing("the token was not revoked");
+    let revoked: boolean;
+    try {
+      revoked = this.tokens.revoke(id, at);
+    } catch (err) {
+      this.failIfWriteFault(err, "the token was not revoked");
+      throw err;
+    }
+    if (revoked) return;
     if (!this.tokens.byId(id)) throw new SwitchboardError(Code.NOT_FOUND, `no token has the id ${id}`);
     // Already revoked: keep the first revocation time.
   }
@@ -340,6 +452,15 @@ export class SqliteStore implements Store {
 
   audit(entry: AuditEntry): void {
     this.assertOpen();
+    if (this.outage && this.batch.audits.length >= MAX_HELD_AUDITS) {
+      if (this.outage.droppedAudits++ === 0) {
+        this.logger.error(
+          { held: this.batch.audits.length },
+          "store cannot write and holds as many audit entries as it may: further ones are counted, not kept",
+        );
+      }
+      return;
+    }
     this.batch.audits.push({
       at: entry.at,
       actor: entry.actor,
@@ -372,23 +493,51 @@ export class SqliteStore implements Store {
     }
   }
 
-  close(): Promise<void> {
-    this.closing ??= this.shutdown();
+  close(opts: { waitWritableMs?: number } = {}): Promise<void> {
+    this.closing ??= this.shutdown(opts.waitWritableMs ?? 0);
     return this.closing;
   }
 
-  private async shutdown(): Promise<void> {
+  private async shutdown(waitWritableMs: number): Promise<void> {
     let failure: unknown;
+    this.stopping = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     try {
       this.flushNow("all");
     } catch (err) {
       failure = err;
+    }
+    if (failure !== undefined && this.failure && waitWritableMs > 0) {
+      // A drain must not lose what the hub holds: give the disk the time the drain allows.
+      this.logger.warn(
+        { wait_ms: waitWritableMs, ...this.heldCounts() },
+        "store cannot write: waiting for it before closing",
+      );
+      const deadline = Date.now() + waitWritableMs;
+      while (this.failure && Date.now() < deadline) {
+        await sleep(Math.min(this.retryDelayMs, deadline - Date.now()));
+        this.retryDelayMs = Math.min(this.retryDelayMs * 2, RETRY_MAX_MS);
+        try {
+          this.flushNow("all");
+          failure = undefined;
+        } catch (err) {
+          failure = err;
+        }
+      }
+    }
+    if (failure !== undefined && this.failure) {
+      this.logger.error(
+        { err: failure, ...this.heldCounts() },
+        "store closed without the writes it held: tasks whose outcome is among them show as lost after a restart",
+      );
     }
     this.clearBatchTimer();
     clearTimeout(this.tailTimer);
     this.batchTimer = undefined;
     this.tailTimer = undefined;
     this.closed = true;
+    for (const w of this.commitWaiters.splice(0)) w.reject(closedError());
     this.outputs.clear();
     this.unsavedTails.clear();
     // The worker's connection goes first, so that this one, the last, checkpoints the WAL whole.
@@ -405,23 +554,29 @@ export class SqliteStore implements Store {
    * turn of the event loop is done, taking everything pending with it; other writes wait up to
    * flushIntervalMs, so that a task's updates share commits with other tasks' instead of each
    * costing one (a commit writes whole WAL pages, and that, not the rows, is what costs).
+   * While the store cannot write, only its retry timer commits.
    */
   private enqueued(urgent = false): void {
     const batch = this.batch;
     batch.ops++;
+    if (this.failure) return;
     if (batch.ops >= this.settings.maxBatchOps) {
       this.flushQuietly("due");
       return;
     }
-    if (urgent || this.settings.flushIntervalMs === 0) {
-      if (this.batchTimer !== undefined && this.batchTimerImmediate) return;
-      this.clearBatchTimer();
-      this.batchTimer = setImmediate(this.onBatchTimer);
-      this.batchTimerImmediate = true;
-    } else if (this.batchTimer === undefined) {
+    if (urgent || this.settings.flushIntervalMs === 0) this.flushAtEndOfTurn();
+    else if (this.batchTimer === undefined) {
       this.batchTimer = setTimeout(this.onBatchTimer, this.settings.flushIntervalMs);
       this.batchTimerImmediate = false;
     }
+  }
+
+  /** Commits what is pending once the current turn of the event loop is done. */
+  private flushAtEndOfTurn(): void {
+    if (this.batchTimer !== undefined && this.batchTimerImmediate) return;
+    this.clearBatchTimer();
+    this.batchTimer = setImmediate(this.onBatchTimer);
+    this.batchTimerImmediate = true;
   }
 
   private clearBatchTimer(): void {
@@ -432,18 +587,23 @@ export class SqliteStore implements Store {
 
   private readonly onBatchTimer = (): void => {
     this.batchTimer = undefined;
-    this.flushQuietly("due");
+    if (!this.failure) this.flushQuietly("due");
   };
 
   private readonly onTailTimer = (): void => {
     this.tailTimer = undefined;
+    if (!this.failure) this.flushQuietly("due");
+  };
+
+  private readonly onRetryTimer = (): void => {
+    this.retryTimer = undefined;
     this.flushQuietly("due");
   };
 
-  /** Commits pending writes before a read, so that the read sees them. */
+  /** Commits pending writes before a read, so that the read sees them (held ones: see withHeldUpdate). */
   private beforeRead(): void {
     this.assertOpen();
-    if (!this.batch.isEmpty()) this.flushQuietly("due");
+    if (!this.failure && !this.batch.isEmpty()) this.flushQuietly("due");
   }
 
   /** A flush whose failure is logged (and reported to the inserts it held), not thrown. */
@@ -457,9 +617,10 @@ export class SqliteStore implements Store {
 
   /**
    * Commits the pending batch, and the output tails that are due (all of them in mode "all",
-   * and `tailNow`'s). If the batch fails as a whole, its writes are retried one by one in one
-   * transaction, so that one bad write (a duplicate task id, output for an unknown task) fails
-   * alone. Throws only when nothing could be committed.
+   * and `tailNow`'s). If the batch fails as a whole for a reason of its own, its writes are
+   * retried one by one in one transaction, so that one bad write (a duplicate task id, output for
+   * an unknown task) fails alone. If it fails for want of the disk, nothing is dropped: the store
+   * holds the batch and retries (see hold()), and this throws UNAVAILABLE.
    */
   private flushNow(mode: FlushMode, tailNow?: OutputBuffer): void {
     this.clearBatchTimer();
@@ -471,20 +632,25 @@ export class SqliteStore implements Store {
       this.scheduleTailTimer(); // a timer that fired a little early comes back
       return;
     }
+    if (this.outage) {
+      this.outage.attempts++;
+      this.outage.entry.detail = this.outageDetail(this.outage, now);
+    }
 
     const failures: UnitFailure[] = [];
     try {
       try {
         this.commitAll.immediate(plan);
       } catch (err) {
+        if (isWriteFault(err)) throw err;
         this.logger.warn({ err, writes: batch.ops }, "store batch failed; retrying its writes one by one");
         this.commitEach.immediate(plan, failures);
       }
     } catch (err) {
-      this.failBatch(plan, err);
-      throw new SwitchboardError(Code.UNAVAILABLE, `the store could not commit: ${errorMessage(err)}`);
+      this.hold(err);
+      throw new SwitchboardError(Code.UNAVAILABLE, writeFailureSentence(this.failure!));
     }
-    this.committed(plan, now, failures);
+    this.afterCommit(plan, now, failures);
   }
 
   private plan(mode: FlushMode, now: number, tailNow: OutputBuffer | undefined): FlushPlan {
@@ -535,6 +701,7 @@ export class SqliteStore implements Store {
     for (const write of plan.outputs) this.writeOutput(write);
     for (const entry of batch.audits) this.auditLog.insert(entry);
     for (const [id, at] of batch.touches) this.tokens.touch(id, at);
+    for (const [id, node] of batch.nodes) this.writeNode(id, node);
   }
 
   private writePlanUnitByUnit(plan: FlushPlan, failures: UnitFailure[]): void {
@@ -544,6 +711,8 @@ export class SqliteStore implements Store {
         this.savepoint(write);
         return undefined;
       } catch (err) {
+        // The disk, not the write: the whole batch waits for the next attempt.
+        if (isWriteFault(err)) throw err;
         failures.push({ what, subject, err });
         return asError(err);
       }
@@ -561,6 +730,7 @@ export class SqliteStore implements Store {
     }
     for (const entry of batch.audits) unit("audit entry", entry.action, () => this.auditLog.insert(entry));
     for (const [id, at] of batch.touches) unit("token touch", id, () => this.tokens.touch(id, at));
+    for (const [id, node] of batch.nodes) unit("node write", id, () => this.writeNode(id, node));
   }
 
   private writeUpdate(id: string, patch: TaskPatch): void {
@@ -576,9 +746,15 @@ export class SqliteStore implements Store {
     if (write.tail) this.output.replaceTail(buffer.taskId, write.tail);
   }
 
+  private writeNode(id: string, node: NodeRow | null): void {
+    if (node) this.nodes.upsert(node);
+    else this.nodes.delete(id);
+  }
+
   /** After a commit: settle the inserts, move the output buffers on, log what failed alone. */
-  private committed(plan: FlushPlan, now: number, failures: UnitFailure[]): void {
+  private afterCommit(plan: FlushPlan, now: number, failures: UnitFailure[]): void {
     const { batch } = plan;
+    this.commits++;
     for (const insert of batch.inserts) {
       if (insert.error) insert.reject(insert.error);
       else insert.resolve();
@@ -613,37 +789,112 @@ export class SqliteStore implements Store {
         "store writes failed and were dropped; the rest of their batch committed",
       );
     }
+    if (this.failure) this.writableAgain(now);
+    for (const w of this.commitWaiters.splice(0)) w.resolve();
     this.scheduleTailTimer();
   }
 
-  /** Nothing committed: reject every insert, and drop the rest of the batch with a log line. */
-  private failBatch(plan: FlushPlan, err: unknown): void {
-    const { batch } = plan;
-    this.logger.error(
-      {
-        err,
-        inserts: batch.inserts.length,
-        updates: batch.updates.size,
-        agents: batch.agents.size,
-        outputs: plan.outputs.length,
-        audits: batch.audits.length,
-        touches: batch.touches.size,
-      },
-      "store batch could not be committed; its writes are lost",
-    );
+  /**
+   * Nothing committed, for want of the disk. Inserts are refused (their callers learn at once that
+   * the task was not accepted); everything else stays in the batch, output in its buffers, and
+   * the retry timer tries again.
+   */
+  private hold(err: unknown): void {
+    const batch = this.batch;
+    this.enterFailure(err);
+    const failure = this.failure!;
     for (const insert of batch.inserts) {
-      const rejection = new SwitchboardError(
-        Code.UNAVAILABLE,
-        `the store could not save task ${insert.task.id}: ${errorMessage(err)}`,
-      );
+      const rejection = notAccepted(failure, insert.task.id);
       rejection.cause = err;
       insert.reject(rejection);
     }
-    // Head chunks go with the batch (the buffers still count them, so they show as dropped);
-    // tails stay unsaved and are written again by the next flush.
-    for (const write of plan.outputs) write.buffer.pendingHead.length = 0;
-    batch.clear();
-    this.scheduleTailTimer();
+    batch.ops -= batch.inserts.length;
+    batch.inserts.length = 0;
+    this.scheduleRetry();
+  }
+
+  /** Commits fail: remember why, hold an audit entry that records it, log and tell listeners once. */
+  private enterFailure(err: unknown): void {
+    const now = Date.now();
+    const code = sqliteCode(err) ?? "SQLITE_ERROR";
+    const message = errorMessage(err);
+    const previous = this.failure;
+    if (previous && previous.code === code && previous.message === message) {
+      this.logger.debug(
+        { code, attempts: this.outage?.attempts ?? 0 },
+        "store commit failed again; retrying",
+      );
+      return;
+    }
+    this.failure = { code, message, location: dirname(this.path), since: previous?.since ?? now };
+    if (!this.outage) {
+      const outage: Outage = {
+        entry: { at: now, actor: "system", action: "store.unwritable", subject: this.path, detail: null },
+        attempts: 0,
+        droppedAudits: 0,
+      };
+      outage.entry.detail = this.outageDetail(outage, now);
+      this.outage = outage;
+      // Held at the head of the audit list: every retry writes at least this, so a success means
+      // the store writes again.
+      this.batch.audits.unshift(outage.entry);
+      this.batch.ops++;
+    }
+    this.scheduleRetry();
+    for (const l of this.failureListeners) l(this.failure);
+    this.logger.error(
+      { code, err: message, path: this.path, ...this.heldCounts() },
+      previous
+        ? "store still cannot write, for another reason now"
+        : "store cannot write: holding its writes in memory and retrying; no new tasks meanwhile",
+    );
+  }
+
+  private writableAgain(now: number): void {
+    const failure = this.failure!;
+    this.logger.info(
+      {
+        down_ms: now - failure.since,
+        attempts: this.outage?.attempts ?? 0,
+        dropped_audits: this.outage?.droppedAudits ?? 0,
+      },
+      "store writable again",
+    );
+    this.failure = undefined;
+    this.outage = undefined;
+    this.retryDelayMs = this.settings.retryFirstMs ?? RETRY_FIRST_MS;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    for (const l of this.failureListeners) l(undefined);
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer || this.stopping) return;
+    this.retryTimer = setTimeout(this.onRetryTimer, this.retryDelayMs);
+    this.retryDelayMs = Math.min(this.retryDelayMs * 2, RETRY_MAX_MS);
+  }
+
+  private outageDetail(outage: Outage, now: number): string {
+    const f = this.failure;
+    return JSON.stringify({
+      cause: f ? `${f.code}: ${f.message}` : undefined,
+      since: f?.since ?? outage.entry.at,
+      until: now,
+      attempts: outage.attempts,
+      dropped_audit_entries: outage.droppedAudits,
+    });
+  }
+
+  /** What the store holds in memory, for the log lines about a spell without writes. */
+  private heldCounts(): Record<string, number> {
+    const b = this.batch;
+    return {
+      held_task_updates: b.updates.size,
+      held_outputs: b.outputs.size,
+      held_audits: b.audits.length,
+      held_agents: b.agents.size,
+      held_nodes: b.nodes.size,
+    };
   }
 
   private scheduleTailTimer(): void {
@@ -652,7 +903,40 @@ export class SqliteStore implements Store {
     }
   }
 
+  /** A direct write (tokens) is refused while the store cannot write. */
+  private refuseWhileFailing(what: string): void {
+    if (this.failure)
+      throw new SwitchboardError(Code.UNAVAILABLE, `${writeFailureSentence(this.failure)}: ${what}`);
+  }
+
+  /** A direct write failed for want of the disk: the store is failing, and the caller hears so. */
+  private failIfWriteFault(err: unknown, what: string): void {
+    if (!isWriteFault(err)) return;
+    this.enterFailure(err);
+    const e = new SwitchboardError(Code.UNAVAILABLE, `${writeFailureSentence(this.failure!)}: ${what}`);
+    e.cause = err;
+    throw e;
+  }
+
   // ---- helpers
+
+  /** A stored task as it will be once the held writes commit (while the store cannot write). */
+  private withHeldUpdate(task: TaskRecord): TaskRecord;
+  private withHeldUpdate(task: TaskRecord | undefined): TaskRecord | undefined;
+  private withHeldUpdate(task: TaskRecord | undefined): TaskRecord | undefined {
+    if (!task || !this.failure) return task;
+    const patch = this.batch.updates.get(task.id);
+    const buffer = this.outputs.get(task.id);
+    if (!patch && !buffer) return task;
+    const out: TaskRecord = { ...task };
+    if (patch)
+      for (const key in patch) {
+        const value = patch[key as keyof TaskPatch];
+        if (value !== undefined) (out as unknown as Record<string, unknown>)[key] = value;
+      }
+    if (buffer) [out.stdoutBytes, out.stderrBytes] = buffer.totals;
+    return out;
+  }
 
   private withPendingTouch(token: TokenRecord): TokenRecord;
   private withPendingTouch(token: TokenRecord | undefined): TokenRecord | undefined;
@@ -712,6 +996,27 @@ function option(name: string, value: number | undefined, fallback: number, min: 
 
 function closedError(): SwitchboardError {
   return new SwitchboardError(Code.UNAVAILABLE, "the store is closed");
+}
+
+/** A task insert refused because the store cannot write: the task was not accepted. */
+function notAccepted(failure: StoreWriteFailure, taskId: string): SwitchboardError {
+  return new SwitchboardError(
+    Code.UNAVAILABLE,
+    `${writeFailureSentence(failure)}: task ${taskId} was not accepted; submit it again in a moment`,
+  );
+}
+
+/**
+ * Whether a write failed for want of the disk (full, I/O error, locked by another process,
+ * read-only, ...) rather than for something in the write itself (a constraint, a bad value). The
+ * first kind is held and retried, the second fails alone while the rest of its batch commits.
+ */
+export function isWriteFault(err: unknown): boolean {
+  const code = sqliteCode(err);
+  return (
+    code !== undefined &&
+    /^SQLITE_(FULL|IOERR|BUSY|LOCKED|READONLY|CANTOPEN|NOMEM|CORRUPT|NOTADB|PROTOCOL|NOLFS|PERM)/.test(code)
+  );
 }
 
 function sqliteCode(err: unknown): string | undefined {

@@ -9,8 +9,8 @@ const TASK_COLUMNS = `id, kind, target, spec, state, agent_id, requester, create
   stdout_bytes, stderr_bytes, result`;
 
 const INSERT_TASK = `
-INSERT INTO tasks (id, kind, target, pool, spec, state, requester, created_at, deadline_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`;
+INSERT INTO tasks (id, kind, target, pool, spec, state, agent_id, requester, created_at, assigned_at, deadline_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
 const SELECT_TASK = `SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ?`;
 
@@ -120,8 +120,10 @@ export class TaskQueries {
       task.target.pool ?? null,
       task.spec,
       task.state ?? "queued",
+      task.agentId ?? null,
       task.requester,
       task.createdAt,
+      task.assignedAt ?? null,
       task.deadlineAt,
     );
   }

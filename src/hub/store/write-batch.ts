@@ -1,8 +1,10 @@
 // The writes waiting for the next commit. Updates to one task coalesce into one patch, agent
 // records and token touches into their latest value; output is tracked as the set of task
-// buffers that changed, whose bytes wait in the buffers themselves.
+// buffers that changed, whose bytes wait in the buffers themselves. While the store cannot write,
+// the batch is what it holds: everything in it is keyed by what it writes (a task, an agent, a
+// node, a token), so it grows only with the audit log, which the store bounds.
 import type { AuditInsert } from "./audit.js";
-import type { AgentRecord, NewTask, TaskPatch } from "./interfaces.js";
+import type { AgentRecord, NewTask, NodeRow, TaskPatch } from "./interfaces.js";
 import type { OutputBuffer } from "./output-buffer.js";
 
 export interface PendingInsert {
@@ -21,6 +23,11 @@ export class WriteBatch {
   readonly touches = new Map<string, number>();
   /** Output buffers with head bytes or totals not yet written. */
   readonly outputs = new Set<OutputBuffer>();
+  /**
+   * Node rows (null: deleted) that could not be written at once because the store could not
+   * write; they commit with the batch once it can.
+   */
+  readonly nodes = new Map<string, NodeRow | null>();
   /** Calls since the last commit, coalesced ones included: what the batch size limit counts. */
   ops = 0;
 
@@ -53,6 +60,7 @@ export class WriteBatch {
     this.audits.length = 0;
     this.touches.clear();
     this.outputs.clear();
+    this.nodes.clear();
     this.ops = 0;
   }
 }
