@@ -333,7 +333,7 @@ export const AGENT_SETTINGS = defineSettings({
       input: "number",
       env: "SWITCHBOARD_AGENT_PORT",
       flag: "--agent-port <port>",
-      help: "the local API's port (0: any free one); if the default port is taken the agent runs without it and says so",
+      help: "the local API's port (0: any free one); if the default port is taken the agent runs without it and says so, a port you set that is taken stops it",
     },
     "agent.agent_host": {
       schema: text,
@@ -506,7 +506,7 @@ export const AGENT_SETTINGS = defineSettings({
       schema: pathGlobs,
       default: [],
       input: "list",
-      help: 'globs on the resolved executable (PATH lookup, symlinks followed: either path may match), e.g. ["/usr/bin/*"]; empty: any program. With * within a path segment, ** across, ? one character',
+      help: 'the boundary: globs on the resolved executable (PATH lookup, symlinks followed: either path may match), e.g. ["/usr/bin/*"]; empty: any program. With * within a path segment, ** across, ? one character. Programs that run others (env, xargs, sudo, busybox, shells, interpreters, awk, find -exec) pass only by an entry naming them exactly',
     },
     "shell.deny": {
       schema: pathGlobs,
@@ -518,13 +518,13 @@ export const AGENT_SETTINGS = defineSettings({
       schema: patterns,
       default: [],
       input: "list",
-      help: 'regexes on the argv joined with spaces (a script: "bash -c SCRIPT")',
+      help: 'regexes on the argv joined with spaces (a script: "bash -c SCRIPT"); like deny, it catches mistakes, not a boundary',
     },
     "shell.allow_scripts": {
       schema: bool,
       default: true,
       input: "bool",
-      help: "false: `bash -c` scripts are refused (a script is opaque to allow/deny)",
+      help: "false: `bash -c` scripts are refused (a script is opaque to allow/deny); under an allow list a script also needs an entry naming bash",
     },
     "shell.env_allow": {
       schema: nameGlobs,
@@ -616,7 +616,7 @@ export const AGENT_SETTINGS = defineSettings({
       schema: fileRoots,
       default: [],
       input: "list",
-      help: "absolute directories; every path must lie inside one, symlinks resolved",
+      help: "absolute directories; every path must lie inside one, symlinks resolved. migrate --copy-data between machines needs them to cover storage.data_path",
     },
     "files.idle_timeout_secs": {
       schema: seconds,
@@ -709,7 +709,7 @@ export const AGENT_SETTINGS = defineSettings({
           schema: bool,
           default: true,
           input: "bool",
-          help: "the database refuses writes; the user must be a least-privilege role (see docs/security.md#databases)",
+          help: "the database refuses writes, and the agent refuses a user that may do more than read: connect as a least-privilege role (see docs/security.md#databases)",
         },
         statement_timeout: {
           schema: durationSecs,

@@ -157,7 +157,7 @@ export const HUB_SETTINGS = defineSettings({
       schema: seconds,
       default: 30,
       input: "secs",
-      help: "then DEADLINE_EXCEEDED (the agent gives a node 20 s to start)",
+      help: "then DEADLINE_EXCEEDED, and the spawn is cancelled on the agent (the agent gives a node 20 s to start)",
     },
     "nodes.stop_timeout_secs": {
       schema: seconds,
