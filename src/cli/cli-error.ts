@@ -1,6 +1,9 @@
 // How the CLI fails: a usage problem (exit 2) or a failed operation (exit 1), each with a next step.
 import { status } from "@grpc/grpc-js";
 import { SwitchboardError } from "../client/index.js";
+import { SettingsError } from "../common/settings.js";
+import { StartupError } from "../common/startup-error.js";
+import { TlsFileError } from "../common/tls.js";
 
 export const EXIT = {
   ok: 0,
@@ -62,6 +65,10 @@ export function debugRequested(argv: readonly string[] = process.argv, env = pro
   return level !== undefined && ["debug", "trace"].includes(level.toLowerCase());
 }
 
+function isLocalFault(err: SwitchboardError): boolean {
+  return err instanceof StartupError || err instanceof SettingsError || err instanceof TlsFileError;
+}
+
 /** Prints an error the way every command does, and returns the exit code to use. */
 export function report(err: unknown): number {
   if (err instanceof CliError) {
@@ -69,7 +76,9 @@ export function report(err: unknown): number {
     if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
     return err.exitCode;
   }
-  if (err instanceof SwitchboardError) {
+  // A refusal from the hub carries its status code; a local start-up fault (a port in use, a bad
+  // setting or TLS file) is already one sentence naming the setting, and falls through below.
+  if (err instanceof SwitchboardError && !isLocalFault(err)) {
     process.stderr.write(`error: ${err.message} (${err.codeName})\n`);
     const hint = hintFor(err);
     if (hint) process.stderr.write(`hint: ${hint}\n`);
