@@ -34,7 +34,8 @@ function row(key: string, spec: SettingSpec): string {
   const aliases = spec.aliases?.length
     ? ` Also read as ${spec.aliases.map((a) => `\`${a}\``).join(", ")}.`
     : "";
-  return `| \`${key}\` | ${cell(defaultOf(spec))} | ${where} | ${cell(spec.help + aliases)} |`;
+  const help = aliases && !/[.!?]$/.test(spec.help) ? `${spec.help}.` : spec.help;
+  return `| \`${key}\` | ${cell(defaultOf(spec))} | ${where} | ${cell(help + aliases)} |`;
 }
 
 /** The Markdown between BEGIN and END: one table per section, in the table's order. */
