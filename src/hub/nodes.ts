@@ -23,6 +23,7 @@ import type {
   StopNodeRequest,
 } from "../gen/switchboard/v1/client.js";
 import { NodeRecord } from "../gen/switchboard/v1/node.js";
+import type { AgentRegistry } from "./agent-registry.js";
 import type { AgentSession } from "./agent-session.js";
 import { poolAllowed, type Principal } from "./auth.js";
 import type { HubConfig } from "./config.js";
@@ -38,9 +39,9 @@ const TRANSFER_IDLE_MS = 60_000;
 
 type Op = NonNullable<NodeCommand["op"]>;
 
-/** What the orchestrator needs of the hub: its sessions, config and store, and file tasks (migrations). */
+/** What the orchestrator needs of the hub: its agents, config and store, and file tasks (migrations). */
 export interface NodeHubView extends TaskRunner {
-  readonly sessions: ReadonlyMap<string, AgentSession>;
+  readonly agents: AgentRegistry;
   readonly config: HubConfig;
   readonly store: Store;
   readonly logger: Logger;
@@ -159,7 +160,7 @@ export class NodeOrchestrator {
 
   /** A session ended: commands in flight on it fail (and are retried on the agent's next session). */
   sessionClosed(s: AgentSession): void {
-    if (this.hub.sessions.get(s.agentId) === undefined || this.hub.sessions.get(s.agentId) === s) {
+    if (this.hub.agents.get(s.agentId) === undefined || this.hub.agents.get(s.agentId) === s) {
       this.offlineSince.set(s.agentId, Date.now());
     }
     for (const [id, p] of this.pending) {
@@ -191,7 +192,7 @@ export class NodeOrchestrator {
     const after = this.hub.config.nodes.rescheduleAfterMs;
     const due = [...this.nodes.values()].filter((n) => {
       if (!n.row.reschedule || n.row.desired !== "running" || n.busy) return false;
-      if (this.hub.sessions.get(n.row.agentId)?.connected) return false;
+      if (this.hub.agents.get(n.row.agentId)?.connected) return false;
       const since = this.offlineSince.get(n.row.agentId) ?? this.startedAt;
       return now - since >= after;
     });
@@ -492,7 +493,7 @@ export class NodeOrchestrator {
     }
     node.row.desired = "stopped";
     this.save(node);
-    if (!this.hub.sessions.get(node.row.agentId)?.connected) {
+    if (!this.hub.agents.get(node.row.agentId)?.connected) {
       return this.stopPending(p, node);
     }
     node.busy = true;
@@ -513,7 +514,7 @@ export class NodeOrchestrator {
       });
     } catch (err) {
       // The agent went away under the stop: it is carried out when the agent returns.
-      if (err instanceof Retryable && !this.hub.sessions.get(node.row.agentId)?.connected) {
+      if (err instanceof Retryable && !this.hub.agents.get(node.row.agentId)?.connected) {
         return this.stopPending(p, node);
       }
       throw err;
@@ -549,7 +550,7 @@ export class NodeOrchestrator {
   async status(p: Principal, nodeId: string): Promise<NodeInfo> {
     const node = this.require(nodeId);
     this.visible(p, node);
-    const s = this.hub.sessions.get(node.row.agentId);
+    const s = this.hub.agents.get(node.row.agentId);
     if (!s?.connected) return this.info(node, true);
     try {
       await this.commandOnce(
@@ -574,14 +575,14 @@ export class NodeOrchestrator {
   }
 
   list(p: Principal, req: ListNodesRequest): NodeInfo[] {
-    if (req.agentId && !this.hub.sessions.has(req.agentId) && !this.hub.store.getAgent(req.agentId)) {
+    if (req.agentId && !this.hub.agents.has(req.agentId) && !this.hub.store.getAgent(req.agentId)) {
       throw new SwitchboardError(Code.NOT_FOUND, `no agent ${shownName(req.agentId)} is known to this hub`);
     }
     const out: NodeInfo[] = [];
     for (const node of this.nodes.values()) {
       if (req.agentId && node.row.agentId !== req.agentId) continue;
       if (!this.poolVisible(p, node)) continue;
-      const info = this.info(node, !this.hub.sessions.get(node.row.agentId)?.connected);
+      const info = this.info(node, !this.hub.agents.get(node.row.agentId)?.connected);
       // Stopped ones only when asked for; a stop still pending is listed (as stopping).
       if (!req.includeStopped && node.row.desired === "stopped" && info.record?.status === "stopped")
         continue;
@@ -845,7 +846,7 @@ export class NodeOrchestrator {
   }
 
   private acceptsFiles(agentId: string): boolean {
-    return this.hub.sessions.get(agentId)?.hello.taskKinds.includes("file") ?? false;
+    return this.hub.agents.get(agentId)?.hello.taskKinds.includes("file") ?? false;
   }
 
   /** Stops the node on an agent and drops it from its table; a failure is logged (reconcile retries). */
@@ -871,7 +872,7 @@ export class NodeOrchestrator {
     for (const n of this.nodes.values()) {
       if (n.row.desired !== "running") continue;
       total++;
-      const online = this.hub.sessions.get(n.row.agentId)?.connected ?? false;
+      const online = this.hub.agents.get(n.row.agentId)?.connected ?? false;
       if (online && n.record?.status === "running") running++;
       else if (!online || n.record?.status === "crashed" || n.record?.status === "backoff") unhealthy++;
     }
@@ -897,7 +898,7 @@ export class NodeOrchestrator {
 
   private poolVisible(p: Principal, node: HubNode): boolean {
     const pool =
-      this.hub.sessions.get(node.row.agentId)?.pool ?? this.hub.store.getAgent(node.row.agentId)?.pool;
+      this.hub.agents.get(node.row.agentId)?.pool ?? this.hub.store.getAgent(node.row.agentId)?.pool;
     return pool === undefined || poolAllowed(p, pool);
   }
 
@@ -915,7 +916,7 @@ export class NodeOrchestrator {
 
   /** The agent exists and the caller may reach its pool (online or not): else NOT_FOUND. */
   private knownAgent(p: Principal, agentId: string): void {
-    const known = this.hub.sessions.get(agentId) ?? this.hub.store.getAgent(agentId);
+    const known = this.hub.agents.get(agentId) ?? this.hub.store.getAgent(agentId);
     if (!known || !poolAllowed(p, known.pool)) {
       throw new SwitchboardError(Code.NOT_FOUND, `no agent ${shownName(agentId)} is known to this hub`);
     }
@@ -938,7 +939,7 @@ export class NodeOrchestrator {
   }
 
   private connectedSession(agentId: string): AgentSession {
-    const s = this.hub.sessions.get(agentId);
+    const s = this.hub.agents.get(agentId);
     if (!s?.connected) {
       throw new SwitchboardError(Code.UNAVAILABLE, `agent ${shownName(agentId)} is offline`);
     }
@@ -962,7 +963,7 @@ export class NodeOrchestrator {
     planned?: ReadonlyMap<string, number>,
   ): string {
     let best: { id: string; free: number } | undefined;
-    for (const s of this.hub.sessions.values()) {
+    for (const s of this.hub.agents.all()) {
       if (!s.connected || s.health !== "healthy" || s.hello.maxStorageNodes === 0) continue;
       if (!poolAllowed(p, s.pool) || (pool && s.pool !== pool)) continue;
       if (!Object.entries(labels).every(([k, v]) => s.labels[k] === v)) continue;
@@ -1020,7 +1021,7 @@ export class NodeOrchestrator {
     timeoutMs: number,
     shownTimeoutMs = timeoutMs,
   ): Promise<NodeReply> {
-    const s = this.hub.sessions.get(agentId);
+    const s = this.hub.agents.get(agentId);
     if (!s?.connected) {
       return Promise.reject(new Retryable(Code.UNAVAILABLE, `agent ${shownName(agentId)} is offline`));
     }
@@ -1151,7 +1152,7 @@ export class NodeOrchestrator {
     const node = this.nodes.get(n.nodeId);
     if (!node) {
       // A node started through the agent's local API while connected: adopt it.
-      const s = this.hub.sessions.get(agentId);
+      const s = this.hub.agents.get(agentId);
       if (report && s && n.status !== "stopped") this.adopt(s, n);
       return;
     }
@@ -1192,7 +1193,7 @@ export class NodeOrchestrator {
   }
 
   private info(node: HubNode, stale: boolean, statusOverride?: string): NodeInfo {
-    const s = this.hub.sessions.get(node.row.agentId);
+    const s = this.hub.agents.get(node.row.agentId);
     const hostname =
       s?.hello.hostname ?? this.hub.store.getAgent(node.row.agentId)?.hostname ?? node.row.agentId;
     const record: NodeRecord =
