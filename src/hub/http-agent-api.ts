@@ -381,17 +381,12 @@ export async function startHttpAgentApi(core: HubCore, o: HttpAgentApiOptions): 
     "GET /agent/v1/stats": {
       maxBody: 0,
       handle: (_req, res) => {
-        let queued = 0;
-        let running = 0;
-        for (const t of core.tasks.values()) {
-          if (t.state === "queued") queued++;
-          else if (t.state === "assigned" || t.state === "running") running++;
-        }
+        const { queued, running } = core.tasks.counts();
         send(
           res,
           200,
           JSON.stringify({
-            agents_connected: [...core.sessions.values()].filter((s) => s.connected).length,
+            agents_connected: core.agents.connectedCount(),
             http_channels: [...channels.values()].filter((c) => !c.isEnded).length,
             tasks_queued: queued,
             tasks_running: running,

@@ -5,6 +5,9 @@
 // (InputWindow.received), so that what a broken link lost is sent again when the session resumes (the
 // agent skips what it has): at most one input window per task.
 import type { TaskInput } from "../gen/switchboard/v1/task.js";
+import type { AgentRegistry } from "./agent-registry.js";
+import type { AgentSession } from "./agent-session.js";
+import type { LiveTask } from "./live-task.js";
 
 /** Input bytes held per task before the client's stream is paused. */
 export const HOLD_BYTES = 1024 * 1024;
@@ -152,6 +155,45 @@ export class TaskInputQueue {
       const w = this.drainWaiters;
       this.drainWaiters = [];
       for (const cb of w) cb();
+    }
+  }
+}
+
+/** The input queues of the live tasks, each sending to whichever session of its agent is connected. */
+export class TaskInputs {
+  private readonly queues = new Map<string, { task: LiveTask; queue: TaskInputQueue }>();
+
+  constructor(private readonly agents: AgentRegistry) {}
+
+  /** The input queue of a live task (made on first use, dropped when the task ends). */
+  inputFor(t: LiveTask): TaskInputQueue {
+    const held = this.queues.get(t.id);
+    if (held) return held.queue;
+    const queue = new TaskInputQueue((m) => {
+      const s = this.agents.get(t.agentId);
+      if (!s?.connected || t.terminal) return false;
+      s.send({ body: { $case: "input", value: m } });
+      return true;
+    });
+    this.queues.set(t.id, { task: t, queue });
+    if (t.terminal) queue.close();
+    else
+      t.onFinish(() => {
+        queue.close();
+        this.queues.delete(t.id);
+      });
+    return queue;
+  }
+
+  /**
+   * A session of the agent opened: input that waited while its link was down goes out on it; on a
+   * resumed one, first what was sent before the break and not acknowledged (the agent skips what it has).
+   */
+  sessionOpened(s: AgentSession, resumed: boolean): void {
+    for (const { task, queue } of this.queues.values()) {
+      if (task.agentId !== s.agentId) continue;
+      if (resumed) queue.resend();
+      queue.pump();
     }
   }
 }

@@ -109,7 +109,7 @@ export function seedServices(
       if (req.database.trim() === "") {
         throw new SwitchboardError(Code.INVALID_ARGUMENT, "database is empty: name a datasource or a driver");
       }
-      if (!core.hasConnectedAgent(pool, "sql")) {
+      if (!core.agents.hasConnected(pool, "sql")) {
         throw new SwitchboardError(
           Code.UNAVAILABLE,
           `agent ${shownName(pool)} is not connected: no worker of that agent_id is online to run SQL`,

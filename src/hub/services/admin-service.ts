@@ -94,9 +94,9 @@ function tokenInfo(t: TokenRecord): TokenInfo {
 
 export function allAgents(core: HubCore, includeOffline: boolean): AgentInfo[] {
   const nodesOn = (id: string): number => core.nodes.slotsUsed(id);
-  const out = [...core.sessions.values()].map((s) => sessionInfo(s, nodesOn));
+  const out = core.agents.all().map((s) => sessionInfo(s, nodesOn));
   if (includeOffline) {
-    for (const a of core.store.listAgents()) if (!core.sessions.has(a.id)) out.push(recordInfo(a, nodesOn));
+    for (const a of core.store.listAgents()) if (!core.agents.has(a.id)) out.push(recordInfo(a, nodesOn));
   }
   return out.sort((a, b) =>
     a.pool === b.pool ? (a.agentId < b.agentId ? -1 : 1) : a.pool < b.pool ? -1 : 1,
@@ -128,7 +128,7 @@ export function adminService(core: HubCore): AdminServiceServer {
     })),
 
     getAgent: unary(core, "viewer", (req, _actor, p) => {
-      const s = core.sessions.get(req.agentId);
+      const s = core.agents.get(req.agentId);
       const rec = s ? undefined : core.store.getAgent(req.agentId);
       const nodesOn = (id: string): number => core.nodes.slotsUsed(id);
       const info = s ? sessionInfo(s, nodesOn) : rec ? recordInfo(rec, nodesOn) : undefined;
@@ -151,8 +151,7 @@ export function adminService(core: HubCore): AdminServiceServer {
         pools.set(a.pool, ps);
       }
       for (const ps of pools.values()) ps.queued = core.scheduler.queuedFor((t) => t.pool === ps.pool);
-      let running = 0;
-      for (const t of core.tasks.values()) if (t.state === "assigned" || t.state === "running") running++;
+      const running = core.tasks.counts().running;
       const healthy = agents.filter((a) => a.health === AgentHealth.AGENT_HEALTH_HEALTHY).length;
       const nodes = core.nodes.summary();
       const ok = healthy === agents.length && nodes.running === nodes.total;
@@ -233,7 +232,7 @@ export function adminService(core: HubCore): AdminServiceServer {
     // it (they would be started on whoever claims the id next).
     forgetAgent: unary(core, "admin", (req, actor, p) => {
       const id = req.agentId.trim();
-      const s = core.sessions.get(id);
+      const s = core.agents.get(id);
       const rec = core.store.getAgent(id);
       const pool = s?.pool ?? rec?.pool;
       if (pool === undefined || !poolAllowed(p, pool)) {
@@ -292,7 +291,7 @@ export function adminService(core: HubCore): AdminServiceServer {
           `concurrency must be between 1 and ${MAX_AGENT_CONCURRENCY}, not ${n}`,
         );
       }
-      const s = core.sessions.get(req.agentId);
+      const s = core.agents.get(req.agentId);
       if (!s || !s.connected || !poolAllowed(p, s.pool)) {
         throw new SwitchboardError(
           Code.FAILED_PRECONDITION,

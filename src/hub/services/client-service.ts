@@ -27,7 +27,8 @@ import {
 } from "../../gen/switchboard/v1/client.js";
 import type { TaskEvent, TaskInput, TaskResult } from "../../gen/switchboard/v1/task.js";
 import { poolAllowed, type Principal } from "../auth.js";
-import type { ClientStream, HubCore } from "../hub-core.js";
+import type { ClientStream } from "../client-streams.js";
+import type { HubCore } from "../hub-core.js";
 import type { LiveTask, Watcher } from "../live-task.js";
 import { hangUpOrphanedTerminal } from "../shell-sessions.js";
 import type { TaskStateName } from "../../common/task-state.js";
@@ -55,9 +56,7 @@ export function clientService(core: HubCore): ClientServiceServer {
   const auth = core.auth;
 
   function trackStream(principal: ClientStream["principal"], end: ClientStream["end"]): () => void {
-    const entry: ClientStream = { principal, end };
-    core.clientStreams.add(entry);
-    return () => core.clientStreams.delete(entry);
+    return core.clientStreams.track(principal, end);
   }
 
   function withPrincipal(
@@ -193,7 +192,7 @@ export function clientService(core: HubCore): ClientServiceServer {
           core.assertTaskVisible(p, taskId);
           followTask(call, p, (w) => ({
             live: core.watch(taskId, afterSeq, w),
-            detach: () => core.tasks.get(taskId)?.detach(w),
+            detach: () => core.detach(taskId, w),
           }));
         } catch (err) {
           call.emit("error", toServiceError(err));
@@ -471,7 +470,7 @@ export function clientService(core: HubCore): ClientServiceServer {
         if (closed) return;
         closed = true;
         untrack();
-        for (const [id, w] of watchers) core.tasks.get(id)?.detach(w);
+        for (const [id, w] of watchers) core.detach(id, w);
         watchers.clear();
       };
       call.on("end", () => {

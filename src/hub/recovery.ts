@@ -1,0 +1,45 @@
+// After a restart, nothing accepted goes missing: a queued task is queued again (until its deadline,
+// or a bounded wait for its agents to come back), and one that was on an agent ends lost, since it
+// may have run there and must never run twice.
+import { Code } from "../common/errors.js";
+import type { Logger } from "../common/logger.js";
+import type { HubConfig } from "./config.js";
+import type { Store } from "./store/index.js";
+import type { TaskLifecycle } from "./task-lifecycle.js";
+import { safeDecodeSpec } from "./task-reader.js";
+
+export function recoverTasks(
+  config: HubConfig,
+  store: Store,
+  logger: Logger,
+  lifecycle: TaskLifecycle,
+): { requeued: number; lost: number } {
+  store.markAllAgentsDisconnected();
+  let requeued = 0;
+  let lost = 0;
+  const now = Date.now();
+  for (const r of store.listUnfinishedTasks()) {
+    if (r.state === "queued" && (r.deadlineAt === null || r.deadlineAt > now)) {
+      // A task without a deadline gets a bounded wait for its agents to come back.
+      lifecycle.requeueRecovered(r, safeDecodeSpec(r.spec), r.deadlineAt ?? now + 2 * config.offlineAfterMs);
+      requeued++;
+      continue;
+    }
+    // Assigned or running: it may have run on its agent (an assignment is on record before its
+    // Assign is sent), so it never runs again.
+    const reason =
+      r.state === "queued"
+        ? "its deadline passed while the hub was down"
+        : `hub restarted while the task was on agent ${r.agentId ?? "(none)"}: it may have run there, so it is not run again`;
+    store.updateTask(r.id, {
+      state: r.state === "queued" ? "timed_out" : "lost",
+      finishedAt: now,
+      errorCode: r.state === "queued" ? Code.DEADLINE_EXCEEDED : Code.ABORTED,
+      errorMessage: reason,
+      reason,
+    });
+    lost++;
+  }
+  if (requeued + lost > 0) logger.info({ requeued, lost }, "recovered unfinished tasks");
+  return { requeued, lost };
+}
