@@ -6,7 +6,7 @@ import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { portAnswers } from "../src/agent/nodes/node-supervisor.js";
+import { portAnswers } from "../src/agent/nodes/port-probe.js";
 import type { NodeInfo } from "../src/client/index.js";
 import { withCluster, type Benchmark, type Measured } from "./benchmarks.js";
 import { AGENT_ID, type Cluster } from "./cluster.js";

@@ -5,12 +5,9 @@ import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import {
-  NodeSupervisor,
-  nodeListens,
-  procStartOf,
-  type NodeSupervisorOptions,
-} from "../src/agent/nodes/node-supervisor.js";
+import { NodeSupervisor, type NodeSupervisorOptions } from "../src/agent/nodes/node-supervisor.js";
+import { nodeListens } from "../src/agent/nodes/port-probe.js";
+import { procStartOf } from "../src/agent/nodes/proc-stat.js";
 import { healthz, waitFor } from "./support/processes.js";
 
 const CLI = join(import.meta.dirname, "..", "dist", "src", "cli", "main.js");

@@ -11,15 +11,17 @@ import type {
   HubMessage,
   NodeCommand,
   Resume,
-  ResumeResult,
 } from "../gen/switchboard/v1/agent.js";
 import { TaskState, type DatasourceHealth, type Finished } from "../gen/switchboard/v1/task.js";
 import type { NodeRecord } from "../gen/switchboard/v1/node.js";
+import { checkAssign } from "./assign-check.js";
 import { CreditLedger } from "./credits.js";
-
 import { failedFinished, type Executor, type StopCause } from "./executors/executor.js";
+import { IdleWaiters } from "./idle-waiters.js";
 import { Inbox } from "./inbox.js";
 import type { Outbox } from "./outbox.js";
+import { newSession, rememberTask, type Session, type SessionStart } from "./pipeline-session.js";
+import { SessionResume } from "./session-resume.js";
 import type { AgentStats } from "./stats.js";
 import { TaskRun } from "./task-run.js";
 
@@ -41,53 +43,6 @@ export interface PipelineOptions {
   nodeCommand?: (cmd: NodeCommand) => void;
 }
 
-export interface SessionStart {
-  epoch: number;
-  /** Welcome.initial_output_window_bytes; 0 means the hub does not flow-control output. */
-  initialOutputWindowBytes: number;
-  /** Welcome.max_message_bytes; 0 means the hub did not say. */
-  maxMessageBytes?: number;
-  /** Welcome.session_id: what a later Hello names to resume this session. */
-  sessionId?: string;
-  /** Welcome.resume_grace_ms: how long the hub holds this session's tasks if the link breaks. */
-  resumeGraceMs?: number;
-  /** Welcome.resume: the hub's answer to this dial's Hello.resume. */
-  resume?: ResumeResult;
-  /** Welcome.input_offsets: TaskInput.offset is set, and input the run has taken already is skipped. */
-  inputOffsets?: boolean;
-}
-
-/** A broken session whose tasks go on, waiting for the link to come back within the grace. */
-interface Held {
-  epoch: number;
-  sessionId: string;
-  since: number;
-  reason: string;
-  timer: NodeJS.Timeout;
-  /** outbox.spilledTotal when the link broke. */
-  spilledBefore: number;
-}
-
-/** Room left in a message for everything but the output bytes (ids, seq, field tags). */
-const MESSAGE_FRAMING_BYTES = 4096;
-
-interface Session {
-  epoch: number;
-  sessionId: string;
-  resumeGraceMs: number;
-  outputWindow: number;
-  maxChunkBytes: number | undefined;
-  ledger: CreditLedger;
-  /** The hub is shutting down: no more credits, and the link closes once this session's tasks end. */
-  draining: boolean;
-  withholding: boolean;
-  /** Task ids seen in this session, to refuse a duplicate Assign (bounded). */
-  seen: Set<string>;
-  inputOffsets: boolean;
-}
-
-const SEEN_IDS_LIMIT = 10_000;
-
 export class Pipeline {
   private readonly opts: PipelineOptions;
   private readonly inbox: Inbox<TaskRun>;
@@ -98,9 +53,10 @@ export class Pipeline {
   private poolSize: number;
   private busy = 0;
   private session: Session | undefined;
-  private held: Held | undefined;
+  /** A broken session's tasks, held for the hub to resume. */
+  private readonly resume: SessionResume;
   private granting = true;
-  private idleWaiters: { epoch?: number; done: () => void }[] = [];
+  private readonly idle: IdleWaiters;
   private droppedEvents = 0;
   private readonly thresholdDepth: number;
 
@@ -110,6 +66,15 @@ export class Pipeline {
     for (const e of opts.executors) this.executors.set(e.kind, e);
     this.poolSize = opts.poolSize;
     this.thresholdDepth = (opts.outbox.capacity * opts.threshold) / 100;
+    this.idle = new IdleWaiters((epoch) => this.holding(epoch));
+    this.resume = new SessionResume({
+      outbox: opts.outbox,
+      inbox: this.inbox,
+      runs: this.runs,
+      logger: opts.logger,
+      pushInputWindow: (r, bytes) => this.pushInputWindow(r, bytes),
+      notifyIdle: () => this.notifyIdle(),
+    });
   }
 
   get currentEpoch(): number | undefined {
@@ -153,112 +118,23 @@ export class Pipeline {
 
   /** What the next Hello asks to resume, if the agent holds the tasks of a broken session. */
   resumeRequest(): Resume | undefined {
-    const h = this.held;
-    if (!h) return undefined;
-    const ids = this.opts.outbox.taskIdsWithEvents();
-    for (const r of this.runs.values()) if (r.epoch === h.epoch) ids.add(r.taskId);
-    return { sessionId: h.sessionId, taskIds: [...ids] };
+    return this.resume.request();
   }
 
   /** Whether the agent holds a broken session's tasks (its next dial should go to the same hub). */
   get holdingForResume(): boolean {
-    return this.held !== undefined;
+    return this.resume.holding;
   }
 
   /** A session was welcomed: take over a held session's tasks if the hub resumed it; grant free slots. */
   beginSession(start: SessionStart): void {
     if (this.session) this.endSession(this.session.epoch, "replaced by a new session");
-    this.takeOverHeld(start);
+    this.resume.takeOver(start);
     const ledger = new CreditLedger();
     // Tasks of an earlier session may still be dying; their slots come back as they end.
     ledger.begin(this.granting ? this.poolSize - this.runs.size : 0);
-    this.session = {
-      epoch: start.epoch,
-      sessionId: start.sessionId ?? "",
-      resumeGraceMs: start.resumeGraceMs ?? 0,
-      outputWindow: start.initialOutputWindowBytes > 0 ? start.initialOutputWindowBytes : Infinity,
-      maxChunkBytes:
-        start.maxMessageBytes && start.maxMessageBytes > MESSAGE_FRAMING_BYTES * 2
-          ? start.maxMessageBytes - MESSAGE_FRAMING_BYTES
-          : undefined,
-      ledger,
-      draining: false,
-      withholding: false,
-      seen: new Set(),
-      inputOffsets: start.inputOffsets ?? false,
-    };
+    this.session = newSession(start, ledger);
     this.pushCredits(ledger.grantInitial());
-  }
-
-  /** Applies the hub's answer to Hello.resume, or drops what a non-resuming session cannot use. */
-  private takeOverHeld(start: SessionStart): void {
-    const h = this.held;
-    const outbox = this.opts.outbox;
-    if (!h) {
-      outbox.forget();
-      return;
-    }
-    this.held = undefined;
-    clearTimeout(h.timer);
-    const answer = start.resume;
-    if (!answer?.resumed) {
-      this.abandonHeld(
-        h,
-        answer?.reason || "the hub did not resume the session",
-        "the hub no longer holds the task (its link was down too long)",
-      );
-      return;
-    }
-    outbox.resume(answer.eventsReceived);
-    let moved = 0;
-    for (const r of this.runs.values()) {
-      if (r.epoch !== h.epoch) continue;
-      r.epoch = start.epoch;
-      moved += 1;
-      // The window as a total: grants made while the link was down, and any lost with it, count again.
-      if (r.inputGranted > 0) {
-        this.pushInputWindow(r, r.ungrantedInput);
-        r.ungrantedInput = 0;
-      }
-    }
-    const stop = new Set(answer.stopTaskIds);
-    for (const id of stop) {
-      this.runs.get(id)?.stop({ cause: "lost", reason: "the hub no longer holds this task" });
-    }
-    const dropped = stop.size > 0 ? outbox.dropTasks(stop) : 0;
-    this.opts.logger.info(
-      {
-        epoch: start.epoch,
-        resumedEpoch: h.epoch,
-        downMs: Date.now() - h.since,
-        tasks: moved,
-        resent: outbox.depth,
-        stopped: stop.size,
-        droppedEvents: dropped,
-        spilledBytes: outbox.spilledTotal - h.spilledBefore,
-      },
-      "session resumed: tasks continue, unacknowledged events re-sent",
-    );
-  }
-
-  /** The held session cannot come back: stop its tasks and drop its events. */
-  private abandonHeld(h: Held, why: string, stopReason: string): void {
-    if (this.held === h) this.held = undefined;
-    clearTimeout(h.timer);
-    const discarded = this.inbox.removeWhere((r) => r.epoch === h.epoch);
-    for (const r of discarded) r.stop({ cause: "lost", reason: stopReason });
-    let stopped = 0;
-    for (const r of [...this.runs.values()]) {
-      if (r.epoch !== h.epoch || r.state === "finished") continue;
-      stopped += 1;
-      r.stop({ cause: "lost", reason: stopReason });
-    }
-    const dropped = this.opts.outbox.clear();
-    this.opts.logger.warn(
-      { epoch: h.epoch, reason: why, stoppedTasks: stopped + discarded.length, droppedEvents: dropped },
-      "broken session not resumed: its tasks were stopped",
-    );
-    this.notifyIdle();
   }
 
   /** InputWindow for a run: `bytes` more, with what it took and the total granted (which the hub goes by). */
@@ -284,26 +160,7 @@ export class Pipeline {
     const holding =
       this.holding(epoch) > 0 || this.opts.outbox.depth > 0 || this.opts.outbox.unackedCount > 0;
     if (hold && s.sessionId !== "" && s.resumeGraceMs > 0 && holding && !s.draining) {
-      this.opts.outbox.suspend();
-      const since = Date.now();
-      const held: Held = {
-        epoch,
-        sessionId: s.sessionId,
-        since,
-        reason,
-        spilledBefore: this.opts.outbox.spilledTotal,
-        timer: setTimeout(
-          () =>
-            this.abandonHeld(
-              held,
-              `the link stayed down past the ${s.resumeGraceMs / 1000}s resume grace (${reason})`,
-              `link to the hub lost for more than ${s.resumeGraceMs / 1000}s`,
-            ),
-          s.resumeGraceMs,
-        ),
-      };
-      held.timer.unref();
-      this.held = held;
+      this.resume.hold(epoch, s.sessionId, s.resumeGraceMs, reason);
       this.opts.logger.warn(
         {
           epoch,
@@ -468,21 +325,7 @@ export class Pipeline {
 
   /** Resolves true once no task (of the session, if given) is held, false at the deadline. */
   whenIdle(timeoutMs: number, epoch?: number): Promise<boolean> {
-    if (this.holding(epoch) === 0) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const waiter = {
-        ...(epoch !== undefined ? { epoch } : {}),
-        done: () => {
-          clearTimeout(timer);
-          resolve(true);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.idleWaiters = this.idleWaiters.filter((w) => w !== waiter);
-        resolve(false);
-      }, timeoutMs);
-      this.idleWaiters.push(waiter);
-    });
+    return this.idle.wait(timeoutMs, epoch);
   }
 
   /** Whether the session was drained by the hub. */
@@ -551,13 +394,16 @@ export class Pipeline {
       );
       return;
     }
-    const refusal = this.check(a, session);
+    const refusal = checkAssign(a, {
+      agentId: this.opts.agentId,
+      known: (id) => this.runs.has(id) || session.seen.has(id),
+      executors: this.executors,
+    });
     if (refusal) {
       this.refuse(a.taskId, refusal.code, refusal.message, true);
       return;
     }
-    if (session.seen.size >= SEEN_IDS_LIMIT) session.seen.clear();
-    session.seen.add(a.taskId);
+    rememberTask(session, a.taskId);
     const run = new TaskRun({
       assign: a,
       epoch: session.epoch,
@@ -591,28 +437,6 @@ export class Pipeline {
     this.runs.set(a.taskId, run);
     this.opts.logger.debug({ taskId: a.taskId, kind: run.kind, requester: a.requester }, "task accepted");
     this.dispatch();
-  }
-
-  /** Why an Assign within credits cannot run, or undefined. */
-  private check(a: Assign, session: Session): { code: Code; message: string } | undefined {
-    if (a.taskId === "") return { code: Code.INVALID_ARGUMENT, message: "Assign without a task_id" };
-    if (this.runs.has(a.taskId) || session.seen.has(a.taskId)) {
-      return {
-        code: Code.ALREADY_EXISTS,
-        message: `task ${a.taskId} was already assigned to agent ${this.opts.agentId}`,
-      };
-    }
-    if (!a.spec) return { code: Code.INVALID_ARGUMENT, message: `Assign for task ${a.taskId} has no spec` };
-    const kind = a.spec.kind?.$case;
-    const executor = kind ? this.executors.get(kind) : undefined;
-    if (!executor) {
-      return {
-        code: Code.UNIMPLEMENTED,
-        message: `agent ${this.opts.agentId} does not run this kind of task (it runs: ${[...this.executors.keys()].join(", ")})`,
-      };
-    }
-    const refused = executor.admit(a.spec);
-    return refused ? { code: refused.code, message: refused.message } : undefined;
   }
 
   /** Answers an Assign that will not run with its one Finished (seq 1, no Started). */
@@ -674,7 +498,7 @@ export class Pipeline {
   // ---- events and ends of runs ----
 
   private emit(run: TaskRun, event: AgentTaskEvent): void {
-    if (this.session?.epoch !== run.epoch && this.held?.epoch !== run.epoch) {
+    if (this.session?.epoch !== run.epoch && this.resume.epoch !== run.epoch) {
       this.droppedEvents += 1; // its session is gone; nobody is listening
       return;
     }
@@ -745,12 +569,6 @@ export class Pipeline {
   }
 
   private notifyIdle(): void {
-    if (this.idleWaiters.length === 0) return;
-    const still: typeof this.idleWaiters = [];
-    for (const w of this.idleWaiters) {
-      if (this.holding(w.epoch) === 0) w.done();
-      else still.push(w);
-    }
-    this.idleWaiters = still;
+    this.idle.notify();
   }
 }

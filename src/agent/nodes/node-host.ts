@@ -7,12 +7,8 @@ import type { NodeCommand, NodeReply, NodeSpawn } from "../../gen/switchboard/v1
 import type { NodeRecord as WireNode } from "../../gen/switchboard/v1/node.js";
 import type { AgentConfig } from "../config.js";
 import { FileRoots } from "../executors/file-roots.js";
-import {
-  NodeSupervisor,
-  type NodeRecord,
-  type NodeSupervisorOptions,
-  type SpawnNodeRequest,
-} from "./node-supervisor.js";
+import type { NodeRecord, SpawnNodeRequest } from "./node-record.js";
+import { NodeSupervisor, type NodeSupervisorOptions } from "./node-supervisor.js";
 
 /** Longest log read one command answers. */
 const MAX_LOG_READ = 1024 * 1024;
