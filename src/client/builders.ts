@@ -1,16 +1,32 @@
-// Builders for task specs, so callers write `shell({ argv })` rather than protobuf unions.
+// Builders for task specs, so callers write `shell({ argv })` rather than protobuf unions. Each returns
+// the `spec` part of a TaskRequest: spread it and add a target, `{ ...shell({ argv }), target }`.
 import type { SubmitRequest } from "../gen/switchboard/v1/client.js";
 import { ShellSpec, type TaskSpec, type Target } from "../gen/switchboard/v1/task.js";
 
 /** Where a task may run: one agent, any agent of a pool, or any agent carrying all the labels. */
 export interface TargetInput {
+  /** That agent, by id. */
   agentId?: string;
+  /** The least-loaded healthy agent of this pool. */
   pool?: string;
+  /** Any agent whose labels include all of these. */
   labels?: Record<string, string>;
 }
 
+/**
+ * A task to submit: what it does (a spec from a builder such as {@link shell} or {@link sql}) and where
+ * it may run, with its deadline. Every run method of {@link SwitchboardClient} takes one.
+ *
+ * @example
+ * ```ts
+ * const req: TaskRequest = { ...shell({ argv: ["uptime"] }), target: { pool: "db" }, timeoutMs: 10_000 };
+ * const result = await client.execute(req);
+ * ```
+ */
 export interface TaskRequest {
+  /** What the task does; build it with {@link echo}, {@link shell}, {@link sql}, {@link http}, {@link docker} or {@link file}. */
   spec: TaskSpec;
+  /** Where it may run. */
   target: TargetInput;
   /** Deadline from submission (queue wait included); 0 or absent: none. */
   timeoutMs?: number;
@@ -25,15 +41,21 @@ export interface TaskRequest {
   cancelOnDisconnect?: boolean;
 }
 
+/** The parameters of a {@link shell} task: a process on the agent, its environment, user and limits. */
 export interface ShellOptions {
   /** argv[0] is looked up on the agent's PATH. Exclusive with `script`. */
   argv?: string[];
   /** Run as `bash -c script`. Exclusive with `argv`. */
   script?: string;
+  /** Working directory; default: the agent's. */
   cwd?: string;
+  /** Added to the agent's environment. */
   env?: Record<string, string>;
+  /** Written to the process (a string as UTF-8), then stdin is closed unless `stdinStream`. */
   stdin?: Uint8Array | string;
+  /** The process's own timeout; default: none (the task's deadline still applies). */
   timeoutMs?: number;
+  /** On cancel or timeout: SIGTERM, then SIGKILL after this long; default: the agent's (5000). */
   killGraceMs?: number;
   /** Run as this user: one of the agent's `[shell] users` (the agent must run as root). */
   user?: string;
@@ -45,16 +67,19 @@ export interface ShellOptions {
   secrets?: string[];
   /** Run in a pseudo-terminal (the agent's `[shell] pty` must be on); input and resizes via openInput. */
   tty?: boolean;
-  /** The terminal's initial size; default 80x24. */
+  /** The terminal's initial width; default 80 columns. */
   cols?: number;
+  /** The terminal's initial height; default 24 rows. */
   rows?: number;
   /** Keep stdin open (after `stdin`) for client.openInput(); its end() closes it. */
   stdinStream?: boolean;
 }
 
+/** Resource limits of a {@link shell} task; an unset field: the agent's default. */
 export interface ShellLimitsOptions {
   /** A share of cores, e.g. 0.5 (needs cgroups on the agent). */
   cpus?: number;
+  /** Memory in MiB; past it the process is killed. */
   memoryMb?: number;
   /** Processes and threads the task may have at once. */
   maxProcs?: number;
@@ -66,11 +91,26 @@ function bytes(b: Uint8Array | string | undefined): Buffer {
   return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 }
 
-export function echo(payload: Uint8Array | string): { spec: TaskSpec } {
+/**
+ * A task that returns its payload (as `Finished.result`): a round trip through the hub and an agent, to
+ * check that a target is reachable or to measure the path.
+ */
+export function echo(payload: Uint8Array | string): Pick<TaskRequest, "spec"> {
   return { spec: { kind: { $case: "echo", value: { payload: bytes(payload) } } } };
 }
 
-export function shell(opts: ShellOptions): { spec: TaskSpec } {
+/**
+ * A process on the agent: `argv` (no shell involved) or a bash `script`. Its stdout and stderr stream back
+ * as output events; the task succeeds when it exits with 0.
+ *
+ * @throws TypeError unless exactly one of `argv` (non-empty) and `script` is given.
+ * @example
+ * ```ts
+ * const { info, stdout } = await client.execute({ ...shell({ argv: ["df", "-h"] }), target: { pool: "web" } });
+ * console.log(info.exitCode, stdout.toString());
+ * ```
+ */
+export function shell(opts: ShellOptions): Pick<TaskRequest, "spec"> {
   const hasArgv = (opts.argv?.length ?? 0) > 0;
   if (hasArgv === (opts.script !== undefined)) {
     throw new TypeError("shell(): give exactly one of argv (a non-empty list) or script");
@@ -109,9 +149,11 @@ export function shell(opts: ShellOptions): { spec: TaskSpec } {
   };
 }
 
+/** The parameters of a {@link sql} task. The statement runs on the agent; credentials never leave it. */
 export interface SqlOptions {
   /** A datasource configured on the agent, or a driver name ("postgres", "mysql", "sqlite"): its first one. */
   datasource: string;
+  /** One statement; parameters as $1.. (PostgreSQL, SQLite) or ? (MySQL, SQLite). */
   query: string;
   /** Positional parameters ($1.. or ?), as JSON values. */
   params?: unknown[];
@@ -130,7 +172,19 @@ export interface SqlOptions {
   format?: "ndjson" | "csv";
 }
 
-export function sql(opts: SqlOptions): { spec: TaskSpec } {
+/**
+ * A SQL statement on a datasource configured on the agent. The task's stdout is a header line (columns,
+ * and the described table) then one JSON array per row; {@link SwitchboardClient.query} parses it.
+ *
+ * @example
+ * ```ts
+ * const q = sql({ datasource: "postgres", query: "select id, name from users where id = $1", params: [7] });
+ * for await (const ev of client.query({ ...q, target: { pool: "db" } })) {
+ *   if (ev.kind === "rows") console.log(ev.rows);
+ * }
+ * ```
+ */
+export function sql(opts: SqlOptions): Pick<TaskRequest, "spec"> {
   return {
     spec: {
       kind: {
@@ -150,6 +204,7 @@ export function sql(opts: SqlOptions): { spec: TaskSpec } {
   };
 }
 
+/** The parameters of an {@link http} task: a request the agent makes to a service it can reach. */
 export interface HttpOptions {
   /** Must start with one of the agent's [http] allow prefixes. */
   url: string;
@@ -157,6 +212,7 @@ export interface HttpOptions {
   method?: string;
   /** Several values of one header: join them with ", ". Host, Content-Length and framing are the agent's. */
   headers?: Record<string, string>;
+  /** The request body (a string as UTF-8); default: none. */
   body?: Uint8Array | string;
   /** The whole request, body included; default: the agent's [http] timeout_secs. */
   timeoutMs?: number;
@@ -177,7 +233,7 @@ export interface HttpOptions {
  * An HTTP request made by the agent. The task's stderr carries the response's status and headers as one
  * JSON line (HttpResponseHead), its stdout the body; Finished.result is JSON {status, bytes, url}.
  */
-export function http(opts: HttpOptions): { spec: TaskSpec } {
+export function http(opts: HttpOptions): Pick<TaskRequest, "spec"> {
   return {
     spec: {
       kind: {
@@ -198,9 +254,12 @@ export function http(opts: HttpOptions): { spec: TaskSpec } {
   };
 }
 
+/** The Docker operations a {@link docker} task can perform. */
 export type DockerOp = "ps" | "images" | "run" | "stop" | "rm" | "logs" | "inspect";
 
+/** The parameters of a {@link docker} task; which fields apply depends on `op` (each says which). */
 export interface DockerOptions {
+  /** The operation. */
   op: DockerOp;
   /** run: the image; never pulled, it must be on the agent's machine already. */
   image?: string;
@@ -208,7 +267,7 @@ export interface DockerOptions {
   cmd?: string[];
   /** stop, rm, logs, inspect: its id or name; run: the name to give it. */
   container?: string;
-  /** run */
+  /** run: the container's environment. */
   env?: Record<string, string>;
   /** run: answer once it started (result: JSON {id, name}); else its output streams and its exit code is the task's. */
   detach?: boolean;
@@ -231,7 +290,7 @@ export interface DockerOptions {
  * answer with the engine's JSON (stdout and Finished.result); an attached run streams the container's
  * stdout and stderr and ends with its exit code; a cancel stops the container.
  */
-export function docker(opts: DockerOptions): { spec: TaskSpec } {
+export function docker(opts: DockerOptions): Pick<TaskRequest, "spec"> {
   if (opts.op === "run" && !opts.image) throw new TypeError("docker(): run needs an image");
   if (["stop", "rm", "logs", "inspect"].includes(opts.op) && !opts.container)
     throw new TypeError(`docker(): ${opts.op} needs a container (its id or name)`);
@@ -258,7 +317,9 @@ export function docker(opts: DockerOptions): { spec: TaskSpec } {
   };
 }
 
+/** The parameters of a {@link file} task. */
 export interface FileOptions {
+  /** Whether the agent sends the file (download) or receives it (upload). */
   op: "download" | "upload";
   /** Absolute, under one of the agent's [files] roots. */
   path: string;
@@ -287,7 +348,7 @@ export interface FileOptions {
  * A file transfer (the agent's [files] roots must hold the path). A download's bytes are its stdout; an
  * upload's are sent with `client.openInput(taskId)` once it started. Finished.result is JSON FileResult.
  */
-export function file(opts: FileOptions): { spec: TaskSpec } {
+export function file(opts: FileOptions): Pick<TaskRequest, "spec"> {
   return {
     spec: {
       kind: {
@@ -309,10 +370,15 @@ export function file(opts: FileOptions): { spec: TaskSpec } {
   };
 }
 
+/** The wire form of a target: absent fields become the empty values the hub reads as "not set". */
 export function toTarget(t: TargetInput): Target {
   return { agentId: t.agentId ?? "", pool: t.pool ?? "", labels: t.labels ?? {} };
 }
 
+/**
+ * The wire form of a TaskRequest, as the hub's Submit, Run and Execute calls take it. The client does this
+ * itself; use it to send requests over a Session stream or to log exactly what is submitted.
+ */
 export function toSubmitRequest(req: TaskRequest): SubmitRequest {
   return {
     target: toTarget(req.target),

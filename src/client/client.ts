@@ -50,34 +50,47 @@ import {
   type SqlResultSummary,
 } from "../common/sql-result.js";
 
+/** How to reach the hub: its address, the token to send, TLS, and call limits. */
 export interface SwitchboardClientOptions {
   /** host:port of the hub. */
   hub: string;
+  /** The bearer token every call carries (`switchboard token create`); its role decides what it may do. */
   token?: string;
   /** Default: insecure (plaintext) channel. */
   credentials?: ChannelCredentials;
+  /** The largest gRPC message either way; default 16 MiB, as the hub's. */
   maxMessageBytes?: number;
   /** Deadline for short calls (getTask, listTasks, admin); default 30 s. */
   callTimeoutMs?: number;
+  /** Further grpc-js channel options, applied last (keepalive, proxies, ...). */
   channelOptions?: ChannelOptions;
 }
 
+/** Which tasks {@link SwitchboardClient.listTasks} returns; unset fields do not filter. */
 export interface ListTasksFilter {
+  /** At most this many; default 50, at most 1000. */
   limit?: number;
+  /** Only tasks assigned to this agent. */
   agentId?: string;
+  /** Only tasks targeted at this pool. */
   pool?: string;
+  /** Only tasks in one of these states. */
   states?: TaskState[];
+  /** Paging: only tasks older than this one (pass the last id of the previous page). */
   beforeTaskId?: string;
 }
 
+/** How {@link SwitchboardClient.watch} follows a task. */
 export interface WatchOptions {
   /** Replay events after this sequence number; 0 (default) replays from the start. */
   afterSeq?: number;
+  /** Aborting ends the watch (the task runs on); the loop then throws a CANCELLED SwitchboardError. */
   signal?: AbortSignal;
   /** How long to keep re-attaching after the stream breaks (hub restart, network); default 30 s. */
   reattachForMs?: number;
 }
 
+/** Options of the calls that run a task: {@link SwitchboardClient.execute}, `run`, `query`. */
 export interface RunOptions {
   /** Called with the task id as soon as the hub has accepted the task. */
   onTaskId?: (taskId: string) => void;
@@ -85,28 +98,72 @@ export interface RunOptions {
 
 /** What query() yields: the header once, rows in batches as they arrive, then the summary. */
 export type QueryEvent =
-  | { kind: "header"; header: SqlResultHeader; taskId: string }
-  /** bytes: of these rows as they travelled (NDJSON lines). */
-  | { kind: "rows"; rows: JsonValue[][]; bytes: number }
-  /** For a sql task with format "csv": CSV lines as the agent encoded them (no header line). */
-  | { kind: "csv"; data: Buffer }
-  | { kind: "done"; summary: SqlResultSummary };
+  | {
+      /** The result's header: first, once. */
+      kind: "header";
+      /** The columns, and the described table. */
+      header: SqlResultHeader;
+      /** The task's id, to cancel or look it up. */
+      taskId: string;
+    }
+  | {
+      /** A batch of rows, in order. */
+      kind: "rows";
+      /** Each row as an array of column values, in the header's column order. */
+      rows: JsonValue[][];
+      /** The size of these rows as they travelled (NDJSON lines). */
+      bytes: number;
+    }
+  | {
+      /** For a sql task with format "csv": CSV lines as the agent encoded them (no header line). */
+      kind: "csv";
+      /** The CSV bytes, ready to write to a file. */
+      data: Buffer;
+    }
+  | {
+      /** The end of a successful result: last, once. */
+      kind: "done";
+      /** Row count, bytes and affected rows. */
+      summary: SqlResultSummary;
+    };
 
+/** A token to create with {@link AdminApi.createToken}. */
 export interface CreateTokenInput {
+  /** A unique name; it is the actor in the audit log. */
   name: string;
+  /** viewer reads; operator also runs and cancels tasks; admin does everything; agent connects an agent. */
   role: "admin" | "operator" | "viewer" | "agent";
+  /** Scope it to these pools; default: all. */
   pools?: string[];
+  /** Agent tokens: only an agent with this id may use it. */
   agentId?: string;
   /** Agent tokens: a second process may take over a live session of the same agent id. */
   allowTakeover?: boolean;
 }
 
+/**
+ * The cluster's administration, as `client.admin`: agents, tokens, the audit log. Reading needs a
+ * viewer token; tokens and concurrency an admin token.
+ *
+ * @example
+ * ```ts
+ * const status = await client.admin.clusterStatus();
+ * console.log(status.summary);
+ * const { token } = await client.admin.createToken({ name: "ci", role: "operator", pools: ["build"] });
+ * ```
+ */
 export interface AdminApi {
+  /** The agents the hub knows, optionally of one pool. */
   listAgents(opts?: { pool?: string; includeOffline?: boolean }): Promise<AgentInfo[]>;
+  /** One agent by id; NOT_FOUND when the hub does not know it. */
   getAgent(agentId: string): Promise<AgentInfo>;
+  /** Counts of agents, tasks and nodes, per pool, with a one-line summary. */
   clusterStatus(): Promise<ClusterStatusResponse>;
+  /** A new token; its secret is in the answer and nowhere else, so keep it. */
   createToken(input: CreateTokenInput): Promise<CreateTokenResponse>;
+  /** The tokens' public records (never their secrets). */
   listTokens(opts?: { includeRevoked?: boolean }): Promise<TokenInfo[]>;
+  /** Revokes a token by id or name: calls with it are refused from then on. */
   revokeToken(idOrName: string): Promise<TokenInfo>;
   /** The audit log, newest first. */
   listAudit(filter?: { limit?: number; action?: string; subject?: string }): Promise<AuditEntry[]>;
@@ -120,6 +177,7 @@ export interface AdminApi {
 export interface SpawnNodeInput {
   /** Start it on this agent; empty: the hub picks a healthy agent matching labels and pool. */
   agentId?: string;
+  /** Its data directory on the agent; default: one under the agent's storage root. */
   storagePath?: string;
   /** 0 (default): the agent chooses a free port. */
   port?: number;
@@ -127,7 +185,9 @@ export interface SpawnNodeInput {
   memoryLimitMb?: number;
   /** Default: `switchboard storage-node`. */
   binary?: string;
+  /** Arguments after the binary. */
   args?: string[];
+  /** Added to its environment. */
   env?: Record<string, string>;
   /** Placement: only agents carrying all these labels. */
   labels?: Record<string, string>;
@@ -139,6 +199,7 @@ export interface SpawnNodeInput {
   nodeId?: string;
 }
 
+/** How {@link NodesApi.stop} stops a node. */
 export interface StopNodeOptions {
   /** When given, the node must be on this agent. */
   agentId?: string;
@@ -146,18 +207,25 @@ export interface StopNodeOptions {
   graceMs?: number;
 }
 
+/** One node to stop in {@link NodesApi.stopMany}. */
 export interface StopNodeInput extends StopNodeOptions {
+  /** The node's id. */
   nodeId: string;
 }
 
+/** Which nodes {@link NodesApi.list} returns. */
 export interface ListNodesOptions {
   /** Only the nodes of this agent; default: the whole cluster. */
   agentId?: string;
+  /** Also the nodes the registry wants stopped. */
   includeStopped?: boolean;
 }
 
+/** A node to move with {@link NodesApi.migrate}. */
 export interface MigrateNodeInput {
+  /** The node's id. */
   nodeId: string;
+  /** The agent to start it on. */
   toAgentId: string;
   /** Copy the data directory first (both agents on one machine, or a shared disk). */
   copyData?: boolean;
@@ -167,7 +235,9 @@ export interface MigrateNodeInput {
   storagePath?: string;
 }
 
+/** Which part of a node's log {@link NodesApi.logs} reads. */
 export interface NodeLogsInput {
+  /** The node's id. */
   nodeId: string;
   /** Read stderr instead of stdout. */
   stderr?: boolean;
@@ -190,11 +260,13 @@ export interface NodesApi {
    * `atomic`: then when one fails, the ones started are stopped again.
    */
   spawnMany(inputs: SpawnNodeInput[], opts?: { atomic?: boolean }): Promise<NodeBatchItem[]>;
+  /** Stops a node (SIGTERM, then SIGKILL after the grace) and records that it should stay stopped. */
   stop(nodeId: string, opts?: StopNodeOptions): Promise<NodeInfo>;
   /** Each item independently, in request order: check each item's `code` (0 = OK). */
   stopMany(nodes: StopNodeInput[]): Promise<NodeBatchItem[]>;
   /** Live from the agent; when it cannot be reached, the hub's cached record with `stale` set. */
   status(nodeId: string): Promise<NodeInfo>;
+  /** The nodes of the registry, of one agent or of the whole cluster. */
   list(opts?: ListNodesOptions): Promise<NodeInfo[]>;
   /** Starts the node on the target agent, waits until it answers, then stops the old one. */
   migrate(input: MigrateNodeInput): Promise<NodeInfo>;
@@ -207,7 +279,10 @@ const NODE_LIFECYCLE_TIMEOUT_MS = 60_000;
 
 type Callback<T> = (err: Error | null, value?: T) => void;
 
-/** The input of one running task (client.openInput). */
+/**
+ * The input of one running task, from {@link SwitchboardClient.openInput}: bytes for its stdin (or
+ * terminal, or upload), terminal resizes, then the end of input.
+ */
 export interface TaskInputWriter {
   /** Bytes for the task's stdin (or terminal, or upload). */
   write(data: Uint8Array): Promise<void>;
@@ -224,9 +299,41 @@ export interface TaskInputWriter {
   done(): Promise<InputResult>;
 }
 
+/**
+ * The client for a Switchboard hub: run tasks on agents and follow them, and reach the admin and node
+ * APIs. One instance holds one channel and one shared Session stream; make one per hub and reuse it,
+ * then {@link SwitchboardClient.close} it. Every failure is a {@link SwitchboardError} with a gRPC code;
+ * a task that ran and failed is not an error: its `info.state` and `info.exitCode` say so.
+ *
+ * @example Connecting
+ * ```ts
+ * import { SwitchboardClient, shell } from "switchboard/dist/src/client/index.js";
+ *
+ * const client = new SwitchboardClient({ hub: "hub.internal:7443", token: process.env.SWITCHBOARD_TOKEN });
+ * try {
+ *   const { info, stdout } = await client.execute({ ...shell({ script: "uptime" }), target: { pool: "web" } });
+ *   console.log(info.exitCode, stdout.toString());
+ * } finally {
+ *   client.close();
+ * }
+ * ```
+ *
+ * @example Errors
+ * ```ts
+ * try {
+ *   await client.execute({ ...shell({ argv: ["true"] }), target: { pool: "nowhere" } });
+ * } catch (e) {
+ *   if (e instanceof SwitchboardError && e.code === Code.UNAVAILABLE) console.error(e.message);
+ *   else throw e;
+ * }
+ * ```
+ */
 export class SwitchboardClient {
+  /** The hub's address, as given. */
   readonly hub: string;
+  /** The admin API: agents, tokens, cluster status, audit log. */
   readonly admin: AdminApi;
+  /** The supervised-node API: spawn, stop, migrate and watch long-running processes on agents. */
   readonly nodes: NodesApi;
   private readonly rpc: ClientServiceClient;
   private readonly adminRpc: AdminServiceClient;
@@ -235,6 +342,7 @@ export class SwitchboardClient {
   private readonly callTimeoutMs: number;
   private readonly session: SessionMux;
 
+  /** Opens the channel lazily: nothing is sent until the first call, so the hub need not be up yet. */
   constructor(opts: SwitchboardClientOptions) {
     this.hub = opts.hub;
     this.token = opts.token ?? "";
@@ -279,6 +387,15 @@ export class SwitchboardClient {
    * Runs a task and yields its events (Queued, Assigned, Started, Output..., Finished) as they
    * happen. The stream is flow-controlled: a slow reader slows only this task. Aborting the
    * signal, or leaving the loop early, cancels the task.
+   *
+   * @example Running a shell command and streaming its output
+   * ```ts
+   * for await (const ev of client.run({ ...shell({ argv: ["make", "test"] }), target: { pool: "build" } })) {
+   *   const e = ev.event;
+   *   if (e?.$case === "output") process.stdout.write(e.value.data);
+   *   if (e?.$case === "finished") process.exitCode = e.value.exitCode;
+   * }
+   * ```
    */
   async *run(req: TaskRequest, opts: RunOptions = {}): AsyncGenerator<TaskEvent, void, undefined> {
     const call = this.rpc.run(toSubmitRequest(req), this.metadata());
@@ -315,6 +432,16 @@ export class SwitchboardClient {
    * in batches as they arrive, then the summary. Flow-controlled end to end: while the caller does not
    * pull, the agent does not read further from the database. A failed query throws a
    * SwitchboardError with the database's message after the rows that came before the failure.
+   *
+   * @example A SQL query
+   * ```ts
+   * const q = sql({ datasource: "postgres", query: "select id, name from users where id > $1", params: [100] });
+   * for await (const ev of client.query({ ...q, target: { pool: "db" } })) {
+   *   if (ev.kind === "header") console.log(ev.header.columns.map((c) => c.name));
+   *   if (ev.kind === "rows") for (const row of ev.rows) console.log(row);
+   *   if (ev.kind === "done") console.log(`${ev.summary.row_count} rows`);
+   * }
+   * ```
    */
   async *query(req: TaskRequest, opts: RunOptions = {}): AsyncGenerator<QueryEvent, void, undefined> {
     if (req.spec.kind?.$case !== "sql") throw new TypeError("query(): the request must be a sql() task");
@@ -359,6 +486,15 @@ export class SwitchboardClient {
    * Yields a task's events from `afterSeq` on, replaying what already happened, until it finishes.
    * When the stream breaks (a hub restart, a network blip), it re-attaches after the last event
    * it saw, so nothing is missed and nothing is repeated.
+   *
+   * @example Following a task submitted earlier
+   * ```ts
+   * const taskId = await client.submit({ ...shell({ script: "./backup.sh" }), target: { agentId: "db-1" } });
+   * // ... later, from any process:
+   * for await (const ev of client.watch(taskId)) {
+   *   if (ev.event?.$case === "finished") console.log(TaskState[ev.event.value.state]);
+   * }
+   * ```
    */
   async *watch(taskId: string, opts: WatchOptions = {}): AsyncGenerator<TaskEvent, void, undefined> {
     let after = opts.afterSeq ?? 0;
@@ -464,10 +600,12 @@ export class SwitchboardClient {
     };
   }
 
+  /** A task as the hub holds it, with its kept output; NOT_FOUND for an unknown id. */
   getTask(taskId: string): Promise<TaskResult> {
     return this.unary<TaskResult>((o, cb) => this.rpc.getTask({ taskId }, this.metadata(), o, cb));
   }
 
+  /** Tasks, newest first, without their specs; page with `beforeTaskId`. */
   async listTasks(filter: ListTasksFilter = {}): Promise<TaskInfo[]> {
     const req: ListTasksRequest = {
       limit: filter.limit ?? 0,

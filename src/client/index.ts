@@ -48,12 +48,36 @@ export type {
   AgentInfo,
   AuditEntry,
   ClusterStatusResponse,
+  CreateTokenResponse,
+  ForgetAgentResponse,
   InputResult,
   NodeBatchItem,
   NodeInfo,
   NodeLogsResponse,
+  PoolStatus,
+  SubmitRequest,
   TokenInfo,
 } from "../gen/switchboard/v1/client.js";
 export type { NodeRecord } from "../gen/switchboard/v1/node.js";
 export { TaskState, OutputStream } from "../gen/switchboard/v1/task.js";
-export type { TaskEvent, TaskInfo, TaskResult, TaskSpec } from "../gen/switchboard/v1/task.js";
+export type {
+  Assigned,
+  DatasourceHealth,
+  DockerSpec,
+  EchoSpec,
+  FileSpec,
+  Finished,
+  HttpSpec,
+  Output,
+  Queued,
+  ShellLimits,
+  ShellSpec,
+  SqlSpec,
+  Started,
+  Target,
+  TaskError,
+  TaskEvent,
+  TaskInfo,
+  TaskResult,
+  TaskSpec,
+} from "../gen/switchboard/v1/task.js";

@@ -3,6 +3,7 @@
 // ServiceError, a Node error, a string) into one, as connect-es's ConnectError.from does.
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
 
+/** The gRPC status codes (grpc-js's `status`) that SwitchboardError.code holds: `Code.NOT_FOUND`, `Code.UNAVAILABLE`, ... */
 export { status as Code };
 
 /** The name of a status code, e.g. "UNAVAILABLE". */
@@ -20,6 +21,7 @@ export function isServiceError(err: unknown): err is ServiceError {
  * code. `cause` keeps what it came from, for logs.
  */
 export class SwitchboardError extends Error {
+  /** The gRPC status code (compare with `Code.NOT_FOUND` and the like): what kind of failure, for a program to branch on. */
   readonly code: status;
 
   constructor(code: status, message: string, options?: { cause?: unknown }) {

@@ -11,6 +11,7 @@ export interface FileResult {
   bytes: number;
   /** Permission bits of the file or the top directory. */
   mode: number;
+  /** What was transferred: one file, or a directory as a tar stream. */
   type: "file" | "dir";
   /** The path on the agent, symlinks of its parent resolved. */
   path: string;
@@ -18,6 +19,7 @@ export interface FileResult {
   resumed_from?: number;
 }
 
+/** Parses a file task's Finished.result; undefined when the bytes are not one. */
 export function parseFileResult(bytes: Uint8Array): FileResult | undefined {
   let v: unknown;
   try {

@@ -4,7 +4,9 @@
 
 /** The stderr line that comes before the body. */
 export interface HttpResponseHead {
+  /** The HTTP status code, e.g. 200. */
   status: number;
+  /** The status line's text, e.g. "OK"; empty when the server sent none (HTTP/2). */
   status_text: string;
   /** Lower-case names; every value of a repeated header, in order. */
   headers: Record<string, string[]>;
@@ -14,9 +16,11 @@ export interface HttpResponseHead {
 
 /** Finished.result of an http task (on a failure too, once the response's head was read). */
 export interface HttpResultSummary {
+  /** The HTTP status code of the final response. */
   status: number;
   /** Body bytes sent on stdout (after decoding, when the task asked for it). */
   bytes: number;
+  /** The final URL, after the redirects that were followed. */
   url: string;
 }
 

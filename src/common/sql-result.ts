@@ -13,7 +13,9 @@
  */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
+/** One column of a SQL result, as the header line describes it. */
 export interface ColumnInfo {
+  /** Its name as the statement gave it (two columns may share one). */
   name: string;
   /** The engine's own type name, lower case: "int8", "numeric(10,2)", "varchar(20)", "bigint", "text", "blob"... */
   type: string;
@@ -21,19 +23,34 @@ export interface ColumnInfo {
   nullable: boolean | null;
 }
 
+/** The description of the table a sql task named (`table`): its columns, primary key and indexes. */
 export interface TableMeta {
   /** As given; schema-qualified when the caller qualified it. */
   table: string;
+  /** Its columns, in table order. */
   columns: {
+    /** The column's name. */
     name: string;
+    /** The engine's own type name, as in ColumnInfo. */
     type: string;
+    /** Whether it accepts NULL. */
     nullable: boolean;
     /** The default expression as the catalog spells it; null when none. */
     default: string | null;
   }[];
   /** Column names of the primary key, in key order; empty when none. */
   primaryKey: string[];
-  indexes: { name: string; columns: string[]; unique: boolean; primary: boolean }[];
+  /** Its indexes, the primary key's included. */
+  indexes: {
+    /** The index's name. */
+    name: string;
+    /** Its column names, in key order. */
+    columns: string[];
+    /** It enforces uniqueness. */
+    unique: boolean;
+    /** It is the primary key's index. */
+    primary: boolean;
+  }[];
 }
 
 /**
@@ -73,7 +90,9 @@ export class RowObjectEncoder {
 
 /** The header line of a result. */
 export interface SqlResultHeader {
+  /** The result's columns, in the order row values come. */
   columns: ColumnInfo[];
+  /** The named table's description; null when the task named none. */
   table: TableMeta | null;
   /** "csv": the lines after the header are CSV (RFC 4180) rather than JSON arrays; absent: JSON arrays. */
   format?: "csv";
@@ -81,8 +100,11 @@ export interface SqlResultHeader {
 
 /** Finished.result of a SQL task. */
 export interface SqlResultSummary {
+  /** Rows returned. */
   row_count: number;
+  /** Bytes of the row lines as they travelled. */
   bytes: number;
+  /** Rows an INSERT, UPDATE or DELETE changed; null when the engine does not say (a SELECT). */
   affected_rows: number | null;
 }
 

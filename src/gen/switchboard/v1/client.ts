@@ -50,7 +50,10 @@ export const protobufFileName = "switchboard/v1/client.proto";
  * pools: then it reaches only agents of those pools.
  */
 
-/** What the session sends back for a submit. */
+/**
+ * What the session sends back for a submit.
+ * In TypeScript, UNRECOGNIZED (-1) stands for a value this code does not know.
+ */
 export enum SessionMode {
   /** SESSION_MODE_UNSPECIFIED - same as RESULT */
   SESSION_MODE_UNSPECIFIED = 0,
@@ -107,10 +110,15 @@ export function sessionModeToJSON(object: SessionMode): string {
   }
 }
 
+/** Whether an agent takes work. In TypeScript, UNRECOGNIZED (-1) stands for a value this code does not know. */
 export enum AgentHealth {
+  /** AGENT_HEALTH_UNSPECIFIED - not reported yet */
   AGENT_HEALTH_UNSPECIFIED = 0,
+  /** AGENT_HEALTH_HEALTHY - connected and taking tasks */
   AGENT_HEALTH_HEALTHY = 1,
+  /** AGENT_HEALTH_DEGRADED - connected but reports a problem (health_reason says which); still scheduled */
   AGENT_HEALTH_DEGRADED = 2,
+  /** AGENT_HEALTH_OFFLINE - not connected; its tasks wait or are lost */
   AGENT_HEALTH_OFFLINE = 3,
   UNRECOGNIZED = -1,
 }
@@ -152,6 +160,7 @@ export function agentHealthToJSON(object: AgentHealth): string {
   }
 }
 
+/** The answer to an Input stream: how much of the input reached the task. */
 export interface InputResult {
   /** data bytes forwarded to the agent */
   bytes: number;
@@ -159,8 +168,16 @@ export interface InputResult {
   taskEnded: boolean;
 }
 
+/**
+ * A task to run: where (target), what (spec) and how long it may take. The SDK builds it from a
+ * TaskRequest (see toSubmitRequest).
+ */
 export interface SubmitRequest {
-  target: Target | undefined;
+  /** which agents may run it */
+  target:
+    | Target
+    | undefined;
+  /** what it does */
   spec:
     | TaskSpec
     | undefined;
@@ -172,106 +189,174 @@ export interface SubmitRequest {
   cancelOnDisconnect: boolean;
 }
 
+/** A task the hub accepted. */
 export interface SubmitResponse {
+  /** its id, for Watch, Cancel, GetTask */
   taskId: string;
 }
 
+/** Which task to follow, and from where. */
 export interface WatchRequest {
+  /** the task */
   taskId: string;
   /** 0: from the beginning */
   afterSeq: number;
 }
 
+/** A task to cancel. */
 export interface CancelRequest {
+  /** the task */
   taskId: string;
+  /** why, kept as the task's reason; empty: "cancelled by client" */
   reason: string;
 }
 
+/** The answer to a cancel. */
 export interface CancelResponse {
   /** the state after the request (a finished task stays as it was) */
   state: TaskState;
 }
 
+/** A task to look up. */
 export interface GetTaskRequest {
+  /** the task */
   taskId: string;
 }
 
+/** Which tasks to list; empty fields do not filter. */
 export interface ListTasksRequest {
   /** default 50, max 1000 */
   limit: number;
+  /** only tasks assigned to this agent */
   agentId: string;
+  /** only tasks targeted at this pool */
   pool: string;
+  /** only tasks in one of these states */
   states: TaskState[];
   /** paging: ids sort by time (UUIDv7), newest first */
   beforeTaskId: string;
 }
 
+/** A page of tasks, newest first. */
 export interface ListTasksResponse {
+  /** without their spec */
   tasks: TaskInfo[];
 }
 
+/** A submit inside a Session stream. */
 export interface SessionSubmit {
-  request: SubmitRequest | undefined;
+  /** the task */
+  request:
+    | SubmitRequest
+    | undefined;
+  /** what to send back for it */
   mode: SessionMode;
 }
 
+/** One request on a Session stream. */
 export interface SessionRequest {
+  /** chosen by the client; the responses for this request repeat it */
   ref: number;
-  body: { $case: "submit"; value: SessionSubmit } | { $case: "cancel"; value: CancelRequest } | //
-  /** requests written together; each keeps its own ref */
-  { $case: "batch"; value: SessionRequestBatch } | undefined;
+  /** What is asked. */
+  body:
+    | //
+    /** run a task */
+    { $case: "submit"; value: SessionSubmit }
+    | //
+    /** cancel a task */
+    { $case: "cancel"; value: CancelRequest }
+    | //
+    /** requests written together; each keeps its own ref */
+    { $case: "batch"; value: SessionRequestBatch }
+    | undefined;
 }
 
 /** A client that sends a batch accepts batched responses from then on. Never nested. */
 export interface SessionRequestBatch {
+  /** in order */
   requests: SessionRequest[];
 }
 
+/** One response on a Session stream. */
 export interface SessionResponse {
+  /** the ref of the request it answers */
   ref: number;
+  /** the task it concerns, once known */
   taskId: string;
+  /** What is answered. */
   body:
-    | { $case: "accepted"; value: SubmitResponse }
-    | { $case: "event"; value: TaskEvent }
-    | { $case: "result"; value: TaskResult }
+    | //
+    /** the hub accepted the task */
+    { $case: "accepted"; value: SubmitResponse }
+    | //
+    /** an event of the task (mode EVENTS) */
+    { $case: "event"; value: TaskEvent }
+    | //
+    /** the task's whole result (modes RESULT, RESULT_ONLY) */
+    { $case: "result"; value: TaskResult }
     | //
     /** the request failed as a whole (a gRPC status code and sentence) */
     { $case: "error"; value: TaskError }
-    | { $case: "cancelled"; value: CancelResponse }
+    | //
+    /** the answer to a cancel */
+    { $case: "cancelled"; value: CancelResponse }
     | //
     /** only to a client that has sent a batch */
     { $case: "batch"; value: SessionResponseBatch }
     | undefined;
 }
 
+/** Responses written together; each keeps its own ref. Never nested. */
 export interface SessionResponseBatch {
+  /** in order */
   responses: SessionResponse[];
 }
 
+/** An agent as the hub knows it: identity, health, capacity and the queues between them. */
 export interface AgentInfo {
+  /** its id (its config's agent.id, or the host name) */
   agentId: string;
+  /** the pool it serves */
   pool: string;
+  /** its labels, for targets that select by label */
   labels: { [key: string]: string };
+  /** the machine's host name */
   hostname: string;
+  /** e.g. "linux-x64" */
   platform: string;
+  /** the agent's Switchboard version */
   version: string;
+  /** whether it takes work */
   health: AgentHealth;
+  /** why it is not healthy; empty when it is */
   healthReason: string;
+  /** it has a live session with the hub */
   connected: boolean;
+  /** its current (or last) session */
   sessionId: string;
+  /** tasks it runs at once */
   maxConcurrency: number;
   /** tasks in flight on it, as the hub counts */
   running: number;
+  /** max_concurrency less running */
   freeSlots: number;
+  /** its last heartbeat, ms since epoch */
   lastSeenMs: number;
+  /** start of its current session, ms since epoch */
   connectedAtMs: number;
+  /** the task kinds it runs ("shell", "sql", ...) */
   taskKinds: string[];
+  /** tasks it finished since it started */
   completedTotal: number;
+  /** tasks it has received and not yet started */
   inboxDepth: number;
+  /** events it has not yet had acknowledged by the hub */
   outboxDepth: number;
+  /** its SQL datasources and their last check */
   datasources: DatasourceHealth[];
   /** its local API, "host:port"; empty when it serves none */
   agentEndpoint: string;
+  /** supervised nodes it may run; 0: none */
   maxStorageNodes: number;
   /** nodes the hub's registry wants running on it */
   storageNodes: number;
@@ -282,45 +367,71 @@ export interface AgentInfo_LabelsEntry {
   value: string;
 }
 
+/** Which agents to list. */
 export interface ListAgentsRequest {
+  /** only this pool; empty: all */
   pool: string;
   /** default listing shows offline agents too when true */
   includeOffline: boolean;
 }
 
+/** The agents asked for. */
 export interface ListAgentsResponse {
+  /** sorted by id */
   agents: AgentInfo[];
 }
 
+/** An agent to look up. */
 export interface GetAgentRequest {
+  /** its id */
   agentId: string;
 }
 
+/** Asks for the cluster's status; it has no parameters. */
 export interface ClusterStatusRequest {
 }
 
+/** One pool's capacity and backlog. */
 export interface PoolStatus {
+  /** its name */
   pool: string;
+  /** agents of the pool the hub knows */
   agents: number;
+  /** of them, healthy */
   healthy: number;
+  /** task slots free across its connected agents */
   freeSlots: number;
+  /** tasks waiting for one of its agents */
   queued: number;
 }
 
+/** The whole cluster at a glance, as `switchboard status` prints it. */
 export interface ClusterStatusResponse {
+  /** the hub's Switchboard version */
   hubVersion: string;
+  /** when the hub started, ms since epoch */
   hubStartedAtMs: number;
+  /** agents the hub knows */
   agentsTotal: number;
+  /** of them, healthy */
   agentsHealthy: number;
+  /** of them, degraded */
   agentsDegraded: number;
+  /** of them, offline */
   agentsOffline: number;
+  /** tasks waiting for an agent */
   tasksQueued: number;
+  /** tasks assigned or running */
   tasksRunning: number;
+  /** tasks the hub has stored */
   tasksTotal: number;
+  /** per pool */
   pools: PoolStatus[];
+  /** the hub is shutting down: it takes no new tasks */
   draining: boolean;
   /** nodes the registry wants running */
   nodesTotal: number;
+  /** of them, running */
   nodesRunning: number;
   /** crashed, backoff, or on an offline agent */
   nodesUnhealthy: number;
@@ -328,8 +439,11 @@ export interface ClusterStatusResponse {
   summary: string;
 }
 
+/** A supervised node: what the hub's registry wants of it and what its agent reports. */
 export interface NodeInfo {
+  /** its id */
   nodeId: string;
+  /** the agent that runs it */
   agentId: string;
   /** as the agent reports it (or last reported it) */
   record:
@@ -347,6 +461,7 @@ export interface NodeInfo {
   reschedule: boolean;
   /** placement labels it was spawned with */
   labels: { [key: string]: string };
+  /** when it was first spawned, ms since epoch */
   createdAtMs: number;
 }
 
@@ -355,19 +470,27 @@ export interface NodeInfo_LabelsEntry {
   value: string;
 }
 
+/** A node to start. */
 export interface SpawnNodeRequest {
   /** empty: the hub chooses */
   agentId: string;
+  /** its data directory on the agent */
   storagePath: string;
+  /** the port it listens on */
   port: number;
+  /** 0: the agent's default */
   memoryLimitMb: number;
+  /** arguments after the binary */
   args: string[];
+  /** added to its environment */
   env: { [key: string]: string };
+  /** empty: the agent's configured node binary */
   binary: string;
   /** placement: only agents with these labels */
   labels: { [key: string]: string };
   /** placement: only agents of this pool */
   pool: string;
+  /** may be started elsewhere when its agent stays offline */
   reschedule: boolean;
   /** empty: the hub generates node-<uuid> */
   nodeId: string;
@@ -383,37 +506,51 @@ export interface SpawnNodeRequest_LabelsEntry {
   value: string;
 }
 
+/** A node to stop. */
 export interface StopNodeRequest {
+  /** its id */
   nodeId: string;
   /** when given, must be the node's agent */
   agentId: string;
+  /** SIGTERM -> SIGKILL grace; 0: the agent's default */
   graceMs: number;
 }
 
+/** A node to look up. */
 export interface GetNodeStatusRequest {
+  /** its id */
   nodeId: string;
 }
 
+/** Which nodes to list. */
 export interface ListNodesRequest {
   /** empty: the whole cluster */
   agentId: string;
+  /** also nodes the registry wants stopped */
   includeStopped: boolean;
 }
 
+/** The nodes asked for. */
 export interface ListNodesResponse {
+  /** sorted by id */
   nodes: NodeInfo[];
 }
 
+/** Several nodes to start. */
 export interface SpawnNodesRequest {
+  /** each as SpawnNode takes it */
   nodes: SpawnNodeRequest[];
   /** all or none: when one fails, the ones started are stopped again */
   atomic: boolean;
 }
 
+/** Several nodes to stop. */
 export interface StopNodesRequest {
+  /** each as StopNode takes it */
   nodes: StopNodeRequest[];
 }
 
+/** The outcome of one item of a batch spawn or stop. */
 export interface NodeBatchItem {
   /** set on success */
   node:
@@ -421,17 +558,23 @@ export interface NodeBatchItem {
     | undefined;
   /** gRPC status code; 0 = OK */
   code: number;
+  /** why it failed; empty on success */
   errorMessage: string;
+  /** the node it concerns (also when it failed) */
   nodeId: string;
 }
 
+/** The outcomes of a batch. */
 export interface NodeBatchResponse {
   /** in request order */
   items: NodeBatchItem[];
 }
 
+/** A node to move to another agent. */
 export interface MigrateNodeRequest {
+  /** its id */
   nodeId: string;
+  /** the agent to start it on */
   toAgentId: string;
   /** copy the data dir (both agents on one machine or a shared disk) */
   copyData: boolean;
@@ -441,24 +584,35 @@ export interface MigrateNodeRequest {
   storagePath: string;
 }
 
+/** Which part of a node's log to read. */
 export interface NodeLogsRequest {
+  /** its id */
   nodeId: string;
+  /** the stderr log; else stdout */
   stderr: boolean;
   /** negative: the last -offset bytes */
   offset: number;
+  /** at most this many bytes; 0: the hub's default */
   maxBytes: number;
 }
 
+/** A slice of a node's log file. */
 export interface NodeLogsResponse {
+  /** the bytes read */
   data: Buffer;
+  /** where data starts in the file */
   offset: number;
+  /** the file's size now; pass offset + data length to read on */
   size: number;
+  /** the file was rotated since that offset: reading started over */
   rotated: boolean;
 }
 
+/** A token's public record (never its secret). */
 export interface TokenInfo {
   /** public id, e.g. "tok_01J..." */
   id: string;
+  /** unique name, shown in the audit log as the actor */
   name: string;
   /** admin | operator | viewer | agent */
   role: string;
@@ -466,55 +620,79 @@ export interface TokenInfo {
   pools: string[];
   /** agent tokens: pinned agent id, empty: any */
   agentId: string;
+  /** ms since epoch */
   createdAtMs: number;
   /** 0: live */
   revokedAtMs: number;
+  /** last call made with it, ms since epoch; 0: never */
   lastUsedMs: number;
   /** agent tokens: a new process may take over a live session of its agent id */
   allowTakeover: boolean;
 }
 
+/** A token to create. */
 export interface CreateTokenRequest {
+  /** unique name */
   name: string;
+  /** admin | operator | viewer | agent */
   role: string;
+  /** scope it to these pools; empty: all */
   pools: string[];
+  /** agent tokens: pin the agent id */
   agentId: string;
+  /** agent tokens: see TokenInfo.allow_takeover */
   allowTakeover: boolean;
 }
 
+/** A new token: its secret, once, and its record. */
 export interface CreateTokenResponse {
   /** the secret, shown once */
   token: string;
+  /** its public record */
   info: TokenInfo | undefined;
 }
 
+/** Which tokens to list. */
 export interface ListTokensRequest {
+  /** revoked ones too */
   includeRevoked: boolean;
 }
 
+/** The tokens asked for. */
 export interface ListTokensResponse {
+  /** oldest first */
   tokens: TokenInfo[];
 }
 
+/** A token to revoke. */
 export interface RevokeTokenRequest {
+  /** its id or name */
   idOrName: string;
 }
 
+/** The revoked token. */
 export interface RevokeTokenResponse {
+  /** its record, revoked_at_ms set */
   info: TokenInfo | undefined;
 }
 
+/** An agent's new concurrency. */
 export interface SetAgentConcurrencyRequest {
+  /** the agent */
   agentId: string;
   /** 1..1024; running tasks are not touched */
   concurrency: number;
 }
 
+/** An agent id to release. */
 export interface ForgetAgentRequest {
+  /** the id */
   agentId: string;
 }
 
+/** The agent id released, and what it was bound to. */
 export interface ForgetAgentResponse {
+  /** the id */
   agentId: string;
   /** the pool it belonged to */
   pool: string;
@@ -522,6 +700,7 @@ export interface ForgetAgentResponse {
   tokenName: string;
 }
 
+/** Which audit entries to list. */
 export interface ListAuditRequest {
   /** default 50, max 1000; newest first */
   limit: number;
@@ -531,18 +710,25 @@ export interface ListAuditRequest {
   subject: string;
 }
 
+/** One line of the audit log: who did what to which. */
 export interface AuditEntry {
+  /** increasing */
   id: number;
+  /** ms since epoch */
   atMs: number;
   /** token name, or "system" */
   actor: string;
+  /** e.g. "task.submit", "token.revoke" */
   action: string;
+  /** the task, token or agent id acted on */
   subject: string;
   /** JSON object, or empty */
   detailJson: string;
 }
 
+/** The audit entries asked for. */
 export interface ListAuditResponse {
+  /** newest first */
   entries: AuditEntry[];
 }
 
@@ -6648,6 +6834,7 @@ export const ListAuditResponse: MessageFns<ListAuditResponse> = {
   },
 };
 
+/** Running work: submit tasks to agents, follow their events, feed them input, cancel them, look them up. */
 export type ClientServiceService = typeof ClientServiceService;
 export const ClientServiceService = {
   /**
@@ -6694,6 +6881,7 @@ export const ClientServiceService = {
     responseSerialize: (value: TaskEvent): Buffer => Buffer.from(TaskEvent.encode(value).finish()),
     responseDeserialize: (value: Buffer): TaskEvent => TaskEvent.decode(value),
   },
+  /** Cancel a task that has not ended; a finished task stays as it was. */
   cancel: {
     path: "/switchboard.v1.ClientService/Cancel" as const,
     requestStream: false as const,
@@ -6703,6 +6891,7 @@ export const ClientServiceService = {
     responseSerialize: (value: CancelResponse): Buffer => Buffer.from(CancelResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CancelResponse => CancelResponse.decode(value),
   },
+  /** A task as the hub holds it, with its kept output. */
   getTask: {
     path: "/switchboard.v1.ClientService/GetTask" as const,
     requestStream: false as const,
@@ -6712,6 +6901,7 @@ export const ClientServiceService = {
     responseSerialize: (value: TaskResult): Buffer => Buffer.from(TaskResult.encode(value).finish()),
     responseDeserialize: (value: Buffer): TaskResult => TaskResult.decode(value),
   },
+  /** Tasks, newest first, filtered and paged. */
   listTasks: {
     path: "/switchboard.v1.ClientService/ListTasks" as const,
     requestStream: false as const,
@@ -6764,8 +6954,11 @@ export interface ClientServiceServer extends UntypedServiceImplementation {
   submit: handleUnaryCall<SubmitRequest, SubmitResponse>;
   /** Attach to a task: replays its events with seq > after_seq, then follows it live until Finished. */
   watch: handleServerStreamingCall<WatchRequest, TaskEvent>;
+  /** Cancel a task that has not ended; a finished task stays as it was. */
   cancel: handleUnaryCall<CancelRequest, CancelResponse>;
+  /** A task as the hub holds it, with its kept output. */
   getTask: handleUnaryCall<GetTaskRequest, TaskResult>;
+  /** Tasks, newest first, filtered and paged. */
   listTasks: handleUnaryCall<ListTasksRequest, ListTasksResponse>;
   /**
    * Many tasks pipelined over one stream: each request carries a client-chosen ref that the
@@ -6824,6 +7017,7 @@ export interface ClientServiceClient extends Client {
   /** Attach to a task: replays its events with seq > after_seq, then follows it live until Finished. */
   watch(request: WatchRequest, options?: Partial<CallOptions>): ClientReadableStream<TaskEvent>;
   watch(request: WatchRequest, metadata?: Metadata, options?: Partial<CallOptions>): ClientReadableStream<TaskEvent>;
+  /** Cancel a task that has not ended; a finished task stays as it was. */
   cancel(
     request: CancelRequest,
     callback: (error: ServiceError | null, response: CancelResponse) => void,
@@ -6839,6 +7033,7 @@ export interface ClientServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CancelResponse) => void,
   ): ClientUnaryCall;
+  /** A task as the hub holds it, with its kept output. */
   getTask(
     request: GetTaskRequest,
     callback: (error: ServiceError | null, response: TaskResult) => void,
@@ -6854,6 +7049,7 @@ export interface ClientServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: TaskResult) => void,
   ): ClientUnaryCall;
+  /** Tasks, newest first, filtered and paged. */
   listTasks(
     request: ListTasksRequest,
     callback: (error: ServiceError | null, response: ListTasksResponse) => void,
@@ -6907,8 +7103,10 @@ export const ClientServiceClient = makeGenericClientConstructor(
   serviceName: string;
 };
 
+/** The cluster itself: agents, tokens, the audit log. Reading needs a viewer token; tokens an admin token. */
 export type AdminServiceService = typeof AdminServiceService;
 export const AdminServiceService = {
+  /** The agents the hub knows, optionally of one pool. */
   listAgents: {
     path: "/switchboard.v1.AdminService/ListAgents" as const,
     requestStream: false as const,
@@ -6918,6 +7116,7 @@ export const AdminServiceService = {
     responseSerialize: (value: ListAgentsResponse): Buffer => Buffer.from(ListAgentsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListAgentsResponse => ListAgentsResponse.decode(value),
   },
+  /** One agent by id. */
   getAgent: {
     path: "/switchboard.v1.AdminService/GetAgent" as const,
     requestStream: false as const,
@@ -6927,6 +7126,7 @@ export const AdminServiceService = {
     responseSerialize: (value: AgentInfo): Buffer => Buffer.from(AgentInfo.encode(value).finish()),
     responseDeserialize: (value: Buffer): AgentInfo => AgentInfo.decode(value),
   },
+  /** Counts of agents, tasks and nodes, by pool, with a one-line summary. */
   clusterStatus: {
     path: "/switchboard.v1.AdminService/ClusterStatus" as const,
     requestStream: false as const,
@@ -6937,6 +7137,7 @@ export const AdminServiceService = {
       Buffer.from(ClusterStatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ClusterStatusResponse => ClusterStatusResponse.decode(value),
   },
+  /** A new token; its secret is in the response and nowhere else. */
   createToken: {
     path: "/switchboard.v1.AdminService/CreateToken" as const,
     requestStream: false as const,
@@ -6946,6 +7147,7 @@ export const AdminServiceService = {
     responseSerialize: (value: CreateTokenResponse): Buffer => Buffer.from(CreateTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CreateTokenResponse => CreateTokenResponse.decode(value),
   },
+  /** The tokens (never their secrets). */
   listTokens: {
     path: "/switchboard.v1.AdminService/ListTokens" as const,
     requestStream: false as const,
@@ -6955,6 +7157,7 @@ export const AdminServiceService = {
     responseSerialize: (value: ListTokensResponse): Buffer => Buffer.from(ListTokensResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListTokensResponse => ListTokensResponse.decode(value),
   },
+  /** Revokes a token by id or name: calls with it are refused from then on. */
   revokeToken: {
     path: "/switchboard.v1.AdminService/RevokeToken" as const,
     requestStream: false as const,
@@ -6964,6 +7167,7 @@ export const AdminServiceService = {
     responseSerialize: (value: RevokeTokenResponse): Buffer => Buffer.from(RevokeTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): RevokeTokenResponse => RevokeTokenResponse.decode(value),
   },
+  /** How many tasks an agent runs at once, until it reconnects with its own setting. */
   setAgentConcurrency: {
     path: "/switchboard.v1.AdminService/SetAgentConcurrency" as const,
     requestStream: false as const,
@@ -6974,6 +7178,7 @@ export const AdminServiceService = {
     responseSerialize: (value: AgentInfo): Buffer => Buffer.from(AgentInfo.encode(value).finish()),
     responseDeserialize: (value: Buffer): AgentInfo => AgentInfo.decode(value),
   },
+  /** Entries of the audit log, newest first. */
   listAudit: {
     path: "/switchboard.v1.AdminService/ListAudit" as const,
     requestStream: false as const,
@@ -6999,13 +7204,21 @@ export const AdminServiceService = {
 } as const;
 
 export interface AdminServiceServer extends UntypedServiceImplementation {
+  /** The agents the hub knows, optionally of one pool. */
   listAgents: handleUnaryCall<ListAgentsRequest, ListAgentsResponse>;
+  /** One agent by id. */
   getAgent: handleUnaryCall<GetAgentRequest, AgentInfo>;
+  /** Counts of agents, tasks and nodes, by pool, with a one-line summary. */
   clusterStatus: handleUnaryCall<ClusterStatusRequest, ClusterStatusResponse>;
+  /** A new token; its secret is in the response and nowhere else. */
   createToken: handleUnaryCall<CreateTokenRequest, CreateTokenResponse>;
+  /** The tokens (never their secrets). */
   listTokens: handleUnaryCall<ListTokensRequest, ListTokensResponse>;
+  /** Revokes a token by id or name: calls with it are refused from then on. */
   revokeToken: handleUnaryCall<RevokeTokenRequest, RevokeTokenResponse>;
+  /** How many tasks an agent runs at once, until it reconnects with its own setting. */
   setAgentConcurrency: handleUnaryCall<SetAgentConcurrencyRequest, AgentInfo>;
+  /** Entries of the audit log, newest first. */
   listAudit: handleUnaryCall<ListAuditRequest, ListAuditResponse>;
   /**
    * Releases an agent id from the pool and token it belongs to, so that the next agent to connect with
@@ -7015,6 +7228,7 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
 }
 
 export interface AdminServiceClient extends Client {
+  /** The agents the hub knows, optionally of one pool. */
   listAgents(
     request: ListAgentsRequest,
     callback: (error: ServiceError | null, response: ListAgentsResponse) => void,
@@ -7030,6 +7244,7 @@ export interface AdminServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListAgentsResponse) => void,
   ): ClientUnaryCall;
+  /** One agent by id. */
   getAgent(
     request: GetAgentRequest,
     callback: (error: ServiceError | null, response: AgentInfo) => void,
@@ -7045,6 +7260,7 @@ export interface AdminServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: AgentInfo) => void,
   ): ClientUnaryCall;
+  /** Counts of agents, tasks and nodes, by pool, with a one-line summary. */
   clusterStatus(
     request: ClusterStatusRequest,
     callback: (error: ServiceError | null, response: ClusterStatusResponse) => void,
@@ -7060,6 +7276,7 @@ export interface AdminServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ClusterStatusResponse) => void,
   ): ClientUnaryCall;
+  /** A new token; its secret is in the response and nowhere else. */
   createToken(
     request: CreateTokenRequest,
     callback: (error: ServiceError | null, response: CreateTokenResponse) => void,
@@ -7075,6 +7292,7 @@ export interface AdminServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CreateTokenResponse) => void,
   ): ClientUnaryCall;
+  /** The tokens (never their secrets). */
   listTokens(
     request: ListTokensRequest,
     callback: (error: ServiceError | null, response: ListTokensResponse) => void,
@@ -7090,6 +7308,7 @@ export interface AdminServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListTokensResponse) => void,
   ): ClientUnaryCall;
+  /** Revokes a token by id or name: calls with it are refused from then on. */
   revokeToken(
     request: RevokeTokenRequest,
     callback: (error: ServiceError | null, response: RevokeTokenResponse) => void,
@@ -7105,6 +7324,7 @@ export interface AdminServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RevokeTokenResponse) => void,
   ): ClientUnaryCall;
+  /** How many tasks an agent runs at once, until it reconnects with its own setting. */
   setAgentConcurrency(
     request: SetAgentConcurrencyRequest,
     callback: (error: ServiceError | null, response: AgentInfo) => void,
@@ -7120,6 +7340,7 @@ export interface AdminServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: AgentInfo) => void,
   ): ClientUnaryCall;
+  /** Entries of the audit log, newest first. */
   listAudit(
     request: ListAuditRequest,
     callback: (error: ServiceError | null, response: ListAuditResponse) => void,
@@ -7184,6 +7405,7 @@ export const NodeServiceService = {
     responseSerialize: (value: NodeInfo): Buffer => Buffer.from(NodeInfo.encode(value).finish()),
     responseDeserialize: (value: Buffer): NodeInfo => NodeInfo.decode(value),
   },
+  /** Stops a node (SIGTERM, then SIGKILL after the grace) and records that it should stay stopped. */
   stopNode: {
     path: "/switchboard.v1.NodeService/StopNode" as const,
     requestStream: false as const,
@@ -7203,6 +7425,7 @@ export const NodeServiceService = {
     responseSerialize: (value: NodeInfo): Buffer => Buffer.from(NodeInfo.encode(value).finish()),
     responseDeserialize: (value: Buffer): NodeInfo => NodeInfo.decode(value),
   },
+  /** The nodes of the registry, of one agent or of all. */
   listNodes: {
     path: "/switchboard.v1.NodeService/ListNodes" as const,
     requestStream: false as const,
@@ -7222,6 +7445,7 @@ export const NodeServiceService = {
     responseSerialize: (value: NodeBatchResponse): Buffer => Buffer.from(NodeBatchResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): NodeBatchResponse => NodeBatchResponse.decode(value),
   },
+  /** Each item independently. */
   stopNodes: {
     path: "/switchboard.v1.NodeService/StopNodes" as const,
     requestStream: false as const,
@@ -7241,6 +7465,7 @@ export const NodeServiceService = {
     responseSerialize: (value: NodeInfo): Buffer => Buffer.from(NodeInfo.encode(value).finish()),
     responseDeserialize: (value: Buffer): NodeInfo => NodeInfo.decode(value),
   },
+  /** A slice of a node's stdout or stderr log file on its agent. */
   nodeLogs: {
     path: "/switchboard.v1.NodeService/NodeLogs" as const,
     requestStream: false as const,
@@ -7258,15 +7483,19 @@ export interface NodeServiceServer extends UntypedServiceImplementation {
    * matches the labels; answers once the node is running (its port accepts connections).
    */
   spawnNode: handleUnaryCall<SpawnNodeRequest, NodeInfo>;
+  /** Stops a node (SIGTERM, then SIGKILL after the grace) and records that it should stay stopped. */
   stopNode: handleUnaryCall<StopNodeRequest, NodeInfo>;
   /** Live from the agent; when it cannot be reached, the hub's cached record with stale = true. */
   getNodeStatus: handleUnaryCall<GetNodeStatusRequest, NodeInfo>;
+  /** The nodes of the registry, of one agent or of all. */
   listNodes: handleUnaryCall<ListNodesRequest, ListNodesResponse>;
   /** Each item independently (or, with atomic, all or none for spawns). */
   spawnNodes: handleUnaryCall<SpawnNodesRequest, NodeBatchResponse>;
+  /** Each item independently. */
   stopNodes: handleUnaryCall<StopNodesRequest, NodeBatchResponse>;
   /** Start on the target, wait until it answers, then stop the old one (copying the data first when asked). */
   migrateNode: handleUnaryCall<MigrateNodeRequest, NodeInfo>;
+  /** A slice of a node's stdout or stderr log file on its agent. */
   nodeLogs: handleUnaryCall<NodeLogsRequest, NodeLogsResponse>;
 }
 
@@ -7290,6 +7519,7 @@ export interface NodeServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: NodeInfo) => void,
   ): ClientUnaryCall;
+  /** Stops a node (SIGTERM, then SIGKILL after the grace) and records that it should stay stopped. */
   stopNode(
     request: StopNodeRequest,
     callback: (error: ServiceError | null, response: NodeInfo) => void,
@@ -7321,6 +7551,7 @@ export interface NodeServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: NodeInfo) => void,
   ): ClientUnaryCall;
+  /** The nodes of the registry, of one agent or of all. */
   listNodes(
     request: ListNodesRequest,
     callback: (error: ServiceError | null, response: ListNodesResponse) => void,
@@ -7352,6 +7583,7 @@ export interface NodeServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: NodeBatchResponse) => void,
   ): ClientUnaryCall;
+  /** Each item independently. */
   stopNodes(
     request: StopNodesRequest,
     callback: (error: ServiceError | null, response: NodeBatchResponse) => void,
@@ -7383,6 +7615,7 @@ export interface NodeServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: NodeInfo) => void,
   ): ClientUnaryCall;
+  /** A slice of a node's stdout or stderr log file on its agent. */
   nodeLogs(
     request: NodeLogsRequest,
     callback: (error: ServiceError | null, response: NodeLogsResponse) => void,

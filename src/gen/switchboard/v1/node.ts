@@ -15,22 +15,31 @@ export const protobufFileName = "switchboard/v1/node.proto";
 
 /** One node as its agent sees it (reality) or, when the agent cannot be asked, as the hub last saw it. */
 export interface NodeRecord {
+  /** its id */
   nodeId: string;
   /** starting | running | stopping | stopped | crashed | backoff */
   status: string;
   /** 0 when not running */
   pid: number;
+  /** the port it listens on */
   port: number;
+  /** its data directory on the agent */
   storagePath: string;
   /** last (re)start; 0 if never */
   startedAtMs: number;
+  /** restarts after crashes since it was spawned */
   restartCount: number;
+  /** its memory limit in MiB */
   memoryLimitMb: number;
+  /** the executable it runs */
   binary: string;
+  /** its arguments */
   args: string[];
   /** why it last ended: "exited with code 70", "memory limit (...)" */
   lastExit: string;
+  /** when it last ended, ms since epoch; 0 if never */
   lastExitAtMs: number;
+  /** added to its environment */
   env: { [key: string]: string };
   /** the agent's [files] roots cover storage_path: file tasks can move */
   filesReach: boolean;

@@ -16,8 +16,12 @@ export const protobufFileName = "switchboard/v1/task.proto";
  * Shared by the agent protocol (agent.proto) and the client API (client.proto).
  */
 
-/** Life of a task: QUEUED -> ASSIGNED -> RUNNING -> one terminal state. */
+/**
+ * Life of a task: QUEUED -> ASSIGNED -> RUNNING -> one terminal state. In TypeScript, UNRECOGNIZED (-1)
+ * stands for a value this code does not know (one a newer hub or agent sent).
+ */
 export enum TaskState {
+  /** TASK_STATE_UNSPECIFIED - not set; a task never has it */
   TASK_STATE_UNSPECIFIED = 0,
   /** TASK_STATE_QUEUED - accepted by the hub, waiting for a free slot on a matching agent */
   TASK_STATE_QUEUED = 1,
@@ -100,9 +104,16 @@ export function taskStateToJSON(object: TaskState): string {
   }
 }
 
+/**
+ * Which of a task's two output streams a chunk belongs to. In TypeScript, UNRECOGNIZED (-1) stands for
+ * a value this code does not know.
+ */
 export enum OutputStream {
+  /** OUTPUT_STREAM_UNSPECIFIED - not set; never sent */
   OUTPUT_STREAM_UNSPECIFIED = 0,
+  /** OUTPUT_STREAM_STDOUT - the task's standard output (for SQL: the rows; for HTTP: the body) */
   OUTPUT_STREAM_STDOUT = 1,
+  /** OUTPUT_STREAM_STDERR - the task's standard error (for HTTP: the response head) */
   OUTPUT_STREAM_STDERR = 2,
   UNRECOGNIZED = -1,
 }
@@ -154,15 +165,25 @@ export interface Target_LabelsEntry {
   value: string;
 }
 
+/**
+ * A task that does nothing but return its payload (Finished.result): a round trip through the hub and
+ * an agent, for checks and benchmarks.
+ */
 export interface EchoSpec {
+  /** returned as the result, byte for byte */
   payload: Buffer;
 }
 
+/**
+ * A process on the agent: argv (no shell) or a bash script, with its own environment, user, limits and
+ * timeout. stdout and stderr stream back as Output; Finished.exit_code is the process's.
+ */
 export interface ShellSpec {
   /** argv[0] is resolved on PATH; exclusive with script */
   argv: string[];
   /** run as `bash -c script`; exclusive with argv */
   script: string;
+  /** working directory; empty: the agent's */
   cwd: string;
   /** added to the agent's environment */
   env: { [key: string]: string };
@@ -184,8 +205,9 @@ export interface ShellSpec {
   secrets: string[];
   /** run under a pseudo-terminal (interactive sessions; [shell] pty) */
   tty: boolean;
-  /** tty: initial size */
+  /** tty: initial width in columns */
   cols: number;
+  /** tty: initial height in rows */
   rows: number;
   /** stdin stays open for TaskInput (after the stdin bytes above) */
   stdinStream: boolean;
@@ -196,10 +218,13 @@ export interface ShellSpec_EnvEntry {
   value: string;
 }
 
+/** Resource limits of one shell task (a cgroup where the agent has one); a 0 field: the agent's default. */
 export interface ShellLimits {
   /** a share of cores (0.5: half a core) */
   cpus: number;
+  /** memory in MiB; past it the process is killed */
   memoryMb: number;
+  /** processes and threads the task may have at once */
   maxProcs: number;
 }
 
@@ -241,9 +266,11 @@ export interface SqlSpec {
 export interface HttpSpec {
   /** default GET */
   method: string;
+  /** absolute http(s) URL, under one of the agent's [http] allow prefixes */
   url: string;
   /** several values of one header: joined with ", " */
   headers: { [key: string]: string };
+  /** the request body; empty: none (or see body_from_input) */
   body: Buffer;
   /** whole request, body included; 0: the agent's default */
   timeoutMs: number;
@@ -336,9 +363,13 @@ export interface FileSpec {
  * size, or the end of input.
  */
 export interface TaskInput {
+  /** the running task to feed */
   taskId: string;
+  /** the next bytes of its input */
   data: Buffer;
+  /** no more input: the task's stdin (or upload) is closed */
   eof: boolean;
+  /** a tty task's new terminal size */
   resize:
     | TerminalSize
     | undefined;
@@ -348,42 +379,71 @@ export interface TaskInput {
   offset: number;
 }
 
+/** A terminal's size in character cells. */
 export interface TerminalSize {
+  /** width in columns */
   cols: number;
+  /** height in rows */
   rows: number;
 }
 
 /** A SQL datasource configured on the agent and whether its last connect check passed. */
 export interface DatasourceHealth {
+  /** its name in the agent's config, as SqlSpec.datasource takes it */
   name: string;
   /** "postgres", "mysql", "sqlite" */
   driver: string;
+  /** only reading statements are allowed on it */
   readOnly: boolean;
+  /** the last connect check passed */
   healthy: boolean;
   /** the last check's error when not healthy */
   error: string;
+  /** when the last check ran, ms since epoch */
   checkedAtMs: number;
 }
 
+/**
+ * What a task does: exactly one kind with its parameters. In TypeScript, `kind.$case` names the kind
+ * and `kind.value` holds its spec; the SDK's builders (shell(), sql(), ...) fill it in.
+ */
 export interface TaskSpec {
+  /** The kind of task and its parameters. */
   kind:
-    | { $case: "echo"; value: EchoSpec }
-    | { $case: "shell"; value: ShellSpec }
-    | { $case: "sql"; value: SqlSpec }
-    | { $case: "http"; value: HttpSpec }
-    | { $case: "docker"; value: DockerSpec }
-    | { $case: "file"; value: FileSpec }
+    | //
+    /** return a payload */
+    { $case: "echo"; value: EchoSpec }
+    | //
+    /** run a process */
+    { $case: "shell"; value: ShellSpec }
+    | //
+    /** run a SQL statement on a datasource */
+    { $case: "sql"; value: SqlSpec }
+    | //
+    /** make an HTTP request */
+    { $case: "http"; value: HttpSpec }
+    | //
+    /** a Docker Engine operation */
+    { $case: "docker"; value: DockerSpec }
+    | //
+    /** download or upload a file */
+    { $case: "file"; value: FileSpec }
     | undefined;
 }
 
 /** A structured error: a gRPC status code (numeric, as in @grpc/grpc-js `status`) and a sentence. */
 export interface TaskError {
+  /** a gRPC status code (the SDK's Code) */
   code: number;
+  /** what went wrong, in one sentence a user can act on */
   message: string;
 }
 
+/** The agent began the task's work (for shell: the process was spawned). */
 export interface Started {
+  /** ms since epoch, by the agent's clock */
   startedAtMs: number;
+  /** shell: the process id on the agent; 0 for other kinds */
   pid: number;
 }
 
@@ -392,10 +452,13 @@ export interface Started {
  * The agent splits on newlines where it can and caps a chunk at 1 MiB (longer lines are split).
  */
 export interface Output {
+  /** stdout or stderr */
   stream: OutputStream;
+  /** the bytes, as the task wrote them (never re-encoded) */
   data: Buffer;
 }
 
+/** The task ended: its terminal state and how. Always the last event of a task. */
 export interface Finished {
   /** a terminal state */
   state: TaskState;
@@ -404,7 +467,10 @@ export interface Finished {
   /** shell: e.g. "SIGTERM" when killed by a signal */
   signal: string;
   /** set when state is not SUCCEEDED and there is an error to report */
-  error: TaskError | undefined;
+  error:
+    | TaskError
+    | undefined;
+  /** from Started to the end, ms */
   durationMs: number;
   /** echo: the payload; other kinds: kind-specific result */
   result: Buffer;
@@ -412,13 +478,20 @@ export interface Finished {
   reason: string;
 }
 
-/** Hub-side events a client sees besides the agent's own. */
+/**
+ * Hub-side events a client sees besides the agent's own.
+ * The hub accepted the task and holds it until an agent that matches its target has a free slot.
+ */
 export interface Queued {
+  /** ms since epoch, by the hub's clock */
   queuedAtMs: number;
 }
 
+/** The hub sent the task to an agent. */
 export interface Assigned {
+  /** the agent that will run it */
   agentId: string;
+  /** ms since epoch, by the hub's clock */
   assignedAtMs: number;
 }
 
@@ -427,14 +500,27 @@ export interface Assigned {
  * task (numbered by the hub), so Watch(from_seq) can resume without gaps or duplicates.
  */
 export interface TaskEvent {
+  /** the task it belongs to */
   taskId: string;
+  /** its place in the task's events, from 1; pass the last seen to resume a watch */
   seq: number;
+  /** What happened. In TypeScript, `event.$case` names it and `event.value` holds its fields. */
   event:
-    | { $case: "queued"; value: Queued }
-    | { $case: "assigned"; value: Assigned }
-    | { $case: "started"; value: Started }
-    | { $case: "output"; value: Output }
-    | { $case: "finished"; value: Finished }
+    | //
+    /** accepted by the hub */
+    { $case: "queued"; value: Queued }
+    | //
+    /** sent to an agent */
+    { $case: "assigned"; value: Assigned }
+    | //
+    /** started on the agent */
+    { $case: "started"; value: Started }
+    | //
+    /** a chunk of stdout or stderr */
+    { $case: "output"; value: Output }
+    | //
+    /** ended; always last */
+    { $case: "finished"; value: Finished }
     | undefined;
   /**
    * Set on an event that follows output the hub no longer holds (only for a finished task whose
@@ -445,27 +531,45 @@ export interface TaskEvent {
 
 /** A task as stored by the hub. */
 export interface TaskInfo {
+  /** its id, given by the hub at submit */
   taskId: string;
   /** "echo", "shell", ... */
   kind: string;
-  target: Target | undefined;
+  /** where it was asked to run */
+  target:
+    | Target
+    | undefined;
+  /** where it is in its life now */
   state: TaskState;
+  /** the agent it was assigned to; empty while queued */
   agentId: string;
   /** token name of who submitted */
   requester: string;
+  /** submitted, ms since epoch */
   createdAtMs: number;
+  /** sent to its agent; 0 if not yet */
   assignedAtMs: number;
+  /** started on its agent; 0 if not yet */
   startedAtMs: number;
+  /** ended; 0 while it runs */
   finishedAtMs: number;
+  /** as Finished.exit_code */
   exitCode: number;
+  /** as Finished.signal */
   signal: string;
-  error: TaskError | undefined;
+  /** as Finished.error */
+  error:
+    | TaskError
+    | undefined;
+  /** as Finished.reason */
   reason: string;
+  /** as Finished.duration_ms */
   durationMs: number;
   /** absolute, ms since epoch; 0 = none */
   deadlineMs: number;
   /** total produced */
   stdoutBytes: number;
+  /** total produced */
   stderrBytes: number;
   /** omitted in listings */
   spec: TaskSpec | undefined;
@@ -473,11 +577,13 @@ export interface TaskInfo {
 
 /** The whole result of a task (Execute, and the session's result mode). */
 export interface TaskResult {
+  /** the task as stored once it ended */
   info:
     | TaskInfo
     | undefined;
   /** as kept: whole when small, else head and tail with a gap */
   stdout: Buffer;
+  /** as stdout */
   stderr: Buffer;
   /** Finished.result */
   result: Buffer;
