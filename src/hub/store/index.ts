@@ -10,4 +10,4 @@ export {
   openSqliteStore,
   SqliteStore,
   type SqliteStoreOptions,
-} from "./sqlite-store.js";
+} from "./sqlite/store.js";

@@ -1,6 +1,6 @@
 // Queries on the audit log: who did what to which task, token or agent, newest first.
 import type { Database, Statement } from "better-sqlite3";
-import type { AuditRecord } from "./interfaces.js";
+import type { AuditRecord } from "../interfaces.js";
 import { clampLimit } from "./tasks.js";
 
 const INSERT_AUDIT = `INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)`;

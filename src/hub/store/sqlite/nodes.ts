@@ -1,7 +1,7 @@
 // Queries on the nodes table: the hub's registry of supervised nodes. Written at once (spawns, stops and
 // status changes are rare), read in full when the hub starts.
 import type { Database, Statement } from "better-sqlite3";
-import type { NodeRow } from "./interfaces.js";
+import type { NodeRow } from "../interfaces.js";
 
 const COLUMNS = `id, agent_id, desired, spec, record, record_at, reschedule, pool, labels, created_at, updated_at`;
 

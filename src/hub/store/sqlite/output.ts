@@ -1,8 +1,8 @@
 // Queries on task_output, the kept head and tail chunks of each task's output.
 import type { Database, Statement } from "better-sqlite3";
-import { STREAM_NAMES, streamIndex, type OutputRow, type PersistedOutput } from "./output-buffer.js";
-import { isTerminal, type TaskStateName } from "../../common/task-state.js";
-import type { OutputStreamName } from "./interfaces.js";
+import { STREAM_NAMES, streamIndex, type OutputRow, type PersistedOutput } from "../output-buffer.js";
+import { isTerminal, type TaskStateName } from "../../../common/task-state.js";
+import type { OutputStreamName } from "../interfaces.js";
 
 export type OutputPart = "head" | "tail";
 

@@ -11,9 +11,9 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import Database, { type Database as Db, type Transaction } from "better-sqlite3";
-import { Code, SwitchboardError } from "../../common/errors.js";
-import { silentLogger, type Logger } from "../../common/logger.js";
-import { isTerminal } from "../../common/task-state.js";
+import { Code, SwitchboardError } from "../../../common/errors.js";
+import { silentLogger, type Logger } from "../../../common/logger.js";
+import { isTerminal } from "../../../common/task-state.js";
 import { AgentQueries } from "./agents.js";
 import { NodeQueries } from "./nodes.js";
 import { AuditQueries, type AuditFilter, type AuditInsert } from "./audit.js";
@@ -31,16 +31,16 @@ import type {
   TaskPatch,
   TaskRecord,
   TokenRecord,
-} from "./interfaces.js";
+} from "../interfaces.js";
 import { Checkpointer } from "./checkpointer.js";
 import { migrate } from "./migrate.js";
 import { MIGRATIONS } from "./migrations/index.js";
-import { OutputBuffer, streamIndex, type OutputRow } from "./output-buffer.js";
+import { OutputBuffer, streamIndex, type OutputRow } from "../output-buffer.js";
 import { OutputQueries, type OutputRowRecord } from "./output.js";
 import { TaskQueries } from "./tasks.js";
 import { TokenQueries } from "./tokens.js";
-import { WriteBatch } from "./write-batch.js";
-import { writeFailureSentence, type StoreWriteFailure } from "./write-failure.js";
+import { WriteBatch } from "../write-batch.js";
+import { writeFailureSentence, type StoreWriteFailure } from "../write-failure.js";
 
 export const DEFAULT_OUTPUT_CAP_BYTES = 1024 * 1024;
 export const DEFAULT_FLUSH_INTERVAL_MS = 10;

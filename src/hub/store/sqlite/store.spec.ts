@@ -1,12 +1,12 @@
 import Database from "better-sqlite3";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Code, SwitchboardError } from "../../common/errors.js";
-import { newTaskId } from "../../common/ids.js";
-import type { TaskStateName } from "../../common/task-state.js";
-import type { AgentRecord, NewTask, TaskRecord, TokenRecord } from "./interfaces.js";
-import { openSqliteStore, type SqliteStore, type SqliteStoreOptions } from "./sqlite-store.js";
-import { newTask, tempDir, thrownBy, waitFor, type TempDir } from "./testing/fixtures.js";
+import { Code, SwitchboardError } from "../../../common/errors.js";
+import { newTaskId } from "../../../common/ids.js";
+import type { TaskStateName } from "../../../common/task-state.js";
+import type { AgentRecord, NewTask, TaskRecord, TokenRecord } from "../interfaces.js";
+import { openSqliteStore, type SqliteStore, type SqliteStoreOptions } from "./store.js";
+import { newTask, tempDir, thrownBy, waitFor, type TempDir } from "../testing/fixtures.js";
 
 let dir: TempDir;
 const open: SqliteStore[] = [];

@@ -1,6 +1,6 @@
 // Queries on the agents table: the last known record of every agent that ever connected.
 import type { Database, Statement } from "better-sqlite3";
-import type { AgentRecord } from "./interfaces.js";
+import type { AgentRecord } from "../interfaces.js";
 
 const AGENT_COLUMNS = `id, pool, labels, hostname, platform, version, task_kinds, max_concurrency,
   first_seen_at, last_seen_at, last_session_id, connected, token_id`;
