@@ -10,13 +10,9 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Code } from "../../../common/errors.js";
 import { newTaskId } from "../../../common/ids.js";
 import type { AgentRecord, NodeRow } from "../interfaces.js";
-import {
-  isWriteFault,
-  MAX_HELD_AUDITS,
-  openSqliteStore,
-  type SqliteStore,
-  type SqliteStoreOptions,
-} from "./store.js";
+import { isWriteFault } from "./errors.js";
+import { MAX_HELD_AUDITS, type SqliteStoreOptions } from "./options.js";
+import { openSqliteStore, type SqliteStore } from "./store.js";
 import { newTask, tempDir, thrownBy, waitFor, type TempDir } from "../testing/fixtures.js";
 import type { StoreWriteFailure } from "../write-failure.js";
 

@@ -5,7 +5,8 @@ import { Code, SwitchboardError } from "../../../common/errors.js";
 import { newTaskId } from "../../../common/ids.js";
 import type { TaskStateName } from "../../../common/task-state.js";
 import type { AgentRecord, NewTask, TaskRecord, TokenRecord } from "../interfaces.js";
-import { openSqliteStore, type SqliteStore, type SqliteStoreOptions } from "./store.js";
+import type { SqliteStoreOptions } from "./options.js";
+import { openSqliteStore, type SqliteStore } from "./store.js";
 import { newTask, tempDir, thrownBy, waitFor, type TempDir } from "../testing/fixtures.js";
 
 let dir: TempDir;
