@@ -11,8 +11,8 @@ import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../src/common/logger.js";
 import { AgntServiceClient } from "../src/gen/seed000/app.js";
-import { migrate } from "../src/hub/store/migrate.js";
-import { MIGRATIONS } from "../src/hub/store/migrations/index.js";
+import { migrate } from "../src/hub/store/sqlite/migrate.js";
+import { MIGRATIONS } from "../src/hub/store/sqlite/migrations/index.js";
 import {
   listAgents,
   runCli,

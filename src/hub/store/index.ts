@@ -1,13 +1,12 @@
 // The hub's store: the interfaces every store implements, and the embedded SQLite one.
 export * from "./interfaces.js";
 export { writeFailureSentence, type StoreWriteFailure } from "./write-failure.js";
+export { openSqliteStore, SqliteStore } from "./sqlite/store.js";
 export {
   DEFAULT_BUSY_TIMEOUT_MS,
   DEFAULT_FLUSH_INTERVAL_MS,
   DEFAULT_MAX_BATCH_OPS,
   DEFAULT_OUTPUT_CAP_BYTES,
   DEFAULT_TAIL_PERSIST_INTERVAL_MS,
-  openSqliteStore,
-  SqliteStore,
   type SqliteStoreOptions,
-} from "./sqlite-store.js";
+} from "./sqlite/options.js";

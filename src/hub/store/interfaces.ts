@@ -169,6 +169,12 @@ export interface AuditRecord extends AuditEntry {
   id: number;
 }
 
+export interface AuditFilter {
+  limit?: number; // default 50, max 1000
+  action?: string;
+  subject?: string;
+}
+
 export interface Store {
   // tasks
   insertTask(task: NewTask): Promise<void>;
@@ -207,7 +213,7 @@ export interface Store {
 
   // audit
   audit(entry: AuditEntry): void;
-  listAudit(filter: { limit?: number; action?: string; subject?: string }): AuditRecord[];
+  listAudit(filter: AuditFilter): AuditRecord[];
 
   /**
    * Set while the store cannot commit: it holds its writes and retries until it can. Undefined

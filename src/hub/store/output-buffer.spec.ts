@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { OutputStreamName, StoredOutput } from "./interfaces.js";
 import { OutputBuffer, splitCap, streamIndex, STREAM_NAMES, type PersistedOutput } from "./output-buffer.js";
-import { openSqliteStore } from "./sqlite-store.js";
+import { openSqliteStore } from "./sqlite/store.js";
 import { newTask, tempDir, type TempDir } from "./testing/fixtures.js";
 
 interface Chunk {

@@ -3,9 +3,17 @@
 // buffers that changed, whose bytes wait in the buffers themselves. While the store cannot write,
 // the batch is what it holds: everything in it is keyed by what it writes (a task, an agent, a
 // node, a token), so it grows only with the audit log, which the store bounds.
-import type { AuditInsert } from "./audit.js";
 import type { AgentRecord, NewTask, NodeRow, TaskPatch } from "./interfaces.js";
 import type { OutputBuffer } from "./output-buffer.js";
+
+/** An audit entry as queued: its detail already serialized. */
+export interface AuditInsert {
+  at: number;
+  actor: string;
+  action: string;
+  subject: string;
+  detail: string | null;
+}
 
 export interface PendingInsert {
   task: NewTask;

@@ -5,7 +5,7 @@
 //   streaming <taskId> <base64 of all output appended> output left to the store's own timers
 //   committed <taskId> ...                            inserts whose promises resolved
 // Usage: crash-child <database path> <output cap in bytes>
-import { openSqliteStore } from "../sqlite-store.js";
+import { openSqliteStore } from "../sqlite/store.js";
 import type { OutputStreamName } from "../interfaces.js";
 import { newTask } from "./fixtures.js";
 

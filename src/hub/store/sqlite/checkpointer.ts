@@ -6,7 +6,7 @@
 // is logged once when they start failing and once when they work again.
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
-import type { Logger } from "../../common/logger.js";
+import type { Logger } from "../../../common/logger.js";
 
 const WORKER_SOURCE = `
 const { workerData, parentPort } = require("node:worker_threads");

@@ -7,18 +7,14 @@
 import Database from "better-sqlite3";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Code } from "../../common/errors.js";
-import { newTaskId } from "../../common/ids.js";
-import type { AgentRecord, NodeRow } from "./interfaces.js";
-import {
-  isWriteFault,
-  MAX_HELD_AUDITS,
-  openSqliteStore,
-  type SqliteStore,
-  type SqliteStoreOptions,
-} from "./sqlite-store.js";
-import { newTask, tempDir, thrownBy, waitFor, type TempDir } from "./testing/fixtures.js";
-import type { StoreWriteFailure } from "./write-failure.js";
+import { Code } from "../../../common/errors.js";
+import { newTaskId } from "../../../common/ids.js";
+import type { AgentRecord, NodeRow } from "../interfaces.js";
+import { isWriteFault } from "./errors.js";
+import { MAX_HELD_AUDITS, type SqliteStoreOptions } from "./options.js";
+import { openSqliteStore, type SqliteStore } from "./store.js";
+import { newTask, tempDir, thrownBy, waitFor, type TempDir } from "../testing/fixtures.js";
+import type { StoreWriteFailure } from "../write-failure.js";
 
 let dir: TempDir;
 const open: SqliteStore[] = [];

@@ -1,8 +1,8 @@
 // Queries on the tasks table. Statements are prepared once; parameters are positional so that the
 // same SQL runs on PostgreSQL with $n placeholders.
 import type { Database, Statement } from "better-sqlite3";
-import { ALL_STATES, isTerminal, type TaskStateName } from "../../common/task-state.js";
-import type { NewTask, TargetRecord, TaskFilter, TaskPatch, TaskRecord } from "./interfaces.js";
+import { ALL_STATES, isTerminal, type TaskStateName } from "../../../common/task-state.js";
+import type { NewTask, TargetRecord, TaskFilter, TaskPatch, TaskRecord } from "../interfaces.js";
 
 const TASK_COLUMNS = `id, kind, target, spec, state, agent_id, requester, created_at, assigned_at, started_at,
   finished_at, deadline_at, exit_code, signal, error_code, error_message, reason, duration_ms,

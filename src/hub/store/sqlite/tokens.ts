@@ -1,7 +1,7 @@
 // Queries on the tokens table. Only the SHA-256 of a secret is stored; the lookup by hash runs on
 // every authenticated call, on the unique index of the hash column.
 import type { Database, Statement } from "better-sqlite3";
-import type { Role, TokenRecord } from "./interfaces.js";
+import type { Role, TokenRecord } from "../interfaces.js";
 
 const TOKEN_COLUMNS = `id, name, role, pools, agent_id, hash, created_at, revoked_at, last_used_at, allow_takeover`;
 

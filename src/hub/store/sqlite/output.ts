@@ -1,8 +1,8 @@
 // Queries on task_output, the kept head and tail chunks of each task's output.
 import type { Database, Statement } from "better-sqlite3";
-import { STREAM_NAMES, streamIndex, type OutputRow, type PersistedOutput } from "./output-buffer.js";
-import { isTerminal, type TaskStateName } from "../../common/task-state.js";
-import type { OutputStreamName } from "./interfaces.js";
+import { STREAM_NAMES, streamIndex, type OutputRow, type PersistedOutput } from "../output-buffer.js";
+import { isTerminal, type TaskStateName } from "../../../common/task-state.js";
+import type { OutputStreamName, StoredOutput } from "../interfaces.js";
 
 export type OutputPart = "head" | "tail";
 
@@ -91,4 +91,23 @@ export class OutputQueries {
       })),
     };
   }
+}
+
+/** A task's kept output as read back: head and tail per stream, and the chunks in produced order. */
+export function toStoredOutput(rows: OutputRowRecord[], totals: [number, number]): StoredOutput {
+  const parts = {
+    stdout: { head: [] as Buffer[], tail: [] as Buffer[] },
+    stderr: { head: [] as Buffer[], tail: [] as Buffer[] },
+  };
+  const chunks: StoredOutput["chunks"] = [];
+  for (const row of rows) {
+    parts[row.stream][row.part].push(row.data);
+    chunks.push({ stream: row.stream, data: row.data, gapBefore: row.gap_before });
+  }
+  const stream = (name: OutputStreamName, total: number): StoredOutput["stdout"] => {
+    const head = Buffer.concat(parts[name].head);
+    const tail = Buffer.concat(parts[name].tail);
+    return { head, tail, droppedBytes: Math.max(0, total - head.length - tail.length), totalBytes: total };
+  };
+  return { stdout: stream("stdout", totals[0]), stderr: stream("stderr", totals[1]), chunks };
 }

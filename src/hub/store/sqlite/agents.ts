@@ -1,26 +1,28 @@
 // Queries on the agents table: the last known record of every agent that ever connected.
 import type { Database, Statement } from "better-sqlite3";
-import type { AgentRecord } from "./interfaces.js";
+import type { AgentRecord } from "../interfaces.js";
+import { upsertByIdSql } from "./upsert-sql.js";
 
-const AGENT_COLUMNS = `id, pool, labels, hostname, platform, version, task_kinds, max_concurrency,
-  first_seen_at, last_seen_at, last_session_id, connected, token_id`;
+const COLUMNS = [
+  "id",
+  "pool",
+  "labels",
+  "hostname",
+  "platform",
+  "version",
+  "task_kinds",
+  "max_concurrency",
+  "first_seen_at",
+  "last_seen_at",
+  "last_session_id",
+  "connected",
+  "token_id",
+];
+
+const AGENT_COLUMNS = COLUMNS.join(", ");
 
 // first_seen_at keeps the value of the first insert.
-const UPSERT_AGENT = `
-INSERT INTO agents (${AGENT_COLUMNS})
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET
-  pool = excluded.pool,
-  labels = excluded.labels,
-  hostname = excluded.hostname,
-  platform = excluded.platform,
-  version = excluded.version,
-  task_kinds = excluded.task_kinds,
-  max_concurrency = excluded.max_concurrency,
-  last_seen_at = excluded.last_seen_at,
-  last_session_id = excluded.last_session_id,
-  connected = excluded.connected,
-  token_id = excluded.token_id`;
+const UPSERT_AGENT = upsertByIdSql("agents", COLUMNS, ["first_seen_at"]);
 
 const SELECT_AGENT = `SELECT ${AGENT_COLUMNS} FROM agents WHERE id = ?`;
 

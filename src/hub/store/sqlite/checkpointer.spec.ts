@@ -3,8 +3,8 @@
 import { statSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { openSqliteStore, type SqliteStore } from "./sqlite-store.js";
-import { newTask, tempDir, waitFor, type TempDir } from "./testing/fixtures.js";
+import { openSqliteStore, type SqliteStore } from "./store.js";
+import { newTask, tempDir, waitFor, type TempDir } from "../testing/fixtures.js";
 
 const open: SqliteStore[] = [];
 const dirs: TempDir[] = [];

@@ -1,8 +1,8 @@
 // Brings a database up to the schema this code knows: each migration runs once, in order, in its
 // own transaction, and is recorded in schema_migrations. A database from newer code is refused.
 import type { Database } from "better-sqlite3";
-import { Code, SwitchboardError } from "../../common/errors.js";
-import type { Logger } from "../../common/logger.js";
+import { Code, SwitchboardError } from "../../../common/errors.js";
+import type { Logger } from "../../../common/logger.js";
 import type { Migration } from "./migrations/index.js";
 
 const CREATE_SCHEMA_MIGRATIONS = `

@@ -1,12 +1,12 @@
 import { writeFileSync } from "node:fs";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Code } from "../../common/errors.js";
-import { silentLogger } from "../../common/logger.js";
+import { Code } from "../../../common/errors.js";
+import { silentLogger } from "../../../common/logger.js";
 import { migrate, schemaVersion } from "./migrate.js";
 import { MIGRATIONS, type Migration } from "./migrations/index.js";
-import { openSqliteStore } from "./sqlite-store.js";
-import { newTask, tempDir, thrownBy, type TempDir } from "./testing/fixtures.js";
+import { openSqliteStore } from "./store.js";
+import { newTask, tempDir, thrownBy, type TempDir } from "../testing/fixtures.js";
 
 let dir: TempDir;
 beforeEach(() => {

@@ -11,10 +11,10 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, expect, it } from "vitest";
-import { openSqliteStore } from "./sqlite-store.js";
-import { splitCap } from "./output-buffer.js";
-import type { StoredOutput } from "./interfaces.js";
-import { tempDir, waitFor, type TempDir } from "./testing/fixtures.js";
+import { openSqliteStore } from "./store.js";
+import { splitCap } from "../output-buffer.js";
+import type { StoredOutput } from "../interfaces.js";
+import { tempDir, waitFor, type TempDir } from "../testing/fixtures.js";
 
 const CAP = 4096;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -49,9 +49,9 @@ it("keeps every acknowledged write when the process is killed", async () => {
   const path = dir.file("hub.db");
   const proc = spawn(
     process.execPath,
-    [viteNode, join(here, "testing", "crash-child.ts"), path, String(CAP)],
+    [viteNode, join(here, "..", "testing", "crash-child.ts"), path, String(CAP)],
     {
-      cwd: join(here, "..", "..", ".."),
+      cwd: join(here, "..", "..", "..", ".."),
       stdio: ["ignore", "pipe", "pipe"],
     },
   );

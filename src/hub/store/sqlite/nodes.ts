@@ -1,22 +1,25 @@
 // Queries on the nodes table: the hub's registry of supervised nodes. Written at once (spawns, stops and
 // status changes are rare), read in full when the hub starts.
 import type { Database, Statement } from "better-sqlite3";
-import type { NodeRow } from "./interfaces.js";
+import type { NodeRow } from "../interfaces.js";
+import { upsertByIdSql } from "./upsert-sql.js";
 
-const COLUMNS = `id, agent_id, desired, spec, record, record_at, reschedule, pool, labels, created_at, updated_at`;
+const COLUMNS = [
+  "id",
+  "agent_id",
+  "desired",
+  "spec",
+  "record",
+  "record_at",
+  "reschedule",
+  "pool",
+  "labels",
+  "created_at",
+  "updated_at",
+];
 
-const UPSERT = `
-INSERT INTO nodes (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET
-  agent_id = excluded.agent_id,
-  desired = excluded.desired,
-  spec = excluded.spec,
-  record = excluded.record,
-  record_at = excluded.record_at,
-  reschedule = excluded.reschedule,
-  pool = excluded.pool,
-  labels = excluded.labels,
-  updated_at = excluded.updated_at`;
+// created_at keeps the value of the first insert.
+const UPSERT = upsertByIdSql("nodes", COLUMNS, ["created_at"]);
 
 interface Row {
   id: string;
@@ -54,7 +57,7 @@ export class NodeQueries {
   constructor(db: Database) {
     this.upsertStmt = db.prepare(UPSERT);
     this.deleteStmt = db.prepare(`DELETE FROM nodes WHERE id = ?`);
-    this.listStmt = db.prepare(`SELECT ${COLUMNS} FROM nodes ORDER BY created_at, id`);
+    this.listStmt = db.prepare(`SELECT ${COLUMNS.join(", ")} FROM nodes ORDER BY created_at, id`);
   }
 
   upsert(n: NodeRow): void {

@@ -1,0 +1,334 @@
+// The embedded store: one SQLite file in WAL mode, implementing the Store interface. This class
+// says what each call reads and writes; the SqliteWriter (writer.ts) decides when writes commit
+// and holds them while the disk refuses them, and the per-table queries (tasks.ts, agents.ts, ...)
+// hold the SQL. Reads commit the pending batch first, so they see every write made before them,
+// except where they read through it (held-reads.ts).
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import Database, { type Database as Db } from "better-sqlite3";
+import { Code, SwitchboardError } from "../../../common/errors.js";
+import { silentLogger, type Logger } from "../../../common/logger.js";
+import { isTerminal } from "../../../common/task-state.js";
+import type {
+  AgentRecord,
+  AuditEntry,
+  AuditFilter,
+  AuditRecord,
+  NewTask,
+  NodeRow,
+  OutputStreamName,
+  Store,
+  StoredOutput,
+  TaskFilter,
+  TaskPatch,
+  TaskRecord,
+  TokenRecord,
+} from "../interfaces.js";
+import type { StoreWriteFailure } from "../write-failure.js";
+import { Checkpointer } from "./checkpointer.js";
+import { writeNode } from "./commit-plan.js";
+import { asError, isWriteFault, tokenInsertError, wrapOpenError } from "./errors.js";
+import {
+  withHeldAgents,
+  withHeldNodes,
+  withHeldUpdate,
+  withPendingAgent,
+  withPendingTouch,
+} from "./held-reads.js";
+import { migrate } from "./migrate.js";
+import { MIGRATIONS } from "./migrations/index.js";
+import { sqliteSettings, type Settings, type SqliteStoreOptions } from "./options.js";
+import { toStoredOutput } from "./output.js";
+import { prepareQueries, type SqliteQueries } from "./queries.js";
+import { SqliteWriter } from "./writer.js";
+
+/** Opens (creating it and its directory if needed) and migrates the store at `path`. */
+export function openSqliteStore(path: string, opts: SqliteStoreOptions = {}): SqliteStore {
+  const logger = opts.logger ?? silentLogger();
+  const settings = sqliteSettings(opts);
+  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+  let db: Db;
+  try {
+    db = new Database(path, { timeout: settings.busyTimeoutMs });
+  } catch (err) {
+    throw wrapOpenError(path, err);
+  }
+  try {
+    // WAL with synchronous=NORMAL: a committed transaction survives the process being killed
+    // (not necessarily a power cut), and a commit costs no fsync.
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = NORMAL");
+    db.pragma(`busy_timeout = ${settings.busyTimeoutMs}`);
+    db.pragma("foreign_keys = ON");
+    const version = migrate(db, MIGRATIONS, logger);
+    // Checkpoints move to a worker thread (never inside a commit on the event loop); the store
+    // checkpoints itself on close. In memory there is no WAL to checkpoint.
+    const inWorker = (opts.checkpointInWorker ?? true) && path !== ":memory:";
+    if (inWorker) db.pragma("wal_autocheckpoint = 0");
+    const checkpointer = inWorker ? new Checkpointer(path, logger) : undefined;
+    logger.info(
+      { path, schemaVersion: version, checkpoints: inWorker ? "worker" : "inline" },
+      "store opened",
+    );
+    return new SqliteStore(db, path, version, settings, logger, checkpointer);
+  } catch (err) {
+    db.close();
+    throw wrapOpenError(path, err);
+  }
+}
+
+export class SqliteStore implements Store {
+  private readonly q: SqliteQueries;
+  private readonly writer: SqliteWriter;
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly db: Db,
+    readonly path: string,
+    readonly schemaVersion: number,
+    settings: Settings,
+    private readonly logger: Logger,
+    private readonly checkpointer?: Checkpointer,
+  ) {
+    this.q = prepareQueries(db);
+    this.writer = new SqliteWriter(db, this.q, path, settings, logger);
+  }
+
+  // ---- health
+
+  get writeFailure(): StoreWriteFailure | undefined {
+    return this.writer.failure;
+  }
+
+  onWriteFailureChange(listener: (failure: StoreWriteFailure | undefined) => void): void {
+    this.writer.onFailureChange(listener);
+  }
+
+  get commitCount(): number {
+    return this.writer.commitCount;
+  }
+
+  committed(): Promise<void> {
+    return this.writer.committed();
+  }
+
+  // ---- tasks
+
+  insertTask(task: NewTask): Promise<void> {
+    return this.writer.insert(task);
+  }
+
+  updateTask(id: string, patch: TaskPatch): void {
+    this.writer.assertOpen();
+    this.writer.batch.addUpdate(id, patch);
+    this.writer.enqueued();
+  }
+
+  getTask(id: string): TaskRecord | undefined {
+    this.writer.beforeRead();
+    const task = this.q.tasks.get(id);
+    return task && this.asHeld(task);
+  }
+
+  listTasks(filter: TaskFilter): TaskRecord[] {
+    this.writer.beforeRead();
+    const rows = this.q.tasks.list(filter);
+    return this.writer.failure ? rows.map((r) => this.asHeld(r)) : rows;
+  }
+
+  listUnfinishedTasks(): TaskRecord[] {
+    this.writer.beforeRead();
+    const rows = this.q.tasks.listUnfinished();
+    return this.writer.failure ? rows.map((r) => this.asHeld(r)).filter((r) => !isTerminal(r.state)) : rows;
+  }
+
+  countTasks(): number {
+    this.writer.beforeRead();
+    return this.q.tasks.count();
+  }
+
+  /** A stored task as it will be once the held writes commit (while the store cannot write). */
+  private asHeld(task: TaskRecord): TaskRecord {
+    if (!this.writer.failure) return task;
+    return withHeldUpdate(task, this.writer.batch.updates.get(task.id), this.writer.outputs.get(task.id));
+  }
+
+  // ---- output
+
+  appendOutput(taskId: string, stream: OutputStreamName, data: Uint8Array): void {
+    this.writer.assertOpen();
+    if (data.length === 0) return;
+    this.writer.appendOutput(taskId, stream, data);
+  }
+
+  getOutput(taskId: string): StoredOutput {
+    this.writer.beforeOutputRead(taskId);
+    return toStoredOutput(this.q.output.rows(taskId), this.q.output.totals(taskId));
+  }
+
+  /** Tasks whose output buffer (rolling tail included) is in memory: a figure for metrics. */
+  get outputBuffersInMemory(): number {
+    return this.writer.outputs.size;
+  }
+
+  // ---- agents
+
+  upsertAgent(agent: AgentRecord): void {
+    this.writer.assertOpen();
+    // A second upsert before the commit keeps the first one's first-seen time, as the row would.
+    const agents = this.writer.batch.agents;
+    const pending = agents.get(agent.id);
+    agents.set(agent.id, pending ? { ...agent, firstSeenAt: pending.firstSeenAt } : agent);
+    this.writer.enqueued();
+  }
+
+  getAgent(id: string): AgentRecord | undefined {
+    this.writer.assertOpen();
+    // Read through the pending batch instead of committing it first: the hub reads an agent on
+    // every connect; a commit for each made a reconnect storm of 10,000 agents crawl.
+    return withPendingAgent(this.q.agents.get(id), this.writer.batch.agents.get(id));
+  }
+
+  listAgents(): AgentRecord[] {
+    this.writer.beforeRead();
+    const stored = this.q.agents.list();
+    const held = this.writer.batch.agents;
+    if (!this.writer.failure || held.size === 0) return stored;
+    return withHeldAgents(stored, held);
+  }
+
+  forgetAgent(id: string): boolean {
+    this.writer.assertOpen();
+    // Written at once, like nodes: rare, and an admin's release must not wait for (or be undone by) a batch.
+    const pending = this.writer.batch.agents.delete(id);
+    return this.q.agents.delete(id) || pending;
+  }
+
+  markAllAgentsDisconnected(): void {
+    this.writer.beforeRead(); // pending upserts first, so that they do not reconnect anyone afterwards
+    this.q.agents.markAllDisconnected();
+  }
+
+  // ---- nodes (written at once: rare, and a spawn's intent must outlive a crash; while the store
+  // cannot write they are held with the batch, so that a heartbeat never fails on a full disk)
+
+  upsertNode(node: NodeRow): void {
+    this.writer.assertOpen();
+    this.writeNodeNow(node.id, { ...node });
+  }
+
+  deleteNode(id: string): void {
+    this.writer.assertOpen();
+    this.writeNodeNow(id, null);
+  }
+
+  listNodes(): NodeRow[] {
+    this.writer.assertOpen();
+    const stored = this.q.nodes.list();
+    const held = this.writer.batch.nodes;
+    return held.size === 0 ? stored : withHeldNodes(stored, held);
+  }
+
+  private writeNodeNow(id: string, row: NodeRow | null): void {
+    const held = this.writer.batch.nodes;
+    if (!this.writer.failure && !held.has(id)) {
+      try {
+        writeNode(this.q, id, row);
+        return;
+      } catch (err) {
+        if (!isWriteFault(err)) throw err;
+        this.writer.enterFailure(err);
+      }
+    }
+    held.set(id, row);
+    this.writer.enqueued();
+  }
+
+  // ---- tokens (written at once: rare, and a revocation must take effect immediately)
+
+  insertToken(token: TokenRecord): void {
+    this.writer.assertOpen();
+    this.writer.refuseWhileFailing("the token was not created");
+    try {
+      this.q.tokens.insert(token);
+    } catch (err) {
+      this.writer.failIfWriteFault(err, "the token was not created");
+      throw tokenInsertError(token, err);
+    }
+  }
+
+  findTokenByHash(hash: string): TokenRecord | undefined {
+    // No flush: the only token writes that wait in the batch are touches, applied here instead,
+    // so that authenticating a call never forces a commit.
+    this.writer.assertOpen();
+    return this.withTouch(this.q.tokens.byHash(hash));
+  }
+
+  findToken(idOrName: string): TokenRecord | undefined {
+    this.writer.assertOpen();
+    return this.withTouch(this.q.tokens.byId(idOrName) ?? this.q.tokens.liveByName(idOrName));
+  }
+
+  listTokens(includeRevoked: boolean): TokenRecord[] {
+    this.writer.assertOpen();
+    const touches = this.writer.batch.touches;
+    return this.q.tokens.list(includeRevoked).map((t) => withPendingTouch(t, touches.get(t.id)));
+  }
+
+  revokeToken(id: string, at: number): void {
+    this.writer.assertOpen();
+    this.writer.refuseWhileFailing("the token was not revoked");
+    let revoked: boolean;
+    try {
+      revoked = this.q.tokens.revoke(id, at);
+    } catch (err) {
+      this.writer.failIfWriteFault(err, "the token was not revoked");
+      throw err;
+    }
+    if (revoked) return;
+    if (!this.q.tokens.byId(id)) throw new SwitchboardError(Code.NOT_FOUND, `no token has the id ${id}`);
+    // Already revoked: keep the first revocation time.
+  }
+
+  touchToken(id: string, at: number): void {
+    this.writer.assertOpen();
+    this.writer.batch.addTouch(id, at);
+    this.writer.enqueued();
+  }
+
+  private withTouch(token: TokenRecord | undefined): TokenRecord | undefined {
+    return token && withPendingTouch(token, this.writer.batch.touches.get(token.id));
+  }
+
+  // ---- audit
+
+  audit(entry: AuditEntry): void {
+    this.writer.assertOpen();
+    this.writer.audit(entry);
+  }
+
+  listAudit(filter: AuditFilter): AuditRecord[] {
+    this.writer.beforeRead();
+    return this.q.audit.list(filter);
+  }
+
+  // ---- lifecycle
+
+  flush(): Promise<void> {
+    return this.writer.flush();
+  }
+
+  close(opts: { waitWritableMs?: number } = {}): Promise<void> {
+    this.closing ??= this.shutdown(opts.waitWritableMs ?? 0);
+    return this.closing;
+  }
+
+  private async shutdown(waitWritableMs: number): Promise<void> {
+    const failure = await this.writer.stop(waitWritableMs);
+    // The worker's connection goes first, so that this one, the last, checkpoints the WAL whole.
+    await this.checkpointer?.stop();
+    this.db.close();
+    this.logger.info({ path: this.path }, "store closed");
+    if (failure !== undefined) throw asError(failure);
+  }
+}
