@@ -19,8 +19,8 @@ import {
   seconds,
   text,
 } from "../common/setting-types.js";
-import { parseAllowPrefix } from "./executors/http-policy.js";
-import type { LimitsMode } from "./executors/confinement.js";
+import { parseAllowPrefix } from "./executors/http/index.js";
+import type { LimitsMode } from "./executors/shell/index.js";
 import { parseHubAddress } from "./hub-address.js";
 import type { SqlDriver } from "./sql/datasource.js";
 

@@ -22,7 +22,7 @@ import { cp, mkdir, open, realpath, rename, stat, writeFile } from "node:fs/prom
 import { connect, createServer } from "node:net";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { Code, SwitchboardError } from "../../common/errors.js";
-import { groupMembers } from "../executors/process-group.js";
+import { groupMembers } from "../executors/shell/index.js";
 import type { Logger } from "../../common/logger.js";
 
 export type NodeState = "starting" | "running" | "stopping" | "stopped" | "crashed" | "backoff";

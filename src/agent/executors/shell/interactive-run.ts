@@ -1,0 +1,304 @@
+// What a terminal run and a streamed-stdin run share: the life of the task's process as a state
+// machine (starting, running, stopping in two steps, exited), its time limit and its confinement's
+// limits, the stop that ends everything it started, the input window it grants the hub, and the
+// Finished it ends with.
+import { Code } from "../../../common/errors.js";
+import { Finished, TaskState, type ShellSpec } from "../../../gen/switchboard/v1/task.js";
+import {
+  failedFinished,
+  limitFinished,
+  processFinished,
+  stoppedFinished,
+  timeLimitMs,
+  type Execution,
+  type ExecutionContext,
+  type InputChunk,
+  type StopRequest,
+} from "../executor.js";
+import { cwdProblem } from "./shell-launch.js";
+import type { InteractiveLaunch, InteractiveOptions } from "./interactive.js";
+
+/** starting: checks and spawn. terminating: the first signal sent. killing: SIGKILL sent. */
+export type InteractiveState = "starting" | "running" | "terminating" | "killing" | "exited" | "done";
+
+const TRANSITIONS: Record<InteractiveState, readonly InteractiveState[]> = {
+  starting: ["running", "done"],
+  running: ["terminating", "exited"],
+  terminating: ["killing", "exited"],
+  // done straight from killing: SIGKILL sent, yet no exit within the bounded wait.
+  killing: ["exited", "done"],
+  exited: ["done"],
+  done: [],
+};
+
+export function canMoveInteractive(from: InteractiveState, to: InteractiveState): boolean {
+  return TRANSITIONS[from].includes(to);
+}
+
+const DEFAULT_KILL_WAIT_MS = 5000;
+/** setTimeout's largest delay; longer timeouts re-arm. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * Input bytes the hub may send ahead of what the process took. Re-granted as the process takes input,
+ * in batches of at least half of it, or after INPUT_REGRANT_MS, so keystrokes are not one message each.
+ */
+export const INPUT_WINDOW_BYTES = 64 * 1024;
+const INPUT_REGRANT_MS = 20;
+
+/** The input window of one run: granted once at start, topped up as the process takes bytes. */
+export class InputWindow {
+  private owed = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(private readonly grant: (bytes: number) => void) {}
+
+  open(): void {
+    this.grant(INPUT_WINDOW_BYTES);
+  }
+
+  /** The process took these many bytes: the hub may send as many more. */
+  took(bytes: number): void {
+    if (this.closed || bytes <= 0) return;
+    this.owed += bytes;
+    if (this.owed >= INPUT_WINDOW_BYTES / 2) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), INPUT_REGRANT_MS);
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.closed || this.owed === 0) return;
+    const n = this.owed;
+    this.owed = 0;
+    this.grant(n);
+  }
+}
+
+export abstract class InteractiveRun implements Execution {
+  readonly done: Promise<Finished>;
+  private resolveDone!: (f: Finished) => void;
+  protected state: InteractiveState = "starting";
+  protected stopRequest: StopRequest | undefined;
+  protected pid = 0;
+  private readonly startedAt = Date.now();
+  private exit: { code: number | null; signal: string | null } | undefined;
+  /** Set when a limit of the confinement ended the task (the sentence for Finished.reason). */
+  private limitReason: string | undefined;
+  private readonly timers = new Set<NodeJS.Timeout>();
+  protected readonly window: InputWindow;
+
+  /** The signal that asks the task to end before SIGKILL: SIGHUP for a terminal, SIGTERM otherwise. */
+  protected abstract readonly endSignal: NodeJS.Signals;
+  /** What the run is, for logs: "terminal" or "streamed-stdin shell task". */
+  protected abstract readonly what: string;
+
+  constructor(
+    protected readonly spec: ShellSpec,
+    protected readonly launch: InteractiveLaunch,
+    protected readonly ctx: ExecutionContext,
+    protected readonly opts: InteractiveOptions,
+  ) {
+    this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    this.window = new InputWindow((bytes) => this.ctx.grantInput(bytes));
+  }
+
+  /** Starts the process; returns its pid, or undefined after calling failToStart (now or later). */
+  protected abstract spawn(): number | undefined;
+  /** Signals the processes the run itself knows of (its group or its session). */
+  protected abstract signalOwn(signal: NodeJS.Signals): void;
+  /** Hands input to the process (data, resize, end of input). Only called while it runs. */
+  protected abstract deliver(chunk: InputChunk): void;
+  /** Lets go of pipes or the terminal when the run ends without waiting for them. */
+  protected abstract release(): void;
+
+  async begin(): Promise<void> {
+    try {
+      const limitMs = timeLimitMs(this.spec.timeoutMs, this.ctx.deadlineMs, this.startedAt);
+      if (limitMs !== undefined && limitMs <= 0) {
+        return this.failToStart(
+          stoppedFinished({ cause: "timed_out", reason: "deadline passed before the task started" }),
+        );
+      }
+      if (this.launch.cwd !== "") {
+        const problem = await cwdProblem(this.launch.cwd, this.opts.agentId);
+        if (problem) return this.failToStart(failedFinished(Code.FAILED_PRECONDITION, problem));
+      }
+      if (this.stopRequest) return this.failToStart(stoppedFinished(this.stopRequest));
+      const pid = this.spawn();
+      if (pid === undefined || !this.move("running")) return;
+      this.pid = pid;
+      this.launch.confined?.started(pid);
+      this.ctx.started(pid);
+      this.window.open();
+      if (limitMs !== undefined) this.armTimeout(Date.now() + limitMs, limitMs);
+      this.watchLimits();
+    } catch (e) {
+      this.ctx.logger.error({ err: e, taskId: this.ctx.taskId }, `${this.what} failed to start`);
+      if (this.pid > 1) this.signalAll("SIGKILL");
+      this.failToStart(
+        failedFinished(Code.INTERNAL, `the agent could not start the task: ${(e as Error).message}`),
+      );
+    }
+  }
+
+  stop(request: StopRequest): void {
+    if (this.stopRequest || this.limitReason !== undefined || this.state === "done") return;
+    this.stopRequest = request;
+    // starting: begin() checks for a stop before it spawns.
+    if (this.state === "running") this.terminate(request.graceMs);
+  }
+
+  input(chunk: InputChunk): void {
+    if (this.state !== "running") {
+      this.ctx.logger.debug({ taskId: this.ctx.taskId, state: this.state }, `${this.what}: input ignored`);
+      return;
+    }
+    this.deliver(chunk);
+  }
+
+  /** Ends the task's processes: endSignal to all of them, SIGKILL after the grace. */
+  protected terminate(graceMs?: number): void {
+    if (!this.move("terminating")) return;
+    const grace = graceMs ?? (this.spec.killGraceMs > 0 ? this.spec.killGraceMs : this.opts.killGraceMs);
+    this.ctx.logger.debug(
+      { taskId: this.ctx.taskId, pid: this.pid, cause: this.stopRequest?.cause ?? "hangup", graceMs: grace },
+      `stopping ${this.what}`,
+    );
+    if (grace <= 0) return this.kill();
+    this.signalAll(this.endSignal);
+    this.after(grace, () => this.kill());
+  }
+
+  private kill(): void {
+    if (this.state !== "terminating" || !this.move("killing")) return;
+    this.signalAll("SIGKILL");
+    this.after(this.opts.killWaitMs ?? DEFAULT_KILL_WAIT_MS, () => {
+      if (this.state !== "killing") return;
+      this.ctx.logger.error(
+        { taskId: this.ctx.taskId, pid: this.pid },
+        `${this.what} did not exit after SIGKILL; reporting it without an exit status`,
+      );
+      this.release();
+      this.finish();
+    });
+  }
+
+  /** Signals every process of the task: the run's own, and all its confinement knows of. */
+  protected signalAll(signal: NodeJS.Signals): void {
+    this.signalOwn(signal);
+    this.launch.confined?.signalAll(signal);
+  }
+
+  /** Polls the confinement for a limit the task went past, and ends the task when it did. */
+  private watchLimits(): void {
+    const confined = this.launch.confined;
+    const every = confined?.watchIntervalMs;
+    if (!confined || every === undefined) return;
+    const check = (): void => {
+      if (this.state !== "running") return;
+      const reason = confined.watch();
+      if (reason === undefined) return this.after(every, check);
+      this.ctx.logger.info(
+        { taskId: this.ctx.taskId, pid: this.pid, reason },
+        `${this.what} ended by a limit`,
+      );
+      this.limitReason = reason;
+      this.terminate(0);
+    };
+    this.after(every, check);
+  }
+
+  /** The main process ended; the subclass calls finish() once its output is all read. */
+  protected exited(code: number | null, signal: string | null): boolean {
+    if (!this.move("exited")) return false;
+    this.exit = { code, signal };
+    this.clearTimers();
+    this.window.close();
+    // Whatever it left behind goes too, or it would hold the terminal or the pipes open.
+    this.signalAll("SIGKILL");
+    return true;
+  }
+
+  protected finish(): void {
+    if (!this.move("done")) return;
+    this.clearTimers();
+    this.window.close();
+    const durationMs = Date.now() - this.startedAt;
+    const f = processFinished({
+      limitReason: this.limitReason,
+      stop: this.stopRequest,
+      exit: this.exit,
+      durationMs,
+    });
+    void this.releaseConfinement(f);
+  }
+
+  /** Ends the task with a Finished decided before a process ran (or when it failed to spawn). */
+  protected failToStart(f: Finished): void {
+    if (!this.move("done")) return;
+    this.clearTimers();
+    this.window.close();
+    this.release();
+    void this.releaseConfinement({ ...f, durationMs: f.durationMs || Date.now() - this.startedAt });
+  }
+
+  /**
+   * Kills what the task left behind, releases its cgroup, and resolves the Finished, saying so when the
+   * kernel ended a process at a limit the watch did not see first (an OOM kill).
+   */
+  private async releaseConfinement(f: Finished): Promise<void> {
+    let out = f;
+    const confined = this.launch.confined;
+    if (confined) {
+      try {
+        const r = await confined.release();
+        if (r.leftBehind > 0) {
+          this.ctx.logger.info(
+            { taskId: this.ctx.taskId, pid: this.pid, processes: r.leftBehind },
+            `killed processes the ${this.what} left behind`,
+          );
+        }
+        const failed = f.state === TaskState.TASK_STATE_FAILED && f.exitCode !== 0;
+        if (r.limit !== undefined && this.limitReason === undefined && !this.stopRequest && failed)
+          out = limitFinished(r.limit, f.exitCode, f.signal, f.durationMs);
+      } catch (e) {
+        this.ctx.logger.error({ err: e, taskId: this.ctx.taskId }, "releasing the task's confinement failed");
+      }
+    }
+    this.resolveDone(out);
+  }
+
+  protected move(next: InteractiveState): boolean {
+    if (!canMoveInteractive(this.state, next)) return false;
+    this.state = next;
+    return true;
+  }
+
+  protected after(ms: number, fn: () => void): void {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    this.timers.add(t);
+  }
+
+  private clearTimers(): void {
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  private armTimeout(at: number, limitMs: number): void {
+    this.after(Math.min(MAX_TIMER_MS, Math.max(0, at - Date.now())), () => {
+      if (Date.now() < at) return this.armTimeout(at, limitMs);
+      this.stop({ cause: "timed_out", reason: `timeout after ${limitMs} ms` });
+    });
+  }
+}

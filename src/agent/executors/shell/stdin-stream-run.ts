@@ -1,0 +1,161 @@
+// Shell tasks whose stdin stays open (stdin_stream without tty): input is written to the process's
+// stdin as it arrives, with the pipe's backpressure deciding when the hub may send more, and the end of
+// input closes stdin. Otherwise they run like any shell task: their own process group, stdout and
+// stderr apart, SIGTERM then SIGKILL on a stop.
+import { spawn, type ChildProcess } from "node:child_process";
+import type { Readable } from "node:stream";
+import { Code } from "../../../common/errors.js";
+import { OutputStream } from "../../../gen/switchboard/v1/task.js";
+import { OutputChunker } from "../../output-chunker.js";
+import { failedFinished, type InputChunk } from "../executor.js";
+import { InteractiveRun } from "./interactive-run.js";
+import { signalGroup } from "./process-group.js";
+
+/** After the main process exited: how long its pipes may stay open with no data before we stop waiting. */
+const PIPE_LINGER_MS = 2000;
+
+export class StdinStreamRun extends InteractiveRun {
+  protected readonly endSignal = "SIGTERM";
+  protected readonly what = "streamed-stdin shell task";
+  private child: ChildProcess | undefined;
+  private openStreams = 0;
+  private paused = false;
+  private lastDataAt = 0;
+  private exitedAt = 0;
+  /** Input written while stdin's buffer was full: re-granted once it drained. */
+  private undrained = 0;
+
+  protected spawn(): number | undefined {
+    const child = spawn(this.launch.file, this.launch.args, {
+      cwd: this.launch.cwd === "" ? undefined : this.launch.cwd,
+      env: this.launch.env,
+      // Its own session and process group, so that signals to -pid reach everything it starts.
+      detached: true,
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    this.child = child;
+    child.on("error", (e: NodeJS.ErrnoException) => {
+      if (this.state === "starting") {
+        this.failToStart(
+          failedFinished(
+            e.code === "EACCES" ? Code.FAILED_PRECONDITION : Code.INTERNAL,
+            `cannot start "${this.launch.file}" on agent ${this.opts.agentId}: ${e.message}`,
+          ),
+        );
+      } else this.ctx.logger.warn({ err: e, taskId: this.ctx.taskId }, "shell task process error");
+    });
+    if (child.pid === undefined) return undefined; // 'error' follows with the reason
+    this.wire(child.stdout, OutputStream.OUTPUT_STREAM_STDOUT);
+    this.wire(child.stderr, OutputStream.OUTPUT_STREAM_STDERR);
+    child.on("exit", (code, signal) => this.onExit(code, signal));
+    const stdin = child.stdin;
+    stdin.on("error", (e: NodeJS.ErrnoException) => {
+      // EPIPE: the process exited or closed stdin without reading everything; that is its business.
+      if (e.code !== "EPIPE") this.ctx.logger.debug({ err: e, taskId: this.ctx.taskId }, "stdin error");
+    });
+    stdin.on("drain", () => {
+      const n = this.undrained;
+      this.undrained = 0;
+      this.window.took(n);
+    });
+    if (this.spec.stdin.length > 0) stdin.write(this.spec.stdin);
+    return child.pid;
+  }
+
+  protected deliver(chunk: InputChunk): void {
+    const stdin = this.child?.stdin;
+    if (!stdin || stdin.writableEnded || stdin.destroyed) return;
+    if (chunk.data.length > 0) {
+      // Re-grant what the pipe took; what it buffered waits for 'drain', so a process that does not
+      // read holds the client back instead of filling the agent's memory.
+      if (stdin.write(chunk.data) && this.undrained === 0) this.window.took(chunk.data.length);
+      else this.undrained += chunk.data.length;
+    }
+    if (chunk.eof) stdin.end();
+  }
+
+  protected signalOwn(signal: NodeJS.Signals): void {
+    if (this.pid <= 1) return;
+    try {
+      signalGroup(this.pid, signal);
+    } catch (e) {
+      this.ctx.logger.warn(
+        { err: e, taskId: this.ctx.taskId, pid: this.pid, signal },
+        "cannot signal the task's process group",
+      );
+    }
+  }
+
+  protected release(): void {
+    this.child?.stdin?.destroy();
+    this.child?.stdout?.destroy();
+    this.child?.stderr?.destroy();
+  }
+
+  private wire(stream: Readable, which: OutputStream): void {
+    this.openStreams += 1;
+    const chunker = new OutputChunker(
+      { maxChunkBytes: Math.min(this.opts.maxChunkBytes, this.ctx.maxChunkBytes ?? Infinity) },
+      (chunk) => this.ctx.output.write(which, chunk),
+    );
+    let closed = false;
+    const onClosed = (): void => {
+      if (closed) return;
+      closed = true;
+      chunker.end();
+      this.openStreams -= 1;
+      this.maybeFinish();
+    };
+    stream.on("data", (data: Buffer) => {
+      this.lastDataAt = Date.now();
+      if (!chunker.push(data)) this.pauseReading();
+    });
+    stream.on("end", onClosed);
+    stream.on("close", onClosed);
+    stream.on("error", (e) => this.ctx.logger.debug({ err: e, taskId: this.ctx.taskId }, "pipe error"));
+  }
+
+  /** The output window is used up: stop reading, so the pipes fill and the process blocks. */
+  private pauseReading(): void {
+    if (this.paused || !this.child) return;
+    this.paused = true;
+    this.child.stdout?.pause();
+    this.child.stderr?.pause();
+    this.ctx.output.onceWritable(() => {
+      this.paused = false;
+      this.child?.stdout?.resume();
+      this.child?.stderr?.resume();
+    });
+  }
+
+  private onExit(code: number | null, signal: NodeJS.Signals | null): void {
+    if (!this.exited(code, signal)) return;
+    this.exitedAt = Date.now();
+    this.child?.stdin?.destroy();
+    this.watchLingeringPipes();
+    this.maybeFinish();
+  }
+
+  /** A process that left the group may hold the pipes after the main one exited: stop waiting when silent. */
+  private watchLingeringPipes(): void {
+    const check = (): void => {
+      if (this.openStreams === 0 || this.state === "done") return;
+      const quietSince = Math.max(this.lastDataAt, this.exitedAt);
+      if ((!this.paused || this.stopRequest) && Date.now() - quietSince >= PIPE_LINGER_MS) {
+        this.ctx.logger.warn(
+          { taskId: this.ctx.taskId, pid: this.pid },
+          "shell task's pipes stayed open after it exited; no longer waiting",
+        );
+        this.child?.stdout?.destroy();
+        this.child?.stderr?.destroy();
+        return;
+      }
+      this.after(250, check);
+    };
+    this.after(250, check);
+  }
+
+  private maybeFinish(): void {
+    if (this.state === "exited" && this.openStreams === 0) this.finish();
+  }
+}
