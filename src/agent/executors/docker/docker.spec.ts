@@ -4,7 +4,8 @@ import { describe, expect, it } from "vitest";
 import { Code } from "../../../common/errors.js";
 import { silentLogger } from "../../../common/logger.js";
 import type { DockerSpec, TaskSpec } from "../../../gen/switchboard/v1/task.js";
-import { canMoveDockerTask, DockerExecutor } from "./docker.js";
+import { DockerExecutor } from "./docker.js";
+import { canMoveDockerTask } from "./docker-task.js";
 
 function spec(d: Partial<DockerSpec>): TaskSpec {
   return {

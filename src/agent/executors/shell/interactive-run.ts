@@ -15,13 +15,14 @@ import {
   type InputChunk,
   type StopRequest,
 } from "../executor.js";
+import { RunState, type Transitions } from "../run-state.js";
 import { cwdProblem } from "./shell-launch.js";
 import type { InteractiveLaunch, InteractiveOptions } from "./interactive.js";
 
 /** starting: checks and spawn. terminating: the first signal sent. killing: SIGKILL sent. */
 export type InteractiveState = "starting" | "running" | "terminating" | "killing" | "exited" | "done";
 
-const TRANSITIONS: Record<InteractiveState, readonly InteractiveState[]> = {
+const TRANSITIONS: Transitions<InteractiveState> = {
   starting: ["running", "done"],
   running: ["terminating", "exited"],
   terminating: ["killing", "exited"],
@@ -31,13 +32,7 @@ const TRANSITIONS: Record<InteractiveState, readonly InteractiveState[]> = {
   done: [],
 };
 
-export function canMoveInteractive(from: InteractiveState, to: InteractiveState): boolean {
-  return TRANSITIONS[from].includes(to);
-}
-
 const DEFAULT_KILL_WAIT_MS = 5000;
-/** setTimeout's largest delay; longer timeouts re-arm. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * Input bytes the hub may send ahead of what the process took. Re-granted as the process takes input,
@@ -85,14 +80,14 @@ export class InputWindow {
 export abstract class InteractiveRun implements Execution {
   readonly done: Promise<Finished>;
   private resolveDone!: (f: Finished) => void;
-  protected state: InteractiveState = "starting";
+  /** The run's state and its timers (the subclass arms its own polls there too). */
+  protected readonly machine = new RunState(TRANSITIONS, "starting");
   protected stopRequest: StopRequest | undefined;
   protected pid = 0;
   private readonly startedAt = Date.now();
   private exit: { code: number | null; signal: string | null } | undefined;
   /** Set when a limit of the confinement ended the task (the sentence for Finished.reason). */
   private limitReason: string | undefined;
-  private readonly timers = new Set<NodeJS.Timeout>();
   protected readonly window: InputWindow;
 
   /** The signal that asks the task to end before SIGKILL: SIGHUP for a terminal, SIGTERM otherwise. */
@@ -138,7 +133,11 @@ export abstract class InteractiveRun implements Execution {
       this.launch.confined?.started(pid);
       this.ctx.started(pid);
       this.window.open();
-      if (limitMs !== undefined) this.armTimeout(Date.now() + limitMs, limitMs);
+      if (limitMs !== undefined) {
+        this.machine.at(Date.now() + limitMs, () =>
+          this.stop({ cause: "timed_out", reason: `timeout after ${limitMs} ms` }),
+        );
+      }
       this.watchLimits();
     } catch (e) {
       this.ctx.logger.error({ err: e, taskId: this.ctx.taskId }, `${this.what} failed to start`);
@@ -174,13 +173,13 @@ export abstract class InteractiveRun implements Execution {
     );
     if (grace <= 0) return this.kill();
     this.signalAll(this.endSignal);
-    this.after(grace, () => this.kill());
+    this.machine.after(grace, () => this.kill());
   }
 
   private kill(): void {
     if (this.state !== "terminating" || !this.move("killing")) return;
     this.signalAll("SIGKILL");
-    this.after(this.opts.killWaitMs ?? DEFAULT_KILL_WAIT_MS, () => {
+    this.machine.after(this.opts.killWaitMs ?? DEFAULT_KILL_WAIT_MS, () => {
       if (this.state !== "killing") return;
       this.ctx.logger.error(
         { taskId: this.ctx.taskId, pid: this.pid },
@@ -205,7 +204,7 @@ export abstract class InteractiveRun implements Execution {
     const check = (): void => {
       if (this.state !== "running") return;
       const reason = confined.watch();
-      if (reason === undefined) return this.after(every, check);
+      if (reason === undefined) return this.machine.after(every, check);
       this.ctx.logger.info(
         { taskId: this.ctx.taskId, pid: this.pid, reason },
         `${this.what} ended by a limit`,
@@ -213,14 +212,14 @@ export abstract class InteractiveRun implements Execution {
       this.limitReason = reason;
       this.terminate(0);
     };
-    this.after(every, check);
+    this.machine.after(every, check);
   }
 
   /** The main process ended; the subclass calls finish() once its output is all read. */
   protected exited(code: number | null, signal: string | null): boolean {
     if (!this.move("exited")) return false;
     this.exit = { code, signal };
-    this.clearTimers();
+    this.machine.clearTimers();
     this.window.close();
     // Whatever it left behind goes too, or it would hold the terminal or the pipes open.
     this.signalAll("SIGKILL");
@@ -229,7 +228,6 @@ export abstract class InteractiveRun implements Execution {
 
   protected finish(): void {
     if (!this.move("done")) return;
-    this.clearTimers();
     this.window.close();
     const durationMs = Date.now() - this.startedAt;
     const f = processFinished({
@@ -244,7 +242,6 @@ export abstract class InteractiveRun implements Execution {
   /** Ends the task with a Finished decided before a process ran (or when it failed to spawn). */
   protected failToStart(f: Finished): void {
     if (!this.move("done")) return;
-    this.clearTimers();
     this.window.close();
     this.release();
     void this.releaseConfinement({ ...f, durationMs: f.durationMs || Date.now() - this.startedAt });
@@ -276,29 +273,11 @@ export abstract class InteractiveRun implements Execution {
     this.resolveDone(out);
   }
 
+  protected get state(): InteractiveState {
+    return this.machine.state;
+  }
+
   protected move(next: InteractiveState): boolean {
-    if (!canMoveInteractive(this.state, next)) return false;
-    this.state = next;
-    return true;
-  }
-
-  protected after(ms: number, fn: () => void): void {
-    const t = setTimeout(() => {
-      this.timers.delete(t);
-      fn();
-    }, ms);
-    this.timers.add(t);
-  }
-
-  private clearTimers(): void {
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
-  }
-
-  private armTimeout(at: number, limitMs: number): void {
-    this.after(Math.min(MAX_TIMER_MS, Math.max(0, at - Date.now())), () => {
-      if (Date.now() < at) return this.armTimeout(at, limitMs);
-      this.stop({ cause: "timed_out", reason: `timeout after ${limitMs} ms` });
-    });
+    return this.machine.move(next);
   }
 }

@@ -148,7 +148,7 @@ export class PtyRun extends InteractiveRun {
     if (this.term && pendingWriteBytes(this.term) > INPUT_WINDOW_BYTES) {
       if (!this.creditCheckArmed) {
         this.creditCheckArmed = true;
-        this.after(INPUT_BACKLOG_POLL_MS, () => {
+        this.machine.after(INPUT_BACKLOG_POLL_MS, () => {
           this.creditCheckArmed = false;
           this.creditInput();
         });

@@ -4,17 +4,14 @@
 // SIGTERM, SIGKILL after the grace, SIGKILL again after exit; every wait is bounded. The command
 // policy (shell-policy.ts) admits a spec first; a task may run as another user and under limits.
 import { spawn, type ChildProcess } from "node:child_process";
-import type { Readable } from "node:stream";
 import { Code } from "../../../common/errors.js";
 import {
   Finished,
-  OutputStream,
   TaskState,
   type ShellSpec,
   type TaskError,
   type TaskSpec,
 } from "../../../gen/switchboard/v1/task.js";
-import { OutputChunker } from "../../output-chunker.js";
 import { Confinement, findProgram, type TaskConfinement } from "./confinement.js";
 import {
   failedFinished,
@@ -27,6 +24,8 @@ import {
   type Executor,
   type StopRequest,
 } from "../executor.js";
+import { OutputPipes } from "../pipes.js";
+import { RunState, type Transitions } from "../run-state.js";
 import { admitInteractive, startInteractive, takesInput } from "./interactive.js";
 import { signalGroup } from "./process-group.js";
 import {
@@ -66,8 +65,6 @@ export interface ShellExecutorOptions {
 
 const DEFAULT_PIPE_LINGER_MS = 2000;
 const DEFAULT_KILL_WAIT_MS = 5000;
-/** setTimeout's largest delay; longer timeouts re-arm. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /** The agent's environment minus what a task has no business reading. */
 export function taskBaseEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
@@ -156,7 +153,7 @@ export class ShellExecutor implements Executor {
 /** The life of the task's main process, as far as the agent is concerned. */
 type ProcessState = "spawning" | "running" | "terminating" | "killing" | "exited" | "done";
 
-const PROCESS_TRANSITIONS: Record<ProcessState, readonly ProcessState[]> = {
+const PROCESS_TRANSITIONS: Transitions<ProcessState> = {
   spawning: ["running", "done"],
   running: ["terminating", "exited"],
   terminating: ["killing", "exited"],
@@ -166,25 +163,17 @@ const PROCESS_TRANSITIONS: Record<ProcessState, readonly ProcessState[]> = {
   done: [],
 };
 
-export function canMoveProcess(from: ProcessState, to: ProcessState): boolean {
-  return PROCESS_TRANSITIONS[from].includes(to);
-}
-
 class ShellRun implements Execution {
   readonly done: Promise<Finished>;
   private resolveDone!: (f: Finished) => void;
-  private state: ProcessState = "spawning";
+  private readonly machine: RunState<ProcessState>;
   private stopRequest: StopRequest | undefined;
   private child: ChildProcess | undefined;
   private pid = 0;
   private readonly startedAt = Date.now();
   private exitedAt = 0;
   private exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  private openStreams = 0;
-  private paused = false;
-  private lastDataAt = 0;
-  private readonly timers = new Set<NodeJS.Timeout>();
-  private readonly chunkers: OutputChunker[] = [];
+  private readonly pipes: OutputPipes;
   private readonly program: string;
   private confined: TaskConfinement | undefined;
   /** Set when a limit ended the task (the sentence for Finished.reason). */
@@ -200,15 +189,21 @@ class ShellRun implements Execution {
     private readonly setpriv: string,
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    this.machine = new RunState(PROCESS_TRANSITIONS, "spawning", (from, to) => {
+      if (from !== "done") {
+        this.ctx.logger.debug({ taskId: this.ctx.taskId, from, to }, "shell task: transition ignored");
+      }
+    });
+    this.pipes = new OutputPipes(ctx.output);
     this.program = spec.script !== "" ? "bash" : spec.argv[0]!;
   }
 
   stop(request: StopRequest): void {
-    if (this.stopRequest || this.limitReason !== undefined || this.state === "done") return;
+    if (this.stopRequest || this.limitReason !== undefined || this.machine.state === "done") return;
     this.stopRequest = request;
     // spawning: begin() checks for a stop before it spawns. exited: only the pipes are left, and the
     // task run stops holding output so they drain.
-    if (this.state === "running") this.terminate();
+    if (this.machine.state === "running") this.terminate();
   }
 
   async begin(): Promise<void> {
@@ -227,8 +222,10 @@ class ShellRun implements Execution {
       }
       if (this.stopRequest) return this.finishWith(stoppedFinished(this.stopRequest));
       this.spawnChild(plan);
-      if (limit !== undefined && this.state === "running") {
-        this.armTimeout(Date.now() + limit.remainingMs, limit.limitMs);
+      if (limit !== undefined && this.machine.state === "running") {
+        this.machine.at(Date.now() + limit.remainingMs, () =>
+          this.stop({ cause: "timed_out", reason: `timeout after ${limit.limitMs} ms` }),
+        );
       }
     } catch (e) {
       this.ctx.logger.error({ err: e, taskId: this.ctx.taskId }, "shell task failed to start");
@@ -283,8 +280,14 @@ class ShellRun implements Execution {
     this.ctx.started(this.pid);
     this.watchLimits(confined);
 
-    this.wire(child.stdout!, OutputStream.OUTPUT_STREAM_STDOUT);
-    this.wire(child.stderr!, OutputStream.OUTPUT_STREAM_STDERR);
+    const chunking = {
+      maxChunkBytes: Math.min(this.opts.maxChunkBytes, this.ctx.maxChunkBytes ?? Infinity),
+      idleFlushMs: this.opts.idleFlushMs,
+    };
+    this.pipes.pipeChild(child, chunking, (failure) => {
+      if (failure) this.ctx.logger.debug({ err: failure, taskId: this.ctx.taskId }, "shell task pipe error");
+      this.maybeFinish();
+    });
     child.on("exit", (code, signal) => this.onExit(code, signal));
 
     const stdin = child.stdin!;
@@ -297,66 +300,24 @@ class ShellRun implements Execution {
     else stdin.end();
   }
 
-  private wire(stream: Readable, which: OutputStream): void {
-    this.openStreams += 1;
-    const chunker = new OutputChunker(
-      {
-        maxChunkBytes: Math.min(this.opts.maxChunkBytes, this.ctx.maxChunkBytes ?? Infinity),
-        idleFlushMs: this.opts.idleFlushMs,
-      },
-      (chunk) => this.ctx.output.write(which, chunk),
-    );
-    this.chunkers.push(chunker);
-    let closed = false;
-    const onClosed = (): void => {
-      if (closed) return;
-      closed = true;
-      chunker.end();
-      this.openStreams -= 1;
-      this.maybeFinish();
-    };
-    stream.on("data", (data: Buffer) => {
-      this.lastDataAt = Date.now();
-      if (!chunker.push(data)) this.pauseReading();
-    });
-    stream.on("end", onClosed);
-    stream.on("close", onClosed);
-    stream.on("error", (e) =>
-      this.ctx.logger.debug({ err: e, taskId: this.ctx.taskId }, "shell task pipe error"),
-    );
-  }
-
-  /** The sink is full (window used up or outbox full): stop reading, so the pipe fills and the child blocks. */
-  private pauseReading(): void {
-    if (this.paused || !this.child) return;
-    this.paused = true;
-    this.child.stdout?.pause();
-    this.child.stderr?.pause();
-    this.ctx.output.onceWritable(() => {
-      this.paused = false;
-      this.child?.stdout?.resume();
-      this.child?.stderr?.resume();
-    });
-  }
-
   /** Polls the confinement for a limit the task went past, and ends the task when it did. */
   private watchLimits(confined: TaskConfinement): void {
     const every = confined.watchIntervalMs;
     if (every === undefined) return;
     const check = (): void => {
-      if (this.state !== "running") return;
+      if (this.machine.state !== "running") return;
       const reason = confined.watch();
-      if (reason === undefined) return this.after(every, check);
+      if (reason === undefined) return this.machine.after(every, check);
       this.ctx.logger.info({ taskId: this.ctx.taskId, pid: this.pid, reason }, "shell task ended by a limit");
       this.limitReason = reason;
       this.move("terminating");
       this.kill();
     };
-    this.after(every, check);
+    this.machine.after(every, check);
   }
 
   private onProcessError(e: NodeJS.ErrnoException): void {
-    if (this.state === "spawning") {
+    if (this.machine.state === "spawning") {
       this.finishWith(spawnFailure(e, this.program, this.spec, this.opts.agentId));
       return;
     }
@@ -367,7 +328,7 @@ class ShellRun implements Execution {
     if (!this.move("exited")) return;
     this.exit = { code, signal };
     this.exitedAt = Date.now();
-    this.clearTimers();
+    this.machine.clearTimers();
     // Whatever the main process left behind in its group goes too: a background job would otherwise
     // keep stdout open and the task would never end.
     this.killGroup("SIGKILL");
@@ -389,19 +350,19 @@ class ShellRun implements Execution {
       return;
     }
     this.killGroup("SIGTERM");
-    this.after(graceMs, () => this.kill());
+    this.machine.after(graceMs, () => this.kill());
   }
 
   private kill(): void {
-    if (this.state !== "terminating" || !this.move("killing")) return;
+    if (this.machine.state !== "terminating" || !this.move("killing")) return;
     this.killGroup("SIGKILL");
-    this.after(this.opts.killWaitMs ?? DEFAULT_KILL_WAIT_MS, () => {
-      if (this.state !== "killing") return;
+    this.machine.after(this.opts.killWaitMs ?? DEFAULT_KILL_WAIT_MS, () => {
+      if (this.machine.state !== "killing") return;
       this.ctx.logger.error(
         { taskId: this.ctx.taskId, pid: this.pid },
         "shell task did not exit after SIGKILL; reporting it without an exit status",
       );
-      this.destroyPipes();
+      this.pipes.destroy();
       this.finish();
     });
   }
@@ -420,48 +381,27 @@ class ShellRun implements Execution {
     this.confined?.signalAll(signal);
   }
 
-  /**
-   * A process that left the group (setsid) may still hold the pipes after the main process exited. Stop
-   * waiting once they stay silent for pipeLingerMs, except while we paused them ourselves for the window.
-   */
+  /** A process that left the group (setsid) may still hold the pipes after the main process exited. */
   private watchLingeringPipes(): void {
     const lingerMs = this.opts.pipeLingerMs ?? DEFAULT_PIPE_LINGER_MS;
-    const check = (): void => {
-      if (this.openStreams === 0 || this.state === "done") return;
-      const quietSince = Math.max(this.lastDataAt, this.exitedAt);
-      if ((!this.paused || this.stopRequest) && Date.now() - quietSince >= lingerMs) {
+    this.pipes.watchLinger(this.machine, {
+      exitedAt: this.exitedAt,
+      lingerMs,
+      stopping: () => this.stopRequest !== undefined,
+      gaveUp: () =>
         this.ctx.logger.warn(
           { taskId: this.ctx.taskId, pid: this.pid, lingerMs },
           "shell task's pipes stayed open after it exited (a process outside its group holds them); no longer waiting",
-        );
-        this.destroyPipes();
-        return;
-      }
-      this.after(Math.min(250, lingerMs), check);
-    };
-    this.after(Math.min(250, lingerMs), check);
-  }
-
-  private destroyPipes(): void {
-    this.child?.stdout?.destroy();
-    this.child?.stderr?.destroy();
-  }
-
-  private armTimeout(at: number, limitMs: number): void {
-    const wait = Math.min(MAX_TIMER_MS, Math.max(0, at - Date.now()));
-    this.after(wait, () => {
-      if (Date.now() < at) return this.armTimeout(at, limitMs);
-      this.stop({ cause: "timed_out", reason: `timeout after ${limitMs} ms` });
+        ),
     });
   }
 
   private maybeFinish(): void {
-    if (this.state === "exited" && this.openStreams === 0) this.finish();
+    if (this.machine.state === "exited" && this.pipes.open === 0) this.finish();
   }
 
   private finish(): void {
     if (!this.move("done")) return;
-    this.clearTimers();
     const durationMs = Date.now() - this.startedAt;
     const f = processFinished({
       limitReason: this.limitReason,
@@ -475,9 +415,10 @@ class ShellRun implements Execution {
   /** Ends the task with a Finished decided before any process ran (or when it failed to spawn). */
   private finishWith(f: Finished): void {
     if (!this.move("done")) return;
-    this.clearTimers();
+    // The child's own streams: a spawn that failed never had its pipes wired.
     this.child?.stdin?.destroy();
-    this.destroyPipes();
+    this.child?.stdout?.destroy();
+    this.child?.stderr?.destroy();
     void this.release({ ...f, durationMs: f.durationMs || Date.now() - this.startedAt });
   }
 
@@ -509,30 +450,7 @@ class ShellRun implements Execution {
   }
 
   private move(next: ProcessState): boolean {
-    if (!canMoveProcess(this.state, next)) {
-      if (this.state !== "done") {
-        this.ctx.logger.debug(
-          { taskId: this.ctx.taskId, from: this.state, to: next },
-          "shell task: transition ignored",
-        );
-      }
-      return false;
-    }
-    this.state = next;
-    return true;
-  }
-
-  private after(ms: number, fn: () => void): void {
-    const t = setTimeout(() => {
-      this.timers.delete(t);
-      fn();
-    }, ms);
-    this.timers.add(t);
-  }
-
-  private clearTimers(): void {
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
+    return this.machine.move(next);
   }
 }
 

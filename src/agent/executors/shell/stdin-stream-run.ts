@@ -3,11 +3,9 @@
 // input closes stdin. Otherwise they run like any shell task: their own process group, stdout and
 // stderr apart, SIGTERM then SIGKILL on a stop.
 import { spawn, type ChildProcess } from "node:child_process";
-import type { Readable } from "node:stream";
 import { Code } from "../../../common/errors.js";
-import { OutputStream } from "../../../gen/switchboard/v1/task.js";
-import { OutputChunker } from "../../output-chunker.js";
 import { failedFinished, type InputChunk } from "../executor.js";
+import { OutputPipes } from "../pipes.js";
 import { InteractiveRun } from "./interactive-run.js";
 import { signalGroup } from "./process-group.js";
 
@@ -18,10 +16,7 @@ export class StdinStreamRun extends InteractiveRun {
   protected readonly endSignal = "SIGTERM";
   protected readonly what = "streamed-stdin shell task";
   private child: ChildProcess | undefined;
-  private openStreams = 0;
-  private paused = false;
-  private lastDataAt = 0;
-  private exitedAt = 0;
+  private readonly pipes = new OutputPipes(this.ctx.output);
   /** Input written while stdin's buffer was full: re-granted once it drained. */
   private undrained = 0;
 
@@ -45,8 +40,11 @@ export class StdinStreamRun extends InteractiveRun {
       } else this.ctx.logger.warn({ err: e, taskId: this.ctx.taskId }, "shell task process error");
     });
     if (child.pid === undefined) return undefined; // 'error' follows with the reason
-    this.wire(child.stdout, OutputStream.OUTPUT_STREAM_STDOUT);
-    this.wire(child.stderr, OutputStream.OUTPUT_STREAM_STDERR);
+    const maxChunkBytes = Math.min(this.opts.maxChunkBytes, this.ctx.maxChunkBytes ?? Infinity);
+    this.pipes.pipeChild(child, { maxChunkBytes }, (failure) => {
+      if (failure) this.ctx.logger.debug({ err: failure, taskId: this.ctx.taskId }, "pipe error");
+      this.maybeFinish();
+    });
     child.on("exit", (code, signal) => this.onExit(code, signal));
     const stdin = child.stdin;
     stdin.on("error", (e: NodeJS.ErrnoException) => {
@@ -92,70 +90,24 @@ export class StdinStreamRun extends InteractiveRun {
     this.child?.stderr?.destroy();
   }
 
-  private wire(stream: Readable, which: OutputStream): void {
-    this.openStreams += 1;
-    const chunker = new OutputChunker(
-      { maxChunkBytes: Math.min(this.opts.maxChunkBytes, this.ctx.maxChunkBytes ?? Infinity) },
-      (chunk) => this.ctx.output.write(which, chunk),
-    );
-    let closed = false;
-    const onClosed = (): void => {
-      if (closed) return;
-      closed = true;
-      chunker.end();
-      this.openStreams -= 1;
-      this.maybeFinish();
-    };
-    stream.on("data", (data: Buffer) => {
-      this.lastDataAt = Date.now();
-      if (!chunker.push(data)) this.pauseReading();
-    });
-    stream.on("end", onClosed);
-    stream.on("close", onClosed);
-    stream.on("error", (e) => this.ctx.logger.debug({ err: e, taskId: this.ctx.taskId }, "pipe error"));
-  }
-
-  /** The output window is used up: stop reading, so the pipes fill and the process blocks. */
-  private pauseReading(): void {
-    if (this.paused || !this.child) return;
-    this.paused = true;
-    this.child.stdout?.pause();
-    this.child.stderr?.pause();
-    this.ctx.output.onceWritable(() => {
-      this.paused = false;
-      this.child?.stdout?.resume();
-      this.child?.stderr?.resume();
-    });
-  }
-
   private onExit(code: number | null, signal: NodeJS.Signals | null): void {
     if (!this.exited(code, signal)) return;
-    this.exitedAt = Date.now();
     this.child?.stdin?.destroy();
-    this.watchLingeringPipes();
-    this.maybeFinish();
-  }
-
-  /** A process that left the group may hold the pipes after the main one exited: stop waiting when silent. */
-  private watchLingeringPipes(): void {
-    const check = (): void => {
-      if (this.openStreams === 0 || this.state === "done") return;
-      const quietSince = Math.max(this.lastDataAt, this.exitedAt);
-      if ((!this.paused || this.stopRequest) && Date.now() - quietSince >= PIPE_LINGER_MS) {
+    // A process that left the group may hold the pipes after the main one exited: stop waiting when silent.
+    this.pipes.watchLinger(this.machine, {
+      exitedAt: Date.now(),
+      lingerMs: PIPE_LINGER_MS,
+      stopping: () => this.stopRequest !== undefined,
+      gaveUp: () =>
         this.ctx.logger.warn(
           { taskId: this.ctx.taskId, pid: this.pid },
           "shell task's pipes stayed open after it exited; no longer waiting",
-        );
-        this.child?.stdout?.destroy();
-        this.child?.stderr?.destroy();
-        return;
-      }
-      this.after(250, check);
-    };
-    this.after(250, check);
+        ),
+    });
+    this.maybeFinish();
   }
 
   private maybeFinish(): void {
-    if (this.state === "exited" && this.openStreams === 0) this.finish();
+    if (this.state === "exited" && this.pipes.open === 0) this.finish();
   }
 }
