@@ -3,11 +3,9 @@
 // limits, the stop that ends everything it started, the input window it grants the hub, and the
 // Finished it ends with.
 import { Code } from "../../../common/errors.js";
-import { Finished, TaskState, type ShellSpec } from "../../../gen/switchboard/v1/task.js";
+import type { Finished, ShellSpec } from "../../../gen/switchboard/v1/task.js";
 import {
   failedFinished,
-  limitFinished,
-  processFinished,
   stoppedFinished,
   timeLimitMs,
   type Execution,
@@ -16,6 +14,7 @@ import {
   type StopRequest,
 } from "../executor.js";
 import { RunState, type Transitions } from "../run-state.js";
+import { ProcessEnd } from "./process-end.js";
 import { cwdProblem } from "./shell-launch.js";
 import type { InteractiveLaunch, InteractiveOptions } from "./interactive.js";
 
@@ -31,8 +30,6 @@ const TRANSITIONS: Transitions<InteractiveState> = {
   exited: ["done"],
   done: [],
 };
-
-const DEFAULT_KILL_WAIT_MS = 5000;
 
 /**
  * Input bytes the hub may send ahead of what the process took. Re-granted as the process takes input,
@@ -84,10 +81,7 @@ export abstract class InteractiveRun implements Execution {
   protected readonly machine = new RunState(TRANSITIONS, "starting");
   protected stopRequest: StopRequest | undefined;
   protected pid = 0;
-  private readonly startedAt = Date.now();
-  private exit: { code: number | null; signal: string | null } | undefined;
-  /** Set when a limit of the confinement ended the task (the sentence for Finished.reason). */
-  private limitReason: string | undefined;
+  private readonly end: ProcessEnd<InteractiveState>;
   protected readonly window: InputWindow;
 
   /** The signal that asks the task to end before SIGKILL: SIGHUP for a terminal, SIGTERM otherwise. */
@@ -103,6 +97,18 @@ export abstract class InteractiveRun implements Execution {
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     this.window = new InputWindow((bytes) => this.ctx.grantInput(bytes));
+    this.end = new ProcessEnd(this.machine, {
+      what: () => this.what,
+      ctx,
+      killWaitMs: opts.killWaitMs,
+      pid: () => this.pid,
+      stopRequest: () => this.stopRequest,
+      signalAll: (signal) => this.signalAll(signal),
+      giveUp: () => {
+        this.release();
+        this.finish();
+      },
+    });
   }
 
   /** Starts the process; returns its pid, or undefined after calling failToStart (now or later). */
@@ -116,7 +122,7 @@ export abstract class InteractiveRun implements Execution {
 
   async begin(): Promise<void> {
     try {
-      const limitMs = timeLimitMs(this.spec.timeoutMs, this.ctx.deadlineMs, this.startedAt);
+      const limitMs = timeLimitMs(this.spec.timeoutMs, this.ctx.deadlineMs, this.end.startedAt);
       if (limitMs !== undefined && limitMs <= 0) {
         return this.failToStart(
           stoppedFinished({ cause: "timed_out", reason: "deadline passed before the task started" }),
@@ -138,7 +144,7 @@ export abstract class InteractiveRun implements Execution {
           this.stop({ cause: "timed_out", reason: `timeout after ${limitMs} ms` }),
         );
       }
-      this.watchLimits();
+      this.end.watchLimits(this.launch.confined);
     } catch (e) {
       this.ctx.logger.error({ err: e, taskId: this.ctx.taskId }, `${this.what} failed to start`);
       if (this.pid > 1) this.signalAll("SIGKILL");
@@ -149,7 +155,7 @@ export abstract class InteractiveRun implements Execution {
   }
 
   stop(request: StopRequest): void {
-    if (this.stopRequest || this.limitReason !== undefined || this.state === "done") return;
+    if (this.stopRequest || this.end.limitReason !== undefined || this.state === "done") return;
     this.stopRequest = request;
     // starting: begin() checks for a stop before it spawns.
     if (this.state === "running") this.terminate(request.graceMs);
@@ -165,29 +171,8 @@ export abstract class InteractiveRun implements Execution {
 
   /** Ends the task's processes: endSignal to all of them, SIGKILL after the grace. */
   protected terminate(graceMs?: number): void {
-    if (!this.move("terminating")) return;
     const grace = graceMs ?? (this.spec.killGraceMs > 0 ? this.spec.killGraceMs : this.opts.killGraceMs);
-    this.ctx.logger.debug(
-      { taskId: this.ctx.taskId, pid: this.pid, cause: this.stopRequest?.cause ?? "hangup", graceMs: grace },
-      `stopping ${this.what}`,
-    );
-    if (grace <= 0) return this.kill();
-    this.signalAll(this.endSignal);
-    this.machine.after(grace, () => this.kill());
-  }
-
-  private kill(): void {
-    if (this.state !== "terminating" || !this.move("killing")) return;
-    this.signalAll("SIGKILL");
-    this.machine.after(this.opts.killWaitMs ?? DEFAULT_KILL_WAIT_MS, () => {
-      if (this.state !== "killing") return;
-      this.ctx.logger.error(
-        { taskId: this.ctx.taskId, pid: this.pid },
-        `${this.what} did not exit after SIGKILL; reporting it without an exit status`,
-      );
-      this.release();
-      this.finish();
-    });
+    this.end.terminate(grace, this.endSignal);
   }
 
   /** Signals every process of the task: the run's own, and all its confinement knows of. */
@@ -196,30 +181,9 @@ export abstract class InteractiveRun implements Execution {
     this.launch.confined?.signalAll(signal);
   }
 
-  /** Polls the confinement for a limit the task went past, and ends the task when it did. */
-  private watchLimits(): void {
-    const confined = this.launch.confined;
-    const every = confined?.watchIntervalMs;
-    if (!confined || every === undefined) return;
-    const check = (): void => {
-      if (this.state !== "running") return;
-      const reason = confined.watch();
-      if (reason === undefined) return this.machine.after(every, check);
-      this.ctx.logger.info(
-        { taskId: this.ctx.taskId, pid: this.pid, reason },
-        `${this.what} ended by a limit`,
-      );
-      this.limitReason = reason;
-      this.terminate(0);
-    };
-    this.machine.after(every, check);
-  }
-
   /** The main process ended; the subclass calls finish() once its output is all read. */
   protected exited(code: number | null, signal: string | null): boolean {
-    if (!this.move("exited")) return false;
-    this.exit = { code, signal };
-    this.machine.clearTimers();
+    if (!this.end.exited(code, signal)) return false;
     this.window.close();
     // Whatever it left behind goes too, or it would hold the terminal or the pipes open.
     this.signalAll("SIGKILL");
@@ -229,14 +193,7 @@ export abstract class InteractiveRun implements Execution {
   protected finish(): void {
     if (!this.move("done")) return;
     this.window.close();
-    const durationMs = Date.now() - this.startedAt;
-    const f = processFinished({
-      limitReason: this.limitReason,
-      stop: this.stopRequest,
-      exit: this.exit,
-      durationMs,
-    });
-    void this.releaseConfinement(f);
+    void this.end.finished(this.launch.confined).then(this.resolveDone);
   }
 
   /** Ends the task with a Finished decided before a process ran (or when it failed to spawn). */
@@ -244,33 +201,7 @@ export abstract class InteractiveRun implements Execution {
     if (!this.move("done")) return;
     this.window.close();
     this.release();
-    void this.releaseConfinement({ ...f, durationMs: f.durationMs || Date.now() - this.startedAt });
-  }
-
-  /**
-   * Kills what the task left behind, releases its cgroup, and resolves the Finished, saying so when the
-   * kernel ended a process at a limit the watch did not see first (an OOM kill).
-   */
-  private async releaseConfinement(f: Finished): Promise<void> {
-    let out = f;
-    const confined = this.launch.confined;
-    if (confined) {
-      try {
-        const r = await confined.release();
-        if (r.leftBehind > 0) {
-          this.ctx.logger.info(
-            { taskId: this.ctx.taskId, pid: this.pid, processes: r.leftBehind },
-            `killed processes the ${this.what} left behind`,
-          );
-        }
-        const failed = f.state === TaskState.TASK_STATE_FAILED && f.exitCode !== 0;
-        if (r.limit !== undefined && this.limitReason === undefined && !this.stopRequest && failed)
-          out = limitFinished(r.limit, f.exitCode, f.signal, f.durationMs);
-      } catch (e) {
-        this.ctx.logger.error({ err: e, taskId: this.ctx.taskId }, "releasing the task's confinement failed");
-      }
-    }
-    this.resolveDone(out);
+    void this.end.finished(this.launch.confined, f).then(this.resolveDone);
   }
 
   protected get state(): InteractiveState {

@@ -1,6 +1,7 @@
 // Process groups: each shell task leads its own group (spawned detached, so setsid), so one signal to
 // -pgid reaches the whole tree it started, grandchildren included.
 import { readdirSync, readFileSync } from "node:fs";
+import type { ExecutionContext } from "../executor.js";
 
 /** Signals every process of the group. "gone" when none is left; other failures are thrown. */
 export function signalGroup(pgid: number, signal: NodeJS.Signals): "sent" | "gone" {
@@ -38,4 +39,21 @@ export function groupMembers(pgid: number): number[] {
     if (Number(fields[2]) === pgid && state !== "Z" && state !== "X") out.push(Number(name));
   }
   return out;
+}
+
+/** signalGroup for a task's run: a failure is logged, not thrown, for the run goes on ending. */
+export function signalTaskGroup(
+  pgid: number,
+  signal: NodeJS.Signals,
+  ctx: Pick<ExecutionContext, "logger" | "taskId">,
+): void {
+  if (pgid <= 1) return;
+  try {
+    signalGroup(pgid, signal);
+  } catch (e) {
+    ctx.logger.warn(
+      { err: e, taskId: ctx.taskId, pid: pgid, signal },
+      "cannot signal the task's process group",
+    );
+  }
 }

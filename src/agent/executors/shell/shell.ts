@@ -5,18 +5,10 @@
 // policy (shell-policy.ts) admits a spec first; a task may run as another user and under limits.
 import { spawn, type ChildProcess } from "node:child_process";
 import { Code } from "../../../common/errors.js";
-import {
-  Finished,
-  TaskState,
-  type ShellSpec,
-  type TaskError,
-  type TaskSpec,
-} from "../../../gen/switchboard/v1/task.js";
+import { Finished, type ShellSpec, type TaskError, type TaskSpec } from "../../../gen/switchboard/v1/task.js";
 import { Confinement, findProgram, type TaskConfinement } from "./confinement.js";
 import {
   failedFinished,
-  limitFinished,
-  processFinished,
   stoppedFinished,
   timeLimitMs,
   type Execution,
@@ -27,7 +19,8 @@ import {
 import { OutputPipes } from "../pipes.js";
 import { RunState, type Transitions } from "../run-state.js";
 import { admitInteractive, startInteractive, takesInput } from "./interactive.js";
-import { signalGroup } from "./process-group.js";
+import { ProcessEnd } from "./process-end.js";
+import { signalTaskGroup } from "./process-group.js";
 import {
   OPEN_SHELL_POLICY,
   compileShellPolicy,
@@ -64,7 +57,6 @@ export interface ShellExecutorOptions {
 }
 
 const DEFAULT_PIPE_LINGER_MS = 2000;
-const DEFAULT_KILL_WAIT_MS = 5000;
 
 /** The agent's environment minus what a task has no business reading. */
 export function taskBaseEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
@@ -170,14 +162,11 @@ class ShellRun implements Execution {
   private stopRequest: StopRequest | undefined;
   private child: ChildProcess | undefined;
   private pid = 0;
-  private readonly startedAt = Date.now();
   private exitedAt = 0;
-  private exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   private readonly pipes: OutputPipes;
   private readonly program: string;
   private confined: TaskConfinement | undefined;
-  /** Set when a limit ended the task (the sentence for Finished.reason). */
-  private limitReason: string | undefined;
+  private readonly end: ProcessEnd<ProcessState>;
 
   constructor(
     private readonly spec: ShellSpec,
@@ -195,11 +184,23 @@ class ShellRun implements Execution {
       }
     });
     this.pipes = new OutputPipes(ctx.output);
+    this.end = new ProcessEnd(this.machine, {
+      what: () => "shell task",
+      ctx,
+      killWaitMs: opts.killWaitMs,
+      pid: () => this.pid,
+      stopRequest: () => this.stopRequest,
+      signalAll: (signal) => this.killGroup(signal),
+      giveUp: () => {
+        this.pipes.destroy();
+        this.finish();
+      },
+    });
     this.program = spec.script !== "" ? "bash" : spec.argv[0]!;
   }
 
   stop(request: StopRequest): void {
-    if (this.stopRequest || this.limitReason !== undefined || this.machine.state === "done") return;
+    if (this.stopRequest || this.end.limitReason !== undefined || this.machine.state === "done") return;
     this.stopRequest = request;
     // spawning: begin() checks for a stop before it spawns. exited: only the pipes are left, and the
     // task run stops holding output so they drain.
@@ -238,7 +239,7 @@ class ShellRun implements Execution {
 
   /** The tighter of the spec's timeout and the task's deadline, measured from now. */
   private timeLimit(): { remainingMs: number; limitMs: number } | undefined {
-    const limitMs = timeLimitMs(this.spec.timeoutMs, this.ctx.deadlineMs, this.startedAt);
+    const limitMs = timeLimitMs(this.spec.timeoutMs, this.ctx.deadlineMs, this.end.startedAt);
     return limitMs === undefined ? undefined : { remainingMs: limitMs, limitMs };
   }
 
@@ -278,7 +279,7 @@ class ShellRun implements Execution {
     this.move("running");
     confined.started(this.pid);
     this.ctx.started(this.pid);
-    this.watchLimits(confined);
+    this.end.watchLimits(confined);
 
     const chunking = {
       maxChunkBytes: Math.min(this.opts.maxChunkBytes, this.ctx.maxChunkBytes ?? Infinity),
@@ -300,22 +301,6 @@ class ShellRun implements Execution {
     else stdin.end();
   }
 
-  /** Polls the confinement for a limit the task went past, and ends the task when it did. */
-  private watchLimits(confined: TaskConfinement): void {
-    const every = confined.watchIntervalMs;
-    if (every === undefined) return;
-    const check = (): void => {
-      if (this.machine.state !== "running") return;
-      const reason = confined.watch();
-      if (reason === undefined) return this.machine.after(every, check);
-      this.ctx.logger.info({ taskId: this.ctx.taskId, pid: this.pid, reason }, "shell task ended by a limit");
-      this.limitReason = reason;
-      this.move("terminating");
-      this.kill();
-    };
-    this.machine.after(every, check);
-  }
-
   private onProcessError(e: NodeJS.ErrnoException): void {
     if (this.machine.state === "spawning") {
       this.finishWith(spawnFailure(e, this.program, this.spec, this.opts.agentId));
@@ -325,10 +310,8 @@ class ShellRun implements Execution {
   }
 
   private onExit(code: number | null, signal: NodeJS.Signals | null): void {
-    if (!this.move("exited")) return;
-    this.exit = { code, signal };
+    if (!this.end.exited(code, signal)) return;
     this.exitedAt = Date.now();
-    this.machine.clearTimers();
     // Whatever the main process left behind in its group goes too: a background job would otherwise
     // keep stdout open and the task would never end.
     this.killGroup("SIGKILL");
@@ -337,47 +320,15 @@ class ShellRun implements Execution {
   }
 
   private terminate(): void {
-    if (!this.move("terminating")) return;
     const stop = this.stopRequest!;
     const graceMs =
       stop.graceMs ?? (this.spec.killGraceMs > 0 ? this.spec.killGraceMs : this.opts.killGraceMs);
-    this.ctx.logger.debug(
-      { taskId: this.ctx.taskId, pid: this.pid, cause: stop.cause, graceMs },
-      "stopping shell task",
-    );
-    if (graceMs <= 0) {
-      this.kill();
-      return;
-    }
-    this.killGroup("SIGTERM");
-    this.machine.after(graceMs, () => this.kill());
-  }
-
-  private kill(): void {
-    if (this.machine.state !== "terminating" || !this.move("killing")) return;
-    this.killGroup("SIGKILL");
-    this.machine.after(this.opts.killWaitMs ?? DEFAULT_KILL_WAIT_MS, () => {
-      if (this.machine.state !== "killing") return;
-      this.ctx.logger.error(
-        { taskId: this.ctx.taskId, pid: this.pid },
-        "shell task did not exit after SIGKILL; reporting it without an exit status",
-      );
-      this.pipes.destroy();
-      this.finish();
-    });
+    this.end.terminate(graceMs, "SIGTERM");
   }
 
   /** The task's process group, and every process its confinement knows of (setsid and double forks too). */
   private killGroup(signal: NodeJS.Signals): void {
-    if (this.pid <= 1) return;
-    try {
-      signalGroup(this.pid, signal);
-    } catch (e) {
-      this.ctx.logger.warn(
-        { err: e, taskId: this.ctx.taskId, pid: this.pid, signal },
-        "cannot signal the task's process group",
-      );
-    }
+    signalTaskGroup(this.pid, signal, this.ctx);
     this.confined?.signalAll(signal);
   }
 
@@ -402,14 +353,7 @@ class ShellRun implements Execution {
 
   private finish(): void {
     if (!this.move("done")) return;
-    const durationMs = Date.now() - this.startedAt;
-    const f = processFinished({
-      limitReason: this.limitReason,
-      stop: this.stopRequest,
-      exit: this.exit,
-      durationMs,
-    });
-    void this.release(f);
+    void this.end.finished(this.confined).then(this.resolveDone);
   }
 
   /** Ends the task with a Finished decided before any process ran (or when it failed to spawn). */
@@ -419,34 +363,7 @@ class ShellRun implements Execution {
     this.child?.stdin?.destroy();
     this.child?.stdout?.destroy();
     this.child?.stderr?.destroy();
-    void this.release({ ...f, durationMs: f.durationMs || Date.now() - this.startedAt });
-  }
-
-  /**
-   * Kills what the task left (a daemon it started, a setsid escapee), releases its cgroup, and resolves
-   * the Finished, saying so when the kernel ended a process at a limit (an OOM kill the watch missed).
-   */
-  private async release(f: Finished): Promise<void> {
-    let out = f;
-    try {
-      const r = this.confined ? await this.confined.release() : { leftBehind: 0 };
-      if (r.leftBehind > 0) {
-        this.ctx.logger.info(
-          { taskId: this.ctx.taskId, pid: this.pid, processes: r.leftBehind },
-          "killed processes the shell task left behind",
-        );
-      }
-      const failed = f.state === TaskState.TASK_STATE_FAILED && f.exitCode !== 0;
-      if (r.limit !== undefined && this.limitReason === undefined && !this.stopRequest && failed) {
-        out = limitFinished(r.limit, f.exitCode, f.signal, f.durationMs);
-      }
-    } catch (e) {
-      this.ctx.logger.error(
-        { err: e, taskId: this.ctx.taskId },
-        "releasing the shell task's confinement failed",
-      );
-    }
-    this.resolveDone(out);
+    void this.end.finished(this.confined, f).then(this.resolveDone);
   }
 
   private move(next: ProcessState): boolean {

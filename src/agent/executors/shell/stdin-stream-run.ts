@@ -7,7 +7,7 @@ import { Code } from "../../../common/errors.js";
 import { failedFinished, type InputChunk } from "../executor.js";
 import { OutputPipes } from "../pipes.js";
 import { InteractiveRun } from "./interactive-run.js";
-import { signalGroup } from "./process-group.js";
+import { signalTaskGroup } from "./process-group.js";
 
 /** After the main process exited: how long its pipes may stay open with no data before we stop waiting. */
 const PIPE_LINGER_MS = 2000;
@@ -73,15 +73,7 @@ export class StdinStreamRun extends InteractiveRun {
   }
 
   protected signalOwn(signal: NodeJS.Signals): void {
-    if (this.pid <= 1) return;
-    try {
-      signalGroup(this.pid, signal);
-    } catch (e) {
-      this.ctx.logger.warn(
-        { err: e, taskId: this.ctx.taskId, pid: this.pid, signal },
-        "cannot signal the task's process group",
-      );
-    }
+    signalTaskGroup(this.pid, signal, this.ctx);
   }
 
   protected release(): void {
