@@ -146,3 +146,16 @@ export class OutputPipes {
     });
   }
 }
+
+/** Resolves once the output has room again, or as soon as `signal` aborts (at once if it did). */
+export async function outputRoom(output: OutputSink, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return;
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    signal.addEventListener("abort", done, { once: true });
+    output.onceWritable(done);
+  });
+}

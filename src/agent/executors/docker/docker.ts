@@ -6,7 +6,13 @@
 import type Dockerode from "dockerode";
 import { Code } from "../../../common/errors.js";
 import type { TaskError, TaskSpec } from "../../../gen/switchboard/v1/task.js";
-import type { Execution, ExecutionContext, Executor } from "../executor.js";
+import {
+  disabledRefusal,
+  envNameProblem,
+  type Execution,
+  type ExecutionContext,
+  type Executor,
+} from "../executor.js";
 import { DockerTask } from "./docker-task.js";
 
 export const DOCKER_OPS = ["ps", "images", "run", "stop", "rm", "logs", "inspect"] as const;
@@ -39,12 +45,8 @@ export class DockerExecutor implements Executor {
 
   admit(spec: TaskSpec): TaskError | undefined {
     const invalid = (message: string): TaskError => ({ code: Code.INVALID_ARGUMENT, message });
-    if (!this.opts.enabled) {
-      return {
-        code: Code.PERMISSION_DENIED,
-        message: `docker tasks are disabled on agent ${this.opts.agentId}: set [docker] enabled = true in its config`,
-      };
-    }
+    if (!this.opts.enabled)
+      return disabledRefusal("docker", this.opts.agentId, "set [docker] enabled = true");
     if (spec.kind?.$case !== "docker") return invalid("not a docker task");
     const d = spec.kind.value;
     if (!(DOCKER_OPS as readonly string[]).includes(d.op)) {
@@ -62,10 +64,8 @@ export class DockerExecutor implements Executor {
           `container name ${JSON.stringify(d.container.slice(0, 80))}: use letters, digits and _ . - (starting with a letter or digit)`,
         );
       }
-      for (const name of Object.keys(d.env)) {
-        if (name === "" || name.includes("="))
-          return invalid(`invalid environment variable name ${JSON.stringify(name)}`);
-      }
+      const envProblem = envNameProblem(d.env);
+      if (envProblem !== undefined) return invalid(envProblem);
     } else if (CONTAINER_OPS.has(d.op) && d.container.trim() === "") {
       return invalid(`docker ${d.op} needs a container (its id or name)`);
     }

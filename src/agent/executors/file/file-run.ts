@@ -11,6 +11,7 @@ import {
   type ExecutionContext,
   type StopRequest,
 } from "../executor.js";
+import { outputRoom } from "../pipes.js";
 import { fsTaskError } from "./file-roots.js";
 import type { FileResult } from "../../../common/file-transfer.js";
 
@@ -121,16 +122,7 @@ export abstract class FileRun {
   /** Writes to stdout; waits (abortably) while the output window is closed. */
   protected async writeOut(data: Buffer): Promise<void> {
     if (this.ctx.output.write(OutputStream.OUTPUT_STREAM_STDOUT, data)) return;
-    const signal = this.abort.signal;
-    if (signal.aborted) this.checkStopped();
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      signal.addEventListener("abort", done, { once: true });
-      this.ctx.output.onceWritable(done);
-    });
+    await outputRoom(this.ctx.output, this.abort.signal);
     this.checkStopped();
   }
 }

@@ -5,7 +5,7 @@
 import { Code } from "../../../common/errors.js";
 import { SHA256_HEX } from "../../../common/file-transfer.js";
 import type { FileSpec, TaskError, TaskSpec } from "../../../gen/switchboard/v1/task.js";
-import type { Execution, ExecutionContext, Executor } from "../executor.js";
+import { disabledRefusal, type Execution, type ExecutionContext, type Executor } from "../executor.js";
 import type { Logger } from "pino";
 import { FileDownload } from "./file-download.js";
 import { Partials } from "./file-partials.js";
@@ -60,10 +60,8 @@ export class FileExecutor implements Executor {
   admit(spec: TaskSpec): TaskError | undefined {
     const invalid = (message: string): TaskError => ({ code: Code.INVALID_ARGUMENT, message });
     if (!this.roots.enabled) {
-      return {
-        code: Code.PERMISSION_DENIED,
-        message: `file tasks are disabled on agent ${this.opts.agentId}: list the directories they may use in [files] roots in its config`,
-      };
+      const turnOn = "list the directories they may use in [files] roots";
+      return disabledRefusal("file", this.opts.agentId, turnOn);
     }
     if (spec.kind?.$case !== "file") return invalid("not a file task");
     const s: FileSpec = spec.kind.value;

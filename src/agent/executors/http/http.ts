@@ -28,6 +28,7 @@ import {
   type TaskSpec,
 } from "../../../gen/switchboard/v1/task.js";
 import {
+  disabledRefusal,
   failedFinished,
   stoppedFinished,
   timeLimitMs,
@@ -37,6 +38,7 @@ import {
   type InputChunk,
   type StopRequest,
 } from "../executor.js";
+import { outputRoom } from "../pipes.js";
 import { InputBody } from "./input-body.js";
 import {
   checkUrl,
@@ -100,10 +102,8 @@ export class HttpExecutor implements Executor {
   admit(spec: TaskSpec): TaskError | undefined {
     const invalid = (message: string): TaskError => ({ code: Code.INVALID_ARGUMENT, message });
     if (this.allow.length === 0) {
-      return {
-        code: Code.PERMISSION_DENIED,
-        message: `http tasks are disabled on agent ${this.opts.agentId}: list the URL prefixes they may reach in [http] allow in its config`,
-      };
+      const turnOn = "list the URL prefixes they may reach in [http] allow";
+      return disabledRefusal("http", this.opts.agentId, turnOn);
     }
     if (spec.kind?.$case !== "http") return invalid("not an http task");
     const s = spec.kind.value;
@@ -389,17 +389,8 @@ class HttpRun implements Execution {
   }
 
   /** Resolves once the output window is open again, or the request was aborted. */
-  private async writable(): Promise<void> {
-    if (this.abort.signal.aborted) return;
-    const signal = this.abort.signal;
-    await new Promise<void>((resolve) => {
-      const done = (): void => {
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      signal.addEventListener("abort", done, { once: true });
-      this.ctx.output.onceWritable(done);
-    });
+  private writable(): Promise<void> {
+    return outputRoom(this.ctx.output, this.abort.signal);
   }
 
   private summary(): Buffer {

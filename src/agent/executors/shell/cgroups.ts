@@ -5,6 +5,7 @@
 import { Code, SwitchboardError } from "../../../common/errors.js";
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { processExists } from "./process-group.js";
 import type { TaskLimits } from "./shell-policy.js";
 
 export type Controller = "memory" | "cpu" | "pids";
@@ -431,7 +432,7 @@ export class CgroupHost {
       }
       for (const name of names) {
         const m = /^switchboard-.+-(\d+)$/.exec(name);
-        if (!m || name === this.agentGroup || processAlive(Number(m[1]))) continue;
+        if (!m || name === this.agentGroup || processExists(Number(m[1]))) continue;
         const ours = agentGroupPid(this.agentId, name) !== undefined;
         for (const task of readdirSafe(join(parent, name))) {
           const t = new TaskCgroup(this.version, [join(parent, name, task)]);
@@ -492,13 +493,4 @@ function removeNow(t: TaskCgroup): string[] {
     }
   }
   return problems;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return errnoOf(e) === "EPERM";
-  }
 }

@@ -14,22 +14,14 @@ import {
   type StopRequest,
 } from "../executor.js";
 import { RunState, type Transitions } from "../run-state.js";
-import { ProcessEnd } from "./process-end.js";
+import { PROCESS_LIFE, ProcessEnd } from "./process-end.js";
 import { cwdProblem } from "./shell-launch.js";
 import type { InteractiveLaunch, InteractiveOptions } from "./interactive.js";
 
 /** starting: checks and spawn. terminating: the first signal sent. killing: SIGKILL sent. */
 export type InteractiveState = "starting" | "running" | "terminating" | "killing" | "exited" | "done";
 
-const TRANSITIONS: Transitions<InteractiveState> = {
-  starting: ["running", "done"],
-  running: ["terminating", "exited"],
-  terminating: ["killing", "exited"],
-  // done straight from killing: SIGKILL sent, yet no exit within the bounded wait.
-  killing: ["exited", "done"],
-  exited: ["done"],
-  done: [],
-};
+const TRANSITIONS: Transitions<InteractiveState> = { starting: ["running", "done"], ...PROCESS_LIFE };
 
 /**
  * Input bytes the hub may send ahead of what the process took. Re-granted as the process takes input,

@@ -3,11 +3,23 @@
 // the exit), the watch on the confinement's limits, and the Finished once the confinement is released.
 import { TaskState, type Finished } from "../../../gen/switchboard/v1/task.js";
 import { limitFinished, processFinished, type ExecutionContext, type StopRequest } from "../executor.js";
-import type { RunState } from "../run-state.js";
+import type { RunState, Transitions } from "../run-state.js";
 import type { TaskConfinement } from "./confinement.js";
 
 /** The states of a process's life this module moves a run through (each run names its first state). */
 export type ProcessLifeState = "running" | "terminating" | "killing" | "exited" | "done";
+
+/**
+ * Where a process run goes once its process runs; each run's own table adds its first state.
+ * done straight from killing: SIGKILL sent, yet no exit within the bounded wait (e.g. stuck in the kernel).
+ */
+export const PROCESS_LIFE: Transitions<ProcessLifeState> = {
+  running: ["terminating", "exited"],
+  terminating: ["killing", "exited"],
+  killing: ["exited", "done"],
+  exited: ["done"],
+  done: [],
+};
 
 const DEFAULT_KILL_WAIT_MS = 5000;
 

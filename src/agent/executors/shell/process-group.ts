@@ -18,6 +18,28 @@ export function signalGroup(pgid: number, signal: NodeJS.Signals): "sent" | "gon
 
 /** The live (not zombie) pids of a process group, from /proc; empty where /proc does not exist. */
 export function groupMembers(pgid: number): number[] {
+  return procMembers("pgrp", pgid);
+}
+
+/** Processes whose session is `sid` (a terminal's leader and everything it started), from /proc. */
+export function sessionMembers(sid: number): number[] {
+  if (!Number.isInteger(sid) || sid <= 1) return [];
+  return procMembers("session", sid);
+}
+
+/** Whether a process exists (EPERM: it does, and is someone else's). */
+export function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** The live pids whose process group or session is `id`. */
+function procMembers(by: "pgrp" | "session", id: number): number[] {
+  const field = by === "pgrp" ? 2 : 3;
   let entries: string[];
   try {
     entries = readdirSync("/proc");
@@ -33,10 +55,10 @@ export function groupMembers(pgid: number): number[] {
     } catch {
       continue; // exited while we looked
     }
-    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so cut at the last ')'.
+    // "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses, so cut at the last ')'.
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const state = fields[0];
-    if (Number(fields[2]) === pgid && state !== "Z" && state !== "X") out.push(Number(name));
+    if (Number(fields[field]) === id && state !== "Z" && state !== "X") out.push(Number(name));
   }
   return out;
 }

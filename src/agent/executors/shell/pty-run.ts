@@ -1,12 +1,13 @@
 // Terminal tasks: the program runs in a pseudo-terminal (node-pty) as the leader of its own session.
 // Keystrokes and window sizes arrive as input; the screen's bytes leave as stdout (a terminal merges
 // stdout and stderr). The end of input hangs up, as closing a terminal window does: SIGHUP.
-import { closeSync, constants as fsConstants, openSync, readdirSync, readFileSync } from "node:fs";
+import { closeSync, constants as fsConstants, openSync } from "node:fs";
 import { constants } from "node:os";
 import { spawn as spawnPty, type IDisposable, type IPty } from "node-pty";
 import { OutputStream } from "../../../gen/switchboard/v1/task.js";
 import type { InputChunk } from "../executor.js";
 import { INPUT_WINDOW_BYTES, InteractiveRun } from "./interactive-run.js";
+import { processExists, sessionMembers } from "./process-group.js";
 
 /** A terminal's size when the client named none. */
 const DEFAULT_COLS = 80;
@@ -207,39 +208,6 @@ export class PtyRun extends InteractiveRun {
         this.finish();
       }
     });
-  }
-}
-
-/** Processes whose session is `sid` (a terminal's leader and everything it started), from /proc. */
-function sessionMembers(sid: number): number[] {
-  if (!Number.isInteger(sid) || sid <= 1) return [];
-  let entries: string[];
-  try {
-    entries = readdirSync("/proc");
-  } catch {
-    return [];
-  }
-  const out: number[] = [];
-  for (const name of entries) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      // "pid (comm) state ppid pgrp session ...": comm may hold spaces, so cut at the last ')'.
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(f[3]) === sid && f[0] !== "Z" && f[0] !== "X") out.push(Number(name));
-    } catch {
-      // exited while we looked
-    }
-  }
-  return out;
-}
-
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

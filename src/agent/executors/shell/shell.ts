@@ -8,6 +8,8 @@ import { Code } from "../../../common/errors.js";
 import { Finished, type ShellSpec, type TaskError, type TaskSpec } from "../../../gen/switchboard/v1/task.js";
 import { Confinement, findProgram, type TaskConfinement } from "./confinement.js";
 import {
+  disabledRefusal,
+  envNameProblem,
   failedFinished,
   stoppedFinished,
   timeLimitMs,
@@ -19,7 +21,7 @@ import {
 import { OutputPipes } from "../pipes.js";
 import { RunState, type Transitions } from "../run-state.js";
 import { admitInteractive, startInteractive, takesInput } from "./interactive.js";
-import { ProcessEnd } from "./process-end.js";
+import { PROCESS_LIFE, ProcessEnd } from "./process-end.js";
 import { signalTaskGroup } from "./process-group.js";
 import {
   OPEN_SHELL_POLICY,
@@ -91,12 +93,7 @@ export class ShellExecutor implements Executor {
 
   admit(spec: TaskSpec): TaskError | undefined {
     const invalid = (message: string): TaskError => ({ code: Code.INVALID_ARGUMENT, message });
-    if (!this.opts.enabled) {
-      return {
-        code: Code.PERMISSION_DENIED,
-        message: `shell tasks are disabled on agent ${this.opts.agentId}: set [shell] enabled = true in its config`,
-      };
-    }
+    if (!this.opts.enabled) return disabledRefusal("shell", this.opts.agentId, "set [shell] enabled = true");
     if (spec.kind?.$case !== "shell") return invalid("not a shell task");
     const s = spec.kind.value;
     if (s.argv.length > 0 && s.script !== "")
@@ -107,10 +104,8 @@ export class ShellExecutor implements Executor {
     const texts = [...s.argv, s.script, s.cwd, ...Object.keys(s.env), ...Object.values(s.env)];
     if (texts.some((t) => t.includes("\0")))
       return invalid("argv, script, cwd and env may not contain NUL bytes");
-    for (const name of Object.keys(s.env)) {
-      if (name === "" || name.includes("="))
-        return invalid(`invalid environment variable name ${JSON.stringify(name)}`);
-    }
+    const envProblem = envNameProblem(s.env);
+    if (envProblem !== undefined) return invalid(envProblem);
     const interactive = admitInteractive(s, this.opts);
     if (interactive) return interactive;
     const plan = planShellTask(s, this.planContext);
@@ -145,15 +140,8 @@ export class ShellExecutor implements Executor {
 /** The life of the task's main process, as far as the agent is concerned. */
 type ProcessState = "spawning" | "running" | "terminating" | "killing" | "exited" | "done";
 
-const PROCESS_TRANSITIONS: Transitions<ProcessState> = {
-  spawning: ["running", "done"],
-  running: ["terminating", "exited"],
-  terminating: ["killing", "exited"],
-  // done straight from killing: SIGKILL sent, yet no exit within the bounded wait (e.g. stuck in the kernel).
-  killing: ["exited", "done"],
-  exited: ["done"],
-  done: [],
-};
+/** spawning: checks, confinement and spawn; then the life every process run shares. */
+const PROCESS_TRANSITIONS: Transitions<ProcessState> = { spawning: ["running", "done"], ...PROCESS_LIFE };
 
 class ShellRun implements Execution {
   readonly done: Promise<Finished>;
