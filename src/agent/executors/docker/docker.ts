@@ -2,7 +2,8 @@
 // the agent's config names. ps, images and inspect answer with the engine's JSON; run starts a container
 // and, attached, streams its output under the task's output window and ends with its exit code (a cancel
 // stops the container); stop, rm and logs act on a container by id or name. Images are never pulled: an
-// agent may have no registry access, so a missing image is a NOT_FOUND that says so.
+// agent may have no registry access, so a missing image is a NOT_FOUND that says so. This file admits a
+// task and holds the engine client; each task's run is a DockerTask (docker-task.ts).
 import type Dockerode from "dockerode";
 import { Code } from "../../../common/errors.js";
 import type { TaskError, TaskSpec } from "../../../gen/switchboard/v1/task.js";

@@ -1,7 +1,7 @@
 // What a terminal run and a streamed-stdin run share: the life of the task's process as a state
 // machine (starting, running, stopping in two steps, exited), its time limit and its confinement's
-// limits, the stop that ends everything it started, the input window it grants the hub, and the
-// Finished it ends with.
+// limits, the stop that ends everything it started (process-end.ts), the input window it grants the hub,
+// and the Finished it ends with.
 import { Code } from "../../../common/errors.js";
 import type { Finished, ShellSpec } from "../../../gen/switchboard/v1/task.js";
 import {
