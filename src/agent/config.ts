@@ -13,9 +13,7 @@ import {
 } from "../common/settings.js";
 import type { ClientTlsFiles } from "../common/tls.js";
 import type { DatasourceConfig } from "./sql/datasource.js";
-import type { LimitsMode } from "./executors/confinement.js";
-import type { ShellPolicy } from "./executors/shell-policy.js";
-import { lookupUser } from "./executors/user-identity.js";
+import { lookupUser, type LimitsMode, type ShellPolicy } from "./executors/shell/index.js";
 import { AGENT_SETTINGS, DRIVERS } from "./settings.js";
 
 export interface AgentConfig {

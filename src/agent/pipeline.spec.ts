@@ -7,14 +7,14 @@ import { silentLogger } from "../common/logger.js";
 import { Code } from "../common/errors.js";
 import type { AgentMessage, AgentTaskEvent, HubMessage } from "../gen/switchboard/v1/agent.js";
 import { Finished, OutputStream, ShellSpec, TaskState, type TaskSpec } from "../gen/switchboard/v1/task.js";
-import { EchoExecutor } from "./executors/echo.js";
+import { EchoExecutor } from "./executors/echo/index.js";
 import {
   stoppedFinished,
   type Execution,
   type ExecutionContext,
   type Executor,
 } from "./executors/executor.js";
-import { ShellExecutor } from "./executors/shell.js";
+import { ShellExecutor } from "./executors/shell/index.js";
 import { Outbox, type StreamWriter } from "./outbox.js";
 import { Pipeline } from "./pipeline.js";
 import { AgentStats } from "./stats.js";

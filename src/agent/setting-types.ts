@@ -5,7 +5,7 @@ import { resolve } from "node:path";
 import { z } from "zod";
 import { show } from "../common/settings.js";
 import { check, checkedList } from "../common/setting-types.js";
-import { parseAllowPrefix } from "./executors/http-policy.js";
+import { parseAllowPrefix } from "./executors/http/index.js";
 import { parseHubAddress } from "./hub-address.js";
 
 /** Hub addresses: a TOML array or string; from a variable or a flag, comma-separated (items of a repeated flag too). */

@@ -17,7 +17,7 @@ import {
   seconds,
   text,
 } from "../common/setting-types.js";
-import type { LimitsMode } from "./executors/confinement.js";
+import type { LimitsMode } from "./executors/shell/index.js";
 import {
   cpuCount,
   fileRoots,

@@ -144,3 +144,17 @@ export function processFinished(o: {
         : `killed by signal ${signal}`;
   return Finished.fromPartial({ state: TaskState.TASK_STATE_FAILED, exitCode, signal, durationMs, reason });
 }
+
+/** The refusal of a task kind the agent's config leaves off; `turnOn` says what in the config turns it on. */
+export function disabledRefusal(kind: TaskKind, agentId: string, turnOn: string): TaskError {
+  return {
+    code: Code.PERMISSION_DENIED,
+    message: `${kind} tasks are disabled on agent ${agentId}: ${turnOn} in its config`,
+  };
+}
+
+/** What is wrong with a task's environment variable names (empty, or holding "="), if anything. */
+export function envNameProblem(env: Record<string, string>): string | undefined {
+  const bad = Object.keys(env).find((name) => name === "" || name.includes("="));
+  return bad === undefined ? undefined : `invalid environment variable name ${JSON.stringify(bad)}`;
+}

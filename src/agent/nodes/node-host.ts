@@ -6,7 +6,7 @@ import type { Logger } from "../../common/logger.js";
 import type { NodeCommand, NodeReply, NodeSpawn } from "../../gen/switchboard/v1/agent.js";
 import type { NodeRecord as WireNode } from "../../gen/switchboard/v1/node.js";
 import type { AgentConfig } from "../config.js";
-import { FileRoots } from "../executors/file-roots.js";
+import { FileRoots } from "../executors/file/index.js";
 import type { NodeRecord, SpawnNodeRequest } from "./node-record.js";
 import { NodeSupervisor, type NodeSupervisorOptions } from "./node-supervisor.js";
 

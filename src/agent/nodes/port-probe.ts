@@ -4,7 +4,7 @@
 import { closeSync, openSync, readdirSync, readlinkSync, readSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { Code, SwitchboardError } from "../../common/errors.js";
-import { groupMembers } from "../executors/process-group.js";
+import { groupMembers } from "../executors/shell/index.js";
 
 /** Whether something accepts a TCP connection on 127.0.0.1:port: what makes a node count as running. */
 export function portAnswers(port: number): Promise<boolean> {
