@@ -12,7 +12,7 @@ import {
   type SettingValues,
 } from "../common/settings.js";
 import type { ClientTlsFiles } from "../common/tls.js";
-import type { DatasourceConfig } from "./sql/datasource.js";
+import type { DatasourceConfig } from "./executors/sql/index.js";
 import type { LimitsMode } from "./executors/confinement.js";
 import type { ShellPolicy } from "./executors/shell-policy.js";
 import { lookupUser } from "./executors/user-identity.js";

@@ -22,7 +22,7 @@ import {
 import { parseAllowPrefix } from "./executors/http-policy.js";
 import type { LimitsMode } from "./executors/confinement.js";
 import { parseHubAddress } from "./hub-address.js";
-import type { SqlDriver } from "./sql/datasource.js";
+import type { SqlDriver } from "./executors/sql/index.js";
 
 /** Hub addresses: a TOML array or string; from a variable or a flag, comma-separated (items of a repeated flag too). */
 const hubList = z.unknown().transform((v, ctx) => {

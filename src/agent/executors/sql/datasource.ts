@@ -36,9 +36,9 @@ export interface DatasourceConfig {
   connectTimeoutMs: number;
 }
 
-export type { ColumnInfo, JsonValue, TableMeta } from "../../common/sql-result.js";
-import { Code, SwitchboardError } from "../../common/errors.js";
-import type { ColumnInfo, JsonValue, TableMeta } from "../../common/sql-result.js";
+export type { ColumnInfo, JsonValue, TableMeta } from "../../../common/sql-result.js";
+import { Code, SwitchboardError } from "../../../common/errors.js";
+import type { ColumnInfo, JsonValue, TableMeta } from "../../../common/sql-result.js";
 
 /** Rows per batch when the caller does not say. */
 export const DEFAULT_BATCH_ROWS = 500;

@@ -5,8 +5,8 @@
 // connection, whose global privileges the server fixes when it logs in, and by every health check.
 import mysql from "mysql2";
 import type { ConnectionOptions, FieldPacket, Pool, PoolConnection, Query, ResultSetHeader } from "mysql2";
-import { Code } from "../../common/errors.js";
-import type { Logger } from "../../common/logger.js";
+import { Code } from "../../../../common/errors.js";
+import type { Logger } from "../../../../common/logger.js";
 import {
   DEFAULT_BATCH_ROWS,
   SqlError,
@@ -20,7 +20,7 @@ import {
   type QueryChunk,
   type QueryOptions,
   type TableMeta,
-} from "./datasource.js";
+} from "../datasource.js";
 import { summarizeGrants } from "./mysql-grants.js";
 
 const DEFAULT_PORT = 3306;

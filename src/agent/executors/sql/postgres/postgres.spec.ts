@@ -9,16 +9,16 @@ import {
   createReadOnlyRole,
   type PostgresTestDatabase,
   type PostgresTestRole,
-} from "../../../test/support/postgres.js";
-import { Code } from "../../common/errors.js";
+} from "../testing/postgres-server.js";
+import { Code } from "../../../../common/errors.js";
 import {
   type ColumnInfo,
   type Datasource,
   type DatasourceConfig,
   type JsonValue,
   type QueryChunk,
-} from "./datasource.js";
-import { failure } from "./testing/failure.js";
+} from "../datasource.js";
+import { failure } from "../testing/failure.js";
 import { openPostgres } from "./postgres.js";
 
 let db: PostgresTestDatabase;
@@ -659,7 +659,7 @@ describe("openPostgres queryCsv (COPY ... TO STDOUT)", () => {
     expect(got.kinds.at(-1)).toBe("done");
     expect(got.columns.map((c) => c.name)).toEqual(["id", "h", "t", "n"]);
     expect(got.rowCount).toBe(20_000);
-    const { csvRows } = await import("../../common/sql-csv.js");
+    const { csvRows } = await import("../../../../common/sql-csv.js");
     expect(got.text).toBe(csvRows((await collect(ds, sql)).rows));
   });
 

@@ -9,16 +9,16 @@ import {
   createReadOnlyUser,
   type MariadbDatabase,
   type MariadbTestUser,
-} from "../../../test/support/mariadb.js";
-import { Code } from "../../common/errors.js";
+} from "../testing/mariadb-server.js";
+import { Code } from "../../../../common/errors.js";
 import {
   type ColumnInfo,
   type Datasource,
   type DatasourceConfig,
   type JsonValue,
   type QueryChunk,
-} from "./datasource.js";
-import { failure } from "./testing/failure.js";
+} from "../datasource.js";
+import { failure } from "../testing/failure.js";
 import { openMysql } from "./mysql.js";
 
 let db: MariadbDatabase;

@@ -6,8 +6,8 @@
 import pg from "pg";
 import Cursor from "pg-cursor";
 import { to as copyTo, type CopyToStreamQuery } from "pg-copy-streams";
-import { Code } from "../../common/errors.js";
-import type { Logger } from "../../common/logger.js";
+import { Code } from "../../../../common/errors.js";
+import type { Logger } from "../../../../common/logger.js";
 import {
   DEFAULT_BATCH_ROWS,
   SqlError,
@@ -22,7 +22,7 @@ import {
   type QueryChunk,
   type QueryOptions,
   type TableMeta,
-} from "./datasource.js";
+} from "../datasource.js";
 
 const DEFAULT_PORT = 5432;
 /** How much COPY output is read ahead of the consumer (one output chunk's worth). */

@@ -1,8 +1,8 @@
 // The SQLite driver. Statements run in worker processes (sqlite-worker.ts), so that a long one neither
 // blocks the agent nor outlives a cancel or a timeout: its worker is killed, and a new one starts when
 // next needed. The health check and table descriptions read the catalog here, on short-lived connections.
-import { Code } from "../../common/errors.js";
-import type { Logger } from "../../common/logger.js";
+import { Code } from "../../../../common/errors.js";
+import type { Logger } from "../../../../common/logger.js";
 import {
   DEFAULT_BATCH_ROWS,
   SqlError,
@@ -13,7 +13,7 @@ import {
   type QueryChunk,
   type QueryOptions,
   type TableMeta,
-} from "./datasource.js";
+} from "../datasource.js";
 import { describeSqliteTable, openCatalogConnection } from "./sqlite-catalog.js";
 import {
   SqliteWorkerPool,
