@@ -28,7 +28,11 @@ export function cancelledError(datasource: string): SqlError {
 
 /** The database refused a write because the datasource is read-only. */
 export function readOnlyError(datasource: string, message: string, engineCode?: string): SqlError {
-  return new SqlError(Code.PERMISSION_DENIED, `datasource "${datasource}" is read-only: ${message}`, engineCode);
+  return new SqlError(
+    Code.PERMISSION_DENIED,
+    `datasource "${datasource}" is read-only: ${message}`,
+    engineCode,
+  );
 }
 
 /** The statement ran past the datasource's statement_timeout; message is the engine's own, when it gave one. */
