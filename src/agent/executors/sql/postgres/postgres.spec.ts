@@ -126,8 +126,7 @@ describeConformance({
     message:
       'datasource "pgtest": statement timeout (0.3s) exceeded: canceling statement due to statement timeout',
   },
-  closedWhileRunning: Code.UNAVAILABLE,
-  checkAfterClose: Code.UNAVAILABLE,
+  closed: { running: Code.UNAVAILABLE, query: Code.UNAVAILABLE, check: Code.UNAVAILABLE },
   says: {
     readOnlyWrite: {
       message: 'datasource "pgtest" is read-only: cannot execute INSERT in a read-only transaction',

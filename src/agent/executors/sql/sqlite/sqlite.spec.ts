@@ -144,8 +144,7 @@ describeConformance({
   unreachable: { path: "/nonexistent/sb-conformance.db", password: "s3cret-pw" },
   cancel: { answerMs: 1_000, stopMs: 5_000 },
   timeout: { ms: 300, withinMs: 1_500, message: 'datasource "shop": statement timeout (0.3s) exceeded' },
-  closedWhileRunning: Code.CANCELLED,
-  checkAfterClose: "passes",
+  closed: { running: Code.CANCELLED, query: Code.UNAVAILABLE, check: "passes" },
   says: {
     readOnlyWrite: {
       message: 'datasource "shop" is read-only: attempt to write a readonly database',
