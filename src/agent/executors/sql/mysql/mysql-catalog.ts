@@ -32,7 +32,7 @@ export function parseTableName(text: string): { schema?: string; table: string }
 }
 
 /** The table's description; SqlError NOT_FOUND when it has no columns (there is no such table). */
-export async function describeTable(
+export async function describeMysqlTable(
   conn: PoolConnection,
   name: { schema?: string; table: string },
   table: string,

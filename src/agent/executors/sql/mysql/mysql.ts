@@ -22,7 +22,7 @@ import {
   type QueryOptions,
   type TableMeta,
 } from "../datasource.js";
-import { describeTable, parseTableName } from "./mysql-catalog.js";
+import { describeMysqlTable, parseTableName } from "./mysql-catalog.js";
 import { Checkout } from "./mysql-checkout.js";
 import {
   driverOptions,
@@ -162,6 +162,7 @@ class MysqlDatasource implements Datasource {
     this.flavor = flavorOfVersion(version ?? "");
     return this.flavor;
   }
+
   /** A failure to read the user's privileges: the server's refusal, or a lost connection. */
   private privilegesError(e: unknown): SqlError {
     if (e instanceof SqlError) return e;
@@ -261,7 +262,7 @@ class MysqlDatasource implements Datasource {
     }
     const conn = await this.acquire(this.closing.signal);
     try {
-      const meta = await describeTable(conn, name, table, this.name);
+      const meta = await describeMysqlTable(conn, name, table, this.name);
       conn.release();
       return meta;
     } catch (e) {

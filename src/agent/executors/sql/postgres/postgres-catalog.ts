@@ -142,7 +142,11 @@ export class PostgresCatalog {
 }
 
 /** The table's columns, primary key and indexes; SqlError NOT_FOUND when there is no such table. */
-export async function describeTable(c: pg.ClientBase, table: string, datasource: string): Promise<TableMeta> {
+export async function describePostgresTable(
+  c: pg.ClientBase,
+  table: string,
+  datasource: string,
+): Promise<TableMeta> {
   const oid = await resolveTable(c, table);
   if (oid === undefined) {
     throw tableNotFoundError(datasource, table);

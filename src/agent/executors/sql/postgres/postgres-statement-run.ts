@@ -37,9 +37,9 @@ export interface RunOwner {
 /**
  * One statement's hold on a connection, from checkout to release. The phases run in order:
  *   acquiring -> held (checked out) -> open (transaction begun) -> committed -> released
- * and any phase may jump to released (rolled back, or the connection destroyed when its state is unknown). A DB call in flight is `busy`; a stop (the
- * caller's signal, or the datasource closing) while busy asks the server to cancel, and cuts the connection
- * if the call has not ended CANCEL_GRACE_MS later.
+ * and any phase may jump to released (rolled back, or the connection destroyed when its state is unknown).
+ * A DB call in flight is `busy`; a stop (the caller's signal, or the datasource closing) while busy asks the
+ * server to cancel, and cuts the connection if the call has not ended CANCEL_GRACE_MS later.
  */
 type RunPhase = "acquiring" | "held" | "open" | "committed" | "released";
 export type StopReason = "cancelled" | "closed";

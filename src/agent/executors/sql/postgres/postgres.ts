@@ -21,7 +21,7 @@ import {
   type QueryOptions,
   type TableMeta,
 } from "../datasource.js";
-import { PostgresCatalog, describeTable } from "./postgres-catalog.js";
+import { PostgresCatalog, describePostgresTable } from "./postgres-catalog.js";
 import { connectionConfig, endpointOf } from "./postgres-connection.js";
 import { connectError, isConnectionError, postgresError, type ErrorContext } from "./postgres-errors.js";
 import { privilegeOf } from "./postgres-privileges.js";
@@ -113,10 +113,7 @@ class PostgresDatasource implements Datasource {
     const run = new StatementRun(this, opts.signal);
     this.runs.add(run);
     try {
-      run.throwIfStopped();
-      await run.acquire(this.pool);
-      await run.verifyRole();
-      await run.begin(this.beginSql());
+      await this.start(run);
       const lateOids = new Set<number>();
       run.open(sql, params.map(jsonTextParam), this.catalog.parsersFor(lateOids));
       let batch = await run.read(batchRows);
@@ -157,10 +154,7 @@ class PostgresDatasource implements Datasource {
     const run = new StatementRun(this, opts.signal);
     this.runs.add(run);
     try {
-      run.throwIfStopped();
-      await run.acquire(this.pool);
-      await run.verifyRole();
-      await run.begin(this.beginSql());
+      await this.start(run);
       // The result's columns without running it (LIMIT 0 is planned, not executed); a statement that cannot
       // be wrapped fails here, inside a savepoint, and takes the ordinary path, which reports its error.
       const fields = await run.probe(`SELECT * FROM (${sql}) AS sb_csv_probe LIMIT 0`);
@@ -191,7 +185,7 @@ class PostgresDatasource implements Datasource {
   async describeTable(table: string): Promise<TableMeta> {
     this.throwIfUnusable();
     try {
-      return await this.withSpareClient((c) => describeTable(c, table, this.name));
+      return await this.withSpareClient((c) => describePostgresTable(c, table, this.name));
     } catch (e) {
       throw this.toSqlError(e);
     }
@@ -208,6 +202,14 @@ class PostgresDatasource implements Datasource {
   }
 
   // -------------------------------------------------------------------------------------------------------
+
+  /** Takes a connection for the run, checks its user (read-only datasources) and begins its transaction. */
+  private async start(run: StatementRun): Promise<void> {
+    run.throwIfStopped();
+    await run.acquire(this.pool);
+    await run.verifyRole();
+    await run.begin(this.beginSql());
+  }
 
   private beginSql(): string {
     const timeout = this.config.statementTimeoutMs;
