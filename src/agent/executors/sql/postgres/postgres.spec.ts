@@ -1,7 +1,7 @@
-// The PostgreSQL datasource against the real local server: value conversion, column metadata, batching
-// at the consumer's pace, read-only refusal, cancel and statement timeout, error codes, describeTable, and
-// the refusal of a read-only datasource whose role is privileged. Read-only datasources connect as a
-// least-privilege role, as the README says they must; the others as postgres.
+// The PostgreSQL datasource against the real local server: the conformance suite every engine passes, then
+// what is PostgreSQL's own: value conversion and type names, pacing measured by nextval, connection reuse,
+// the pool's limits, clean sessions, role privileges, describeTable, and queryCsv's COPY. Read-only
+// datasources connect as a least-privilege role, as the README says they must; the others as postgres.
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {

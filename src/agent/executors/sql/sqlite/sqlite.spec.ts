@@ -1,5 +1,6 @@
-// The SQLite driver against real database files in a temporary directory, and its worker processes as
-// the operating system sees them (their CPU time, a SIGKILL from outside).
+// The SQLite driver against real database files in a temporary directory: the conformance suite every
+// engine passes, then what is SQLite's own, with its worker processes as the operating system sees them
+// (their CPU time, a SIGKILL from outside).
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
