@@ -16,14 +16,14 @@ import { EchoExecutor } from "./executors/echo/index.js";
 import { FileExecutor } from "./executors/file/index.js";
 import { HttpExecutor } from "./executors/http/index.js";
 import { Confinement, ShellExecutor, type ShellExecutorOptions } from "./executors/shell/index.js";
-import { SqlExecutor } from "./executors/sql.js";
+import { SqlExecutor } from "./executors/sql/index.js";
 import { Heartbeater } from "./heartbeat.js";
 import { startLocalApi, type LocalApi } from "./local-api.js";
 import { NodeHost } from "./nodes/node-host.js";
 import { AgentLink } from "./link.js";
 import { Outbox } from "./outbox.js";
 import { Pipeline } from "./pipeline.js";
-import { Datasources, loadOpeners } from "./sql/datasources.js";
+import { Datasources, loadOpeners } from "./executors/sql/index.js";
 import { AgentStats, StatsReporter } from "./stats.js";
 
 export interface Agent {

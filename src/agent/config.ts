@@ -12,7 +12,7 @@ import {
   type SettingValues,
 } from "../common/settings.js";
 import type { ClientTlsFiles } from "../common/tls.js";
-import type { DatasourceConfig } from "./sql/datasource.js";
+import type { DatasourceConfig } from "./executors/sql/index.js";
 import { lookupUser, type LimitsMode, type ShellPolicy } from "./executors/shell/index.js";
 import { AGENT_SETTINGS, DRIVERS } from "./settings.js";
 

@@ -29,7 +29,7 @@ import {
   urlPrefixes,
   userNames,
 } from "./setting-types.js";
-import type { SqlDriver } from "./sql/datasource.js";
+import type { SqlDriver } from "./executors/sql/index.js";
 
 export const DRIVERS: Record<string, SqlDriver> = {
   postgres: "postgres",

@@ -5,8 +5,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createRequire } from "node:module";
 import type { Socket } from "node:net";
-import { Code, SwitchboardError } from "../../common/errors.js";
-import { SqlError, type ColumnInfo, type JsonValue } from "./datasource.js";
+import { Code, SwitchboardError } from "../../../../common/errors.js";
+import { SqlError, type ColumnInfo, type JsonValue } from "../datasource.js";
 import { SQLITE_WORKER_SOURCE } from "./sqlite-worker-source.js";
 
 /** A parameter as SQLite binds it: safe integers travel as bigint so that they bind as INTEGER, not REAL. */

@@ -36,12 +36,25 @@ export interface DatasourceConfig {
   connectTimeoutMs: number;
 }
 
-export type { ColumnInfo, JsonValue, TableMeta } from "../../common/sql-result.js";
-import { Code, SwitchboardError } from "../../common/errors.js";
-import type { ColumnInfo, JsonValue, TableMeta } from "../../common/sql-result.js";
+export type { ColumnInfo, JsonValue, TableMeta } from "../../../common/sql-result.js";
+import { Code, SwitchboardError } from "../../../common/errors.js";
+import type { ColumnInfo, JsonValue, TableMeta } from "../../../common/sql-result.js";
 
 /** Rows per batch when the caller does not say. */
 export const DEFAULT_BATCH_ROWS = 500;
+
+/** The rows per batch a query yields: the caller's batchRows (at least 1, whole), else DEFAULT_BATCH_ROWS. */
+export function batchRowsOf(opts: QueryOptions): number {
+  return Math.max(1, Math.floor(opts.batchRows ?? DEFAULT_BATCH_ROWS));
+}
+
+/**
+ * A parameter as the network drivers bind it: objects and arrays as JSON text (pg would make an array
+ * literal of an array, mysql2 would expand it), since JSON is what a structured parameter means here.
+ */
+export function jsonTextParam(v: JsonValue): string | number | boolean | null {
+  return v !== null && typeof v === "object" ? JSON.stringify(v) : v;
+}
 
 export interface QueryOptions {
   /** Aborting stops the statement in the database (pg_cancel_backend, KILL QUERY, interrupt). */

@@ -4,17 +4,17 @@
 // agent Degraded with the datasource and the reason named. One that may write and connects as a privileged
 // user is logged once as a warning. Tasks find a datasource by name, or by driver name for clients that name
 // the engine instead (seed 000's `database = "postgres"`).
-import type { Logger } from "../../common/logger.js";
-import type { DatasourceHealth } from "../../gen/switchboard/v1/task.js";
+import type { Logger } from "../../../common/logger.js";
+import type { DatasourceHealth } from "../../../gen/switchboard/v1/task.js";
 import type { Datasource, DatasourceConfig, SqlDriver } from "./datasource.js";
 
 export type DatasourceOpener = (config: DatasourceConfig, logger?: Logger) => Datasource;
 
 // Loaded on demand: an agent with only a SQLite datasource never loads pg or mysql2 (RSS and start time).
 const LOADERS: Record<SqlDriver, () => Promise<DatasourceOpener>> = {
-  postgres: async () => (await import("./postgres.js")).openPostgres,
-  mysql: async () => (await import("./mysql.js")).openMysql,
-  sqlite: async () => (await import("./sqlite.js")).openSqlite,
+  postgres: async () => (await import("./postgres/postgres.js")).openPostgres,
+  mysql: async () => (await import("./mysql/mysql.js")).openMysql,
+  sqlite: async () => (await import("./sqlite/sqlite.js")).openSqlite,
 };
 
 /** The openers of the drivers these datasources use. */

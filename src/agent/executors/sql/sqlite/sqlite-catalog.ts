@@ -2,7 +2,7 @@
 // the agent's own thread on a short-lived read-only connection: catalog reads take microseconds, and a
 // lock held by a committing writer is waited for at most CATALOG_BUSY_MS.
 import Database from "better-sqlite3";
-import type { TableMeta } from "./datasource.js";
+import type { TableMeta } from "../datasource.js";
 
 const CATALOG_BUSY_MS = 200;
 

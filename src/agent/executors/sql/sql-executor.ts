@@ -2,7 +2,7 @@
 // stdout in NDJSON: a header line (columns, and the named table's catalog description), then one JSON
 // array per row. Rows are pulled from the database one batch at a time and only while the task's
 // output window has room, so a slow client slows only its own query and no result sits whole here.
-import { Code } from "../../common/errors.js";
+import { Code } from "../../../common/errors.js";
 import {
   Finished,
   OutputStream,
@@ -10,17 +10,17 @@ import {
   type SqlSpec,
   type TaskError,
   type TaskSpec,
-} from "../../gen/switchboard/v1/task.js";
+} from "../../../gen/switchboard/v1/task.js";
 import type {
   ColumnInfo,
   JsonValue,
   SqlResultHeader,
   SqlResultSummary,
   TableMeta,
-} from "../../common/sql-result.js";
-import { csvRows } from "../../common/sql-csv.js";
-import { DEFAULT_BATCH_ROWS, SqlError } from "../sql/datasource.js";
-import type { Datasources } from "../sql/datasources.js";
+} from "../../../common/sql-result.js";
+import { csvRows } from "../../../common/sql-csv.js";
+import { DEFAULT_BATCH_ROWS, SqlError } from "./datasource.js";
+import type { Datasources } from "./datasources.js";
 import {
   failedFinished,
   stoppedFinished,
@@ -29,7 +29,7 @@ import {
   type ExecutionContext,
   type Executor,
   type StopRequest,
-} from "./executor.js";
+} from "../executor.js";
 
 export interface SqlExecutorOptions {
   agentId: string;

@@ -1,11 +1,12 @@
 // The SQLite driver. Statements run in worker processes (sqlite-worker.ts), so that a long one neither
 // blocks the agent nor outlives a cancel or a timeout: its worker is killed, and a new one starts when
 // next needed. The health check and table descriptions read the catalog here, on short-lived connections.
-import { Code } from "../../common/errors.js";
-import type { Logger } from "../../common/logger.js";
+import { Code } from "../../../../common/errors.js";
+import type { Logger } from "../../../../common/logger.js";
+import { cancelledError, readOnlyError, statementTimeoutError } from "../datasource-errors.js";
 import {
-  DEFAULT_BATCH_ROWS,
   SqlError,
+  batchRowsOf,
   type Datasource,
   type DatasourceCheck,
   type DatasourceConfig,
@@ -13,7 +14,7 @@ import {
   type QueryChunk,
   type QueryOptions,
   type TableMeta,
-} from "./datasource.js";
+} from "../datasource.js";
 import { describeSqliteTable, openCatalogConnection } from "./sqlite-catalog.js";
 import {
   SqliteWorkerPool,
@@ -96,7 +97,7 @@ class SqliteDatasource implements Datasource {
         `datasource "${this.name}": ${outside} is not allowed: a datasource uses only its own database file`,
       );
     }
-    const batchRows = Math.max(1, Math.floor(opts.batchRows ?? DEFAULT_BATCH_ROWS));
+    const batchRows = batchRowsOf(opts);
     const clock = new StatementClock(this.config.statementTimeoutMs);
     const worker = await this.pool.acquire(signal, () => this.cancelled());
     // The worker holds the statement open (between batches) until "next" or "end".
@@ -206,13 +207,9 @@ class SqliteDatasource implements Datasource {
           failure,
         );
       case "SQLITE_READONLY":
-        return new SqlError(
-          Code.PERMISSION_DENIED,
-          this.readOnly
-            ? `datasource "${this.name}" is read-only: ${message}`
-            : `datasource "${this.name}": ${message}`,
-          code ?? undefined,
-        );
+        return this.readOnly
+          ? readOnlyError(this.name, message, code ?? undefined)
+          : new SqlError(Code.PERMISSION_DENIED, `datasource "${this.name}": ${message}`, code ?? undefined);
       // SQLITE_ERROR is the statement's own fault: syntax, no such table or column, wrong arguments.
       case "SQLITE_ERROR":
       case "SQLITE_CONSTRAINT":
@@ -247,14 +244,11 @@ class SqliteDatasource implements Datasource {
   }
 
   private cancelled(): SqlError {
-    return new SqlError(Code.CANCELLED, `datasource "${this.name}": query cancelled`);
+    return cancelledError(this.name);
   }
 
   private timedOut(): SqlError {
-    return new SqlError(
-      Code.DEADLINE_EXCEEDED,
-      `datasource "${this.name}": statement timeout (${this.config.statementTimeoutMs / 1000}s) exceeded`,
-    );
+    return statementTimeoutError(this.name, this.config.statementTimeoutMs);
   }
 }
 
