@@ -17,19 +17,8 @@ import {
   AdminServiceClient,
   NodeServiceClient,
   type ClientServiceClient,
-  type AgentInfo,
-  type AuditEntry,
-  type ClusterStatusResponse,
-  type CreateTokenResponse,
-  type ForgetAgentResponse,
   type InputResult,
   type ListTasksRequest,
-  type NodeBatchItem,
-  type NodeInfo,
-  type NodeLogsResponse,
-  type SpawnNodeRequest,
-  type StopNodeRequest,
-  type TokenInfo,
 } from "../gen/switchboard/v1/client.js";
 import {
   OutputStream,
@@ -39,7 +28,10 @@ import {
   type TaskInput,
   type TaskResult,
 } from "../gen/switchboard/v1/task.js";
+import { adminApi, type AdminApi } from "./admin-api.js";
 import { toSubmitRequest, type TaskRequest } from "./builders.js";
+import { nodesApi, type NodesApi } from "./nodes-api.js";
+import type { Callback, UnaryCall } from "./unary.js";
 import { SwitchboardError } from "../common/errors.js";
 import { callError } from "./errors.js";
 import { SessionMux } from "./session.js";
@@ -127,158 +119,6 @@ export type QueryEvent =
       summary: SqlResultSummary;
     };
 
-/** A token to create with {@link AdminApi.createToken}. */
-export interface CreateTokenInput {
-  /** A unique name; it is the actor in the audit log. */
-  name: string;
-  /** viewer reads; operator also runs and cancels tasks; admin does everything; agent connects an agent. */
-  role: "admin" | "operator" | "viewer" | "agent";
-  /** Scope it to these pools; default: all. */
-  pools?: string[];
-  /** Agent tokens: only an agent with this id may use it. */
-  agentId?: string;
-  /** Agent tokens: a second process may take over a live session of the same agent id. */
-  allowTakeover?: boolean;
-}
-
-/**
- * The cluster's administration, as `client.admin`: agents, tokens, the audit log. Reading needs a
- * viewer token; tokens and concurrency an admin token.
- *
- * @example
- * ```ts
- * const status = await client.admin.clusterStatus();
- * console.log(status.summary);
- * const { token } = await client.admin.createToken({ name: "ci", role: "operator", pools: ["build"] });
- * ```
- */
-export interface AdminApi {
-  /** The agents the hub knows, optionally of one pool. */
-  listAgents(opts?: { pool?: string; includeOffline?: boolean }): Promise<AgentInfo[]>;
-  /** One agent by id; NOT_FOUND when the hub does not know it. */
-  getAgent(agentId: string): Promise<AgentInfo>;
-  /** Counts of agents, tasks and nodes, per pool, with a one-line summary. */
-  clusterStatus(): Promise<ClusterStatusResponse>;
-  /** A new token; its secret is in the answer and nowhere else, so keep it. */
-  createToken(input: CreateTokenInput): Promise<CreateTokenResponse>;
-  /** The tokens' public records (never their secrets). */
-  listTokens(opts?: { includeRevoked?: boolean }): Promise<TokenInfo[]>;
-  /** Revokes a token by id or name: calls with it are refused from then on. */
-  revokeToken(idOrName: string): Promise<TokenInfo>;
-  /** The audit log, newest first. */
-  listAudit(filter?: { limit?: number; action?: string; subject?: string }): Promise<AuditEntry[]>;
-  /** How many tasks a connected agent runs at once, until it restarts. */
-  setAgentConcurrency(agentId: string, concurrency: number): Promise<AgentInfo>;
-  /** Releases an offline agent's id from its pool and token: the next agent with that id claims it. */
-  forgetAgent(agentId: string): Promise<ForgetAgentResponse>;
-}
-
-/** A node to start; every field may be left out (the hub chooses the agent, the port, the id). */
-export interface SpawnNodeInput {
-  /** Start it on this agent; empty: the hub picks a healthy agent matching labels and pool. */
-  agentId?: string;
-  /** Its data directory on the agent; default: one under the agent's storage root. */
-  storagePath?: string;
-  /** 0 (default): the agent chooses a free port. */
-  port?: number;
-  /** MiB; past it the agent kills and restarts the node. 0 (default): the agent's default_memory_mb. */
-  memoryLimitMb?: number;
-  /** Default: `switchboard storage-node`. */
-  binary?: string;
-  /** Arguments after the binary. */
-  args?: string[];
-  /** Added to its environment. */
-  env?: Record<string, string>;
-  /** Placement: only agents carrying all these labels. */
-  labels?: Record<string, string>;
-  /** Placement: only agents of this pool. */
-  pool?: string;
-  /** May be started on another agent when its own stays offline. */
-  reschedule?: boolean;
-  /** Empty: the hub generates node-<uuid>. */
-  nodeId?: string;
-}
-
-/** How {@link NodesApi.stop} stops a node. */
-export interface StopNodeOptions {
-  /** When given, the node must be on this agent. */
-  agentId?: string;
-  /** SIGTERM, then SIGKILL after this long; 0: the agent's default. */
-  graceMs?: number;
-}
-
-/** One node to stop in {@link NodesApi.stopMany}. */
-export interface StopNodeInput extends StopNodeOptions {
-  /** The node's id. */
-  nodeId: string;
-}
-
-/** Which nodes {@link NodesApi.list} returns. */
-export interface ListNodesOptions {
-  /** Only the nodes of this agent; default: the whole cluster. */
-  agentId?: string;
-  /** Also the nodes the registry wants stopped. */
-  includeStopped?: boolean;
-}
-
-/** A node to move with {@link NodesApi.migrate}. */
-export interface MigrateNodeInput {
-  /** The node's id. */
-  nodeId: string;
-  /** The agent to start it on. */
-  toAgentId: string;
-  /** Copy the data directory first (both agents on one machine, or a shared disk). */
-  copyData?: boolean;
-  /** 0 (default): the same port. */
-  port?: number;
-  /** Empty (default): the same path. */
-  storagePath?: string;
-}
-
-/** Which part of a node's log {@link NodesApi.logs} reads. */
-export interface NodeLogsInput {
-  /** The node's id. */
-  nodeId: string;
-  /** Read stderr instead of stdout. */
-  stderr?: boolean;
-  /** Where to start reading; negative: the last -offset bytes. Default 0. */
-  offset?: number;
-  /** At most this many bytes; 0 (default): the hub's limit. */
-  maxBytes?: number;
-}
-
-/**
- * Supervised nodes: long-running processes (by default storage nodes) that agents start, stop and
- * watch. spawn, migrate and stop wait until the node runs (or has stopped), so they get a deadline
- * of at least a minute.
- */
-export interface NodesApi {
-  /** Resolves once the node is running (its port accepts connections). */
-  spawn(input?: SpawnNodeInput): Promise<NodeInfo>;
-  /**
-   * Items in request order: check each one's `code` (0 = OK). Each item stands alone, unless
-   * `atomic`: then when one fails, the ones started are stopped again.
-   */
-  spawnMany(inputs: SpawnNodeInput[], opts?: { atomic?: boolean }): Promise<NodeBatchItem[]>;
-  /** Stops a node (SIGTERM, then SIGKILL after the grace) and records that it should stay stopped. */
-  stop(nodeId: string, opts?: StopNodeOptions): Promise<NodeInfo>;
-  /** Each item independently, in request order: check each item's `code` (0 = OK). */
-  stopMany(nodes: StopNodeInput[]): Promise<NodeBatchItem[]>;
-  /** Live from the agent; when it cannot be reached, the hub's cached record with `stale` set. */
-  status(nodeId: string): Promise<NodeInfo>;
-  /** The nodes of the registry, of one agent or of the whole cluster. */
-  list(opts?: ListNodesOptions): Promise<NodeInfo[]>;
-  /** Starts the node on the target agent, waits until it answers, then stops the old one. */
-  migrate(input: MigrateNodeInput): Promise<NodeInfo>;
-  /** A slice of the node's stdout (or stderr) log; `offset` in the answer is where `data` starts. */
-  logs(input: NodeLogsInput): Promise<NodeLogsResponse>;
-}
-
-/** The least deadline for node calls that wait for a process to start or stop. */
-const NODE_LIFECYCLE_TIMEOUT_MS = 60_000;
-
-type Callback<T> = (err: Error | null, value?: T) => void;
-
 /**
  * The input of one running task, from {@link SwitchboardClient.openInput}: bytes for its stdin (or
  * terminal, or upload), terminal resizes, then the end of input.
@@ -362,8 +202,10 @@ export class SwitchboardClient {
       channelOverride: this.rpc.getChannel(),
     });
     this.session = new SessionMux(this.rpc, () => this.metadata(), this.hub);
-    this.admin = this.makeAdmin();
-    this.nodes = this.makeNodes();
+    const md = (): Metadata => this.metadata();
+    const unary: UnaryCall = (invoke, timeoutMs) => this.unary(invoke, timeoutMs);
+    this.admin = adminApi(this.adminRpc, md, unary);
+    this.nodes = nodesApi(this.nodeRpc, md, unary, this.callTimeoutMs);
   }
 
   /** Runs a task and resolves with its result, over the shared Session stream. */
@@ -659,142 +501,6 @@ export class SwitchboardClient {
       signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
-
-  private makeAdmin(): AdminApi {
-    const md = (): Metadata => this.metadata();
-    const a = this.adminRpc;
-    return {
-      listAgents: async (o = {}) =>
-        (
-          await this.unary<{ agents: AgentInfo[] }>((c, cb) =>
-            a.listAgents({ pool: o.pool ?? "", includeOffline: o.includeOffline ?? false }, md(), c, cb),
-          )
-        ).agents,
-      getAgent: (agentId) => this.unary<AgentInfo>((c, cb) => a.getAgent({ agentId }, md(), c, cb)),
-      clusterStatus: () => this.unary<ClusterStatusResponse>((c, cb) => a.clusterStatus({}, md(), c, cb)),
-      createToken: (i) =>
-        this.unary<CreateTokenResponse>((c, cb) =>
-          a.createToken(
-            {
-              name: i.name,
-              role: i.role,
-              pools: i.pools ?? [],
-              agentId: i.agentId ?? "",
-              allowTakeover: i.allowTakeover ?? false,
-            },
-            md(),
-            c,
-            cb,
-          ),
-        ),
-      listTokens: async (o = {}) =>
-        (
-          await this.unary<{ tokens: TokenInfo[] }>((c, cb) =>
-            a.listTokens({ includeRevoked: o.includeRevoked ?? false }, md(), c, cb),
-          )
-        ).tokens,
-      listAudit: async (f = {}) =>
-        (
-          await this.unary<{ entries: AuditEntry[] }>((c, cb) =>
-            a.listAudit(
-              { limit: f.limit ?? 0, action: f.action ?? "", subject: f.subject ?? "" },
-              md(),
-              c,
-              cb,
-            ),
-          )
-        ).entries,
-      setAgentConcurrency: (agentId, concurrency) =>
-        this.unary<AgentInfo>((c, cb) => a.setAgentConcurrency({ agentId, concurrency }, md(), c, cb)),
-      forgetAgent: (agentId) =>
-        this.unary<ForgetAgentResponse>((c, cb) => a.forgetAgent({ agentId }, md(), c, cb)),
-      revokeToken: async (idOrName) => {
-        const r = await this.unary<{ info?: TokenInfo }>((c, cb) => a.revokeToken({ idOrName }, md(), c, cb));
-        if (!r.info) throw new SwitchboardError(status.INTERNAL, "the hub answered without the token");
-        return r.info;
-      },
-    };
-  }
-
-  private makeNodes(): NodesApi {
-    const md = (): Metadata => this.metadata();
-    const n = this.nodeRpc;
-    // The hub answers spawn once the node runs (up to 30 s, plus retries on another agent).
-    const long = Math.max(NODE_LIFECYCLE_TIMEOUT_MS, this.callTimeoutMs);
-    return {
-      spawn: (i = {}) => this.unary<NodeInfo>((c, cb) => n.spawnNode(toSpawnRequest(i), md(), c, cb), long),
-      spawnMany: async (inputs, o = {}) =>
-        (
-          await this.unary<{ items: NodeBatchItem[] }>(
-            (c, cb) =>
-              n.spawnNodes({ nodes: inputs.map(toSpawnRequest), atomic: o.atomic ?? false }, md(), c, cb),
-            long,
-          )
-        ).items,
-      stop: (nodeId, o = {}) =>
-        this.unary<NodeInfo>((c, cb) => n.stopNode(toStopRequest({ ...o, nodeId }), md(), c, cb), long),
-      stopMany: async (nodes) =>
-        (
-          await this.unary<{ items: NodeBatchItem[] }>(
-            (c, cb) => n.stopNodes({ nodes: nodes.map(toStopRequest) }, md(), c, cb),
-            long,
-          )
-        ).items,
-      status: (nodeId) => this.unary<NodeInfo>((c, cb) => n.getNodeStatus({ nodeId }, md(), c, cb)),
-      list: async (o = {}) =>
-        (
-          await this.unary<{ nodes: NodeInfo[] }>((c, cb) =>
-            n.listNodes({ agentId: o.agentId ?? "", includeStopped: o.includeStopped ?? false }, md(), c, cb),
-          )
-        ).nodes,
-      migrate: (i) =>
-        this.unary<NodeInfo>(
-          (c, cb) =>
-            n.migrateNode(
-              {
-                nodeId: i.nodeId,
-                toAgentId: i.toAgentId,
-                copyData: i.copyData ?? false,
-                port: i.port ?? 0,
-                storagePath: i.storagePath ?? "",
-              },
-              md(),
-              c,
-              cb,
-            ),
-          long,
-        ),
-      logs: (i) =>
-        this.unary<NodeLogsResponse>((c, cb) =>
-          n.nodeLogs(
-            { nodeId: i.nodeId, stderr: i.stderr ?? false, offset: i.offset ?? 0, maxBytes: i.maxBytes ?? 0 },
-            md(),
-            c,
-            cb,
-          ),
-        ),
-    };
-  }
-}
-
-function toSpawnRequest(i: SpawnNodeInput): SpawnNodeRequest {
-  return {
-    agentId: i.agentId ?? "",
-    storagePath: i.storagePath ?? "",
-    port: i.port ?? 0,
-    memoryLimitMb: i.memoryLimitMb ?? 0,
-    args: i.args ?? [],
-    env: i.env ?? {},
-    binary: i.binary ?? "",
-    labels: i.labels ?? {},
-    pool: i.pool ?? "",
-    reschedule: i.reschedule ?? false,
-    nodeId: i.nodeId ?? "",
-  };
-}
-
-function toStopRequest(i: StopNodeInput): StopNodeRequest {
-  return { nodeId: i.nodeId, agentId: i.agentId ?? "", graceMs: i.graceMs ?? 0 };
 }
 
 /** A grpc-js server stream as an async iterable whose errors are SwitchboardErrors. */

@@ -2,22 +2,23 @@
 // for event streams, AbortSignal to cancel. The CLI is built on exactly this surface.
 export { SwitchboardClient } from "./client.js";
 export type {
-  AdminApi,
-  CreateTokenInput,
-  ListNodesOptions,
   ListTasksFilter,
-  MigrateNodeInput,
-  NodeLogsInput,
-  NodesApi,
   QueryEvent,
   RunOptions,
-  SpawnNodeInput,
-  StopNodeInput,
-  StopNodeOptions,
   SwitchboardClientOptions,
   TaskInputWriter,
   WatchOptions,
 } from "./client.js";
+export type { AdminApi, CreateTokenInput } from "./admin-api.js";
+export type {
+  ListNodesOptions,
+  MigrateNodeInput,
+  NodeLogsInput,
+  NodesApi,
+  SpawnNodeInput,
+  StopNodeInput,
+  StopNodeOptions,
+} from "./nodes-api.js";
 export { echo, http, shell, sql, toSubmitRequest, toTarget } from "./builders.js";
 export type {
   HttpOptions,
