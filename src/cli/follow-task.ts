@@ -5,6 +5,7 @@ import type { SwitchboardClient, TaskRequest } from "../client/index.js";
 import { OutputStream, type Finished } from "../gen/switchboard/v1/task.js";
 import { CliError, EXIT } from "./cli-error.js";
 import { onPipeClosed } from "./pipe-closed.js";
+import { cancelOnInterrupt } from "./signals.js";
 
 export interface FollowedTask {
   taskId: string;
@@ -13,27 +14,24 @@ export interface FollowedTask {
 
 export async function followTask(client: SwitchboardClient, req: TaskRequest): Promise<FollowedTask> {
   let taskId: string | undefined;
-  let interrupts = 0;
   const cancelNow = (): void => {
     if (!taskId) return;
     client.cancel(taskId, "cancelled from the command line (Ctrl-C)").catch((e: unknown) => {
       process.stderr.write(`switchboard: could not cancel task ${taskId}: ${(e as Error).message}\n`);
     });
   };
-  const onSigint = (): void => {
-    interrupts++;
-    if (interrupts === 1) {
+  const interrupt = cancelOnInterrupt({
+    onInterrupt: () => {
       process.stderr.write(
         `\nswitchboard: cancelling task ${taskId ?? "(being submitted)"}; Ctrl-C again to stop waiting\n`,
       );
-      cancelNow();
-    } else {
+    },
+    again: () => {
       process.stderr.write(`switchboard: stopped waiting; task ${taskId ?? "?"} may still be cancelling\n`);
       process.exit(EXIT.interrupted);
-    }
-  };
-  process.on("SIGINT", onSigint);
-  process.on("SIGTERM", onSigint);
+    },
+  });
+  interrupt.signal.addEventListener("abort", cancelNow);
   const unregister = onPipeClosed(async () => {
     if (taskId) await client.cancel(taskId, "its output was no longer read (closed pipe)");
   });
@@ -42,7 +40,7 @@ export async function followTask(client: SwitchboardClient, req: TaskRequest): P
     for await (const ev of client.run(req, {
       onTaskId: (id) => {
         taskId = id;
-        if (interrupts > 0) cancelNow();
+        if (interrupt.signal.aborted) cancelNow();
       },
     })) {
       const e = ev.event;
@@ -55,8 +53,7 @@ export async function followTask(client: SwitchboardClient, req: TaskRequest): P
       }
     }
   } finally {
-    process.off("SIGINT", onSigint);
-    process.off("SIGTERM", onSigint);
+    interrupt.dispose();
     unregister();
   }
   if (!finished) throw new CliError(`the hub ended the stream of task ${taskId ?? "?"} without a result`);

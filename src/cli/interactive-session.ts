@@ -8,6 +8,7 @@ import { OutputStream, type Finished } from "../gen/switchboard/v1/task.js";
 import { CliError, EXIT } from "./cli-error.js";
 import type { FollowedTask } from "./follow-task.js";
 import { onPipeClosed } from "./pipe-closed.js";
+import { cancelOnInterrupt } from "./signals.js";
 
 export interface InteractiveMode {
   /** The task runs in a terminal on the agent (its spec has tty): send this window's size. */
@@ -32,25 +33,12 @@ export async function runInteractive(
   let taskId: string | undefined;
   let input: TaskInputWriter | undefined;
   let finished: Finished | undefined;
-  let interrupts = 0;
 
   const cancel = (why: string): void => {
     if (!taskId) return;
     client.cancel(taskId, why).catch((e: unknown) => {
       process.stderr.write(`switchboard: could not cancel task ${taskId}: ${(e as Error).message}\n`);
     });
-  };
-  // Ctrl-C outside raw mode (in raw mode it is a byte for the remote terminal), or a kill.
-  const onInterrupt = (): void => {
-    interrupts++;
-    if (interrupts === 1) {
-      process.stderr.write(`\nswitchboard: cancelling task ${taskId ?? "(being submitted)"}\n`);
-      cancel("cancelled from the command line");
-    } else {
-      restoreTerminal();
-      process.stderr.write(`switchboard: stopped waiting; task ${taskId ?? "?"} may still be cancelling\n`);
-      process.exit(EXIT.interrupted);
-    }
   };
   // This terminal was closed: hang the remote one up, as ssh does.
   const onHangup = (): void => {
@@ -101,8 +89,18 @@ export async function runInteractive(
     if (raw && stdin.isTTY) stdin.setRawMode(false);
   }
 
-  process.on("SIGINT", onInterrupt);
-  process.on("SIGTERM", onInterrupt);
+  // Ctrl-C outside raw mode (in raw mode it is a byte for the remote terminal), or a kill.
+  const interrupt = cancelOnInterrupt({
+    onInterrupt: () => {
+      process.stderr.write(`\nswitchboard: cancelling task ${taskId ?? "(being submitted)"}\n`);
+    },
+    again: () => {
+      restoreTerminal();
+      process.stderr.write(`switchboard: stopped waiting; task ${taskId ?? "?"} may still be cancelling\n`);
+      process.exit(EXIT.interrupted);
+    },
+  });
+  interrupt.signal.addEventListener("abort", () => cancel("cancelled from the command line"));
   process.on("SIGHUP", onHangup);
   process.on("exit", restoreTerminal);
   const unregister = onPipeClosed(async () => {
@@ -114,7 +112,7 @@ export async function runInteractive(
       onTaskId: (id) => {
         taskId = id;
         startInput(id);
-        if (interrupts > 0) cancel("cancelled from the command line");
+        if (interrupt.signal.aborted) cancel("cancelled from the command line");
       },
     })) {
       const e = ev.event;
@@ -131,8 +129,7 @@ export async function runInteractive(
     restoreTerminal();
     input?.close();
     process.stdout.off("resize", onResize);
-    process.off("SIGINT", onInterrupt);
-    process.off("SIGTERM", onInterrupt);
+    interrupt.dispose();
     process.off("SIGHUP", onHangup);
     process.off("exit", restoreTerminal);
     unregister();

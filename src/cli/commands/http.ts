@@ -29,6 +29,7 @@ import { multipartBody, parseFormField, type StreamedBody } from "../multipart.j
 import { onPipeClosed } from "../pipe-closed.js";
 import { ProgressLine } from "../progress-line.js";
 import { exitCodeOf } from "./exec.js";
+import { cancelOnInterrupt } from "../signals.js";
 
 interface HttpFlags extends TargetFlags {
   request?: string;
@@ -102,12 +103,12 @@ Exit code: 0 when the request completed, whatever its status (unless --fail: ${E
     if (timeoutMs > 0) req.timeoutMs = timeoutMs;
 
     const abort = new AbortController();
-    const onSignal = (): void => {
-      process.stderr.write("\nswitchboard: cancelling the request\n");
-      abort.abort();
-    };
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
+    const interrupt = cancelOnInterrupt({
+      onInterrupt: () => {
+        process.stderr.write("\nswitchboard: cancelling the request\n");
+      },
+    });
+    interrupt.signal.addEventListener("abort", () => abort.abort());
     const unregister = onPipeClosed(() => {
       abort.abort();
       return Promise.resolve();
@@ -181,8 +182,7 @@ Exit code: 0 when the request completed, whatever its status (unless --fail: ${E
     } finally {
       progress.done();
       await body.discard();
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
+      interrupt.dispose();
       unregister();
     }
   });

@@ -18,6 +18,7 @@ import { durationFlag } from "../flags.js";
 import { onPipeClosed } from "../pipe-closed.js";
 import { ProgressLine } from "../progress-line.js";
 import { createRowSink, FORMATS, tableDescription, type Format } from "../sql-output.js";
+import { cancelOnInterrupt } from "../signals.js";
 
 interface QueryFlags extends TargetFlags {
   db?: string;
@@ -94,12 +95,12 @@ as ISO 8601, binary as base64, JSON as JSON; NULL is empty in CSV and null in JS
       waitForAgent: flags.wait ?? false,
     };
     const abort = new AbortController();
-    const onSignal = (): void => {
-      process.stderr.write("\nswitchboard: cancelling the query\n");
-      abort.abort();
-    };
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
+    const interrupt = cancelOnInterrupt({
+      onInterrupt: () => {
+        process.stderr.write("\nswitchboard: cancelling the query\n");
+      },
+    });
+    interrupt.signal.addEventListener("abort", () => abort.abort());
     const unregister = onPipeClosed(() => {
       abort.abort();
       return Promise.resolve();
@@ -124,8 +125,7 @@ as ISO 8601, binary as base64, JSON as JSON; NULL is empty in CSV and null in JS
       throw e;
     } finally {
       progress.done();
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
+      interrupt.dispose();
       unregister();
     }
   });
