@@ -2,11 +2,10 @@
 // this one goes into raw mode: every keystroke (Ctrl-C and Ctrl-D included) is a byte for the agent's
 // terminal, and window-size changes follow. Without one, stdin streams to the task's stdin and its end
 // is the end of input. Output comes back here; the terminal is restored however the task ends.
-import { once } from "node:events";
 import type { SwitchboardClient, TaskInputWriter, TaskRequest } from "../client/index.js";
-import { OutputStream, type Finished } from "../gen/switchboard/v1/task.js";
-import { CliError, EXIT } from "./cli-error.js";
-import type { FollowedTask } from "./follow-task.js";
+import type { Finished } from "../gen/switchboard/v1/task.js";
+import { EXIT } from "./cli-error.js";
+import { followed, relayOutput, type FollowedTask } from "./follow-task.js";
 import { onPipeClosed } from "./pipe-closed.js";
 import { cancelOnInterrupt } from "./signals.js";
 
@@ -108,22 +107,14 @@ export async function runInteractive(
     if (taskId) await client.cancel(taskId, "its output was no longer read (closed pipe)");
   });
   try {
-    for await (const ev of client.run(req, {
+    const events = client.run(req, {
       onTaskId: (id) => {
         taskId = id;
         startInput(id);
         if (interrupt.signal.aborted) cancel("cancelled from the command line");
       },
-    })) {
-      const e = ev.event;
-      if (ev.gapBytes > 0) process.stderr.write(`[switchboard: ${ev.gapBytes} bytes of output not kept]\n`);
-      if (e?.$case === "output") {
-        const out = e.value.stream === OutputStream.OUTPUT_STREAM_STDERR ? process.stderr : process.stdout;
-        if (!out.write(e.value.data)) await once(out, "drain");
-      } else if (e?.$case === "finished") {
-        finished = e.value;
-      }
-    }
+    });
+    await relayOutput(events, (f) => (finished = f));
   } finally {
     stopReading();
     restoreTerminal();
@@ -134,6 +125,5 @@ export async function runInteractive(
     process.off("exit", restoreTerminal);
     unregister();
   }
-  if (!finished) throw new CliError(`the hub ended the stream of task ${taskId ?? "?"} without a result`);
-  return { taskId: taskId ?? "?", finished };
+  return followed(taskId, finished);
 }

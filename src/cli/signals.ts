@@ -2,6 +2,7 @@
 // first one aborts, and says what a second one does (nothing, the signal's own default, or its own
 // "stop waiting"). The long-running commands (hub, agent, storage-node, demo) stop gracefully on top of it.
 import type { Logger } from "../common/logger.js";
+import { onPipeClosed } from "./pipe-closed.js";
 
 export interface InterruptOptions {
   /** The signals that interrupt; SIGINT and SIGTERM unless told. An empty list: nothing does. */
@@ -44,6 +45,37 @@ export function cancelOnInterrupt(opts: InterruptOptions = {}): Interrupt {
     signal: abort.signal,
     dispose: () => {
       for (const s of signals) process.off(s, onSignal);
+    },
+  };
+}
+
+export interface Cancellation extends Interrupt {
+  /** Cancels from within (a request body that cannot be read, say). */
+  abort(): void;
+}
+
+/**
+ * For a command that streams a result here: Ctrl-C or SIGTERM (printing `saying` on stderr), a closed
+ * stdout pipe (\`| head\`) or the command itself cancel it, all through one signal.
+ */
+export function cancelOnInterruptOrClosedPipe(saying: string): Cancellation {
+  const abort = new AbortController();
+  const interrupt = cancelOnInterrupt({
+    onInterrupt: () => {
+      process.stderr.write(`\nswitchboard: ${saying}\n`);
+    },
+  });
+  interrupt.signal.addEventListener("abort", () => abort.abort());
+  const unregister = onPipeClosed(() => {
+    abort.abort();
+    return Promise.resolve();
+  });
+  return {
+    signal: abort.signal,
+    abort: () => abort.abort(),
+    dispose: () => {
+      interrupt.dispose();
+      unregister();
     },
   };
 }

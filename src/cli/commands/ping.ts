@@ -4,10 +4,9 @@ import { echo, type SwitchboardClient, type TargetInput } from "../../client/ind
 import { TaskState } from "../../gen/switchboard/v1/task.js";
 import { CliError } from "../cli-error.js";
 import {
-  addTargetOptions,
   clientCommand,
   describeTarget,
-  targetFrom,
+  targetAction,
   withClient,
   type TargetFlags,
 } from "../client-command.js";
@@ -27,9 +26,7 @@ export function registerPing(program: Command): void {
     .option("-i, --interval <duration>", "pause between pings (default 1s)")
     .option("-s, --size <bytes>", "payload size (default 56)")
     .option("--timeout <duration>", "per ping (default 5s)");
-  addTargetOptions(cmd);
-  cmd.action(async (flags: PingFlags, command: Command) => {
-    const target = targetFrom(flags);
+  targetAction(cmd, async (target, flags: PingFlags, command: Command) => {
     const count = intFlag("--count", flags.count ?? "5", 0);
     const size = intFlag("--size", flags.size ?? "56", 0);
     const intervalMs = durationFlag("--interval", flags.interval ?? "1s");
