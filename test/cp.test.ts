@@ -382,8 +382,9 @@ describe("interrupted transfers", () => {
       "part of the upload",
       () => tmp,
     );
-    // Kept for a resume at first (the sweep runs every 0.75 s; the partial is younger than 3 s) ...
-    await new Promise((r) => setTimeout(r, 1000));
+    // Kept for a resume at first: the sweep runs every 0.75 s, so once the partial is a second old
+    // (by its own clock, not a sleep) a sweep has passed over it while it was younger than 3 s ...
+    await waitFor("a sweep to pass over the young partial", () => Date.now() - statSync(tmp).mtimeMs > 1000);
     expect(existsSync(tmp)).toBe(true);
     // ... then removed, having been left alone longer than the time to live.
     await waitFor("the abandoned partial to be removed", () => !existsSync(tmp), 15_000);

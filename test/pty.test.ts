@@ -285,12 +285,15 @@ describe("switchboard shell and exec -it", () => {
     cli.term.write("echo ok-$((2+3))\r");
     await cli.waitScreen(line("ok-5"), mark);
 
-    // A new window size here (SIGWINCH) reaches the remote terminal.
+    // A new window size here (SIGWINCH) reaches the remote terminal. It travels CLI, hub, agent: ask
+    // the remote terminal its size until it answers with the new one.
     cli.term.resize(120, 50);
-    await new Promise((r) => setTimeout(r, 300));
-    mark = cli.screen().length;
-    cli.term.write("stty size\r");
-    await cli.waitScreen(line("50 120"), mark);
+    await waitFor("the remote terminal to have the new size", async () => {
+      const from = cli.screen().length;
+      cli.term.write("stty size\r");
+      await cli.waitScreen(/\r\d+ \d+\r+\n/, from);
+      return line("50 120").test(cli.screen().slice(from));
+    });
 
     cli.term.write("exit 7\r");
     expect(await cli.exited).toBe(7);

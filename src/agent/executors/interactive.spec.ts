@@ -83,8 +83,11 @@ describe("terminal runs", () => {
     const h = run({ argv: ["seq", "1", "3000"], tty: true }, 100);
     // The program's output fits the kernel's terminal buffer: it exits while the window is closed.
     await waitFor("the program to exit", () => h.pid() > 0 && !pidAlive(h.pid()));
-    // Longer than node-pty waits (200 ms) before it drops what nobody read after an exit.
-    await new Promise((r) => setTimeout(r, 400));
+    // node-pty reports the exit once it has closed the terminal (after up to 200 ms), dropping what
+    // nobody read by then: wait for the run to have seen that report.
+    let reported = false;
+    void h.execution.done.then(() => (reported = true));
+    await waitFor("node-pty to report the exit", () => reported);
     h.gate.grant(Number.MAX_SAFE_INTEGER);
     const f = await h.done;
     expect(f.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
