@@ -21,9 +21,9 @@ import {
   RssSampler,
   sleep,
   spawnNode,
-  waitFor,
   type Child,
 } from "./harness.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const MiB = 1024 * 1024;
 
@@ -70,7 +70,11 @@ export const agents10k: Benchmark = {
         });
         sims.push(sim);
       }
-      await waitFor(`${total} sessions`, () => (connected() >= total ? true : undefined), 180_000, 250);
+      await waitFor(() => (connected() >= total ? true : undefined), {
+        timeout: 180_000,
+        interval: 250,
+        message: `${total} sessions`,
+      });
       const connectAllS = round((performance.now() - t0) / 1000, 2);
       log(`  ${total} sessions up in ${connectAllS} s`);
       await sleep(o.quick ? 3_000 : 10_000); // let the first heartbeats and probes settle
@@ -83,11 +87,23 @@ export const agents10k: Benchmark = {
       log(`  steady: hub RSS ${hubRssMiB} MiB (idle ${hubRssIdle}), CPU ${cpuPct}% of a core`);
 
       hub.proc.kill("SIGKILL");
-      await waitFor("the hub to die", () => (hub.exited() ? true : undefined), 10_000, 50);
-      await waitFor("the agents to notice", () => (connected() === 0 ? true : undefined), 60_000, 100);
+      await waitFor(() => (hub.exited() ? true : undefined), {
+        timeout: 10_000,
+        interval: 50,
+        message: "the hub to die",
+      });
+      await waitFor(() => (connected() === 0 ? true : undefined), {
+        timeout: 60_000,
+        interval: 100,
+        message: "the agents to notice",
+      });
       const restartAt = performance.now();
       hub = await startHub();
-      await waitFor(`${total} sessions again`, () => (connected() >= total ? true : undefined), 120_000, 100);
+      await waitFor(() => (connected() >= total ? true : undefined), {
+        timeout: 120_000,
+        interval: 100,
+        message: `${total} sessions again`,
+      });
       const backS = round((performance.now() - restartAt) / 1000, 2);
       log(`  all ${total} back ${backS} s after the restart began`);
 

@@ -6,7 +6,8 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { SwitchboardClient } from "../src/client/index.js";
-import { CLI, log, spawnNode, waitFor, type Child } from "./harness.js";
+import { CLI, log, spawnNode, type Child } from "./harness.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const execFileP = promisify(execFile);
 
@@ -49,7 +50,6 @@ export function waitForHubAddresses(
   dataDir: string,
 ): Promise<{ address: string; httpAddress?: string }> {
   return waitFor(
-    "hub.json",
     () => {
       if (hub.exited()) throw new Error(`hub exited:\n${hub.output()}`);
       const j = JSON.parse(readFileSync(path.join(dataDir, "hub.json"), "utf8")) as {
@@ -61,7 +61,7 @@ export function waitForHubAddresses(
         ? { address: j.address, ...(j.httpAddress ? { httpAddress: j.httpAddress } : {}) }
         : undefined;
     },
-    20_000,
+    { timeout: 20_000, message: "hub.json" },
   );
 }
 
@@ -151,15 +151,13 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     const c = client;
     const a = agent;
     await waitFor(
-      "the agent to connect",
       async () => {
         if (a.exited()) throw new Error(`agent exited:\n${a.output()}`);
         const agents = await c.admin.listAgents();
         const me = agents.find((x) => x.agentId === AGENT_ID);
         return me?.connected === true && me.freeSlots > 0 ? true : undefined;
       },
-      20_000,
-      100,
+      { timeout: 20_000, interval: 100, message: "the agent to connect" },
     );
     log(`cluster up: hub ${info} (pid ${h.pid}), agent ${AGENT_ID} (pid ${a.pid}), pool size ${o.poolSize}`);
     return { hub: h, agent: a, address: info, client: c, adminToken, stop: cleanup };

@@ -6,7 +6,8 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { connect, type NatsConnection } from "nats";
-import { DIST_BENCH, freePort, spawnBinary, spawnNode, waitFor, type Child } from "./harness.js";
+import { DIST_BENCH, freePort, spawnBinary, spawnNode, type Child } from "./harness.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const NATS_SERVER_CANDIDATES = [
   "/usr/sbin/nats-server",
@@ -53,12 +54,11 @@ export async function startNatsPeer(connections = 2): Promise<NatsPeer> {
   const server = spawnBinary("nats-server", natsServerPath(), ["-a", "127.0.0.1", "-p", String(port)]);
   let responders: Child | undefined;
   try {
-    const probe = await waitFor(
-      "nats-server",
-      () => connect({ servers: url, reconnect: false }),
-      10_000,
-      100,
-    );
+    const probe = await waitFor(() => connect({ servers: url, reconnect: false }), {
+      timeout: 10_000,
+      interval: 100,
+      message: "nats-server",
+    });
     await probe.close();
     responders = spawnNode("nats-responders", path.join(DIST_BENCH, "nats-responders.js"), {
       args: [

@@ -23,9 +23,9 @@ import {
   sleep,
   spawnNode,
   stopAll,
-  waitFor,
   type Child,
 } from "./harness.js";
+import { waitFor } from "../src/common/wait-for.js";
 import { TcpProxy } from "./tcp-proxy.js";
 
 const { values } = parseArgs({
@@ -184,10 +184,8 @@ async function main(): Promise<void> {
   }
   const client = new SwitchboardClient({ hub: address, token: adminToken });
   await waitFor(
-    "the agents to connect",
     async () => (await client.admin.listAgents()).filter((a) => a.connected).length === AGENTS || undefined,
-    30_000,
-    200,
+    { timeout: 30_000, interval: 200, message: "the agents to connect" },
   );
   log(`hub ${address} (pid ${hub.pid}), ${AGENTS} agents x ${POOL_SIZE} slots behind proxy ${proxy.address}`);
 

@@ -21,10 +21,10 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type AgentProc,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 afterAll(stopAll);
 
@@ -75,23 +75,20 @@ async function agentRow(hub: HubProc, id: string): Promise<{ pool: string; conne
 async function stopped(hub: HubProc, p: AgentProc): Promise<void> {
   p.kill("SIGTERM");
   await p.exited;
-  await waitFor(
-    `${p.agentId} to be offline`,
-    async () => (await agentRow(hub, p.agentId))?.connected === false,
-  );
+  await waitFor(async () => (await agentRow(hub, p.agentId))?.connected === false, {
+    message: `${p.agentId} to be offline`,
+  });
 }
 
 /** Waits for the agent to log the hub's refusal; returns its log line. */
 async function refusal(p: AgentProc): Promise<string> {
   return waitFor(
-    `${p.agentId} to be refused`,
     () =>
       p
         .stderr()
         .split("\n")
         .find((l) => l.includes("the hub refused agent")),
-    20_000,
-    100,
+    { timeout: 20_000, interval: 100, message: `${p.agentId} to be refused` },
   );
 }
 
@@ -302,7 +299,9 @@ describe("an agent id changing hands", () => {
     });
     // Revoking ends the live session at once: the id is offline and its token revoked.
     expect((await runCli([...hub.cli, "token", "revoke", first.name])).code).toBe(0);
-    await waitFor("r1 to be offline", async () => (await agentRow(hub, "r1"))?.connected === false);
+    await waitFor(async () => (await agentRow(hub, "r1"))?.connected === false, {
+      message: "r1 to be offline",
+    });
     real.kill("SIGTERM");
     await real.exited;
 
@@ -396,13 +395,11 @@ describe("an agent id changing hands", () => {
     for (const run of [1, 2]) {
       const demo = spawnCli(["demo", "--listen", "127.0.0.1:0", "--data", dataDir]);
       await waitFor(
-        `demo run ${run} to print what to try`,
         () => {
           if (demo.child.exitCode !== null) throw new Error(`demo exited: ${demo.stderr()}`);
           return demo.stdout().includes("switchboard exec --pool demo");
         },
-        60_000,
-        200,
+        { timeout: 60_000, interval: 200, message: `demo run ${run} to print what to try` },
       );
       const r = await runCli(["agents", "--output", "json"], { env: { SWITCHBOARD_DATA: dataDir } });
       const up = (JSON.parse(r.stdout) as { agentId: string; connected: boolean }[]).filter(
@@ -438,15 +435,13 @@ describe("an agent id changing hands", () => {
     };
     try {
       const first = join((await token(hub, "seedpool")).secret);
-      await waitFor(
-        "worker seedpool:w1 to join",
-        async () => (await agentRow(hub, "seedpool:w1"))?.connected,
-      );
+      await waitFor(async () => (await agentRow(hub, "seedpool:w1"))?.connected, {
+        message: "worker seedpool:w1 to join",
+      });
       first.close();
-      await waitFor(
-        "seedpool:w1 to be offline",
-        async () => (await agentRow(hub, "seedpool:w1"))?.connected === false,
-      );
+      await waitFor(async () => (await agentRow(hub, "seedpool:w1"))?.connected === false, {
+        message: "seedpool:w1 to be offline",
+      });
       const second = join((await token(hub, "seedpool")).secret);
       const end = await second.ended;
       expect(end).toMatchObject({

@@ -8,10 +8,10 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   listAgents,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 let hub: HubProc;
 // Run CLI calls from a directory with no admin.token, so only the token we pass counts.
@@ -137,7 +137,10 @@ describe("tokens", () => {
       "--data",
       tempDir("intruder"),
     ]);
-    await waitFor("the agent to log the refusal", () => /PERMISSION_DENIED|pool-b/.test(p.stderr()), 15_000);
+    await waitFor(() => /PERMISSION_DENIED|pool-b/.test(p.stderr()), {
+      timeout: 15_000,
+      message: "the agent to log the refusal",
+    });
     const agents = await listAgents(hub);
     expect(agents.some((a) => a.agentId === "intruder" && a.connected)).toBe(false);
     p.kill("SIGTERM");
@@ -153,11 +156,13 @@ describe("tokens", () => {
     expect(mine).toHaveLength(1);
     expect((await runCli([...hub.cli, "token", "revoke", mine[0]!.id])).code).toBe(0);
     await waitFor(
-      "the agent to be disconnected",
       async () => !(await listAgents(hub)).some((a) => a.agentId === "revocable-1" && a.connected),
-      5_000,
+      { timeout: 5_000, message: "the agent to be disconnected" },
     );
-    await waitFor("the agent to log the revocation", () => /revoked/i.test(agent.stderr()), 5_000);
+    await waitFor(() => /revoked/i.test(agent.stderr()), {
+      timeout: 5_000,
+      message: "the agent to log the revocation",
+    });
     agent.kill("SIGTERM");
     await agent.exited;
   });
@@ -174,11 +179,10 @@ describe("tokens", () => {
       "--data",
       tempDir("bogus"),
     ]);
-    await waitFor(
-      "the agent to log the refusal",
-      () => /UNAUTHENTICATED|unknown token/i.test(p.stderr()),
-      15_000,
-    );
+    await waitFor(() => /UNAUTHENTICATED|unknown token/i.test(p.stderr()), {
+      timeout: 15_000,
+      message: "the agent to log the refusal",
+    });
     p.kill("SIGTERM");
     await p.exited;
   });

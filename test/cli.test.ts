@@ -8,9 +8,9 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 let hub: HubProc;
 const bare = { SWITCHBOARD_DATA: tempDir("cli-empty"), SWITCHBOARD_HUB: "", SWITCHBOARD_TOKEN: "" };
@@ -40,16 +40,22 @@ describe("switchboard CLI", () => {
 
   it("cancels a task by id and reports its state", async () => {
     const id = await detach("sleep 60");
-    await waitFor("the task to run", async () => {
-      const t = await runCli([...hub.cli, "task", id, "--output", "json"]);
-      return (JSON.parse(t.stdout) as { state: string }).state === "running";
-    });
+    await waitFor(
+      async () => {
+        const t = await runCli([...hub.cli, "task", id, "--output", "json"]);
+        return (JSON.parse(t.stdout) as { state: string }).state === "running";
+      },
+      { message: "the task to run" },
+    );
     const r = await runCli([...hub.cli, "cancel", id]);
     expect(r.code).toBe(0);
-    await waitFor("the task to be cancelled", async () => {
-      const t = await runCli([...hub.cli, "task", id, "--output", "json"]);
-      return (JSON.parse(t.stdout) as { state: string }).state === "cancelled";
-    });
+    await waitFor(
+      async () => {
+        const t = await runCli([...hub.cli, "task", id, "--output", "json"]);
+        return (JSON.parse(t.stdout) as { state: string }).state === "cancelled";
+      },
+      { message: "the task to be cancelled" },
+    );
     const list = await runCli([...hub.cli, "tasks", "--state", "cancelled", "--output", "json"]);
     expect((JSON.parse(list.stdout) as { taskId: string }[]).map((t) => t.taskId)).toContain(id);
   });
@@ -109,7 +115,7 @@ describe("switchboard CLI", () => {
 
   it("ends quietly when its reader closes the pipe early (| head)", async () => {
     const p = spawnCli([...hub.cli, "exec", "--pool", "cli", "--", "seq", "1", "2000000"]);
-    await waitFor("output to start", () => p.stdout().length > 0);
+    await waitFor(() => p.stdout().length > 0, { message: "output to start" });
     p.child.stdout!.destroy();
     const code = await p.exited;
     expect(code).toBe(0);
@@ -117,10 +123,13 @@ describe("switchboard CLI", () => {
     // Like a local command killed by SIGPIPE, the remote one is stopped.
     const list = await runCli([...hub.cli, "tasks", "--pool", "cli", "--limit", "1", "--output", "json"]);
     const [last] = JSON.parse(list.stdout) as { state: string; reason: string }[];
-    await waitFor("the remote task to be cancelled", async () => {
-      const t = await runCli([...hub.cli, "tasks", "--pool", "cli", "--limit", "1", "--output", "json"]);
-      return (JSON.parse(t.stdout) as { state: string }[])[0]?.state === "cancelled";
-    });
+    await waitFor(
+      async () => {
+        const t = await runCli([...hub.cli, "tasks", "--pool", "cli", "--limit", "1", "--output", "json"]);
+        return (JSON.parse(t.stdout) as { state: string }[])[0]?.state === "cancelled";
+      },
+      { message: "the remote task to be cancelled" },
+    );
     expect(last).toBeDefined();
   });
 
@@ -158,7 +167,7 @@ describe("switchboard CLI", () => {
   it("leaves the task running when Ctrl-C ends logs --follow", async () => {
     const id = await detach("for i in $(seq 1 100); do echo tick $i; sleep 0.1; done");
     const p = spawnCli([...hub.cli, "logs", "--follow", id]);
-    await waitFor("output to arrive", () => p.stdout().includes("tick 2"));
+    await waitFor(() => p.stdout().includes("tick 2"), { message: "output to arrive" });
     p.kill("SIGINT");
     // Leaving `logs` does not cancel the task: only `cancel` or exec's Ctrl-C does.
     expect(await p.exited).toBe(0);

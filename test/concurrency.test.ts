@@ -1,7 +1,8 @@
 // Changing an agent's concurrency at run time, under load, without touching running tasks.
 import { afterAll, describe, expect, it } from "vitest";
 import { SwitchboardClient, shell, TaskState, type TaskInfo } from "../src/client/index.js";
-import { runCli, startAgent, startHub, stopAll, waitFor } from "./support/processes.js";
+import { runCli, startAgent, startHub, stopAll } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 afterAll(stopAll);
 
@@ -32,15 +33,13 @@ describe("agent-config --concurrency", () => {
         );
       const settled = async (ids: string[]): Promise<TaskInfo[]> => {
         await waitFor(
-          "the tasks to succeed",
           async () => {
             for (const id of ids) {
               if ((await client.getTask(id)).info?.state !== TaskState.TASK_STATE_SUCCEEDED) return false;
             }
             return true;
           },
-          30_000,
-          100,
+          { timeout: 30_000, interval: 100, message: "the tasks to succeed" },
         );
         return Promise.all(ids.map(async (id) => (await client.getTask(id)).info!));
       };
@@ -62,10 +61,13 @@ describe("agent-config --concurrency", () => {
       expect(maxOverlap(await settled(first))).toBeGreaterThanOrEqual(3);
 
       const busy = await submit(4, "sleep 2");
-      await waitFor("all four to run", async () => {
-        const infos = await Promise.all(busy.map(async (id) => (await client.getTask(id)).info!));
-        return infos.every((t) => t.state === TaskState.TASK_STATE_RUNNING);
-      });
+      await waitFor(
+        async () => {
+          const infos = await Promise.all(busy.map(async (id) => (await client.getTask(id)).info!));
+          return infos.every((t) => t.state === TaskState.TASK_STATE_RUNNING);
+        },
+        { message: "all four to run" },
+      );
       const down = await runCli([...hub.cli, "agent-config", "--agent", "conc-1", "--concurrency", "1"]);
       expect(down.code).toBe(0);
       const later = await submit(3, "sleep 0.3");

@@ -30,9 +30,9 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 import { TcpProxy } from "./support/tcp-proxy.js";
 
 const MiB = 1024 * 1024;
@@ -119,7 +119,11 @@ const sizeOf = (p: string): number => (existsSync(p) ? statSync(p).size : 0);
  */
 async function killMidway(args: string[], what: string, partial: () => string): Promise<void> {
   const p = spawnCli([...hub.cli, "cp", ...args]);
-  await waitFor(what, () => sizeOf(partial()) >= 32 * MiB || p.child.exitCode !== null, 60_000, 5);
+  await waitFor(() => sizeOf(partial()) >= 32 * MiB || p.child.exitCode !== null, {
+    timeout: 60_000,
+    interval: 5,
+    message: what,
+  });
   p.kill("SIGKILL");
   await p.exited;
 }
@@ -382,11 +386,17 @@ describe("interrupted transfers", () => {
       "part of the upload",
       () => tmp,
     );
-    // Kept for a resume at first (the sweep runs every 0.75 s; the partial is younger than 3 s) ...
-    await new Promise((r) => setTimeout(r, 1000));
+    // Kept for a resume at first: the sweep runs every 0.75 s, so once the partial is a second old
+    // (by its own clock, not a sleep) a sweep has passed over it while it was younger than 3 s ...
+    await waitFor(() => Date.now() - statSync(tmp).mtimeMs > 1000, {
+      message: "a sweep to pass over the young partial",
+    });
     expect(existsSync(tmp)).toBe(true);
     // ... then removed, having been left alone longer than the time to live.
-    await waitFor("the abandoned partial to be removed", () => !existsSync(tmp), 15_000);
+    await waitFor(() => !existsSync(tmp), {
+      timeout: 15_000,
+      message: "the abandoned partial to be removed",
+    });
     expect(readdirSync(ttlRoot)).toEqual([]);
   }, 120_000);
 
@@ -403,12 +413,11 @@ describe("interrupted transfers", () => {
     expect(existsSync(dest)).toBe(false);
     // The hub cancels the task of a client that went away: the agent stops reading the source.
     await waitFor(
-      "the orphaned download to be cancelled",
       async () =>
         (await client.listTasks({ agentId: "files-1", limit: 5 })).some(
           (t) => t.state === TaskState.TASK_STATE_CANCELLED && /client went away/.test(t.reason),
         ),
-      10_000,
+      { timeout: 10_000, message: "the orphaned download to be cancelled" },
     );
 
     const r = await cp(["--resume", `agent:files-1:${source}`, dest]);
@@ -461,12 +470,11 @@ describe("interrupted transfers", () => {
       mid.path,
       `agent:files-1:${target}`,
     ]);
-    await waitFor(
-      "part of the upload on the agent",
-      () => sizeOf(tmp) >= 32 * MiB || first.child.exitCode !== null,
-      60_000,
-      5,
-    );
+    await waitFor(() => sizeOf(tmp) >= 32 * MiB || first.child.exitCode !== null, {
+      timeout: 60_000,
+      interval: 5,
+      message: "part of the upload on the agent",
+    });
     proxy.cut();
     const code = await first.exited;
     expect(code).toBe(1);
@@ -484,12 +492,11 @@ describe("interrupted transfers", () => {
     const target = join(root, "cut-agent.bin");
     const tmp = join(root, uploadTempName("cut-agent.bin", resumeKeyOf(mid.path)));
     const first = spawnCli([...hub.cli, "cp", "--no-progress", mid.path, `agent:files-2:${target}`]);
-    await waitFor(
-      "part of the upload on the agent",
-      () => sizeOf(tmp) >= 32 * MiB || first.child.exitCode !== null,
-      60_000,
-      5,
-    );
+    await waitFor(() => sizeOf(tmp) >= 32 * MiB || first.child.exitCode !== null, {
+      timeout: 60_000,
+      interval: 5,
+      message: "part of the upload on the agent",
+    });
     expect(first.child.exitCode).toBeNull(); // cut in the middle, not after the end
     // The agent's side drops; the hub's side stays open and silent, swallowing what the hub still sends.
     expect(proxies[0]!.connections).toBeGreaterThan(0); // the agent's link goes through it

@@ -1,7 +1,8 @@
 // A deaf agent: its stream and heartbeats are up, but its pipeline takes no work. The hub finds
 // it by probing the work path, marks it Degraded with the reason, and routes around it.
 import { afterAll, describe, expect, it } from "vitest";
-import { listAgents, runCli, startAgent, startHub, stopAll, waitFor } from "./support/processes.js";
+import { listAgents, runCli, startAgent, startHub, stopAll } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 afterAll(stopAll);
 
@@ -16,14 +17,12 @@ describe("deaf agents", () => {
     await startAgent(hub, { agentId: "deaf-2", pool: "deaf" });
     deaf.kill("SIGUSR2");
     const row = await waitFor(
-      "the hub to mark deaf-1 degraded",
       async () => {
         const a = (await listAgents(hub)).find((x) => x.agentId === "deaf-1") as
           { health: string; healthReason: string; connected: boolean } | undefined;
         return a?.health === "degraded" ? a : undefined;
       },
-      15_000,
-      200,
+      { timeout: 15_000, interval: 200, message: "the hub to mark deaf-1 degraded" },
     );
     expect(row.connected).toBe(true);
     expect(row.healthReason).toMatch(/pipeline has not answered a probe/);
@@ -47,10 +46,8 @@ describe("deaf agents", () => {
     );
     deaf.kill("SIGUSR2");
     await waitFor(
-      "deaf-1 to be healthy again",
       async () => (await listAgents(hub)).some((x) => x.agentId === "deaf-1" && x.health === "healthy"),
-      15_000,
-      200,
+      { timeout: 15_000, interval: 200, message: "deaf-1 to be healthy again" },
     );
   }, 60_000);
 });

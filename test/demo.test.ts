@@ -2,7 +2,8 @@
 import { join } from "node:path";
 import { existsSync } from "node:fs";
 import { afterAll, describe, expect, it } from "vitest";
-import { pidAlive, runCli, spawnCli, stopAll, tempDir, waitFor } from "./support/processes.js";
+import { pidAlive, runCli, spawnCli, stopAll, tempDir } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 afterAll(stopAll);
 
@@ -10,11 +11,10 @@ describe("switchboard demo", () => {
   it("starts a hub and two shell agents with a SQLite datasource, prints what to try, and stops cleanly", async () => {
     const dataDir = tempDir("demo");
     const demo = spawnCli(["demo", "--listen", "127.0.0.1:0", "--data", dataDir]);
-    await waitFor(
-      "the demo to print what to try",
-      () => demo.stdout().includes("switchboard exec --pool demo"),
-      30_000,
-    );
+    await waitFor(() => demo.stdout().includes("switchboard exec --pool demo"), {
+      timeout: 30_000,
+      message: "the demo to print what to try",
+    });
     expect(existsSync(join(dataDir, "admin.token"))).toBe(true);
     // The CLI finds the hub and the token from the data dir, as the printed commands expect.
     const env = { SWITCHBOARD_DATA: dataDir, SWITCHBOARD_TOKEN: "", SWITCHBOARD_HUB: "" };

@@ -14,9 +14,9 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 // Without podman this file fails (startPodman names the missing Debian packages; npm run setup installs them).
 
@@ -170,7 +170,10 @@ describe("docker tasks", () => {
       "-c",
       "echo ready; sleep 300",
     ]);
-    await waitFor("the container's first line", () => p.stdout().includes("ready\n"), 30_000);
+    await waitFor(() => p.stdout().includes("ready\n"), {
+      timeout: 30_000,
+      message: "the container's first line",
+    });
     expect(await containerState("sb-cancelled")).toBe("running");
     const cancelledAt = Date.now();
     p.kill("SIGINT");

@@ -2,7 +2,8 @@
 // any cancelled one: exit 130 with the reason on stderr ("hub shut down"), on both agent transports,
 // whether the agent stops the task at once or the hub has to end it without the agent's answer.
 import { afterAll, describe, expect, it } from "vitest";
-import { spawnCli, startAgent, startHub, stopAll, waitFor } from "./support/processes.js";
+import { spawnCli, startAgent, startHub, stopAll } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 afterAll(stopAll);
 
@@ -18,7 +19,7 @@ describe("a task cancelled by a hub's drain", () => {
       const id = `drain-cancel-${transport}`;
       await startAgent(hub, { agentId: id, pool: id, args: ["--transport", transport] });
       const exec = spawnCli([...hub.cli, "exec", "--pool", id, "--shell", script]);
-      await waitFor("the task to run", () => exec.stdout().includes("begin"), 30_000);
+      await waitFor(() => exec.stdout().includes("begin"), { timeout: 30_000, message: "the task to run" });
       hub.kill("SIGTERM");
       expect(await exec.exited).toBe(130);
       expect(exec.stderr()).toMatch(/^switchboard: task \S+ was cancelled: hub shut down\n$/);

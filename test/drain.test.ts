@@ -2,7 +2,8 @@
 import { TaskState } from "../src/gen/switchboard/v1/task.js";
 import { afterAll, describe, expect, it } from "vitest";
 import { SwitchboardClient, shell } from "../src/client/index.js";
-import { runCli, spawnCli, startAgent, startHub, stopAll, waitFor } from "./support/processes.js";
+import { runCli, spawnCli, startAgent, startHub, stopAll } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 afterAll(stopAll);
 
@@ -18,12 +19,15 @@ describe("graceful shutdown", () => {
       "--shell",
       "echo begin; sleep 2; echo end",
     ]);
-    await waitFor("the task to start", () => exec.stdout().includes("begin"), 20_000);
+    await waitFor(() => exec.stdout().includes("begin"), { timeout: 20_000, message: "the task to start" });
     hub.kill("SIGTERM");
-    await waitFor("the hub to refuse new work", async () => {
-      const r = await runCli([...hub.cli, "exec", "--pool", "drain", "--", "true"]);
-      return r.code !== 0;
-    });
+    await waitFor(
+      async () => {
+        const r = await runCli([...hub.cli, "exec", "--pool", "drain", "--", "true"]);
+        return r.code !== 0;
+      },
+      { message: "the hub to refuse new work" },
+    );
     expect(await exec.exited).toBe(0);
     expect(exec.stdout()).toBe("begin\nend\n");
     expect(await hub.exited).toBe(0);
@@ -38,10 +42,9 @@ describe("graceful shutdown", () => {
         ...shell({ script: "sleep 1; echo done" }),
         target: { pool: "drain2" },
       });
-      await waitFor(
-        "the task to run",
-        async () => (await client.getTask(id)).info?.state === TaskState.TASK_STATE_RUNNING,
-      );
+      await waitFor(async () => (await client.getTask(id)).info?.state === TaskState.TASK_STATE_RUNNING, {
+        message: "the task to run",
+      });
       agent.kill("SIGTERM");
       expect(await agent.exited).toBe(0);
       const t = await client.getTask(id);

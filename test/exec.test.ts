@@ -12,9 +12,9 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 let hub: HubProc;
 
@@ -112,14 +112,20 @@ describe("switchboard exec", () => {
     child.stdout.on("data", (b: Buffer) => (out += b.toString()));
     child.stderr.on("data", (b: Buffer) => (err += b.toString()));
     const exited = new Promise<number | null>((r) => child.on("close", r));
-    await waitFor("the remote script to start its tree", () => out.includes("ready"), 20_000);
+    await waitFor(() => out.includes("ready"), {
+      timeout: 20_000,
+      message: "the remote script to start its tree",
+    });
     const pids = readFileSync(pidFile, "utf8").trim().split("\n").map(Number);
     expect(pids).toHaveLength(4);
     expect(pids.every(pidAlive)).toBe(true);
     child.kill("SIGINT");
     expect(await exited).toBe(130);
     expect(err).toMatch(/cancel/i);
-    await waitFor("every process of the tree to be gone", () => pids.every((p) => !pidAlive(p)), 15_000);
+    await waitFor(() => pids.every((p) => !pidAlive(p)), {
+      timeout: 15_000,
+      message: "every process of the tree to be gone",
+    });
   }, 60_000);
 
   it("times out a command that runs too long (exit 124)", async () => {
@@ -150,10 +156,13 @@ describe("switchboard exec", () => {
     ]);
     expect(r.code).toBe(0);
     const id = r.stdout.trim();
-    await waitFor("the task to finish", async () => {
-      const t = await runCli([...hub.cli, "task", id, "--output", "json"]);
-      return t.code === 0 && (JSON.parse(t.stdout) as { state: string }).state === "succeeded";
-    });
+    await waitFor(
+      async () => {
+        const t = await runCli([...hub.cli, "task", id, "--output", "json"]);
+        return t.code === 0 && (JSON.parse(t.stdout) as { state: string }).state === "succeeded";
+      },
+      { message: "the task to finish" },
+    );
     const logs = await runCli([...hub.cli, "logs", id]);
     expect(logs.stdout).toBe("kept\n");
     expect(logs.stderr).toContain("kept-err");

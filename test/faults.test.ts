@@ -3,16 +3,8 @@
 import { TaskState } from "../src/gen/switchboard/v1/task.js";
 import { afterAll, describe, expect, it } from "vitest";
 import { SwitchboardClient, echo, shell } from "../src/client/index.js";
-import {
-  freePort,
-  runCli,
-  spawnCli,
-  startAgent,
-  startHub,
-  stopAll,
-  tempDir,
-  waitFor,
-} from "./support/processes.js";
+import { freePort, runCli, spawnCli, startAgent, startHub, stopAll, tempDir } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 afterAll(stopAll);
 
@@ -30,7 +22,7 @@ describe("faults", () => {
     const hub = await startHub({ args: ["--resume-grace", "2s"] });
     const agent = await startAgent(hub, { agentId: "doomed", pool: "doom" });
     const exec = spawnCli([...hub.cli, "exec", "--pool", "doom", "--shell", "echo started; sleep 60"]);
-    await waitFor("the task to start", () => exec.stdout().includes("started"), 20_000);
+    await waitFor(() => exec.stdout().includes("started"), { timeout: 20_000, message: "the task to start" });
     agent.kill("SIGKILL");
     expect(await exec.exited).toBe(1);
     expect(exec.stderr()).toMatch(/lost/i);
@@ -44,7 +36,7 @@ describe("faults", () => {
     const hub = await startHub(); // the default 30 s grace
     const agent = await startAgent(hub, { agentId: "phoenix", pool: "phoenix" });
     const exec = spawnCli([...hub.cli, "exec", "--pool", "phoenix", "--shell", "echo started; sleep 60"]);
-    await waitFor("the task to start", () => exec.stdout().includes("started"), 20_000);
+    await waitFor(() => exec.stdout().includes("started"), { timeout: 20_000, message: "the task to start" });
     agent.kill("SIGKILL");
     await agent.exited;
     const killedAt = Date.now();
@@ -77,7 +69,7 @@ describe("faults", () => {
         i += 16;
       }
     })();
-    await waitFor("some tasks to be accepted", () => accepted.length >= 300, 30_000);
+    await waitFor(() => accepted.length >= 300, { timeout: 30_000, message: "some tasks to be accepted" });
     hub.kill("SIGKILL");
     await hub.exited;
     stop = true;
@@ -88,7 +80,6 @@ describe("faults", () => {
     const after = new SwitchboardClient({ hub: hub.address, token: hub.adminToken });
     try {
       await waitFor(
-        "every accepted task to reach a terminal state",
         async () => {
           for (const id of accepted) {
             const t = await after.getTask(id);
@@ -96,8 +87,7 @@ describe("faults", () => {
           }
           return true;
         },
-        60_000,
-        500,
+        { timeout: 60_000, interval: 500, message: "every accepted task to reach a terminal state" },
       );
       expect(accepted.length).toBe(count);
       const states = new Map<TaskState, number>();

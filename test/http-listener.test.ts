@@ -16,9 +16,9 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const MiB = 1024 * 1024;
 /** The guards of the hub under test: short, so that every cut-off shows within seconds. */
@@ -265,19 +265,21 @@ describe("the agent HTTP port", () => {
     });
     const held = Array.from({ length: 5 }, () => rawConnection(capped.httpAddress));
     for (const c of held) c.socket.write("POST /agent/v1/connect HTTP/1.1\r\n"); // and no more
-    await waitFor("the held connections to be open", () => held.every((c) => c.socket.readyState === "open"));
+    await waitFor(() => held.every((c) => c.socket.readyState === "open"), {
+      message: "the held connections to be open",
+    });
     const extra = rawConnection(capped.httpAddress);
     await within(10_000, extra.closed); // closed by the hub at once, without an answer
     expect(extra.received()).toBe("");
     expect(held.every((c) => !c.socket.destroyed)).toBe(true);
-    await waitFor("the hub to say why", () => capped.stderr().includes("hub.http_max_unauthenticated"));
+    await waitFor(() => capped.stderr().includes("hub.http_max_unauthenticated"), {
+      message: "the hub to say why",
+    });
     for (const c of held) c.socket.destroy();
     await Promise.all(held.map((c) => c.closed));
     const next = await waitFor(
-      "a new connection to be served",
       () => post(capped.httpAddress, "/agent/v1/connect", { token: "sbt_forged", body: Buffer.alloc(10) }),
-      10_000,
-      200,
+      { timeout: 10_000, interval: 200, message: "a new connection to be served" },
     );
     expect(next.status).toBe(401);
   }, 60_000);

@@ -18,9 +18,9 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const BIG = 20 * 1024 * 1024;
 const TEXT = "switchboard http over gzip\n".repeat(5000);
@@ -323,11 +323,11 @@ describe("switchboard http", () => {
   it("Ctrl-C cancels the task, and the agent closes the connection to the service", async () => {
     const before = slowAbandoned;
     const p = spawnCli([...hub.cli, "http", "--pool", "web", `${base}/slow`]);
-    await waitFor("the first line of the body", () => p.stdout() === "first\n");
+    await waitFor(() => p.stdout() === "first\n", { message: "the first line of the body" });
     p.kill("SIGINT");
     expect(await p.exited).toBe(130);
     expect(p.stderr()).toMatch(/cancelling the request/);
-    await waitFor("the service to see the request go away", () => slowAbandoned > before);
+    await waitFor(() => slowAbandoned > before, { message: "the service to see the request go away" });
   });
 
   it("an agent without [http] allow does not take http tasks", async () => {

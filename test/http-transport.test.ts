@@ -19,9 +19,9 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const proxies: TcpProxy[] = [];
 afterAll(async () => {
@@ -121,9 +121,9 @@ describe("HTTP long-poll transport", () => {
       "--data",
       tempDir("h-cut"),
     ]);
-    await waitFor("the agent to connect", async () =>
-      (await listAgents(hub)).some((a) => a.agentId === "h-cut" && a.connected),
-    );
+    await waitFor(async () => (await listAgents(hub)).some((a) => a.agentId === "h-cut" && a.connected), {
+      message: "the agent to connect",
+    });
     const lines = 1200;
     const exec = spawnCli([
       ...hub.cli,
@@ -135,12 +135,15 @@ describe("HTTP long-poll transport", () => {
       "-c",
       `for i in $(seq 1 ${lines}); do echo "line $i"; sleep 0.01; done`,
     ]);
-    await waitFor("output to flow", () => exec.stdout().split("\n").length > 100, 20_000);
+    await waitFor(() => exec.stdout().split("\n").length > 100, {
+      timeout: 20_000,
+      message: "output to flow",
+    });
     // Short: under the agent's 10 s of retries, the channel simply goes on.
     proxy.down();
     await new Promise((r) => setTimeout(r, 2_000));
     proxy.up();
-    await waitFor("more output", () => exec.stdout().split("\n").length > 500, 20_000);
+    await waitFor(() => exec.stdout().split("\n").length > 500, { timeout: 20_000, message: "more output" });
     // Long: the agent gives the channel up, redials and resumes its session.
     proxy.down();
     await new Promise((r) => setTimeout(r, 12_000));
@@ -163,10 +166,8 @@ describe("HTTP long-poll transport", () => {
     await first.exited;
     const second = await startHub({ dataDir: first.dataDir, args });
     await waitFor(
-      "the agent to reconnect over HTTP",
       async () => (await listAgents(second)).some((a) => a.agentId === "h-restart" && a.connected),
-      30_000,
-      200,
+      { timeout: 30_000, interval: 200, message: "the agent to reconnect over HTTP" },
     );
     const r = await runCli([...second.cli, "exec", "--agent", "h-restart", "--", "echo", "back"]);
     expect(r).toMatchObject({ code: 0, stdout: "back\n" });

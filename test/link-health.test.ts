@@ -5,7 +5,8 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { AgentHealth, SwitchboardClient } from "../src/client/index.js";
 import { TcpProxy } from "./support/tcp-proxy.js";
-import { agentToken, spawnCli, startHub, stopAll, tempDir, waitFor } from "./support/processes.js";
+import { agentToken, spawnCli, startHub, stopAll, tempDir } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const proxies: TcpProxy[] = [];
 const clients: SwitchboardClient[] = [];
@@ -44,11 +45,10 @@ describe("an agent's health while its link is broken", () => {
       ]);
       const agent = async () =>
         (await client.admin.listAgents({ includeOffline: true })).find((a) => a.agentId === id);
-      await waitFor(
-        `${id} to be healthy`,
-        async () => (await agent())?.health === AgentHealth.AGENT_HEALTH_HEALTHY,
-        30_000,
-      );
+      await waitFor(async () => (await agent())?.health === AgentHealth.AGENT_HEALTH_HEALTHY, {
+        timeout: 30_000,
+        message: `${id} to be healthy`,
+      });
       // A task on it, so that the hub holds it for the agent to resume rather than ending it.
       const exec = spawnCli([
         ...hub.cli,
@@ -60,31 +60,27 @@ describe("an agent's health while its link is broken", () => {
         "-c",
         "echo begin; sleep 25; echo end",
       ]);
-      await waitFor("the task to start", () => exec.stdout().includes("begin"), 30_000);
+      await waitFor(() => exec.stdout().includes("begin"), { timeout: 30_000, message: "the task to start" });
 
       proxy.down();
       const seen: string[] = [];
       await waitFor(
-        `${id} to be offline`,
         async () => {
           const a = await agent();
           if (a) seen.push(`${AgentHealth[a.health]}: ${a.healthReason}`);
           return a?.health === AgentHealth.AGENT_HEALTH_OFFLINE;
         },
-        // gRPC: at once; HTTP: after two heartbeat intervals (10 s) of silence.
-        25_000,
-        200,
+        { timeout: 25_000, interval: 200, message: `${id} to be offline` },
       );
       expect(seen.filter((s) => s.startsWith("AGENT_HEALTH_DEGRADED"))).toEqual([]);
       expect(seen.at(-1)).toMatch(/^AGENT_HEALTH_OFFLINE: link lost/);
 
       proxy.up();
-      await waitFor(
-        `${id} to be healthy again`,
-        async () => (await agent())?.health === AgentHealth.AGENT_HEALTH_HEALTHY,
-        45_000,
-        200,
-      );
+      await waitFor(async () => (await agent())?.health === AgentHealth.AGENT_HEALTH_HEALTHY, {
+        timeout: 45_000,
+        interval: 200,
+        message: `${id} to be healthy again`,
+      });
       // The held task went on through the break and finished where the client could see it.
       expect(await exec.exited).toBe(0);
       expect(exec.stdout()).toBe("begin\nend\n");

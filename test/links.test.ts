@@ -13,9 +13,9 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const proxies: TcpProxy[] = [];
 afterAll(async () => {
@@ -56,19 +56,22 @@ describe("links", () => {
   it("finds a blackholed agent within 15 s and takes it back once the link heals", async () => {
     const { hub, proxy, token } = await hubBehindProxy("hole");
     const agent = agentVia(proxy.address, token, "hole-1", "hole");
-    await waitFor("the agent to connect", () => connected(hub, "hole-1"), 20_000);
+    await waitFor(() => connected(hub, "hole-1"), { timeout: 20_000, message: "the agent to connect" });
     const cutAt = Date.now();
     proxy.blackhole();
-    await waitFor(
-      "the hub to see the agent gone",
-      async () => !(await connected(hub, "hole-1")),
-      16_000,
-      200,
-    );
+    await waitFor(async () => !(await connected(hub, "hole-1")), {
+      timeout: 16_000,
+      interval: 200,
+      message: "the hub to see the agent gone",
+    });
     const noticedMs = Date.now() - cutAt;
     expect(noticedMs).toBeLessThanOrEqual(16_000);
     proxy.heal();
-    await waitFor("the agent to come back", () => connected(hub, "hole-1"), 45_000, 200);
+    await waitFor(() => connected(hub, "hole-1"), {
+      timeout: 45_000,
+      interval: 200,
+      message: "the agent to come back",
+    });
     agent.kill("SIGTERM");
     expect(await agent.exited).toBe(0);
   }, 90_000);
@@ -76,7 +79,7 @@ describe("links", () => {
   it("lets an agent take over its own stale session after a blip, and refuses an impostor", async () => {
     const { hub, proxy, token } = await hubBehindProxy("blip");
     const agent = agentVia(proxy.address, token, "blip-1", "blip", ["--shell"]);
-    await waitFor("the agent to connect", () => connected(hub, "blip-1"), 20_000);
+    await waitFor(() => connected(hub, "blip-1"), { timeout: 20_000, message: "the agent to connect" });
     const sessionOf = async (): Promise<string | undefined> => {
       const r = await runCli([...hub.cli, "agents", "--output", "json"]);
       return (JSON.parse(r.stdout) as { agentId: string; sessionId?: string; connectedAtMs: number }[])
@@ -87,13 +90,11 @@ describe("links", () => {
     // The agent sees its link drop; the hub's side of it stays open and silent.
     proxy.dropClientSide();
     await waitFor(
-      "the agent to be back on a new session",
       async () => {
         const now = await sessionOf();
         return now !== undefined && now !== before;
       },
-      10_000,
-      100,
+      { timeout: 10_000, interval: 100, message: "the agent to be back on a new session" },
     );
     expect(hub.stderr()).toMatch(/taking over its stale session/);
     const r = await runCli([...hub.cli, "exec", "--pool", "blip", "--", "echo", "after the blip"]);
@@ -101,7 +102,10 @@ describe("links", () => {
     expect(r.stdout).toBe("after the blip\n");
     // Another process with the same agent id is refused while the first is live.
     const impostor = agentVia(hub.address, token, "blip-1", "blip");
-    await waitFor("the impostor to be refused", () => /already connected/.test(impostor.stderr()), 15_000);
+    await waitFor(() => /already connected/.test(impostor.stderr()), {
+      timeout: 15_000,
+      message: "the impostor to be refused",
+    });
     expect(hub.stderr()).toMatch(/refused a second process/);
     impostor.kill("SIGTERM");
     await impostor.exited;
@@ -117,16 +121,14 @@ describe("links", () => {
       "--allow-takeover",
     ]);
     const replacement = agentVia(hub.address, created.stdout.trim(), "blip-1", "blip", ["--shell"]);
-    await waitFor(
-      "the replacement to take over",
-      () => /taken over by another process/.test(hub.stderr()),
-      15_000,
-    );
+    await waitFor(() => /taken over by another process/.test(hub.stderr()), {
+      timeout: 15_000,
+      message: "the replacement to take over",
+    });
     // The old process is refused from now on: the id belongs to the replacement's token now.
     await waitFor(
-      "the old process to be refused",
       () => /agent id blip-1 is registered to pool blip with another token/.test(agent.stderr()),
-      15_000,
+      { timeout: 15_000, message: "the old process to be refused" },
     );
     expect(await connected(hub, "blip-1")).toBe(true);
     agent.kill("SIGTERM");
@@ -155,7 +157,11 @@ describe("links", () => {
     expect(await connected(hubB, "mover")).toBe(false);
     const drainAt = Date.now();
     hubA.kill("SIGTERM");
-    await waitFor("the agent to be on the second hub", () => connected(hubB, "mover"), 10_000, 100);
+    await waitFor(() => connected(hubB, "mover"), {
+      timeout: 10_000,
+      interval: 100,
+      message: "the agent to be on the second hub",
+    });
     expect(Date.now() - drainAt).toBeLessThan(5_000);
     const r = await runCli([...hubB.cli, "exec", "--pool", "handover", "--", "echo", "moved"]);
     expect(r.stdout).toBe("moved\n");
@@ -173,19 +179,22 @@ describe("links", () => {
     ).stdout.trim();
     const follow = spawnCli([...as, "logs", "--follow", id], { env });
     const session = spawnCli([...as, "exec", "--pool", "rev", "--shell", "sleep 30"], { env });
-    await waitFor("the streams to be open", async () => {
-      const t = await runCli([
-        ...hub.cli,
-        "tasks",
-        "--pool",
-        "rev",
-        "--state",
-        "running",
-        "--output",
-        "json",
-      ]);
-      return (JSON.parse(t.stdout) as unknown[]).length === 2;
-    });
+    await waitFor(
+      async () => {
+        const t = await runCli([
+          ...hub.cli,
+          "tasks",
+          "--pool",
+          "rev",
+          "--state",
+          "running",
+          "--output",
+          "json",
+        ]);
+        return (JSON.parse(t.stdout) as unknown[]).length === 2;
+      },
+      { message: "the streams to be open" },
+    );
     const revokedAt = Date.now();
     expect((await runCli([...hub.cli, "token", "revoke", "watcher"])).code).toBe(0);
     expect(await follow.exited).toBe(1);

@@ -17,10 +17,10 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type AgentProc,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 let hub: HubProc;
 let client: SwitchboardClient;
@@ -68,9 +68,9 @@ function agentTable(dataDir: string): string[] {
 }
 
 async function offline(h: HubProc, agentId: string): Promise<void> {
-  await waitFor(`the hub to see ${agentId} offline`, async () =>
-    (await listAgents(h)).some((a) => a.agentId === agentId && !a.connected),
-  );
+  await waitFor(async () => (await listAgents(h)).some((a) => a.agentId === agentId && !a.connected), {
+    message: `the hub to see ${agentId} offline`,
+  });
 }
 
 beforeAll(async () => {
@@ -112,20 +112,22 @@ describe("supervised nodes on a bad day", () => {
     expect(pidAlive(pid)).toBe(true);
     await offline(hub, "f-adopt");
     await agent("f-adopt", { dataDir: dir, token });
-    await waitFor("the node to be adopted, live", async () => {
-      const s = await client.nodes.status(n.nodeId);
-      return !s.stale && s.record?.status === "running" && s.record.pid === pid;
-    });
+    await waitFor(
+      async () => {
+        const s = await client.nodes.status(n.nodeId);
+        return !s.stale && s.record?.status === "running" && s.record.pid === pid;
+      },
+      { message: "the node to be adopted, live" },
+    );
 
     // The adopted process is not the new agent's child: its death must be seen all the same.
     process.kill(pid, "SIGKILL");
     const back = await waitFor(
-      "the adopted node to be restarted",
       async () => {
         const s = remember(await client.nodes.status(n.nodeId));
         return s.record?.status === "running" && s.record.pid !== pid ? s : undefined;
       },
-      30_000,
+      { timeout: 30_000, message: "the adopted node to be restarted" },
     );
     expect(back.record?.restartCount).toBe(1);
     expect(back.record?.lastExit).toContain("adopted");
@@ -202,7 +204,10 @@ describe("supervised nodes on a bad day", () => {
       if (existsSync(pidFile)) {
         const pid = Number(readFileSync(pidFile, "utf8"));
         nodePids.add(pid);
-        await waitFor("the starting node's process to end", () => !pidAlive(pid), 10_000);
+        await waitFor(() => !pidAlive(pid), {
+          timeout: 10_000,
+          message: "the starting node's process to end",
+        });
       }
       expect(r.stderr).toContain("agent f-slow did not answer the node spawn within 5s");
       expect(r.stderr).toContain("the spawn was cancelled on agent f-slow: nothing is left running");
@@ -241,11 +246,14 @@ describe("supervised nodes on a bad day", () => {
     expect(audit.some((e) => e.subject === "f-pending")).toBe(true);
 
     await agent("f-away", { dataDir: dir, token });
-    await waitFor("the agent to stop the node once back", () => !pidAlive(pid), 15_000);
-    const after = await waitFor("the node to show stopped", async () => {
-      const s = await client.nodes.status("f-pending");
-      return s.record?.status === "stopped" && !s.stale ? s : undefined;
-    });
+    await waitFor(() => !pidAlive(pid), { timeout: 15_000, message: "the agent to stop the node once back" });
+    const after = await waitFor(
+      async () => {
+        const s = await client.nodes.status("f-pending");
+        return s.record?.status === "stopped" && !s.stale ? s : undefined;
+      },
+      { message: "the node to show stopped" },
+    );
     expect(after.desired).toBe("stopped");
     expect((await nodesJson(hub)).map((r) => r.nodeId)).not.toContain("f-pending");
   }, 90_000);
@@ -353,7 +361,10 @@ describe("supervised nodes on a bad day", () => {
     const dataDir = tempDir("faults-demo");
     const demo = spawnCli(["demo", "--listen", "127.0.0.1:0", "--data", dataDir]);
     try {
-      await waitFor("the demo to start", () => demo.stdout().includes("switchboard nodes"), 60_000);
+      await waitFor(() => demo.stdout().includes("switchboard nodes"), {
+        timeout: 60_000,
+        message: "the demo to start",
+      });
       const env = { SWITCHBOARD_DATA: dataDir, SWITCHBOARD_TOKEN: "", SWITCHBOARD_HUB: "" };
       const [before] = (
         JSON.parse((await runCli(["nodes", "--output", "json"], { env })).stdout) as {

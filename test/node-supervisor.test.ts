@@ -8,7 +8,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { NodeSupervisor, type NodeSupervisorOptions } from "../src/agent/nodes/node-supervisor.js";
 import { nodeListens } from "../src/agent/nodes/port-probe.js";
 import { procStartOf } from "../src/agent/nodes/proc-stat.js";
-import { healthz, waitFor } from "./support/processes.js";
+import { healthz } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const CLI = join(import.meta.dirname, "..", "dist", "src", "cli", "main.js");
 const SUPERVISOR_JS = join(import.meta.dirname, "..", "dist", "src", "agent", "nodes", "node-supervisor.js");
@@ -90,13 +91,12 @@ describe("node supervisor", () => {
     const rec = await s.spawn({ nodeId: "node-a", storagePath: "a", port, memoryMb: 0 });
     expect(rec).toMatchObject({ state: "running", port, memoryMb: 512, restartCount: 0 });
     expect(rec.pid).toBeGreaterThan(0);
-    await waitFor("the node to answer /healthz", () => healthz(port), 15_000);
-    await waitFor("running", () => s.get("node-a")?.state === "running", 5_000);
-    await waitFor(
-      "its output in the log",
-      () => readFileSync(s.logPaths("node-a")[0], "utf8").includes("listening on"),
-      5_000,
-    );
+    await waitFor(() => healthz(port), { timeout: 15_000, message: "the node to answer /healthz" });
+    await waitFor(() => s.get("node-a")?.state === "running", { timeout: 5_000, message: "running" });
+    await waitFor(() => readFileSync(s.logPaths("node-a")[0], "utf8").includes("listening on"), {
+      timeout: 5_000,
+      message: "its output in the log",
+    });
     const stopped = await s.stop("node-a");
     expect(stopped.state).toBe("stopped");
     expect(stopped.lastExit).toMatchObject({ code: 0 });
@@ -110,17 +110,19 @@ describe("node supervisor", () => {
     const port = await freePort();
     await s.spawn({ nodeId: "node-c", storagePath: "c", port, memoryMb: 0 });
     for (let i = 1; i <= 3; i++) {
-      await waitFor("the node to answer", () => healthz(port), 15_000);
+      await waitFor(() => healthz(port), { timeout: 15_000, message: "the node to answer" });
       await fetch(`http://127.0.0.1:${port}/_test/crash`, { method: "POST" }).catch(() => undefined);
-      await waitFor(`restart ${i}`, () => (s.get("node-c")?.restartCount ?? 0) >= i, 15_000);
+      await waitFor(() => (s.get("node-c")?.restartCount ?? 0) >= i, {
+        timeout: 15_000,
+        message: `restart ${i}`,
+      });
     }
     expect(s.get("node-c")?.lastExit).toMatchObject({ code: 70, reason: "exited with code 70" });
     await fetch(`http://127.0.0.1:${port}/_test/crash`, { method: "POST" }).catch(() => undefined);
-    await waitFor(
-      "a crash loop to be reported",
-      () => /node node-c is crash-looping/.test(s.trouble() ?? ""),
-      15_000,
-    );
+    await waitFor(() => /node node-c is crash-looping/.test(s.trouble() ?? ""), {
+      timeout: 15_000,
+      message: "a crash loop to be reported",
+    });
   }, 60_000);
 
   it("kills a node whose process tree outgrows its memory limit, and restarts it", async () => {
@@ -128,18 +130,16 @@ describe("node supervisor", () => {
     const s = await supervisor(root);
     const port = await freePort();
     await s.spawn({ nodeId: "node-m", storagePath: "m", port, memoryMb: 150 });
-    await waitFor("the node to answer", () => healthz(port), 15_000);
+    await waitFor(() => healthz(port), { timeout: 15_000, message: "the node to answer" });
     await fetch(`http://127.0.0.1:${port}/_test/grow?mb=200`, { method: "POST" }).catch(() => undefined);
-    await waitFor(
-      "the memory limit to end it",
-      () => /^memory limit/.test(s.get("node-m")?.lastExit?.reason ?? ""),
-      15_000,
-    );
-    await waitFor(
-      "the node back",
-      async () => (s.get("node-m")?.restartCount ?? 0) >= 1 && (await healthz(port)),
-      15_000,
-    );
+    await waitFor(() => /^memory limit/.test(s.get("node-m")?.lastExit?.reason ?? ""), {
+      timeout: 15_000,
+      message: "the memory limit to end it",
+    });
+    await waitFor(async () => (s.get("node-m")?.restartCount ?? 0) >= 1 && (await healthz(port)), {
+      timeout: 15_000,
+      message: "the node back",
+    });
   }, 60_000);
 
   it("refuses paths outside data_path, ports in use, too many nodes, other binaries, a second node-a", async () => {
@@ -195,34 +195,34 @@ describe("node supervisor", () => {
     let out = "";
     agent.stdout.on("data", (b: Buffer) => (out += b.toString()));
     const pids = await waitFor(
-      "the first agent's nodes",
       () => (out.includes("}") ? (JSON.parse(out) as { a: number; b: number }) : undefined),
-      15_000,
+      { timeout: 15_000, message: "the first agent's nodes" },
     );
-    await waitFor("both up", async () => (await healthz(pa)) && (await healthz(pb)), 15_000);
+    await waitFor(async () => (await healthz(pa)) && (await healthz(pb)), {
+      timeout: 15_000,
+      message: "both up",
+    });
     agent.kill("SIGKILL");
     // node-b dies while no agent watches it.
     process.kill(-pids.b, "SIGKILL");
-    await waitFor("node-b gone", () => procStartOf(pids.b) === null, 5_000);
+    await waitFor(() => procStartOf(pids.b) === null, { timeout: 5_000, message: "node-b gone" });
     const second = await supervisor(root);
     expect(second.get("node-a")).toMatchObject({ pid: pids.a });
     expect(["running", "starting"]).toContain(second.get("node-a")?.state);
-    await waitFor(
-      "node-b restarted",
-      async () => (second.get("node-b")?.restartCount ?? 0) >= 1 && (await healthz(pb)),
-      15_000,
-    );
+    await waitFor(async () => (second.get("node-b")?.restartCount ?? 0) >= 1 && (await healthz(pb)), {
+      timeout: 15_000,
+      message: "node-b restarted",
+    });
     expect(await healthz(pa)).toBe(true);
     // The adopted node is watched like any other, though it is not this supervisor's child: killed, it is
     // seen to end and restarted.
     process.kill(pids.a, "SIGKILL");
     const restarted = await waitFor(
-      "the adopted node-a restarted",
       async () => {
         const r = second.get("node-a");
         return r?.state === "running" && r.pid !== pids.a && (await healthz(pa)) ? r : undefined;
       },
-      30_000,
+      { timeout: 30_000, message: "the adopted node-a restarted" },
     );
     expect(restarted.restartCount).toBe(1);
     expect(restarted.lastExit?.reason).toContain("adopted");
@@ -259,9 +259,9 @@ describe("node supervisor", () => {
       binary: "/bin/sh",
       args: ["-c", `echo $$ > ${marker}; exec sleep 60`],
     });
-    const pid = await waitFor("the slow node's process", () =>
-      existsSync(marker) ? Number(readFileSync(marker, "utf8")) : undefined,
-    );
+    const pid = await waitFor(() => (existsSync(marker) ? Number(readFileSync(marker, "utf8")) : undefined), {
+      message: "the slow node's process",
+    });
     const stopped = await s.stop("slow");
     expect(stopped.state).toBe("stopped");
     await expect(slow).rejects.toMatchObject({ code: 1 }); // CANCELLED

@@ -27,10 +27,10 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type AgentProc,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 let hub: HubProc;
 let client: SwitchboardClient;
@@ -162,31 +162,36 @@ describe("supervised nodes", () => {
     const n = remember(await client.nodes.spawn({ agentId: "n-crash", args: ["--test-faults"] }));
     const pid = n.record!.pid;
     const follow = spawnCli([...hub.cli, "logs", "--node", n.nodeId, "--follow"]);
-    await waitFor("logs --follow to print the start-up line", () => follow.stdout().includes("listening"));
-    process.kill(pid, "SIGKILL");
-    const restarted = await waitFor("the node to be restarted", async () => {
-      const s = await statusOf(n.nodeId);
-      return s.record?.status === "running" && s.record.pid !== pid ? s : undefined;
+    await waitFor(() => follow.stdout().includes("listening"), {
+      message: "logs --follow to print the start-up line",
     });
+    process.kill(pid, "SIGKILL");
+    const restarted = await waitFor(
+      async () => {
+        const s = await statusOf(n.nodeId);
+        return s.record?.status === "running" && s.record.pid !== pid ? s : undefined;
+      },
+      { message: "the node to be restarted" },
+    );
     expect(restarted.record?.restartCount).toBe(1);
     expect(restarted.record?.lastExit).toContain("SIGKILL");
     expect(await healthz(restarted.record!.port)).toBe(true);
     // The restarted node's start-up line reaches the follower too.
-    await waitFor("logs --follow to show the restart", () => follow.stdout().split("listening").length === 3);
+    await waitFor(() => follow.stdout().split("listening").length === 3, {
+      message: "logs --follow to show the restart",
+    });
     follow.kill("SIGINT");
     expect(await follow.exited).toBe(0);
 
     // Crash it until the agent calls it a crash loop.
     const port = restarted.record!.port;
     const degraded = await waitFor(
-      "the agent to report the crash loop",
       async () => {
         await fetch(`http://127.0.0.1:${port}/_test/crash`, { method: "POST" }).catch(() => undefined);
         const a = (await client.admin.listAgents()).find((x) => x.agentId === "n-crash");
         return a?.healthReason.includes(n.nodeId) ? a : undefined;
       },
-      30_000,
-      150,
+      { timeout: 30_000, interval: 150, message: "the agent to report the crash loop" },
     );
     expect(degraded.healthReason).toContain("crash-looping");
 
@@ -208,12 +213,11 @@ describe("supervised nodes", () => {
       () => undefined,
     );
     const after = await waitFor(
-      "the node to be killed for memory and restarted",
       async () => {
         const s = await statusOf(n.nodeId);
         return s.record?.restartCount === 1 && s.record.status === "running" ? s : undefined;
       },
-      20_000,
+      { timeout: 20_000, message: "the node to be killed for memory and restarted" },
     );
     expect(after.record?.lastExit).toContain("memory limit");
     const log = await runCli([...hub.cli, "audit", "--output", "json"]);
@@ -232,31 +236,40 @@ describe("supervised nodes", () => {
     expect(pidAlive(pid)).toBe(true); // the node outlives its agent
     process.kill(gone.record!.pid, "SIGKILL"); // ...and this one dies while its agent is away
 
-    const stale = await waitFor("status to fall back to the cached record", async () => {
-      const s = await client.nodes.status(n.nodeId);
-      return s.stale ? s : undefined;
-    });
+    const stale = await waitFor(
+      async () => {
+        const s = await client.nodes.status(n.nodeId);
+        return s.stale ? s : undefined;
+      },
+      { message: "status to fall back to the cached record" },
+    );
     expect(stale.record?.status).toBe("running");
     expect(stale.record?.pid).toBe(pid);
     expect(stale.ageMs).toBeGreaterThanOrEqual(0);
-    await waitFor("the hub to see the agent offline", async () =>
-      (await listAgents(hub)).some((x) => x.agentId === "n-adopt" && !x.connected),
-    );
+    await waitFor(async () => (await listAgents(hub)).some((x) => x.agentId === "n-adopt" && !x.connected), {
+      message: "the hub to see the agent offline",
+    });
     const refused = await grpcCode(client.nodes.spawn({ agentId: "n-adopt" }));
     expect(refused).toEqual({ code: 14, details: "agent n-adopt is offline" });
 
     await agent("n-adopt", { dataDir: dir, token, extraToml: "" });
-    const back = await waitFor("the adopted node to show live", async () => {
-      const s = await statusOf(n.nodeId);
-      return !s.stale && s.record?.status === "running" ? s : undefined;
-    });
+    const back = await waitFor(
+      async () => {
+        const s = await statusOf(n.nodeId);
+        return !s.stale && s.record?.status === "running" ? s : undefined;
+      },
+      { message: "the adopted node to show live" },
+    );
     expect(back.record?.pid).toBe(pid);
     expect(back.record?.restartCount).toBe(0);
     expect(await healthz(n.record!.port)).toBe(true);
-    const restarted = await waitFor("the node that died meanwhile to be restarted", async () => {
-      const s = await statusOf(gone.nodeId);
-      return s.record?.status === "running" ? s : undefined;
-    });
+    const restarted = await waitFor(
+      async () => {
+        const s = await statusOf(gone.nodeId);
+        return s.record?.status === "running" ? s : undefined;
+      },
+      { message: "the node that died meanwhile to be restarted" },
+    );
     expect(restarted.record?.pid).not.toBe(gone.record?.pid);
     expect(restarted.record?.lastExit).toContain("not running after the agent restarted");
     expect(await healthz(restarted.record!.port)).toBe(true);
@@ -303,13 +316,11 @@ describe("supervised nodes", () => {
     await a.exited;
     process.kill(n.record!.pid, "SIGKILL"); // the machine is gone, its processes with it
     const moved = await waitFor(
-      "the node to run on the spare agent",
       async () => {
         const s = await statusOf(n.nodeId);
         return s.agentId === "n-spare" && s.record?.status === "running" && !s.stale ? s : undefined;
       },
-      30_000,
-      200,
+      { timeout: 30_000, interval: 200, message: "the node to run on the spare agent" },
     );
     expect(await healthz(moved.record!.port)).toBe(true);
     const audit = await client.admin.listAudit({ action: "node.reschedule" });
@@ -429,8 +440,10 @@ describe("supervised nodes", () => {
       const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
       expect(metrics).toContain('switchboard_agent_nodes{status="running"} 1');
 
-      const adopted = await waitFor("the hub to adopt the node", async () =>
-        (await client.nodes.list({ agentId: "n-local" })).find((x) => x.nodeId === spawned.nodeId),
+      const adopted = await waitFor(
+        async () =>
+          (await client.nodes.list({ agentId: "n-local" })).find((x) => x.nodeId === spawned.nodeId),
+        { message: "the hub to adopt the node" },
       );
       expect(adopted.record?.pid).toBe(spawned.pid);
 
@@ -454,13 +467,11 @@ describe("supervised nodes", () => {
       args: ["--listen", hub.address, "--heartbeat-interval", "1s", "--offline-after", "3s"],
     });
     const back = await waitFor(
-      "the node to be live again",
       async () => {
         const s = await client.nodes.status(n.nodeId);
         return !s.stale && s.record?.status === "running" ? s : undefined;
       },
-      30_000,
-      200,
+      { timeout: 30_000, interval: 200, message: "the node to be live again" },
     );
     expect(back.record?.pid).toBe(n.record?.pid);
   }, 90_000);

@@ -15,9 +15,9 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 let hub: HubProc;
 let client: SwitchboardClient;
@@ -79,7 +79,7 @@ async function openSession(argv: string[], size = { cols: 80, rows: 24 }, user?:
     throw new Error("the task's stream ended without Finished");
   })();
   finished.catch(() => undefined);
-  await waitFor("the session to start", () => pid > 0 && taskId !== undefined);
+  await waitFor(() => pid > 0 && taskId !== undefined, { message: "the session to start" });
   const s: Session = {
     taskId: taskId!,
     pid: () => pid,
@@ -100,7 +100,7 @@ function line(text: string): RegExp {
 /** Waits until the screen, from `from` on, matches; the error shows what it held then. */
 async function screenShows(screen: () => string, re: RegExp, from: number): Promise<void> {
   try {
-    await waitFor(`${String(re)} on the screen`, () => re.test(screen().slice(from)));
+    await waitFor(() => re.test(screen().slice(from)), { message: `${String(re)} on the screen` });
   } catch (e) {
     throw new Error(`${(e as Error).message}; it shows ${JSON.stringify(screen().slice(from))}`);
   }
@@ -166,13 +166,16 @@ describe("interactive sessions through the SDK", () => {
 
     // Ctrl-C reaches the foreground job through the terminal, as it would locally.
     await s.input.write(Buffer.from("sleep 100\r"));
-    const [sleeper] = await waitFor("sleep to run in the session", () => {
-      const p = inSession(s.pid(), "sleep");
-      return p.length > 0 ? p : undefined;
-    });
+    const [sleeper] = await waitFor(
+      () => {
+        const p = inSession(s.pid(), "sleep");
+        return p.length > 0 ? p : undefined;
+      },
+      { message: "sleep to run in the session" },
+    );
     mark = s.screen().length;
     await s.input.write(Buffer.from([0x03]));
-    await waitFor("sleep to be interrupted", () => !pidAlive(sleeper!), 5000);
+    await waitFor(() => !pidAlive(sleeper!), { timeout: 5000, message: "sleep to be interrupted" });
     await s.input.write(Buffer.from("echo after-$((1+1))\r"));
     await s.waitScreen(line("after-2"), mark);
 
@@ -183,10 +186,13 @@ describe("interactive sessions through the SDK", () => {
     s.input.close();
 
     // The hub's audit log: who opened it, on which agent, for how long.
-    const entry = await waitFor("the shell.session audit entry", async () => {
-      const rows = await client.admin.listAudit({ action: "shell.session", subject: s.taskId });
-      return rows[0];
-    });
+    const entry = await waitFor(
+      async () => {
+        const rows = await client.admin.listAudit({ action: "shell.session", subject: s.taskId });
+        return rows[0];
+      },
+      { message: "the shell.session audit entry" },
+    );
     expect(entry.actor).toBe((await client.getTask(s.taskId)).info?.requester);
     const detail = JSON.parse(entry.detailJson) as Record<string, unknown>;
     expect(detail).toMatchObject({ agent: "pty-1", tty: true, exitCode: 3 });
@@ -203,14 +209,18 @@ describe("interactive sessions through the SDK", () => {
     const b = await openSession(BASH);
     await b.waitScreen(/\$ $/);
     await b.input.write(Buffer.from("sleep 300 & sleep 200\r"));
-    const sleepers = await waitFor("both sleeps to run", () => {
-      const p = inSession(b.pid(), "sleep");
-      return p.length === 2 ? p : undefined;
-    });
+    const sleepers = await waitFor(
+      () => {
+        const p = inSession(b.pid(), "sleep");
+        return p.length === 2 ? p : undefined;
+      },
+      { message: "both sleeps to run" },
+    );
     await client.cancel(b.taskId, "test");
     const fb = await b.finished;
     expect(fb.state).toBe(TaskState.TASK_STATE_CANCELLED);
-    for (const pid of [b.pid(), ...sleepers]) await waitFor(`pid ${pid} to be gone`, () => !pidAlive(pid));
+    for (const pid of [b.pid(), ...sleepers])
+      await waitFor(() => !pidAlive(pid), { message: `pid ${pid} to be gone` });
     b.input.close();
   });
 
@@ -220,10 +230,13 @@ describe("interactive sessions through the SDK", () => {
     s.input.close();
     expect(f.exitCode).toBe(0);
     expect(s.screen()).toMatch(/^nobody\r\n\/dev\/pts\/\d+\r\n/);
-    const entry = await waitFor("the session's audit entry", async () => {
-      const rows = await client.admin.listAudit({ action: "shell.session", subject: s.taskId });
-      return rows[0];
-    });
+    const entry = await waitFor(
+      async () => {
+        const rows = await client.admin.listAudit({ action: "shell.session", subject: s.taskId });
+        return rows[0];
+      },
+      { message: "the session's audit entry" },
+    );
     expect(JSON.parse(entry.detailJson)).toMatchObject({ user: "nobody", tty: true });
   });
 
@@ -276,21 +289,33 @@ describe("switchboard shell and exec -it", () => {
     // Ctrl-C is a byte for the remote terminal: it interrupts the remote sleep, not this CLI.
     mark = cli.screen().length;
     cli.term.write("sleep 101\r");
-    const [sleeper] = await waitFor("the remote sleep", () => {
-      const p = running(["sleep", "101"]);
-      return p.length > 0 ? p : undefined;
-    });
+    const [sleeper] = await waitFor(
+      () => {
+        const p = running(["sleep", "101"]);
+        return p.length > 0 ? p : undefined;
+      },
+      { message: "the remote sleep" },
+    );
     cli.term.write("\x03");
-    await waitFor("the remote sleep to be interrupted", () => !pidAlive(sleeper!), 5000);
+    await waitFor(() => !pidAlive(sleeper!), {
+      timeout: 5000,
+      message: "the remote sleep to be interrupted",
+    });
     cli.term.write("echo ok-$((2+3))\r");
     await cli.waitScreen(line("ok-5"), mark);
 
-    // A new window size here (SIGWINCH) reaches the remote terminal.
+    // A new window size here (SIGWINCH) reaches the remote terminal. It travels CLI, hub, agent: ask
+    // the remote terminal its size until it answers with the new one.
     cli.term.resize(120, 50);
-    await new Promise((r) => setTimeout(r, 300));
-    mark = cli.screen().length;
-    cli.term.write("stty size\r");
-    await cli.waitScreen(line("50 120"), mark);
+    await waitFor(
+      async () => {
+        const from = cli.screen().length;
+        cli.term.write("stty size\r");
+        await cli.waitScreen(/\r\d+ \d+\r+\n/, from);
+        return line("50 120").test(cli.screen().slice(from));
+      },
+      { message: "the remote terminal to have the new size" },
+    );
 
     cli.term.write("exit 7\r");
     expect(await cli.exited).toBe(7);
@@ -306,15 +331,17 @@ describe("switchboard shell and exec -it", () => {
   it("hangs the remote terminal up when the CLI is killed", async () => {
     const cli = cliInTerminal(["shell", "--agent", "pty-1", "-e", "PS1=$ ", "--", ...BASH]);
     await cli.waitScreen(/\$ $/);
-    const running = await waitFor("the session's task", async () => {
-      const tasks = await client.listTasks({ limit: 10 });
-      return tasks.find((t) => t.state === TaskState.TASK_STATE_RUNNING);
-    });
+    const running = await waitFor(
+      async () => {
+        const tasks = await client.listTasks({ limit: 10 });
+        return tasks.find((t) => t.state === TaskState.TASK_STATE_RUNNING);
+      },
+      { message: "the session's task" },
+    );
     cli.term.kill("SIGKILL");
     await waitFor(
-      "the orphaned session to end",
       async () => (await client.getTask(running.taskId)).info?.state !== TaskState.TASK_STATE_RUNNING,
-      15_000,
+      { timeout: 15_000, message: "the orphaned session to end" },
     );
   });
 

@@ -12,16 +12,8 @@ import { spawn as spawnPty } from "node-pty";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SwitchboardClient, TaskState } from "../src/client/index.js";
 import { BUSYBOX_IMAGE, startPodman, type PodmanService } from "./support/podman.js";
-import {
-  CLI,
-  ROOT,
-  spawnCli,
-  stopAll,
-  tempDir,
-  waitFor,
-  type CliResult,
-  type Proc,
-} from "./support/processes.js";
+import { CLI, ROOT, spawnCli, stopAll, tempDir, type CliResult, type Proc } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 /** One line of the tour: the command as written, its words (as sh splits them) and its comment. */
 export interface TourCommand {
@@ -183,13 +175,11 @@ function connectedTo(pid: number, address: string): boolean {
 /** The id of a task submitted since `since` that is running now (the tour runs one line at a time). */
 async function runningTaskSince(since: number): Promise<string> {
   return waitFor(
-    "the task to run on the agent",
     async () => {
       const tasks = await client.listTasks({ states: [TaskState.TASK_STATE_RUNNING] });
       return tasks.find((t) => t.createdAtMs >= since)?.taskId;
     },
-    30_000,
-    100,
+    { timeout: 30_000, interval: 100, message: "the task to run on the agent" },
   );
 }
 
@@ -229,13 +219,11 @@ const RULES: Rule[] = [
       const p = spawnCli(c.words.slice(1), { cwd: tour, env: USER_ENV });
       // The demo's node writes nothing: following shows as a live connection to the hub.
       await waitFor(
-        "the follow to reach the hub",
         () => {
           if (p.child.exitCode !== null) throw new Error(`it ended by itself: ${p.stderr()}`);
           return connectedTo(p.child.pid!, hubAddress);
         },
-        30_000,
-        100,
+        { timeout: 30_000, interval: 100, message: "the follow to reach the hub" },
       );
       p.kill("SIGINT");
       expectCode(c, await finish(p, c.words, 30_000));
@@ -247,7 +235,10 @@ const RULES: Rule[] = [
     run: async (c) => {
       const t = inTerminal(c.words.slice(1));
       t.term.write("echo tour-$((6*7))\r");
-      await waitFor("the remote shell to answer", () => t.screen().includes("tour-42"), 30_000);
+      await waitFor(() => t.screen().includes("tour-42"), {
+        timeout: 30_000,
+        message: "the remote shell to answer",
+      });
       t.term.write("exit\r");
       expect({ command: c.text, code: await t.exited }, t.screen()).toEqual({ command: c.text, code: 0 });
     },
@@ -257,7 +248,10 @@ const RULES: Rule[] = [
     why: "runs a full-screen program in a terminal: run in a pseudo-terminal, `q` typed once it draws",
     run: async (c) => {
       const t = inTerminal(c.words.slice(1));
-      await waitFor("top to draw its screen", () => /load average/.test(t.screen()), 30_000);
+      await waitFor(() => /load average/.test(t.screen()), {
+        timeout: 30_000,
+        message: "top to draw its screen",
+      });
       t.term.write("q");
       expect({ command: c.text, code: await t.exited }, t.screen()).toEqual({ command: c.text, code: 0 });
     },
@@ -283,14 +277,12 @@ const RULES: Rule[] = [
       ];
       const p = spawnCli(words, { cwd: tour, env: USER_ENV });
       await waitFor(
-        "edge-box-7 to connect",
         async () => {
           if (p.child.exitCode !== null) throw new Error(`the agent exited: ${p.stderr()}`);
           const agents = await client.admin.listAgents({});
           return agents.some((a) => a.agentId === "edge-box-7");
         },
-        30_000,
-        200,
+        { timeout: 30_000, interval: 200, message: "edge-box-7 to connect" },
       );
       p.kill("SIGTERM");
       expectCode(c, await finish(p, words, 30_000));
@@ -331,7 +323,9 @@ const RULES: Rule[] = [
       if (ctx.taskId === undefined) throw new Error(`${c.text}: no command before it printed a task id`);
       // The detached task has ended by the time a user reads its id and types the next line.
       const id = ctx.taskId;
-      await waitFor("the detached task to end", async () => (await client.getTask(id)).info?.finishedAtMs);
+      await waitFor(async () => (await client.getTask(id)).info?.finishedAtMs, {
+        message: "the detached task to end",
+      });
       const r = await run(replaced(c.words.slice(1), "<task-id>", id));
       expectCode(c, r);
       if (c.words[1] === "logs") expect(r.stdout).toBe("1\n2\n3\n4\n5\n");
@@ -386,11 +380,10 @@ beforeAll(async () => {
   svc = await startService();
   svcBase = `http://127.0.0.1:${(svc.address() as { port: number }).port}`;
   demo = spawnCli(["demo", "--listen", "127.0.0.1:0"], { cwd: tour, env: USER_ENV });
-  await waitFor(
-    "the demo to print what to try",
-    () => demo.stdout().includes("Try, in another terminal"),
-    60_000,
-  );
+  await waitFor(() => demo.stdout().includes("Try, in another terminal"), {
+    timeout: 60_000,
+    message: "the demo to print what to try",
+  });
   hubAddress = (JSON.parse(readFileSync(join(tour, "data", "hub.json"), "utf8")) as { address: string })
     .address;
   client = new SwitchboardClient({
@@ -432,12 +425,11 @@ beforeAll(async () => {
     ],
     { cwd: tour, env: USER_ENV },
   );
-  await waitFor(
-    "edge-7 to connect",
-    async () => (await client.admin.listAgents({})).some((a) => a.agentId === "edge-7"),
-    30_000,
-    200,
-  );
+  await waitFor(async () => (await client.admin.listAgents({})).some((a) => a.agentId === "edge-7"), {
+    timeout: 30_000,
+    interval: 200,
+    message: "edge-7 to connect",
+  });
 }, 120_000);
 
 afterAll(async () => {

@@ -15,10 +15,10 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type HubProc,
   type Proc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const proxies: TcpProxy[] = [];
 afterAll(async () => {
@@ -58,7 +58,7 @@ async function agentBehindProxy(
     tempDir(agentId),
     ...agentArgs,
   ]);
-  await waitFor("the agent to connect", () => connected(hub, agentId), 20_000);
+  await waitFor(() => connected(hub, agentId), { timeout: 20_000, message: "the agent to connect" });
   return { hub, proxy, agent };
 }
 
@@ -77,10 +77,16 @@ describe("session resume", () => {
       `for i in $(seq 1 ${lines}); do echo "line $i"; sleep 0.01; done`,
     ]);
     // Cut once the task has printed for a while.
-    await waitFor("output to flow", () => exec.stdout().split("\n").length > 150, 20_000);
+    await waitFor(() => exec.stdout().split("\n").length > 150, {
+      timeout: 20_000,
+      message: "output to flow",
+    });
     proxy.down();
     const cutAt = Date.now();
-    await waitFor("the hub to see the link gone", async () => !(await connected(hub, "resume-1")), 5_000);
+    await waitFor(async () => !(await connected(hub, "resume-1")), {
+      timeout: 5_000,
+      message: "the hub to see the link gone",
+    });
     await sleep(Math.max(0, 5_000 - (Date.now() - cutAt)));
     proxy.up();
     const code = await exec.exited;
@@ -116,7 +122,10 @@ describe("session resume", () => {
       "-c",
       `for i in $(seq 1 ${lines}); do echo "line $i"; sleep 0.01; done`,
     ]);
-    await waitFor("output to flow", () => exec.stdout().split("\n").length > 100, 20_000);
+    await waitFor(() => exec.stdout().split("\n").length > 100, {
+      timeout: 20_000,
+      message: "output to flow",
+    });
     // The agent sees its connection close; the hub sees nothing and still holds the old stream.
     proxy.dropClientSide();
     expect(await exec.exited).toBe(0);
@@ -132,7 +141,7 @@ describe("session resume", () => {
     // About 19 MB over several seconds: a 3 s cut leaves megabytes to hold.
     const script = `for i in $(seq 1 200); do yes "$i $(printf '%090d' 0)" | head -n 1000; sleep 0.02; done`;
     const exec = spawnCli([...hub.cli, "exec", "--agent", "resume-4", "--", "bash", "-c", script]);
-    await waitFor("output to flow", () => exec.stdout().length > 1_000_000, 20_000);
+    await waitFor(() => exec.stdout().length > 1_000_000, { timeout: 20_000, message: "output to flow" });
     proxy.down();
     await sleep(3_000);
     proxy.up();
@@ -171,7 +180,10 @@ describe("session resume", () => {
       "-c",
       `echo $$ > ${pidFile}; while true; do echo tick; sleep 0.1; done`,
     ]);
-    await waitFor("the task to start", () => existsSync(pidFile) && exec.stdout().includes("tick"), 20_000);
+    await waitFor(() => existsSync(pidFile) && exec.stdout().includes("tick"), {
+      timeout: 20_000,
+      message: "the task to start",
+    });
     const pid = Number(readFileSync(pidFile, "utf8").trim());
     proxy.down();
     const code = await exec.exited;
@@ -179,9 +191,17 @@ describe("session resume", () => {
     expect(exec.stderr()).toMatch(/lost/i);
     expect(exec.stderr()).toMatch(/did not resume within the 2s grace/);
     // The agent stopped the process on its side.
-    await waitFor("the task's process to end", () => !pidAlive(pid), 15_000, 100);
+    await waitFor(() => !pidAlive(pid), {
+      timeout: 15_000,
+      interval: 100,
+      message: "the task's process to end",
+    });
     proxy.up();
-    await waitFor("the agent to come back", () => connected(hub, "resume-2"), 30_000, 200);
+    await waitFor(() => connected(hub, "resume-2"), {
+      timeout: 30_000,
+      interval: 200,
+      message: "the agent to come back",
+    });
     const task = JSON.parse((await runCli([...hub.cli, "tasks", "--output", "json"])).stdout) as {
       state: string;
       reason: string;

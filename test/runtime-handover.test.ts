@@ -5,7 +5,8 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import { ROOT, waitFor } from "./support/processes.js";
+import { ROOT } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const RUNTIME = pathToFileURL(join(ROOT, "dist/src/cli/runtime.js")).href;
 const running = new Set<number>();
@@ -61,7 +62,7 @@ describe("handing the CLI over to the checkout's Node", () => {
     const p = handingOver(
       "process.on('SIGTERM', () => { process.stdout.write('term'); process.exit(0) }); console.log('ready'); setInterval(() => {}, 1000)",
     );
-    await waitFor("the command to start", () => p.out().includes("ready"));
+    await waitFor(() => p.out().includes("ready"), { message: "the command to start" });
     process.kill(p.pid, "SIGTERM");
     expect(await p.ended).toEqual([0, null]);
     expect(p.out()).toContain("term");
@@ -73,7 +74,7 @@ describe("handing the CLI over to the checkout's Node", () => {
         " process.on('SIGTERM', () => { process.stdout.write('interrupts ' + n); process.exit(0) });" +
         " console.log('ready'); setInterval(() => {}, 1000)",
     );
-    await waitFor("the command to start", () => p.out().includes("ready"));
+    await waitFor(() => p.out().includes("ready"), { message: "the command to start" });
     // To this process alone: not passed on (passed on, a Ctrl-C would reach the command twice).
     process.kill(p.pid, "SIGINT");
     process.kill(p.pid, "SIGTERM");
@@ -85,7 +86,7 @@ describe("handing the CLI over to the checkout's Node", () => {
     const p = handingOver(
       "process.on('SIGINT', () => process.exit(130)); console.log('ready'); setInterval(() => {}, 1000)",
     );
-    await waitFor("the command to start", () => p.out().includes("ready"));
+    await waitFor(() => p.out().includes("ready"), { message: "the command to start" });
     process.kill(-p.pid, "SIGINT");
     expect(await p.ended).toEqual([130, null]);
   });

@@ -2,7 +2,8 @@
 import { TaskState } from "../src/gen/switchboard/v1/task.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SwitchboardClient, echo, shell } from "../src/client/index.js";
-import { runCli, startAgent, startHub, stopAll, waitFor, type HubProc } from "./support/processes.js";
+import { runCli, startAgent, startHub, stopAll, type HubProc } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 let hub: HubProc;
 let client: SwitchboardClient;
@@ -30,7 +31,9 @@ describe("scheduling", () => {
       [...hub.cli, "exec", "--pool", "late", "--wait", "--timeout", "30s", "--", "echo", "finally"],
       { timeoutMs: 40_000 },
     );
-    await waitFor("the task to be queued", async () => (await client.listTasks({ pool: "late" })).length > 0);
+    await waitFor(async () => (await client.listTasks({ pool: "late" })).length > 0, {
+      message: "the task to be queued",
+    });
     await startAgent(hub, { agentId: "late-1", pool: "late" });
     const r = await waiting;
     expect(r.code).toBe(0);
@@ -40,10 +43,9 @@ describe("scheduling", () => {
   it("refuses with RESOURCE_EXHAUSTED when the target's queue is full", async () => {
     // The one slot is busy; two tasks fill the queue (limit 2); the next is refused.
     const busy = await client.submit({ ...shell({ argv: ["sleep", "30"] }), target: { pool: "one" } });
-    await waitFor(
-      "the slot to be taken",
-      async () => (await client.getTask(busy)).info?.state === TaskState.TASK_STATE_RUNNING,
-    );
+    await waitFor(async () => (await client.getTask(busy)).info?.state === TaskState.TASK_STATE_RUNNING, {
+      message: "the slot to be taken",
+    });
     const queued = [
       await client.submit({ ...shell({ argv: ["true"] }), target: { pool: "one" } }),
       await client.submit({ ...shell({ argv: ["true"] }), target: { pool: "one" } }),
@@ -53,20 +55,18 @@ describe("scheduling", () => {
     expect(r.stderr).toMatch(/full/);
     await client.cancel(busy);
     for (const id of queued) {
-      await waitFor(
-        `queued task ${id} to run`,
-        async () => (await client.getTask(id)).info?.state === TaskState.TASK_STATE_SUCCEEDED,
-        20_000,
-      );
+      await waitFor(async () => (await client.getTask(id)).info?.state === TaskState.TASK_STATE_SUCCEEDED, {
+        timeout: 20_000,
+        message: `queued task ${id} to run`,
+      });
     }
   });
 
   it("times out a task that waits in the queue past its deadline", async () => {
     const busy = await client.submit({ ...shell({ argv: ["sleep", "30"] }), target: { pool: "one" } });
-    await waitFor(
-      "the slot to be taken",
-      async () => (await client.getTask(busy)).info?.state === TaskState.TASK_STATE_RUNNING,
-    );
+    await waitFor(async () => (await client.getTask(busy)).info?.state === TaskState.TASK_STATE_RUNNING, {
+      message: "the slot to be taken",
+    });
     const r = await runCli([...hub.cli, "exec", "--pool", "one", "--timeout", "500ms", "--", "true"]);
     expect(r.code).toBe(124);
     await client.cancel(busy);

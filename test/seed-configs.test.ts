@@ -18,10 +18,10 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type HubProc,
   type Proc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const PY = "/usr/bin/python3";
 const PYDIR = join(ROOT, "test/python");
@@ -75,14 +75,12 @@ function seedAgent(args: string[], cwd: string, token: string, env: NodeJS.Proce
 
 async function connected(p: Proc, agentId: string): Promise<void> {
   await waitFor(
-    `agent ${agentId} to connect`,
     async () => {
       if (p.child.exitCode !== null) throw new Error(`agent exited with ${p.child.exitCode}: ${p.stderr()}`);
       const agents = await listAgents(hub);
       return agents.some((a) => a.agentId === agentId && a.connected && a.health === "healthy");
     },
-    30_000,
-    200,
+    { timeout: 30_000, interval: 200, message: `agent ${agentId} to connect` },
   );
 }
 
@@ -197,7 +195,7 @@ describe("seed configurations and clients", () => {
         ok: true,
         response: { success: true, error_message: "" },
       });
-      await waitFor("the node's process to end", () => !pidAlive(pid), 15_000);
+      await waitFor(() => !pidAlive(pid), { timeout: 15_000, message: "the node's process to end" });
       expect(grid(api, token, ["status", "--node-id", "node-nope"])).toMatchObject({
         ok: false,
         code: "NOT_FOUND",
@@ -232,9 +230,9 @@ describe("seed configurations and clients", () => {
       await stop(a);
     }
     // Offline agents too: their last heartbeat, in seconds.
-    await waitFor("agent-1 to be offline", async () =>
-      (await listAgents(hub)).some((x) => x.agentId === "agent-1" && !x.connected),
-    );
+    await waitFor(async () => (await listAgents(hub)).some((x) => x.agentId === "agent-1" && !x.connected), {
+      message: "agent-1 to be offline",
+    });
     const all = await listAgentsTable("--all");
     const heartbeat = all.header.indexOf("LAST HEARTBEAT");
     const offline = all.rows.find((r) => r[0] === "agent-1")!;

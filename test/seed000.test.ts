@@ -15,9 +15,9 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const PY = "/usr/bin/python3";
 const PYDIR = join(ROOT, "test/python");
@@ -194,12 +194,11 @@ describe("seed 000 compatibility", () => {
     startSeedAgent(hub.address, token, "legacy", "w1");
     startSeedAgent(hub.address, token, "legacy", "w2");
     await waitFor(
-      "both seed workers to be listed",
       async () => {
         const agents = await listAgents(hub);
         return ["legacy:w1", "legacy:w2"].every((id) => agents.some((a) => a.agentId === id && a.connected));
       },
-      20_000,
+      { timeout: 20_000, message: "both seed workers to be listed" },
     );
     // Through the seed API, spread over the least-busy workers.
     for (let i = 0; i < 4; i++) {
@@ -255,12 +254,11 @@ describe("seed 000 compatibility", () => {
     const open = await startHub({ args: ["--seed-tokenless"] });
     startSeedAgent(open.address, undefined, "free", "w1");
     await waitFor(
-      "the tokenless seed worker to connect",
       async () => {
         const agents = await listAgents(open);
         return agents.some((a) => a.agentId === "free:w1" && a.connected);
       },
-      20_000,
+      { timeout: 20_000, message: "the tokenless seed worker to connect" },
     );
     const r = seedClient(
       ["--agent-id", "free", "--database", "any", "--query", "SELECT 40 + 2 AS n"],
@@ -275,22 +273,20 @@ describe("seed 000 compatibility", () => {
     // waiting; the caller's own 10 s deadline would end the call (DEADLINE_EXCEEDED) if the hub did.
     const token = await agentToken(hub, "doomed");
     const worker = startSeedAgent(hub.address, token, "doomed", "w1");
-    await waitFor(
-      "the seed worker to connect",
-      async () => (await listAgents(hub)).some((a) => a.agentId === "doomed:w1" && a.connected),
-      20_000,
-    );
+    await waitFor(async () => (await listAgents(hub)).some((a) => a.agentId === "doomed:w1" && a.connected), {
+      timeout: 20_000,
+      message: "the seed worker to connect",
+    });
     const endless =
       "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 4000000000) SELECT count(*) AS n FROM c";
     const answer = seedClientAsync(["--agent-id", "doomed", "--database", "shop", "--query", endless], 10);
     await waitFor(
-      "the query to run on the worker",
       async () => {
         const r = await runCli([...hub.cli, "tasks", "--output", "json", "--limit", "5"]);
         const rows = JSON.parse(r.stdout) as { agentId: string; state: string }[];
         return rows.some((t) => t.agentId === "doomed:w1" && t.state === "running");
       },
-      20_000,
+      { timeout: 20_000, message: "the query to run on the worker" },
     );
     worker.kill("SIGKILL");
     const r = await answer;
@@ -324,11 +320,10 @@ describe("seed 000 compatibility", () => {
     // within the seed's limit, so the worker's stream must not be refused for it.
     const token = await agentToken(hub, "bulky");
     startSeedAgent(hub.address, token, "bulky", "w1");
-    await waitFor(
-      "the seed worker to connect",
-      async () => (await listAgents(hub)).some((a) => a.agentId === "bulky:w1" && a.connected),
-      20_000,
-    );
+    await waitFor(async () => (await listAgents(hub)).some((a) => a.agentId === "bulky:w1" && a.connected), {
+      timeout: 20_000,
+      message: "the seed worker to connect",
+    });
     const r = await seedClientAsync(
       [
         "--agent-id",

@@ -13,10 +13,10 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type AgentProc,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const isRoot = process.getuid?.() === 0;
 const tag = `${process.pid % 100000}`;
@@ -176,7 +176,10 @@ describe("shell tasks for real operations (as root)", () => {
     ]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/process limit: the task tried to run more than 20 processes/);
-    await waitFor("the bomb's processes to be gone", () => pidsMatching(`: ${mark}`).length === 0, 10_000);
+    await waitFor(() => pidsMatching(`: ${mark}`).length === 0, {
+      timeout: 10_000,
+      message: "the bomb's processes to be gone",
+    });
   });
 
   it("holds a task to a share of the CPU (the quota its group has while it runs)", async () => {
@@ -195,23 +198,25 @@ describe("shell tasks for real operations (as root)", () => {
     for (const agent of ["sbh-cg", "sbh-rl"]) {
       const marker = `esc${tag}${agent}`;
       const p = spawnCli([...hub.cli, "exec", "--agent", agent, "--shell", escapeeScript(marker)]);
-      await waitFor(`${agent}: the script to start its escapee`, () => p.stdout().includes("ready"), 20_000);
+      await waitFor(() => p.stdout().includes("ready"), {
+        timeout: 20_000,
+        message: `${agent}: the script to start its escapee`,
+      });
       // The escapee is the `sleep` named after the marker (argv[0]); `setsid` and `bash` carry the marker
       // in their arguments for an instant before it, with the script's session.
-      const escapee = await waitFor(`${agent}: the escapee to run`, () =>
-        pidsMatching(marker).find((pid) => argv0(pid) === marker),
-      );
+      const escapee = await waitFor(() => pidsMatching(marker).find((pid) => argv0(pid) === marker), {
+        message: `${agent}: the escapee to run`,
+      });
       // It really escaped: a session of its own.
       const stat = readFileSync(`/proc/${escapee}/stat`, "utf8");
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       expect(Number(fields[3])).toBe(escapee); // session id
       p.kill("SIGINT");
       expect(await p.exited).toBe(130);
-      await waitFor(
-        `${agent}: the escapee to be gone after the cancel`,
-        () => pidsMatching(marker).length === 0,
-        10_000,
-      );
+      await waitFor(() => pidsMatching(marker).length === 0, {
+        timeout: 10_000,
+        message: `${agent}: the escapee to be gone after the cancel`,
+      });
     }
   });
 
@@ -219,11 +224,10 @@ describe("shell tasks for real operations (as root)", () => {
     const marker = `tmo${tag}`;
     const r = await exec("sbh-cg", ["--timeout", "1s", "--shell", escapeeScript(marker)]);
     expect(r.code).toBe(124);
-    await waitFor(
-      "the escapee to be gone after the timeout",
-      () => pidsMatching(marker).length === 0,
-      10_000,
-    );
+    await waitFor(() => pidsMatching(marker).length === 0, {
+      timeout: 10_000,
+      message: "the escapee to be gone after the timeout",
+    });
   });
 
   it("kills what a killed agent left running when it starts again", async () => {
@@ -244,7 +248,7 @@ describe("shell tasks for real operations (as root)", () => {
       escapeeScript(marker),
     ]);
     expect(d.code).toBe(0);
-    await waitFor("the escapee to run", () => pidsMatching(marker).length > 0);
+    await waitFor(() => pidsMatching(marker).length > 0, { message: "the escapee to run" });
     first.kill("SIGKILL");
     await first.exited;
     expect(pidsMatching(marker).length).toBeGreaterThan(0); // nobody cleaned up yet
@@ -255,7 +259,10 @@ describe("shell tasks for real operations (as root)", () => {
       args: ["--config", config],
       waitConnected: false,
     });
-    await waitFor("the escapee to be gone", () => pidsMatching(marker).length === 0, 10_000);
+    await waitFor(() => pidsMatching(marker).length === 0, {
+      timeout: 10_000,
+      message: "the escapee to be gone",
+    });
   });
 
   it("stops a fork bomb and a memory hog without cgroups too (rlimit: process scan and RSS watch)", async () => {
@@ -267,7 +274,10 @@ describe("shell tasks for real operations (as root)", () => {
       `for i in $(seq 200); do sh -c 'sleep 30; : ${mark}' & done; wait`,
     ]);
     expect(bomb.stderr).toMatch(/process limit: the task tried to run more than 20 processes/);
-    await waitFor("the bomb's processes to be gone", () => pidsMatching(`: ${mark}`).length === 0, 10_000);
+    await waitFor(() => pidsMatching(`: ${mark}`).length === 0, {
+      timeout: 10_000,
+      message: "the bomb's processes to be gone",
+    });
 
     // Three processes of 60 MiB each (held until their input ends) stay under the per-process rlimit;
     // together they pass 100 MiB.
@@ -294,10 +304,13 @@ describe("shell tasks for real operations (as root)", () => {
     const id = (
       await exec("sbh-cg", ["--detach", "--secret", "SB_HARDEN_TOKEN", "--", "true"])
     ).stdout.trim();
-    await waitFor("the task to finish", async () => {
-      const t = await runCli([...hub.cli, "task", id, "--output", "json"]);
-      return t.code === 0 && /succeeded/.test(t.stdout) ? t : undefined;
-    });
+    await waitFor(
+      async () => {
+        const t = await runCli([...hub.cli, "task", id, "--output", "json"]);
+        return t.code === 0 && /succeeded/.test(t.stdout) ? t : undefined;
+      },
+      { message: "the task to finish" },
+    );
     const t = await runCli([...hub.cli, "task", id, "--output", "json"]);
     expect(t.stdout).not.toContain(SECRET);
     expect(cgroupAgent.stdout() + cgroupAgent.stderr()).not.toContain(SECRET);

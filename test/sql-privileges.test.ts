@@ -20,11 +20,11 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type AgentProc,
   type CliResult,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 let hub: HubProc;
 let client: SwitchboardClient;
@@ -197,7 +197,11 @@ pool_size = 2
   good = await start("priv-good", goodConfig, true);
   await start("priv-late-pg", latePgConfig, true);
   await start("priv-late-maria", lateMariaConfig, true);
-  await waitFor("priv-bad to connect", async () => (await agentRow("priv-bad")) !== undefined, 30_000, 200);
+  await waitFor(async () => (await agentRow("priv-bad")) !== undefined, {
+    timeout: 30_000,
+    interval: 200,
+    message: "priv-bad to connect",
+  });
 }, 180_000);
 
 afterAll(async () => {
@@ -219,13 +223,11 @@ afterAll(async () => {
 describe("a read_only datasource whose database user can do more than read", () => {
   it("is down and makes the agent Degraded, naming datasource, user, privilege and the fix", async () => {
     const row = await waitFor(
-      "priv-bad to report its privileged read_only datasources",
       async () => {
         const a = await agentRow("priv-bad");
         return a?.health === "degraded" && /mariawriter/.test(a.healthReason) ? a : undefined;
       },
-      30_000,
-      200,
+      { timeout: 30_000, interval: 200, message: "priv-bad to report its privileged read_only datasources" },
     );
     const reason = row.healthReason;
     expect(reason).toContain('datasource "pgsuper" is down: user postgres is a superuser');
@@ -363,10 +365,8 @@ describe("a datasource that may write (read_only = false) as a privileged user",
     // Health checks run every second: once three more have passed, still one warning.
     const first = (await datasourceHealth("priv-good")).get("pgadmin")?.checkedAtMs ?? 0;
     await waitFor(
-      "three more health checks of pgadmin",
       async () => ((await datasourceHealth("priv-good")).get("pgadmin")?.checkedAtMs ?? 0) >= first + 3_000,
-      30_000,
-      200,
+      { timeout: 30_000, interval: 200, message: "three more health checks of pgadmin" },
     );
     const warnings = good
       .stderr()
@@ -397,19 +397,21 @@ describe("privileges granted while the agent runs", () => {
     expect((await q("SELECT 1 AS one")).stdout).toBe("one\n1\n");
     const hold = spawnCli([...hub.cli, "query", "--pool", o.agentId, "--db", o.datasource, o.hold]);
     try {
-      await waitFor("the checked connection to be busy", o.holding, 30_000, 100);
+      await waitFor(o.holding, {
+        timeout: 30_000,
+        interval: 100,
+        message: "the checked connection to be busy",
+      });
       // An administrator grants more than reading, and the agent is not told.
       await o.grant();
       expectRefused(await q(o.attack), o.datasource, o.refusal);
       expect(existsSync(o.marker)).toBe(false);
       const row = await waitFor(
-        `${o.agentId} to turn Degraded`,
         async () => {
           const a = await agentRow(o.agentId);
           return a?.health === "degraded" ? a : undefined;
         },
-        30_000,
-        200,
+        { timeout: 30_000, interval: 200, message: `${o.agentId} to turn Degraded` },
       );
       expect(row.healthReason).toMatch(o.refusal);
     } finally {

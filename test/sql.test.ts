@@ -17,9 +17,9 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 import { TcpProxy } from "./support/tcp-proxy.js";
 
 let hub: HubProc;
@@ -271,26 +271,24 @@ describe("switchboard query", () => {
     await admin.connect();
     try {
       await waitFor(
-        "pg_sleep to run",
         async () => {
           const r = await admin.query(
             "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
           );
           return (r.rows[0] as { n: number }).n === 1;
         },
-        10_000,
+        { timeout: 10_000, message: "pg_sleep to run" },
       );
       abort.abort();
       await expect(run).rejects.toThrow(/cancel/i);
       await waitFor(
-        "the statement to stop in PostgreSQL",
         async () => {
           const r = await admin.query(
             "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
           );
           return (r.rows[0] as { n: number }).n === 0;
         },
-        5_000,
+        { timeout: 5_000, message: "the statement to stop in PostgreSQL" },
       );
       expect(Date.now() - started).toBeLessThan(15_000);
     } finally {
@@ -367,7 +365,6 @@ describe("switchboard query", () => {
   it("marks the agent Degraded while a datasource is down, and healthy once it is back", async () => {
     proxy.down();
     await waitFor(
-      "the agent to report the datasource down",
       async () => {
         const r = await runCli([...hub.cli, "agents", "--output", "json"]);
         const a = (JSON.parse(r.stdout) as { agentId: string; health: string; healthReason: string }[]).find(
@@ -375,18 +372,15 @@ describe("switchboard query", () => {
         );
         return a?.health === "degraded" && /datasource "flaky" is down/.test(a.healthReason);
       },
-      60_000,
-      500,
+      { timeout: 60_000, interval: 500, message: "the agent to report the datasource down" },
     );
     proxy.up();
     await waitFor(
-      "the agent to be healthy again",
       async () => {
         const agents = await listAgents(hub);
         return agents.find((a) => a.agentId === "sql-1")?.health === "healthy";
       },
-      60_000,
-      500,
+      { timeout: 60_000, interval: 500, message: "the agent to be healthy again" },
     );
   }, 130_000);
 });

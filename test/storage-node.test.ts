@@ -1,6 +1,7 @@
 // The storage node as the agent's supervisor will run it: the built CLI in a process of its own.
 import { afterAll, describe, expect, it } from "vitest";
-import { spawnCli, stopAll, tempDir, waitFor } from "./support/processes.js";
+import { spawnCli, stopAll, tempDir } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 afterAll(stopAll);
 
@@ -18,11 +19,10 @@ async function startNode(
     "node-e2e",
     ...extra,
   ]);
-  const line = await waitFor(
-    "the node to listen",
-    () => /listening on (\S+)/.exec(proc.stdout())?.[1],
-    15_000,
-  );
+  const line = await waitFor(() => /listening on (\S+)/.exec(proc.stdout())?.[1], {
+    timeout: 15_000,
+    message: "the node to listen",
+  });
   return { proc, url: `http://${line}` };
 }
 

@@ -21,9 +21,9 @@ import {
   startHub,
   stopAll,
   tempDir,
-  waitFor,
   type HubProc,
 } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 const mounted: string[] = [];
 const scratch: string[] = [];
@@ -157,13 +157,11 @@ function streamer(client: SwitchboardClient, pool: string, stopFile: string) {
 /** Submits until the hub refuses one with UNAVAILABLE; returns that refusal. */
 async function untilRefused(load: Load): Promise<{ code: string; message: string }> {
   return waitFor(
-    "the hub to refuse submissions while its disk is full",
     async () => {
       const sub = await load.submit();
       return sub.err?.code === "UNAVAILABLE" ? sub.err : undefined;
     },
-    30_000,
-    100,
+    { timeout: 30_000, interval: 100, message: "the hub to refuse submissions while its disk is full" },
   );
 }
 
@@ -187,11 +185,11 @@ async function scenario(restart: "sigterm" | "kill"): Promise<void> {
   const stopFile = join(marks, "stop-streaming");
   const watched = streamer(client, pool, stopFile);
   try {
-    await waitFor("the watched task to print", () => watched.lines() > 0, 20_000);
+    await waitFor(() => watched.lines() > 0, { timeout: 20_000, message: "the watched task to print" });
     // A backlog that keeps the agent busy and the hub dispatching while the disk fills.
     await Promise.all(Array.from({ length: 60 }, () => load.submit()));
     expect(load.accepted().length).toBe(60);
-    await waitFor("the first tasks to run", () => load.ran() >= 6, 20_000);
+    await waitFor(() => load.ran() >= 6, { timeout: 20_000, message: "the first tasks to run" });
 
     // Full: new work is refused with a reason an operator can act on.
     let makeRoom = fill(data);
@@ -202,7 +200,10 @@ async function scenario(restart: "sigterm" | "kill"): Promise<void> {
 
     // A client watching a running task still sees its output, and its end, as they happen.
     const linesBefore = watched.lines();
-    await waitFor("more output of the watched task", () => watched.lines() >= linesBefore + 5, 20_000);
+    await waitFor(() => watched.lines() >= linesBefore + 5, {
+      timeout: 20_000,
+      message: "more output of the watched task",
+    });
     writeFileSync(stopFile, "");
     expect(await watched.ended).toBe(TaskState.TASK_STATE_SUCCEEDED);
 
@@ -210,33 +211,37 @@ async function scenario(restart: "sigterm" | "kill"): Promise<void> {
     // further task starts although the backlog is not done.
     let seen = -1;
     await waitFor(
-      "the tasks running when the store failed to end",
       () => {
         const now = load.ran();
         const stable = now === seen;
         seen = now;
         return stable;
       },
-      20_000,
-      1_000,
+      { timeout: 20_000, interval: 1_000, message: "the tasks running when the store failed to end" },
     );
     expect(load.ran()).toBeLessThan(load.accepted().length);
 
     // Room again: the hub notices by itself, takes work again and runs the backlog it held.
     makeRoom();
-    await waitFor(
-      "the hub to accept work again",
-      async () => (await load.submit()).id !== undefined,
-      30_000,
-      200,
-    );
+    await waitFor(async () => (await load.submit()).id !== undefined, {
+      timeout: 30_000,
+      interval: 200,
+      message: "the hub to accept work again",
+    });
     const held = load.accepted();
-    await waitFor("the backlog to run", () => held.every((s) => runs(marks, s.n) > 0), 30_000, 200);
+    await waitFor(() => held.every((s) => runs(marks, s.n) > 0), {
+      timeout: 30_000,
+      interval: 200,
+      message: "the backlog to run",
+    });
 
     // A second backlog, on the agent and in the queue when the disk fills again.
     const second = load.subs.length;
     await Promise.all(Array.from({ length: 30 }, () => load.submit()));
-    await waitFor("the second backlog to start", () => runs(marks, second + 6) > 0, 20_000);
+    await waitFor(() => runs(marks, second + 6) > 0, {
+      timeout: 20_000,
+      message: "the second backlog to start",
+    });
 
     // Full again, and the hub goes down while it is.
     makeRoom = fill(data);
@@ -244,11 +249,10 @@ async function scenario(restart: "sigterm" | "kill"): Promise<void> {
     if (restart === "sigterm") {
       // The drain waits for the store to write again before it exits: nothing it holds is lost.
       hub.kill("SIGTERM");
-      await waitFor(
-        "the draining hub to wait for its store",
-        () => /waiting for it before closing/.test(hub.stderr() + hub.stdout()),
-        20_000,
-      );
+      await waitFor(() => /waiting for it before closing/.test(hub.stderr() + hub.stdout()), {
+        timeout: 20_000,
+        message: "the draining hub to wait for its store",
+      });
       makeRoom();
       expect(await hub.exited).toBe(0);
     } else {
@@ -263,14 +267,12 @@ async function scenario(restart: "sigterm" | "kill"): Promise<void> {
     load.use(client);
     const accepted = load.accepted();
     await waitFor(
-      "every accepted task to end",
       async () => {
         const listed = await client.listTasks({ pool, limit: 1000 });
         const ended = new Set(listed.filter((t) => TERMINAL.has(t.state)).map((t) => t.taskId));
         return accepted.every((s) => ended.has(s.id!));
       },
-      45_000,
-      500,
+      { timeout: 45_000, interval: 500, message: "every accepted task to end" },
     );
 
     const final = await states(client, accepted);

@@ -2,16 +2,8 @@
 // plaintext where other machines can listen.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeTestCerts, type TestCerts } from "./support/certs.js";
-import {
-  runCli,
-  spawnCli,
-  startAgent,
-  startHub,
-  stopAll,
-  tempDir,
-  waitFor,
-  listAgents,
-} from "./support/processes.js";
+import { runCli, spawnCli, startAgent, startHub, stopAll, tempDir, listAgents } from "./support/processes.js";
+import { waitFor } from "../src/common/wait-for.js";
 
 let certs: TestCerts;
 const bare = { SWITCHBOARD_DATA: tempDir("tls-empty"), SWITCHBOARD_HUB: "", SWITCHBOARD_TOKEN: "" };
@@ -109,11 +101,10 @@ describe("TLS", () => {
       "--tls-key",
       certs.strangerKey,
     ]);
-    await waitFor(
-      "both agents to fail to connect",
-      () => /dial failed/.test(noCert.stderr()) && /dial failed/.test(stranger.stderr()),
-      15_000,
-    );
+    await waitFor(() => /dial failed/.test(noCert.stderr()) && /dial failed/.test(stranger.stderr()), {
+      timeout: 15_000,
+      message: "both agents to fail to connect",
+    });
     const agents = await listAgents(hub);
     expect(agents.map((a) => a.agentId)).toEqual(["mtls-1"]);
     const noClientCert = await runCli(

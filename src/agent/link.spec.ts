@@ -14,7 +14,8 @@ import { createAgent, type Agent, type AgentTuning } from "./agent.js";
 import { Backoff } from "./backoff.js";
 import { loadAgentConfig, type AgentFlags } from "./config.js";
 import { FakeHub, type FakeSession } from "./testing/fake-hub.js";
-import { pidAlive, waitFor } from "./testing/wait.js";
+import { pidAlive } from "./testing/wait.js";
+import { waitFor } from "../common/wait-for.js";
 
 const dataDir = mkdtempSync(join(tmpdir(), "sb-link-"));
 const hubs: FakeHub[] = [];
@@ -86,10 +87,13 @@ function assign(s: FakeSession, taskId: string, spec: TaskSpec): void {
 }
 
 function finishedOf(s: FakeSession, taskId: string) {
-  return waitFor(`Finished of ${taskId}`, () => {
-    const e = s.events(taskId).find((x) => x.event?.$case === "finished");
-    return e?.event?.$case === "finished" ? e.event.value : undefined;
-  });
+  return waitFor(
+    () => {
+      const e = s.events(taskId).find((x) => x.event?.$case === "finished");
+      return e?.event?.$case === "finished" ? e.event.value : undefined;
+    },
+    { message: `Finished of ${taskId}` },
+  );
 }
 
 describe("agent link", () => {
@@ -112,7 +116,7 @@ describe("agent link", () => {
       maxConcurrency: 2,
     });
     expect(s.hello!.instanceId).toMatch(/^[0-9a-f]{16}$/);
-    await waitFor("the initial credits", () => s.granted() === 2);
+    await waitFor(() => s.granted() === 2, { message: "the initial credits" });
     expect(s.kinds().slice(0, 2)).toEqual(["hello", "credits"]);
   });
 
@@ -143,7 +147,7 @@ describe("agent link", () => {
     const e = await finishedOf(s, "echo-1");
     expect(e.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
     expect(Buffer.from(e.result).toString()).toBe("ping");
-    await waitFor("both slots granted back", () => s.granted() === 4);
+    await waitFor(() => s.granted() === 4, { message: "both slots granted back" });
 
     // Bad input is answered or ignored, never fatal.
     s.send({ $case: "cancel", value: { taskId: "unknown", reason: "", graceMs: 0 } });
@@ -158,10 +162,13 @@ describe("agent link", () => {
     const h = await hub({ welcome: { heartbeatIntervalMs: 50 } });
     const a = await agent({ hub: h.address });
     await a.whenConnected(5000);
-    const beat = await waitFor("two heartbeats", () => {
-      const beats = h.last!.received.flatMap((m) => (m.body?.$case === "heartbeat" ? [m.body.value] : []));
-      return beats.length >= 2 ? beats[1] : undefined;
-    });
+    const beat = await waitFor(
+      () => {
+        const beats = h.last!.received.flatMap((m) => (m.body?.$case === "heartbeat" ? [m.body.value] : []));
+        return beats.length >= 2 ? beats[1] : undefined;
+      },
+      { message: "two heartbeats" },
+    );
     expect(beat).toMatchObject({
       running: 0,
       inboxDepth: 0,
@@ -178,10 +185,9 @@ describe("agent link", () => {
     await a.whenConnected(5000);
     const s = h.last!;
     assign(s, "win", shell({ argv: ["seq", "1", "50000"] }));
-    await waitFor(
-      "the window to be used",
-      () => s.output("win", OutputStream.OUTPUT_STREAM_STDOUT).length === 1000,
-    );
+    await waitFor(() => s.output("win", OutputStream.OUTPUT_STREAM_STDOUT).length === 1000, {
+      message: "the window to be used",
+    });
     await new Promise((r) => setTimeout(r, 100)); // a quiet period: nothing beyond the window may arrive
     expect(s.output("win", OutputStream.OUTPUT_STREAM_STDOUT).length).toBe(1000);
     s.send({ $case: "window", value: { taskId: "win", bytes: 10_000_000, grantedTotal: 0 } });
@@ -200,16 +206,16 @@ describe("agent link", () => {
     assign(first, "long", shell({ script: "echo $$; sleep 100" }));
     const pid = Number(
       await waitFor(
-        "the task's pid",
         () => first.output("long", OutputStream.OUTPUT_STREAM_STDOUT).toString().trim() || undefined,
+        { message: "the task's pid" },
       ),
     );
     first.end();
-    await waitFor("a second session", () => h.live().length === 1 && h.sessions.length === 2);
+    await waitFor(() => h.live().length === 1 && h.sessions.length === 2, { message: "a second session" });
     await a.whenConnected(5000);
-    await waitFor("the lost task's process to be killed", () => !pidAlive(pid));
+    await waitFor(() => !pidAlive(pid), { message: "the lost task's process to be killed" });
     const second = h.last!;
-    await waitFor("full credits on the new session", () => second.granted() === 2);
+    await waitFor(() => second.granted() === 2, { message: "full credits on the new session" });
     expect(second.events()).toEqual([]);
     const link = lines.filter((l) => l.event === "connected" || l.event === "disconnected");
     expect(link.map((l) => l.event)).toEqual(["connected", "disconnected", "connected"]);
@@ -238,12 +244,12 @@ describe("agent link", () => {
     await a.whenConnected(5000);
     const s = a1.last!;
     assign(s, "during-drain", shell({ script: "sleep 0.2; echo done" }));
-    await waitFor("the task to start", () => s.events("during-drain").length > 0);
+    await waitFor(() => s.events("during-drain").length > 0, { message: "the task to start" });
     const t0 = Date.now();
     s.send({ $case: "drain", value: { reason: "hub shutting down" } });
     const f = await finishedOf(s, "during-drain");
     expect(f.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
-    await waitFor("a session on the next hub", () => b1.live().length === 1, 3000);
+    await waitFor(() => b1.live().length === 1, { timeout: 3000, message: "a session on the next hub" });
     expect(Date.now() - t0).toBeLessThan(3000);
     expect(s.agentEnded).toBe(true); // the agent closed the drained session itself
     const drop = lines.find((l) => l.event === "disconnected");
@@ -258,7 +264,7 @@ describe("agent link", () => {
     await expect(a.whenConnected(300)).rejects.toThrow(
       /did not connect to .* within 300 ms: .*UNAUTHENTICATED token revoked/,
     );
-    await waitFor("a retry", () => h.sessions.length >= 2);
+    await waitFor(() => h.sessions.length >= 2, { message: "a retry" });
     const refusal = lines.find((l) => l.msg.includes("refused"));
     expect(refusal).toMatchObject({ code: "UNAUTHENTICATED", reason: "token revoked", retryInMs: 200 });
     expect(refusal!.msg).toMatch(/check its token/);
@@ -270,7 +276,7 @@ describe("agent link", () => {
     await a.whenConnected(5000);
     const s = h.last!;
     assign(s, "finishing", shell({ script: "sleep 0.2; echo done" }));
-    await waitFor("the task to start", () => s.events("finishing").length > 0);
+    await waitFor(() => s.events("finishing").length > 0, { message: "the task to start" });
     await a.shutdown({ graceMs: 5000 });
     expect(a.isConnected()).toBe(false);
     const f = await finishedOf(s, "finishing");
@@ -292,8 +298,8 @@ describe("agent link", () => {
     assign(s, "forever", shell({ script: "echo $$; sleep 100" }));
     const pid = Number(
       await waitFor(
-        "the task's pid",
         () => s.output("forever", OutputStream.OUTPUT_STREAM_STDOUT).toString().trim() || undefined,
+        { message: "the task's pid" },
       ),
     );
     await a.shutdown({ graceMs: 100 });

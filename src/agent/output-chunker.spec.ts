@@ -2,7 +2,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { OutputChunker } from "./output-chunker.js";
-import { waitFor } from "./testing/wait.js";
+import { waitFor } from "../common/wait-for.js";
 
 const NL = 0x0a;
 
@@ -59,7 +59,7 @@ describe("OutputChunker", () => {
     );
     c.push(Buffer.from("prompt> "));
     expect(chunks).toEqual([]);
-    await waitFor("the idle flush", () => chunks.length > 0, 2000);
+    await waitFor(() => chunks.length > 0, { timeout: 2000, message: "the idle flush" });
     expect(chunks).toEqual(["prompt> "]);
     c.dispose();
   });

@@ -43,7 +43,8 @@ describe("RetainArena", () => {
           }
         },
       ),
-      { numRuns: 40 },
+      // Each run copies and rereads up to 120 buffers of up to 1.5 MB: 20 keep the unit tests quick.
+      { numRuns: 20 },
     );
   });
 

@@ -40,6 +40,20 @@ export function addTargetOptions(cmd: Command): Command {
     .option("--labels <k=v,...>", "run on an agent carrying all these labels");
 }
 
+/**
+ * Ends a command that sends a task: adds the target flags (after the command's own, as help lists them)
+ * and the action, which gets the target they name, checked before anything else, then what commander
+ * passes (the arguments, the flags, the command).
+ */
+export function targetAction<Args extends unknown[], F extends TargetFlags>(
+  cmd: Command,
+  action: (target: TargetInput, ...args: [...Args, F, Command]) => Promise<void>,
+): Command {
+  return addTargetOptions(cmd).action(async (...args: [...Args, F, Command]) => {
+    await action(targetFrom(args[args.length - 2] as F), ...args);
+  });
+}
+
 export interface TargetFlags {
   agent?: string;
   pool?: string;

@@ -20,6 +20,7 @@ import {
   checkNotInterrupted,
   hashFile,
   transferFailed,
+  transferTask,
   type TransferOptions,
 } from "./cp-transfer.js";
 import { formatBytes } from "./progress-line.js";
@@ -59,12 +60,7 @@ export async function download(client: SwitchboardClient, o: DownloadOptions): P
       offset: landing.offset,
       ...(o.recursive ? { archive: "tar" as const } : {}),
     }),
-    target: o.remote.target,
-    signal: o.signal,
-    waitForAgent: o.wait,
-    // Killed, this command leaves a partial file for --resume; the agent stops reading the source.
-    cancelOnDisconnect: true,
-    ...(o.timeoutMs > 0 ? { timeoutMs: o.timeoutMs } : {}),
+    ...transferTask(o, o.remote.target, o.signal),
   };
   let taskId = "";
   let finished: Finished | undefined;

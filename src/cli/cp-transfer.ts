@@ -3,7 +3,7 @@
 import type { Hash } from "node:crypto";
 import { open } from "node:fs/promises";
 import { status } from "@grpc/grpc-js";
-import { SwitchboardError } from "../client/index.js";
+import { SwitchboardError, type TargetInput, type TaskRequest } from "../client/index.js";
 import { codeName } from "../common/errors.js";
 import { TaskState, type Finished } from "../gen/switchboard/v1/task.js";
 import { CliError, EXIT } from "./cli-error.js";
@@ -19,6 +19,24 @@ export interface TransferOptions {
   progress: ProgressLine;
   /** Ctrl-C: the task is cancelled and the copy stops. */
   signal: AbortSignal;
+}
+
+/**
+ * Where a copy's task runs and for how long. Killed, this command leaves the partial file (here for a
+ * download, on the agent for an upload) for --resume, and its task ends at once.
+ */
+export function transferTask(
+  o: TransferOptions,
+  target: TargetInput,
+  signal: AbortSignal,
+): Pick<TaskRequest, "target" | "signal" | "waitForAgent" | "cancelOnDisconnect" | "timeoutMs"> {
+  return {
+    target,
+    signal,
+    waitForAgent: o.wait,
+    cancelOnDisconnect: true,
+    ...(o.timeoutMs > 0 ? { timeoutMs: o.timeoutMs } : {}),
+  };
 }
 
 /** Bytes sent or read at a time: large enough to amortize a message, small enough to bound memory. */

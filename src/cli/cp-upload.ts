@@ -25,6 +25,7 @@ import {
   CHUNK_BYTES,
   hashFile,
   transferFailed,
+  transferTask,
   type TransferOptions,
 } from "./cp-transfer.js";
 import { fileChunks } from "./file-chunks.js";
@@ -73,12 +74,7 @@ export async function upload(client: SwitchboardClient, o: UploadOptions): Promi
       overwrite: o.force,
       ...(source.kind === "dir" ? { archive: "tar" as const } : {}),
     }),
-    target: o.remote.target,
-    signal: runAbort.signal,
-    waitForAgent: o.wait,
-    // Killed, this command leaves the agent's partial file for --resume; the task ends at once.
-    cancelOnDisconnect: true,
-    ...(o.timeoutMs > 0 ? { timeoutMs: o.timeoutMs } : {}),
+    ...transferTask(o, o.remote.target, runAbort.signal),
   };
   let taskId = "";
   let finished: Finished | undefined;

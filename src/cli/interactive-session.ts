@@ -2,12 +2,12 @@
 // this one goes into raw mode: every keystroke (Ctrl-C and Ctrl-D included) is a byte for the agent's
 // terminal, and window-size changes follow. Without one, stdin streams to the task's stdin and its end
 // is the end of input. Output comes back here; the terminal is restored however the task ends.
-import { once } from "node:events";
 import type { SwitchboardClient, TaskInputWriter, TaskRequest } from "../client/index.js";
-import { OutputStream, type Finished } from "../gen/switchboard/v1/task.js";
-import { CliError, EXIT } from "./cli-error.js";
-import type { FollowedTask } from "./follow-task.js";
+import type { Finished } from "../gen/switchboard/v1/task.js";
+import { EXIT } from "./cli-error.js";
+import { followed, relayOutput, type FollowedTask } from "./follow-task.js";
 import { onPipeClosed } from "./pipe-closed.js";
+import { cancelOnInterrupt } from "./signals.js";
 
 export interface InteractiveMode {
   /** The task runs in a terminal on the agent (its spec has tty): send this window's size. */
@@ -32,25 +32,12 @@ export async function runInteractive(
   let taskId: string | undefined;
   let input: TaskInputWriter | undefined;
   let finished: Finished | undefined;
-  let interrupts = 0;
 
   const cancel = (why: string): void => {
     if (!taskId) return;
     client.cancel(taskId, why).catch((e: unknown) => {
       process.stderr.write(`switchboard: could not cancel task ${taskId}: ${(e as Error).message}\n`);
     });
-  };
-  // Ctrl-C outside raw mode (in raw mode it is a byte for the remote terminal), or a kill.
-  const onInterrupt = (): void => {
-    interrupts++;
-    if (interrupts === 1) {
-      process.stderr.write(`\nswitchboard: cancelling task ${taskId ?? "(being submitted)"}\n`);
-      cancel("cancelled from the command line");
-    } else {
-      restoreTerminal();
-      process.stderr.write(`switchboard: stopped waiting; task ${taskId ?? "?"} may still be cancelling\n`);
-      process.exit(EXIT.interrupted);
-    }
   };
   // This terminal was closed: hang the remote one up, as ssh does.
   const onHangup = (): void => {
@@ -101,8 +88,18 @@ export async function runInteractive(
     if (raw && stdin.isTTY) stdin.setRawMode(false);
   }
 
-  process.on("SIGINT", onInterrupt);
-  process.on("SIGTERM", onInterrupt);
+  // Ctrl-C outside raw mode (in raw mode it is a byte for the remote terminal), or a kill.
+  const interrupt = cancelOnInterrupt({
+    onInterrupt: () => {
+      process.stderr.write(`\nswitchboard: cancelling task ${taskId ?? "(being submitted)"}\n`);
+    },
+    again: () => {
+      restoreTerminal();
+      process.stderr.write(`switchboard: stopped waiting; task ${taskId ?? "?"} may still be cancelling\n`);
+      process.exit(EXIT.interrupted);
+    },
+  });
+  interrupt.signal.addEventListener("abort", () => cancel("cancelled from the command line"));
   process.on("SIGHUP", onHangup);
   process.on("exit", restoreTerminal);
   const unregister = onPipeClosed(async () => {
@@ -110,33 +107,23 @@ export async function runInteractive(
     if (taskId) await client.cancel(taskId, "its output was no longer read (closed pipe)");
   });
   try {
-    for await (const ev of client.run(req, {
+    const events = client.run(req, {
       onTaskId: (id) => {
         taskId = id;
         startInput(id);
-        if (interrupts > 0) cancel("cancelled from the command line");
+        if (interrupt.signal.aborted) cancel("cancelled from the command line");
       },
-    })) {
-      const e = ev.event;
-      if (ev.gapBytes > 0) process.stderr.write(`[switchboard: ${ev.gapBytes} bytes of output not kept]\n`);
-      if (e?.$case === "output") {
-        const out = e.value.stream === OutputStream.OUTPUT_STREAM_STDERR ? process.stderr : process.stdout;
-        if (!out.write(e.value.data)) await once(out, "drain");
-      } else if (e?.$case === "finished") {
-        finished = e.value;
-      }
-    }
+    });
+    await relayOutput(events, (f) => (finished = f));
   } finally {
     stopReading();
     restoreTerminal();
     input?.close();
     process.stdout.off("resize", onResize);
-    process.off("SIGINT", onInterrupt);
-    process.off("SIGTERM", onInterrupt);
+    interrupt.dispose();
     process.off("SIGHUP", onHangup);
     process.off("exit", restoreTerminal);
     unregister();
   }
-  if (!finished) throw new CliError(`the hub ended the stream of task ${taskId ?? "?"} without a result`);
-  return { taskId: taskId ?? "?", finished };
+  return followed(taskId, finished);
 }

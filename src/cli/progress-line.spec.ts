@@ -73,18 +73,11 @@ describe("ProgressLine", () => {
     expect(written.length).toBe(3);
   });
 
-  it("never writes to a stream that is not a terminal", () => {
-    const { line, written, at } = setup(false);
-    at(0);
-    line.update(1, 1);
-    at(5000);
-    line.update(1_000_000, 100 * MIB);
-    line.done();
-    expect(written).toEqual([]);
-  });
-
-  it("never writes when disabled (--no-progress)", () => {
-    const { line, written, at } = setup(true, false);
+  it.each([
+    { when: "to a stream that is not a terminal", tty: false, enabled: true },
+    { when: "when disabled (--no-progress)", tty: true, enabled: false },
+  ])("never writes $when", ({ tty, enabled }) => {
+    const { line, written, at } = setup(tty, enabled);
     at(0);
     line.update(1, 1);
     at(5000);

@@ -30,3 +30,24 @@ export function addSettingFlags<S extends Settings>(cmd: Command, table: Setting
   }
   return cmd;
 }
+
+/**
+ * The flags of a program that runs in the foreground (the hub, an agent), after its --config: its
+ * --log-level, then its settings' flags, and help saying which source wins and which page lists every key.
+ */
+export function addProgramFlags(
+  cmd: Command,
+  settings: SettingsTable<Settings> | undefined,
+  docPage: string,
+  moreHelp = "",
+): Command {
+  cmd.option(
+    "--log-level <level>",
+    "trace, debug, info, warn, error (default: $SWITCHBOARD_LOG_LEVEL or info)",
+  );
+  if (settings) addSettingFlags(cmd, settings);
+  return cmd.addHelpText(
+    "after",
+    `\nFlags win over the environment, which wins over the file (${docPage} lists every key).${moreHelp}`,
+  );
+}

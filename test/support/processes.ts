@@ -6,6 +6,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { waitFor } from "../../src/common/wait-for.js";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const CLI = join(ROOT, "dist/src/cli/main.js");
@@ -89,29 +90,6 @@ export async function runCli(
   }
 }
 
-export async function waitFor<T>(
-  what: string,
-  probe: () => T | undefined | false | Promise<T | undefined | false>,
-  timeoutMs = 15_000,
-  intervalMs = 50,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v;
-    } catch (e) {
-      lastError = e;
-    }
-    if (Date.now() > deadline) {
-      const why = lastError instanceof Error ? `: ${lastError.message}` : "";
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${why}`);
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
-
 export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `sb-${prefix}-`));
 }
@@ -148,7 +126,6 @@ export async function startHub(
     },
   );
   const info = await waitFor(
-    "the hub to write hub.json",
     () => {
       if (p.child.exitCode !== null) throw new Error(`hub exited with ${p.child.exitCode}: ${p.stderr()}`);
       if (!existsSync(hubJson)) return undefined;
@@ -159,7 +136,7 @@ export async function startHub(
       };
       return parsed.pid === p.child.pid ? parsed : undefined;
     },
-    20_000,
+    { timeout: 20_000, message: "the hub to write hub.json" },
   );
   const adminToken = readFileSync(join(dataDir, "admin.token"), "utf8").trim();
   return {
@@ -252,15 +229,13 @@ export async function startAgent(
   const p = spawnCli([...args, ...(opts.args ?? [])], { env: opts.env });
   if (opts.waitConnected ?? true) {
     await waitFor(
-      `agent ${opts.agentId} to connect`,
       async () => {
         if (p.child.exitCode !== null)
           throw new Error(`agent exited with ${p.child.exitCode}: ${p.stderr()}`);
         const agents = await listAgents(hub);
         return agents.some((a) => a.agentId === opts.agentId && a.connected && a.health === "healthy");
       },
-      20_000,
-      100,
+      { timeout: 20_000, interval: 100, message: `agent ${opts.agentId} to connect` },
     );
   }
   return { ...p, agentId: opts.agentId };

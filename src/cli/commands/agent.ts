@@ -7,7 +7,7 @@ import type { AgentFlags } from "../../agent/index.js";
 import { usageError } from "../cli-error.js";
 import type { ConnectionFlags } from "../connection.js";
 import { logLevelFlag } from "../flags.js";
-import { addSettingFlags } from "../setting-flags.js";
+import { addProgramFlags } from "../setting-flags.js";
 import { stopOnSignals } from "../signals.js";
 
 interface AgentCliFlags {
@@ -25,18 +25,9 @@ export function registerAgent(program: Command, settings?: SettingsTable<Setting
       "[config]",
       "TOML config file, as --config; with neither, ./agent-config.toml is read if it exists",
     )
-    .option("-c, --config <file>", "TOML config file ([agent], [storage], [monitoring], [shell], ...)")
-    .option(
-      "--log-level <level>",
-      "trace, debug, info, warn, error (default: $SWITCHBOARD_LOG_LEVEL or info)",
-    );
-  if (settings) addSettingFlags(cmd, settings);
-  cmd
-    .addHelpText(
-      "after",
-      "\nFlags win over the environment, which wins over the file (docs/configuration/agent.md lists every key).",
-    )
-    .action(async (configArgument: string | undefined, flags: AgentCliFlags & AgentFlags, cmd: Command) => {
+    .option("-c, --config <file>", "TOML config file ([agent], [storage], [monitoring], [shell], ...)");
+  addProgramFlags(cmd, settings, "docs/configuration/agent.md").action(
+    async (configArgument: string | undefined, flags: AgentCliFlags & AgentFlags, cmd: Command) => {
       // Loaded when the command runs: a client command need not carry the hub's or the agent's code.
       const { chooseConfigFile, ConfigError, loadAgentConfig, startAgent } =
         await import("../../agent/index.js");
@@ -68,5 +59,6 @@ export function registerAgent(program: Command, settings?: SettingsTable<Setting
       for (const w of config.warnings) logger.warn(w);
       const agent = await startAgent(config, logger);
       await stopOnSignals(logger, (o) => agent.shutdown(o));
-    });
+    },
+  );
 }

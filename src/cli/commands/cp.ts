@@ -4,12 +4,13 @@
 // name until it is whole; an interrupted copy carries on from where it stopped with --resume.
 import type { Command } from "commander";
 import type { TargetInput } from "../../client/index.js";
-import { usageError } from "../cli-error.js";
+import { EXIT, usageError } from "../cli-error.js";
 import { clientCommand, withClient } from "../client-command.js";
 import { download } from "../cp-download.js";
 import { upload } from "../cp-upload.js";
 import { durationFlag } from "../flags.js";
 import { ProgressLine } from "../progress-line.js";
+import { cancelOnInterrupt } from "../signals.js";
 
 interface CpFlags {
   recursive?: boolean;
@@ -98,16 +99,12 @@ Exit code: 0 copied; 1 failed (the reason is on stderr); 124 timed out; 130 inte
     }
     const timeoutMs = flags.timeout !== undefined ? durationFlag("--timeout", flags.timeout) : 0;
     const progress = new ProgressLine(process.stderr, { enabled: flags.progress !== false, rows: false });
-    const abort = new AbortController();
-    let interrupted = false;
-    const onSignal = (): void => {
-      if (interrupted) process.exit(130);
-      interrupted = true;
-      process.stderr.write("\nswitchboard: stopping the copy (again to quit at once)\n");
-      abort.abort();
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
+    const interrupt = cancelOnInterrupt({
+      onInterrupt: () => {
+        process.stderr.write("\nswitchboard: stopping the copy (again to quit at once)\n");
+      },
+      again: () => process.exit(EXIT.interrupted),
+    });
     const common = {
       recursive: flags.recursive ?? false,
       force: flags.force ?? false,
@@ -115,7 +112,7 @@ Exit code: 0 copied; 1 failed (the reason is on stderr); 124 timed out; 130 inte
       timeoutMs,
       wait: flags.wait ?? false,
       progress,
-      signal: abort.signal,
+      signal: interrupt.signal,
     };
     try {
       const result = await withClient(command, (client) =>
@@ -130,8 +127,7 @@ Exit code: 0 copied; 1 failed (the reason is on stderr); 124 timed out; 130 inte
       if (flags.output === "json") process.stdout.write(`${JSON.stringify(result)}\n`);
     } finally {
       progress.done();
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
+      interrupt.dispose();
     }
   });
 }

@@ -27,6 +27,7 @@ import { collect, durationFlag, intFlag } from "../flags.js";
 import { followTask } from "../follow-task.js";
 import { outputFormat, printList } from "../output.js";
 import { exitCodeOf } from "./exec.js";
+import { cancelOnInterrupt } from "../signals.js";
 
 interface RunFlags {
   detach?: boolean;
@@ -170,17 +171,13 @@ function request(cmd: Command, opts: DockerOptions, timeoutMs = 0): TaskRequest 
 /** Runs a task that answers with one document and returns its result; Ctrl-C cancels it. */
 async function answer(cmd: Command, opts: DockerOptions, timeoutMs = 0): Promise<Buffer> {
   const req = request(cmd, opts, timeoutMs);
-  const abort = new AbortController();
-  const onSignal = (): void => abort.abort();
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  const interrupt = cancelOnInterrupt();
   try {
-    const r = await withClient(cmd, (client) => client.execute({ ...req, signal: abort.signal }));
+    const r = await withClient(cmd, (client) => client.execute({ ...req, signal: interrupt.signal }));
     if (r.info?.state !== TaskState.TASK_STATE_SUCCEEDED) throw failure(r.info, opts, req);
     return Buffer.from(r.result);
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    interrupt.dispose();
   }
 }
 

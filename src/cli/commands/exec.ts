@@ -6,13 +6,7 @@ import { shell, type TaskRequest } from "../../client/index.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../../common/grpc-options.js";
 import { TaskState, type Finished } from "../../gen/switchboard/v1/task.js";
 import { EXIT, usageError } from "../cli-error.js";
-import {
-  addTargetOptions,
-  clientCommand,
-  targetFrom,
-  withClient,
-  type TargetFlags,
-} from "../client-command.js";
+import { clientCommand, targetAction, withClient, type TargetFlags } from "../client-command.js";
 import { collect, durationFlag, intFlag } from "../flags.js";
 import { followTask } from "../follow-task.js";
 import { runInteractive, windowSize } from "../interactive-session.js";
@@ -81,9 +75,7 @@ Examples:
 Exit code: the command's own; 128+N when killed by signal N; 124 on timeout; 130 when
 cancelled (Ctrl-C); 1 when the task could not run; 2 on bad usage.`,
     );
-  addTargetOptions(cmd);
-  cmd.action(async (argv: string[], flags: ExecFlags, command: Command) => {
-    const target = targetFrom(flags);
+  targetAction(cmd, async (target, argv: string[], flags: ExecFlags, command: Command) => {
     if (argv.length > 0 && flags.shell !== undefined)
       throw usageError("give either a command after -- or --shell 'script', not both");
     if (argv.length === 0 && flags.shell === undefined)

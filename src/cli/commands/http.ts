@@ -16,19 +16,13 @@ import {
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../../common/grpc-options.js";
 import { OutputStream, TaskState, type Finished } from "../../gen/switchboard/v1/task.js";
 import { CliError, EXIT, usageError } from "../cli-error.js";
-import {
-  addTargetOptions,
-  clientCommand,
-  targetFrom,
-  withClient,
-  type TargetFlags,
-} from "../client-command.js";
+import { clientCommand, targetAction, withClient, type TargetFlags } from "../client-command.js";
 import { fileChunks } from "../file-chunks.js";
 import { collect, durationFlag, intFlag } from "../flags.js";
 import { multipartBody, parseFormField, type StreamedBody } from "../multipart.js";
-import { onPipeClosed } from "../pipe-closed.js";
 import { ProgressLine } from "../progress-line.js";
 import { exitCodeOf } from "./exec.js";
+import { cancelOnInterruptOrClosedPipe } from "../signals.js";
 
 interface HttpFlags extends TargetFlags {
   request?: string;
@@ -87,9 +81,7 @@ Exit code: 0 when the request completed, whatever its status (unless --fail: ${E
 1 when it failed (refused by the agent, network error; the reason is on stderr); 124 timed out;
 130 cancelled (Ctrl-C); 2 on bad usage.`,
     );
-  addTargetOptions(cmd);
-  cmd.action(async (rawUrl: string, flags: HttpFlags, command: Command) => {
-    const target = targetFrom(flags);
+  targetAction(cmd, async (target, rawUrl: string, flags: HttpFlags, command: Command) => {
     const built = await buildRequest(rawUrl, flags);
     const req: TaskRequest = {
       spec: built.spec,
@@ -101,17 +93,7 @@ Exit code: 0 when the request completed, whatever its status (unless --fail: ${E
     const timeoutMs = flags.timeout !== undefined ? durationFlag("--timeout", flags.timeout) : 0;
     if (timeoutMs > 0) req.timeoutMs = timeoutMs;
 
-    const abort = new AbortController();
-    const onSignal = (): void => {
-      process.stderr.write("\nswitchboard: cancelling the request\n");
-      abort.abort();
-    };
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
-    const unregister = onPipeClosed(() => {
-      abort.abort();
-      return Promise.resolve();
-    });
+    const cancel = cancelOnInterruptOrClosedPipe("cancelling the request");
     const progress = new ProgressLine(process.stderr, {
       enabled: flags.progress !== false && (flags.out !== undefined || process.stdout.isTTY !== true),
       rows: false,
@@ -130,7 +112,7 @@ Exit code: 0 when the request completed, whatever its status (unless --fail: ${E
         let sending: Promise<void> | undefined;
         try {
           for await (const ev of client.run(
-            { ...req, signal: abort.signal },
+            { ...req, signal: cancel.signal },
             { onTaskId: (id) => (taskId = id) },
           )) {
             const e = ev.event;
@@ -138,7 +120,7 @@ Exit code: 0 when the request completed, whatever its status (unless --fail: ${E
               sending = sendBody(client, taskId, streamed, stopSending.signal).catch((err: unknown) => {
                 // A body that cannot be read (or sent) ends the request: the task is cancelled.
                 bodyError = err instanceof Error ? err : new Error(String(err));
-                abort.abort();
+                cancel.abort();
               });
             } else if (e?.$case === "output") {
               if (e.value.stream === OutputStream.OUTPUT_STREAM_STDERR && head === undefined) {
@@ -176,14 +158,12 @@ Exit code: 0 when the request completed, whatever its status (unless --fail: ${E
       });
     } catch (e) {
       if (bodyError) throw new CliError(`sending the request body failed: ${bodyError.message}`);
-      if (abort.signal.aborted) throw new CliError("the request was cancelled", EXIT.interrupted);
+      if (cancel.signal.aborted) throw new CliError("the request was cancelled", EXIT.interrupted);
       throw e;
     } finally {
       progress.done();
       await body.discard();
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
-      unregister();
+      cancel.dispose();
     }
   });
 }

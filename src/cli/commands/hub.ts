@@ -5,7 +5,7 @@ import { createLogger } from "../../common/logger.js";
 import { TlsFileError } from "../../common/tls.js";
 import { usageError } from "../cli-error.js";
 import { logLevelFlag } from "../flags.js";
-import { addSettingFlags } from "../setting-flags.js";
+import { addProgramFlags } from "../setting-flags.js";
 import { stopOnSignals } from "../signals.js";
 
 interface HubFlags {
@@ -18,38 +18,32 @@ export function registerHub(program: Command, settings?: SettingsTable<Settings>
   const cmd = program
     .command("hub")
     .description("run the hub: agents dial in, clients send tasks (stops gracefully on SIGTERM)")
-    .option("-c, --config <file>", "TOML config file ([hub], [monitoring], [store], [tls], [nodes])")
-    .option(
-      "--log-level <level>",
-      "trace, debug, info, warn, error (default: $SWITCHBOARD_LOG_LEVEL or info)",
-    );
-  if (settings) addSettingFlags(cmd, settings);
-  cmd
-    .addHelpText(
-      "after",
-      "\nFlags win over the environment, which wins over the file (docs/configuration/hub.md lists every key).\n" +
-        "Without TLS the hub listens only on loopback addresses unless --insecure is given.\n" +
-        "On first start the hub writes an admin token to <data>/admin.token (mode 0600).",
-    )
-    .action(async (flags: HubFlags & Record<string, unknown>) => {
-      // Loaded when the command runs: a client command need not carry the hub's or the agent's code.
-      const { ConfigError, loadHubConfig, startHub } = await import("../../hub/index.js");
-      let config;
-      try {
-        config = loadHubConfig({ env: process.env, flags: { ...flags } });
-      } catch (e) {
-        if (e instanceof ConfigError)
-          throw usageError(e.message, "fix the setting named above (see switchboard hub --help)");
-        throw e;
-      }
-      const logger = createLogger("hub", { level: logLevelFlag(flags.logLevel) });
-      let hub;
-      try {
-        hub = await startHub(config, logger);
-      } catch (e) {
-        if (e instanceof TlsFileError) throw usageError(e.message, "check the TLS file settings");
-        throw e;
-      }
-      await stopOnSignals(logger, (o) => hub.shutdown(o));
-    });
+    .option("-c, --config <file>", "TOML config file ([hub], [monitoring], [store], [tls], [nodes])");
+  addProgramFlags(
+    cmd,
+    settings,
+    "docs/configuration/hub.md",
+    "\nWithout TLS the hub listens only on loopback addresses unless --insecure is given.\n" +
+      "On first start the hub writes an admin token to <data>/admin.token (mode 0600).",
+  ).action(async (flags: HubFlags & Record<string, unknown>) => {
+    // Loaded when the command runs: a client command need not carry the hub's or the agent's code.
+    const { ConfigError, loadHubConfig, startHub } = await import("../../hub/index.js");
+    let config;
+    try {
+      config = loadHubConfig({ env: process.env, flags: { ...flags } });
+    } catch (e) {
+      if (e instanceof ConfigError)
+        throw usageError(e.message, "fix the setting named above (see switchboard hub --help)");
+      throw e;
+    }
+    const logger = createLogger("hub", { level: logLevelFlag(flags.logLevel) });
+    let hub;
+    try {
+      hub = await startHub(config, logger);
+    } catch (e) {
+      if (e instanceof TlsFileError) throw usageError(e.message, "check the TLS file settings");
+      throw e;
+    }
+    await stopOnSignals(logger, (o) => hub.shutdown(o));
+  });
 }

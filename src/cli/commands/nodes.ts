@@ -17,6 +17,7 @@ import { CliError, EXIT, usageError } from "../cli-error.js";
 import { clientCommand, parseLabels, withClient } from "../client-command.js";
 import { collect, durationFlag, intFlag } from "../flags.js";
 import { ago, isoTime, outputFormat, printList, printObject, type Column } from "../output.js";
+import { cancelOnInterrupt } from "../signals.js";
 
 /** The largest grace a StopNodeRequest carries (uint32 milliseconds). */
 const MAX_GRACE_MS = 0xffff_ffff;
@@ -483,11 +484,9 @@ export interface NodeLogOptions {
  * 500 ms from where the last answer ended, until Ctrl-C (which ends the command with exit 0).
  */
 export async function followNodeLog(c: SwitchboardClient, o: NodeLogOptions): Promise<void> {
-  const abort = new AbortController();
-  const onSigint = (): void => abort.abort();
-  if (o.follow) process.once("SIGINT", onSigint);
+  const interrupt = cancelOnInterrupt({ signals: o.follow ? ["SIGINT"] : [] });
   const read = (offset: number) =>
-    untilAborted(c.nodes.logs({ nodeId: o.nodeId, stderr: o.stderr, offset }), abort.signal);
+    untilAborted(c.nodes.logs({ nodeId: o.nodeId, stderr: o.stderr, offset }), interrupt.signal);
   try {
     // With no tail, ask for the last byte only to learn where the log ends, and print nothing.
     const first = await read(o.tailBytes > 0 ? -o.tailBytes : -1);
@@ -504,8 +503,8 @@ export async function followNodeLog(c: SwitchboardClient, o: NodeLogOptions): Pr
     if (!o.follow) return;
     let unreachableSince: number | undefined;
     let more = false;
-    while (!abort.signal.aborted) {
-      if (!more) await sleep(LOG_POLL_MS, abort.signal);
+    while (!interrupt.signal.aborted) {
+      if (!more) await sleep(LOG_POLL_MS, interrupt.signal);
       let r;
       try {
         r = await read(next);
@@ -526,7 +525,7 @@ export async function followNodeLog(c: SwitchboardClient, o: NodeLogOptions): Pr
       more = r.data.length > 0 && next < r.size;
     }
   } finally {
-    process.off("SIGINT", onSigint);
+    interrupt.dispose();
   }
 }
 

@@ -4,14 +4,14 @@ import { echo, type SwitchboardClient, type TargetInput } from "../../client/ind
 import { TaskState } from "../../gen/switchboard/v1/task.js";
 import { CliError } from "../cli-error.js";
 import {
-  addTargetOptions,
   clientCommand,
   describeTarget,
-  targetFrom,
+  targetAction,
   withClient,
   type TargetFlags,
 } from "../client-command.js";
 import { durationFlag, intFlag } from "../flags.js";
+import { cancelOnInterrupt } from "../signals.js";
 
 interface PingFlags extends TargetFlags {
   count?: string;
@@ -26,9 +26,7 @@ export function registerPing(program: Command): void {
     .option("-i, --interval <duration>", "pause between pings (default 1s)")
     .option("-s, --size <bytes>", "payload size (default 56)")
     .option("--timeout <duration>", "per ping (default 5s)");
-  addTargetOptions(cmd);
-  cmd.action(async (flags: PingFlags, command: Command) => {
-    const target = targetFrom(flags);
+  targetAction(cmd, async (target, flags: PingFlags, command: Command) => {
     const count = intFlag("--count", flags.count ?? "5", 0);
     const size = intFlag("--size", flags.size ?? "56", 0);
     const intervalMs = durationFlag("--interval", flags.interval ?? "1s");
@@ -48,14 +46,12 @@ async function pingLoop(
   const payload = Buffer.alloc(o.size, 0x61);
   const rtts: number[] = [];
   let sent = 0;
-  let stopped = false;
-  const onSigint = (): void => {
-    stopped = true;
-  };
-  process.on("SIGINT", onSigint);
+  // Ctrl-C ends the run after the echo in flight and prints the statistics; more Ctrl-Cs change nothing.
+  const interrupt = cancelOnInterrupt({ signals: ["SIGINT"], again: "ignore" });
+  const stopped = interrupt.signal;
   process.stdout.write(`PING ${describeTarget(target)}: ${o.size}-byte echo tasks\n`);
   try {
-    while (!stopped && (o.count === 0 || sent < o.count)) {
+    while (!stopped.aborted && (o.count === 0 || sent < o.count)) {
       sent++;
       const t0 = process.hrtime.bigint();
       try {
@@ -76,11 +72,11 @@ async function pingLoop(
         if (sent === 1 && rtts.length === 0 && o.count !== 1) throw e;
         process.stdout.write(`seq=${sent} error: ${(e as Error).message}\n`);
       }
-      if (!stopped && (o.count === 0 || sent < o.count))
+      if (!stopped.aborted && (o.count === 0 || sent < o.count))
         await new Promise((r) => setTimeout(r, o.intervalMs));
     }
   } finally {
-    process.off("SIGINT", onSigint);
+    interrupt.dispose();
   }
   const lost = sent - rtts.length;
   process.stdout.write(`\n--- ${describeTarget(target)} ping statistics ---\n`);

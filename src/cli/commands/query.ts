@@ -7,17 +7,11 @@ import { once } from "node:events";
 import type { Command } from "commander";
 import { sql, type JsonValue, type QueryEvent, type TaskRequest } from "../../client/index.js";
 import { CliError, EXIT, usageError } from "../cli-error.js";
-import {
-  addTargetOptions,
-  clientCommand,
-  targetFrom,
-  withClient,
-  type TargetFlags,
-} from "../client-command.js";
+import { clientCommand, targetAction, withClient, type TargetFlags } from "../client-command.js";
 import { durationFlag } from "../flags.js";
-import { onPipeClosed } from "../pipe-closed.js";
 import { ProgressLine } from "../progress-line.js";
 import { createRowSink, FORMATS, tableDescription, type Format } from "../sql-output.js";
+import { cancelOnInterruptOrClosedPipe } from "../signals.js";
 
 interface QueryFlags extends TargetFlags {
   db?: string;
@@ -59,76 +53,65 @@ Examples:
 Values keep their meaning: 64-bit integers beyond 2^53 and decimals print as text, dates and times
 as ISO 8601, binary as base64, JSON as JSON; NULL is empty in CSV and null in JSON.`,
     );
-  addTargetOptions(cmd);
-  cmd.action(async (query: string, rawParams: string[], flags: QueryFlags, command: Command) => {
-    const target = targetFrom(flags);
-    const format = chooseFormat(flags);
-    if (flags.into !== undefined && flags.out !== undefined)
-      throw usageError("give either --into or --out, not both");
-    const intoTable = flags.intoTable ?? flags.table;
-    if (flags.into !== undefined && intoTable === undefined) {
-      throw usageError("--into needs the table to fill", "add --into-table NAME (or --table NAME)");
-    }
-    if (flags.into !== undefined && !/^postgres(ql)?:\/\//i.test(flags.into)) {
-      throw usageError(`--into: expected a postgres:// URL, got "${redactUrl(flags.into)}"`);
-    }
-    let maxRows = 0;
-    if (flags.maxRows !== undefined) {
-      maxRows = Number(flags.maxRows);
-      if (!Number.isSafeInteger(maxRows) || maxRows < 1)
-        throw usageError(`--max-rows: expected a positive integer, got "${flags.maxRows}"`);
-    }
-    const timeoutMs = flags.timeout !== undefined ? durationFlag("--timeout", flags.timeout) : 0;
-    const req: TaskRequest = {
-      ...sql({
-        datasource: flags.db!,
-        query,
-        params: rawParams.map(parseParam),
-        ...(flags.table !== undefined && flags.into === undefined ? { table: flags.table } : {}),
-        ...(maxRows > 0 ? { maxRows } : {}),
-        ...(timeoutMs > 0 ? { timeoutMs } : {}),
-        // CSV is encoded by the agent and written here as it comes: no parsing on this side.
-        ...(format === "csv" && flags.into === undefined ? { format: "csv" as const } : {}),
-      }),
-      target,
-      waitForAgent: flags.wait ?? false,
-    };
-    const abort = new AbortController();
-    const onSignal = (): void => {
-      process.stderr.write("\nswitchboard: cancelling the query\n");
-      abort.abort();
-    };
-    process.once("SIGINT", onSignal);
-    process.once("SIGTERM", onSignal);
-    const unregister = onPipeClosed(() => {
-      abort.abort();
-      return Promise.resolve();
-    });
-    // On one terminal a progress line would tangle with the table being printed: only when stdout goes elsewhere.
-    const progress = new ProgressLine(process.stderr, {
-      enabled:
-        flags.progress !== false &&
-        (flags.out !== undefined || flags.into !== undefined || process.stdout.isTTY !== true),
-    });
-    try {
-      await withClient(command, async (client) => {
-        const events = client.query({ ...req, signal: abort.signal });
-        if (flags.into !== undefined) {
-          await copyResult(events, flags.into, intoTable!, progress, abort.signal);
-        } else {
-          await printResult(events, format, flags.out, progress);
-        }
+  targetAction(
+    cmd,
+    async (target, query: string, rawParams: string[], flags: QueryFlags, command: Command) => {
+      const format = chooseFormat(flags);
+      if (flags.into !== undefined && flags.out !== undefined)
+        throw usageError("give either --into or --out, not both");
+      const intoTable = flags.intoTable ?? flags.table;
+      if (flags.into !== undefined && intoTable === undefined) {
+        throw usageError("--into needs the table to fill", "add --into-table NAME (or --table NAME)");
+      }
+      if (flags.into !== undefined && !/^postgres(ql)?:\/\//i.test(flags.into)) {
+        throw usageError(`--into: expected a postgres:// URL, got "${redactUrl(flags.into)}"`);
+      }
+      let maxRows = 0;
+      if (flags.maxRows !== undefined) {
+        maxRows = Number(flags.maxRows);
+        if (!Number.isSafeInteger(maxRows) || maxRows < 1)
+          throw usageError(`--max-rows: expected a positive integer, got "${flags.maxRows}"`);
+      }
+      const timeoutMs = flags.timeout !== undefined ? durationFlag("--timeout", flags.timeout) : 0;
+      const req: TaskRequest = {
+        ...sql({
+          datasource: flags.db!,
+          query,
+          params: rawParams.map(parseParam),
+          ...(flags.table !== undefined && flags.into === undefined ? { table: flags.table } : {}),
+          ...(maxRows > 0 ? { maxRows } : {}),
+          ...(timeoutMs > 0 ? { timeoutMs } : {}),
+          // CSV is encoded by the agent and written here as it comes: no parsing on this side.
+          ...(format === "csv" && flags.into === undefined ? { format: "csv" as const } : {}),
+        }),
+        target,
+        waitForAgent: flags.wait ?? false,
+      };
+      const cancel = cancelOnInterruptOrClosedPipe("cancelling the query");
+      // On one terminal a progress line would tangle with the table being printed: only when stdout goes elsewhere.
+      const progress = new ProgressLine(process.stderr, {
+        enabled:
+          flags.progress !== false &&
+          (flags.out !== undefined || flags.into !== undefined || process.stdout.isTTY !== true),
       });
-    } catch (e) {
-      if (abort.signal.aborted) throw new CliError("the query was cancelled", EXIT.interrupted);
-      throw e;
-    } finally {
-      progress.done();
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
-      unregister();
-    }
-  });
+      try {
+        await withClient(command, async (client) => {
+          const events = client.query({ ...req, signal: cancel.signal });
+          if (flags.into !== undefined) {
+            await copyResult(events, flags.into, intoTable!, progress, cancel.signal);
+          } else {
+            await printResult(events, format, flags.out, progress);
+          }
+        });
+      } catch (e) {
+        if (cancel.signal.aborted) throw new CliError("the query was cancelled", EXIT.interrupted);
+        throw e;
+      } finally {
+        progress.done();
+        cancel.dispose();
+      }
+    },
+  );
 }
 
 function chooseFormat(flags: QueryFlags): Format {

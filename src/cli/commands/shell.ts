@@ -5,13 +5,7 @@ import type { Command } from "commander";
 import { shell, type TaskRequest } from "../../client/index.js";
 import { usageError } from "../cli-error.js";
 import { collect } from "../flags.js";
-import {
-  addTargetOptions,
-  clientCommand,
-  targetFrom,
-  withClient,
-  type TargetFlags,
-} from "../client-command.js";
+import { clientCommand, targetAction, withClient, type TargetFlags } from "../client-command.js";
 import { runInteractive, windowSize } from "../interactive-session.js";
 import { exitCodeOf } from "./exec.js";
 
@@ -51,9 +45,7 @@ Examples:
 Everything typed goes to the remote terminal, Ctrl-C and Ctrl-D included; the session ends when
 its shell exits. Every session is in the hub's audit log (switchboard audit --action shell.session).`,
     );
-  addTargetOptions(cmd);
-  cmd.action(async (argv: string[], flags: ShellFlags, command: Command) => {
-    const target = targetFrom(flags);
+  targetAction(cmd, async (target, argv: string[], flags: ShellFlags, command: Command) => {
     if (flags.group !== undefined && flags.user === undefined)
       throw usageError("--group needs --user: the group is one of that user's");
     const env: Record<string, string> = {};

@@ -15,6 +15,7 @@ import { clientCommand, withClient } from "../client-command.js";
 import { intFlag } from "../flags.js";
 import { isoTime, outputFormat, printList, printObject, TASK_COLUMNS, taskRow } from "../output.js";
 import { bytesFlag, DEFAULT_TAIL_BYTES, followNodeLog, withNodeClient } from "./nodes.js";
+import { cancelOnInterrupt } from "../signals.js";
 
 export function registerTasks(program: Command): void {
   clientCommand(program, "tasks", "list recent tasks, newest first")
@@ -143,11 +144,9 @@ Examples:
       if (f.stderr || f.tail !== undefined) throw usageError("--stderr and --tail apply only with --node");
       await withClient(cmd, async (c) => {
         if (!f.follow) return writeKept(await c.getTask(taskId));
-        const abort = new AbortController();
-        const onSigint = (): void => abort.abort();
-        process.once("SIGINT", onSigint);
+        const interrupt = cancelOnInterrupt({ signals: ["SIGINT"] });
         try {
-          for await (const ev of c.watch(taskId, { signal: abort.signal })) {
+          for await (const ev of c.watch(taskId, { signal: interrupt.signal })) {
             if (ev.gapBytes > 0)
               process.stderr.write(`\n[switchboard: ${ev.gapBytes} bytes of output not kept]\n`);
             const e = ev.event;
@@ -163,9 +162,9 @@ Examples:
           }
         } catch (e) {
           // Ctrl-C ends the watch, not the task.
-          if (!abort.signal.aborted) throw e;
+          if (!interrupt.signal.aborted) throw e;
         } finally {
-          process.off("SIGINT", onSigint);
+          interrupt.dispose();
         }
       });
     });

@@ -30,8 +30,8 @@ import {
   type TaskSpec,
 } from "../../../gen/switchboard/v1/task.js";
 import { OutputGate } from "../../output-gate.js";
-import { waitFor } from "../../testing/wait.js";
 import type { Execution } from "../executor.js";
+import { waitFor } from "../../../common/wait-for.js";
 import { FileExecutor } from "./file.js";
 import { UPLOAD_WINDOW_BYTES } from "./file-upload.js";
 
@@ -123,7 +123,7 @@ async function send(
   let off = 0;
   let used = 0;
   while (off < data.length) {
-    await waitFor("an input window", () => h.granted() > used);
+    await waitFor(() => h.granted() > used, { message: "an input window" });
     outstanding?.(h.granted() - used);
     const n = Math.min(piece, data.length - off, h.granted() - used);
     h.execution.input!({ data: data.subarray(off, off + n), eof: false });
@@ -193,7 +193,9 @@ describe("download", () => {
 
   it("reads no further than the output window allows", async () => {
     const h = start(spec({ op: "download", path: join(root, "dl.bin") }), { window: 64 * 1024 });
-    await waitFor("the window to fill", () => h.gate.sentBytes === 64 * 1024 && h.gate.pendingBytes > 0);
+    await waitFor(() => h.gate.sentBytes === 64 * 1024 && h.gate.pendingBytes > 0, {
+      message: "the window to fill",
+    });
     await new Promise((r) => setTimeout(r, 50));
     // What the window took, plus one chunk held at the gate: nothing more was read.
     expect(h.gate.sentBytes).toBe(64 * 1024);
@@ -257,7 +259,7 @@ describe("upload", () => {
     const data = pattern(2_500_000, 5);
     const target = join(root, "up1.bin");
     const h = start(spec({ op: "upload", path: target, size: data.length, sha256: sha(data), mode: 0o751 }));
-    await waitFor("the first window", () => h.granted() > 0);
+    await waitFor(() => h.granted() > 0, { message: "the first window" });
     expect(h.granted()).toBe(UPLOAD_WINDOW_BYTES);
     await send(h, data);
     const r = await h.result();
@@ -315,16 +317,19 @@ describe("upload", () => {
     const s = { op: "upload", path: target, size: data.length, sha256: sha(data) };
     const first = start(spec(s));
     await send(first, data.subarray(0, 1_200_000), 100_000, false);
-    await waitFor("the bytes on disk", () => {
-      const tmp = join(root, uploadTempName("resumed.bin", sha(data)));
-      return existsSync(tmp) && statSync(tmp).size === 1_200_000;
-    });
+    await waitFor(
+      () => {
+        const tmp = join(root, uploadTempName("resumed.bin", sha(data)));
+        return existsSync(tmp) && statSync(tmp).size === 1_200_000;
+      },
+      { message: "the bytes on disk" },
+    );
     first.execution.stop({ cause: "cancelled", reason: "cancelled by the test" });
     expect((await first.done).state).toBe(TaskState.TASK_STATE_CANCELLED);
     expect(existsSync(target)).toBe(false);
 
     const second = start(spec({ ...s, resume: true }), { taskId: "task-2" });
-    await waitFor("the offset line", () => second.stdout().includes("\n"));
+    await waitFor(() => second.stdout().includes("\n"), { message: "the offset line" });
     expect(JSON.parse(second.stdout().toString())).toEqual({ offset: 1_200_000 });
     await send(second, data.subarray(1_200_000));
     const r = await second.result();
@@ -367,11 +372,11 @@ describe("upload", () => {
     const first = start(spec(s));
     await send(first, data.subarray(0, 800_000), 100_000, false);
     const tmp = join(root, uploadTempName("keyed.bin", key));
-    await waitFor("the bytes on disk", () => existsSync(tmp) && statSync(tmp).size === 800_000);
+    await waitFor(() => existsSync(tmp) && statSync(tmp).size === 800_000, { message: "the bytes on disk" });
     first.execution.stop({ cause: "cancelled", reason: "cancelled by the test" });
     await first.done;
     const second = start(spec({ ...s, resume: true }), { taskId: "task-k2" });
-    await waitFor("the offset line", () => second.stdout().includes("\n"));
+    await waitFor(() => second.stdout().includes("\n"), { message: "the offset line" });
     expect(JSON.parse(second.stdout().toString())).toEqual({ offset: 800_000 });
     await send(second, data.subarray(800_000), 100_000, false);
     second.execution.input!({ data: Buffer.alloc(0), eof: true, sha256: sha(data) });
@@ -387,15 +392,18 @@ describe("upload", () => {
     const orphan = start(spec(s), { ex });
     await send(orphan, data.subarray(0, 400_000), 100_000, false);
     // What the orphan took is on disk before the newer upload asks where to carry on.
-    await waitFor("the orphan's bytes on disk", () => {
-      const tmp = join(root, uploadTempName("taken.bin", sha(data)));
-      return existsSync(tmp) && statSync(tmp).size === 400_000;
-    });
+    await waitFor(
+      () => {
+        const tmp = join(root, uploadTempName("taken.bin", sha(data)));
+        return existsSync(tmp) && statSync(tmp).size === 400_000;
+      },
+      { message: "the orphan's bytes on disk" },
+    );
     const next = start(spec({ ...s, resume: true }), { ex, taskId: "task-9" });
     const f = await orphan.done;
     expect(f.state).toBe(TaskState.TASK_STATE_CANCELLED);
     expect(f.reason).toContain("superseded by task task-9");
-    await waitFor("the offset line", () => next.stdout().includes("\n"));
+    await waitFor(() => next.stdout().includes("\n"), { message: "the offset line" });
     expect(JSON.parse(next.stdout().toString())).toEqual({ offset: 400_000 });
     await send(next, data.subarray(400_000));
     await next.result();
@@ -464,7 +472,9 @@ describe("upload", () => {
     const ex = executor();
     const first = start(spec(s), { ex });
     await send(first, archive.subarray(0, 1_000_000), 100_000, false);
-    await waitFor("the stream on disk", () => existsSync(spool) && statSync(spool).size === 1_000_000);
+    await waitFor(() => existsSync(spool) && statSync(spool).size === 1_000_000, {
+      message: "the stream on disk",
+    });
     first.execution.stop({ cause: "cancelled", reason: "cancelled by the test" });
     expect((await first.done).state).toBe(TaskState.TASK_STATE_CANCELLED);
     expect(existsSync(target)).toBe(false);
@@ -472,7 +482,7 @@ describe("upload", () => {
     expect(first.ex.partials.has(spool)).toBe(true);
 
     const second = start(spec({ ...s, resume: true }), { taskId: "task-2", ex });
-    await waitFor("the offset line", () => second.stdout().includes("\n"));
+    await waitFor(() => second.stdout().includes("\n"), { message: "the offset line" });
     expect(JSON.parse(second.stdout().toString())).toEqual({ offset: 1_000_000 });
     await send(second, archive.subarray(1_000_000));
     const r = await second.result();

@@ -19,8 +19,8 @@ import {
   type TaskSpec,
 } from "../../../gen/switchboard/v1/task.js";
 import { OutputGate } from "../../output-gate.js";
-import { waitFor } from "../../testing/wait.js";
 import type { StopRequest } from "../executor.js";
+import { waitFor } from "../../../common/wait-for.js";
 import { HttpExecutor, type HttpExecutorOptions } from "./http.js";
 
 const TEXT = "the quick brown fox jumps over the lazy dog\n".repeat(2000);
@@ -305,7 +305,7 @@ describe("HttpExecutor", () => {
     const size = 64 * 1024 * 1024;
     const h = run({ url: `${base}/big?size=${size}` }, { window: 1024 * 1024 });
     // No more window: the agent must stop reading and the server must block on a full socket.
-    await waitFor("the server to stall", () => state.bigStalled, 10_000);
+    await waitFor(() => state.bigStalled, { timeout: 10_000, message: "the server to stall" });
     await new Promise((r) => setTimeout(r, 200));
     expect(state.bigStalled).toBe(true);
     expect(state.bigWritten).toBeLessThan(24 * 1024 * 1024);
@@ -363,7 +363,7 @@ describe("HttpExecutor", () => {
     expect(h.head()?.status).toBe(200);
     expect(h.body().toString()).toBe("first\n");
     expect(summary(f)).toMatchObject({ status: 200, bytes: 6 });
-    await waitFor("the server to see the connection closed", () => state.abandoned > before);
+    await waitFor(() => state.abandoned > before, { message: "the server to see the connection closed" });
   });
 
   it("the agent's default timeout and the task deadline apply too", async () => {
@@ -376,12 +376,12 @@ describe("HttpExecutor", () => {
   it("cancel aborts the request", async () => {
     const before = state.abandoned;
     const h = run({ url: `${base}/slow` });
-    await waitFor("the first chunk", () => h.body().length > 0);
+    await waitFor(() => h.body().length > 0, { message: "the first chunk" });
     h.stop({ cause: "cancelled", reason: "cancelled by client" });
     const f = await h.done;
     expect(f.state).toBe(TaskState.TASK_STATE_CANCELLED);
     expect(f.reason).toBe("cancelled by client");
-    await waitFor("the server to see the connection closed", () => state.abandoned > before);
+    await waitFor(() => state.abandoned > before, { message: "the server to see the connection closed" });
   });
 
   it("fails clearly when the connection breaks mid-body or is refused", async () => {

@@ -6,8 +6,9 @@ import { Code } from "../../../common/errors.js";
 import { silentLogger } from "../../../common/logger.js";
 import { Finished, ShellSpec, TaskState } from "../../../gen/switchboard/v1/task.js";
 import { OutputGate } from "../../output-gate.js";
-import { pidAlive, waitFor } from "../../testing/wait.js";
+import { pidAlive } from "../../testing/wait.js";
 import type { Execution } from "../executor.js";
+import { waitFor } from "../../../common/wait-for.js";
 import { INPUT_WINDOW_BYTES } from "./interactive-run.js";
 import { admitInteractive, startInteractive } from "./interactive.js";
 
@@ -82,9 +83,12 @@ describe("terminal runs", () => {
   it("loses nothing when the output window holds the terminal back until after the program exited", async () => {
     const h = run({ argv: ["seq", "1", "3000"], tty: true }, 100);
     // The program's output fits the kernel's terminal buffer: it exits while the window is closed.
-    await waitFor("the program to exit", () => h.pid() > 0 && !pidAlive(h.pid()));
-    // Longer than node-pty waits (200 ms) before it drops what nobody read after an exit.
-    await new Promise((r) => setTimeout(r, 400));
+    await waitFor(() => h.pid() > 0 && !pidAlive(h.pid()), { message: "the program to exit" });
+    // node-pty reports the exit once it has closed the terminal (after up to 200 ms), dropping what
+    // nobody read by then: wait for the run to have seen that report.
+    let reported = false;
+    void h.execution.done.then(() => (reported = true));
+    await waitFor(() => reported, { message: "node-pty to report the exit" });
     h.gate.grant(Number.MAX_SAFE_INTEGER);
     const f = await h.done;
     expect(f.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
@@ -112,7 +116,7 @@ describe("terminal runs", () => {
       argv: ["sh", "-c", "stty raw -echo; echo ready; head -c 40000 >/dev/null; echo got-all"],
       tty: true,
     });
-    await waitFor("the program to be ready", () => h.output().includes("ready"));
+    await waitFor(() => h.output().includes("ready"), { message: "the program to be ready" });
     expect(h.grants[0]).toBe(INPUT_WINDOW_BYTES);
     h.execution.input!({ data: Buffer.alloc(40000, 0x61), eof: false });
     const f = await h.done;
@@ -139,7 +143,7 @@ describe("terminal runs", () => {
 describe("streamed stdin runs", () => {
   it("writes input as it comes and closes stdin at eof", async () => {
     const h = run({ argv: ["cat"], stdin: Buffer.from("first\n"), stdinStream: true });
-    await waitFor("the first input window", () => h.grants.length > 0);
+    await waitFor(() => h.grants.length > 0, { message: "the first input window" });
     h.execution.input!({ data: Buffer.from("second\n"), eof: false });
     h.execution.input!({ data: Buffer.from("third\n"), eof: true });
     const f = await h.done;
@@ -149,7 +153,7 @@ describe("streamed stdin runs", () => {
 
   it("stops on a cancel with SIGTERM", async () => {
     const h = run({ argv: ["sleep", "100"], stdinStream: true });
-    await waitFor("the first input window", () => h.grants.length > 0);
+    await waitFor(() => h.grants.length > 0, { message: "the first input window" });
     h.execution.stop({ cause: "cancelled", reason: "test" });
     const f = await h.done;
     expect(f.state).toBe(TaskState.TASK_STATE_CANCELLED);

@@ -2,7 +2,8 @@
 // finds one that left the session and its parent (setsid, double fork).
 import { spawn } from "node:child_process";
 import { describe, expect, it } from "vitest";
-import { pidAlive, waitFor } from "../../testing/wait.js";
+import { pidAlive } from "../../testing/wait.js";
+import { waitFor } from "../../../common/wait-for.js";
 import { TASK_MARKER, environHas, parseStat, taskProcesses } from "./process-scan.js";
 
 describe("process scan", () => {
@@ -44,16 +45,22 @@ describe("process scan", () => {
     const escapee = Number(out.trim());
     expect(pidAlive(escapee)).toBe(true);
     // Found once it has left the session of the task's main process (setsid done).
-    const found = await waitFor("the escapee to be found in a session of its own", () => {
-      const procs = taskProcesses(taskId, child.pid!);
-      return procs.some((p) => p.pid === escapee && p.session === escapee) ? procs : undefined;
-    });
+    const found = await waitFor(
+      () => {
+        const procs = taskProcesses(taskId, child.pid!);
+        return procs.some((p) => p.pid === escapee && p.session === escapee) ? procs : undefined;
+      },
+      { message: "the escapee to be found in a session of its own" },
+    );
     expect(found.map((p) => p.pid)).toContain(escapee);
-    await waitFor("every process of the task to be gone", () => {
-      const left = taskProcesses(taskId, child.pid!);
-      for (const p of left) process.kill(p.pid, "SIGKILL");
-      return left.length === 0;
-    });
+    await waitFor(
+      () => {
+        const left = taskProcesses(taskId, child.pid!);
+        for (const p of left) process.kill(p.pid, "SIGKILL");
+        return left.length === 0;
+      },
+      { message: "every process of the task to be gone" },
+    );
     expect(pidAlive(escapee)).toBe(false);
   });
 });

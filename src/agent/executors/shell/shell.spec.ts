@@ -15,8 +15,9 @@ import {
   type TaskSpec,
 } from "../../../gen/switchboard/v1/task.js";
 import { OutputGate } from "../../output-gate.js";
-import { pidAlive, waitFor } from "../../testing/wait.js";
+import { pidAlive } from "../../testing/wait.js";
 import type { StopRequest } from "../executor.js";
+import { waitFor } from "../../../common/wait-for.js";
 import { groupMembers } from "./process-group.js";
 import { ShellExecutor, taskBaseEnv, type ShellExecutorOptions } from "./shell.js";
 
@@ -228,21 +229,26 @@ describe("shell executor", () => {
 
   it("cancel kills the whole process tree, grandchildren included", async () => {
     const h = run({ script: "sleep 100 & sleep 100 & (sleep 100 & wait) & wait" });
-    const members = await waitFor("the tree to start", () => {
-      const m = h.pid() > 0 ? groupMembers(h.pid()) : [];
-      return m.length >= 5 ? m : undefined;
-    });
+    const members = await waitFor(
+      () => {
+        const m = h.pid() > 0 ? groupMembers(h.pid()) : [];
+        return m.length >= 5 ? m : undefined;
+      },
+      { message: "the tree to start" },
+    );
     h.stop({ cause: "cancelled", reason: "cancelled by client" });
     const f = await h.done;
     expect(f.state).toBe(TaskState.TASK_STATE_CANCELLED);
     expect(f.reason).toBe("cancelled by client");
-    await waitFor("every process of the group to be gone", () => members.every((p) => !pidAlive(p)));
+    await waitFor(() => members.every((p) => !pidAlive(p)), {
+      message: "every process of the group to be gone",
+    });
     expect(groupMembers(h.pid())).toEqual([]);
   });
 
   it("SIGKILLs the group after the grace when SIGTERM is ignored", async () => {
     const h = run({ script: "trap '' TERM; sleep 100 & echo ready; wait", killGraceMs: 200 });
-    await waitFor("the script to be ready", () => h.stdout().toString().includes("ready"));
+    await waitFor(() => h.stdout().toString().includes("ready"), { message: "the script to be ready" });
     const members = groupMembers(h.pid());
     const t0 = Date.now();
     h.stop({ cause: "cancelled", reason: "stop" });
@@ -250,7 +256,7 @@ describe("shell executor", () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(190);
     expect(f.state).toBe(TaskState.TASK_STATE_CANCELLED);
     expect(f.signal).toBe("SIGKILL");
-    await waitFor("the group to be gone", () => members.every((p) => !pidAlive(p)));
+    await waitFor(() => members.every((p) => !pidAlive(p)), { message: "the group to be gone" });
   });
 
   it("does not wait for a background job left holding the pipes", async () => {
@@ -259,21 +265,23 @@ describe("shell executor", () => {
     expect(f.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
     const [bgPid, done] = h.stdout().toString().split("\n");
     expect(done).toBe("done");
-    await waitFor("the background job to be killed", () => !pidAlive(Number(bgPid)));
+    await waitFor(() => !pidAlive(Number(bgPid)), { message: "the background job to be killed" });
   });
 
   it("sends no more than the output window until more is granted", async () => {
     const expected = Array.from({ length: 100_000 }, (_, i) => `${i + 1}\n`).join("");
     const h = run({ argv: ["seq", "1", "100000"] }, { window: 1000 });
-    await waitFor("the first window to be used", () => h.stdout().length === 1000);
+    await waitFor(() => h.stdout().length === 1000, { message: "the first window to be used" });
     // The pipe fills and seq blocks: nothing beyond the window leaves, however long we look.
-    await waitFor("seq to block on its full pipe", () => h.gate.pendingBytes > 0 && pidAlive(h.pid()));
+    await waitFor(() => h.gate.pendingBytes > 0 && pidAlive(h.pid()), {
+      message: "seq to block on its full pipe",
+    });
     await new Promise((r) => setTimeout(r, 150)); // a quiet period, to show that nothing more arrives
     expect(h.stdout().length).toBe(1000);
     expect(pidAlive(h.pid())).toBe(true);
 
     h.gate.grant(5000);
-    await waitFor("the second window to be used", () => h.stdout().length === 6000);
+    await waitFor(() => h.stdout().length === 6000, { message: "the second window to be used" });
     h.gate.grant(expected.length);
     const f = await h.done;
     expect(f.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
@@ -286,6 +294,6 @@ describe("shell executor", () => {
     expect(f.state).toBe(TaskState.TASK_STATE_SUCCEEDED);
     const escapee = Number(h.stdout().toString().split("\n")[0]);
     expect(escapee).toBeGreaterThan(1);
-    await waitFor("the escapee to be gone", () => !pidAlive(escapee));
+    await waitFor(() => !pidAlive(escapee), { message: "the escapee to be gone" });
   });
 });

@@ -4,7 +4,8 @@ import { statSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { openSqliteStore, type SqliteStore } from "./store.js";
-import { newTask, tempDir, waitFor, type TempDir } from "../testing/fixtures.js";
+import { newTask, tempDir, type TempDir } from "../testing/fixtures.js";
+import { waitFor } from "../../../common/wait-for.js";
 
 const open: SqliteStore[] = [];
 const dirs: TempDir[] = [];
@@ -29,7 +30,7 @@ describe("Checkpointer", () => {
   it("moves the WAL into the database file from its worker", async () => {
     const { size } = await fill();
     const before = size();
-    await waitFor(() => size() > before, "the worker to checkpoint", 5_000);
+    await waitFor(() => size() > before, { timeout: 5_000, message: "the worker to checkpoint" });
     expect(size()).toBeGreaterThan(before);
   });
 

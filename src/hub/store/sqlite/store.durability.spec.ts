@@ -14,7 +14,8 @@ import { afterEach, beforeEach, expect, it } from "vitest";
 import { openSqliteStore } from "./store.js";
 import { splitCap } from "../output-buffer.js";
 import type { StoredOutput } from "../interfaces.js";
-import { tempDir, waitFor, type TempDir } from "../testing/fixtures.js";
+import { tempDir, type TempDir } from "../testing/fixtures.js";
+import { waitFor } from "../../../common/wait-for.js";
 
 const CAP = 4096;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -81,11 +82,10 @@ it("keeps every acknowledged write when the process is killed", async () => {
     return true;
   };
 
-  await waitFor(
-    () => alive() && committed.length >= 2000 && reports.size === 2,
-    "the child's writes",
-    20_000,
-  );
+  await waitFor(() => alive() && committed.length >= 2000 && reports.size === 2, {
+    timeout: 20_000,
+    message: "the child's writes",
+  });
 
   // The streaming task's latest tail reaches the file without any flush() call.
   const streaming = reports.get("streaming")!;
@@ -100,7 +100,9 @@ it("keeps every acknowledged write when the process is killed", async () => {
         .all(streaming.id)
         .map((r) => r.data),
     );
-  await waitFor(() => alive() && storedTail().equals(wantTail), "the streaming task's tail in the file");
+  await waitFor(() => alive() && storedTail().equals(wantTail), {
+    message: "the streaming task's tail in the file",
+  });
   reader.close();
 
   expect(pid).toBe(proc.pid); // the runner executes the script in this very process

@@ -13,8 +13,9 @@ import type { AgentRecord, NodeRow } from "../interfaces.js";
 import { isWriteFault } from "./errors.js";
 import { MAX_HELD_AUDITS, type SqliteStoreOptions } from "./options.js";
 import { openSqliteStore, type SqliteStore } from "./store.js";
-import { newTask, tempDir, thrownBy, waitFor, type TempDir } from "../testing/fixtures.js";
+import { newTask, tempDir, thrownBy, type TempDir } from "../testing/fixtures.js";
 import type { StoreWriteFailure } from "../write-failure.js";
+import { waitFor } from "../../../common/wait-for.js";
 
 let dir: TempDir;
 const open: SqliteStore[] = [];
@@ -150,7 +151,7 @@ describe("a store that cannot write", () => {
     expect(store.listAgents().map((a) => a.id)).toContain("agent-9");
 
     // It retries on its own, and says so once, not once per attempt.
-    await waitFor(() => count(logs, "store commit failed again") >= 3, "a few retries");
+    await waitFor(() => count(logs, "store commit failed again") >= 3, { message: "a few retries" });
     expect(count(logs, "store cannot write")).toBe(1);
     expect(store.commitCount).toBe(committedBefore);
 
@@ -190,7 +191,7 @@ describe("a store that cannot write", () => {
     await expect(store.flush()).rejects.toMatchObject({ code: Code.UNAVAILABLE });
     expect(count(logs, "one by one")).toBe(0); // the disk's fault: not taken for the writes'
     unlock();
-    await waitFor(() => store.writeFailure === undefined, "the store to write again");
+    await waitFor(() => store.writeFailure === undefined, { message: "the store to write again" });
     expect(count(logs, "store writes failed and were dropped")).toBe(1);
     expect(peek<{ state: string }>("SELECT state FROM tasks WHERE id = ?", task.id)).toEqual([
       { state: "running" },
@@ -210,7 +211,10 @@ describe("a store that cannot write", () => {
     }
     expect(count(logs, "holds as many audit entries as it may")).toBe(1);
     unlock();
-    await waitFor(() => store.writeFailure === undefined, "the store to write again", 20_000);
+    await waitFor(() => store.writeFailure === undefined, {
+      timeout: 20_000,
+      message: "the store to write again",
+    });
     // The outage's own entry is one of those held.
     const kept = MAX_HELD_AUDITS - 1;
     expect(peek<{ n: number }>("SELECT COUNT(*) AS n FROM audit WHERE action = 'agent.connect'")).toEqual([
@@ -228,7 +232,7 @@ describe("a store that cannot write", () => {
     store.updateTask(task.id, { state: "succeeded", finishedAt: 1 });
     await expect(store.flush()).rejects.toMatchObject({ code: Code.UNAVAILABLE });
     const closing = store.close({ waitWritableMs: 30_000 });
-    await waitFor(() => count(logs, "waiting for it before closing") === 1, "close to wait");
+    await waitFor(() => count(logs, "waiting for it before closing") === 1, { message: "close to wait" });
     unlock();
     await closing;
     expect(peek<{ state: string }>("SELECT state FROM tasks WHERE id = ?", task.id)).toEqual([

@@ -7,7 +7,8 @@ import type { TaskStateName } from "../../../common/task-state.js";
 import type { AgentRecord, NewTask, TaskPatch, TaskRecord, TokenRecord } from "../interfaces.js";
 import type { SqliteStoreOptions } from "./options.js";
 import { openSqliteStore, type SqliteStore } from "./store.js";
-import { newTask, tempDir, thrownBy, waitFor, type TempDir } from "../testing/fixtures.js";
+import { newTask, tempDir, thrownBy, type TempDir } from "../testing/fixtures.js";
+import { waitFor } from "../../../common/wait-for.js";
 
 let dir: TempDir;
 const open: SqliteStore[] = [];
@@ -182,7 +183,7 @@ describe("tasks", () => {
 
     locker.exec("ROLLBACK");
     locker.close();
-    await waitFor(() => store.writeFailure === undefined, "the store to write again");
+    await waitFor(() => store.writeFailure === undefined, { message: "the store to write again" });
     const reader = peek();
     const row = reader
       .prepare<[string], { state: string }>("SELECT state FROM tasks WHERE id = ?")
@@ -345,9 +346,9 @@ describe("output", () => {
         ?.n;
 
     store.appendOutput(task.id, "stdout", new Uint8Array(60).fill(1)); // head 50, tail 10
-    await waitFor(() => tailBytes() === 10, "the first tail write"); // a tail never written is due at once
+    await waitFor(() => tailBytes() === 10, { message: "the first tail write" }); // a tail never written is due at once
     store.appendOutput(task.id, "stdout", new Uint8Array(30).fill(2)); // tail 40, not due for 10 minutes
-    await waitFor(() => stdoutTotal() === 90, "the batch with the new totals");
+    await waitFor(() => stdoutTotal() === 90, { message: "the batch with the new totals" });
     expect(tailBytes()).toBe(10);
 
     const out = store.getOutput(task.id); // reading writes the tail first
@@ -371,9 +372,9 @@ describe("output", () => {
           .map((r) => r.data),
       ).toString();
     store.appendOutput(task.id, "stdout", Buffer.from("0123456789abc"));
-    await waitFor(() => storedTail() === "abc", "the first tail write");
+    await waitFor(() => storedTail() === "abc", { message: "the first tail write" });
     store.appendOutput(task.id, "stderr", Buffer.from("XYZ")); // not due yet: waits for the timer
-    await waitFor(() => storedTail() === "abcXYZ", "the timer's tail write");
+    await waitFor(() => storedTail() === "abcXYZ", { message: "the timer's tail write" });
     reader.close();
   });
 

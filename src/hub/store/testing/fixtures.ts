@@ -34,15 +34,6 @@ export function newTask(overrides: Partial<NewTask> = {}): NewTask {
   };
 }
 
-/** Polls `condition` until it holds or `timeoutMs` passes. */
-export async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
 /** The error `fn` throws; fails when it returns. */
 export function thrownBy(fn: () => unknown): unknown {
   try {

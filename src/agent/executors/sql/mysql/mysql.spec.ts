@@ -16,6 +16,7 @@ import { collect, pull } from "../testing/collect.js";
 import { describeConformance } from "../testing/conformance.js";
 import { failure } from "../testing/failure.js";
 import { openMysql } from "./mysql.js";
+import { waitFor } from "../../../../common/wait-for.js";
 
 let db: MariadbDatabase;
 let reader: MariadbTestUser;
@@ -46,14 +47,6 @@ async function running(marker: string): Promise<number> {
     [`%${marker}%`],
   );
   return Number((rows as { n: number }[])[0]!.n);
-}
-
-async function poll(what: string, ok: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await ok())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 beforeAll(async () => {
@@ -247,7 +240,11 @@ describe("mysql datasource", () => {
     const second = await chunks.next();
     expect((second.value as { rows: JsonValue[][] }).rows[0]).toEqual([1_001]);
     await chunks.return?.(undefined);
-    await poll("the abandoned statement to stop", async () => (await running(marker)) === 0, 3_000);
+    await waitFor(async () => (await running(marker)) === 0, {
+      message: "the abandoned statement to stop",
+      timeout: 3_000,
+      interval: 25,
+    });
     // The datasource goes on serving.
     expect((await collect(ds, "SELECT 1")).rows).toEqual([[1]]);
   });
@@ -287,7 +284,11 @@ describe("mysql datasource", () => {
     const marker = "dropped_marker_c03f";
     const run = collect(ds, `SELECT SLEEP(30) AS ${marker}`);
     run.catch(() => undefined); // it may fail before failure() below attaches: not an unhandled rejection
-    await poll("SLEEP(30) to run", async () => (await running(marker)) === 1, 5_000);
+    await waitFor(async () => (await running(marker)) === 1, {
+      message: "SLEEP(30) to run",
+      timeout: 5_000,
+      interval: 25,
+    });
     const [rows] = await admin.query(
       "SELECT ID AS id FROM information_schema.PROCESSLIST WHERE INFO LIKE ?",
       [`SELECT SLEEP(30) AS ${marker}%`],

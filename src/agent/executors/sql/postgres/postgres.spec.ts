@@ -16,6 +16,7 @@ import { collect, pull } from "../testing/collect.js";
 import { describeConformance } from "../testing/conformance.js";
 import { failure } from "../testing/failure.js";
 import { openPostgres } from "./postgres.js";
+import { waitFor } from "../../../../common/wait-for.js";
 
 let db: PostgresTestDatabase;
 let reader: PostgresTestRole;
@@ -44,15 +45,6 @@ async function activeCount(query: string): Promise<number> {
     [db.name, query],
   );
   return r.rows[0]!.n;
-}
-
-async function until(what: string, cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 beforeAll(async () => {
@@ -327,7 +319,11 @@ describe("openPostgres cancel and errors", () => {
   it("reports a connection lost mid-statement as UNAVAILABLE and recovers with a new one", async () => {
     const ds = open({ poolSize: 1 });
     const run = failure(collect(ds, "SELECT pg_sleep(32)"));
-    await until("pg_sleep to run", async () => (await activeCount("SELECT pg_sleep(32)")) === 1, 10_000);
+    await waitFor(async () => (await activeCount("SELECT pg_sleep(32)")) === 1, {
+      message: "pg_sleep to run",
+      timeout: 10_000,
+      interval: 50,
+    });
     await admin.query(
       "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query = 'SELECT pg_sleep(32)'",
       [db.name],
@@ -381,11 +377,19 @@ describe("openPostgres cancel and errors", () => {
     const run = failure(collect(ds, "SELECT pg_sleep(31)"));
     const paused = pull(ds, "SELECT g FROM generate_series(1, 10) g", 2);
     expect((await paused.next()).value).toMatchObject({ kind: "columns" });
-    await until("pg_sleep to run", async () => (await activeCount("SELECT pg_sleep(31)")) === 1, 10_000);
+    await waitFor(async () => (await activeCount("SELECT pg_sleep(31)")) === 1, {
+      message: "pg_sleep to run",
+      timeout: 10_000,
+      interval: 50,
+    });
     await ds.close();
     const e = await run;
     expect(e.code).toBe(Code.UNAVAILABLE);
-    await until("the statement to stop", async () => (await activeCount("SELECT pg_sleep(31)")) === 0, 2_000);
+    await waitFor(async () => (await activeCount("SELECT pg_sleep(31)")) === 0, {
+      message: "the statement to stop",
+      timeout: 2_000,
+      interval: 50,
+    });
     // The paused query's connection was cut; its consumer learns why at the next pull.
     expect((await failure(paused.next())).code).toBe(Code.UNAVAILABLE);
     const left = await admin.query<{ n: number }>(
@@ -595,12 +599,15 @@ describe("openPostgres queryCsv (COPY ... TO STDOUT)", () => {
     expect((await it.next()).value).toMatchObject({ kind: "data" });
     abort.abort();
     expect((await failure(it.next())).code).toBe(Code.CANCELLED);
-    await waitUntil(async () => {
-      const r = await admin.query(
-        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT g, repeat%' AND state = 'active'",
-      );
-      return (r.rows[0] as { n: number }).n === 0;
-    });
+    await waitFor(
+      async () => {
+        const r = await admin.query(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'COPY (SELECT g, repeat%' AND state = 'active'",
+        );
+        return (r.rows[0] as { n: number }).n === 0;
+      },
+      { message: "the cancelled COPY to stop", timeout: 5_000, interval: 50 },
+    );
     const early = ds.queryCsv!(sql, { signal: new AbortController().signal })[Symbol.asyncIterator]();
     await early.next();
     await early.next();
@@ -608,11 +615,3 @@ describe("openPostgres queryCsv (COPY ... TO STDOUT)", () => {
     expect((await collect(ds, "SELECT 8")).rows).toEqual([[8]]);
   });
 });
-
-async function waitUntil(cond: () => Promise<boolean>, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

@@ -16,6 +16,7 @@ import { failure } from "../testing/failure.js";
 import { openSqlite } from "./sqlite.js";
 import { SqliteWorker, SqliteWorkerPool, WorkerGone } from "./sqlite-worker.js";
 import { SQLITE_WORKER_SOURCE } from "./sqlite-worker-source.js";
+import { waitFor } from "../../../../common/wait-for.js";
 
 let dir: string;
 let shopPath: string;
@@ -122,14 +123,6 @@ function cpuTicks(pid: number): number {
   const stat = procStat(pid);
   if (!stat) throw new Error(`process ${pid} is gone`);
   return Number(stat[11]) + Number(stat[12]);
-}
-
-async function until(what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describeConformance({
@@ -314,7 +307,7 @@ describe("cancel and timeout", () => {
   it("fails with INTERNAL when a worker dies under a statement, and replaces it", async () => {
     const ds = open({ poolSize: 1 });
     const pending = failure(collect(ds, `${ENDLESS} SELECT count(*) FROM c`));
-    await until("a worker", () => workerPids().length === 1);
+    await waitFor(() => workerPids().length === 1, { message: "a worker", timeout: 5000 });
     const [pid] = workerPids();
     await new Promise((r) => setTimeout(r, 100));
     process.kill(pid!, "SIGKILL");
@@ -353,7 +346,7 @@ describe("cancel and timeout", () => {
     });
     // One worker busy with a statement, one idle.
     const pending = failure(collect(ds, `${ENDLESS} SELECT count(*) FROM c`));
-    await until("a worker", () => workerPids().length === 1);
+    await waitFor(() => workerPids().length === 1, { message: "a worker", timeout: 5000 });
     await collect(ds, "SELECT 1");
     expect(workerPids()).toHaveLength(2);
     await ds.close();
@@ -507,7 +500,7 @@ describe("worker processes", () => {
     );
     let out = "";
     parent.stdout.on("data", (b: Buffer) => (out += b.toString()));
-    await until("the worker's pid", () => out.includes("\n"));
+    await waitFor(() => out.includes("\n"), { message: "the worker's pid", timeout: 5000 });
     const pid = Number(out.trim());
     const alive = (): boolean => {
       const state = procStat(pid)?.[0];
@@ -515,9 +508,9 @@ describe("worker processes", () => {
     };
     // It is running the statement: using CPU.
     const before = cpuTicks(pid);
-    await until("the statement to run", () => cpuTicks(pid) > before + 5);
+    await waitFor(() => cpuTicks(pid) > before + 5, { message: "the statement to run", timeout: 5000 });
     parent.kill("SIGKILL");
-    await until("the orphaned worker to die", () => !alive(), 5000);
+    await waitFor(() => !alive(), { message: "the orphaned worker to die", timeout: 5000 });
   });
 
   it("a pool ends a worker that stays idle, and starts one again when needed", async () => {
@@ -528,7 +521,10 @@ describe("worker processes", () => {
       const pid = worker.pid;
       pool.release(worker);
       expect(workerPids()).toEqual([pid]);
-      await until("the idle worker to end", () => pool.workers === 0 && workerPids().length === 0);
+      await waitFor(() => pool.workers === 0 && workerPids().length === 0, {
+        message: "the idle worker to end",
+        timeout: 5000,
+      });
       const again = await pool.acquire(new AbortController().signal, cancelled);
       expect(again.pid).not.toBe(pid);
       expect(await again.request({ op: "query", sql: "SELECT 5", params: [], batchRows: 10 })).toMatchObject({

@@ -4,7 +4,7 @@
 // Where engines word things their own way the fixture says how; what only one engine does stays in its spec.
 import { beforeAll, describe, expect, it } from "vitest";
 import { Code } from "../../../../common/errors.js";
-import { waitFor } from "../../../testing/wait.js";
+import { waitFor } from "../../../../common/wait-for.js";
 import { DEFAULT_BATCH_ROWS, type Datasource, type DatasourceConfig } from "../datasource.js";
 import { collect, pull } from "./collect.js";
 import { failure } from "./failure.js";
@@ -158,19 +158,22 @@ export function describeConformance(f: EngineFixture): void {
       const marker = "sb_cancel_marker";
       const abort = new AbortController();
       const run = failure(collect(ds, f.slow(marker), [], { signal: abort.signal }));
-      await waitFor("the statement to run", async () => (await f.running(marker)) === 1, 10_000, 25);
+      await waitFor(async () => (await f.running(marker)) === 1, {
+        message: "the statement to run",
+        timeout: 10_000,
+        interval: 25,
+      });
       const started = Date.now();
       abort.abort();
       const e = await run;
       expect(e.code).toBe(Code.CANCELLED);
       expect(e.message).toBe(`datasource "${f.name}": query cancelled`);
       expect(Date.now() - started).toBeLessThan(f.cancel.answerMs);
-      await waitFor(
-        "the statement to stop",
-        async () => (await f.running(marker)) === 0,
-        f.cancel.stopMs,
-        25,
-      );
+      await waitFor(async () => (await f.running(marker)) === 0, {
+        message: "the statement to stop",
+        timeout: f.cancel.stopMs,
+        interval: 25,
+      });
       expect(Date.now() - started).toBeLessThan(f.cancel.stopMs);
       expect((await collect(ds, "SELECT 1")).rows).toEqual([[1]]);
     });
@@ -246,10 +249,18 @@ export function describeConformance(f: EngineFixture): void {
       const ds = f.open();
       const marker = "sb_close_marker";
       const run = failure(collect(ds, f.slow(marker)));
-      await waitFor("the statement to run", async () => (await f.running(marker)) === 1, 10_000, 25);
+      await waitFor(async () => (await f.running(marker)) === 1, {
+        message: "the statement to run",
+        timeout: 10_000,
+        interval: 25,
+      });
       await ds.close();
       expect((await run).code).toBe(f.closed.running);
-      await waitFor("the statement to stop", async () => (await f.running(marker)) === 0, 2_000, 25);
+      await waitFor(async () => (await f.running(marker)) === 0, {
+        message: "the statement to stop",
+        timeout: 2_000,
+        interval: 25,
+      });
       expect((await failure(collect(ds, "SELECT 1"))).code).toBe(f.closed.query);
       if (f.closed.check === "passes") expect(await ds.check()).toEqual({});
       else expect((await failure(ds.check())).code).toBe(f.closed.check);
