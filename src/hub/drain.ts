@@ -3,12 +3,12 @@
 // session and client stream ended with a sentence that says what happens next.
 import { Code } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
-import type { AgentRegistry } from "./agent-registry.js";
-import type { AgentSession } from "./agent-session.js";
+import type { AgentRegistry } from "./agents/agent-registry.js";
+import type { AgentSession } from "./agents/agent-session.js";
 import type { ClientStreams } from "./client-streams.js";
-import type { SessionLifecycle } from "./session-lifecycle.js";
-import type { TaskLifecycle } from "./task-lifecycle.js";
-import type { TaskTable } from "./task-table.js";
+import type { SessionLifecycle } from "./agents/session-lifecycle.js";
+import type { TaskLifecycle } from "./tasks/task-lifecycle.js";
+import type { TaskTable } from "./tasks/task-table.js";
 
 /** How long agents get to confirm the cancel of what still ran when the grace was over. */
 const CANCEL_WAIT_MS = 5_000;

@@ -5,8 +5,8 @@ import { Code } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
 import type { HubConfig } from "./config.js";
 import type { Store } from "./store/index.js";
-import type { TaskLifecycle } from "./task-lifecycle.js";
-import { safeDecodeSpec } from "./task-reader.js";
+import type { TaskLifecycle } from "./tasks/task-lifecycle.js";
+import { safeDecodeSpec } from "./tasks/task-reader.js";
 
 export function recoverTasks(
   config: HubConfig,

@@ -2,9 +2,9 @@
 // audit log as shell.session when it ends (who opened it, on which agent, for how long), and a terminal
 // whose client's input stream broke without an end of input is hung up rather than left running.
 import type { ShellSpec } from "../gen/switchboard/v1/task.js";
-import type { FinishInfo, LiveTask } from "./live-task.js";
+import type { FinishInfo, LiveTask } from "./tasks/live-task.js";
 import type { Store } from "./store/interfaces.js";
-import type { TaskInputQueue } from "./task-input.js";
+import type { TaskInputQueue } from "./tasks/task-input.js";
 
 /** The task's shell spec when it takes input while it runs (tty or stdin_stream). */
 export function interactiveShell(t: LiveTask): ShellSpec | undefined {

@@ -25,7 +25,7 @@ import {
 import { OutputStream, TaskState, type Finished, type TaskEvent } from "../../gen/switchboard/v1/task.js";
 import type { Principal } from "../auth.js";
 import type { HubCore } from "../hub-core.js";
-import type { Watcher } from "../live-task.js";
+import type { Watcher } from "../tasks/live-task.js";
 import { SeedAgentCall } from "./seed-agent-call.js";
 
 export { AgntServiceService };

@@ -10,7 +10,7 @@ import {
   type PoolStatus,
   type TokenInfo,
 } from "../../gen/switchboard/v1/client.js";
-import type { AgentSession } from "../agent-session.js";
+import type { AgentSession } from "../agents/agent-session.js";
 import { poolAllowed, type Principal } from "../auth.js";
 import type { HubCore } from "../hub-core.js";
 import type { AgentRecord, TokenRecord } from "../store/index.js";

@@ -29,7 +29,7 @@ import type { TaskEvent, TaskInput, TaskResult } from "../../gen/switchboard/v1/
 import { poolAllowed, type Principal } from "../auth.js";
 import type { ClientStream } from "../client-streams.js";
 import type { HubCore } from "../hub-core.js";
-import type { LiveTask, Watcher } from "../live-task.js";
+import type { LiveTask, Watcher } from "../tasks/live-task.js";
 import { hangUpOrphanedTerminal } from "../shell-sessions.js";
 import type { TaskStateName } from "../../common/task-state.js";
 

@@ -1,9 +1,9 @@
 // A task while the hub holds it in memory: its state machine, the events clients see (numbered
 // by the hub from 1), the watchers attached to it, and the output window that lets the agent
 // send only as far ahead of the slowest watcher as the hub is willing to buffer.
-import type { TaskEvent, TaskSpec } from "../gen/switchboard/v1/task.js";
-import { canTransition, isTerminal, type TaskStateName } from "../common/task-state.js";
-import type { Target } from "./scheduler.js";
+import type { TaskEvent, TaskSpec } from "../../gen/switchboard/v1/task.js";
+import { canTransition, isTerminal, type TaskStateName } from "../../common/task-state.js";
+import type { Target } from "../scheduler.js";
 
 /** Output kept in memory per task for watchers that attach late; older output is trimmed. */
 export const RETAINED_OUTPUT_BYTES = 2 * 1024 * 1024;

@@ -2,23 +2,23 @@
 // owner, a second process), a resume that takes over a broken link's tasks, a link lost and held
 // for the resume grace, and the end that loses what still ran. Health is re-derived here each tick.
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import { Code, SwitchboardError } from "../common/errors.js";
-import { newSessionId } from "../common/ids.js";
-import type { Logger } from "../common/logger.js";
-import { VERSION } from "../common/version.js";
-import type { AgentMessage, Hello, HubMessage, ResumeResult } from "../gen/switchboard/v1/agent.js";
+import { Code, SwitchboardError } from "../../common/errors.js";
+import { newSessionId } from "../../common/ids.js";
+import type { Logger } from "../../common/logger.js";
+import { VERSION } from "../../common/version.js";
+import type { AgentMessage, Hello, HubMessage, ResumeResult } from "../../gen/switchboard/v1/agent.js";
 import type { AgentRegistry } from "./agent-registry.js";
 import { AgentSession } from "./agent-session.js";
-import { agentIdClaim, poolAllowed, type Principal } from "./auth.js";
-import type { HubConfig } from "./config.js";
-import type { LiveTask } from "./live-task.js";
-import type { NodeOrchestrator } from "./nodes.js";
-import type { Scheduler } from "./scheduler.js";
-import type { Store } from "./store/index.js";
-import type { TaskDispatch } from "./task-dispatch.js";
-import type { TaskInputs } from "./task-input.js";
-import type { TaskLifecycle } from "./task-lifecycle.js";
-import type { TaskTable } from "./task-table.js";
+import { agentIdClaim, poolAllowed, type Principal } from "../auth.js";
+import type { HubConfig } from "../config.js";
+import type { LiveTask } from "../tasks/live-task.js";
+import type { NodeOrchestrator } from "../nodes/node-orchestrator.js";
+import type { Scheduler } from "../scheduler.js";
+import type { Store } from "../store/index.js";
+import type { TaskDispatch } from "../tasks/task-dispatch.js";
+import type { TaskInputs } from "../tasks/task-input.js";
+import type { TaskLifecycle } from "../tasks/task-lifecycle.js";
+import type { TaskTable } from "../tasks/task-table.js";
 
 const MAX_ID = 128;
 

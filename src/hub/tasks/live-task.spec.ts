@@ -1,7 +1,7 @@
 // A live task's event numbering, replay, and the output window that bounds what the hub holds.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { OutputStream, type TaskEvent } from "../gen/switchboard/v1/task.js";
+import { OutputStream, type TaskEvent } from "../../gen/switchboard/v1/task.js";
 import { LiveTask, RETAINED_OUTPUT_BYTES, type Watcher } from "./live-task.js";
 
 function task(window: number, grants: number[]): LiveTask {

@@ -1,19 +1,19 @@
 // Reading tasks as clients see them: their info, their whole result, and their events to watch. A
 // live (or recently finished) task is read from memory; an older one from the store, replayed with
 // the same numbering a client saw live.
-import { Code, shownName, SwitchboardError } from "../common/errors.js";
-import { isTerminal, stateToWire } from "../common/task-state.js";
+import { Code, shownName, SwitchboardError } from "../../common/errors.js";
+import { isTerminal, stateToWire } from "../../common/task-state.js";
 import {
   OutputStream,
   TaskSpec,
   type TaskEvent,
   type TaskInfo,
   type TaskResult,
-} from "../gen/switchboard/v1/task.js";
-import type { AgentRegistry } from "./agent-registry.js";
-import { poolAllowed, type Principal } from "./auth.js";
+} from "../../gen/switchboard/v1/task.js";
+import type { AgentRegistry } from "../agents/agent-registry.js";
+import { poolAllowed, type Principal } from "../auth.js";
 import type { LiveTask, Watcher } from "./live-task.js";
-import type { Store, TaskRecord } from "./store/index.js";
+import type { Store, TaskRecord } from "../store/index.js";
 import type { TaskTable } from "./task-table.js";
 
 export const EMPTY = Buffer.alloc(0);

@@ -2,9 +2,9 @@
 // an answer is cancelled there), stop, status, list and logs. A stop while the agent is offline is
 // recorded and carried out when it reconnects.
 import { randomUUID } from "node:crypto";
-import { Code, shownName, SwitchboardError } from "../common/errors.js";
-import type { Logger } from "../common/logger.js";
-import { NodeSpawn, type NodeLogChunk } from "../gen/switchboard/v1/agent.js";
+import { Code, shownName, SwitchboardError } from "../../common/errors.js";
+import type { Logger } from "../../common/logger.js";
+import { NodeSpawn, type NodeLogChunk } from "../../gen/switchboard/v1/agent.js";
 import type {
   ListNodesRequest,
   NodeBatchItem,
@@ -12,11 +12,11 @@ import type {
   NodeLogsRequest,
   SpawnNodeRequest,
   StopNodeRequest,
-} from "../gen/switchboard/v1/client.js";
-import { NodeRecord } from "../gen/switchboard/v1/node.js";
-import type { AgentRegistry } from "./agent-registry.js";
-import type { Principal } from "./auth.js";
-import type { HubConfig } from "./config.js";
+} from "../../gen/switchboard/v1/client.js";
+import { NodeRecord } from "../../gen/switchboard/v1/node.js";
+import type { AgentRegistry } from "../agents/agent-registry.js";
+import type { Principal } from "../auth.js";
+import type { HubConfig } from "../config.js";
 import { AgentRefusal, Retryable, type NodeCommands } from "./node-commands.js";
 import type { NodePlacement } from "./node-placement.js";
 import type { HubNode, NodeRegistry } from "./node-registry.js";

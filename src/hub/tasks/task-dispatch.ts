@@ -1,11 +1,11 @@
 // Handing queued tasks to agents. An assignment is written to the store first and its Assign goes
 // out only once that write has committed: a restarted hub requeues only tasks its store shows
 // queued, so a task that may have reached an agent must never be on record as queued.
-import type { AgentRegistry } from "./agent-registry.js";
-import type { AgentSession } from "./agent-session.js";
+import type { AgentRegistry } from "../agents/agent-registry.js";
+import type { AgentSession } from "../agents/agent-session.js";
 import type { LiveTask } from "./live-task.js";
-import type { Scheduler } from "./scheduler.js";
-import type { Store, StoreWriteFailure } from "./store/index.js";
+import type { Scheduler } from "../scheduler.js";
+import type { Store, StoreWriteFailure } from "../store/index.js";
 import type { TaskTable } from "./task-table.js";
 
 export class TaskDispatch {

@@ -3,13 +3,13 @@
 // target agent. Each task keeps its own flow control (the download's output window opens only as far as
 // the upload takes input), so data of any size passes in bounded memory, and the tar stream's size and
 // SHA-256 are compared at both ends. Both agents' [files] roots must cover the paths.
-import { Code, SwitchboardError } from "../common/errors.js";
-import { parseFileResult, type FileResult } from "../common/file-transfer.js";
-import type { SubmitRequest } from "../gen/switchboard/v1/client.js";
-import { FileSpec, OutputStream } from "../gen/switchboard/v1/task.js";
-import type { Principal } from "./auth.js";
-import type { FinishInfo, LiveTask, Watcher } from "./live-task.js";
-import type { TaskInputQueue } from "./task-input.js";
+import { Code, SwitchboardError } from "../../common/errors.js";
+import { parseFileResult, type FileResult } from "../../common/file-transfer.js";
+import type { SubmitRequest } from "../../gen/switchboard/v1/client.js";
+import { FileSpec, OutputStream } from "../../gen/switchboard/v1/task.js";
+import type { Principal } from "../auth.js";
+import type { FinishInfo, LiveTask, Watcher } from "../tasks/live-task.js";
+import type { TaskInputQueue } from "../tasks/task-input.js";
 
 /** What a transfer needs of the hub: tasks submitted, fed and cancelled as a client would. */
 export interface TaskRunner {

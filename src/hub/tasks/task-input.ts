@@ -4,9 +4,9 @@
 // carries its offset in the task's input and is kept until the agent acknowledges it
 // (InputWindow.received), so that what a broken link lost is sent again when the session resumes (the
 // agent skips what it has): at most one input window per task.
-import type { TaskInput } from "../gen/switchboard/v1/task.js";
-import type { AgentRegistry } from "./agent-registry.js";
-import type { AgentSession } from "./agent-session.js";
+import type { TaskInput } from "../../gen/switchboard/v1/task.js";
+import type { AgentRegistry } from "../agents/agent-registry.js";
+import type { AgentSession } from "../agents/agent-session.js";
 import type { LiveTask } from "./live-task.js";
 
 /** Input bytes held per task before the client's stream is paused. */

@@ -2,14 +2,14 @@
 // own checks of the spawn, and with copy_data how the data moves (through file tasks between machines,
 // or copied by the target on one machine). A failure after the stop starts the node again where it was.
 import { basename, isAbsolute } from "node:path";
-import { Code, shownName, SwitchboardError } from "../common/errors.js";
-import type { Logger } from "../common/logger.js";
-import { NodeSpawn, type NodeReply } from "../gen/switchboard/v1/agent.js";
-import type { MigrateNodeRequest, NodeInfo } from "../gen/switchboard/v1/client.js";
-import type { NodeRecord } from "../gen/switchboard/v1/node.js";
-import type { AgentRegistry } from "./agent-registry.js";
-import type { Principal } from "./auth.js";
-import type { HubConfig } from "./config.js";
+import { Code, shownName, SwitchboardError } from "../../common/errors.js";
+import type { Logger } from "../../common/logger.js";
+import { NodeSpawn, type NodeReply } from "../../gen/switchboard/v1/agent.js";
+import type { MigrateNodeRequest, NodeInfo } from "../../gen/switchboard/v1/client.js";
+import type { NodeRecord } from "../../gen/switchboard/v1/node.js";
+import type { AgentRegistry } from "../agents/agent-registry.js";
+import type { Principal } from "../auth.js";
+import type { HubConfig } from "../config.js";
 import { AgentRefusal, type NodeCommands } from "./node-commands.js";
 import { transferNodeData, type TaskRunner } from "./node-data-transfer.js";
 import type { NodePlacement } from "./node-placement.js";

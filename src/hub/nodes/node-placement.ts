@@ -1,12 +1,12 @@
 // Where a node may go: the agent exists, the caller may reach its pool, it is online, runs nodes and
 // has a free node slot (counting what a batch has placed on paper); or, with no agent named, the
 // healthy agent with the most free slots among those that match pool and labels.
-import { Code, shownName, SwitchboardError } from "../common/errors.js";
-import type { AgentRegistry } from "./agent-registry.js";
-import type { AgentSession } from "./agent-session.js";
-import { poolAllowed, type Principal } from "./auth.js";
+import { Code, shownName, SwitchboardError } from "../../common/errors.js";
+import type { AgentRegistry } from "../agents/agent-registry.js";
+import type { AgentSession } from "../agents/agent-session.js";
+import { poolAllowed, type Principal } from "../auth.js";
 import type { NodeRegistry } from "./node-registry.js";
-import type { Store } from "./store/index.js";
+import type { Store } from "../store/index.js";
 
 export class NodePlacement {
   constructor(

@@ -1,7 +1,7 @@
 // The hub's input queue for one task: forwarded only within the agent's window, each message numbered
 // with its offset and kept until the agent acknowledges it, and sent again, in order, after a broken link.
 import { describe, expect, it } from "vitest";
-import type { TaskInput } from "../gen/switchboard/v1/task.js";
+import type { TaskInput } from "../../gen/switchboard/v1/task.js";
 import { TaskInputQueue } from "./task-input.js";
 
 const msg = (s: string, eof = false): TaskInput => ({

@@ -1,15 +1,15 @@
 // The hub's registry of supervised nodes: what should run where (intent: the agent, wanted running or
 // stopped, its spawn spec) and the last record its agent reported (reality), persisted in the store.
 // Every other part of the orchestrator reads and changes nodes through this registry.
-import { Code, shownName, SwitchboardError } from "../common/errors.js";
-import type { Logger } from "../common/logger.js";
-import { NodeSpawn } from "../gen/switchboard/v1/agent.js";
-import type { NodeInfo } from "../gen/switchboard/v1/client.js";
-import { NodeRecord } from "../gen/switchboard/v1/node.js";
-import type { AgentRegistry } from "./agent-registry.js";
-import type { AgentSession } from "./agent-session.js";
-import { poolAllowed, type Principal } from "./auth.js";
-import type { NodeRow, Store } from "./store/index.js";
+import { Code, shownName, SwitchboardError } from "../../common/errors.js";
+import type { Logger } from "../../common/logger.js";
+import { NodeSpawn } from "../../gen/switchboard/v1/agent.js";
+import type { NodeInfo } from "../../gen/switchboard/v1/client.js";
+import { NodeRecord } from "../../gen/switchboard/v1/node.js";
+import type { AgentRegistry } from "../agents/agent-registry.js";
+import type { AgentSession } from "../agents/agent-session.js";
+import { poolAllowed, type Principal } from "../auth.js";
+import type { NodeRow, Store } from "../store/index.js";
 
 export interface HubNode {
   row: NodeRow;

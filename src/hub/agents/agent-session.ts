@@ -3,10 +3,10 @@
 // trouble, Offline once its link is down: the stream is gone, or (a transport without keepalive)
 // silent for two heartbeat intervals.
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import type { AgentMessage, Heartbeat, Hello, HubMessage } from "../gen/switchboard/v1/agent.js";
-import type { Principal } from "./auth.js";
-import type { SchedAgent } from "./scheduler.js";
-import { CoalescingWriter } from "../common/coalescing-writer.js";
+import type { AgentMessage, Heartbeat, Hello, HubMessage } from "../../gen/switchboard/v1/agent.js";
+import type { Principal } from "../auth.js";
+import type { SchedAgent } from "../scheduler.js";
+import { CoalescingWriter } from "../../common/coalescing-writer.js";
 
 /**
  * Within one incoming batch, acknowledge past this many events or output bytes; every batch that

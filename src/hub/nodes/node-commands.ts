@@ -1,13 +1,13 @@
 // Node commands to an agent, over its own stream (the agent needs no inbound port): each waits for its
 // reply within a per-operation deadline, and is retried at 100, 200 and 400 ms when the stream breaks
 // under it. The errors say whether the agent refused (it did nothing) or the link failed (it may have).
-import { Code, shownName, SwitchboardError } from "../common/errors.js";
-import type { Logger } from "../common/logger.js";
-import type { NodeCommand, NodeReply, NodeSpawn } from "../gen/switchboard/v1/agent.js";
-import type { NodeRecord } from "../gen/switchboard/v1/node.js";
-import type { AgentRegistry } from "./agent-registry.js";
-import type { AgentSession } from "./agent-session.js";
-import type { HubConfig } from "./config.js";
+import { Code, shownName, SwitchboardError } from "../../common/errors.js";
+import type { Logger } from "../../common/logger.js";
+import type { NodeCommand, NodeReply, NodeSpawn } from "../../gen/switchboard/v1/agent.js";
+import type { NodeRecord } from "../../gen/switchboard/v1/node.js";
+import type { AgentRegistry } from "../agents/agent-registry.js";
+import type { AgentSession } from "../agents/agent-session.js";
+import type { HubConfig } from "../config.js";
 
 /** Delays between attempts when the agent's stream breaks under a command (seed 003). */
 const RETRY_DELAYS_MS = [100, 200, 400];

@@ -1,16 +1,16 @@
 // Keeping what runs in line with what the registry wants: on each (re)connect the agent's reported
 // nodes are reconciled with the registry (adopted, stopped, or started again), and a node whose agent
 // stayed offline past nodes.reschedule_after is started on another agent.
-import { Code, SwitchboardError } from "../common/errors.js";
-import type { Logger } from "../common/logger.js";
-import type { AgentRegistry } from "./agent-registry.js";
-import type { AgentSession } from "./agent-session.js";
-import type { Principal } from "./auth.js";
-import type { HubConfig } from "./config.js";
+import { Code, SwitchboardError } from "../../common/errors.js";
+import type { Logger } from "../../common/logger.js";
+import type { AgentRegistry } from "../agents/agent-registry.js";
+import type { AgentSession } from "../agents/agent-session.js";
+import type { Principal } from "../auth.js";
+import type { HubConfig } from "../config.js";
 import type { NodeCommands } from "./node-commands.js";
 import type { NodePlacement } from "./node-placement.js";
 import type { HubNode, NodeRegistry } from "./node-registry.js";
-import { NodeSpawn } from "../gen/switchboard/v1/agent.js";
+import { NodeSpawn } from "../../gen/switchboard/v1/agent.js";
 
 /** Who the hub acts as when it moves a node by itself. */
 const SYSTEM: Principal = {

@@ -1,21 +1,21 @@
 // A task's life in the hub, from its submission to its end: accepted and recorded, queued or given to
 // an agent (TaskDispatch), moved on by its agent's events, cancelled or timed out, and finished once
 // with what clients and the store are told.
-import { Code, shownName, SwitchboardError } from "../common/errors.js";
-import { newTaskId } from "../common/ids.js";
-import type { Logger } from "../common/logger.js";
-import { isTerminal, stateFromWire, stateToWire, type TaskStateName } from "../common/task-state.js";
-import type { AgentTaskEvent } from "../gen/switchboard/v1/agent.js";
-import type { SubmitRequest } from "../gen/switchboard/v1/client.js";
-import { OutputStream, TaskSpec, type Finished } from "../gen/switchboard/v1/task.js";
-import type { AgentRegistry } from "./agent-registry.js";
-import type { AgentSession } from "./agent-session.js";
-import { poolAllowed, type Principal } from "./auth.js";
-import type { HubConfig } from "./config.js";
+import { Code, shownName, SwitchboardError } from "../../common/errors.js";
+import { newTaskId } from "../../common/ids.js";
+import type { Logger } from "../../common/logger.js";
+import { isTerminal, stateFromWire, stateToWire, type TaskStateName } from "../../common/task-state.js";
+import type { AgentTaskEvent } from "../../gen/switchboard/v1/agent.js";
+import type { SubmitRequest } from "../../gen/switchboard/v1/client.js";
+import { OutputStream, TaskSpec, type Finished } from "../../gen/switchboard/v1/task.js";
+import type { AgentRegistry } from "../agents/agent-registry.js";
+import type { AgentSession } from "../agents/agent-session.js";
+import { poolAllowed, type Principal } from "../auth.js";
+import type { HubConfig } from "../config.js";
 import { LiveTask, type FinishInfo } from "./live-task.js";
-import { describeTarget, type Scheduler, type Target } from "./scheduler.js";
-import { auditShellSession } from "./shell-sessions.js";
-import { writeFailureSentence, type Store, type TaskRecord } from "./store/index.js";
+import { describeTarget, type Scheduler, type Target } from "../scheduler.js";
+import { auditShellSession } from "../shell-sessions.js";
+import { writeFailureSentence, type Store, type TaskRecord } from "../store/index.js";
 import type { TaskDispatch } from "./task-dispatch.js";
 import { asBuffer, EMPTY } from "./task-reader.js";
 import type { TaskTable } from "./task-table.js";

@@ -2,8 +2,8 @@
 // resume), and their record in the store. Everything that asks "which session speaks for agent X"
 // asks here, so that nobody else holds or walks the map.
 import type { AgentSession } from "./agent-session.js";
-import type { LiveTask } from "./live-task.js";
-import type { AgentRecord, Store } from "./store/index.js";
+import type { LiveTask } from "../tasks/live-task.js";
+import type { AgentRecord, Store } from "../store/index.js";
 
 /** How often a healthy agent's record is written again (its last-seen time) between connects. */
 const PERSIST_EVERY_MS = 30_000;

@@ -2,19 +2,19 @@
 // each later message goes to the part of the hub it concerns: credits to dispatch, task events to the
 // task's lifecycle, node reports to the node orchestrator, input windows to the task's input.
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import { Code, SwitchboardError } from "../common/errors.js";
-import type { Logger } from "../common/logger.js";
-import type { AgentMessage, HubMessage } from "../gen/switchboard/v1/agent.js";
+import { Code, SwitchboardError } from "../../common/errors.js";
+import type { Logger } from "../../common/logger.js";
+import type { AgentMessage, HubMessage } from "../../gen/switchboard/v1/agent.js";
 import type { AgentRegistry } from "./agent-registry.js";
 import type { AgentSession } from "./agent-session.js";
-import type { Principal, TokenAuthority } from "./auth.js";
-import type { HubConfig } from "./config.js";
-import type { NodeOrchestrator } from "./nodes.js";
+import type { Principal, TokenAuthority } from "../auth.js";
+import type { HubConfig } from "../config.js";
+import type { NodeOrchestrator } from "../nodes/node-orchestrator.js";
 import type { SessionLifecycle } from "./session-lifecycle.js";
-import type { TaskDispatch } from "./task-dispatch.js";
-import type { TaskInputs } from "./task-input.js";
-import type { TaskLifecycle } from "./task-lifecycle.js";
-import type { TaskTable } from "./task-table.js";
+import type { TaskDispatch } from "../tasks/task-dispatch.js";
+import type { TaskInputs } from "../tasks/task-input.js";
+import type { TaskLifecycle } from "../tasks/task-lifecycle.js";
+import type { TaskTable } from "../tasks/task-table.js";
 
 const HELLO_TIMEOUT_MS = 10_000;
 

@@ -2,8 +2,8 @@
 // each agent says what does (reality, in its Hello, heartbeats and change reports). This orchestrator
 // is their face to the hub: it composes the registry, the command channel to agents, placement,
 // reconciliation, the client's operations and migration, and hands each hook and call to its part.
-import type { Logger } from "../common/logger.js";
-import type { NodeLogChunk, NodeReply } from "../gen/switchboard/v1/agent.js";
+import type { Logger } from "../../common/logger.js";
+import type { NodeLogChunk, NodeReply } from "../../gen/switchboard/v1/agent.js";
 import type {
   ListNodesRequest,
   MigrateNodeRequest,
@@ -12,12 +12,12 @@ import type {
   NodeLogsRequest,
   SpawnNodeRequest,
   StopNodeRequest,
-} from "../gen/switchboard/v1/client.js";
-import type { NodeRecord } from "../gen/switchboard/v1/node.js";
-import type { AgentRegistry } from "./agent-registry.js";
-import type { AgentSession } from "./agent-session.js";
-import type { Principal } from "./auth.js";
-import type { HubConfig } from "./config.js";
+} from "../../gen/switchboard/v1/client.js";
+import type { NodeRecord } from "../../gen/switchboard/v1/node.js";
+import type { AgentRegistry } from "../agents/agent-registry.js";
+import type { AgentSession } from "../agents/agent-session.js";
+import type { Principal } from "../auth.js";
+import type { HubConfig } from "../config.js";
 import { NodeCommands } from "./node-commands.js";
 import type { TaskRunner } from "./node-data-transfer.js";
 import { NodeMigration } from "./node-migration.js";
@@ -25,7 +25,7 @@ import { NodeOperations } from "./node-operations.js";
 import { NodePlacement } from "./node-placement.js";
 import { NodeReconciler } from "./node-reconcile.js";
 import { NodeRegistry } from "./node-registry.js";
-import type { Store } from "./store/index.js";
+import type { Store } from "../store/index.js";
 
 /** What the orchestrator needs of the hub: its agents, config and store, and file tasks (migrations). */
 export interface NodeHubView extends TaskRunner {
