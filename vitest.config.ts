@@ -16,7 +16,7 @@ const INTEGRATION_SPECS = [
   "src/agent/executors/sql/postgres/postgres.spec.ts",
   "src/agent/executors/sql/mysql/mysql.spec.ts",
   "src/agent/executors/sql/sqlite/sqlite.spec.ts",
-  "src/agent/link.spec.ts",
+  "src/agent/link/link.spec.ts",
   "src/hub/store/sqlite/store.durability.spec.ts",
   "src/cli/copy-into.spec.ts",
   "src/client/client.spec.ts",

@@ -6,7 +6,7 @@
 //
 //   node dist/bench/sim-agents.js HUB TOKEN COUNT PREFIX
 import http2 from "node:http2";
-import { Backoff } from "../src/agent/backoff.js";
+import { Backoff } from "../src/agent/link/backoff.js";
 import { AgentMessage, HubMessage, type Hello } from "../src/gen/switchboard/v1/agent.js";
 import { TaskState } from "../src/gen/switchboard/v1/task.js";
 

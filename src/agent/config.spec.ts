@@ -11,7 +11,7 @@ import {
   type AgentConfig,
   type LoadAgentConfigInput,
 } from "./config.js";
-import { parseHubAddress } from "./hub-address.js";
+import { parseHubAddress } from "./link/hub-address.js";
 
 const dir = mkdtempSync(join(tmpdir(), "sb-agent-config-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -6,7 +6,7 @@ import { z } from "zod";
 import { show } from "../common/settings.js";
 import { check, checkedList } from "../common/setting-types.js";
 import { parseAllowPrefix } from "./executors/http/index.js";
-import { parseHubAddress } from "./hub-address.js";
+import { parseHubAddress } from "./link/hub-address.js";
 
 /** Hub addresses: a TOML array or string; from a variable or a flag, comma-separated (items of a repeated flag too). */
 export const hubList = z.unknown().transform((v, ctx) => {

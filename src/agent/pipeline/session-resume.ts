@@ -2,10 +2,10 @@
 // holds the session, its events wait in the outbox, and the next Hello asks to resume it. The hub's
 // answer either takes the tasks over into the new session (unacknowledged events re-sent, input windows
 // granted again) or, like the grace running out, stops them and drops their events.
-import type { Logger } from "../common/logger.js";
-import type { Resume } from "../gen/switchboard/v1/agent.js";
+import type { Logger } from "../../common/logger.js";
+import type { Resume } from "../../gen/switchboard/v1/agent.js";
 import type { Inbox } from "./inbox.js";
-import type { Outbox } from "./outbox.js";
+import type { Outbox } from "../link/outbox.js";
 import type { SessionStart } from "./pipeline-session.js";
 import type { TaskRun } from "./task-run.js";
 

@@ -1,8 +1,8 @@
 // Why an Assign the hub sent within its credits cannot run: no task id, a task id seen before, no spec,
 // a kind of task this agent does not run, or its executor's own refusal.
-import { Code } from "../common/errors.js";
-import type { Assign } from "../gen/switchboard/v1/agent.js";
-import type { Executor } from "./executors/executor.js";
+import { Code } from "../../common/errors.js";
+import type { Assign } from "../../gen/switchboard/v1/agent.js";
+import type { Executor } from "../executors/executor.js";
 
 export interface AssignRefusal {
   code: Code;

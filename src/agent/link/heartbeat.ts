@@ -1,6 +1,6 @@
 // Heartbeats to the hub: every interval of the session (the hub's Welcome value, else the config's),
 // the agent's load and trouble, so the hub can mark it Degraded and schedule around it.
-import type { AgentMessage, Heartbeat } from "../gen/switchboard/v1/agent.js";
+import type { AgentMessage, Heartbeat } from "../../gen/switchboard/v1/agent.js";
 
 export class Heartbeater {
   private timer: NodeJS.Timeout | undefined;

@@ -6,8 +6,8 @@
 // stream breaks and the agent holds its tasks (suspend), producers may go on: the lane takes up to
 // memoryBytes in memory and then spills to a file, up to spillMaxBytes. On the resumed session the
 // events the hub did not receive go out again first (resume).
-import { AgentMessage } from "../gen/switchboard/v1/agent.js";
-import { Fifo } from "./fifo.js";
+import { AgentMessage } from "../../gen/switchboard/v1/agent.js";
+import { Fifo } from "../fifo.js";
 import { RetainArena, type ArenaCopy } from "./retain-arena.js";
 import { SpillQueue } from "./spill-queue.js";
 

@@ -1,10 +1,10 @@
 // One assigned task, from its Assign to its single Finished: its state machine, its event numbering
 // (seq from 1), its output gate and the execution it drives. Whatever path the task takes, exactly one
 // Finished leaves a TaskRun, after all of its output.
-import type { Logger } from "../common/logger.js";
-import { Code } from "../common/errors.js";
-import type { AgentTaskEvent, Assign } from "../gen/switchboard/v1/agent.js";
-import { Finished, TaskState, type OutputStream, type TaskSpec } from "../gen/switchboard/v1/task.js";
+import type { Logger } from "../../common/logger.js";
+import { Code } from "../../common/errors.js";
+import type { AgentTaskEvent, Assign } from "../../gen/switchboard/v1/agent.js";
+import { Finished, TaskState, type OutputStream, type TaskSpec } from "../../gen/switchboard/v1/task.js";
 import {
   codeForStop,
   failedFinished,
@@ -14,8 +14,8 @@ import {
   type Executor,
   type InputChunk,
   type StopRequest,
-} from "./executors/executor.js";
-import { OutputGate, type OutputRoom } from "./output-gate.js";
+} from "../executors/executor.js";
+import { OutputGate, type OutputRoom } from "../output-gate.js";
 
 /** queued: in the inbox. running: its executor works. stopping: asked to stop, not ended yet. */
 export type TaskRunState = "queued" | "running" | "stopping" | "finished";

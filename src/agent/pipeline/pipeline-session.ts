@@ -1,7 +1,7 @@
 // One welcomed session as the pipeline sees it: what the hub's Welcome granted (output window, message
 // size, resume grace) and what the session keeps (its credit ledger, whether it drains or withholds
 // credits, the task ids it has seen).
-import type { ResumeResult } from "../gen/switchboard/v1/agent.js";
+import type { ResumeResult } from "../../gen/switchboard/v1/agent.js";
 import type { CreditLedger } from "./credits.js";
 
 export interface SessionStart {

@@ -5,7 +5,7 @@
 // memory part is empty.
 import { closeSync, ftruncateSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
-import { Fifo } from "./fifo.js";
+import { Fifo } from "../fifo.js";
 
 export interface SpillCodec<T> {
   encode(item: T): Uint8Array;

@@ -1,6 +1,6 @@
 // The inbox: assigned tasks waiting for a free executor, first come first served, never more than
 // its capacity (seed 001's task queue). A full inbox refuses, it never grows.
-import { Fifo } from "./fifo.js";
+import { Fifo } from "../fifo.js";
 
 export class Inbox<T> {
   readonly capacity: number;

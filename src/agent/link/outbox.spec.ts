@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import type { AgentMessage } from "../gen/switchboard/v1/agent.js";
+import type { AgentMessage } from "../../gen/switchboard/v1/agent.js";
 import { Outbox, type StreamWriter } from "./outbox.js";
 
 const credits = (n: number): AgentMessage => ({ body: { $case: "credits", value: { grantedTotal: n } } });

@@ -7,8 +7,8 @@ import { EventEmitter } from "node:events";
 import { request as httpRequest, Agent as HttpAgent } from "node:http";
 import { request as httpsRequest, Agent as HttpsAgent } from "node:https";
 import { readFileSync } from "node:fs";
-import { Code, SwitchboardError } from "../common/errors.js";
-import type { ClientTlsFiles } from "../common/tls.js";
+import { Code, SwitchboardError } from "../../common/errors.js";
+import type { ClientTlsFiles } from "../../common/tls.js";
 import { outputBytes } from "./outbox.js";
 import {
   HttpDownload,
@@ -17,7 +17,7 @@ import {
   HttpUpload,
   type AgentMessage,
   type Hello,
-} from "../gen/switchboard/v1/agent.js";
+} from "../../gen/switchboard/v1/agent.js";
 
 const PROTOBUF = "application/x-protobuf";
 /** What one upload carries at most (encoded messages); more waits for the next. */

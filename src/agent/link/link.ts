@@ -2,20 +2,20 @@
 // its bearer token, waits for Welcome, and drains the outbox into the stream. On any end it redials:
 // with jittered backoff, at the cap after a refusal (a config mistake), at once after a Drain.
 import { type StatusObject } from "@grpc/grpc-js";
-import { bearerMetadata } from "../common/auth.js";
-import { Code, codeName } from "../common/errors.js";
-import { FastAgentServiceClient } from "../common/codec.js";
-import { CoalescingWriter } from "../common/coalescing-writer.js";
-import { clientOptions } from "../common/grpc-options.js";
-import { clientChannel, type ClientChannel, type ClientTlsFiles } from "../common/tls.js";
-import type { Logger } from "../common/logger.js";
+import { bearerMetadata } from "../../common/auth.js";
+import { Code, codeName } from "../../common/errors.js";
+import { FastAgentServiceClient } from "../../common/codec.js";
+import { CoalescingWriter } from "../../common/coalescing-writer.js";
+import { clientOptions } from "../../common/grpc-options.js";
+import { clientChannel, type ClientChannel, type ClientTlsFiles } from "../../common/tls.js";
+import type { Logger } from "../../common/logger.js";
 import {
   type AgentMessage,
   type Hello,
   type HubMessage,
   type Resume,
   type Welcome,
-} from "../gen/switchboard/v1/agent.js";
+} from "../../gen/switchboard/v1/agent.js";
 import { Backoff } from "./backoff.js";
 import { HttpHubCall } from "./http-call.js";
 import { outputBytes, type Outbox } from "./outbox.js";

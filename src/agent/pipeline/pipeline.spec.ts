@@ -3,21 +3,27 @@
 // gRPC and a manual executor lets the test decide when each task ends.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { silentLogger } from "../common/logger.js";
-import { Code } from "../common/errors.js";
-import type { AgentMessage, AgentTaskEvent, HubMessage } from "../gen/switchboard/v1/agent.js";
-import { Finished, OutputStream, ShellSpec, TaskState, type TaskSpec } from "../gen/switchboard/v1/task.js";
-import { EchoExecutor } from "./executors/echo/index.js";
+import { silentLogger } from "../../common/logger.js";
+import { Code } from "../../common/errors.js";
+import type { AgentMessage, AgentTaskEvent, HubMessage } from "../../gen/switchboard/v1/agent.js";
+import {
+  Finished,
+  OutputStream,
+  ShellSpec,
+  TaskState,
+  type TaskSpec,
+} from "../../gen/switchboard/v1/task.js";
+import { EchoExecutor } from "../executors/echo/index.js";
 import {
   stoppedFinished,
   type Execution,
   type ExecutionContext,
   type Executor,
-} from "./executors/executor.js";
-import { ShellExecutor } from "./executors/shell/index.js";
-import { Outbox, type StreamWriter } from "./outbox.js";
+} from "../executors/executor.js";
+import { ShellExecutor } from "../executors/shell/index.js";
+import { Outbox, type StreamWriter } from "../link/outbox.js";
 import { Pipeline } from "./pipeline.js";
-import { AgentStats } from "./stats.js";
+import { AgentStats } from "../stats.js";
 
 /** Runs until the test says so; honours stops at once; pauses its output like a pipe would. */
 class ManualExecutor implements Executor {

@@ -1,9 +1,9 @@
 // The agent's work pipeline (seed 001): Assign -> bounded inbox -> executor pool -> outbox. It grants
 // task-slot credits (withheld while the outbox is above its threshold) and answers every Assign with
 // exactly one Finished, refusals included. It knows nothing of gRPC: the link feeds it per session.
-import type { Logger } from "../common/logger.js";
-import { Code } from "../common/errors.js";
-import { MAX_AGENT_CONCURRENCY } from "../common/limits.js";
+import type { Logger } from "../../common/logger.js";
+import { Code } from "../../common/errors.js";
+import { MAX_AGENT_CONCURRENCY } from "../../common/limits.js";
 import type {
   AgentTaskEvent,
   Assign,
@@ -11,18 +11,18 @@ import type {
   HubMessage,
   NodeCommand,
   Resume,
-} from "../gen/switchboard/v1/agent.js";
-import { TaskState, type DatasourceHealth, type Finished } from "../gen/switchboard/v1/task.js";
-import type { NodeRecord } from "../gen/switchboard/v1/node.js";
+} from "../../gen/switchboard/v1/agent.js";
+import { TaskState, type DatasourceHealth, type Finished } from "../../gen/switchboard/v1/task.js";
+import type { NodeRecord } from "../../gen/switchboard/v1/node.js";
 import { checkAssign } from "./assign-check.js";
 import { CreditLedger } from "./credits.js";
-import { failedFinished, type Executor, type StopCause } from "./executors/executor.js";
+import { failedFinished, type Executor, type StopCause } from "../executors/executor.js";
 import { IdleWaiters } from "./idle-waiters.js";
 import { Inbox } from "./inbox.js";
-import type { Outbox } from "./outbox.js";
+import type { Outbox } from "../link/outbox.js";
 import { newSession, rememberTask, type Session, type SessionStart } from "./pipeline-session.js";
 import { SessionResume } from "./session-resume.js";
-import type { AgentStats } from "./stats.js";
+import type { AgentStats } from "../stats.js";
 import { TaskRun } from "./task-run.js";
 
 export interface PipelineOptions {

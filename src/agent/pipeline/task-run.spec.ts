@@ -1,9 +1,9 @@
 // A run's input as the hub numbers it (TaskInput.offset): what the hub sends again after a broken link is
 // skipped where the run has it, a message that overlaps is cut to its new part, and nothing follows eof.
 import { describe, expect, it } from "vitest";
-import { silentLogger } from "../common/logger.js";
-import type { Finished } from "../gen/switchboard/v1/task.js";
-import type { Execution, ExecutionContext, Executor, InputChunk } from "./executors/executor.js";
+import { silentLogger } from "../../common/logger.js";
+import type { Finished } from "../../gen/switchboard/v1/task.js";
+import type { Execution, ExecutionContext, Executor, InputChunk } from "../executors/executor.js";
 import { TaskRun } from "./task-run.js";
 
 /** Takes input and records it; ends when the test says. */
