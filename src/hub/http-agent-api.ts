@@ -209,8 +209,6 @@ export interface HttpAgentApi {
   close(): Promise<void>;
 }
 
-class HttpError extends SwitchboardError {}
-
 /**
  * The body, at most `limit` bytes, each piece within `idleMs` of the one before. Routes call it only
  * after the token was checked: no body is read for a caller without one.
@@ -233,20 +231,24 @@ function readBody(req: IncomingMessage, limit: number, idleMs: number): Promise<
     const idle = setTimeout(
       () =>
         done(
-          new HttpError(Code.DEADLINE_EXCEEDED, `no body bytes for ${idleMs / 1000}s: send the body at once`),
+          new SwitchboardError(
+            Code.DEADLINE_EXCEEDED,
+            `no body bytes for ${idleMs / 1000}s: send the body at once`,
+          ),
         ),
       idleMs,
     );
     const onData = (c: Buffer): void => {
       size += c.length;
       if (size > limit)
-        return done(new HttpError(Code.RESOURCE_EXHAUSTED, `request body over ${limit} bytes`));
+        return done(new SwitchboardError(Code.RESOURCE_EXHAUSTED, `request body over ${limit} bytes`));
       chunks.push(c);
       idle.refresh();
     };
     const onEnd = (): void => done();
     const onClose = (): void => {
-      if (!req.complete) done(new HttpError(Code.CANCELLED, "the client went away before its body arrived"));
+      if (!req.complete)
+        done(new SwitchboardError(Code.CANCELLED, "the client went away before its body arrived"));
     };
     req.on("data", onData);
     req.on("end", onEnd);
@@ -281,7 +283,10 @@ function decode<T>(fn: { decode(b: Uint8Array): T }, body: Buffer, what: string)
   try {
     return fn.decode(body);
   } catch (e) {
-    throw new HttpError(Code.INVALID_ARGUMENT, `the body is not a ${what} message: ${(e as Error).message}`);
+    throw new SwitchboardError(
+      Code.INVALID_ARGUMENT,
+      `the body is not a ${what} message: ${(e as Error).message}`,
+    );
   }
 }
 
@@ -310,9 +315,9 @@ export async function startHttpAgentApi(core: HubCore, o: HttpAgentApiOptions): 
   /** The channel named, when the caller presents the token that opened it. */
   const channelFor = (p: Principal, id: string): HttpAgentChannel => {
     const ch = channels.get(id);
-    if (!ch) throw new HttpError(Code.NOT_FOUND, `no channel ${id.slice(0, 40)}: connect again`);
+    if (!ch) throw new SwitchboardError(Code.NOT_FOUND, `no channel ${id.slice(0, 40)}: connect again`);
     if (p.tokenId !== ch.principalTokenId) {
-      throw new HttpError(Code.PERMISSION_DENIED, "this channel was opened with another token");
+      throw new SwitchboardError(Code.PERMISSION_DENIED, "this channel was opened with another token");
     }
     return ch;
   };
@@ -341,7 +346,7 @@ export async function startHttpAgentApi(core: HubCore, o: HttpAgentApiOptions): 
         const up = decode(HttpUpload, await body(req, CONNECT_BODY_BYTES), "HttpUpload");
         const hello = up.messages[0];
         if (up.messages.length !== 1 || hello?.body?.$case !== "hello") {
-          throw new HttpError(Code.INVALID_ARGUMENT, "connect carries exactly one message: Hello");
+          throw new SwitchboardError(Code.INVALID_ARGUMENT, "connect carries exactly one message: Hello");
         }
         const ch = new HttpAgentChannel(metadataOf(req));
         ch.principalTokenId = p.tokenId;
@@ -420,7 +425,7 @@ export async function startHttpAgentApi(core: HubCore, o: HttpAgentApiOptions): 
     if (!route) {
       const known = Object.keys(routes).some((r) => r.endsWith(` ${path}`));
       refuse(
-        new HttpError(
+        new SwitchboardError(
           known ? Code.INVALID_ARGUMENT : Code.NOT_FOUND,
           known ? `${req.method} is not allowed on ${path}` : `no such path: ${path}`,
         ),
@@ -439,7 +444,7 @@ export async function startHttpAgentApi(core: HubCore, o: HttpAgentApiOptions): 
     const declared = Number(req.headers["content-length"] ?? 0);
     if (declared > route.maxBody) {
       refuse(
-        new HttpError(
+        new SwitchboardError(
           Code.RESOURCE_EXHAUSTED,
           `request body of ${declared} bytes is over the ${route.maxBody} bytes ${path} takes`,
         ),

@@ -41,11 +41,8 @@ export interface WorkerFailure {
 export type WorkerReply = WorkerBatch | WorkerFailure;
 
 /** The worker process ended (the reason it was killed for, or how it died); its request cannot finish. */
-export class WorkerGone extends SwitchboardError {
-  constructor(message: string) {
-    super(Code.UNAVAILABLE, message);
-    this.name = "WorkerGone";
-  }
+export function workerGone(message: string): SwitchboardError {
+  return new SwitchboardError(Code.UNAVAILABLE, message);
 }
 
 export interface SqliteWorkerOptions {
@@ -91,12 +88,12 @@ export class SqliteWorker {
       this.child.on("exit", (code, signal) => {
         const how = signal !== null ? `was killed by ${signal}` : `exited with code ${code ?? "?"}`;
         const stderr = this.stderrTail.trim();
-        this.fail(new WorkerGone(`the sqlite worker process ${how}${stderr ? `: ${stderr}` : ""}`));
+        this.fail(workerGone(`the sqlite worker process ${how}${stderr ? `: ${stderr}` : ""}`));
         resolve();
       });
       this.child.on("error", (err) => {
         // Spawning failed (no exit follows), or sending failed (the exit follows).
-        this.fail(new WorkerGone(`the sqlite worker process failed: ${err.message}`));
+        this.fail(workerGone(`the sqlite worker process failed: ${err.message}`));
         if (this.child.pid === undefined) resolve();
       });
     });
@@ -116,7 +113,7 @@ export class SqliteWorker {
     return this.child.pid;
   }
 
-  /** Sends a request and waits for its reply; rejects with WorkerGone, or the reason given to kill(). */
+  /** Sends a request and waits for its reply; rejects with workerGone (UNAVAILABLE), or the reason given to kill(). */
   request(request: WorkerRequest): Promise<WorkerReply> {
     if (this.gone) return Promise.reject(this.gone);
     if (this.waiting) return Promise.reject(new Error("a sqlite worker answers one request at a time"));
@@ -130,7 +127,7 @@ export class SqliteWorker {
   post(request: WorkerRequest): void {
     if (this.gone || !this.child.connected) return;
     this.child.send(request, (err) => {
-      if (err) this.kill(new WorkerGone(`could not reach the sqlite worker process: ${err.message}`));
+      if (err) this.kill(workerGone(`could not reach the sqlite worker process: ${err.message}`));
     });
   }
 
@@ -143,7 +140,7 @@ export class SqliteWorker {
   /** Lets the process finish on its own (it closes its connection), killing it if it takes too long. */
   async close(): Promise<void> {
     if (this.alive && this.child.connected) {
-      this.fail(new WorkerGone("the sqlite worker process was closed"));
+      this.fail(workerGone("the sqlite worker process was closed"));
       this.child.disconnect();
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([

@@ -8,13 +8,13 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { Code } from "../../../../common/errors.js";
+import { Code, SwitchboardError } from "../../../../common/errors.js";
 import { type Datasource, type DatasourceConfig, type JsonValue } from "../datasource.js";
 import { collect } from "../testing/collect.js";
 import { describeConformance } from "../testing/conformance.js";
 import { failure } from "../testing/failure.js";
 import { openSqlite } from "./sqlite.js";
-import { SqliteWorker, SqliteWorkerPool, WorkerGone } from "./sqlite-worker.js";
+import { SqliteWorker, SqliteWorkerPool } from "./sqlite-worker.js";
 import { SQLITE_WORKER_SOURCE } from "./sqlite-worker-source.js";
 import { waitFor } from "../../../../common/wait-for.js";
 
@@ -547,7 +547,8 @@ describe("worker processes", () => {
       () => undefined,
       (e: unknown) => e,
     );
-    expect(err).toBeInstanceOf(WorkerGone);
+    expect(err).toBeInstanceOf(SwitchboardError);
+    expect((err as SwitchboardError).code).toBe(Code.UNAVAILABLE);
     expect((err as Error).message).toMatch(/exited with code 1: sqlite worker failed: .*Cannot find module/s);
     expect(worker.alive).toBe(false);
     await worker.close();
