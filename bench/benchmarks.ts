@@ -20,7 +20,6 @@ import {
   type LoopResult,
 } from "./harness.js";
 import { echoViaSession, echoViaUnary, runShellDiscarding } from "./ours.js";
-import { agents10k } from "./agents-10k.js";
 import { natsServerVersion, startGrpcEchoPeer, startGrpcStreamPeer, startNatsPeer } from "./peers.js";
 
 export interface RunOptions {
@@ -605,5 +604,4 @@ export const BENCHMARKS: readonly Benchmark[] = [
   executeUnaryVsGrpcEcho,
   rtt1InFlight,
   shellStdout1GiB,
-  agents10k,
 ];

@@ -12,6 +12,7 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { agents10k } from "./agents-10k.js";
 import { BENCHMARKS as CORE_BENCHMARKS, type Benchmark } from "./benchmarks.js";
 import {
   CLI,
@@ -34,6 +35,7 @@ import { SQL_BENCHMARKS } from "./sql.js";
 
 const BENCHMARKS: readonly Benchmark[] = [
   ...CORE_BENCHMARKS,
+  agents10k,
   ...SQL_BENCHMARKS,
   ...NODE_BENCHMARKS,
   ...HTTP_BENCHMARKS,

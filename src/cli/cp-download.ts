@@ -14,7 +14,7 @@ import { downloadTempName } from "../common/file-transfer.js";
 import { TarTreeError, TreeUnpacker } from "../common/tar-tree.js";
 import { OutputStream, TaskState, type Finished } from "../gen/switchboard/v1/task.js";
 import { CliError } from "./cli-error.js";
-import type { Location } from "./commands/cp.js";
+import type { Location } from "./cp-transfer.js";
 import {
   callFailed,
   checkNotInterrupted,

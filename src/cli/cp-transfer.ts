@@ -6,8 +6,35 @@ import { status } from "@grpc/grpc-js";
 import { SwitchboardError, type TargetInput, type TaskRequest } from "../client/index.js";
 import { codeName } from "../common/errors.js";
 import { TaskState, type Finished } from "../gen/switchboard/v1/task.js";
-import { CliError, EXIT } from "./cli-error.js";
+import { CliError, EXIT, usageError } from "./cli-error.js";
 import type { ProgressLine } from "./progress-line.js";
+
+/** One side of a copy: a path here, or a path on an agent (or on one agent of a pool, for uploads). */
+export type Location =
+  { kind: "local"; path: string } | { kind: "remote"; target: TargetInput; shown: string; path: string };
+
+const REMOTE = /^(agent|pool):([^:/]+):(.*)$/;
+
+export function parseLocation(arg: string): Location {
+  const m = REMOTE.exec(arg);
+  if (!m) {
+    if (arg === "") throw usageError("an empty path");
+    return { kind: "local", path: arg };
+  }
+  const [, kind, name, path] = m as unknown as [string, "agent" | "pool", string, string];
+  if (!path.startsWith("/")) {
+    throw usageError(
+      `${arg}: the path on the agent must be absolute`,
+      `e.g. ${kind}:${name}:/srv/data/file (a local file with a colon in its name: ./${arg})`,
+    );
+  }
+  return {
+    kind: "remote",
+    target: kind === "agent" ? { agentId: name } : { pool: name },
+    shown: `${kind} ${name}`,
+    path,
+  };
+}
 
 export interface TransferOptions {
   recursive: boolean;

@@ -18,7 +18,7 @@ import { uploadResumeKey } from "../common/file-transfer.js";
 import { packTree } from "../common/tar-tree.js";
 import { OutputStream, TaskState, type Finished } from "../gen/switchboard/v1/task.js";
 import { CliError, usageError } from "./cli-error.js";
-import type { Location } from "./commands/cp.js";
+import type { Location } from "./cp-transfer.js";
 import {
   callFailed,
   checkNotInterrupted,

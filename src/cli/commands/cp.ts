@@ -3,9 +3,9 @@
 // in bounded memory both ways; the SHA-256 is checked at both ends; nothing appears under the destination's
 // name until it is whole; an interrupted copy carries on from where it stopped with --resume.
 import type { Command } from "commander";
-import type { TargetInput } from "../../client/index.js";
 import { EXIT, usageError } from "../cli-error.js";
 import { clientCommand, withClient } from "../client-command.js";
+import { parseLocation, type Location } from "../cp-transfer.js";
 import { download } from "../cp-download.js";
 import { upload } from "../cp-upload.js";
 import { durationFlag } from "../flags.js";
@@ -20,33 +20,6 @@ interface CpFlags {
   timeout?: string;
   wait?: boolean;
   output?: string;
-}
-
-/** One side of a copy: a path here, or a path on an agent (or on one agent of a pool, for uploads). */
-export type Location =
-  { kind: "local"; path: string } | { kind: "remote"; target: TargetInput; shown: string; path: string };
-
-const REMOTE = /^(agent|pool):([^:/]+):(.*)$/;
-
-export function parseLocation(arg: string): Location {
-  const m = REMOTE.exec(arg);
-  if (!m) {
-    if (arg === "") throw usageError("an empty path");
-    return { kind: "local", path: arg };
-  }
-  const [, kind, name, path] = m as unknown as [string, "agent" | "pool", string, string];
-  if (!path.startsWith("/")) {
-    throw usageError(
-      `${arg}: the path on the agent must be absolute`,
-      `e.g. ${kind}:${name}:/srv/data/file (a local file with a colon in its name: ./${arg})`,
-    );
-  }
-  return {
-    kind: "remote",
-    target: kind === "agent" ? { agentId: name } : { pool: name },
-    shown: `${kind} ${name}`,
-    path,
-  };
 }
 
 export function registerCp(program: Command): void {

@@ -17,9 +17,25 @@ import {
 } from "../executor.js";
 import { OutputPipes, outputChunker } from "../pipes.js";
 import { RunState, canMove, type Transitions } from "../run-state.js";
-import type { DockerExecutorOptions, DockerOp } from "./docker.js";
 import { engineStatus, engineTaskError } from "./engine-errors.js";
 import { LogDemuxer } from "./log-demux.js";
+
+/** The operations a docker task names. */
+export const DOCKER_OPS = ["ps", "images", "run", "stop", "rm", "logs", "inspect"] as const;
+export type DockerOp = (typeof DOCKER_OPS)[number];
+
+/** How the agent reaches the Docker Engine API, and the limits of its docker tasks. */
+export interface DockerExecutorOptions {
+  enabled: boolean;
+  agentId: string;
+  /** The Engine API's unix socket. */
+  socket: string;
+  /** The largest Output chunk when the session does not say. */
+  maxChunkBytes: number;
+  idleFlushMs?: number;
+  /** How long one Engine API request may go unanswered (not a log stream, not the wait for an exit). */
+  requestTimeoutMs?: number;
+}
 
 const DEFAULT_STOP_TIMEOUT_SECS = 10;
 const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;

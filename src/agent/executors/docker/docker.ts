@@ -14,25 +14,12 @@ import {
   type ExecutionContext,
   type Executor,
 } from "../executor.js";
-import { DockerTask } from "./docker-task.js";
+import { DOCKER_OPS, DockerTask, type DockerExecutorOptions, type DockerOp } from "./docker-task.js";
 
-export const DOCKER_OPS = ["ps", "images", "run", "stop", "rm", "logs", "inspect"] as const;
-export type DockerOp = (typeof DOCKER_OPS)[number];
+export { DOCKER_OPS, type DockerExecutorOptions, type DockerOp };
 
 /** The ops that act on an existing container, named by `container`. */
 const CONTAINER_OPS: ReadonlySet<string> = new Set(["stop", "rm", "logs", "inspect"]);
-
-export interface DockerExecutorOptions {
-  enabled: boolean;
-  agentId: string;
-  /** The Engine API's unix socket. */
-  socket: string;
-  /** The largest Output chunk when the session does not say. */
-  maxChunkBytes: number;
-  idleFlushMs?: number;
-  /** How long one Engine API request may go unanswered (not a log stream, not the wait for an exit). */
-  requestTimeoutMs?: number;
-}
 
 const MAX_STOP_TIMEOUT_SECS = 3600;
 /** Docker's rule for container names. */

@@ -16,7 +16,33 @@ import {
 import { RunState, type Transitions } from "../run-state.js";
 import { PROCESS_LIFE, ProcessEnd } from "./process-end.js";
 import { cwdProblem } from "./shell-launch.js";
-import type { InteractiveLaunch, InteractiveOptions } from "./interactive.js";
+import type { TaskConfinement } from "./confinement.js";
+
+/** What every interactive run (a terminal, a streamed stdin) is told by the agent. */
+export interface InteractiveOptions {
+  agentId: string;
+  /** [shell] pty: whether terminals (interactive sessions) may be opened on this agent. */
+  pty?: boolean;
+  /** SIGTERM (or SIGHUP) -> SIGKILL grace when neither the cancel nor the spec names one. */
+  killGraceMs: number;
+  maxChunkBytes: number;
+  /** After SIGKILL: how long to wait for the exit before reporting without it. */
+  killWaitMs?: number;
+  /** The environment tasks start from; default: the agent's own, without its token. */
+  baseEnv?: NodeJS.ProcessEnv;
+}
+
+/** What a run spawns. Holds secrets (env): never log it. */
+export interface InteractiveLaunch {
+  /** Absolute path of the program (or of the confinement's and setpriv's prefix). */
+  file: string;
+  args: string[];
+  env: NodeJS.ProcessEnv;
+  /** Empty: the agent's working directory. */
+  cwd: string;
+  /** The task's hold on its processes (cgroup or marker) and limits; released when the run ends. */
+  confined?: TaskConfinement;
+}
 
 /** starting: checks and spawn. terminating: the first signal sent. killing: SIGKILL sent. */
 export type InteractiveState = "starting" | "running" | "terminating" | "killing" | "exited" | "done";

@@ -11,19 +11,9 @@ import { shellLaunch } from "./shell-launch.js";
 import { isRefusal, resolveExecutable, type ShellPlan } from "./shell-policy.js";
 import { MAX_TERMINAL_SIDE, PtyRun, SESSION_TERM } from "./pty-run.js";
 import { StdinStreamRun } from "./stdin-stream-run.js";
+import type { InteractiveLaunch, InteractiveOptions } from "./interactive-run.js";
 
-export interface InteractiveOptions {
-  agentId: string;
-  /** [shell] pty: whether terminals (interactive sessions) may be opened on this agent. */
-  pty?: boolean;
-  /** SIGTERM (or SIGHUP) -> SIGKILL grace when neither the cancel nor the spec names one. */
-  killGraceMs: number;
-  maxChunkBytes: number;
-  /** After SIGKILL: how long to wait for the exit before reporting without it. */
-  killWaitMs?: number;
-  /** The environment tasks start from; default: the agent's own, without its token. */
-  baseEnv?: NodeJS.ProcessEnv;
-}
+export type { InteractiveLaunch, InteractiveOptions };
 
 /** What ShellExecutor worked out for the task: the policy's plan, and how its processes are held. */
 export interface ShellPlanning {
@@ -31,18 +21,6 @@ export interface ShellPlanning {
   confinement: Confinement;
   /** setpriv's path, for a task that runs as another user. */
   setpriv: string;
-}
-
-/** What a run spawns. Holds secrets (env): never log it. */
-export interface InteractiveLaunch {
-  /** Absolute path of the program (or of the confinement's and setpriv's prefix). */
-  file: string;
-  args: string[];
-  env: NodeJS.ProcessEnv;
-  /** Empty: the agent's working directory. */
-  cwd: string;
-  /** The task's hold on its processes (cgroup or marker) and limits; released when the run ends. */
-  confined?: TaskConfinement;
 }
 
 export function takesInput(s: ShellSpec): boolean {
