@@ -1,6 +1,7 @@
 // Supervised nodes (by default `switchboard storage-node`) that agents start, stop and watch:
 // `spawn`, `stop`, `node-status`, `nodes`, `migrate`, and the node form of `logs` (followNodeLog).
 // Every flag is checked before the hub is called, so a typo costs nothing.
+import { raceSignal } from "../../common/race-signal.js";
 import { once } from "node:events";
 import { status } from "@grpc/grpc-js";
 import type { Command } from "commander";
@@ -535,25 +536,7 @@ async function writeOut(data: Uint8Array): Promise<void> {
 
 /** The call's answer, or undefined once the signal fires (the call's own answer is then dropped). */
 function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
-  if (signal.aborted) {
-    p.catch(() => undefined);
-    return Promise.resolve(undefined);
-  }
-  return new Promise<T | undefined>((resolve, reject) => {
-    const onAbort = (): void => resolve(undefined);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        if (signal.aborted) resolve(undefined);
-        else reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
+  return raceSignal(p, signal, () => undefined);
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -1,6 +1,7 @@
 // What a client asks of nodes: spawn one or a batch (placed, then started on its agent; a spawn without
 // an answer is cancelled there), stop, status, list and logs. A stop while the agent is offline is
 // recorded and carried out when it reconnects.
+import { raceSignal } from "../../common/race-signal.js";
 import { randomUUID } from "node:crypto";
 import { Code, shownName, SwitchboardError } from "../../common/errors.js";
 import type { Logger } from "../../common/logger.js";
@@ -408,26 +409,8 @@ export class NodeOperations {
 
 /** The promise's outcome, or a CANCELLED error once the signal fires (the caller went away). */
 function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  const cancelled = (): SwitchboardError =>
-    new SwitchboardError(Code.CANCELLED, "the caller went away before the node was started");
-  if (signal.aborted) {
-    p.catch(() => undefined);
-    return Promise.reject(cancelled());
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(cancelled());
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
+  return raceSignal(p, signal, () => {
+    throw new SwitchboardError(Code.CANCELLED, "the caller went away before the node was started");
   });
 }
 
