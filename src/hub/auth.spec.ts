@@ -28,48 +28,48 @@ const md = (token?: string): Metadata => {
 };
 
 describe("TokenAuthority", () => {
-  it("writes the first admin token 0600 and accepts it", () => {
+  it("writes the first admin token 0600 and accepts it", async () => {
     const { auth, dir } = setup();
-    const file = auth.bootstrapAdmin(dir);
+    const file = await auth.bootstrapAdmin(dir);
     expect(statSync(file).mode & 0o777).toBe(0o600);
     const secret = readFileSync(file, "utf8").trim();
-    expect(auth.requireClient(md(secret), "admin").role).toBe("admin");
-    expect(auth.bootstrapAdmin(dir)).toBe(file);
+    expect((await auth.requireClient(md(secret), "admin")).role).toBe("admin");
+    expect(await auth.bootstrapAdmin(dir)).toBe(file);
     expect(readFileSync(file, "utf8").trim()).toBe(secret); // not replaced on the next start
   });
 
-  it("refuses missing, unknown and revoked tokens with UNAUTHENTICATED", () => {
+  it("refuses missing, unknown and revoked tokens with UNAUTHENTICATED", async () => {
     const { auth } = setup();
-    expect(() => auth.authenticate(md())).toThrow(/missing token/);
-    expect(() => auth.authenticate(md("sbt_nope"))).toThrow(/unknown token/);
-    const { secret, record } = auth.create({ name: "ci", role: "operator" });
-    expect(auth.authenticate(md(secret)).name).toBe("ci");
+    await expect(auth.authenticate(md())).rejects.toThrow(/missing token/);
+    await expect(auth.authenticate(md("sbt_nope"))).rejects.toThrow(/unknown token/);
+    const { secret, record } = await auth.create({ name: "ci", role: "operator" });
+    expect((await auth.authenticate(md(secret))).name).toBe("ci");
     let revoked = "";
     auth.onRevoke((id) => (revoked = id));
-    auth.revoke("ci");
+    await auth.revoke("ci");
     expect(revoked).toBe(record.id);
-    expect(() => auth.authenticate(md(secret))).toThrow(/token ci was revoked/);
+    await expect(auth.authenticate(md(secret))).rejects.toThrow(/token ci was revoked/);
   });
 
-  it("keeps roles apart", () => {
+  it("keeps roles apart", async () => {
     const { auth } = setup();
-    const viewer = auth.create({ role: "viewer" }).secret;
-    const agent = auth.create({ role: "agent", pools: ["p"] }).secret;
-    expect(auth.requireClient(md(viewer), "viewer").role).toBe("viewer");
-    expect(() => auth.requireClient(md(viewer), "operator")).toThrow(
+    const viewer = (await auth.create({ role: "viewer" })).secret;
+    const agent = (await auth.create({ role: "agent", pools: ["p"] })).secret;
+    expect((await auth.requireClient(md(viewer), "viewer")).role).toBe("viewer");
+    await expect(auth.requireClient(md(viewer), "operator")).rejects.toThrow(
       /role viewer cannot run or cancel tasks/,
     );
-    expect(() => auth.requireClient(md(agent), "viewer")).toThrow(/is an agent token/);
-    expect(() => auth.requireAgent(md(viewer))).toThrow(/agents need an agent token/);
-    expect(auth.requireAgent(md(agent)).pools).toEqual(["p"]);
+    await expect(auth.requireClient(md(agent), "viewer")).rejects.toThrow(/is an agent token/);
+    await expect(auth.requireAgent(md(viewer))).rejects.toThrow(/agents need an agent token/);
+    expect((await auth.requireAgent(md(agent))).pools).toEqual(["p"]);
   });
 
-  it("validates what it creates", () => {
+  it("validates what it creates", async () => {
     const { auth } = setup();
-    expect(() => auth.create({ role: "root" })).toThrow(/unknown role/);
-    expect(() => auth.create({ role: "operator", agentId: "a" })).toThrow(/only agent tokens/);
-    expect(() => auth.create({ role: "viewer", name: "bad name!" })).toThrow(/not allowed/);
-    expect(() => auth.revoke("nobody")).toThrow(/no token/);
+    await expect(auth.create({ role: "root" })).rejects.toThrow(/unknown role/);
+    await expect(auth.create({ role: "operator", agentId: "a" })).rejects.toThrow(/only agent tokens/);
+    await expect(auth.create({ role: "viewer", name: "bad name!" })).rejects.toThrow(/not allowed/);
+    await expect(auth.revoke("nobody")).rejects.toThrow(/no token/);
   });
 });
 
@@ -87,63 +87,65 @@ describe("agentIdClaim", () => {
     ["tok_live", tokenRecord("tok_live", null)],
     ["tok_revoked", tokenRecord("tok_revoked", 1_000)],
   ]);
-  const byId = (id: string): TokenRecord | undefined => tokens.get(id);
+  const byId = (id: string): Promise<TokenRecord | undefined> => Promise.resolve(tokens.get(id));
   const claim = (p: Principal, pool: string, rec?: { pool: string; tokenId: string | null }) =>
     agentIdClaim(p, "b1", pool, rec, byId);
 
-  it("gives a new id to whoever registers it first, and keeps it for that token", () => {
-    expect(claim(principal("tok_live"), "B")).toBe("new");
-    expect(claim(principal("tok_live"), "B", { pool: "B", tokenId: "tok_live" })).toBe("owner");
+  it("gives a new id to whoever registers it first, and keeps it for that token", async () => {
+    expect(await claim(principal("tok_live"), "B")).toBe("new");
+    expect(await claim(principal("tok_live"), "B", { pool: "B", tokenId: "tok_live" })).toBe("owner");
   });
 
-  it("refuses another pool's token, whatever the token allows", () => {
+  it("refuses another pool's token, whatever the token allows", async () => {
     const rec = { pool: "B", tokenId: "tok_live" };
     for (const p of [
       principal("tok_a"),
       principal("tok_a", { allowTakeover: true }),
       principal("tok_a", { agentId: "b1" }),
     ]) {
-      const e = thrown(() => claim(p, "A", rec));
+      const e = await rejected(claim(p, "A", rec));
       expect(e.code).toBe(Code.PERMISSION_DENIED);
       expect(e.message).toBe(
         "agent id b1 is registered to pool B with another token, not A; an admin can release it with `switchboard agents forget b1`",
       );
     }
     // Its own token does not move it to another pool either.
-    expect(thrown(() => claim(principal("tok_live"), "A", rec)).message).toMatch(
+    expect((await rejected(claim(principal("tok_live"), "A", rec))).message).toMatch(
       /^agent id b1 is registered to pool B, not A;/,
     );
     // Nor does a record from before token ownership, nor a revoked token's record.
-    expect(thrown(() => claim(principal("tok_a"), "A", { pool: "B", tokenId: null })).message).toMatch(
+    expect((await rejected(claim(principal("tok_a"), "A", { pool: "B", tokenId: null }))).message).toMatch(
       /^agent id b1 is registered to pool B, not A;/,
     );
-    expect(thrown(() => claim(principal("tok_a"), "A", { pool: "B", tokenId: "tok_revoked" })).code).toBe(
+    expect((await rejected(claim(principal("tok_a"), "A", { pool: "B", tokenId: "tok_revoked" }))).code).toBe(
       Code.PERMISSION_DENIED,
     );
   });
 
-  it("refuses another token of the same pool, pinned or not", () => {
+  it("refuses another token of the same pool, pinned or not", async () => {
     const rec = { pool: "B", tokenId: "tok_live" };
     for (const p of [principal("tok_b2"), principal("tok_b2", { agentId: "b1" })]) {
-      const e = thrown(() => claim(p, "B", rec));
+      const e = await rejected(claim(p, "B", rec));
       expect(e.code).toBe(Code.PERMISSION_DENIED);
       expect(e.message).toBe(
         "agent id b1 is registered to pool B with another token; an admin can release it with `switchboard agents forget b1`",
       );
     }
     // The tokenless seed-000 principal (a token id the store does not know) keeps its ids too.
-    expect(thrown(() => claim(principal("tok_b2"), "B", { pool: "B", tokenId: "" })).code).toBe(
+    expect((await rejected(claim(principal("tok_b2"), "B", { pool: "B", tokenId: "" }))).code).toBe(
       Code.PERMISSION_DENIED,
     );
-    expect(claim(principal(""), "B", { pool: "B", tokenId: "" })).toBe("owner");
+    expect(await claim(principal(""), "B", { pool: "B", tokenId: "" })).toBe("owner");
   });
 
-  it("lets the id change hands within its pool where an admin meant it to", () => {
-    expect(claim(principal("tok_b2"), "B", { pool: "B", tokenId: null })).toBe("unowned");
-    expect(claim(principal("tok_b2"), "B", { pool: "B", tokenId: "tok_revoked" })).toBe("owner-revoked");
-    expect(claim(principal("tok_b2", { allowTakeover: true }), "B", { pool: "B", tokenId: "tok_live" })).toBe(
-      "takeover",
+  it("lets the id change hands within its pool where an admin meant it to", async () => {
+    expect(await claim(principal("tok_b2"), "B", { pool: "B", tokenId: null })).toBe("unowned");
+    expect(await claim(principal("tok_b2"), "B", { pool: "B", tokenId: "tok_revoked" })).toBe(
+      "owner-revoked",
     );
+    expect(
+      await claim(principal("tok_b2", { allowTakeover: true }), "B", { pool: "B", tokenId: "tok_live" }),
+    ).toBe("takeover");
   });
 });
 
@@ -162,9 +164,9 @@ function tokenRecord(id: string, revokedAt: number | null): TokenRecord {
   };
 }
 
-function thrown(fn: () => unknown): SwitchboardError {
+async function rejected(promise: Promise<unknown>): Promise<SwitchboardError> {
   try {
-    fn();
+    await promise;
   } catch (e) {
     if (e instanceof SwitchboardError) return e;
     throw e;

@@ -36,7 +36,12 @@ export function newTokenId(): string {
 }
 
 export class TokenAuthority {
+  // Authentication reads a token from the store once; later calls with it read this cache, so the
+  // hot path waits on the store only for a token not seen yet (or unknown, or revoked).
   private readonly cache = new Map<string, TokenRecord>();
+  // Tokens revoked through this authority: a store read that was in flight when one was revoked
+  // may return it unrevoked, and must neither admit nor cache it.
+  private readonly revoked = new Set<string>();
   private readonly revokeListeners = new Set<(tokenId: string) => void>();
   private lastTouch = new Map<string, number>();
 
@@ -46,7 +51,7 @@ export class TokenAuthority {
   ) {}
 
   /** The caller of a call, or a SwitchboardError (UNAUTHENTICATED) saying what to do. */
-  authenticate(md: Metadata): Principal {
+  async authenticate(md: Metadata): Promise<Principal> {
     const secret = tokenFromMetadata(md);
     if (!secret) {
       throw new SwitchboardError(
@@ -57,7 +62,8 @@ export class TokenAuthority {
     const hash = hashToken(secret);
     let rec = this.cache.get(hash);
     if (!rec) {
-      rec = this.store.findTokenByHash(hash);
+      rec = await this.store.findTokenByHash(hash);
+      if (rec && rec.revokedAt === null && this.revoked.has(rec.id)) rec = { ...rec, revokedAt: Date.now() };
       if (rec && rec.revokedAt === null) this.cache.set(hash, rec);
     }
     if (!rec) {
@@ -89,8 +95,8 @@ export class TokenAuthority {
   }
 
   /** A client principal with at least `min` role. */
-  requireClient(md: Metadata, min: Exclude<Role, "agent">): Principal {
-    return this.requireRole(this.authenticate(md), min);
+  async requireClient(md: Metadata, min: Exclude<Role, "agent">): Promise<Principal> {
+    return this.requireRole(await this.authenticate(md), min);
   }
 
   /**
@@ -114,8 +120,8 @@ export class TokenAuthority {
     return p;
   }
 
-  requireAgent(md: Metadata): Principal {
-    const p = this.authenticate(md);
+  async requireAgent(md: Metadata): Promise<Principal> {
+    const p = await this.authenticate(md);
     if (p.role !== "agent") {
       throw new SwitchboardError(
         Code.PERMISSION_DENIED,
@@ -125,16 +131,17 @@ export class TokenAuthority {
     return p;
   }
 
-  create(input: {
+  /** Makes a token; resolves once it is on record. */
+  async create(input: {
     name?: string;
     role: string;
     pools?: string[];
     agentId?: string;
     allowTakeover?: boolean;
-  }): {
+  }): Promise<{
     secret: string;
     record: TokenRecord;
-  } {
+  }> {
     if (!ROLES.includes(input.role as Role)) {
       throw new SwitchboardError(
         Code.INVALID_ARGUMENT,
@@ -170,12 +177,13 @@ export class TokenAuthority {
       lastUsedAt: null,
       allowTakeover: input.allowTakeover === true,
     };
-    this.store.insertToken(record);
+    await this.store.insertToken(record);
     return { secret, record };
   }
 
-  revoke(idOrName: string): TokenRecord {
-    const rec = this.store.findToken(idOrName);
+  /** Revokes a token; resolves once the revocation is on record and its sessions were told. */
+  async revoke(idOrName: string): Promise<TokenRecord> {
+    const rec = await this.store.findToken(idOrName);
     if (!rec)
       throw new SwitchboardError(
         Code.NOT_FOUND,
@@ -183,9 +191,10 @@ export class TokenAuthority {
       );
     if (rec.revokedAt === null) {
       const at = Date.now();
-      this.store.revokeToken(rec.id, at);
+      await this.store.revokeToken(rec.id, at);
       rec.revokedAt = at;
     }
+    this.revoked.add(rec.id);
     this.cache.delete(rec.hash);
     for (const l of this.revokeListeners) l(rec.id);
     return rec;
@@ -195,17 +204,22 @@ export class TokenAuthority {
     this.revokeListeners.add(listener);
   }
 
+  /** Whether this authority revoked the token: an admission that read the store meanwhile must not open. */
+  wasRevoked(tokenId: string): boolean {
+    return this.revoked.has(tokenId);
+  }
+
   /** First start: make an admin token and leave it, 0600, where the CLI on this machine looks. */
-  bootstrapAdmin(dataDir: string): string {
+  async bootstrapAdmin(dataDir: string): Promise<string> {
     const file = join(dataDir, "admin.token");
-    const hasAdmin = this.store.listTokens(false).some((t) => t.role === "admin");
+    const hasAdmin = (await this.store.listTokens(false)).some((t) => t.role === "admin");
     if (hasAdmin && existsSync(file)) return file;
     if (hasAdmin) {
       this.logger.info({ file }, "an admin token exists but its file is gone; not writing a new one");
       return file;
     }
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    const { secret } = this.create({ name: `admin-${Date.now().toString(36)}`, role: "admin" });
+    const { secret } = await this.create({ name: `admin-${Date.now().toString(36)}`, role: "admin" });
     writeFileSync(file, `${secret}\n`, { mode: 0o600 });
     chmodSync(file, 0o600);
     this.logger.info({ file }, "created the first admin token");
@@ -237,13 +251,13 @@ export type AgentIdClaim = "new" | "owner" | "unowned" | "owner-revoked" | "take
  * token allows takeover (made for replacement hosts). `switchboard agents forget ID` releases an id
  * altogether, pool included.
  */
-export function agentIdClaim(
+export async function agentIdClaim(
   p: Principal,
   agentId: string,
   pool: string,
   rec: { pool: string; tokenId: string | null } | undefined,
-  tokenById: (id: string) => TokenRecord | undefined,
-): AgentIdClaim {
+  tokenById: (id: string) => Promise<TokenRecord | undefined>,
+): Promise<AgentIdClaim> {
   if (!rec) return "new";
   const forget = `an admin can release it with \`switchboard agents forget ${agentId}\``;
   if (rec.pool !== pool) {
@@ -256,7 +270,7 @@ export function agentIdClaim(
   if (rec.tokenId === p.tokenId) return "owner";
   if (rec.tokenId === null) return "unowned";
   // A token the store does not know (the tokenless seed-000 principal) is never revoked: it keeps its ids.
-  if ((tokenById(rec.tokenId)?.revokedAt ?? null) !== null) return "owner-revoked";
+  if (((await tokenById(rec.tokenId))?.revokedAt ?? null) !== null) return "owner-revoked";
   if (p.allowTakeover) return "takeover";
   throw new SwitchboardError(
     Code.PERMISSION_DENIED,

@@ -432,33 +432,30 @@ export async function startHttpAgentApi(core: HubCore, o: HttpAgentApiOptions): 
       );
       return;
     }
-    // The token first, from the headers alone: a caller without one costs no body read.
-    let p: Principal;
-    try {
-      p = core.auth.requireAgent(metadataOf(req));
-    } catch (err) {
-      refuse(err);
-      return;
-    }
-    unauthenticated.delete(socket);
-    const declared = Number(req.headers["content-length"] ?? 0);
-    if (declared > route.maxBody) {
-      refuse(
-        new SwitchboardError(
-          Code.RESOURCE_EXHAUSTED,
-          `request body of ${declared} bytes is over the ${route.maxBody} bytes ${path} takes`,
-        ),
-      );
-      return;
-    }
-    // A route that throws before its first await is caught here too: no request takes the hub down.
-    Promise.resolve()
-      .then(() => route.handle(req, res, p))
-      .catch((err: unknown) => {
-        // Answered before its body was all read (too large, too slow): the connection closes too.
-        if (!req.complete) closing.add(socket);
-        fail(req, res, err, !req.complete);
-      });
+    const served = (p: Principal): void => {
+      unauthenticated.delete(socket);
+      const declared = Number(req.headers["content-length"] ?? 0);
+      if (declared > route.maxBody) {
+        refuse(
+          new SwitchboardError(
+            Code.RESOURCE_EXHAUSTED,
+            `request body of ${declared} bytes is over the ${route.maxBody} bytes ${path} takes`,
+          ),
+        );
+        return;
+      }
+      // A route that throws before its first await is caught here too: no request takes the hub down.
+      Promise.resolve()
+        .then(() => route.handle(req, res, p))
+        .catch((err: unknown) => {
+          // Answered before its body was all read (too large, too slow): the connection closes too.
+          if (!req.complete) closing.add(socket);
+          fail(req, res, err, !req.complete);
+        });
+    };
+    // The token first, from the headers alone: a caller without one costs no body read (the body
+    // waits unread in the request until a route reads it).
+    core.auth.requireAgent(metadataOf(req)).then((p) => served(p), refuse);
   };
 
   // Node's own guards, set where they apply: headersTimeout from a request's first byte (a new

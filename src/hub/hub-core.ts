@@ -118,7 +118,7 @@ export class HubCore {
     return this.lifecycle.submit(p, req);
   }
 
-  cancel(p: Principal, taskId: string, reason: string): TaskStateName {
+  cancel(p: Principal, taskId: string, reason: string): Promise<TaskStateName> {
     return this.lifecycle.cancel(p, taskId, reason);
   }
 
@@ -135,19 +135,19 @@ export class HubCore {
     return this.reader.recordInfo(r, withSpec);
   }
 
-  assertTaskVisible(p: Principal, taskId: string): void {
-    this.reader.assertTaskVisible(p, taskId);
+  assertTaskVisible(p: Principal, taskId: string): Promise<void> {
+    return this.reader.assertTaskVisible(p, taskId);
   }
 
-  result(taskId: string): TaskResult {
+  result(taskId: string): Promise<TaskResult> {
     return this.reader.result(taskId);
   }
 
-  liveResult(t: LiveTask): TaskResult {
+  liveResult(t: LiveTask): Promise<TaskResult> {
     return this.reader.liveResult(t);
   }
 
-  watch(taskId: string, afterSeq: number, w: Watcher): boolean {
+  watch(taskId: string, afterSeq: number, w: Watcher): Promise<boolean> {
     return this.reader.watch(taskId, afterSeq, w);
   }
 
@@ -181,8 +181,12 @@ export class HubCore {
 
   // ---- recovery and shutdown -----------------------------------------------------------------
 
-  /** After a restart: nothing accepted goes missing. */
-  recover(): { requeued: number; lost: number } {
+  /**
+   * After a restart, before the hub serves: the node registry as stored, and nothing accepted goes
+   * missing.
+   */
+  async recover(): Promise<{ requeued: number; lost: number }> {
+    await this.nodes.load();
     return recoverTasks(this.config, this.store, this.logger, this.lifecycle);
   }
 

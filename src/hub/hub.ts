@@ -68,7 +68,7 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
   const auth = new TokenAuthority(store, logger);
   let adminTokenFile: string;
   try {
-    adminTokenFile = auth.bootstrapAdmin(config.dataDir);
+    adminTokenFile = await auth.bootstrapAdmin(config.dataDir);
   } catch (e) {
     await store.close({ waitWritableMs: 0 });
     throw new StartupError(
@@ -78,7 +78,7 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
     );
   }
   const core = new HubCore(config, store, auth, logger);
-  core.recover();
+  await core.recover();
 
   const server = new Server({
     ...serverOptions(config.maxMessageBytes),

@@ -8,17 +8,17 @@ import type { Store } from "./store/index.js";
 import type { TaskLifecycle } from "./tasks/task-lifecycle.js";
 import { safeDecodeSpec } from "./tasks/task-reader.js";
 
-export function recoverTasks(
+export async function recoverTasks(
   config: HubConfig,
   store: Store,
   logger: Logger,
   lifecycle: TaskLifecycle,
-): { requeued: number; lost: number } {
+): Promise<{ requeued: number; lost: number }> {
   store.markAllAgentsDisconnected();
   let requeued = 0;
   let lost = 0;
   const now = Date.now();
-  for (const r of store.listUnfinishedTasks()) {
+  for (const r of await store.listUnfinishedTasks()) {
     if (r.state === "queued" && (r.deadlineAt === null || r.deadlineAt > now)) {
       // A task without a deadline gets a bounded wait for its agents to come back.
       lifecycle.requeueRecovered(r, safeDecodeSpec(r.spec), r.deadlineAt ?? now + 2 * config.offlineAfterMs);

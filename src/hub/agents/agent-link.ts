@@ -4,7 +4,7 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import { Code, SwitchboardError } from "../../common/errors.js";
 import type { Logger } from "../../common/logger.js";
-import type { AgentMessage, HubMessage } from "../../gen/switchboard/v1/agent.js";
+import type { AgentMessage, Hello, HubMessage } from "../../gen/switchboard/v1/agent.js";
 import type { AgentRegistry } from "./agent-registry.js";
 import type { AgentSession } from "./agent-session.js";
 import type { Principal, TokenAuthority } from "../auth.js";
@@ -41,14 +41,29 @@ export class AgentLink {
     authenticated?: Principal,
     opts: { resumable?: boolean } = {},
   ): void {
-    let principal: Principal;
-    try {
-      principal = authenticated ?? this.auth.requireAgent(call.metadata);
-    } catch (err) {
-      endCall(call, err);
+    if (authenticated) {
+      this.serve(call, authenticated, opts);
       return;
     }
+    // Until the token is checked no listener is attached: what the agent sends waits in the stream.
+    this.auth.requireAgent(call.metadata).then(
+      (p) => {
+        if (!call.cancelled) this.serve(call, p, opts);
+      },
+      (err: unknown) => endCall(call, err),
+    );
+  }
+
+  private serve(
+    call: ServerDuplexStream<AgentMessage, HubMessage>,
+    principal: Principal,
+    opts: { resumable?: boolean },
+  ): void {
     let session: AgentSession | undefined;
+    // While the Hello's admission reads the store: the messages that follow it wait here, in order.
+    let admitting: AgentMessage[] | undefined;
+    // The stream ended while the Hello was admitted: no session opens for it.
+    let gone = false;
     const helloTimer = setTimeout(
       () =>
         endCall(
@@ -60,47 +75,77 @@ export class AgentLink {
         ),
       HELLO_TIMEOUT_MS,
     );
-    call.on("data", (msg: AgentMessage) => {
+    const refuse = (err: unknown): void => {
+      clearTimeout(helloTimer);
+      this.logger.warn({ agent_id: session?.agentId, err: (err as Error).message }, "agent stream refused");
+      if (session) this.sessions.close(session, (err as Error).message);
+      endCall(call, err);
+    };
+    const onMessage = (s: AgentSession, msg: AgentMessage): void => {
       try {
-        if (!session) {
-          if (msg.body?.$case !== "hello") {
-            throw new SwitchboardError(
-              Code.INVALID_ARGUMENT,
-              "the first message on the agent stream must be Hello",
-            );
-          }
-          clearTimeout(helloTimer);
-          session = this.sessions.open(call, principal, msg.body.value);
-          if (opts.resumable === false) session.resumable = false;
-          return;
-        }
         if (msg.body?.$case === "batch") {
           for (const m of msg.body.value.messages) {
             if (m.body?.$case === "batch" || m.body?.$case === "hello") {
               throw new SwitchboardError(Code.INVALID_ARGUMENT, `a batch may not hold ${m.body.$case}`);
             }
-            this.route(session, m);
+            this.route(s, m);
           }
         } else {
-          this.route(session, msg);
+          this.route(s, msg);
         }
         // What this message brought is acknowledged in the same write as the replies to it.
-        if (session.eventsReceived !== session.eventsAcked && !session.closed) session.sendAck();
+        if (s.eventsReceived !== s.eventsAcked && !s.closed) s.sendAck();
       } catch (err) {
-        clearTimeout(helloTimer);
-        this.logger.warn({ agent_id: session?.agentId, err: (err as Error).message }, "agent stream refused");
-        if (session) this.sessions.close(session, (err as Error).message);
-        endCall(call, err);
+        refuse(err);
       }
+    };
+    const admit = async (hello: Hello): Promise<void> => {
+      admitting = [];
+      try {
+        const admission = await this.sessions.admit(principal, hello);
+        if (gone) return;
+        if (this.auth.wasRevoked(principal.tokenId)) {
+          throw new SwitchboardError(Code.UNAUTHENTICATED, `token ${principal.name} was revoked`);
+        }
+        session = this.sessions.open(call, principal, hello, admission);
+        if (opts.resumable === false) session.resumable = false;
+      } catch (err) {
+        refuse(err);
+        return;
+      } finally {
+        const queued = admitting;
+        admitting = undefined;
+        if (session) for (const m of queued) onMessage(session, m);
+      }
+    };
+    call.on("data", (msg: AgentMessage) => {
+      if (admitting) {
+        admitting.push(msg);
+        return;
+      }
+      if (session) {
+        onMessage(session, msg);
+        return;
+      }
+      if (msg.body?.$case !== "hello") {
+        refuse(
+          new SwitchboardError(Code.INVALID_ARGUMENT, "the first message on the agent stream must be Hello"),
+        );
+        return;
+      }
+      clearTimeout(helloTimer);
+      void admit(msg.body.value);
     });
     const onGone = (why: string) => () => {
       clearTimeout(helloTimer);
+      if (admitting) gone = true;
       if (session) this.sessions.streamGone(session, why);
     };
     call.on("end", () => {
       onGone("the agent closed its stream")();
       if (session) session.end();
-      else endCall(call, new SwitchboardError(Code.INVALID_ARGUMENT, "the stream ended before Hello"));
+      else if (!gone)
+        endCall(call, new SwitchboardError(Code.INVALID_ARGUMENT, "the stream ended before Hello"));
     });
     call.on("error", (e: Error) => onGone(`stream error: ${e.message}`)());
     call.on("cancelled", onGone("the connection dropped"));

@@ -43,8 +43,9 @@ export class AgentRegistry {
   }
 
   /** The pool of an agent, from its session or, for one not here now, its record. */
-  poolOf(agentId: string): string | undefined {
-    return this.sessions.get(agentId)?.pool ?? this.store.getAgent(agentId)?.pool;
+  async poolOf(agentId: string): Promise<string | undefined> {
+    const s = this.sessions.get(agentId);
+    return s ? s.pool : (await this.store.getAgent(agentId))?.pool;
   }
 
   /** The session that holds the task's current assignment, if its agent is still on that session. */
@@ -65,9 +66,11 @@ export class AgentRegistry {
     return true;
   }
 
-  /** Writes the agent's record: who it is, when it was last seen, and the token that owns its id. */
+  /**
+   * Writes the agent's record: who it is, when it was last seen, and the token that owns its id.
+   * Batched, without a read: the store keeps the first-seen time of the id's first record.
+   */
   persist(s: AgentSession, connected: boolean): void {
-    const prev = this.store.getAgent(s.agentId);
     const rec: AgentRecord = {
       id: s.agentId,
       pool: s.pool,
@@ -77,7 +80,7 @@ export class AgentRegistry {
       version: s.hello.version,
       taskKinds: [...s.hello.taskKinds],
       maxConcurrency: s.hello.maxConcurrency,
-      firstSeenAt: prev?.firstSeenAt ?? s.connectedAt,
+      firstSeenAt: s.connectedAt,
       lastSeenAt: s.lastSeenAt,
       lastSessionId: s.sessionId,
       connected,

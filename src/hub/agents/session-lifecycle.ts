@@ -9,7 +9,7 @@ import { VERSION } from "../../common/version.js";
 import type { AgentMessage, Hello, HubMessage, ResumeResult } from "../../gen/switchboard/v1/agent.js";
 import type { AgentRegistry } from "./agent-registry.js";
 import { AgentSession } from "./agent-session.js";
-import { agentIdClaim, poolAllowed, type Principal } from "../auth.js";
+import { agentIdClaim, poolAllowed, type AgentIdClaim, type Principal } from "../auth.js";
 import type { HubConfig } from "../config.js";
 import type { LiveTask } from "../tasks/live-task.js";
 import type { NodeOrchestrator } from "../nodes/node-orchestrator.js";
@@ -21,6 +21,13 @@ import type { TaskLifecycle } from "../tasks/task-lifecycle.js";
 import type { TaskTable } from "../tasks/task-table.js";
 
 const MAX_ID = 128;
+
+/** A Hello found admissible by SessionLifecycle.admit(): its id and pool, and why the id is the caller's. */
+export interface Admission {
+  agentId: string;
+  pool: string;
+  claim: AgentIdClaim;
+}
 
 export class SessionLifecycle {
   constructor(
@@ -38,8 +45,11 @@ export class SessionLifecycle {
     private readonly draining: () => boolean,
   ) {}
 
-  /** Admits an agent's Hello: a new session, or the resume of the one whose link broke. */
-  open(call: ServerDuplexStream<AgentMessage, HubMessage>, p: Principal, hello: Hello): AgentSession {
+  /**
+   * Whether the Hello may open a session: its id and pool, the token's scope, and the id's owner
+   * (read from the store). Nothing is changed: open() acts on the admission, at once after it.
+   */
+  async admit(p: Principal, hello: Hello): Promise<Admission> {
     const agentId = hello.agentId.trim();
     if (!agentId || agentId.length > MAX_ID || !/^[\w.@:-]+$/.test(agentId)) {
       throw new SwitchboardError(
@@ -67,9 +77,22 @@ export class SessionLifecycle {
       );
     }
     // Before anything about a live or detached session of the id: an impostor learns nothing and moves nothing.
-    const claim = agentIdClaim(p, agentId, pool, this.store.getAgent(agentId), (id) =>
+    const claim = await agentIdClaim(p, agentId, pool, await this.store.getAgent(agentId), (id) =>
       this.store.findToken(id),
     );
+    return { agentId, pool, claim };
+  }
+
+  /**
+   * Opens the session an admission allows: a new one, or the resume of the one whose link broke.
+   * Synchronous, so that nothing about the agent's sessions changes between the checks and the act.
+   */
+  open(
+    call: ServerDuplexStream<AgentMessage, HubMessage>,
+    p: Principal,
+    hello: Hello,
+    { agentId, pool, claim }: Admission,
+  ): AgentSession {
     if (claim !== "new" && claim !== "owner") {
       this.logger.warn(
         { agent_id: agentId, pool, token: p.name, claim },

@@ -71,9 +71,9 @@ export class NodeMigration {
       );
     }
     const from = node.row.agentId;
-    this.placement.checkAgent(p, from);
+    await this.placement.checkAgent(p, from);
     try {
-      this.placement.agentWithSlot(p, req.toAgentId);
+      await this.placement.agentWithSlot(p, req.toAgentId);
     } catch (err) {
       throw notMigrated(node.row.id, from, err);
     }
@@ -109,7 +109,7 @@ export class NodeMigration {
       node.row.recordAt = Date.now();
       node.spec = { ...spec, copyFrom: "" };
       node.row.spec = NodeSpawn.encode(node.spec).finish();
-      this.nodes.save(node);
+      await this.nodes.save(node);
       this.nodes.audit(p.name, "node.migrate", node.row.id, {
         from,
         to,

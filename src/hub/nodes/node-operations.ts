@@ -40,7 +40,7 @@ export class NodeOperations {
     const previous = this.nodes.get(nodeId);
     const spec = this.spawnSpec(nodeId, req, previous);
     const agentId = req.agentId
-      ? this.placement.agentWithSlot(p, req.agentId)
+      ? await this.placement.agentWithSlot(p, req.agentId)
       : this.placement.place(p, req.labels, req.pool);
     const now = Date.now();
     const node: HubNode = {
@@ -75,7 +75,7 @@ export class NodeOperations {
     try {
       const reply = await untilAborted(this.commands.spawnOn(agentId, spec, giveUp.signal), signal);
       node.busy = false;
-      this.nodes.save(node);
+      await this.nodes.save(node);
       const n = reply.nodes[0];
       this.log.info(
         { node_id: nodeId, agent_id: agentId, pid: n?.pid, port: n?.port },
@@ -88,7 +88,7 @@ export class NodeOperations {
       // The agent refused: it started nothing, and nothing is recorded (a stopped node of the same id
       // stays as it was).
       if (err instanceof AgentRefusal) {
-        this.nodes.unregister(node, previous);
+        await this.nodes.unregister(node, previous);
         throw err;
       }
       // No answer in time, or the caller went away: the agent may be starting it still.
@@ -146,7 +146,7 @@ export class NodeOperations {
     const code = cause instanceof SwitchboardError ? cause.code : Code.INTERNAL;
     const why = cause instanceof Error ? cause.message : String(cause);
     node.row.desired = "stopped";
-    this.nodes.save(node);
+    await this.nodes.save(node);
     try {
       await this.commands
         .command(
@@ -167,7 +167,7 @@ export class NodeOperations {
         port: node.spec.port,
         storagePath: node.spec.storagePath,
       });
-      this.nodes.save(node);
+      await this.nodes.save(node);
       this.log.warn(
         { node_id: node.row.id, agent_id: agentId, err: (err as Error).message },
         "a spawn without an answer could not be cancelled: the node is stopped when its agent returns",
@@ -178,7 +178,7 @@ export class NodeOperations {
         `${why}; agent ${shownName(agentId)} could not be reached to cancel the spawn: node ${node.row.id} is recorded as stopped, and stopped there when the agent reconnects`,
       );
     }
-    this.nodes.unregister(node, previous);
+    await this.nodes.unregister(node, previous);
     this.log.warn(
       { node_id: node.row.id, agent_id: agentId, why },
       "a spawn without an answer was cancelled",
@@ -202,7 +202,7 @@ export class NodeOperations {
     signal?: AbortSignal,
   ): Promise<NodeBatchItem[]> {
     if (atomic) {
-      const refused = this.planBatch(p, reqs);
+      const refused = await this.planBatch(p, reqs);
       const first = refused.findIndex((e) => e !== undefined);
       if (first >= 0) {
         const reason = refused[first]!;
@@ -242,10 +242,13 @@ export class NodeOperations {
   }
 
   /** Where each item of a batch would go, counting the items before it: an error for those that fit nowhere. */
-  private planBatch(p: Principal, reqs: readonly SpawnNodeRequest[]): (SwitchboardError | undefined)[] {
+  private async planBatch(
+    p: Principal,
+    reqs: readonly SpawnNodeRequest[],
+  ): Promise<(SwitchboardError | undefined)[]> {
     const planned = new Map<string, number>();
     const ids = new Set<string>();
-    return reqs.map((req) => {
+    const planOne = async (req: SpawnNodeRequest): Promise<SwitchboardError | undefined> => {
       try {
         const nodeId = req.nodeId.trim();
         if (nodeId) {
@@ -255,14 +258,18 @@ export class NodeOperations {
         }
         this.spawnSpec(nodeId || "node-planned", req, nodeId ? this.nodes.get(nodeId) : undefined);
         const agentId = req.agentId
-          ? this.placement.agentWithSlot(p, req.agentId, planned.get(req.agentId) ?? 0)
+          ? await this.placement.agentWithSlot(p, req.agentId, planned.get(req.agentId) ?? 0)
           : this.placement.place(p, req.labels, req.pool, planned);
         planned.set(agentId, (planned.get(agentId) ?? 0) + 1);
         return undefined;
       } catch (err) {
         return err instanceof SwitchboardError ? err : new SwitchboardError(Code.INTERNAL, String(err));
       }
-    });
+    };
+    const refused: (SwitchboardError | undefined)[] = [];
+    // One after the other: each counts the slots the ones before it planned.
+    for (const req of reqs) refused.push(await planOne(req));
+    return refused;
   }
 
   /**
@@ -277,7 +284,7 @@ export class NodeOperations {
         `node ${node.row.id} runs on agent ${node.row.agentId}, not ${shownName(req.agentId)}`,
       );
     }
-    this.placement.knownAgent(p, node.row.agentId);
+    await this.placement.knownAgent(p, node.row.agentId);
     if (node.busy) {
       throw new SwitchboardError(
         Code.FAILED_PRECONDITION,
@@ -285,7 +292,7 @@ export class NodeOperations {
       );
     }
     node.row.desired = "stopped";
-    this.nodes.save(node);
+    await this.nodes.save(node);
     if (!this.agents.get(node.row.agentId)?.connected) {
       return this.stopPending(p, node);
     }
@@ -316,12 +323,12 @@ export class NodeOperations {
     } finally {
       node.busy = false;
     }
-    this.nodes.save(node);
+    await this.nodes.save(node);
     this.nodes.audit(p.name, "node.stop", node.row.id, { agent: node.row.agentId });
     return this.nodes.info(node, false);
   }
 
-  private stopPending(p: Principal, node: HubNode): NodeInfo {
+  private stopPending(p: Principal, node: HubNode): Promise<NodeInfo> {
     this.log.info(
       { node_id: node.row.id, agent_id: node.row.agentId },
       "stop pending: the node is stopped when its agent reconnects",
@@ -344,7 +351,7 @@ export class NodeOperations {
   /** Live from the agent; its cached record marked stale when the agent cannot be asked. */
   async status(p: Principal, nodeId: string): Promise<NodeInfo> {
     const node = this.nodes.require(nodeId);
-    this.nodes.visible(p, node);
+    await this.nodes.visible(p, node);
     const s = this.agents.get(node.row.agentId);
     if (!s?.connected) return this.nodes.info(node, true);
     try {
@@ -369,15 +376,15 @@ export class NodeOperations {
     }
   }
 
-  list(p: Principal, req: ListNodesRequest): NodeInfo[] {
-    if (req.agentId && this.agents.poolOf(req.agentId) === undefined) {
+  async list(p: Principal, req: ListNodesRequest): Promise<NodeInfo[]> {
+    if (req.agentId && (await this.agents.poolOf(req.agentId)) === undefined) {
       throw new SwitchboardError(Code.NOT_FOUND, `no agent ${shownName(req.agentId)} is known to this hub`);
     }
     const out: NodeInfo[] = [];
     for (const node of this.nodes.all()) {
       if (req.agentId && node.row.agentId !== req.agentId) continue;
-      if (!this.nodes.poolVisible(p, node)) continue;
-      const info = this.nodes.info(node, !this.agents.get(node.row.agentId)?.connected);
+      if (!(await this.nodes.poolVisible(p, node))) continue;
+      const info = await this.nodes.info(node, !this.agents.get(node.row.agentId)?.connected);
       // Stopped ones only when asked for; a stop still pending is listed (as stopping).
       if (!req.includeStopped && node.row.desired === "stopped" && info.record?.status === "stopped")
         continue;
@@ -388,7 +395,7 @@ export class NodeOperations {
 
   async logs(p: Principal, req: NodeLogsRequest): Promise<NodeLogChunk> {
     const node = this.nodes.require(req.nodeId);
-    this.nodes.visible(p, node);
+    await this.nodes.visible(p, node);
     this.placement.connectedSession(node.row.agentId);
     const reply = await this.commands.commandOnce(
       node.row.agentId,

@@ -53,6 +53,11 @@ export class NodeOrchestrator {
     this.migration = new NodeMigration(agents, this.registry, this.commands, placement, hub, config, logger);
   }
 
+  /** At hub start, before any agent connects: the registry as stored. */
+  load(): Promise<void> {
+    return this.registry.load();
+  }
+
   // ---- hooks from the hub ------------------------------------------------------------------
 
   /** A session opened (Welcome sent): reconcile the registry with what the agent runs. */
@@ -113,7 +118,7 @@ export class NodeOrchestrator {
     return this.operations.status(p, nodeId);
   }
 
-  list(p: Principal, req: ListNodesRequest): NodeInfo[] {
+  list(p: Principal, req: ListNodesRequest): Promise<NodeInfo[]> {
     return this.operations.list(p, req);
   }
 

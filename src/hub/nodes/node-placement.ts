@@ -16,15 +16,15 @@ export class NodePlacement {
   ) {}
 
   /** The agent exists, the caller may reach its pool, and it is online: else NOT_FOUND / UNAVAILABLE. */
-  checkAgent(p: Principal, agentId: string): AgentSession {
-    this.knownAgent(p, agentId);
+  async checkAgent(p: Principal, agentId: string): Promise<AgentSession> {
+    await this.knownAgent(p, agentId);
     return this.connectedSession(agentId);
   }
 
   /** The agent exists and the caller may reach its pool (online or not): else NOT_FOUND. */
-  knownAgent(p: Principal, agentId: string): void {
-    const known = this.agents.get(agentId) ?? this.store.getAgent(agentId);
-    if (!known || !poolAllowed(p, known.pool)) {
+  async knownAgent(p: Principal, agentId: string): Promise<void> {
+    const pool = await this.agents.poolOf(agentId);
+    if (pool === undefined || !poolAllowed(p, pool)) {
       throw new SwitchboardError(Code.NOT_FOUND, `no agent ${shownName(agentId)} is known to this hub`);
     }
   }
@@ -33,8 +33,8 @@ export class NodePlacement {
    * checkAgent, and the agent has a free node slot counting `planned` more nodes: else RESOURCE_EXHAUSTED
    * (the agent enforces max_storage_nodes itself too; this refuses before anything is sent).
    */
-  agentWithSlot(p: Principal, agentId: string, planned = 0): string {
-    const s = this.checkAgent(p, agentId);
+  async agentWithSlot(p: Principal, agentId: string, planned = 0): Promise<string> {
+    const s = await this.checkAgent(p, agentId);
     const used = this.nodes.slotsUsed(agentId) + planned;
     if (used >= s.hello.maxStorageNodes) {
       throw new SwitchboardError(

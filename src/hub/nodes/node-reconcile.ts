@@ -88,7 +88,7 @@ export class NodeReconciler {
       } else if (node.record && node.record.status !== "stopped") {
         // A stop recorded while the agent was away, of a node it no longer has: done.
         node.record = { ...node.record, status: "stopped", pid: 0 };
-        this.nodes.save(node);
+        void this.nodes.save(node);
       }
     }
     for (const a of actions) {
@@ -166,7 +166,7 @@ export class NodeReconciler {
       node.row.agentId = to;
       node.spec = spec;
       node.row.spec = NodeSpawn.encode(spec).finish();
-      this.nodes.save(node);
+      await this.nodes.save(node);
       this.nodes.audit("system", "node.reschedule", node.row.id, { from, to });
       this.log.warn({ node_id: node.row.id, from, to }, "node rescheduled off an offline agent");
     } finally {

@@ -26,8 +26,11 @@ export class NodeRegistry {
     private readonly store: Store,
     private readonly agents: AgentRegistry,
     private readonly log: Logger,
-  ) {
-    for (const row of store.listNodes()) {
+  ) {}
+
+  /** At hub start, before any agent connects: the registry as stored. */
+  async load(): Promise<void> {
+    for (const row of await this.store.listNodes()) {
       this.nodes.set(row.id, {
         row,
         spec: NodeSpawn.decode(row.spec),
@@ -52,15 +55,14 @@ export class NodeRegistry {
   }
 
   /** Drops a node whose spawn left nothing on its agent; a stopped node of the same id comes back. */
-  unregister(node: HubNode, previous: HubNode | undefined): void {
-    if (this.nodes.get(node.row.id) !== node) return;
+  unregister(node: HubNode, previous: HubNode | undefined): Promise<void> {
+    if (this.nodes.get(node.row.id) !== node) return Promise.resolve();
     if (previous) {
       this.nodes.set(node.row.id, previous);
-      this.save(previous);
-    } else {
-      this.nodes.delete(node.row.id);
-      this.store.deleteNode(node.row.id);
+      return this.save(previous);
     }
+    this.nodes.delete(node.row.id);
+    return this.store.deleteNode(node.row.id);
   }
 
   /** Counts for cluster status and its one-line summary. */
@@ -94,14 +96,14 @@ export class NodeRegistry {
     return node;
   }
 
-  poolVisible(p: Principal, node: HubNode): boolean {
-    const pool = this.agents.get(node.row.agentId)?.pool ?? this.store.getAgent(node.row.agentId)?.pool;
+  async poolVisible(p: Principal, node: HubNode): Promise<boolean> {
+    const pool = await this.agents.poolOf(node.row.agentId);
     return pool === undefined || poolAllowed(p, pool);
   }
 
   /** NOT_FOUND for a node of a pool the caller may not see. */
-  visible(p: Principal, node: HubNode): void {
-    if (!this.poolVisible(p, node)) {
+  async visible(p: Principal, node: HubNode): Promise<void> {
+    if (!(await this.poolVisible(p, node))) {
       throw new SwitchboardError(Code.NOT_FOUND, `no node ${shownName(node.row.id)} is known to this hub`);
     }
   }
@@ -137,7 +139,8 @@ export class NodeRegistry {
       busy: false,
     };
     this.nodes.set(n.nodeId, node);
-    this.save(node);
+    // A report the agent repeats: the registry in memory has the node already, the store at once.
+    void this.save(node);
     this.audit("system", "node.adopt", n.nodeId, { agent: s.agentId });
     this.log.info({ node_id: n.nodeId, agent_id: s.agentId }, "registry adopted a node its agent runs");
   }
@@ -173,23 +176,28 @@ export class NodeRegistry {
           "node changed",
         );
       }
-      this.save(node);
+      void this.save(node);
     }
   }
 
-  save(node: HubNode): void {
+  /**
+   * Writes the node's row (at once: the registry in memory changes first, the promise says when the
+   * store has it).
+   */
+  save(node: HubNode): Promise<void> {
     node.row.record = node.record ? NodeRecord.encode(node.record).finish() : null;
     node.row.updatedAt = Date.now();
-    this.store.upsertNode(node.row);
+    return this.store.upsertNode(node.row);
   }
 
   audit(actor: string, action: string, subject: string, detail: Record<string, unknown>): void {
     this.store.audit({ at: Date.now(), actor, action, subject, detail });
   }
 
-  info(node: HubNode, stale: boolean, statusOverride?: string): NodeInfo {
+  async info(node: HubNode, stale: boolean, statusOverride?: string): Promise<NodeInfo> {
     const s = this.agents.get(node.row.agentId);
-    const hostname = s?.hello.hostname ?? this.store.getAgent(node.row.agentId)?.hostname ?? node.row.agentId;
+    const hostname =
+      s?.hello.hostname ?? (await this.store.getAgent(node.row.agentId))?.hostname ?? node.row.agentId;
     const record: NodeRecord =
       node.record ??
       NodeRecord.fromPartial({

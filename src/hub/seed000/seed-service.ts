@@ -71,21 +71,20 @@ export function seedServices(
   core: HubCore,
   opts: SeedServiceOptions,
 ): { agent: UntypedServiceImplementation; client: UntypedServiceImplementation } {
-  const principal = (md: Metadata, as: "agent" | "operator"): Principal => {
+  const principal = async (md: Metadata, as: "agent" | "operator"): Promise<Principal> => {
     if (opts.tokenless && !tokenFromMetadata(md)) return as === "agent" ? TOKENLESS_AGENT : TOKENLESS_CLIENT;
     return as === "agent" ? core.auth.requireAgent(md) : core.auth.requireClient(md, "operator");
   };
 
   const connect = (call: ServerDuplexStream<SeedAgentMessage, ServerMessage>): void => {
-    let p: Principal;
-    try {
-      p = principal(call.metadata, "agent");
-    } catch (err) {
-      call.emit("error", toServiceError(err));
-      return;
-    }
-    // A seed worker cannot resume a session: when its stream ends, its queries fail at once.
-    core.connect(new SeedAgentCall(call).asAgentCall(), p, { resumable: false });
+    // Until the token is checked no listener is attached: what the worker sends waits in the stream.
+    principal(call.metadata, "agent").then(
+      (p) => {
+        // A seed worker cannot resume a session: when its stream ends, its queries fail at once.
+        if (!call.cancelled) core.connect(new SeedAgentCall(call).asAgentCall(), p, { resumable: false });
+      },
+      (err: unknown) => call.emit("error", toServiceError(err)),
+    );
   };
 
   const sendCommand = (
@@ -99,66 +98,70 @@ export function seedServices(
       if (err) callback(toServiceError(err));
       else callback(null, res);
     };
-    try {
-      const p = principal(call.metadata, "operator");
-      const req = call.request;
-      const pool = req.agentId.trim();
-      if (pool === "")
-        throw new SwitchboardError(Code.INVALID_ARGUMENT, "agent_id is empty: name the agent group");
-      if (req.query.trim() === "") throw new SwitchboardError(Code.INVALID_ARGUMENT, "query is empty");
-      if (req.database.trim() === "") {
-        throw new SwitchboardError(Code.INVALID_ARGUMENT, "database is empty: name a datasource or a driver");
-      }
-      if (!core.agents.hasConnected(pool, "sql")) {
-        throw new SwitchboardError(
-          Code.UNAVAILABLE,
-          `agent ${shownName(pool)} is not connected: no worker of that agent_id is online to run SQL`,
-        );
-      }
-      const collector = new ResultCollector(opts.maxMessageBytes);
-      core
-        .submit(p, {
-          target: { agentId: "", pool, labels: {} },
-          spec: {
-            kind: {
-              $case: "sql",
-              value: {
-                datasource: req.database.trim(),
-                query: req.query,
-                paramsJson: "",
-                table: req.tblName.trim(),
-                maxRows: 0,
-                timeoutMs: 0,
-                batchRows: 0,
-                format: "",
+    void principal(call.metadata, "operator").then((p) => {
+      try {
+        const req = call.request;
+        const pool = req.agentId.trim();
+        if (pool === "")
+          throw new SwitchboardError(Code.INVALID_ARGUMENT, "agent_id is empty: name the agent group");
+        if (req.query.trim() === "") throw new SwitchboardError(Code.INVALID_ARGUMENT, "query is empty");
+        if (req.database.trim() === "") {
+          throw new SwitchboardError(
+            Code.INVALID_ARGUMENT,
+            "database is empty: name a datasource or a driver",
+          );
+        }
+        if (!core.agents.hasConnected(pool, "sql")) {
+          throw new SwitchboardError(
+            Code.UNAVAILABLE,
+            `agent ${shownName(pool)} is not connected: no worker of that agent_id is online to run SQL`,
+          );
+        }
+        const collector = new ResultCollector(opts.maxMessageBytes);
+        core
+          .submit(p, {
+            target: { agentId: "", pool, labels: {} },
+            spec: {
+              kind: {
+                $case: "sql",
+                value: {
+                  datasource: req.database.trim(),
+                  query: req.query,
+                  paramsJson: "",
+                  table: req.tblName.trim(),
+                  maxRows: 0,
+                  timeoutMs: 0,
+                  batchRows: 0,
+                  format: "",
+                },
               },
             },
-          },
-          timeoutMs: 0,
-          waitForAgent: false,
-          cancelOnDisconnect: false,
-        })
-        .then(
-          (t) => {
-            call.on("cancelled", () => {
-              t.detach(collector);
-              core.cancel(p, t.id, "the SendCommand caller went away");
-            });
-            collector.onDone = (res, err) => {
-              t.detach(collector);
-              if (err) {
-                core.cancel(p, t.id, err.message);
-                answer(err);
-              } else answer(null, res);
-            };
-            collector.neverAssigned = () => t.agentId === null;
-            t.attach(collector, 0);
-          },
-          (err: unknown) => answer(err),
-        );
-    } catch (err) {
-      answer(err);
-    }
+            timeoutMs: 0,
+            waitForAgent: false,
+            cancelOnDisconnect: false,
+          })
+          .then(
+            (t) => {
+              call.on("cancelled", () => {
+                t.detach(collector);
+                void core.cancel(p, t.id, "the SendCommand caller went away");
+              });
+              collector.onDone = (res, err) => {
+                t.detach(collector);
+                if (err) {
+                  void core.cancel(p, t.id, err.message);
+                  answer(err);
+                } else answer(null, res);
+              };
+              collector.neverAssigned = () => t.agentId === null;
+              t.attach(collector, 0);
+            },
+            (err: unknown) => answer(err),
+          );
+      } catch (err) {
+        answer(err);
+      }
+    }, answer);
   };
 
   return {

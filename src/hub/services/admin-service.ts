@@ -92,12 +92,12 @@ function tokenInfo(t: TokenRecord): TokenInfo {
   };
 }
 
-export function allAgents(core: HubCore, includeOffline: boolean): AgentInfo[] {
+export async function allAgents(core: HubCore, includeOffline: boolean): Promise<AgentInfo[]> {
+  // The records first: the sessions are then taken as they are once the read is done.
+  const stored = includeOffline ? await core.store.listAgents() : [];
   const nodesOn = (id: string): number => core.nodes.slotsUsed(id);
   const out = core.agents.all().map((s) => sessionInfo(s, nodesOn));
-  if (includeOffline) {
-    for (const a of core.store.listAgents()) if (!core.agents.has(a.id)) out.push(recordInfo(a, nodesOn));
-  }
+  for (const a of stored) if (!core.agents.has(a.id)) out.push(recordInfo(a, nodesOn));
   return out.sort((a, b) =>
     a.pool === b.pool ? (a.agentId < b.agentId ? -1 : 1) : a.pool < b.pool ? -1 : 1,
   );
@@ -106,30 +106,31 @@ export function allAgents(core: HubCore, includeOffline: boolean): AgentInfo[] {
 function unary<Req, Res>(
   core: HubCore,
   min: "viewer" | "operator" | "admin",
-  fn: (req: Req, actor: string, principal: Principal) => Res,
+  fn: (req: Req, actor: string, principal: Principal) => Res | Promise<Res>,
 ): (call: ServerUnaryCall<Req, Res>, cb: sendUnaryData<Res>) => void {
   return (call, cb) => {
-    try {
-      const p = core.auth.requireClient(call.metadata, min);
-      cb(null, fn(call.request, p.name, p));
-    } catch (err) {
-      cb(toServiceError(err));
-    }
+    core.auth
+      .requireClient(call.metadata, min)
+      .then((p) => fn(call.request, p.name, p))
+      .then(
+        (res) => cb(null, res),
+        (err: unknown) => cb(toServiceError(err)),
+      );
   };
 }
 
 export function adminService(core: HubCore): AdminServiceServer {
   return {
     // A token scoped to pools sees only the agents of those pools.
-    listAgents: unary(core, "viewer", (req, _actor, p) => ({
-      agents: allAgents(core, req.includeOffline).filter(
+    listAgents: unary(core, "viewer", async (req, _actor, p) => ({
+      agents: (await allAgents(core, req.includeOffline)).filter(
         (a) => (!req.pool || a.pool === req.pool) && poolAllowed(p, a.pool),
       ),
     })),
 
-    getAgent: unary(core, "viewer", (req, _actor, p) => {
+    getAgent: unary(core, "viewer", async (req, _actor, p) => {
+      const rec = core.agents.has(req.agentId) ? undefined : await core.store.getAgent(req.agentId);
       const s = core.agents.get(req.agentId);
-      const rec = s ? undefined : core.store.getAgent(req.agentId);
       const nodesOn = (id: string): number => core.nodes.slotsUsed(id);
       const info = s ? sessionInfo(s, nodesOn) : rec ? recordInfo(rec, nodesOn) : undefined;
       if (!info || !poolAllowed(p, info.pool))
@@ -140,8 +141,9 @@ export function adminService(core: HubCore): AdminServiceServer {
       return info;
     }),
 
-    clusterStatus: unary(core, "viewer", () => {
-      const agents = allAgents(core, true);
+    clusterStatus: unary(core, "viewer", async () => {
+      const tasksTotal = await core.store.countTasks();
+      const agents = await allAgents(core, true);
       const pools = new Map<string, PoolStatus>();
       for (const a of agents) {
         const ps = pools.get(a.pool) ?? { pool: a.pool, agents: 0, healthy: 0, freeSlots: 0, queued: 0 };
@@ -168,14 +170,14 @@ export function adminService(core: HubCore): AdminServiceServer {
         agentsOffline: agents.filter((a) => a.health === AgentHealth.AGENT_HEALTH_OFFLINE).length,
         tasksQueued: core.scheduler.queuedCount(),
         tasksRunning: running,
-        tasksTotal: core.store.countTasks(),
+        tasksTotal,
         pools: [...pools.values()],
         draining: core.draining,
       };
     }),
 
-    createToken: unary(core, "admin", (req, actor) => {
-      const { secret, record } = core.auth.create({
+    createToken: unary(core, "admin", async (req, actor) => {
+      const { secret, record } = await core.auth.create({
         name: req.name,
         role: req.role,
         pools: req.pools,
@@ -192,12 +194,12 @@ export function adminService(core: HubCore): AdminServiceServer {
       return { token: secret, info: tokenInfo(record) };
     }),
 
-    listTokens: unary(core, "admin", (req) => ({
-      tokens: core.store.listTokens(req.includeRevoked).map(tokenInfo),
+    listTokens: unary(core, "admin", async (req) => ({
+      tokens: (await core.store.listTokens(req.includeRevoked)).map(tokenInfo),
     })),
 
-    revokeToken: unary(core, "admin", (req, actor) => {
-      const rec = core.auth.revoke(req.idOrName);
+    revokeToken: unary(core, "admin", async (req, actor) => {
+      const rec = await core.auth.revoke(req.idOrName);
       core.store.audit({
         at: Date.now(),
         actor,
@@ -209,31 +211,32 @@ export function adminService(core: HubCore): AdminServiceServer {
     }),
 
     // The audit log, newest first: submissions, cancels, tokens, agents, settings. Admins only.
-    listAudit: unary(core, "admin", (req) => ({
-      entries: core.store
-        .listAudit({
+    listAudit: unary(core, "admin", async (req) => ({
+      entries: (
+        await core.store.listAudit({
           limit: req.limit || 50,
           ...(req.action ? { action: req.action } : {}),
           ...(req.subject ? { subject: req.subject } : {}),
         })
-        .map((e) => ({
-          id: e.id,
-          atMs: e.at,
-          actor: e.actor,
-          action: e.action,
-          subject: e.subject,
-          detailJson: e.detail ? JSON.stringify(e.detail) : "",
-        })),
+      ).map((e) => ({
+        id: e.id,
+        atMs: e.at,
+        actor: e.actor,
+        action: e.action,
+        subject: e.subject,
+        detailJson: e.detail ? JSON.stringify(e.detail) : "",
+      })),
     })),
 
     // Releases an agent id from the pool and token it belongs to (see agentIdClaim): its record goes,
     // and the next agent to connect with that id, any token of any pool, claims it. Refused while the
     // agent is connected (it would claim its id straight back) or the registry keeps nodes running on
     // it (they would be started on whoever claims the id next).
-    forgetAgent: unary(core, "admin", (req, actor, p) => {
+    forgetAgent: unary(core, "admin", async (req, actor, p) => {
       const id = req.agentId.trim();
+      // Read first; the checks and the release then act on the agent's session as it is after it.
+      const rec = await core.store.getAgent(id);
       const s = core.agents.get(id);
-      const rec = core.store.getAgent(id);
       const pool = s?.pool ?? rec?.pool;
       if (pool === undefined || !poolAllowed(p, pool)) {
         throw new SwitchboardError(
@@ -257,16 +260,22 @@ export function adminService(core: HubCore): AdminServiceServer {
       // Waiting to resume: what it held ends lost now, since the id will not come back as this agent.
       if (s && !s.closed) core.closeSession(s, "an admin forgot its id");
       // Work queued for this agent was meant for it, not for whoever claims the id next.
-      for (const taskId of core.scheduler.queuedIds({ agentId: id })) {
-        core.cancel(
-          p,
-          taskId,
-          `agent ${id} was forgotten by ${actor}; its queued work does not pass to the next holder of the id`,
+      // Queued tasks are live: each is cancelled before cancel() returns, and the id is released in
+      // the same turn, after the checks above.
+      const cancelled = core.scheduler
+        .queuedIds({ agentId: id })
+        .map((taskId) =>
+          core.cancel(
+            p,
+            taskId,
+            `agent ${id} was forgotten by ${actor}; its queued work does not pass to the next holder of the id`,
+          ),
         );
-      }
-      core.store.forgetAgent(id);
+      const forgotten = core.store.forgetAgent(id);
+      await Promise.all(cancelled);
+      await forgotten;
       const tokenId = rec?.tokenId ?? s?.principal.tokenId ?? null;
-      const owner = tokenId ? core.store.findToken(tokenId) : undefined;
+      const owner = tokenId ? await core.store.findToken(tokenId) : undefined;
       core.store.audit({
         at: Date.now(),
         actor,

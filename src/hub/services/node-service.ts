@@ -18,15 +18,9 @@ function unary<Req, Res>(
   return (call, cb) => {
     const gone = new AbortController();
     call.once("cancelled", () => gone.abort());
-    let p: Principal;
-    try {
-      p = core.auth.requireClient(call.metadata, min);
-    } catch (err) {
-      cb(toServiceError(err));
-      return;
-    }
-    Promise.resolve()
-      .then(() => fn(call.request, p, gone.signal))
+    core.auth
+      .requireClient(call.metadata, min)
+      .then((p) => fn(call.request, p, gone.signal))
       .then(
         (res) => cb(null, res),
         (err: unknown) => cb(toServiceError(err)),
@@ -40,7 +34,7 @@ export function nodeService(core: HubCore): NodeServiceServer {
     spawnNode: unary(core, "operator", (req, p, signal) => n.spawn(p, req, signal)),
     stopNode: unary(core, "operator", (req, p) => n.stop(p, req)),
     getNodeStatus: unary(core, "viewer", (req, p) => n.status(p, req.nodeId)),
-    listNodes: unary(core, "viewer", (req, p) => ({ nodes: n.list(p, req) })),
+    listNodes: unary(core, "viewer", async (req, p) => ({ nodes: await n.list(p, req) })),
     spawnNodes: unary(core, "operator", async (req, p, signal) => ({
       items: await n.spawnMany(p, req.nodes, req.atomic, signal),
     })),

@@ -4,11 +4,17 @@
 // Durability contract:
 // - insertTask() resolves only once the task row is committed: a hub that has acknowledged a
 //   submission to a client never loses the task, even on kill -9.
-// - Other writes (updateTask, appendOutput, upsertAgent, audit) are batched and committed
-//   within `flushIntervalMs` (default 10 ms) in one transaction, so the store never limits
-//   throughput. flush() commits what is pending now.
-// - Reads see every write made before them (the store reads through its pending batch or
-//   flushes first).
+// - The rare writes that must outlive a crash or take effect at once (forgetAgent, upsertNode,
+//   deleteNode, insertToken, revokeToken) are written at once: their promise resolves once the
+//   write is committed (or held, for nodes, while the disk refuses it; see below).
+// - Other writes (updateTask, appendOutput, upsertAgent, markAllAgentsDisconnected, touchToken,
+//   audit) are batched: they return at once (void) and are committed within `flushIntervalMs`
+//   (default 10 ms) in one transaction, so the store never limits throughput. flush() commits
+//   what is pending now.
+// - Every read returns a promise, since a store on a server (PostgreSQL) cannot read
+//   synchronously. Reads see every write made before them, batched ones included (the store
+//   reads through its pending batch or flushes first). A store that reads synchronously (SQLite)
+//   resolves them at once.
 // - A commit that fails for want of the disk (full, I/O error, locked) drops nothing: the store
 //   holds its writes in memory, reports `writeFailure`, refuses new inserts, and retries with
 //   backoff until a commit succeeds. commitCount and committed() let the hub act only on writes
@@ -177,43 +183,52 @@ export interface AuditFilter {
 
 export interface Store {
   // tasks
+  /** Resolves once the task is committed; rejects (and keeps nothing) while the store cannot write. */
   insertTask(task: NewTask): Promise<void>;
+  /** Batched. */
   updateTask(id: string, patch: TaskPatch): void;
-  getTask(id: string): TaskRecord | undefined;
-  listTasks(filter: TaskFilter): TaskRecord[];
+  getTask(id: string): Promise<TaskRecord | undefined>;
+  listTasks(filter: TaskFilter): Promise<TaskRecord[]>;
   /** Tasks not in a terminal state: what a restarted hub must account for. */
-  listUnfinishedTasks(): TaskRecord[];
-  countTasks(): number;
+  listUnfinishedTasks(): Promise<TaskRecord[]>;
+  countTasks(): Promise<number>;
 
   // output (capped per task, head and tail)
+  /** Batched. */
   appendOutput(taskId: string, stream: OutputStreamName, data: Uint8Array): void;
-  getOutput(taskId: string): StoredOutput;
+  getOutput(taskId: string): Promise<StoredOutput>;
 
   // agents
+  /** Batched. An agent's firstSeenAt stays that of its first record (a later upsert's is ignored). */
   upsertAgent(agent: AgentRecord): void;
-  getAgent(id: string): AgentRecord | undefined;
-  listAgents(): AgentRecord[];
-  /** Releases an agent id (written at once): its record is gone. False when no agent has that id. */
-  forgetAgent(id: string): boolean;
-  /** At hub start: no agent is connected yet. */
+  getAgent(id: string): Promise<AgentRecord | undefined>;
+  listAgents(): Promise<AgentRecord[]>;
+  /**
+   * Releases an agent id (written at once): its record is gone once this resolves. Resolves false
+   * when no agent has that id.
+   */
+  forgetAgent(id: string): Promise<boolean>;
+  /** At hub start: no agent is connected yet (applies after the upserts made before it). */
   markAllAgentsDisconnected(): void;
 
-  // nodes (written at once)
-  upsertNode(node: NodeRow): void;
-  deleteNode(id: string): void;
-  listNodes(): NodeRow[];
+  // nodes (written at once: each resolves once committed)
+  upsertNode(node: NodeRow): Promise<void>;
+  deleteNode(id: string): Promise<void>;
+  listNodes(): Promise<NodeRow[]>;
 
-  // tokens
-  insertToken(token: TokenRecord): void;
-  findTokenByHash(hash: string): TokenRecord | undefined;
-  findToken(idOrName: string): TokenRecord | undefined;
-  listTokens(includeRevoked: boolean): TokenRecord[];
-  revokeToken(id: string, at: number): void;
+  // tokens (insert and revoke written at once: a revocation takes effect when it resolves)
+  insertToken(token: TokenRecord): Promise<void>;
+  findTokenByHash(hash: string): Promise<TokenRecord | undefined>;
+  findToken(idOrName: string): Promise<TokenRecord | undefined>;
+  listTokens(includeRevoked: boolean): Promise<TokenRecord[]>;
+  revokeToken(id: string, at: number): Promise<void>;
+  /** Batched: authenticating a call never waits for a commit. */
   touchToken(id: string, at: number): void;
 
   // audit
+  /** Batched. */
   audit(entry: AuditEntry): void;
-  listAudit(filter: AuditFilter): AuditRecord[];
+  listAudit(filter: AuditFilter): Promise<AuditRecord[]>;
 
   /**
    * Set while the store cannot commit: it holds its writes and retries until it can. Undefined

@@ -180,9 +180,9 @@ describe("output cap through the store", () => {
                 store.appendOutput(task.id, step.stream, step.data);
               }
             }
-            checkStored(store.getOutput(task.id), chunks, cap);
+            checkStored(await store.getOutput(task.id), chunks, cap);
             const want = expected(chunks, cap);
-            expect(store.getTask(task.id)).toMatchObject({
+            expect(await store.getTask(task.id)).toMatchObject({
               stdoutBytes: want.stdout.totalBytes,
               stderrBytes: want.stderr.totalBytes,
             });

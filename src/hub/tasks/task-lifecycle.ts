@@ -36,19 +36,7 @@ export class TaskLifecycle {
   ) {}
 
   async submit(p: Principal, req: SubmitRequest): Promise<LiveTask> {
-    if (this.draining()) {
-      throw new SwitchboardError(
-        Code.UNAVAILABLE,
-        "hub is shutting down: retry against another hub or in a moment",
-      );
-    }
-    const storeDown = this.store.writeFailure;
-    if (storeDown) {
-      throw new SwitchboardError(
-        Code.UNAVAILABLE,
-        `${writeFailureSentence(storeDown)}: no new tasks until it writes again; submit again in a moment`,
-      );
-    }
+    this.refuseNewWork();
     const { kind, target, spec } = validateSubmit(req);
     if (target.pool && !poolAllowed(p, target.pool)) {
       throw new SwitchboardError(
@@ -57,13 +45,15 @@ export class TaskLifecycle {
       );
     }
     if (target.agentId && p.pools.length > 0) {
-      const pool = this.agents.poolOf(target.agentId);
+      const pool = await this.agents.poolOf(target.agentId);
       if (pool !== undefined && !poolAllowed(p, pool)) {
         throw new SwitchboardError(
           Code.PERMISSION_DENIED,
           `token ${p.name} may not reach agent ${target.agentId} in pool ${pool}`,
         );
       }
+      // The hub may have begun to drain, or the store to fail, while the agent's pool was read.
+      this.refuseNewWork();
     }
     const now = Date.now();
     const id = newTaskId();
@@ -114,6 +104,23 @@ export class TaskLifecycle {
     });
     if (t.deadlineAt !== null && !t.terminal) this.armDeadline(t);
     return t;
+  }
+
+  /** While the hub drains or the store cannot write, no task is accepted. */
+  private refuseNewWork(): void {
+    if (this.draining()) {
+      throw new SwitchboardError(
+        Code.UNAVAILABLE,
+        "hub is shutting down: retry against another hub or in a moment",
+      );
+    }
+    const storeDown = this.store.writeFailure;
+    if (storeDown) {
+      throw new SwitchboardError(
+        Code.UNAVAILABLE,
+        `${writeFailureSentence(storeDown)}: no new tasks until it writes again; submit again in a moment`,
+      );
+    }
   }
 
   private newLiveTask(
@@ -198,10 +205,11 @@ export class TaskLifecycle {
     }, grace).unref();
   }
 
-  cancel(p: Principal, taskId: string, reason: string): TaskStateName {
+  /** Cancels a live task at once (before this returns); a task not in memory is read for its state. */
+  async cancel(p: Principal, taskId: string, reason: string): Promise<TaskStateName> {
     const t = this.tasks.get(taskId);
     if (!t) {
-      const rec = this.store.getTask(taskId);
+      const rec = await this.store.getTask(taskId);
       if (!rec)
         throw new SwitchboardError(Code.NOT_FOUND, `no task ${shownName(taskId)}: see switchboard tasks`);
       return rec.state;

@@ -13,7 +13,7 @@ import {
 import type { AgentRegistry } from "../agents/agent-registry.js";
 import { poolAllowed, type Principal } from "../auth.js";
 import type { LiveTask, Watcher } from "./live-task.js";
-import type { Store, TaskRecord } from "../store/index.js";
+import type { Store, StoredOutput, TaskRecord } from "../store/index.js";
 import type { TaskTable } from "./task-table.js";
 
 export const EMPTY = Buffer.alloc(0);
@@ -79,7 +79,7 @@ export class TaskReader {
    * Refuses a principal scoped to pools a task outside them: the pool it was aimed at, or the
    * pool of the agent it ran on. Unscoped principals see every task.
    */
-  assertTaskVisible(p: Principal, taskId: string): void {
+  async assertTaskVisible(p: Principal, taskId: string): Promise<void> {
     if (p.pools.length === 0) return;
     const t = this.tasks.get(taskId);
     let pool: string | undefined;
@@ -88,12 +88,12 @@ export class TaskReader {
       pool = t.target.pool || undefined;
       agentId = t.agentId;
     } else {
-      const rec = this.store.getTask(taskId);
+      const rec = await this.store.getTask(taskId);
       if (!rec) return; // NOT_FOUND comes from the call itself
       pool = rec.target.pool;
       agentId = rec.agentId;
     }
-    pool ??= agentId ? this.agents.poolOf(agentId) : undefined;
+    pool ??= agentId ? await this.agents.poolOf(agentId) : undefined;
     if (pool === undefined || !poolAllowed(p, pool)) {
       throw new SwitchboardError(
         Code.PERMISSION_DENIED,
@@ -103,12 +103,12 @@ export class TaskReader {
   }
 
   /** The whole result of a task, live or stored. */
-  result(taskId: string): TaskResult {
+  async result(taskId: string): Promise<TaskResult> {
     const t = this.tasks.get(taskId);
     if (t) return this.liveResult(t);
-    const rec = this.store.getTask(taskId);
+    const rec = await this.store.getTask(taskId);
     if (!rec) throw notFound(taskId);
-    const out = rec.stdoutBytes + rec.stderrBytes > 0 ? this.storedOutput(taskId) : undefined;
+    const out = rec.stdoutBytes + rec.stderrBytes > 0 ? await this.storedOutput(taskId) : undefined;
     return {
       info: this.recordInfo(rec, true),
       stdout: out?.stdout ?? EMPTY,
@@ -118,19 +118,22 @@ export class TaskReader {
     };
   }
 
-  liveResult(t: LiveTask): TaskResult {
-    const out = t.stdoutBytes + t.stderrBytes > 0 ? this.storedOutput(t.id) : undefined;
+  async liveResult(t: LiveTask): Promise<TaskResult> {
+    // The task as it is now, with its output as stored by now (which holds at least that much).
+    const info = this.taskInfo(t);
+    const result = t.finish?.result;
+    const out = t.stdoutBytes + t.stderrBytes > 0 ? await this.storedOutput(t.id) : undefined;
     return {
-      info: this.taskInfo(t),
+      info,
       stdout: out?.stdout ?? EMPTY,
       stderr: out?.stderr ?? EMPTY,
-      result: t.finish?.result ? asBuffer(t.finish.result) : EMPTY,
+      result: result ? asBuffer(result) : EMPTY,
       outputTruncated: out?.truncated ?? false,
     };
   }
 
-  private storedOutput(id: string): { stdout: Buffer; stderr: Buffer; truncated: boolean } {
-    const o = this.store.getOutput(id);
+  private async storedOutput(id: string): Promise<{ stdout: Buffer; stderr: Buffer; truncated: boolean }> {
+    const o = await this.store.getOutput(id);
     return {
       stdout: Buffer.concat([o.stdout.head, o.stdout.tail]),
       stderr: Buffer.concat([o.stderr.head, o.stderr.tail]),
@@ -144,15 +147,17 @@ export class TaskReader {
    * from the store as Queued(1), Assigned(2), Started(3), its kept output chunks, Finished.
    * Returns false when the task is already finished (everything has been delivered).
    */
-  watch(taskId: string, afterSeq: number, w: Watcher): boolean {
+  async watch(taskId: string, afterSeq: number, w: Watcher): Promise<boolean> {
     const t = this.tasks.get(taskId);
     if (t) {
       t.attach(w, afterSeq);
       return !t.terminal;
     }
-    const rec = this.store.getTask(taskId);
+    const rec = await this.store.getTask(taskId);
     if (!rec) throw notFound(taskId);
-    for (const ev of this.replayFromStore(rec)) if (ev.seq > afterSeq) w.deliver(ev, () => undefined);
+    // The output is read before the first event is delivered: the replay goes out in one turn.
+    const chunks = rec.stdoutBytes + rec.stderrBytes > 0 ? (await this.store.getOutput(rec.id)).chunks : [];
+    for (const ev of replayFromStore(rec, chunks)) if (ev.seq > afterSeq) w.deliver(ev, () => undefined);
     return !isTerminal(rec.state);
   }
 
@@ -160,40 +165,38 @@ export class TaskReader {
   detach(taskId: string, w: Watcher): void {
     this.tasks.get(taskId)?.detach(w);
   }
+}
 
-  private *replayFromStore(r: TaskRecord): Iterable<TaskEvent> {
-    let seq = 0;
-    const ev = (event: TaskEvent["event"], gapBytes = 0): TaskEvent => ({
-      taskId: r.id,
-      seq: ++seq,
-      event,
-      gapBytes,
+function* replayFromStore(r: TaskRecord, chunks: StoredOutput["chunks"]): Iterable<TaskEvent> {
+  let seq = 0;
+  const ev = (event: TaskEvent["event"], gapBytes = 0): TaskEvent => ({
+    taskId: r.id,
+    seq: ++seq,
+    event,
+    gapBytes,
+  });
+  yield ev({ $case: "queued", value: { queuedAtMs: r.createdAt } });
+  if (r.agentId)
+    yield ev({ $case: "assigned", value: { agentId: r.agentId, assignedAtMs: r.assignedAt ?? 0 } });
+  if (r.startedAt) yield ev({ $case: "started", value: { startedAtMs: r.startedAt, pid: 0 } });
+  for (const c of chunks) {
+    const stream =
+      c.stream === "stderr" ? OutputStream.OUTPUT_STREAM_STDERR : OutputStream.OUTPUT_STREAM_STDOUT;
+    yield ev({ $case: "output", value: { stream, data: asBuffer(c.data) } }, c.gapBefore);
+  }
+  if (isTerminal(r.state)) {
+    yield ev({
+      $case: "finished",
+      value: {
+        state: stateToWire(r.state),
+        exitCode: r.exitCode ?? -1,
+        signal: r.signal ?? "",
+        error: r.errorCode !== null ? { code: r.errorCode, message: r.errorMessage ?? "" } : undefined,
+        durationMs: r.durationMs ?? 0,
+        result: r.result ? asBuffer(r.result) : EMPTY,
+        reason: r.reason ?? "",
+      },
     });
-    yield ev({ $case: "queued", value: { queuedAtMs: r.createdAt } });
-    if (r.agentId)
-      yield ev({ $case: "assigned", value: { agentId: r.agentId, assignedAtMs: r.assignedAt ?? 0 } });
-    if (r.startedAt) yield ev({ $case: "started", value: { startedAtMs: r.startedAt, pid: 0 } });
-    if (r.stdoutBytes + r.stderrBytes > 0) {
-      for (const c of this.store.getOutput(r.id).chunks) {
-        const stream =
-          c.stream === "stderr" ? OutputStream.OUTPUT_STREAM_STDERR : OutputStream.OUTPUT_STREAM_STDOUT;
-        yield ev({ $case: "output", value: { stream, data: asBuffer(c.data) } }, c.gapBefore);
-      }
-    }
-    if (isTerminal(r.state)) {
-      yield ev({
-        $case: "finished",
-        value: {
-          state: stateToWire(r.state),
-          exitCode: r.exitCode ?? -1,
-          signal: r.signal ?? "",
-          error: r.errorCode !== null ? { code: r.errorCode, message: r.errorMessage ?? "" } : undefined,
-          durationMs: r.durationMs ?? 0,
-          result: r.result ? asBuffer(r.result) : EMPTY,
-          reason: r.reason ?? "",
-        },
-      });
-    }
   }
 }
 

@@ -47,7 +47,7 @@ describe("migrations", () => {
     expect(first.map((m) => [m.version, m.name])).toEqual(MIGRATIONS.map((m) => [m.version, m.name]));
 
     const again = openSqliteStore(path);
-    expect(again.getTask(task.id)?.id).toBe(task.id);
+    expect((await again.getTask(task.id))?.id).toBe(task.id);
     await again.close();
     expect(appliedMigrations(path)).toEqual(first);
   });
@@ -87,7 +87,7 @@ describe("migrations", () => {
     ).run();
     db.close();
     const store = openSqliteStore(path);
-    expect(store.getAgent("b1")).toMatchObject({ id: "b1", pool: "B", tokenId: null });
+    expect(await store.getAgent("b1")).toMatchObject({ id: "b1", pool: "B", tokenId: null });
     await store.close();
   });
 

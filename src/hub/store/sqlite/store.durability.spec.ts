@@ -114,11 +114,12 @@ it("keeps every acknowledged write when the process is killed", async () => {
 
   const store = openSqliteStore(path);
   try {
-    const missing = acknowledged.filter((id) => !store.getTask(id));
+    const found = await Promise.all(acknowledged.map((id) => store.getTask(id)));
+    const missing = acknowledged.filter((_id, i) => !found[i]);
     expect(missing).toEqual([]);
-    expect(store.countTasks()).toBeGreaterThanOrEqual(acknowledged.length);
-    expectCapped(store.getOutput(reports.get("flushed")!.id), reports.get("flushed")!.bytes);
-    expectCapped(store.getOutput(streaming.id), streaming.bytes);
+    expect(await store.countTasks()).toBeGreaterThanOrEqual(acknowledged.length);
+    expectCapped(await store.getOutput(reports.get("flushed")!.id), reports.get("flushed")!.bytes);
+    expectCapped(await store.getOutput(streaming.id), streaming.bytes);
   } finally {
     await store.close();
   }

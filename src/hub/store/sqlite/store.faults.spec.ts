@@ -13,7 +13,7 @@ import type { AgentRecord, NodeRow } from "../interfaces.js";
 import { isWriteFault } from "./errors.js";
 import { MAX_HELD_AUDITS, type SqliteStoreOptions } from "./options.js";
 import { openSqliteStore, type SqliteStore } from "./store.js";
-import { newTask, tempDir, thrownBy, type TempDir } from "../testing/fixtures.js";
+import { newTask, rejectionOf, tempDir, thrownBy, type TempDir } from "../testing/fixtures.js";
 import type { StoreWriteFailure } from "../write-failure.js";
 import { waitFor } from "../../../common/wait-for.js";
 
@@ -127,7 +127,7 @@ describe("a store that cannot write", () => {
     store.updateTask(running.id, { state: "succeeded", finishedAt: 6, exitCode: 0 });
     store.audit({ at: 7, actor: "ci", action: "task.cancel", subject: running.id });
     store.upsertAgent(agent("agent-9"));
-    store.upsertNode(node("node-1")); // written at once, normally: held now
+    await store.upsertNode(node("node-1")); // written at once, normally: held now
     const committedBefore = store.commitCount;
     const committed = store.committed();
     await expect(store.flush()).rejects.toMatchObject({ code: Code.UNAVAILABLE });
@@ -141,14 +141,18 @@ describe("a store that cannot write", () => {
     await expect(insert).rejects.toThrow(
       `the hub's store cannot write: SQLITE_BUSY: database is locked (data dir ${dir.path}); retrying: task ${refused.id} was not accepted`,
     );
-    expect(thrownBy(() => store.revokeToken("tok_1", 1))).toMatchObject({ code: Code.UNAVAILABLE });
+    expect(await rejectionOf(store.revokeToken("tok_1", 1))).toMatchObject({ code: Code.UNAVAILABLE });
 
     // Reads show what is held; the node registry too.
-    expect(store.getTask(running.id)).toMatchObject({ state: "succeeded", exitCode: 0, stdoutBytes: 31 });
-    expect(store.listTasks({}).find((t) => t.id === running.id)?.state).toBe("succeeded");
-    expect(store.listUnfinishedTasks().map((t) => t.id)).not.toContain(running.id);
-    expect(store.listNodes().map((n) => n.id)).toEqual(["node-1"]);
-    expect(store.listAgents().map((a) => a.id)).toContain("agent-9");
+    expect(await store.getTask(running.id)).toMatchObject({
+      state: "succeeded",
+      exitCode: 0,
+      stdoutBytes: 31,
+    });
+    expect((await store.listTasks({})).find((t) => t.id === running.id)?.state).toBe("succeeded");
+    expect((await store.listUnfinishedTasks()).map((t) => t.id)).not.toContain(running.id);
+    expect((await store.listNodes()).map((n) => n.id)).toEqual(["node-1"]);
+    expect((await store.listAgents()).map((a) => a.id)).toContain("agent-9");
 
     // It retries on its own, and says so once, not once per attempt.
     await waitFor(() => count(logs, "store commit failed again") >= 3, { message: "a few retries" });
@@ -166,18 +170,18 @@ describe("a store that cannot write", () => {
     expect(peek<{ state: string }>("SELECT state FROM tasks WHERE id = ?", running.id)).toEqual([
       { state: "succeeded" },
     ]);
-    expect(Buffer.from(store.getOutput(running.id).stdout.head).toString()).toBe(
+    expect(Buffer.from((await store.getOutput(running.id)).stdout.head).toString()).toBe(
       "before\nwhile the disk was away\n",
     );
     expect(peek("SELECT id FROM nodes")).toEqual([{ id: "node-1" }]);
     expect(peek("SELECT id FROM agents")).toEqual([{ id: "agent-9" }]);
-    const [outage] = store.listAudit({ action: "store.unwritable" });
+    const [outage] = await store.listAudit({ action: "store.unwritable" });
     expect(outage?.detail).toMatchObject({ cause: "SQLITE_BUSY: database is locked" });
-    expect(store.listAudit({ action: "task.cancel" })).toHaveLength(1);
+    expect(await store.listAudit({ action: "task.cancel" })).toHaveLength(1);
 
     // And it takes new work again.
     await Promise.all([store.insertTask(refused), store.flush()]);
-    expect(store.getTask(refused.id)?.state).toBe("queued");
+    expect((await store.getTask(refused.id))?.state).toBe("queued");
   });
 
   it("holds a batch with a bad write in it whole, and drops only that write once it can commit", async () => {
@@ -196,7 +200,7 @@ describe("a store that cannot write", () => {
     expect(peek<{ state: string }>("SELECT state FROM tasks WHERE id = ?", task.id)).toEqual([
       { state: "running" },
     ]);
-    expect(Buffer.from(store.getOutput(task.id).stdout.head).toString()).toBe("kept");
+    expect(Buffer.from((await store.getOutput(task.id)).stdout.head).toString()).toBe("kept");
   });
 
   it("keeps at most MAX_HELD_AUDITS audit entries, and counts the rest", async () => {
@@ -220,7 +224,7 @@ describe("a store that cannot write", () => {
     expect(peek<{ n: number }>("SELECT COUNT(*) AS n FROM audit WHERE action = 'agent.connect'")).toEqual([
       { n: kept },
     ]);
-    const [outage] = store.listAudit({ action: "store.unwritable" });
+    const [outage] = await store.listAudit({ action: "store.unwritable" });
     expect(outage?.detail).toMatchObject({ dropped_audit_entries: MAX_HELD_AUDITS + extra - kept });
   });
 

@@ -7,7 +7,7 @@ import type { TaskStateName } from "../../../common/task-state.js";
 import type { AgentRecord, NewTask, TaskPatch, TaskRecord, TokenRecord } from "../interfaces.js";
 import type { SqliteStoreOptions } from "./options.js";
 import { openSqliteStore, type SqliteStore } from "./store.js";
-import { newTask, tempDir, thrownBy, type TempDir } from "../testing/fixtures.js";
+import { newTask, rejectionOf, tempDir, thrownBy, type TempDir } from "../testing/fixtures.js";
 import { waitFor } from "../../../common/wait-for.js";
 
 let dir: TempDir;
@@ -59,7 +59,7 @@ describe("tasks", () => {
       deadlineAt: 1_700_000_060_000,
     });
     await store.insertTask(task);
-    expect(plain(store.getTask(task.id))).toEqual({
+    expect(plain(await store.getTask(task.id))).toEqual({
       id: task.id,
       kind: "shell",
       target: { agentId: "agent-1", pool: "edge", labels: { zone: "a", gpu: "yes" } },
@@ -104,7 +104,11 @@ describe("tasks", () => {
     await store.close();
 
     const reopened = openStore();
-    expect(plain(reopened.getTask(task.id))).toMatchObject({ ...patch, stdoutBytes: 10, stderrBytes: 3 });
+    expect(plain(await reopened.getTask(task.id))).toMatchObject({
+      ...patch,
+      stdoutBytes: 10,
+      stderrBytes: 3,
+    });
   });
 
   it("keeps empty byte fields empty, not null", async () => {
@@ -112,7 +116,7 @@ describe("tasks", () => {
     const task = newTask({ spec: new Uint8Array(0), state: "running" });
     await store.insertTask(task);
     store.updateTask(task.id, { result: new Uint8Array(0) });
-    const got = store.getTask(task.id);
+    const got = await store.getTask(task.id);
     expect(got?.state).toBe("running");
     expect(got?.spec.length).toBe(0);
     expect(got?.result?.length).toBe(0);
@@ -134,16 +138,16 @@ describe("tasks", () => {
     const store = openStore({ flushIntervalMs: 600_000, maxBatchOps: 10 });
     const tasks = Array.from({ length: 10 }, () => newTask());
     await insertAll(store, tasks); // would hang until the test timeout if it waited for the timer
-    expect(store.countTasks()).toBe(10);
+    expect(await store.countTasks()).toBe(10);
   });
 
-  it("reads see writes still waiting in the batch", () => {
+  it("reads see writes still waiting in the batch", async () => {
     const store = openStore({ flushIntervalMs: 600_000 });
     const task = newTask();
     void store.insertTask(task);
     store.updateTask(task.id, { state: "assigned", agentId: "a1" });
-    expect(store.getTask(task.id)).toMatchObject({ state: "assigned", agentId: "a1" });
-    expect(store.countTasks()).toBe(1);
+    expect(await store.getTask(task.id)).toMatchObject({ state: "assigned", agentId: "a1" });
+    expect(await store.countTasks()).toBe(1);
   });
 
   it("rejects a duplicate id alone; the rest of its batch commits", async () => {
@@ -158,8 +162,8 @@ describe("tasks", () => {
     await expect(dup).rejects.toThrow(`a task with id ${first.id} exists already`);
     await expect(dup).rejects.toMatchObject({ code: Code.ALREADY_EXISTS });
     await expect(ok).resolves.toBeUndefined();
-    expect(store.getTask(first.id)?.kind).toBe("echo");
-    expect(store.getTask(other.id)?.state).toBe("assigned");
+    expect((await store.getTask(first.id))?.kind).toBe("echo");
+    expect((await store.getTask(other.id))?.state).toBe("assigned");
   });
 
   it("refuses the inserts of a batch that cannot commit, holds the rest, and commits it later", async () => {
@@ -179,7 +183,7 @@ describe("tasks", () => {
     await expect(inserted).rejects.toThrow(`task ${task.id} was not accepted; submit it again in a moment`);
     await expect(inserted).rejects.toMatchObject({ code: Code.UNAVAILABLE });
     expect(logged.filter((l) => l.includes("store cannot write"))).toHaveLength(1);
-    expect(store.getTask(queued.id)?.state).toBe("assigned"); // held, and read as it will be
+    expect((await store.getTask(queued.id))?.state).toBe("assigned"); // held, and read as it will be
 
     locker.exec("ROLLBACK");
     locker.close();
@@ -191,7 +195,7 @@ describe("tasks", () => {
     reader.close();
     expect(row?.state).toBe("assigned");
     await Promise.all([store.insertTask(task), store.flush()]);
-    expect(store.getTask(task.id)?.state).toBe("queued");
+    expect((await store.getTask(task.id))?.state).toBe("queued");
   });
 
   it("coalesces the updates of one task in a batch into one UPDATE", async () => {
@@ -217,7 +221,7 @@ describe("tasks", () => {
     const logged = reader.prepare<[], { id: string }>("SELECT id FROM update_log").all();
     reader.close();
     expect(logged.map((r) => r.id).sort()).toEqual([a.id, b.id].sort());
-    expect(store.getTask(a.id)).toMatchObject({
+    expect(await store.getTask(a.id)).toMatchObject({
       state: "succeeded",
       agentId: "agent-1", // undefined leaves a field alone
       assignedAt: 1,
@@ -225,7 +229,7 @@ describe("tasks", () => {
       finishedAt: 3,
       exitCode: 0,
     });
-    expect(store.getTask(b.id)).toMatchObject({ state: "queued", agentId: null }); // null clears it
+    expect(await store.getTask(b.id)).toMatchObject({ state: "queued", agentId: null }); // null clears it
   });
 
   describe("listings", () => {
@@ -253,18 +257,18 @@ describe("tasks", () => {
       });
     });
 
-    it("lists newest first with a default limit", () => {
-      expect(store.listTasks({}).map((t) => t.id)).toEqual([...ids].reverse());
-      expect(store.listTasks({ limit: 5 }).map((t) => t.id)).toEqual(ids.slice(25).reverse());
-      expect(store.listTasks({ limit: 0 })).toHaveLength(1);
-      expect(store.listTasks({ limit: 5000 })).toHaveLength(30);
+    it("lists newest first with a default limit", async () => {
+      expect((await store.listTasks({})).map((t) => t.id)).toEqual([...ids].reverse());
+      expect((await store.listTasks({ limit: 5 })).map((t) => t.id)).toEqual(ids.slice(25).reverse());
+      expect(await store.listTasks({ limit: 0 })).toHaveLength(1);
+      expect(await store.listTasks({ limit: 5000 })).toHaveLength(30);
     });
 
-    it("pages with beforeId", () => {
+    it("pages with beforeId", async () => {
       const seen: string[] = [];
       let beforeId: string | undefined;
       for (;;) {
-        const page = store.listTasks({ limit: 7, beforeId });
+        const page = await store.listTasks({ limit: 7, beforeId });
         if (page.length === 0) break;
         seen.push(...page.map((t) => t.id));
         beforeId = page.at(-1)?.id;
@@ -272,25 +276,29 @@ describe("tasks", () => {
       expect(seen).toEqual([...ids].reverse());
     });
 
-    it("filters by agent, pool and state", () => {
+    it("filters by agent, pool and state", async () => {
       const newestFirst = (pick: (i: number) => boolean) => ids.filter((_, i) => pick(i)).reverse();
-      expect(store.listTasks({ agentId: "edge-1" }).map((t) => t.id)).toEqual(
+      expect((await store.listTasks({ agentId: "edge-1" })).map((t) => t.id)).toEqual(
         newestFirst((i) => i % 3 === 1),
       );
       // The pool's tasks: targeted at it, or run by one of its agents.
-      expect(store.listTasks({ pool: "edge" }).map((t) => t.id)).toEqual(newestFirst((i) => i % 3 !== 2));
-      expect(store.listTasks({ states: ["running", "failed"] }).map((t) => t.id)).toEqual(
+      expect((await store.listTasks({ pool: "edge" })).map((t) => t.id)).toEqual(
+        newestFirst((i) => i % 3 !== 2),
+      );
+      expect((await store.listTasks({ states: ["running", "failed"] })).map((t) => t.id)).toEqual(
         newestFirst((i) => i % 4 === 1 || i % 4 === 3),
       );
       expect(
-        store.listTasks({ pool: "edge", states: ["queued"], beforeId: ids[20], limit: 2 }).map((t) => t.id),
+        (await store.listTasks({ pool: "edge", states: ["queued"], beforeId: ids[20], limit: 2 })).map(
+          (t) => t.id,
+        ),
       ).toEqual(newestFirst((i) => i < 20 && i % 3 !== 2 && i % 4 === 0).slice(0, 2));
-      expect(store.listTasks({ agentId: "nobody" })).toEqual([]);
+      expect(await store.listTasks({ agentId: "nobody" })).toEqual([]);
     });
 
-    it("lists unfinished tasks oldest first, and counts", () => {
-      expect(store.listUnfinishedTasks().map((t) => t.id)).toEqual(ids.filter((_, i) => i % 4 < 2));
-      expect(store.countTasks()).toBe(30);
+    it("lists unfinished tasks oldest first, and counts", async () => {
+      expect((await store.listUnfinishedTasks()).map((t) => t.id)).toEqual(ids.filter((_, i) => i % 4 < 2));
+      expect(await store.countTasks()).toBe(30);
     });
   });
 });
@@ -304,7 +312,7 @@ describe("output", () => {
     store.appendOutput(task.id, "stderr", Buffer.from("warning\n"));
     store.appendOutput(task.id, "stdout", Buffer.from("line 2\n"));
     store.appendOutput(task.id, "stdout", new Uint8Array(0));
-    const out = store.getOutput(task.id);
+    const out = await store.getOutput(task.id);
     expect(Buffer.from(out.stdout.head).toString()).toBe("line 1\nline 2\n");
     expect(Buffer.from(out.stderr.head).toString()).toBe("warning\n");
     expect(out.stdout).toMatchObject({ droppedBytes: 0, totalBytes: 14 });
@@ -314,13 +322,13 @@ describe("output", () => {
       ["stderr", "warning\n", 0],
       ["stdout", "line 2\n", 0],
     ]);
-    expect(store.getTask(task.id)).toMatchObject({ stdoutBytes: 14, stderrBytes: 8 });
+    expect(await store.getTask(task.id)).toMatchObject({ stdoutBytes: 14, stderrBytes: 8 });
   });
 
-  it("returns empty output for a task without any", () => {
+  it("returns empty output for a task without any", async () => {
     const store = openStore();
     const empty = { head: new Uint8Array(0), tail: new Uint8Array(0), droppedBytes: 0, totalBytes: 0 };
-    const out = store.getOutput(newTaskId());
+    const out = await store.getOutput(newTaskId());
     expect({
       ...out.stdout,
       head: new Uint8Array(out.stdout.head),
@@ -351,7 +359,7 @@ describe("output", () => {
     await waitFor(() => stdoutTotal() === 90, { message: "the batch with the new totals" });
     expect(tailBytes()).toBe(10);
 
-    const out = store.getOutput(task.id); // reading writes the tail first
+    const out = await store.getOutput(task.id); // reading writes the tail first
     expect(out.stdout.tail).toEqual(Buffer.concat([new Uint8Array(10).fill(1), new Uint8Array(30).fill(2)]));
     expect(tailBytes()).toBe(40);
     reader.close();
@@ -387,10 +395,10 @@ describe("output", () => {
     store.updateTask(task.id, { state: "succeeded" });
     await store.flush();
     expect(store.outputBuffersInMemory).toBe(0);
-    expect(Buffer.from(store.getOutput(task.id).stdout.tail).toString()).toBe("ghij");
+    expect(Buffer.from((await store.getOutput(task.id)).stdout.tail).toString()).toBe("ghij");
 
     store.appendOutput(task.id, "stderr", Buffer.from("XY")); // late output: reloaded from the file
-    const out = store.getOutput(task.id);
+    const out = await store.getOutput(task.id);
     expect(Buffer.concat(out.chunks.map((c) => c.data)).toString()).toBe("abcdijXY");
     expect(out.chunks.map((c) => c.gapBefore)).toEqual([0, 4, 0]); // e..h dropped
     expect(out.stdout).toMatchObject({ totalBytes: 10, droppedBytes: 4 });
@@ -416,7 +424,7 @@ describe("output", () => {
       store.appendOutput(task.id, i % 3 ? "stdout" : "stderr", chunk);
     }
     const whole = Buffer.concat(all);
-    const out = store.getOutput(task.id);
+    const out = await store.getOutput(task.id);
     const kept = Buffer.concat(out.chunks.map((c) => c.data));
     expect(kept.toString()).toBe(
       whole.subarray(0, 32).toString() + whole.subarray(whole.length - 32).toString(),
@@ -432,7 +440,7 @@ describe("output", () => {
     store.appendOutput(task.id, "stdout", Buffer.from("kept"));
     await store.flush();
     await expect(inserted).resolves.toBeUndefined();
-    expect(Buffer.from(store.getOutput(task.id).stdout.head).toString()).toBe("kept");
+    expect(Buffer.from((await store.getOutput(task.id)).stdout.head).toString()).toBe("kept");
     expect(store.outputBuffersInMemory).toBe(1);
   });
 });
@@ -457,36 +465,36 @@ function agent(overrides: Partial<AgentRecord> = {}): AgentRecord {
 }
 
 describe("agents", () => {
-  it("upserts, keeps the first first-seen time, lists and disconnects all", () => {
+  it("upserts, keeps the first first-seen time, lists and disconnects all", async () => {
     const store = openStore();
     store.upsertAgent(agent());
     store.upsertAgent(agent({ id: "agent-2", pool: "edge", lastSessionId: null, connected: false }));
-    expect(store.getAgent("agent-1")).toEqual(agent());
+    expect(await store.getAgent("agent-1")).toEqual(agent());
     store.upsertAgent(agent({ firstSeenAt: 5_000, lastSeenAt: 6_000, taskKinds: ["sql"], labels: {} }));
-    expect(store.getAgent("agent-1")).toEqual(
+    expect(await store.getAgent("agent-1")).toEqual(
       agent({ firstSeenAt: 1_000, lastSeenAt: 6_000, taskKinds: ["sql"], labels: {} }),
     );
-    expect(store.listAgents().map((a) => [a.id, a.connected])).toEqual([
+    expect((await store.listAgents()).map((a) => [a.id, a.connected])).toEqual([
       ["agent-1", true],
       ["agent-2", false],
     ]);
     store.upsertAgent(agent({ id: "agent-3" })); // still in the batch: must not stay connected
     store.markAllAgentsDisconnected();
-    expect(store.listAgents().every((a) => !a.connected)).toBe(true);
-    expect(store.getAgent("nobody")).toBeUndefined();
+    expect((await store.listAgents()).every((a) => !a.connected)).toBe(true);
+    expect(await store.getAgent("nobody")).toBeUndefined();
   });
 
-  it("keeps the token an id belongs to, and forgets an id at once, pending writes included", () => {
+  it("keeps the token an id belongs to, and forgets an id at once, pending writes included", async () => {
     const store = openStore();
     store.upsertAgent(agent({ tokenId: null }));
-    expect(store.getAgent("agent-1")?.tokenId).toBeNull();
+    expect((await store.getAgent("agent-1"))?.tokenId).toBeNull();
     store.upsertAgent(agent({ tokenId: "tok_2" }));
-    expect(store.listAgents().map((a) => a.tokenId)).toEqual(["tok_2"]);
+    expect((await store.listAgents()).map((a) => a.tokenId)).toEqual(["tok_2"]);
     store.upsertAgent(agent({ lastSeenAt: 9_000 })); // still in the batch when it is forgotten
-    expect(store.forgetAgent("agent-1")).toBe(true);
-    expect(store.getAgent("agent-1")).toBeUndefined();
-    expect(store.listAgents()).toEqual([]);
-    expect(store.forgetAgent("agent-1")).toBe(false);
+    expect(await store.forgetAgent("agent-1")).toBe(true);
+    expect(await store.getAgent("agent-1")).toBeUndefined();
+    expect(await store.listAgents()).toEqual([]);
+    expect(await store.forgetAgent("agent-1")).toBe(false);
   });
 });
 
@@ -507,49 +515,49 @@ function token(overrides: Partial<TokenRecord> = {}): TokenRecord {
 }
 
 describe("tokens", () => {
-  it("finds by hash, id and live name", () => {
+  it("finds by hash, id and live name", async () => {
     const store = openStore();
-    store.insertToken(token());
-    store.insertToken(
+    await store.insertToken(token());
+    await store.insertToken(
       token({ id: "tok_2", name: "agent-x", role: "agent", pools: [], agentId: "x", hash: "b".repeat(64) }),
     );
-    expect(store.findTokenByHash("a".repeat(64))).toEqual(token());
-    expect(store.findTokenByHash("c".repeat(64))).toBeUndefined();
-    expect(store.findToken("tok_2")).toMatchObject({
+    expect(await store.findTokenByHash("a".repeat(64))).toEqual(token());
+    expect(await store.findTokenByHash("c".repeat(64))).toBeUndefined();
+    expect(await store.findToken("tok_2")).toMatchObject({
       name: "agent-x",
       agentId: "x",
       role: "agent",
       pools: [],
     });
-    expect(store.findToken("ci")?.id).toBe("tok_1");
-    expect(store.findToken("nobody")).toBeUndefined();
+    expect((await store.findToken("ci"))?.id).toBe("tok_1");
+    expect(await store.findToken("nobody")).toBeUndefined();
   });
 
-  it("keeps names unique among live tokens only", () => {
+  it("keeps names unique among live tokens only", async () => {
     const store = openStore();
-    store.insertToken(token());
+    await store.insertToken(token());
     const dup = () => store.insertToken(token({ id: "tok_2", hash: "b".repeat(64) }));
-    expect(dup).toThrow(SwitchboardError);
-    expect(dup).toThrow(/live token named "ci"/);
-    expect(() => store.insertToken(token({ id: "tok_3", name: "other" }))).toThrow(/same secret/);
+    await expect(dup()).rejects.toThrow(SwitchboardError);
+    await expect(dup()).rejects.toThrow(/live token named "ci"/);
+    await expect(store.insertToken(token({ id: "tok_3", name: "other" }))).rejects.toThrow(/same secret/);
 
-    store.revokeToken("tok_1", 5_000);
-    store.revokeToken("tok_1", 9_000); // already revoked: the first time stays
-    dup();
-    expect(store.findToken("ci")?.id).toBe("tok_2"); // the name finds the live one
-    expect(store.findToken("tok_1")?.revokedAt).toBe(5_000); // the id finds a revoked one too
-    expect(store.findTokenByHash("a".repeat(64))?.revokedAt).toBe(5_000);
-    expect(store.listTokens(false).map((t) => t.id)).toEqual(["tok_2"]);
-    expect(store.listTokens(true).map((t) => t.id)).toEqual(["tok_1", "tok_2"]);
-    expect(thrownBy(() => store.revokeToken("tok_404", 1))).toMatchObject({ code: Code.NOT_FOUND });
+    await store.revokeToken("tok_1", 5_000);
+    await store.revokeToken("tok_1", 9_000); // already revoked: the first time stays
+    await dup();
+    expect((await store.findToken("ci"))?.id).toBe("tok_2"); // the name finds the live one
+    expect((await store.findToken("tok_1"))?.revokedAt).toBe(5_000); // the id finds a revoked one too
+    expect((await store.findTokenByHash("a".repeat(64)))?.revokedAt).toBe(5_000);
+    expect((await store.listTokens(false)).map((t) => t.id)).toEqual(["tok_2"]);
+    expect((await store.listTokens(true)).map((t) => t.id)).toEqual(["tok_1", "tok_2"]);
+    expect(await rejectionOf(store.revokeToken("tok_404", 1))).toMatchObject({ code: Code.NOT_FOUND });
   });
 
   it("batches touches, shows them at once and keeps the latest", async () => {
     const store = openStore({ flushIntervalMs: 600_000 });
-    store.insertToken(token());
+    await store.insertToken(token());
     store.touchToken("tok_1", 3_000);
     store.touchToken("tok_1", 2_000);
-    expect(store.findTokenByHash("a".repeat(64))?.lastUsedAt).toBe(3_000);
+    expect((await store.findTokenByHash("a".repeat(64)))?.lastUsedAt).toBe(3_000);
     await store.flush();
     const reader = peek();
     const row = reader.prepare<[], { t: number }>("SELECT last_used_at AS t FROM tokens").get();
@@ -557,18 +565,18 @@ describe("tokens", () => {
     expect(row?.t).toBe(3_000);
     store.touchToken("tok_1", 1_000); // older than the stored value: ignored
     await store.flush();
-    expect(store.findToken("tok_1")?.lastUsedAt).toBe(3_000);
+    expect((await store.findToken("tok_1"))?.lastUsedAt).toBe(3_000);
   });
 });
 
 describe("audit", () => {
-  it("lists newest first, filtered by action and subject", () => {
+  it("lists newest first, filtered by action and subject", async () => {
     const store = openStore();
     store.audit({ at: 1, actor: "ci", action: "task.submit", subject: "t1", detail: { kind: "shell" } });
     store.audit({ at: 2, actor: "ci", action: "task.cancel", subject: "t1" });
     store.audit({ at: 3, actor: "admin", action: "token.revoke", subject: "tok_1", detail: { n: 1 } });
     store.audit({ at: 4, actor: "ci", action: "task.submit", subject: "t2" });
-    const all = store.listAudit({});
+    const all = await store.listAudit({});
     expect(all.map((e) => e.at)).toEqual([4, 3, 2, 1]);
     expect(all[3]).toEqual({
       id: 1,
@@ -579,10 +587,13 @@ describe("audit", () => {
       detail: { kind: "shell" },
     });
     expect(all[2]?.detail).toBeUndefined();
-    expect(store.listAudit({ action: "task.submit" }).map((e) => e.subject)).toEqual(["t2", "t1"]);
-    expect(store.listAudit({ subject: "t1" }).map((e) => e.action)).toEqual(["task.cancel", "task.submit"]);
-    expect(store.listAudit({ subject: "t1", action: "task.cancel" })).toHaveLength(1);
-    expect(store.listAudit({ limit: 2 }).map((e) => e.at)).toEqual([4, 3]);
+    expect((await store.listAudit({ action: "task.submit" })).map((e) => e.subject)).toEqual(["t2", "t1"]);
+    expect((await store.listAudit({ subject: "t1" })).map((e) => e.action)).toEqual([
+      "task.cancel",
+      "task.submit",
+    ]);
+    expect(await store.listAudit({ subject: "t1", action: "task.cancel" })).toHaveLength(1);
+    expect((await store.listAudit({ limit: 2 })).map((e) => e.at)).toEqual([4, 3]);
   });
 });
 
@@ -595,7 +606,7 @@ describe("lifecycle", () => {
     const closed = { code: Code.UNAVAILABLE, message: "the store is closed" };
     await expect(store.insertTask(newTask())).rejects.toMatchObject(closed);
     expect(thrownBy(() => store.updateTask("x", { state: "lost" }))).toMatchObject(closed);
-    expect(thrownBy(() => store.getTask("x"))).toMatchObject(closed);
+    expect(await rejectionOf(store.getTask("x"))).toMatchObject(closed);
     await expect(store.flush()).rejects.toMatchObject(closed);
   });
 
@@ -625,8 +636,8 @@ describe("throughput", () => {
     for (const t of tasks) store.updateTask(t.id, { state: "succeeded", finishedAt: 3, exitCode: 0 });
     await store.flush();
     const done = performance.now();
-    expect(store.countTasks()).toBe(20_000);
-    expect(store.listUnfinishedTasks()).toHaveLength(0);
+    expect(await store.countTasks()).toBe(20_000);
+    expect(await store.listUnfinishedTasks()).toHaveLength(0);
     console.info(
       `store: ${Math.round(20_000 / ((inserted - started) / 1000))} inserts/s, ` +
         `${Math.round(60_000 / ((done - inserted) / 1000))} updates/s`,

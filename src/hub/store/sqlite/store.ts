@@ -3,6 +3,11 @@
 // and holds them while the disk refuses them, and the per-table queries (tasks.ts, agents.ts, ...)
 // hold the SQL. Reads commit the pending batch first, so they see every write made before them,
 // except where they read through it (held-reads.ts).
+//
+// better-sqlite3 reads and writes synchronously: the Store's promised calls are async methods that
+// do their work before they return, so a write "at once" is committed when the call returns and
+// a failure becomes a rejection, as the Store promises, at the cost of one promise per call.
+/* eslint-disable @typescript-eslint/require-await -- see above: async without await on purpose */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database, { type Database as Db } from "better-sqlite3";
@@ -124,25 +129,25 @@ export class SqliteStore implements Store {
     this.writer.enqueued();
   }
 
-  getTask(id: string): TaskRecord | undefined {
+  async getTask(id: string): Promise<TaskRecord | undefined> {
     this.writer.beforeRead();
     const task = this.q.tasks.get(id);
     return task && this.asHeld(task);
   }
 
-  listTasks(filter: TaskFilter): TaskRecord[] {
+  async listTasks(filter: TaskFilter): Promise<TaskRecord[]> {
     this.writer.beforeRead();
     const rows = this.q.tasks.list(filter);
     return this.writer.failure ? rows.map((r) => this.asHeld(r)) : rows;
   }
 
-  listUnfinishedTasks(): TaskRecord[] {
+  async listUnfinishedTasks(): Promise<TaskRecord[]> {
     this.writer.beforeRead();
     const rows = this.q.tasks.listUnfinished();
     return this.writer.failure ? rows.map((r) => this.asHeld(r)).filter((r) => !isTerminal(r.state)) : rows;
   }
 
-  countTasks(): number {
+  async countTasks(): Promise<number> {
     this.writer.beforeRead();
     return this.q.tasks.count();
   }
@@ -161,7 +166,7 @@ export class SqliteStore implements Store {
     this.writer.appendOutput(taskId, stream, data);
   }
 
-  getOutput(taskId: string): StoredOutput {
+  async getOutput(taskId: string): Promise<StoredOutput> {
     this.writer.beforeOutputRead(taskId);
     return toStoredOutput(this.q.output.rows(taskId), this.q.output.totals(taskId));
   }
@@ -182,14 +187,14 @@ export class SqliteStore implements Store {
     this.writer.enqueued();
   }
 
-  getAgent(id: string): AgentRecord | undefined {
+  async getAgent(id: string): Promise<AgentRecord | undefined> {
     this.writer.assertOpen();
     // Read through the pending batch instead of committing it first: the hub reads an agent on
     // every connect; a commit for each made a reconnect storm of 10,000 agents crawl.
     return withPendingAgent(this.q.agents.get(id), this.writer.batch.agents.get(id));
   }
 
-  listAgents(): AgentRecord[] {
+  async listAgents(): Promise<AgentRecord[]> {
     this.writer.beforeRead();
     const stored = this.q.agents.list();
     const held = this.writer.batch.agents;
@@ -197,7 +202,7 @@ export class SqliteStore implements Store {
     return withHeldAgents(stored, held);
   }
 
-  forgetAgent(id: string): boolean {
+  async forgetAgent(id: string): Promise<boolean> {
     this.writer.assertOpen();
     // Written at once, like nodes: rare, and an admin's release must not wait for (or be undone by) a batch.
     const pending = this.writer.batch.agents.delete(id);
@@ -212,17 +217,17 @@ export class SqliteStore implements Store {
   // ---- nodes (written at once: rare, and a spawn's intent must outlive a crash; while the store
   // cannot write they are held with the batch, so that a heartbeat never fails on a full disk)
 
-  upsertNode(node: NodeRow): void {
+  async upsertNode(node: NodeRow): Promise<void> {
     this.writer.assertOpen();
     this.writeNodeNow(node.id, { ...node });
   }
 
-  deleteNode(id: string): void {
+  async deleteNode(id: string): Promise<void> {
     this.writer.assertOpen();
     this.writeNodeNow(id, null);
   }
 
-  listNodes(): NodeRow[] {
+  async listNodes(): Promise<NodeRow[]> {
     this.writer.assertOpen();
     const stored = this.q.nodes.list();
     const held = this.writer.batch.nodes;
@@ -246,7 +251,7 @@ export class SqliteStore implements Store {
 
   // ---- tokens (written at once: rare, and a revocation must take effect immediately)
 
-  insertToken(token: TokenRecord): void {
+  async insertToken(token: TokenRecord): Promise<void> {
     this.writer.assertOpen();
     this.writer.refuseWhileFailing("the token was not created");
     try {
@@ -257,25 +262,25 @@ export class SqliteStore implements Store {
     }
   }
 
-  findTokenByHash(hash: string): TokenRecord | undefined {
+  async findTokenByHash(hash: string): Promise<TokenRecord | undefined> {
     // No flush: the only token writes that wait in the batch are touches, applied here instead,
     // so that authenticating a call never forces a commit.
     this.writer.assertOpen();
     return this.withTouch(this.q.tokens.byHash(hash));
   }
 
-  findToken(idOrName: string): TokenRecord | undefined {
+  async findToken(idOrName: string): Promise<TokenRecord | undefined> {
     this.writer.assertOpen();
     return this.withTouch(this.q.tokens.byId(idOrName) ?? this.q.tokens.liveByName(idOrName));
   }
 
-  listTokens(includeRevoked: boolean): TokenRecord[] {
+  async listTokens(includeRevoked: boolean): Promise<TokenRecord[]> {
     this.writer.assertOpen();
     const touches = this.writer.batch.touches;
     return this.q.tokens.list(includeRevoked).map((t) => withPendingTouch(t, touches.get(t.id)));
   }
 
-  revokeToken(id: string, at: number): void {
+  async revokeToken(id: string, at: number): Promise<void> {
     this.writer.assertOpen();
     this.writer.refuseWhileFailing("the token was not revoked");
     let revoked: boolean;
@@ -307,7 +312,7 @@ export class SqliteStore implements Store {
     this.writer.audit(entry);
   }
 
-  listAudit(filter: AuditFilter): AuditRecord[] {
+  async listAudit(filter: AuditFilter): Promise<AuditRecord[]> {
     this.writer.beforeRead();
     return this.q.audit.list(filter);
   }

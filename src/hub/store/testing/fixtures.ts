@@ -43,3 +43,13 @@ export function thrownBy(fn: () => unknown): unknown {
   }
   throw new Error("expected an error, but none was thrown");
 }
+
+/** The reason a promise rejects with; fails when it resolves. */
+export async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (err) {
+    return err;
+  }
+  throw new Error("expected a rejection, but the promise resolved");
+}
