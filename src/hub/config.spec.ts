@@ -36,6 +36,31 @@ describe("loadHubConfig", () => {
     ).toBe(9);
   });
 
+  it("keeps state in SQLite unless store.url names PostgreSQL, and never shows a password it refuses", () => {
+    expect(loadHubConfig({ env: {}, flags: { insecure: true } }).postgresStore).toBeUndefined();
+    const f = file('[store]\nurl = "postgres://hub@db:5432/sb"\npool_size = 4\n');
+    expect(loadHubConfig({ file: f, env: {}, flags: { insecure: true } }).postgresStore).toEqual({
+      url: "postgres://hub@db:5432/sb",
+      schema: "switchboard",
+      poolSize: 4,
+    });
+    expect(
+      loadHubConfig({
+        env: { SWITCHBOARD_STORE: "postgresql://hub@db/sb", SWITCHBOARD_STORE_PASSWORD_FILE: "/run/pw" },
+        flags: { insecure: true, store: "postgres://other@db/sb" },
+      }).postgresStore,
+    ).toMatchObject({ url: "postgres://other@db/sb", passwordFile: "/run/pw" });
+    const bad = (): unknown =>
+      loadHubConfig({ env: {}, flags: { insecure: true, store: "mysql://root:hunter2@db/sb" } });
+    expect(bad).toThrow(ConfigError);
+    expect(bad).toThrow(
+      'store.url must be a PostgreSQL URL (postgres://user@host:5432/database), not "mysql://root:***@db/sb"',
+    );
+    expect(() =>
+      loadHubConfig({ env: { SWITCHBOARD_STORE_PASSWORD_FILE: "/run/pw" }, flags: { insecure: true } }),
+    ).toThrow(/store.password_file is for a PostgreSQL store: set store.url too/);
+  });
+
   it("reads the output window: 4 MiB by default, at least 64 KiB", () => {
     expect(loadHubConfig({ env: {}, flags: { insecure: true } }).outputWindowBytes).toBe(4 * 1024 * 1024);
     const f = file('[hub]\nlisten = "127.0.0.1:0"\noutput_window_bytes = 1048576\n');

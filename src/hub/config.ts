@@ -19,6 +19,8 @@ export interface HubConfig {
   queueLimit: number;
   maxMessageBytes: number;
   outputCapBytes: number;
+  /** PostgreSQL instead of the SQLite file in dataDir; undefined: SQLite. */
+  postgresStore?: { url: string; passwordFile?: string; schema: string; poolSize: number };
   drainGraceMs: number;
   /** How long an agent whose link broke keeps its tasks, to resume them; 0 ends them at once. */
   resumeGraceMs: number;
@@ -91,6 +93,16 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
     queueLimit: v["hub.queue_limit"],
     maxMessageBytes: v["hub.max_message_bytes"],
     outputCapBytes: v["store.output_cap_bytes"],
+    ...(v["store.url"] !== undefined
+      ? {
+          postgresStore: {
+            url: v["store.url"],
+            ...(v["store.password_file"] !== undefined ? { passwordFile: v["store.password_file"] } : {}),
+            schema: v["store.schema"],
+            poolSize: v["store.pool_size"],
+          },
+        }
+      : {}),
     drainGraceMs: ms(v["hub.drain_grace_secs"]),
     resumeGraceMs: ms(v["hub.resume_grace_secs"]),
     outputWindowBytes: v["hub.output_window_bytes"],
@@ -110,6 +122,17 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
       rescheduleAfterMs: ms(v["nodes.reschedule_after_secs"]),
     },
   };
+  const storeUrl = v["store.url"];
+  if (storeUrl !== undefined && !/^postgres(ql)?:\/\/./.test(storeUrl)) {
+    problems.push(
+      `store.url must be a PostgreSQL URL (postgres://user@host:5432/database), not ${JSON.stringify(redactedUrl(storeUrl))}${where("store.url")}`,
+    );
+  }
+  if (storeUrl === undefined && v["store.password_file"] !== undefined) {
+    problems.push(
+      `store.password_file is for a PostgreSQL store: set store.url too${where("store.password_file")}`,
+    );
+  }
   if (cfg.offlineAfterMs <= cfg.heartbeatIntervalMs) {
     problems.push(
       `monitoring.offline_after_secs (${cfg.offlineAfterMs / 1000}) must be longer than monitoring.heartbeat_interval_secs (${cfg.heartbeatIntervalMs / 1000})${where("monitoring.offline_after_secs")}`,
@@ -154,4 +177,9 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
   }
   if (problems.length > 0) throw new SettingsError(problems);
   return cfg;
+}
+
+/** A URL as it may be shown: its password replaced. */
+export function redactedUrl(url: string): string {
+  return url.replace(/^([a-z]+:\/\/[^:/@]*):[^@/]*@/i, "$1:***@");
 }

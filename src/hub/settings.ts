@@ -147,6 +147,31 @@ export const HUB_SETTINGS = defineSettings({
       flag: "--offline-after <duration>",
       help: "an agent silent this long is Offline",
     },
+    "store.url": {
+      schema: text,
+      input: "string",
+      env: "SWITCHBOARD_STORE",
+      flag: "--store <url>",
+      help: "keep the hub's state in PostgreSQL (postgres://user@host:5432/db) instead of the SQLite file in hub.data_dir; a password here is never logged, but prefer store.password_file or PGPASSWORD",
+    },
+    "store.password_file": {
+      schema: text,
+      input: "string",
+      env: "SWITCHBOARD_STORE_PASSWORD_FILE",
+      help: "a file holding the PostgreSQL password (its first line), for store.url",
+    },
+    "store.schema": {
+      schema: text,
+      default: "switchboard",
+      input: "string",
+      help: "the PostgreSQL schema the hub owns: its tables and migrations live there",
+    },
+    "store.pool_size": {
+      schema: positiveInt(1000),
+      default: 10,
+      input: "number",
+      help: "PostgreSQL connections the hub keeps open at most",
+    },
     "store.output_cap_bytes": {
       schema: integer("a number of bytes", 2, 1024 * 1024 * 1024),
       default: 1024 * 1024,
