@@ -2,7 +2,9 @@
 import { TaskState } from "../src/gen/switchboard/v1/task.js";
 import { afterAll, describe, expect, it } from "vitest";
 import { SwitchboardClient, shell } from "../src/client/index.js";
-import { runCli, spawnCli, startAgent, startHub, stopAll } from "./support/processes.js";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { runCli, spawnCli, startAgent, startHub, stopAll, tempDir } from "./support/processes.js";
 import { waitFor } from "../src/common/wait-for.js";
 
 afterAll(stopAll);
@@ -54,4 +56,15 @@ describe("graceful shutdown", () => {
       client.close();
     }
   }, 60_000);
+
+  it("a SIGTERM while the hub starts stops it gracefully once started: exit 0, nothing left behind", async () => {
+    const dir = tempDir("hub-early-term");
+    const hub = spawnCli(["hub", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data", dir]);
+    // The store is open, the listeners are not up yet: the hub is in the middle of starting.
+    await waitFor(() => hub.stderr().includes("store opened"), { message: "the hub to open its store" });
+    hub.kill("SIGTERM");
+    expect(await hub.exited, hub.stderr()).toBe(0);
+    expect(hub.stderr()).toContain("hub stopped");
+    expect(existsSync(join(dir, "hub.json"))).toBe(false);
+  }, 30_000);
 });

@@ -101,3 +101,19 @@ export function stopOnSignals(
     });
   });
 }
+
+/**
+ * Starts a long-running part and serves until SIGTERM or SIGINT, listening from before it starts: a
+ * signal that comes while it starts stops it as soon as it has started (never the signal's default,
+ * which would end the process without a graceful stop). Resolves once it has stopped.
+ */
+export async function serveUntilSignalled<T>(
+  logger: Logger,
+  starting: Promise<T>,
+  stop: (part: T, opts: { graceMs?: number }) => Promise<void>,
+): Promise<void> {
+  const stopped = stopOnSignals(logger, async (opts) => stop(await starting, opts));
+  stopped.catch(() => undefined); // a start that fails is reported through `starting`
+  await starting;
+  await stopped;
+}

@@ -62,6 +62,9 @@ const HTTP_STATUS: Partial<Record<number, number>> = {
   [Code.UNAVAILABLE]: 503,
 };
 
+/** How long a connect waits for the hub's first answer to its Hello before it returns without one. */
+const CONNECT_ANSWER_WAIT_MS = 10_000;
+
 interface Ended {
   code: number;
   details: string;
@@ -353,7 +356,9 @@ export async function startHttpAgentApi(core: HubCore, o: HttpAgentApiOptions): 
         channels.set(ch.id, ch);
         core.connect(ch as unknown as Parameters<HubCore["connect"]>[0], p);
         ch.emit("data", hello);
-        send(res, 200, HttpDownload.encode(ch.download()).finish());
+        // Admission reads the store before it answers: the answer carries its Welcome (or refusal).
+        const first = await ch.poll(0, CONNECT_ANSWER_WAIT_MS);
+        send(res, 200, HttpDownload.encode(first).finish());
       },
     },
     "POST /agent/v1/poll": {

@@ -8,7 +8,7 @@ import { usageError } from "../cli-error.js";
 import type { ConnectionFlags } from "../connection.js";
 import { logLevelFlag } from "../flags.js";
 import { addProgramFlags } from "../setting-flags.js";
-import { stopOnSignals } from "../signals.js";
+import { serveUntilSignalled } from "../signals.js";
 
 interface AgentCliFlags {
   config?: string;
@@ -57,8 +57,7 @@ export function registerAgent(program: Command, settings?: SettingsTable<Setting
       const logger = createLogger("agent", { level: logLevelFlag(flags.logLevel) });
       if (chosen) logger.info({ configFile: resolve(chosen.file), from: chosen.from }, "config file read");
       for (const w of config.warnings) logger.warn(w);
-      const agent = await startAgent(config, logger);
-      await stopOnSignals(logger, (o) => agent.shutdown(o));
+      await serveUntilSignalled(logger, startAgent(config, logger), (agent, o) => agent.shutdown(o));
     },
   );
 }

@@ -6,7 +6,7 @@ import { TlsFileError } from "../../common/tls.js";
 import { usageError } from "../cli-error.js";
 import { logLevelFlag } from "../flags.js";
 import { addProgramFlags } from "../setting-flags.js";
-import { stopOnSignals } from "../signals.js";
+import { serveUntilSignalled } from "../signals.js";
 
 interface HubFlags {
   config?: string;
@@ -37,13 +37,10 @@ export function registerHub(program: Command, settings?: SettingsTable<Settings>
       throw e;
     }
     const logger = createLogger("hub", { level: logLevelFlag(flags.logLevel) });
-    let hub;
-    try {
-      hub = await startHub(config, logger);
-    } catch (e) {
+    const starting = startHub(config, logger).catch((e: unknown) => {
       if (e instanceof TlsFileError) throw usageError(e.message, "check the TLS file settings");
       throw e;
-    }
-    await stopOnSignals(logger, (o) => hub.shutdown(o));
+    });
+    await serveUntilSignalled(logger, starting, (hub, o) => hub.shutdown(o));
   });
 }
