@@ -1,6 +1,7 @@
 // cancelOnInterrupt, driven by emitting the signals on `process` (its listeners run as on a real one).
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { cancelOnInterrupt } from "./signals.js";
+import { silentLogger } from "../common/logger.js";
+import { cancelOnInterrupt, serveUntilSignalled } from "./signals.js";
 
 const listeners = (s: NodeJS.Signals): number => process.listenerCount(s);
 
@@ -43,5 +44,32 @@ describe("cancelOnInterrupt", () => {
     expect(onlyInt.signal.aborted).toBe(false);
     onlyInt.dispose();
     none.dispose();
+  });
+});
+
+describe("serveUntilSignalled", () => {
+  it("listens from before the start: a SIGTERM while starting stops the part once it has started", async () => {
+    const before = listeners("SIGTERM");
+    let started!: (part: string) => void;
+    const starting = new Promise<string>((r) => (started = r));
+    const stop = vi.fn((_part: string, _o: { graceMs?: number }) => Promise.resolve());
+    const serving = serveUntilSignalled(silentLogger(), starting, stop);
+    expect(listeners("SIGTERM")).toBe(before + 1);
+    process.emit("SIGTERM", "SIGTERM"); // while it starts
+    await Promise.resolve();
+    expect(stop).not.toHaveBeenCalled();
+    started("hub");
+    await serving;
+    expect(stop).toHaveBeenCalledExactlyOnceWith("hub", {});
+    expect(listeners("SIGTERM")).toBe(before);
+  });
+
+  it("reports a start that fails, and stops listening", async () => {
+    const before = listeners("SIGINT");
+    const failing = Promise.reject(new Error("port in use"));
+    await expect(serveUntilSignalled(silentLogger(), failing, () => Promise.resolve())).rejects.toThrow(
+      "port in use",
+    );
+    expect(listeners("SIGINT")).toBe(before);
   });
 });

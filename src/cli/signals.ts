@@ -88,32 +88,41 @@ export function stopOnSignals(
   logger: Logger,
   stop: (opts: { graceMs?: number }) => Promise<void>,
 ): Promise<void> {
-  return new Promise((resolve, reject) => {
-    cancelOnInterrupt({
-      onInterrupt: (signal) => {
-        logger.info({ signal }, "stopping: finishing work in flight (send the signal again to stop now)");
-        stop({}).then(resolve, reject);
-      },
-      again: (signal) => {
-        logger.warn({ signal }, "stopping now: cutting the grace short");
-        stop({ graceMs: 0 }).then(resolve, reject);
-      },
-    });
-  });
+  return serveUntilSignalled(logger, Promise.resolve(), (_, opts) => stop(opts));
 }
 
 /**
  * Starts a long-running part and serves until SIGTERM or SIGINT, listening from before it starts: a
  * signal that comes while it starts stops it as soon as it has started (never the signal's default,
- * which would end the process without a graceful stop). Resolves once it has stopped.
+ * which would end the process without a graceful stop). A second signal cuts the grace short.
+ * Resolves once it has stopped; rejects with the start's error if it fails to start.
  */
 export async function serveUntilSignalled<T>(
   logger: Logger,
   starting: Promise<T>,
   stop: (part: T, opts: { graceMs?: number }) => Promise<void>,
 ): Promise<void> {
-  const stopped = stopOnSignals(logger, async (opts) => stop(await starting, opts));
-  stopped.catch(() => undefined); // a start that fails is reported through `starting`
-  await starting;
-  await stopped;
+  let interrupt: Interrupt | undefined;
+  try {
+    const stopped = new Promise<void>((resolve, reject) => {
+      const stopWith = (opts: { graceMs?: number }): void => {
+        starting.then((part) => stop(part, opts)).then(resolve, reject);
+      };
+      interrupt = cancelOnInterrupt({
+        onInterrupt: (signal) => {
+          logger.info({ signal }, "stopping: finishing work in flight (send the signal again to stop now)");
+          stopWith({});
+        },
+        again: (signal) => {
+          logger.warn({ signal }, "stopping now: cutting the grace short");
+          stopWith({ graceMs: 0 });
+        },
+      });
+    });
+    stopped.catch(() => undefined); // a start that fails is reported through `starting`
+    await starting;
+    await stopped;
+  } finally {
+    interrupt?.dispose(); // stopped, or never started: a later signal has its default effect
+  }
 }
