@@ -327,6 +327,6 @@ export class PostgresStore implements AsyncStore {
     const failure = await this.writer.stop(waitWritableMs);
     await this.pool.end();
     this.logger.info({ database: this.location }, "store closed");
-    if (failure !== undefined) throw failure instanceof Error ? failure : new Error(String(failure));
+    if (failure !== undefined) throw failure instanceof Error ? failure : new Error(errorMessage(failure));
   }
 }
