@@ -1,7 +1,7 @@
 // Queries on the audit log: who did what to which task, token or agent, newest first. A commit
 // inserts every pending entry with one statement, in the order they were made.
 import type { AuditFilter, AuditRecord } from "../interfaces.js";
-import { clampLimit } from "../sqlite/tasks.js";
+import { clampLimit } from "../list-limit.js";
 import type { AuditInsert } from "../write-batch.js";
 import { num, type Sql } from "./sql.js";
 

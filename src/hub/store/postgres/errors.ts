@@ -4,7 +4,7 @@
 import pg from "pg";
 import { Code, SwitchboardError } from "../../../common/errors.js";
 import type { TokenRecord } from "../interfaces.js";
-import { writeFailureSentence, type StoreWriteFailure } from "../write-failure.js";
+import { errorMessage } from "../errors.js";
 
 /**
  * SQLSTATE classes that say the database, not the write, failed: 08 connection exception, 53
@@ -29,13 +29,6 @@ export function faultCode(err: unknown): string {
   if (err instanceof pg.DatabaseError && err.code) return `PG_${err.code}`;
   const code = err instanceof Error ? (err as NodeJS.ErrnoException).code : undefined;
   return typeof code === "string" ? code : "PG_ERROR";
-}
-
-export function errorMessage(err: unknown): string {
-  if (err instanceof AggregateError && err.errors.length > 0) {
-    return err.errors.map((e) => (e instanceof Error ? e.message : String(e))).join("; ");
-  }
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** A URL as it may be shown: without its password (and the user's name kept). */
@@ -67,18 +60,6 @@ export function secretsOf(url: string, password: string | undefined): string[] {
     // An unparsable URL is never shown, only named as such.
   }
   return out;
-}
-
-export function closedError(): SwitchboardError {
-  return new SwitchboardError(Code.UNAVAILABLE, "the store is closed");
-}
-
-/** A task insert refused because the store cannot write: the task was not accepted. */
-export function notAccepted(failure: StoreWriteFailure, taskId: string): SwitchboardError {
-  return new SwitchboardError(
-    Code.UNAVAILABLE,
-    `${writeFailureSentence(failure)}: task ${taskId} was not accepted; submit it again in a moment`,
-  );
 }
 
 /** A read or direct write that could not reach the database. */

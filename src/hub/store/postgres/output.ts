@@ -4,7 +4,7 @@
 import { isTerminal, type TaskStateName } from "../../../common/task-state.js";
 import type { StoredOutput } from "../interfaces.js";
 import { STREAM_NAMES, streamIndex, type PersistedOutput } from "../output-buffer.js";
-import { toStoredOutput, type OutputRowRecord } from "../sqlite/output.js";
+import { toStoredOutput, type OutputRowRecord } from "../stored-output.js";
 import { bytes, num, type Sql } from "./sql.js";
 
 /** A row to write: a head row, or a row of a rewritten tail. */

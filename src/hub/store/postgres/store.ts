@@ -27,12 +27,13 @@ import {
   withHeldUpdate,
   withPendingAgent,
   withPendingTouch,
-} from "../sqlite/held-reads.js";
+} from "../held-reads.js";
 import type { StoreWriteFailure } from "../write-failure.js";
 import * as agents from "./agents.js";
 import type { AsyncStore } from "./async-store.js";
 import * as audit from "./audit.js";
-import { errorMessage, secretsOf, shownUrl, tokenInsertError, withoutSecrets } from "./errors.js";
+import { errorMessage } from "../errors.js";
+import { secretsOf, shownUrl, tokenInsertError, withoutSecrets } from "./errors.js";
 import { migrate } from "./migrate.js";
 import { MIGRATIONS } from "./migrations/index.js";
 import * as nodes from "./nodes.js";

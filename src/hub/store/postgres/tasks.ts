@@ -2,7 +2,7 @@
 // commit, its rows passed as arrays), and the reads.
 import { ALL_STATES, isTerminal, type TaskStateName } from "../../../common/task-state.js";
 import type { NewTask, TargetRecord, TaskFilter, TaskPatch, TaskRecord } from "../interfaces.js";
-import { clampLimit } from "../sqlite/tasks.js";
+import { clampLimit } from "../list-limit.js";
 import { bytes, num, numOrNull, type Sql } from "./sql.js";
 
 const TASK_COLUMNS = `id, kind, target, spec, state, agent_id, requester, created_at, assigned_at, started_at,

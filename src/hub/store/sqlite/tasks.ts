@@ -3,6 +3,7 @@
 import type { Database, Statement } from "better-sqlite3";
 import { ALL_STATES, isTerminal, type TaskStateName } from "../../../common/task-state.js";
 import type { NewTask, TargetRecord, TaskFilter, TaskPatch, TaskRecord } from "../interfaces.js";
+import { clampLimit } from "../list-limit.js";
 
 const TASK_COLUMNS = `id, kind, target, spec, state, agent_id, requester, created_at, assigned_at, started_at,
   finished_at, deadline_at, exit_code, signal, error_code, error_message, reason, duration_ms,
@@ -58,15 +59,6 @@ function listTasksSql(agentId: boolean, pool: boolean, beforeId: boolean, states
   if (states > 0) where.push(`state IN (${Array.from({ length: states }, () => "?").join(", ")})`);
   return `SELECT ${TASK_COLUMNS} FROM tasks ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
 ORDER BY id DESC LIMIT ?`;
-}
-
-export const DEFAULT_LIST_LIMIT = 50;
-export const MAX_LIST_LIMIT = 1000;
-
-/** A listing's row limit: default 50, between 1 and 1000. */
-export function clampLimit(limit: number | undefined): number {
-  if (limit === undefined || !Number.isFinite(limit)) return DEFAULT_LIST_LIMIT;
-  return Math.min(Math.max(Math.trunc(limit), 1), MAX_LIST_LIMIT);
 }
 
 interface TaskRow {
