@@ -1,7 +1,8 @@
 // Queries on the agents table: the last known record of every agent that ever connected. A commit
 // upserts every pending agent with one statement.
 import type { AgentRecord } from "../interfaces.js";
-import { num, type Sql } from "./sql.js";
+import { toAgentRecord, type AgentRow } from "../records.js";
+import type { Sql } from "./sql.js";
 
 const AGENT_COLUMNS = `id, pool, labels, hostname, platform, version, task_kinds, max_concurrency,
   first_seen_at, last_seen_at, last_session_id, connected, token_id`;
@@ -69,38 +70,4 @@ export async function listAgents(sql: Sql): Promise<AgentRecord[]> {
 export async function deleteAgent(sql: Sql, id: string): Promise<boolean> {
   const { rowCount } = await sql.query(DELETE_AGENT, [id]);
   return (rowCount ?? 0) > 0;
-}
-
-interface AgentRow {
-  id: string;
-  pool: string;
-  labels: string;
-  hostname: string;
-  platform: string;
-  version: string;
-  task_kinds: string;
-  max_concurrency: number;
-  first_seen_at: string;
-  last_seen_at: string;
-  last_session_id: string | null;
-  connected: boolean;
-  token_id: string | null;
-}
-
-function toAgentRecord(row: AgentRow): AgentRecord {
-  return {
-    id: row.id,
-    pool: row.pool,
-    labels: JSON.parse(row.labels) as Record<string, string>,
-    hostname: row.hostname,
-    platform: row.platform,
-    version: row.version,
-    taskKinds: JSON.parse(row.task_kinds) as string[],
-    maxConcurrency: row.max_concurrency,
-    firstSeenAt: num(row.first_seen_at),
-    lastSeenAt: num(row.last_seen_at),
-    lastSessionId: row.last_session_id,
-    connected: row.connected,
-    tokenId: row.token_id,
-  };
 }

@@ -3,7 +3,8 @@
 import type { AuditFilter, AuditRecord } from "../interfaces.js";
 import { clampLimit } from "../list-limit.js";
 import type { AuditInsert } from "../write-batch.js";
-import { num, type Sql } from "./sql.js";
+import { int } from "../records.js";
+import type { Sql } from "./sql.js";
 
 const INSERT_AUDIT = `
 INSERT INTO audit (at, actor, action, subject, detail)
@@ -46,8 +47,8 @@ interface AuditRow {
 
 function toAuditRecord(row: AuditRow): AuditRecord {
   const record: AuditRecord = {
-    id: num(row.id),
-    at: num(row.at),
+    id: int(row.id),
+    at: int(row.at),
     actor: row.actor,
     action: row.action,
     subject: row.subject,

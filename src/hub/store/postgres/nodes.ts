@@ -1,7 +1,8 @@
 // Queries on the nodes table: the hub's registry of supervised nodes. A commit upserts and deletes
 // every pending node write with one statement each.
 import type { NodeRow } from "../interfaces.js";
-import { bytes, num, numOrNull, type Sql } from "./sql.js";
+import { toNodeRow, type NodeTableRow } from "../records.js";
+import { bytes, type Sql } from "./sql.js";
 
 const NODE_COLUMNS = `id, agent_id, desired, spec, record, record_at, reschedule, pool, labels, created_at, updated_at`;
 
@@ -47,32 +48,6 @@ export async function writeNodes(sql: Sql, nodes: ReadonlyMap<string, NodeRow | 
 }
 
 export async function listNodes(sql: Sql): Promise<NodeRow[]> {
-  const { rows } = await sql.query<Row>(SELECT_NODES);
-  return rows.map((r) => ({
-    id: r.id,
-    agentId: r.agent_id,
-    desired: r.desired === "stopped" ? "stopped" : "running",
-    spec: r.spec,
-    record: r.record,
-    recordAt: numOrNull(r.record_at),
-    reschedule: r.reschedule,
-    pool: r.pool,
-    labels: JSON.parse(r.labels) as Record<string, string>,
-    createdAt: num(r.created_at),
-    updatedAt: num(r.updated_at),
-  }));
-}
-
-interface Row {
-  id: string;
-  agent_id: string;
-  desired: string;
-  spec: Buffer;
-  record: Buffer | null;
-  record_at: string | null;
-  reschedule: boolean;
-  pool: string;
-  labels: string;
-  created_at: string;
-  updated_at: string;
+  const { rows } = await sql.query<NodeTableRow>(SELECT_NODES);
+  return rows.map(toNodeRow);
 }

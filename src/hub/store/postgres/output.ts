@@ -5,7 +5,8 @@ import { isTerminal, type TaskStateName } from "../../../common/task-state.js";
 import type { StoredOutput } from "../interfaces.js";
 import { STREAM_NAMES, streamIndex, type PersistedOutput } from "../output-buffer.js";
 import { toStoredOutput, type OutputRowRecord } from "../stored-output.js";
-import { bytes, num, type Sql } from "./sql.js";
+import { int } from "../records.js";
+import { bytes, type Sql } from "./sql.js";
 
 /** A row to write: a head row, or a row of a rewritten tail. */
 export interface OutputRowWrite {
@@ -79,8 +80,8 @@ export async function getOutput(sql: Sql, taskId: string): Promise<StoredOutput>
   ]);
   const t = totals.rows[0];
   return toStoredOutput(
-    rows.rows.map((r) => ({ ...r, gap_before: num(r.gap_before) })),
-    t ? [num(t.stdout_bytes), num(t.stderr_bytes)] : [0, 0],
+    rows.rows.map((r) => ({ ...r, gap_before: int(r.gap_before) })),
+    t ? [int(t.stdout_bytes), int(t.stderr_bytes)] : [0, 0],
   );
 }
 
@@ -100,7 +101,7 @@ export async function persistedOutputs(
   }>(SELECT_PERSISTED_TASKS, [taskIds]);
   for (const t of tasks.rows) {
     const p = out.get(t.id)!;
-    p.totals = [num(t.stdout_bytes), num(t.stderr_bytes)];
+    p.totals = [int(t.stdout_bytes), int(t.stderr_bytes)];
     p.finished = isTerminal(t.state);
   }
   const rows = await sql.query<

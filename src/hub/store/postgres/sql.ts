@@ -1,5 +1,5 @@
 // What the per-table queries run on: a pooled connection (inside a commit's transaction) or the
-// pool itself (reads), and the conversions of PostgreSQL's values to the records' types.
+// pool itself (reads), and bytes as pg sends them (records.ts converts the values read back).
 import type pg from "pg";
 
 export interface Sql {
@@ -7,15 +7,6 @@ export interface Sql {
     text: string,
     values?: unknown[],
   ): Promise<pg.QueryResult<R>>;
-}
-
-/** BIGINT arrives as a string (it may exceed 2^53); the store's values are milliseconds and byte counts. */
-export function num(value: string | number): number {
-  return typeof value === "number" ? value : Number(value);
-}
-
-export function numOrNull(value: string | number | null): number | null {
-  return value === null ? null : num(value);
 }
 
 /** Bytes as pg sends them in arrays (it converts a Buffer without copying). */

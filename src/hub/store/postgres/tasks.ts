@@ -1,9 +1,10 @@
 // Queries on the tasks table: the batched insert and update (one statement for every task in a
 // commit, its rows passed as arrays), and the reads.
-import { ALL_STATES, isTerminal, type TaskStateName } from "../../../common/task-state.js";
-import type { NewTask, TargetRecord, TaskFilter, TaskPatch, TaskRecord } from "../interfaces.js";
+import { ALL_STATES, isTerminal } from "../../../common/task-state.js";
+import type { NewTask, TaskFilter, TaskPatch, TaskRecord } from "../interfaces.js";
 import { clampLimit } from "../list-limit.js";
-import { bytes, num, numOrNull, type Sql } from "./sql.js";
+import { int, toTaskRecord, type TaskRow } from "../records.js";
+import { bytes, type Sql } from "./sql.js";
 
 const TASK_COLUMNS = `id, kind, target, spec, state, agent_id, requester, created_at, assigned_at, started_at,
   finished_at, deadline_at, exit_code, signal, error_code, error_message, reason, duration_ms,
@@ -136,55 +137,5 @@ export async function listUnfinishedTasks(sql: Sql): Promise<TaskRecord[]> {
 
 export async function countTasks(sql: Sql): Promise<number> {
   const { rows } = await sql.query<{ n: string }>(COUNT_TASKS);
-  return num(rows[0]?.n ?? 0);
-}
-
-interface TaskRow {
-  id: string;
-  kind: string;
-  target: string;
-  spec: Buffer;
-  state: TaskStateName;
-  agent_id: string | null;
-  requester: string;
-  created_at: string;
-  assigned_at: string | null;
-  started_at: string | null;
-  finished_at: string | null;
-  deadline_at: string | null;
-  exit_code: number | null;
-  signal: string | null;
-  error_code: number | null;
-  error_message: string | null;
-  reason: string | null;
-  duration_ms: string | null;
-  stdout_bytes: string;
-  stderr_bytes: string;
-  result: Buffer | null;
-}
-
-function toTaskRecord(row: TaskRow): TaskRecord {
-  return {
-    id: row.id,
-    kind: row.kind,
-    target: JSON.parse(row.target) as TargetRecord,
-    spec: row.spec,
-    state: row.state,
-    agentId: row.agent_id,
-    requester: row.requester,
-    createdAt: num(row.created_at),
-    assignedAt: numOrNull(row.assigned_at),
-    startedAt: numOrNull(row.started_at),
-    finishedAt: numOrNull(row.finished_at),
-    deadlineAt: numOrNull(row.deadline_at),
-    exitCode: row.exit_code,
-    signal: row.signal,
-    errorCode: row.error_code,
-    errorMessage: row.error_message,
-    reason: row.reason,
-    durationMs: numOrNull(row.duration_ms),
-    stdoutBytes: num(row.stdout_bytes),
-    stderrBytes: num(row.stderr_bytes),
-    result: row.result,
-  };
+  return int(rows[0]?.n ?? 0);
 }

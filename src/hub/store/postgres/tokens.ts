@@ -1,8 +1,9 @@
 // Queries on the tokens table. Only the SHA-256 of a secret is stored; the lookup by hash runs on
 // every authenticated call, on the unique index of the hash column. Touches (last used) are
 // batched: one statement for every token touched in a commit.
-import type { Role, TokenRecord } from "../interfaces.js";
-import { num, numOrNull, type Sql } from "./sql.js";
+import type { TokenRecord } from "../interfaces.js";
+import { toTokenRecord, type TokenRow } from "../records.js";
+import type { Sql } from "./sql.js";
 
 const TOKEN_COLUMNS = `id, name, role, pools, agent_id, hash, created_at, revoked_at, last_used_at, allow_takeover`;
 
@@ -68,34 +69,6 @@ export async function touchTokens(sql: Sql, touches: ReadonlyMap<string, number>
   await sql.query(TOUCH_TOKENS, [[...touches.keys()], [...touches.values()]]);
 }
 
-interface TokenRow {
-  id: string;
-  name: string;
-  role: Role;
-  pools: string;
-  agent_id: string | null;
-  hash: string;
-  created_at: string;
-  revoked_at: string | null;
-  last_used_at: string | null;
-  allow_takeover: boolean;
-}
-
 function first(result: { rows: TokenRow[] }): TokenRecord | undefined {
   return result.rows[0] && toTokenRecord(result.rows[0]);
-}
-
-function toTokenRecord(row: TokenRow): TokenRecord {
-  return {
-    id: row.id,
-    name: row.name,
-    role: row.role,
-    pools: JSON.parse(row.pools) as string[],
-    agentId: row.agent_id,
-    hash: row.hash,
-    createdAt: num(row.created_at),
-    revokedAt: numOrNull(row.revoked_at),
-    lastUsedAt: numOrNull(row.last_used_at),
-    allowTakeover: row.allow_takeover,
-  };
 }
