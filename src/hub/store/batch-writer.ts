@@ -15,7 +15,16 @@ import { serializeDetail } from "./audit-detail.js";
 import type { BatchSettings } from "./batch-settings.js";
 import { MAX_HELD_AUDITS, RETRY_MAX_MS } from "./batch-settings.js";
 import { asError, closedError, notAccepted } from "./errors.js";
-import type { AuditEntry, NewTask, NodeRow, OutputStreamName } from "./interfaces.js";
+import { withPendingAgent, withPendingTouch } from "./held-reads.js";
+import type {
+  AgentRecord,
+  AuditEntry,
+  NewTask,
+  NodeRow,
+  OutputStreamName,
+  TaskPatch,
+  TokenRecord,
+} from "./interfaces.js";
 import { OutputBuffer, streamIndex, type PersistedOutput } from "./output-buffer.js";
 import {
   outputsCommitted,
@@ -120,6 +129,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   private outage: Outage | undefined;
   private readonly failureListeners: ((failure: StoreWriteFailure | undefined) => void)[] = [];
   private commits = 0;
+  private closing: Promise<void> | undefined;
 
   constructor(
     private readonly committer: BatchCommitter<B>,
@@ -187,7 +197,46 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
     return done;
   }
 
+  /** Queues a task's patch; it merges with the task's pending one. */
+  updateTask(id: string, patch: TaskPatch): void {
+    this.assertOpen();
+    this.batch.addUpdate(id, patch);
+    this.enqueued();
+  }
+
+  /** Queues an agent record; a second one before the commit keeps the first's first-seen time, as the row would. */
+  upsertAgent(agent: AgentRecord): void {
+    this.assertOpen();
+    const agents = this.batch.agents;
+    const pending = agents.get(agent.id);
+    agents.set(agent.id, pending ? { ...agent, firstSeenAt: pending.firstSeenAt } : agent);
+    this.enqueued();
+  }
+
+  /** Queues a token's last use; the latest wins. */
+  touchToken(id: string, at: number): void {
+    this.assertOpen();
+    this.batch.addTouch(id, at);
+    this.enqueued();
+  }
+
+  /** A stored agent as it will be once the upserts pending and in flight commit. */
+  agentWithPending(id: string, stored: AgentRecord | undefined): AgentRecord | undefined {
+    const inflight = withPendingAgent(stored, this.inflight?.agents.get(id));
+    return withPendingAgent(inflight, this.batch.agents.get(id));
+  }
+
+  /** A stored token with the touches pending and in flight applied. */
+  tokenWithPending(token: TokenRecord | undefined): TokenRecord | undefined {
+    if (!token) return token;
+    withPendingTouch(token, this.inflight?.touches.get(token.id));
+    return withPendingTouch(token, this.batch.touches.get(token.id));
+  }
+
+  /** Queues output of a task; empty output is no write. */
   appendOutput(taskId: string, stream: OutputStreamName, data: Uint8Array): void {
+    this.assertOpen();
+    if (data.length === 0) return;
     let buffer = this.outputs.get(taskId);
     if (!buffer && this.committer.persistedOutput) {
       // After a restart, or late output after the task finished: carry on from what is stored.
@@ -211,6 +260,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
 
   /** Queues an audit entry; while the store cannot write, past MAX_HELD_AUDITS it is only counted. */
   audit(entry: AuditEntry): void {
+    this.assertOpen();
     if (this.outage && this.batch.audits.length >= MAX_HELD_AUDITS) {
       if (this.outage.droppedAudits++ === 0) {
         this.logger.error(
@@ -624,6 +674,22 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   }
 
   // ---- closing
+
+  /**
+   * Closes once (a second call gets the first's promise): stop(), then `release` the target (the
+   * file, the pool). Rejects with why the last commit failed, if it did.
+   */
+  close(waitWritableMs: number, release: () => void | Promise<void>): Promise<void> {
+    this.closing ??= this.shutdown(waitWritableMs, release);
+    return this.closing;
+  }
+
+  private async shutdown(waitWritableMs: number, release: () => void | Promise<void>): Promise<void> {
+    const failure = await this.stop(waitWritableMs);
+    await release();
+    this.logger.info({ [this.committer.subjectField]: this.committer.subject }, "store closed");
+    if (failure !== undefined) throw asError(failure);
+  }
 
   /**
    * Commits what is pending and stops: no timer is left, waiters are rejected, and later writes

@@ -21,13 +21,7 @@ import type {
   TaskRecord,
   TokenRecord,
 } from "../interfaces.js";
-import {
-  withHeldAgents,
-  withHeldNodes,
-  withHeldUpdate,
-  withPendingAgent,
-  withPendingTouch,
-} from "../held-reads.js";
+import { withHeldAgents, withHeldNodes, withHeldUpdate } from "../held-reads.js";
 import type { StoreWriteFailure } from "../write-failure.js";
 import * as agents from "./agents.js";
 import type { AsyncStore } from "./async-store.js";
@@ -85,7 +79,6 @@ export async function openPostgresStore(opts: PostgresStoreOptions): Promise<Pos
 
 export class PostgresStore implements AsyncStore {
   private readonly writer: PostgresWriter;
-  private closing: Promise<void> | undefined;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -94,7 +87,7 @@ export class PostgresStore implements AsyncStore {
     secrets: readonly string[],
     readonly schemaVersion: number,
     settings: Settings,
-    private readonly logger: Logger,
+    logger: Logger,
   ) {
     this.writer = new PostgresWriter(pool, location, secrets, settings, logger);
   }
@@ -129,9 +122,7 @@ export class PostgresStore implements AsyncStore {
   }
 
   updateTask(id: string, patch: TaskPatch): void {
-    this.writer.assertOpen();
-    this.writer.batch.addUpdate(id, patch);
-    this.writer.enqueued();
+    this.writer.updateTask(id, patch);
   }
 
   async getTask(id: string): Promise<TaskRecord | undefined> {
@@ -169,8 +160,6 @@ export class PostgresStore implements AsyncStore {
   // ---- output
 
   appendOutput(taskId: string, stream: OutputStreamName, data: Uint8Array): void {
-    this.writer.assertOpen();
-    if (data.length === 0) return;
     this.writer.appendOutput(taskId, stream, data);
   }
 
@@ -183,11 +172,7 @@ export class PostgresStore implements AsyncStore {
   // ---- agents
 
   upsertAgent(agent: AgentRecord): void {
-    this.writer.assertOpen();
-    // A second upsert before the commit keeps the first one's first-seen time, as the row would.
-    const pending = this.writer.batch.agents.get(agent.id);
-    this.writer.batch.agents.set(agent.id, pending ? { ...agent, firstSeenAt: pending.firstSeenAt } : agent);
-    this.writer.enqueued();
+    this.writer.upsertAgent(agent);
   }
 
   async getAgent(id: string): Promise<AgentRecord | undefined> {
@@ -195,8 +180,7 @@ export class PostgresStore implements AsyncStore {
     // Read through the pending and in-flight upserts instead of committing first: the hub reads an
     // agent on every connect, and a reconnect storm must not cost a commit each.
     const stored = await this.writer.read("the agent was not read", (sql) => agents.getAgent(sql, id));
-    const inflight = withPendingAgent(stored, this.writer.inflight?.agents.get(id));
-    return withPendingAgent(inflight, this.writer.batch.agents.get(id));
+    return this.writer.agentWithPending(id, stored);
   }
 
   async listAgents(): Promise<AgentRecord[]> {
@@ -261,7 +245,7 @@ export class PostgresStore implements AsyncStore {
     // No flush: the only token writes that wait in the batch are touches, applied here instead,
     // so that authenticating a call never forces a commit.
     const token = await this.writer.read("the token was not read", (sql) => tokens.tokenByHash(sql, hash));
-    return this.withTouch(token);
+    return this.writer.tokenWithPending(token);
   }
 
   async findToken(idOrName: string): Promise<TokenRecord | undefined> {
@@ -269,14 +253,14 @@ export class PostgresStore implements AsyncStore {
       "the token was not read",
       async (sql) => (await tokens.tokenById(sql, idOrName)) ?? (await tokens.liveTokenByName(sql, idOrName)),
     );
-    return this.withTouch(token);
+    return this.writer.tokenWithPending(token);
   }
 
   async listTokens(includeRevoked: boolean): Promise<TokenRecord[]> {
     const list = await this.writer.read("the tokens were not listed", (sql) =>
       tokens.listTokens(sql, includeRevoked),
     );
-    return list.map((t) => this.withTouch(t)!);
+    return list.map((t) => this.writer.tokenWithPending(t)!);
   }
 
   async revokeToken(id: string, at: number): Promise<void> {
@@ -289,22 +273,12 @@ export class PostgresStore implements AsyncStore {
   }
 
   touchToken(id: string, at: number): void {
-    this.writer.assertOpen();
-    this.writer.batch.addTouch(id, at);
-    this.writer.enqueued();
-  }
-
-  /** A token with the touches pending and in flight applied. */
-  private withTouch(token: TokenRecord | undefined): TokenRecord | undefined {
-    if (!token) return token;
-    withPendingTouch(token, this.writer.inflight?.touches.get(token.id));
-    return withPendingTouch(token, this.writer.batch.touches.get(token.id));
+    this.writer.touchToken(id, at);
   }
 
   // ---- audit
 
   audit(entry: AuditEntry): void {
-    this.writer.assertOpen();
     this.writer.audit(entry);
   }
 
@@ -320,14 +294,6 @@ export class PostgresStore implements AsyncStore {
   }
 
   close(opts: { waitWritableMs?: number } = {}): Promise<void> {
-    this.closing ??= this.shutdown(opts.waitWritableMs ?? 0);
-    return this.closing;
-  }
-
-  private async shutdown(waitWritableMs: number): Promise<void> {
-    const failure = await this.writer.stop(waitWritableMs);
-    await this.pool.end();
-    this.logger.info({ database: this.location }, "store closed");
-    if (failure !== undefined) throw failure instanceof Error ? failure : new Error(errorMessage(failure));
+    return this.writer.close(opts.waitWritableMs ?? 0, () => this.pool.end());
   }
 }
