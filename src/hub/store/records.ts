@@ -1,7 +1,7 @@
 // Rows as both stores read them back, and the records the hub sees. The engines differ only in
 // how a value arrives: an integer column is a number in SQLite and a BIGINT string in PostgreSQL
 // (it may exceed 2^53), a boolean a 0/1 in SQLite and a boolean in PostgreSQL.
-import type { TaskStateName } from "../../common/task-state.js";
+import { ALL_STATES, isTerminal, type TaskStateName } from "../../common/task-state.js";
 import type { AgentRecord, NodeRow, Role, TargetRecord, TaskRecord, TokenRecord } from "./interfaces.js";
 
 /** An integer column: a number (SQLite), or a BIGINT as a string (PostgreSQL). */
@@ -21,6 +21,21 @@ export function intOrNull(value: IntColumn | null): number | null {
 function bool(value: BoolColumn): boolean {
   return value === true || value === 1;
 }
+
+/** The columns a TaskRow is read from. */
+export const TASK_COLUMNS = `id, kind, target, spec, state, agent_id, requester, created_at, assigned_at, started_at,
+  finished_at, deadline_at, exit_code, signal, error_code, error_message, reason, duration_ms,
+  stdout_bytes, stderr_bytes, result`;
+
+export const COUNT_TASKS = `SELECT COUNT(*) AS n FROM tasks`;
+
+const UNFINISHED_STATES = ALL_STATES.filter((s) => !isTerminal(s));
+
+/** The same text in both dialects. The states are written out (not bound) so that the partial index tasks_unfinished applies. */
+export const SELECT_UNFINISHED_TASKS = `
+SELECT ${TASK_COLUMNS} FROM tasks
+WHERE state IN (${UNFINISHED_STATES.map((s) => `'${s}'`).join(", ")})
+ORDER BY id`;
 
 export interface TaskRow {
   id: string;
@@ -104,6 +119,28 @@ export function toAgentRecord(row: AgentRow): AgentRecord {
     connected: bool(row.connected),
     tokenId: row.token_id,
   };
+}
+
+/** The columns a TokenRow is read from, and a token written, in this order (tokenValues). */
+export const TOKEN_COLUMNS = `id, name, role, pools, agent_id, hash, created_at, revoked_at, last_used_at, allow_takeover`;
+
+/** A token's values in the order of TOKEN_COLUMNS; `flag` writes a boolean as the engine keeps it. */
+export function tokenValues<F>(
+  t: TokenRecord,
+  flag: (value: boolean) => F,
+): [string, string, Role, string, string | null, string, number, number | null, number | null, F] {
+  return [
+    t.id,
+    t.name,
+    t.role,
+    JSON.stringify(t.pools),
+    t.agentId,
+    t.hash,
+    t.createdAt,
+    t.revokedAt,
+    t.lastUsedAt,
+    flag(t.allowTakeover),
+  ];
 }
 
 export interface TokenRow {

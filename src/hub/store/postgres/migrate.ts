@@ -5,16 +5,9 @@
 import type pg from "pg";
 import { Code, SwitchboardError } from "../../../common/errors.js";
 import type { Logger } from "../../../common/logger.js";
-import type { Migration } from "./migrations/index.js";
+import { CREATE_SCHEMA_MIGRATIONS, inOrder, latestVersion, type Migration } from "../migration.js";
 
 const LOCK = `SELECT pg_advisory_xact_lock(hashtext($1))`;
-
-const CREATE_SCHEMA_MIGRATIONS = `
-CREATE TABLE IF NOT EXISTS schema_migrations (
-  version    INTEGER PRIMARY KEY,
-  name       TEXT NOT NULL,
-  applied_at BIGINT NOT NULL
-)`;
 
 const SELECT_SCHEMA_VERSION = `SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations`;
 
@@ -31,7 +24,7 @@ export async function migrate(
   location: string,
   logger: Logger,
 ): Promise<number> {
-  const latest = migrations.reduce((max, m) => Math.max(max, m.version), 0);
+  const latest = latestVersion(migrations);
   await client.query("BEGIN");
   try {
     await client.query(LOCK, [`switchboard.migrate.${schema}`]);
@@ -39,7 +32,7 @@ export async function migrate(
     await client.query(CREATE_SCHEMA_MIGRATIONS);
     let version = await schemaVersion(client);
     if (version > latest) throw newerSchemaError(location, schema, version, latest);
-    for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
+    for (const m of inOrder(migrations)) {
       if (m.version <= version) continue;
       await client.query(m.sql);
       await client.query(INSERT_SCHEMA_MIGRATION, [m.version, m.name, Date.now()]);

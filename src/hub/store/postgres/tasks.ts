@@ -1,14 +1,16 @@
 // Queries on the tasks table: the batched insert and update (one statement for every task in a
 // commit, its rows passed as arrays), and the reads.
-import { ALL_STATES, isTerminal } from "../../../common/task-state.js";
 import type { NewTask, TaskFilter, TaskPatch, TaskRecord } from "../interfaces.js";
 import { clampLimit } from "../list-limit.js";
-import { int, toTaskRecord, type TaskRow } from "../records.js";
+import {
+  COUNT_TASKS,
+  SELECT_UNFINISHED_TASKS,
+  TASK_COLUMNS,
+  toTaskRecord,
+  type TaskRow,
+  int,
+} from "../records.js";
 import { bytes, type Sql } from "./sql.js";
-
-const TASK_COLUMNS = `id, kind, target, spec, state, agent_id, requester, created_at, assigned_at, started_at,
-  finished_at, deadline_at, exit_code, signal, error_code, error_message, reason, duration_ms,
-  stdout_bytes, stderr_bytes, result`;
 
 // A duplicate id is not an error of the batch: the insert that names it fails alone.
 const INSERT_TASKS = `
@@ -42,16 +44,6 @@ WHERE t.id = u.id
 RETURNING t.id`;
 
 const SELECT_TASK = `SELECT ${TASK_COLUMNS} FROM tasks WHERE id = $1`;
-
-const COUNT_TASKS = `SELECT COUNT(*) AS n FROM tasks`;
-
-const UNFINISHED_STATES = ALL_STATES.filter((s) => !isTerminal(s));
-
-// The states are written out (not bound) so that the partial index tasks_unfinished applies.
-const SELECT_UNFINISHED_TASKS = `
-SELECT ${TASK_COLUMNS} FROM tasks
-WHERE state IN (${UNFINISHED_STATES.map((s) => `'${s}'`).join(", ")})
-ORDER BY id`;
 
 /** TaskPatch fields in the order of the mask bits of UPDATE_TASKS. */
 const PATCH_FIELDS = [

@@ -2,10 +2,8 @@
 // every authenticated call, on the unique index of the hash column. Touches (last used) are
 // batched: one statement for every token touched in a commit.
 import type { TokenRecord } from "../interfaces.js";
-import { toTokenRecord, type TokenRow } from "../records.js";
+import { TOKEN_COLUMNS, tokenValues, toTokenRecord, type TokenRow } from "../records.js";
 import type { Sql } from "./sql.js";
-
-const TOKEN_COLUMNS = `id, name, role, pools, agent_id, hash, created_at, revoked_at, last_used_at, allow_takeover`;
 
 const INSERT_TOKEN = `INSERT INTO tokens (${TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
 
@@ -27,18 +25,10 @@ FROM unnest($1::text[], $2::bigint[]) AS u(id, at)
 WHERE t.id = u.id AND (t.last_used_at IS NULL OR t.last_used_at < u.at)`;
 
 export async function insertToken(sql: Sql, t: TokenRecord): Promise<void> {
-  await sql.query(INSERT_TOKEN, [
-    t.id,
-    t.name,
-    t.role,
-    JSON.stringify(t.pools),
-    t.agentId,
-    t.hash,
-    t.createdAt,
-    t.revokedAt,
-    t.lastUsedAt,
-    t.allowTakeover,
-  ]);
+  await sql.query(
+    INSERT_TOKEN,
+    tokenValues(t, (b) => b),
+  );
 }
 
 export async function tokenByHash(sql: Sql, hash: string): Promise<TokenRecord | undefined> {

@@ -1,30 +1,21 @@
 // Queries on the tasks table. Statements are prepared once; parameters are positional so that the
 // same SQL runs on PostgreSQL with $n placeholders.
 import type { Database, Statement } from "better-sqlite3";
-import { ALL_STATES, isTerminal } from "../../../common/task-state.js";
 import type { NewTask, TaskFilter, TaskPatch, TaskRecord } from "../interfaces.js";
 import { clampLimit } from "../list-limit.js";
-import { toTaskRecord, type TaskRow } from "../records.js";
-
-const TASK_COLUMNS = `id, kind, target, spec, state, agent_id, requester, created_at, assigned_at, started_at,
-  finished_at, deadline_at, exit_code, signal, error_code, error_message, reason, duration_ms,
-  stdout_bytes, stderr_bytes, result`;
+import {
+  COUNT_TASKS,
+  SELECT_UNFINISHED_TASKS,
+  TASK_COLUMNS,
+  toTaskRecord,
+  type TaskRow,
+} from "../records.js";
 
 const INSERT_TASK = `
 INSERT INTO tasks (id, kind, target, pool, spec, state, agent_id, requester, created_at, assigned_at, deadline_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
 const SELECT_TASK = `SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ?`;
-
-const COUNT_TASKS = `SELECT COUNT(*) AS n FROM tasks`;
-
-const UNFINISHED_STATES = ALL_STATES.filter((s) => !isTerminal(s));
-
-// The states are written out (not bound) so that the partial index tasks_unfinished applies.
-const SELECT_UNFINISHED_TASKS = `
-SELECT ${TASK_COLUMNS} FROM tasks
-WHERE state IN (${UNFINISHED_STATES.map((s) => `'${s}'`).join(", ")})
-ORDER BY id`;
 
 /** TaskPatch fields and the columns they set. */
 const PATCH_COLUMNS = {

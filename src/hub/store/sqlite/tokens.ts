@@ -2,9 +2,7 @@
 // every authenticated call, on the unique index of the hash column.
 import type { Database, Statement } from "better-sqlite3";
 import type { Role, TokenRecord } from "../interfaces.js";
-import { toTokenRecord, type TokenRow } from "../records.js";
-
-const TOKEN_COLUMNS = `id, name, role, pools, agent_id, hash, created_at, revoked_at, last_used_at, allow_takeover`;
+import { TOKEN_COLUMNS, tokenValues, toTokenRecord, type TokenRow } from "../records.js";
 
 const INSERT_TOKEN = `INSERT INTO tokens (${TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
@@ -59,18 +57,7 @@ export class TokenQueries {
   }
 
   insert(t: TokenRecord): void {
-    this.insertStmt.run(
-      t.id,
-      t.name,
-      t.role,
-      JSON.stringify(t.pools),
-      t.agentId,
-      t.hash,
-      t.createdAt,
-      t.revokedAt,
-      t.lastUsedAt,
-      t.allowTakeover ? 1 : 0,
-    );
+    this.insertStmt.run(...tokenValues(t, (b) => (b ? 1 : 0)));
   }
 
   byHash(hash: string): TokenRecord | undefined {
