@@ -64,8 +64,10 @@ export interface CommitRound<B extends WriteBatch> {
 
 /** What differs between the stores: how a batch is written, and how they name their faults. */
 export interface BatchCommitter<B extends WriteBatch> {
-  /** Where the store writes, as a write failure names it (a data dir, a database). */
+  /** Where the store writes, as a write failure names it: a data dir's path, a database's URL. */
   readonly location: string;
+  /** What `location` is, in the sentence a write failure makes: "data dir", "database". */
+  readonly locationKind: string;
   /** The store as its audit entry and log lines about a spell without writes name it. */
   readonly subject: string;
   /** The log field that names the store: "path", "database". */
@@ -599,8 +601,8 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
       this.scheduleRetry();
       return;
     }
-    const { location, subject, subjectField } = this.committer;
-    this.currentFailure = { code, message, location, since: previous?.since ?? now };
+    const { location, locationKind, subject, subjectField } = this.committer;
+    this.currentFailure = { code, message, location, locationKind, since: previous?.since ?? now };
     if (!this.outage) {
       const outage: Outage = {
         entry: { at: now, actor: "system", action: "store.unwritable", subject, detail: null },

@@ -408,6 +408,8 @@ describe("while the database is out of reach", () => {
       expect((refused as SwitchboardError).code).toBe(Code.UNAVAILABLE);
       expect((refused as Error).message).toContain(DB);
       expect((refused as Error).message).toContain("was not accepted");
+      // The sentence names a database, not a data dir.
+      expect((refused as Error).message).toContain(`(database ${store.location}); retrying`);
       const tokenRefused = await store.insertToken(token("tok_x")).catch((e: unknown) => e);
       expect((tokenRefused as SwitchboardError).code).toBe(Code.UNAVAILABLE);
       // Nothing reached the database meanwhile.

@@ -15,6 +15,7 @@ import type { Sql } from "./sql.js";
 
 /** Commits a batch in one transaction on a connection of the pool, counting the statements sent. */
 export class PostgresCommitter implements BatchCommitter<PendingBatch> {
+  readonly locationKind = "database";
   readonly subjectField = "database";
   readonly concurrent = true;
   /** Statements sent, BEGIN and COMMIT included: what the batching saves, measured. */

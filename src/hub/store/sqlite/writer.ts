@@ -16,6 +16,7 @@ import type { SqliteQueries } from "./queries.js";
 /** Commits a batch in one transaction on the store's file; no await, no other connection. */
 export class SqliteCommitter implements BatchCommitter<WriteBatch> {
   readonly location: string;
+  readonly locationKind = "data dir";
   readonly subjectField = "path";
   readonly concurrent = false;
   private readonly commitAll: Transaction<(plan: CommitPlan<WriteBatch>) => void>;
