@@ -115,7 +115,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   readonly outputs = new Map<string, OutputBuffer>();
   readonly unsavedTails = new Set<OutputBuffer>();
   /** The batch whose commit is under way (asynchronous committers only). */
-  inflight: B | undefined;
+  private inflight: B | undefined;
   private current: Round<B> | undefined;
   private queued: { round: Round<B>; start: () => void } | undefined;
   private batchTimer: NodeJS.Timeout | undefined;
@@ -144,10 +144,6 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   }
 
   // ---- state
-
-  get closed(): boolean {
-    return this.isClosed;
-  }
 
   /** Set while commits fail for want of the target; see the module comment. */
   get failure(): StoreWriteFailure | undefined {

@@ -1,12 +1,14 @@
 // The shared store: a PostgreSQL database (one schema) that several hubs may use, implementing the
 // Store interface with async reads. This class says what each call reads and writes; the
-// PostgresWriter (writer.ts) decides when writes commit and holds them while the database refuses
-// them; the per-table files (tasks.ts, agents.ts, ...) hold the SQL. Reads commit the pending
-// batch first, so they see every write made before them, except where they read through it.
+// batching writer (../batch-writer.ts, with writer.ts's committer) decides when writes commit and
+// holds them while the database refuses them; the per-table files (tasks.ts, agents.ts, ...) hold
+// the SQL. Reads commit the pending batch first, so they see every write made before them, except
+// where they read through it.
 import pg from "pg";
 import { Code, SwitchboardError } from "../../../common/errors.js";
 import { silentLogger, type Logger } from "../../../common/logger.js";
 import { isTerminal } from "../../../common/task-state.js";
+import { errorMessage } from "../errors.js";
 import type {
   AgentRecord,
   AuditEntry,
@@ -26,7 +28,6 @@ import type { StoreWriteFailure } from "../write-failure.js";
 import * as agents from "./agents.js";
 import type { AsyncStore } from "./async-store.js";
 import * as audit from "./audit.js";
-import { errorMessage } from "../errors.js";
 import { secretsOf, shownUrl, tokenInsertError, withoutSecrets } from "./errors.js";
 import { migrate } from "./migrate.js";
 import { MIGRATIONS } from "./migrations/index.js";
