@@ -4,7 +4,7 @@
 // the batch is what it holds: everything in it is keyed by what it writes (a task, an agent, a
 // node, a token), so it grows only with the audit log, which the store bounds.
 import type { AgentRecord, NewTask, NodeRow, TaskPatch } from "./interfaces.js";
-import type { OutputBuffer } from "./output-buffer.js";
+import type { OutputBuffer, StreamIndex } from "./output-buffer.js";
 
 /** An audit entry as queued: its detail already serialized. */
 export interface AuditInsert {
@@ -23,6 +23,11 @@ export interface PendingInsert {
   error?: Error;
 }
 
+export interface Waiter {
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
 export class WriteBatch {
   readonly inserts: PendingInsert[] = [];
   readonly updates = new Map<string, TaskPatch>();
@@ -36,6 +41,12 @@ export class WriteBatch {
    * write; they commit with the batch once it can.
    */
   readonly nodes = new Map<string, NodeRow | null>();
+  /** committed() callers: settled when this batch commits (or the store closes). */
+  readonly waiters: Waiter[] = [];
+  /** Node writes queued with the batch: settled when it commits, or when the store holds it. */
+  readonly nodeWaiters: Waiter[] = [];
+  /** Output of tasks whose buffer is still to be read back from the store, replayed once it is. */
+  readonly unrestored = new Map<string, { stream: StreamIndex; data: Uint8Array }[]>();
   /** Calls since the last commit, coalesced ones included: what the batch size limit counts. */
   ops = 0;
 
@@ -69,6 +80,41 @@ export class WriteBatch {
     this.touches.clear();
     this.outputs.clear();
     this.nodes.clear();
+    this.waiters.length = 0;
+    this.nodeWaiters.length = 0;
+    this.unrestored.clear();
     this.ops = 0;
+  }
+
+  /**
+   * Puts the writes of `older` (a batch whose commit failed) in front of this one's (made while it
+   * was in flight): a later write to the same task, agent, node or token wins field by field, as
+   * it would have had both committed in order.
+   */
+  takeInFront(older: this): void {
+    for (const [id, patch] of older.updates) {
+      const later = this.updates.get(id);
+      this.updates.set(id, later ? { ...patch, ...later } : patch);
+    }
+    for (const [id, agent] of older.agents) {
+      const later = this.agents.get(id);
+      this.agents.set(id, later ? { ...later, firstSeenAt: agent.firstSeenAt } : this.olderAgent(agent));
+    }
+    this.audits.unshift(...older.audits);
+    for (const [id, at] of older.touches) this.addTouch(id, at);
+    for (const buffer of older.outputs) this.outputs.add(buffer);
+    for (const [id, node] of older.nodes) if (!this.nodes.has(id)) this.nodes.set(id, node);
+    this.inserts.unshift(...older.inserts);
+    this.waiters.unshift(...older.waiters);
+    this.nodeWaiters.unshift(...older.nodeWaiters);
+    for (const [id, chunks] of older.unrestored) {
+      this.unrestored.set(id, [...chunks, ...(this.unrestored.get(id) ?? [])]);
+    }
+    this.ops += older.ops;
+  }
+
+  /** An agent record of an older batch that this one does not write again, as this one would keep it. */
+  protected olderAgent(agent: AgentRecord): AgentRecord {
+    return agent;
   }
 }

@@ -8,13 +8,15 @@ export interface StoreWriteFailure {
   code: string;
   /** The engine's message, e.g. "database or disk is full". */
   message: string;
-  /** Where the store writes: the hub's data dir. */
+  /** Where the store writes: the hub's data dir, or the database. */
   location: string;
+  /** What `location` is, as the sentence names it: "data dir", "database". */
+  locationKind: string;
   /** When the store first failed to commit in this spell (ms since epoch). */
   since: number;
 }
 
 /** "the hub's store cannot write: SQLITE_FULL: database or disk is full (data dir /x); retrying" */
 export function writeFailureSentence(f: StoreWriteFailure): string {
-  return `the hub's store cannot write: ${f.code}: ${f.message} (data dir ${f.location}); retrying`;
+  return `the hub's store cannot write: ${f.code}: ${f.message} (${f.locationKind} ${f.location}); retrying`;
 }

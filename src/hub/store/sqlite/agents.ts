@@ -1,6 +1,7 @@
 // Queries on the agents table: the last known record of every agent that ever connected.
 import type { Database, Statement } from "better-sqlite3";
 import type { AgentRecord } from "../interfaces.js";
+import { toAgentRecord, type AgentRow } from "../records.js";
 import { upsertByIdSql } from "./upsert-sql.js";
 
 const COLUMNS = [
@@ -31,22 +32,6 @@ const SELECT_AGENTS = `SELECT ${AGENT_COLUMNS} FROM agents ORDER BY id`;
 const DELETE_AGENT = `DELETE FROM agents WHERE id = ?`;
 
 const MARK_ALL_DISCONNECTED = `UPDATE agents SET connected = 0 WHERE connected <> 0`;
-
-interface AgentRow {
-  id: string;
-  pool: string;
-  labels: string;
-  hostname: string;
-  platform: string;
-  version: string;
-  task_kinds: string;
-  max_concurrency: number;
-  first_seen_at: number;
-  last_seen_at: number;
-  last_session_id: string | null;
-  connected: number;
-  token_id: string | null;
-}
 
 type UpsertParams = [
   string,
@@ -114,22 +99,4 @@ export class AgentQueries {
   markAllDisconnected(): number {
     return this.disconnectStmt.run().changes;
   }
-}
-
-function toAgentRecord(row: AgentRow): AgentRecord {
-  return {
-    id: row.id,
-    pool: row.pool,
-    labels: JSON.parse(row.labels) as Record<string, string>,
-    hostname: row.hostname,
-    platform: row.platform,
-    version: row.version,
-    taskKinds: JSON.parse(row.task_kinds) as string[],
-    maxConcurrency: row.max_concurrency,
-    firstSeenAt: row.first_seen_at,
-    lastSeenAt: row.last_seen_at,
-    lastSessionId: row.last_session_id,
-    connected: row.connected !== 0,
-    tokenId: row.token_id,
-  };
 }

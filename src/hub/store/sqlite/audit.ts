@@ -1,10 +1,8 @@
 // Queries on the audit log: who did what to which task, token or agent, newest first.
 import type { Database, Statement } from "better-sqlite3";
-import type { Logger } from "../../../common/logger.js";
-import type { AuditEntry, AuditFilter, AuditRecord } from "../interfaces.js";
+import type { AuditFilter, AuditRecord } from "../interfaces.js";
 import type { AuditInsert } from "../write-batch.js";
-import { errorMessage } from "./errors.js";
-import { clampLimit } from "./tasks.js";
+import { clampLimit } from "../list-limit.js";
 
 const INSERT_AUDIT = `INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)`;
 
@@ -66,15 +64,4 @@ function toAuditRecord(row: AuditRow): AuditRecord {
   };
   if (row.detail !== null) record.detail = JSON.parse(row.detail) as Record<string, unknown>;
   return record;
-}
-
-/** The entry's detail as stored: JSON, or a note that it could not be serialized. */
-export function serializeDetail(entry: AuditEntry, logger: Logger): string | null {
-  if (entry.detail === undefined) return null;
-  try {
-    return JSON.stringify(entry.detail);
-  } catch (err) {
-    logger.warn({ err, action: entry.action, subject: entry.subject }, "store audit detail not serializable");
-    return JSON.stringify({ error: `detail could not be serialized: ${errorMessage(err)}` });
-  }
 }

@@ -3,7 +3,7 @@
 import Database from "better-sqlite3";
 import { Code, SwitchboardError } from "../../../common/errors.js";
 import type { TokenRecord } from "../interfaces.js";
-import { writeFailureSentence, type StoreWriteFailure } from "../write-failure.js";
+import { errorMessage } from "../errors.js";
 
 /**
  * Whether a write failed for want of the disk (full, I/O error, locked by another process,
@@ -20,26 +20,6 @@ export function isWriteFault(err: unknown): boolean {
 
 export function sqliteCode(err: unknown): string | undefined {
   return err instanceof Database.SqliteError ? err.code : undefined;
-}
-
-export function asError(err: unknown): Error {
-  return err instanceof Error ? err : new Error(errorMessage(err));
-}
-
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-export function closedError(): SwitchboardError {
-  return new SwitchboardError(Code.UNAVAILABLE, "the store is closed");
-}
-
-/** A task insert refused because the store cannot write: the task was not accepted. */
-export function notAccepted(failure: StoreWriteFailure, taskId: string): SwitchboardError {
-  return new SwitchboardError(
-    Code.UNAVAILABLE,
-    `${writeFailureSentence(failure)}: task ${taskId} was not accepted; submit it again in a moment`,
-  );
 }
 
 export function taskInsertError(id: string, err: unknown): SwitchboardError {

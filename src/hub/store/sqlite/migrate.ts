@@ -3,14 +3,7 @@
 import type { Database } from "better-sqlite3";
 import { Code, SwitchboardError } from "../../../common/errors.js";
 import type { Logger } from "../../../common/logger.js";
-import type { Migration } from "./migrations/index.js";
-
-const CREATE_SCHEMA_MIGRATIONS = `
-CREATE TABLE IF NOT EXISTS schema_migrations (
-  version    INTEGER PRIMARY KEY,
-  name       TEXT NOT NULL,
-  applied_at BIGINT NOT NULL
-)`;
+import { CREATE_SCHEMA_MIGRATIONS, inOrder, latestVersion, type Migration } from "../migration.js";
 
 const SELECT_SCHEMA_VERSION = `SELECT MAX(version) AS version FROM schema_migrations`;
 
@@ -25,10 +18,10 @@ export function schemaVersion(db: Database): number {
 /** Applies the migrations the database lacks and returns the resulting schema version. */
 export function migrate(db: Database, migrations: readonly Migration[], logger: Logger): number {
   db.exec(CREATE_SCHEMA_MIGRATIONS);
-  const latest = migrations.reduce((max, m) => Math.max(max, m.version), 0);
+  const latest = latestVersion(migrations);
   const record = db.prepare<[number, string, number]>(INSERT_SCHEMA_MIGRATION);
 
-  for (const migration of [...migrations].sort((a, b) => a.version - b.version)) {
+  for (const migration of inOrder(migrations)) {
     // IMMEDIATE takes the write lock before reading the version, so that two processes opening
     // the same file cannot both apply a migration.
     const applied = db

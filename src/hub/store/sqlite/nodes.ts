@@ -2,6 +2,7 @@
 // status changes are rare), read in full when the hub starts.
 import type { Database, Statement } from "better-sqlite3";
 import type { NodeRow } from "../interfaces.js";
+import { toNodeRow, type NodeTableRow } from "../records.js";
 import { upsertByIdSql } from "./upsert-sql.js";
 
 const COLUMNS = [
@@ -21,20 +22,6 @@ const COLUMNS = [
 // created_at keeps the value of the first insert.
 const UPSERT = upsertByIdSql("nodes", COLUMNS, ["created_at"]);
 
-interface Row {
-  id: string;
-  agent_id: string;
-  desired: string;
-  spec: Buffer;
-  record: Buffer | null;
-  record_at: number | null;
-  reschedule: number;
-  pool: string;
-  labels: string;
-  created_at: number;
-  updated_at: number;
-}
-
 type UpsertParams = [
   string,
   string,
@@ -52,7 +39,7 @@ type UpsertParams = [
 export class NodeQueries {
   private readonly upsertStmt: Statement<UpsertParams>;
   private readonly deleteStmt: Statement<[string]>;
-  private readonly listStmt: Statement<[], Row>;
+  private readonly listStmt: Statement<[], NodeTableRow>;
 
   constructor(db: Database) {
     this.upsertStmt = db.prepare(UPSERT);
@@ -81,18 +68,6 @@ export class NodeQueries {
   }
 
   list(): NodeRow[] {
-    return this.listStmt.all().map((r) => ({
-      id: r.id,
-      agentId: r.agent_id,
-      desired: r.desired === "stopped" ? "stopped" : "running",
-      spec: r.spec,
-      record: r.record,
-      recordAt: r.record_at,
-      reschedule: r.reschedule !== 0,
-      pool: r.pool,
-      labels: JSON.parse(r.labels) as Record<string, string>,
-      createdAt: r.created_at,
-      updatedAt: r.updated_at,
-    }));
+    return this.listStmt.all().map(toNodeRow);
   }
 }

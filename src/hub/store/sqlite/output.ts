@@ -2,9 +2,8 @@
 import type { Database, Statement } from "better-sqlite3";
 import { STREAM_NAMES, streamIndex, type OutputRow, type PersistedOutput } from "../output-buffer.js";
 import { isTerminal, type TaskStateName } from "../../../common/task-state.js";
-import type { OutputStreamName, StoredOutput } from "../interfaces.js";
-
-export type OutputPart = "head" | "tail";
+import type { OutputStreamName } from "../interfaces.js";
+import type { OutputPart, OutputRowRecord } from "../stored-output.js";
 
 const INSERT_OUTPUT = `
 INSERT INTO task_output (task_id, seq, stream, part, gap_before, data)
@@ -21,14 +20,6 @@ ORDER BY seq`;
 const SELECT_OUTPUT_TOTALS = `SELECT stdout_bytes, stderr_bytes, state FROM tasks WHERE id = ?`;
 
 const UPDATE_OUTPUT_TOTALS = `UPDATE tasks SET stdout_bytes = ?, stderr_bytes = ? WHERE id = ?`;
-
-export interface OutputRowRecord {
-  seq: number;
-  stream: OutputStreamName;
-  part: OutputPart;
-  gap_before: number;
-  data: Buffer;
-}
 
 export class OutputQueries {
   private readonly insertStmt: Statement<[string, number, OutputStreamName, OutputPart, number, Uint8Array]>;
@@ -91,23 +82,4 @@ export class OutputQueries {
       })),
     };
   }
-}
-
-/** A task's kept output as read back: head and tail per stream, and the chunks in produced order. */
-export function toStoredOutput(rows: OutputRowRecord[], totals: [number, number]): StoredOutput {
-  const parts = {
-    stdout: { head: [] as Buffer[], tail: [] as Buffer[] },
-    stderr: { head: [] as Buffer[], tail: [] as Buffer[] },
-  };
-  const chunks: StoredOutput["chunks"] = [];
-  for (const row of rows) {
-    parts[row.stream][row.part].push(row.data);
-    chunks.push({ stream: row.stream, data: row.data, gapBefore: row.gap_before });
-  }
-  const stream = (name: OutputStreamName, total: number): StoredOutput["stdout"] => {
-    const head = Buffer.concat(parts[name].head);
-    const tail = Buffer.concat(parts[name].tail);
-    return { head, tail, droppedBytes: Math.max(0, total - head.length - tail.length), totalBytes: total };
-  };
-  return { stdout: stream("stdout", totals[0]), stderr: stream("stderr", totals[1]), chunks };
 }

@@ -29,21 +29,22 @@ import type {
   TaskRecord,
   TokenRecord,
 } from "../interfaces.js";
+import { toStoredOutput } from "../stored-output.js";
 import type { StoreWriteFailure } from "../write-failure.js";
 import { Checkpointer } from "./checkpointer.js";
 import { writeNode } from "./commit-plan.js";
-import { asError, isWriteFault, tokenInsertError, wrapOpenError } from "./errors.js";
+import { asError } from "../errors.js";
+import { isWriteFault, tokenInsertError, wrapOpenError } from "./errors.js";
 import {
   withHeldAgents,
   withHeldNodes,
   withHeldUpdate,
   withPendingAgent,
   withPendingTouch,
-} from "./held-reads.js";
+} from "../held-reads.js";
 import { migrate } from "./migrate.js";
 import { MIGRATIONS } from "./migrations/index.js";
 import { sqliteSettings, type Settings, type SqliteStoreOptions } from "./options.js";
-import { toStoredOutput } from "./output.js";
 import { prepareQueries, type SqliteQueries } from "./queries.js";
 import { SqliteWriter } from "./writer.js";
 

@@ -1,28 +1,21 @@
 // Queries on the tasks table. Statements are prepared once; parameters are positional so that the
 // same SQL runs on PostgreSQL with $n placeholders.
 import type { Database, Statement } from "better-sqlite3";
-import { ALL_STATES, isTerminal, type TaskStateName } from "../../../common/task-state.js";
-import type { NewTask, TargetRecord, TaskFilter, TaskPatch, TaskRecord } from "../interfaces.js";
-
-const TASK_COLUMNS = `id, kind, target, spec, state, agent_id, requester, created_at, assigned_at, started_at,
-  finished_at, deadline_at, exit_code, signal, error_code, error_message, reason, duration_ms,
-  stdout_bytes, stderr_bytes, result`;
+import type { NewTask, TaskFilter, TaskPatch, TaskRecord } from "../interfaces.js";
+import { clampLimit } from "../list-limit.js";
+import {
+  COUNT_TASKS,
+  SELECT_UNFINISHED_TASKS,
+  TASK_COLUMNS,
+  toTaskRecord,
+  type TaskRow,
+} from "../records.js";
 
 const INSERT_TASK = `
 INSERT INTO tasks (id, kind, target, pool, spec, state, agent_id, requester, created_at, assigned_at, deadline_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
 const SELECT_TASK = `SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ?`;
-
-const COUNT_TASKS = `SELECT COUNT(*) AS n FROM tasks`;
-
-const UNFINISHED_STATES = ALL_STATES.filter((s) => !isTerminal(s));
-
-// The states are written out (not bound) so that the partial index tasks_unfinished applies.
-const SELECT_UNFINISHED_TASKS = `
-SELECT ${TASK_COLUMNS} FROM tasks
-WHERE state IN (${UNFINISHED_STATES.map((s) => `'${s}'`).join(", ")})
-ORDER BY id`;
 
 /** TaskPatch fields and the columns they set. */
 const PATCH_COLUMNS = {
@@ -58,39 +51,6 @@ function listTasksSql(agentId: boolean, pool: boolean, beforeId: boolean, states
   if (states > 0) where.push(`state IN (${Array.from({ length: states }, () => "?").join(", ")})`);
   return `SELECT ${TASK_COLUMNS} FROM tasks ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
 ORDER BY id DESC LIMIT ?`;
-}
-
-export const DEFAULT_LIST_LIMIT = 50;
-export const MAX_LIST_LIMIT = 1000;
-
-/** A listing's row limit: default 50, between 1 and 1000. */
-export function clampLimit(limit: number | undefined): number {
-  if (limit === undefined || !Number.isFinite(limit)) return DEFAULT_LIST_LIMIT;
-  return Math.min(Math.max(Math.trunc(limit), 1), MAX_LIST_LIMIT);
-}
-
-interface TaskRow {
-  id: string;
-  kind: string;
-  target: string;
-  spec: Buffer;
-  state: TaskStateName;
-  agent_id: string | null;
-  requester: string;
-  created_at: number;
-  assigned_at: number | null;
-  started_at: number | null;
-  finished_at: number | null;
-  deadline_at: number | null;
-  exit_code: number | null;
-  signal: string | null;
-  error_code: number | null;
-  error_message: string | null;
-  reason: string | null;
-  duration_ms: number | null;
-  stdout_bytes: number;
-  stderr_bytes: number;
-  result: Buffer | null;
 }
 
 type SqlValue = string | number | Uint8Array | null;
@@ -180,30 +140,4 @@ export class TaskQueries {
   count(): number {
     return this.countStmt.get()?.n ?? 0;
   }
-}
-
-function toTaskRecord(row: TaskRow): TaskRecord {
-  return {
-    id: row.id,
-    kind: row.kind,
-    target: JSON.parse(row.target) as TargetRecord,
-    spec: row.spec,
-    state: row.state,
-    agentId: row.agent_id,
-    requester: row.requester,
-    createdAt: row.created_at,
-    assignedAt: row.assigned_at,
-    startedAt: row.started_at,
-    finishedAt: row.finished_at,
-    deadlineAt: row.deadline_at,
-    exitCode: row.exit_code,
-    signal: row.signal,
-    errorCode: row.error_code,
-    errorMessage: row.error_message,
-    reason: row.reason,
-    durationMs: row.duration_ms,
-    stdoutBytes: row.stdout_bytes,
-    stderrBytes: row.stderr_bytes,
-    result: row.result,
-  };
 }

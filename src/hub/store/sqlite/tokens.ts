@@ -2,8 +2,7 @@
 // every authenticated call, on the unique index of the hash column.
 import type { Database, Statement } from "better-sqlite3";
 import type { Role, TokenRecord } from "../interfaces.js";
-
-const TOKEN_COLUMNS = `id, name, role, pools, agent_id, hash, created_at, revoked_at, last_used_at, allow_takeover`;
+import { TOKEN_COLUMNS, tokenValues, toTokenRecord, type TokenRow } from "../records.js";
 
 const INSERT_TOKEN = `INSERT INTO tokens (${TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
@@ -22,19 +21,6 @@ const REVOKE_TOKEN = `UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_
 const TOUCH_TOKEN = `
 UPDATE tokens SET last_used_at = ?
 WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)`;
-
-interface TokenRow {
-  id: string;
-  name: string;
-  role: Role;
-  pools: string;
-  agent_id: string | null;
-  hash: string;
-  created_at: number;
-  revoked_at: number | null;
-  last_used_at: number | null;
-  allow_takeover: number;
-}
 
 type InsertParams = [
   string,
@@ -71,18 +57,7 @@ export class TokenQueries {
   }
 
   insert(t: TokenRecord): void {
-    this.insertStmt.run(
-      t.id,
-      t.name,
-      t.role,
-      JSON.stringify(t.pools),
-      t.agentId,
-      t.hash,
-      t.createdAt,
-      t.revokedAt,
-      t.lastUsedAt,
-      t.allowTakeover ? 1 : 0,
-    );
+    this.insertStmt.run(...tokenValues(t, (b) => (b ? 1 : 0)));
   }
 
   byHash(hash: string): TokenRecord | undefined {
@@ -112,19 +87,4 @@ export class TokenQueries {
   touch(id: string, at: number): void {
     this.touchStmt.run(at, id, at);
   }
-}
-
-function toTokenRecord(row: TokenRow): TokenRecord {
-  return {
-    id: row.id,
-    name: row.name,
-    role: row.role,
-    pools: JSON.parse(row.pools) as string[],
-    agentId: row.agent_id,
-    hash: row.hash,
-    createdAt: row.created_at,
-    revokedAt: row.revoked_at,
-    lastUsedAt: row.last_used_at,
-    allowTakeover: row.allow_takeover === 1,
-  };
 }

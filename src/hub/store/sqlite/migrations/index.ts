@@ -1,15 +1,12 @@
 // The schema migrations, in order. Append new ones; never edit one that has shipped.
+import type { Migration } from "../../migration.js";
 import { INITIAL } from "./001-initial.js";
 import { LEAN_TASK_INDEXES } from "./002-lean-task-indexes.js";
 import { TOKEN_TAKEOVER } from "./003-token-takeover.js";
 import { NODES } from "./004-nodes.js";
 import { AGENT_OWNER } from "./005-agent-owner.js";
 
-export interface Migration {
-  version: number;
-  name: string;
-  sql: string;
-}
+export type { Migration };
 
 export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: "initial", sql: INITIAL },

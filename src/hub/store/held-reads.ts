@@ -1,8 +1,8 @@
 // Reads through the writes that wait in the batch: what a row will be once they commit. The store
 // reads this way where committing first would cost too much (an agent read on every connect, a
 // token on every call) or cannot happen (while the store cannot write, it holds its writes).
-import type { AgentRecord, NodeRow, TaskPatch, TaskRecord, TokenRecord } from "../interfaces.js";
-import type { OutputBuffer } from "../output-buffer.js";
+import type { AgentRecord, NodeRow, TaskPatch, TaskRecord, TokenRecord } from "./interfaces.js";
+import type { OutputBuffer } from "./output-buffer.js";
 
 /** A stored task with its held patch and output totals applied. */
 export function withHeldUpdate(

@@ -1,0 +1,745 @@
+// The write path both stores share: writes queue in a WriteBatch (output in its task's buffer) and
+// commit together every flushIntervalMs or every maxBatchOps calls, whichever comes first; an
+// awaited write commits at the end of the current turn (group commit). One commit runs at a time;
+// what is written meanwhile waits for the next, so a burst costs a few commits, never one a write.
+//
+// A commit that fails for want of the store's target (a full disk, a database out of reach: a
+// write fault) loses nothing: the batch goes back in front of what was written since, inserts are
+// refused (their callers learn the task was not accepted), and a timer retries with backoff until
+// a commit succeeds. The first failure and the recovery are each logged once, and told to the
+// listeners. How a batch is written, and which errors are write faults, is the BatchCommitter's.
+import { setTimeout as sleep } from "node:timers/promises";
+import { Code, SwitchboardError } from "../../common/errors.js";
+import type { Logger } from "../../common/logger.js";
+import { serializeDetail } from "./audit-detail.js";
+import type { BatchSettings } from "./batch-settings.js";
+import { MAX_HELD_AUDITS, RETRY_MAX_MS } from "./batch-settings.js";
+import { asError, closedError, notAccepted } from "./errors.js";
+import { withPendingAgent, withPendingTouch } from "./held-reads.js";
+import type {
+  AgentRecord,
+  AuditEntry,
+  NewTask,
+  NodeRow,
+  OutputStreamName,
+  TaskPatch,
+  TokenRecord,
+} from "./interfaces.js";
+import { OutputBuffer, streamIndex, type PersistedOutput } from "./output-buffer.js";
+import {
+  outputsCommitted,
+  planOutputs,
+  type FlushMode,
+  type HeldOutputs,
+  type OutputWrite,
+} from "./output-writes.js";
+import type { AuditInsert, WriteBatch } from "./write-batch.js";
+import { writeFailureSentence, type StoreWriteFailure } from "./write-failure.js";
+
+/** A unit of a batch that failed on its own; the rest of the batch committed. */
+export interface UnitFailure {
+  what: string;
+  subject: string;
+  err: unknown;
+}
+
+/** What one commit writes, taken from the writer when the committer is ready to write it. */
+export interface CommitPlan<B extends WriteBatch> {
+  batch: B;
+  outputs: OutputWrite[];
+  /** Filled by a commit written unit by unit: the units that failed alone. */
+  failures: UnitFailure[];
+}
+
+/** One commit, as the writer hands it to the committer. */
+export interface CommitRound<B extends WriteBatch> {
+  /** Tasks with output queued and no buffer in memory: restore() their stored output first. */
+  readonly unrestored: readonly string[];
+  restore(persisted: ReadonlyMap<string, PersistedOutput>): void;
+  /** Takes the pending batch and the output writes that are due; undefined: nothing to write. */
+  take(): CommitPlan<B> | undefined;
+  /** The batch failed as a whole: rethrows a write fault, else logs that it is written unit by unit. */
+  writingUnitByUnit(err: unknown): void;
+}
+
+/** What differs between the stores: how a batch is written, and how they name their faults. */
+export interface BatchCommitter<B extends WriteBatch> {
+  /** Where the store writes, as a write failure names it: a data dir's path, a database's URL. */
+  readonly location: string;
+  /** What `location` is, in the sentence a write failure makes: "data dir", "database". */
+  readonly locationKind: string;
+  /** The store as its audit entry and log lines about a spell without writes name it. */
+  readonly subject: string;
+  /** The log field that names the store: "path", "database". */
+  readonly subjectField: string;
+  /** The commit runs while writes go on (asynchronously): output bytes are copied when planned. */
+  readonly concurrent: boolean;
+  /** Whether an error is the target's (held and retried) rather than a write's own. */
+  isWriteFault(err: unknown): boolean;
+  /** The error's code as a write failure shows it. */
+  faultCode(err: unknown): string;
+  /** An error's message as it may be shown and logged. */
+  message(err: unknown): string;
+  /** A task's stored output, read at once; absent, it is read back in the commit (round.unrestored). */
+  persistedOutput?(taskId: string): PersistedOutput | undefined;
+  /**
+   * Writes one commit: take()s the plan and writes it in one transaction; if that fails for a
+   * reason of its own, writingUnitByUnit(err), then writes it again unit by unit, each in a
+   * savepoint, filling plan.failures. Synchronous or not; throws if the commit failed.
+   */
+  commit(round: CommitRound<B>): void | Promise<void>;
+}
+
+/** The audit entry that records a spell without writes; it rides every retry of the batch. */
+interface Outage {
+  entry: AuditInsert;
+  attempts: number;
+  droppedAudits: number;
+}
+
+/** A commit asked for: joined by later requests until it takes the batch. */
+interface Round<B extends WriteBatch> {
+  mode: FlushMode;
+  tails: Set<OutputBuffer>;
+  plan: CommitPlan<B> | undefined;
+  taken: boolean;
+  now: number;
+  /** Set while it runs asynchronously, or while it is queued. */
+  done: Promise<void> | undefined;
+}
+
+const ignore = (): void => undefined;
+
+export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
+  batch: B;
+  readonly outputs = new Map<string, OutputBuffer>();
+  readonly unsavedTails = new Set<OutputBuffer>();
+  /** The batch whose commit is under way (asynchronous committers only). */
+  private inflight: B | undefined;
+  private current: Round<B> | undefined;
+  private queued: { round: Round<B>; start: () => void } | undefined;
+  private batchTimer: NodeJS.Timeout | undefined;
+  private immediate: NodeJS.Immediate | undefined;
+  private tailTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelayMs: number;
+  private isClosed = false;
+  /** close() has begun: its own loop retries, not the timer. */
+  private stopping = false;
+
+  private currentFailure: StoreWriteFailure | undefined;
+  private outage: Outage | undefined;
+  private readonly failureListeners: ((failure: StoreWriteFailure | undefined) => void)[] = [];
+  private commits = 0;
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly committer: BatchCommitter<B>,
+    private readonly newBatch: () => B,
+    private readonly settings: BatchSettings,
+    protected readonly logger: Logger,
+  ) {
+    this.batch = newBatch();
+    this.retryDelayMs = settings.retryFirstMs;
+  }
+
+  // ---- state
+
+  /** Set while commits fail for want of the target; see the module comment. */
+  get failure(): StoreWriteFailure | undefined {
+    return this.currentFailure;
+  }
+
+  onFailureChange(listener: (failure: StoreWriteFailure | undefined) => void): void {
+    this.failureListeners.push(listener);
+  }
+
+  get commitCount(): number {
+    return this.commits;
+  }
+
+  assertOpen(): void {
+    if (this.isClosed) throw closedError();
+  }
+
+  committed(): Promise<void> {
+    if (this.isClosed) return Promise.reject(closedError());
+    const batch = !this.batch.isEmpty() ? this.batch : this.inflight;
+    // Nothing pending or in flight: everything written so far is committed.
+    if (!batch) return Promise.resolve();
+    const done = new Promise<void>((resolve, reject) => batch.waiters.push({ resolve, reject }));
+    if (batch === this.batch && !this.currentFailure) this.commitAtEndOfTurn();
+    return done;
+  }
+
+  // ---- queueing writes
+
+  /** Queues an insert; resolves once the transaction holding its row has committed. */
+  insert(task: NewTask): Promise<void> {
+    if (this.isClosed) return Promise.reject(closedError());
+    if (this.currentFailure) return Promise.reject(notAccepted(this.currentFailure, task.id));
+    const done = new Promise<void>((resolve, reject) => this.batch.inserts.push({ task, resolve, reject }));
+    this.enqueued(true);
+    return done;
+  }
+
+  /** Queues a node row (null: its deletion); resolves once committed, or held while the store cannot write. */
+  writeNode(id: string, row: NodeRow | null): Promise<void> {
+    this.batch.nodes.set(id, row);
+    if (this.currentFailure) {
+      this.batch.ops++;
+      return Promise.resolve();
+    }
+    const done = new Promise<void>((resolve, reject) => this.batch.nodeWaiters.push({ resolve, reject }));
+    this.enqueued(true);
+    return done;
+  }
+
+  /** Queues a task's patch; it merges with the task's pending one. */
+  updateTask(id: string, patch: TaskPatch): void {
+    this.assertOpen();
+    this.batch.addUpdate(id, patch);
+    this.enqueued();
+  }
+
+  /** Queues an agent record; a second one before the commit keeps the first's first-seen time, as the row would. */
+  upsertAgent(agent: AgentRecord): void {
+    this.assertOpen();
+    const agents = this.batch.agents;
+    const pending = agents.get(agent.id);
+    agents.set(agent.id, pending ? { ...agent, firstSeenAt: pending.firstSeenAt } : agent);
+    this.enqueued();
+  }
+
+  /** Queues a token's last use; the latest wins. */
+  touchToken(id: string, at: number): void {
+    this.assertOpen();
+    this.batch.addTouch(id, at);
+    this.enqueued();
+  }
+
+  /** A stored agent as it will be once the upserts pending and in flight commit. */
+  agentWithPending(id: string, stored: AgentRecord | undefined): AgentRecord | undefined {
+    const inflight = withPendingAgent(stored, this.inflight?.agents.get(id));
+    return withPendingAgent(inflight, this.batch.agents.get(id));
+  }
+
+  /** A stored token with the touches pending and in flight applied. */
+  tokenWithPending(token: TokenRecord | undefined): TokenRecord | undefined {
+    if (!token) return token;
+    withPendingTouch(token, this.inflight?.touches.get(token.id));
+    return withPendingTouch(token, this.batch.touches.get(token.id));
+  }
+
+  /** Queues output of a task; empty output is no write. */
+  appendOutput(taskId: string, stream: OutputStreamName, data: Uint8Array): void {
+    this.assertOpen();
+    if (data.length === 0) return;
+    let buffer = this.outputs.get(taskId);
+    if (!buffer && this.committer.persistedOutput) {
+      // After a restart, or late output after the task finished: carry on from what is stored.
+      const persisted = this.committer.persistedOutput(taskId);
+      buffer = new OutputBuffer(taskId, this.settings.outputCapBytes, persisted);
+      this.outputs.set(taskId, buffer);
+    }
+    if (!buffer) {
+      // The same, where the stored output is read in the next commit: until then the bytes wait
+      // here (copied).
+      let chunks = this.batch.unrestored.get(taskId);
+      if (!chunks) this.batch.unrestored.set(taskId, (chunks = []));
+      chunks.push({ stream: streamIndex(stream), data: data.slice() });
+    } else {
+      buffer.append(streamIndex(stream), data);
+      this.batch.outputs.add(buffer);
+      if (buffer.tailChanged) this.unsavedTails.add(buffer);
+    }
+    this.enqueued();
+  }
+
+  /** Queues an audit entry; while the store cannot write, past MAX_HELD_AUDITS it is only counted. */
+  audit(entry: AuditEntry): void {
+    this.assertOpen();
+    if (this.outage && this.batch.audits.length >= MAX_HELD_AUDITS) {
+      if (this.outage.droppedAudits++ === 0) {
+        this.logger.error(
+          { held: this.batch.audits.length },
+          "store cannot write and holds as many audit entries as it may: further ones are counted, not kept",
+        );
+      }
+      return;
+    }
+    this.batch.audits.push({
+      at: entry.at,
+      actor: entry.actor,
+      action: entry.action,
+      subject: entry.subject,
+      detail: serializeDetail(entry, this.logger),
+    });
+    this.enqueued();
+  }
+
+  /**
+   * A write joined the batch. An awaited write (`urgent`) commits as soon as the current turn of
+   * the event loop is done, taking everything pending with it; other writes wait up to
+   * flushIntervalMs, so that a task's updates share commits with other tasks' instead of each
+   * costing one. While the store cannot write, only its retry timer commits.
+   */
+  enqueued(urgent = false): void {
+    this.batch.ops++;
+    if (this.currentFailure || this.isClosed) return;
+    if (this.batch.ops >= this.settings.maxBatchOps) this.commitQuietly("due");
+    else if (urgent || this.settings.flushIntervalMs === 0) this.commitAtEndOfTurn();
+    else this.batchTimer ??= setTimeout(this.onBatchTimer, this.settings.flushIntervalMs);
+  }
+
+  // ---- reading after writes
+
+  /**
+   * Before a read: commits what is pending, `tail`'s output tail included (or waits for the
+   * commit under way), so that the read sees it. While the store cannot write, reads go through
+   * what it holds instead (held-reads.ts). With a synchronous committer, done on return.
+   */
+  beforeRead(tail?: OutputBuffer): Promise<void> | undefined {
+    this.assertOpen();
+    if (this.currentFailure) return undefined;
+    const pending = !this.batch.isEmpty() || this.current || this.queued || (tail && tail.tailChanged);
+    if (!pending) return undefined;
+    try {
+      return this.requestCommit("due", tail)?.catch(this.unlessHeld);
+    } catch (err) {
+      this.unlessHeld(err);
+      return undefined;
+    }
+  }
+
+  /** A commit before a read failed: the read goes on if the store now holds the writes (it reads through them). */
+  private readonly unlessHeld = (err: unknown): void => {
+    if (!this.currentFailure) throw err;
+  };
+
+  /** Resolves once the commits asked for so far are done (whether they succeeded or not). */
+  afterCommits(): Promise<void> {
+    const last = this.queued?.round.done ?? this.current?.done;
+    return last ? last.catch(ignore) : Promise.resolve();
+  }
+
+  // ---- direct writes (written at once, not batched)
+
+  /** A direct write is refused while the store cannot write. */
+  refuseWhileFailing(what: string): void {
+    if (this.currentFailure)
+      throw new SwitchboardError(Code.UNAVAILABLE, `${writeFailureSentence(this.currentFailure)}: ${what}`);
+  }
+
+  /** A direct write failed for want of the target: the store is failing, and the caller hears so. */
+  failIfWriteFault(err: unknown, what: string): void {
+    if (!this.committer.isWriteFault(err)) return;
+    this.enterFailure(err);
+    throw new SwitchboardError(Code.UNAVAILABLE, `${writeFailureSentence(this.currentFailure!)}: ${what}`, {
+      cause: err,
+    });
+  }
+
+  // ---- committing
+
+  /** Commits what is pending now, every output tail included; rejects with UNAVAILABLE if it cannot. */
+  flush(): Promise<void> {
+    if (this.isClosed) return Promise.reject(closedError());
+    try {
+      return this.requestCommit("all") ?? Promise.resolve();
+    } catch (err) {
+      return Promise.reject(asError(err));
+    }
+  }
+
+  private commitAtEndOfTurn(): void {
+    this.immediate ??= setImmediate(this.onImmediate);
+  }
+
+  private readonly onImmediate = (): void => {
+    this.immediate = undefined;
+    if (!this.currentFailure) this.commitQuietly("due");
+  };
+
+  private readonly onBatchTimer = (): void => {
+    this.batchTimer = undefined;
+    if (!this.currentFailure) this.commitQuietly("due");
+  };
+
+  private readonly onTailTimer = (): void => {
+    this.tailTimer = undefined;
+    if (!this.currentFailure) this.commitQuietly("due");
+  };
+
+  private readonly onRetryTimer = (): void => {
+    this.retryTimer = undefined;
+    this.commitQuietly("due");
+  };
+
+  /** A commit whose failure is logged (and told to the inserts it held), not thrown. */
+  private commitQuietly(mode: FlushMode): void {
+    try {
+      this.requestCommit(mode)?.catch(ignore);
+    } catch {
+      // commit() has logged it and rejected the inserts.
+    }
+  }
+
+  /**
+   * Asks for a commit. It joins one that has not taken the batch yet; else it runs after the one
+   * under way; else now. Returns a promise for an asynchronous commit; a synchronous one is done
+   * on return, and throws if it failed.
+   */
+  private requestCommit(mode: FlushMode, tail?: OutputBuffer): Promise<void> | undefined {
+    // Whatever commit this joins or starts takes every write pending now: no timer is needed.
+    clearTimeout(this.batchTimer);
+    this.batchTimer = undefined;
+    if (this.immediate) clearImmediate(this.immediate);
+    this.immediate = undefined;
+    const joinable = this.queued?.round ?? (this.current && !this.current.taken ? this.current : undefined);
+    if (joinable) {
+      if (mode === "all") joinable.mode = "all";
+      if (tail) joinable.tails.add(tail);
+      return joinable.done;
+    }
+    const round: Round<B> = {
+      mode,
+      tails: new Set(tail ? [tail] : []),
+      plan: undefined,
+      taken: false,
+      now: 0,
+      done: undefined,
+    };
+    if (!this.current) return this.run(round);
+    // After the commit under way, which may have taken only part of what is pending now.
+    let start!: () => void;
+    round.done = new Promise<void>((resolve) => (start = resolve)).then(() => {
+      this.queued = undefined;
+      return this.run(round);
+    });
+    this.queued = { round, start };
+    return round.done;
+  }
+
+  /** Runs one round: the committer writes it; then the next queued round starts. */
+  private run(round: Round<B>): Promise<void> | undefined {
+    if (this.isClosed) return undefined;
+    this.current = round;
+    let result: void | Promise<void>;
+    try {
+      result = this.committer.commit(this.roundFor(round));
+    } catch (err) {
+      this.current = undefined;
+      this.startQueued();
+      this.failed(round, err);
+    }
+    if (!(result instanceof Promise)) {
+      this.current = undefined;
+      this.succeeded(round);
+      this.startQueued();
+      return undefined;
+    }
+    round.done = result.then(
+      () => this.succeeded(round),
+      (err: unknown) => this.failed(round, err),
+    );
+    void round.done.catch(ignore).finally(() => {
+      this.current = undefined;
+      this.startQueued();
+    });
+    return round.done;
+  }
+
+  private startQueued(): void {
+    this.queued?.start();
+  }
+
+  /** The committer's view of a round. */
+  private roundFor(round: Round<B>): CommitRound<B> {
+    const batchOf = (): B => this.batch;
+    return {
+      get unrestored() {
+        return [...batchOf().unrestored.keys()];
+      },
+      restore: (persisted) => this.restoreOutputs(persisted),
+      take: () => this.take(round),
+      writingUnitByUnit: (err) => {
+        if (this.committer.isWriteFault(err)) throw err;
+        this.logger.warn(
+          { err: this.committer.message(err), writes: round.plan?.batch.ops ?? 0 },
+          "store batch failed; retrying its writes one by one",
+        );
+        for (const insert of round.plan?.batch.inserts ?? []) insert.error = undefined;
+      },
+    };
+  }
+
+  /** Takes the pending batch and the output writes that are due; undefined: nothing to write. */
+  private take(round: Round<B>): CommitPlan<B> | undefined {
+    round.taken = true;
+    const batch = this.batch;
+    const now = Date.now();
+    const outputs = planOutputs(this, batch, {
+      mode: round.mode,
+      now,
+      tailPersistIntervalMs: this.settings.tailPersistIntervalMs,
+      tailsNow: round.tails,
+      copyTails: this.committer.concurrent,
+    });
+    if (batch.isEmpty() && outputs.length === 0) {
+      this.scheduleTailTimer(); // a timer that fired a little early comes back
+      return undefined;
+    }
+    this.batch = this.newBatch();
+    this.inflight = batch;
+    if (this.outage) {
+      this.outage.attempts++;
+      this.outage.entry.detail = this.outageDetail(this.outage, now);
+    }
+    round.now = now;
+    round.plan = { batch, outputs, failures: [] };
+    return round.plan;
+  }
+
+  /** Output of tasks with no buffer in memory: their buffers carry on from what is stored. */
+  private restoreOutputs(persisted: ReadonlyMap<string, PersistedOutput>): void {
+    // Synchronous from here: output appended while the committer read is in the map too.
+    for (const [taskId, chunks] of this.batch.unrestored) {
+      const buffer = new OutputBuffer(taskId, this.settings.outputCapBytes, persisted.get(taskId));
+      for (const c of chunks) buffer.append(c.stream, c.data);
+      this.outputs.set(taskId, buffer);
+      this.batch.outputs.add(buffer);
+      if (buffer.tailChanged) this.unsavedTails.add(buffer);
+    }
+    this.batch.unrestored.clear();
+  }
+
+  /** After a commit: settle the inserts and waiters, move the output buffers on, log what failed alone. */
+  private succeeded(round: Round<B>): void {
+    const plan = round.plan;
+    this.inflight = undefined;
+    if (!plan) return;
+    const { batch, outputs, failures } = plan;
+    this.commits++;
+    for (const insert of batch.inserts) {
+      if (insert.error) insert.reject(insert.error);
+      else insert.resolve();
+    }
+    outputsCommitted(this, outputs, round.now);
+    for (const w of batch.waiters) w.resolve();
+    for (const w of batch.nodeWaiters) w.resolve();
+    batch.clear();
+    if (failures.length > 0) {
+      this.logger.error(
+        {
+          failed: failures.length,
+          first: failures
+            .slice(0, 10)
+            .map((f) => ({ what: f.what, subject: f.subject, err: this.committer.message(f.err) })),
+        },
+        "store writes failed and were dropped; the rest of their batch committed",
+      );
+    }
+    if (this.currentFailure) this.writableAgain(round.now);
+    this.scheduleTailTimer();
+  }
+
+  /** Nothing committed: the batch goes back in front, the store holds it, and this throws UNAVAILABLE. */
+  private failed(round: Round<B>, err: unknown): never {
+    const inflight = this.inflight;
+    if (round.plan && inflight) {
+      this.batch.takeInFront(inflight);
+      this.inflight = undefined;
+    }
+    this.hold(err);
+    throw new SwitchboardError(Code.UNAVAILABLE, writeFailureSentence(this.currentFailure!), { cause: err });
+  }
+
+  private scheduleTailTimer(): void {
+    if (this.unsavedTails.size > 0 && !this.tailTimer && !this.isClosed) {
+      this.tailTimer = setTimeout(this.onTailTimer, this.settings.tailPersistIntervalMs);
+    }
+  }
+
+  // ---- while the store cannot write
+
+  /**
+   * Nothing committed, for want of the target. Inserts are refused (their callers learn at once
+   * that the task was not accepted); node writes are held; everything else stays in the batch,
+   * output in its buffers, and the retry timer tries again.
+   */
+  private hold(err: unknown): void {
+    const batch = this.batch;
+    this.enterFailure(err);
+    const failure = this.currentFailure!;
+    for (const insert of batch.inserts) {
+      const rejection = notAccepted(failure, insert.task.id);
+      rejection.cause = err;
+      insert.reject(rejection);
+    }
+    batch.ops -= batch.inserts.length;
+    batch.inserts.length = 0;
+    for (const w of batch.nodeWaiters.splice(0)) w.resolve();
+    this.scheduleRetry();
+  }
+
+  /** Commits fail: remember why, hold an audit entry that records it, log and tell listeners once. */
+  enterFailure(err: unknown): void {
+    const now = Date.now();
+    const code = this.committer.faultCode(err);
+    const message = this.committer.message(err);
+    const previous = this.currentFailure;
+    if (previous && previous.code === code && previous.message === message) {
+      this.logger.debug(
+        { code, attempts: this.outage?.attempts ?? 0 },
+        "store commit failed again; retrying",
+      );
+      this.scheduleRetry();
+      return;
+    }
+    const { location, locationKind, subject, subjectField } = this.committer;
+    this.currentFailure = { code, message, location, locationKind, since: previous?.since ?? now };
+    if (!this.outage) {
+      const outage: Outage = {
+        entry: { at: now, actor: "system", action: "store.unwritable", subject, detail: null },
+        attempts: 0,
+        droppedAudits: 0,
+      };
+      outage.entry.detail = this.outageDetail(outage, now);
+      this.outage = outage;
+      // Held at the head of the audit list: every retry writes at least this, so a success means
+      // the store writes again.
+      this.batch.audits.unshift(outage.entry);
+      this.batch.ops++;
+    }
+    this.scheduleRetry();
+    for (const l of this.failureListeners) l(this.currentFailure);
+    this.logger.error(
+      { code, err: message, [subjectField]: subject, ...this.heldCounts() },
+      previous
+        ? "store still cannot write, for another reason now"
+        : "store cannot write: holding its writes in memory and retrying; no new tasks meanwhile",
+    );
+  }
+
+  private writableAgain(now: number): void {
+    const failure = this.currentFailure!;
+    this.logger.info(
+      {
+        down_ms: now - failure.since,
+        attempts: this.outage?.attempts ?? 0,
+        dropped_audits: this.outage?.droppedAudits ?? 0,
+      },
+      "store writable again",
+    );
+    this.currentFailure = undefined;
+    this.outage = undefined;
+    this.retryDelayMs = this.settings.retryFirstMs;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    for (const l of this.failureListeners) l(undefined);
+    // What was written during the spell waits for no timer.
+    if (!this.batch.isEmpty()) this.commitAtEndOfTurn();
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer || this.stopping || this.isClosed) return;
+    this.retryTimer = setTimeout(this.onRetryTimer, this.retryDelayMs);
+    this.retryDelayMs = Math.min(this.retryDelayMs * 2, RETRY_MAX_MS);
+  }
+
+  private outageDetail(outage: Outage, now: number): string {
+    const f = this.currentFailure;
+    return JSON.stringify({
+      cause: f ? `${f.code}: ${f.message}` : undefined,
+      since: f?.since ?? outage.entry.at,
+      until: now,
+      attempts: outage.attempts,
+      dropped_audit_entries: outage.droppedAudits,
+    });
+  }
+
+  /** What the store holds in memory, for the log lines about a spell without writes. */
+  private heldCounts(): Record<string, number> {
+    const b = this.batch;
+    return {
+      held_task_updates: b.updates.size,
+      held_outputs: b.outputs.size + b.unrestored.size,
+      held_audits: b.audits.length,
+      held_agents: b.agents.size,
+      held_nodes: b.nodes.size,
+    };
+  }
+
+  // ---- closing
+
+  /**
+   * Closes once (a second call gets the first's promise): stop(), then `release` the target (the
+   * file, the pool). Rejects with why the last commit failed, if it did.
+   */
+  close(waitWritableMs: number, release: () => void | Promise<void>): Promise<void> {
+    this.closing ??= this.shutdown(waitWritableMs, release);
+    return this.closing;
+  }
+
+  private async shutdown(waitWritableMs: number, release: () => void | Promise<void>): Promise<void> {
+    const failure = await this.stop(waitWritableMs);
+    await release();
+    this.logger.info({ [this.committer.subjectField]: this.committer.subject }, "store closed");
+    if (failure !== undefined) throw asError(failure);
+  }
+
+  /**
+   * Commits what is pending and stops: no timer is left, waiters are rejected, and later writes
+   * are refused. While the store cannot write, retries for up to `waitWritableMs` first. Returns
+   * why the last commit failed (undefined: everything is committed); the caller closes the target.
+   */
+  async stop(waitWritableMs: number): Promise<unknown> {
+    let failure: unknown;
+    this.stopping = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    try {
+      await this.requestCommit("all");
+    } catch (err) {
+      failure = err;
+    }
+    if (failure !== undefined && this.currentFailure && waitWritableMs > 0) {
+      // A drain must not lose what the hub holds: give the target the time the drain allows.
+      this.logger.warn(
+        { wait_ms: waitWritableMs, ...this.heldCounts() },
+        "store cannot write: waiting for it before closing",
+      );
+      const deadline = Date.now() + waitWritableMs;
+      while (this.currentFailure && Date.now() < deadline) {
+        await sleep(Math.min(this.retryDelayMs, Math.max(0, deadline - Date.now())));
+        this.retryDelayMs = Math.min(this.retryDelayMs * 2, RETRY_MAX_MS);
+        try {
+          await this.requestCommit("all");
+          failure = undefined;
+        } catch (err) {
+          failure = err;
+        }
+      }
+    }
+    if (failure !== undefined && this.currentFailure) {
+      this.logger.error(
+        { err: this.committer.message(failure), ...this.heldCounts() },
+        "store closed without the writes it held: tasks whose outcome is among them show as lost after a restart",
+      );
+    }
+    clearTimeout(this.batchTimer);
+    clearTimeout(this.tailTimer);
+    if (this.immediate) clearImmediate(this.immediate);
+    this.batchTimer = undefined;
+    this.tailTimer = undefined;
+    this.immediate = undefined;
+    this.isClosed = true;
+    for (const w of [...this.batch.waiters, ...this.batch.nodeWaiters]) w.reject(closedError());
+    for (const insert of this.batch.inserts) insert.reject(closedError());
+    this.batch.clear();
+    this.outputs.clear();
+    this.unsavedTails.clear();
+    return failure;
+  }
+}

@@ -1,0 +1,15 @@
+// What the per-table queries run on: a pooled connection (inside a commit's transaction) or the
+// pool itself (reads), and bytes as pg sends them (records.ts converts the values read back).
+import type pg from "pg";
+
+export interface Sql {
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(
+    text: string,
+    values?: unknown[],
+  ): Promise<pg.QueryResult<R>>;
+}
+
+/** Bytes as pg sends them in arrays (it converts a Buffer without copying). */
+export function bytes(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
