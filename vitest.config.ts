@@ -18,6 +18,7 @@ const INTEGRATION_SPECS = [
   "src/agent/executors/sql/sqlite/sqlite.spec.ts",
   "src/agent/link/link.spec.ts",
   "src/hub/store/sqlite/store.durability.spec.ts",
+  "src/hub/store/postgres/postgres-store.spec.ts",
   "src/cli/copy-into.spec.ts",
   "src/client/client.spec.ts",
   "src/storage-node/storage-node.spec.ts",

@@ -1,6 +1,6 @@
 // waitFor: the value once the condition holds, polls through errors, and a timeout that says what it awaited.
 import { describe, expect, it } from "vitest";
-import { waitFor } from "./wait-for.js";
+import { WaitAbandoned, waitFor } from "./wait-for.js";
 
 describe("waitFor", () => {
   it("returns the condition's first value other than undefined and false", async () => {
@@ -33,5 +33,20 @@ describe("waitFor", () => {
     await expect(waitFor(() => false, { timeout: 10, interval: 5 })).rejects.toThrow(
       "timed out after 10 ms waiting for a condition",
     );
+  });
+});
+
+describe("waitFor and WaitAbandoned", () => {
+  it("ends the wait at once when the condition gives up", async () => {
+    const started = Date.now();
+    await expect(
+      waitFor(
+        () => {
+          throw new WaitAbandoned("the hub exited with 1");
+        },
+        { timeout: 5_000 },
+      ),
+    ).rejects.toThrow("the hub exited with 1");
+    expect(Date.now() - started).toBeLessThan(1_000);
   });
 });

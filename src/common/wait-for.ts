@@ -10,10 +10,16 @@ export interface WaitForOptions {
   message?: string;
 }
 
+/** Thrown by a condition to end the wait at once (what it waits for can no longer happen). */
+export class WaitAbandoned extends Error {
+  override readonly name = "WaitAbandoned";
+}
+
 /**
  * Polls `condition` until it returns a value other than `undefined` or `false`, and returns that
- * value. A condition that throws is polled again (the thing awaited may not exist yet); on timeout
- * the error names what was awaited, and the last error thrown, if any.
+ * value. A condition that throws is polled again (the thing awaited may not exist yet), unless it
+ * throws a WaitAbandoned, which ends the wait at once; on timeout the error names what was awaited,
+ * and the last error thrown, if any.
  */
 export async function waitFor<T>(
   condition: () => T | undefined | false | Promise<T | undefined | false>,
@@ -28,6 +34,7 @@ export async function waitFor<T>(
       const v = await condition();
       if (v !== undefined && v !== false) return v;
     } catch (e) {
+      if (e instanceof WaitAbandoned) throw e;
       lastError = e;
     }
     if (Date.now() > deadline) {

@@ -1,6 +1,6 @@
 // Starting and stopping a hub: open the store, make the first admin token, recover what a crash
 // left, serve gRPC, and on shutdown drain before closing anything.
-import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Server } from "@grpc/grpc-js";
 import { serverOptions } from "../common/grpc-options.js";
@@ -11,7 +11,7 @@ import { agentServiceDefinition, clientServiceDefinition } from "../common/codec
 import { type AgentServiceServer } from "../gen/switchboard/v1/agent.js";
 import { AdminServiceService, NodeServiceService } from "../gen/switchboard/v1/client.js";
 import { TokenAuthority } from "./auth.js";
-import { httpListenOf, type HubConfig } from "./config.js";
+import { httpListenOf, redactedUrl, type HubConfig } from "./config.js";
 import { startHttpAgentApi, type HttpAgentApi } from "./http-agent-api.js";
 import { HubCore } from "./hub-core.js";
 import { widenHttp2Windows } from "./http2-windows.js";
@@ -25,6 +25,7 @@ import {
   seedServices,
 } from "./seed000/seed-service.js";
 import { openSqliteStore, type Store } from "./store/index.js";
+import { openPostgresStore } from "./store/postgres/index.js";
 
 /** Least time a stopping hub waits for a store that cannot write, however long the drain took. */
 const STORE_CLOSE_WAIT_MS = 10_000;
@@ -51,20 +52,7 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
       { cause: e },
     );
   }
-  const dbFile = join(config.dataDir, "switchboard.db");
-  let store: Store;
-  try {
-    store = openSqliteStore(dbFile, {
-      outputCapBytes: config.outputCapBytes,
-      logger: logger.child({ part: "store" }),
-    });
-  } catch (e) {
-    throw new StartupError(
-      `hub.data_dir ${config.dataDir}: the store ${dbFile} cannot be opened: ${(e as Error).message} (set hub.data_dir to a directory the hub may write, used by no other hub)`,
-      "hub.data_dir",
-      { cause: e },
-    );
-  }
+  const store = await openStore(config, logger.child({ part: "store" }));
   const auth = new TokenAuthority(store, logger);
   let adminTokenFile: string;
   try {
@@ -207,5 +195,53 @@ function writeHubJson(file: string, content: Record<string, unknown>): void {
     renameSync(tmp, file);
   } finally {
     rmSync(tmp, { force: true });
+  }
+}
+
+/**
+ * The hub's store: PostgreSQL when store.url names one (shared by hubs), else the SQLite file in
+ * hub.data_dir. A store that cannot be opened is a start-up error naming its setting.
+ */
+async function openStore(config: HubConfig, logger: Logger): Promise<Store> {
+  const pgStore = config.postgresStore;
+  if (pgStore) {
+    let password: string | undefined;
+    if (pgStore.passwordFile !== undefined) {
+      try {
+        password = readFileSync(pgStore.passwordFile, "utf8").split("\n")[0]!.trim();
+      } catch (e) {
+        throw new StartupError(
+          `store.password_file ${pgStore.passwordFile} cannot be read: ${(e as Error).message}`,
+          "store.password_file",
+          { cause: e },
+        );
+      }
+    }
+    try {
+      return await openPostgresStore({
+        url: pgStore.url,
+        ...(password !== undefined ? { password } : {}),
+        schema: pgStore.schema,
+        poolSize: pgStore.poolSize,
+        outputCapBytes: config.outputCapBytes,
+        logger,
+      });
+    } catch (e) {
+      throw new StartupError(
+        `store.url ${redactedUrl(pgStore.url)}: the store cannot be opened: ${(e as Error).message} (check that PostgreSQL runs there and that the hub's role may use schema ${pgStore.schema})`,
+        "store.url",
+        { cause: e },
+      );
+    }
+  }
+  const dbFile = join(config.dataDir, "switchboard.db");
+  try {
+    return openSqliteStore(dbFile, { outputCapBytes: config.outputCapBytes, logger });
+  } catch (e) {
+    throw new StartupError(
+      `hub.data_dir ${config.dataDir}: the store ${dbFile} cannot be opened: ${(e as Error).message} (set hub.data_dir to a directory the hub may write, used by no other hub)`,
+      "hub.data_dir",
+      { cause: e },
+    );
   }
 }

@@ -6,7 +6,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { waitFor } from "../../src/common/wait-for.js";
+import { WaitAbandoned, waitFor } from "../../src/common/wait-for.js";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const CLI = join(ROOT, "dist/src/cli/main.js");
@@ -127,7 +127,8 @@ export async function startHub(
   );
   const info = await waitFor(
     () => {
-      if (p.child.exitCode !== null) throw new Error(`hub exited with ${p.child.exitCode}: ${p.stderr()}`);
+      if (p.child.exitCode !== null)
+        throw new WaitAbandoned(`hub exited with ${p.child.exitCode}: ${p.stderr()}`);
       if (!existsSync(hubJson)) return undefined;
       const parsed = JSON.parse(readFileSync(hubJson, "utf8")) as {
         address: string;
@@ -231,7 +232,7 @@ export async function startAgent(
     await waitFor(
       async () => {
         if (p.child.exitCode !== null)
-          throw new Error(`agent exited with ${p.child.exitCode}: ${p.stderr()}`);
+          throw new WaitAbandoned(`agent exited with ${p.child.exitCode}: ${p.stderr()}`);
         const agents = await listAgents(hub);
         return agents.some((a) => a.agentId === opts.agentId && a.connected && a.health === "healthy");
       },

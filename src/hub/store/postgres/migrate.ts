@@ -28,7 +28,10 @@ export async function migrate(
   await client.query("BEGIN");
   try {
     await client.query(LOCK, [`switchboard.migrate.${schema}`]);
-    await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+    // Created only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
+    // the schema is there, which a hub's role that owns just its schema does not have.
+    const found = await client.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [schema]);
+    if (found.rowCount === 0) await client.query(`CREATE SCHEMA ${schema}`);
     await client.query(CREATE_SCHEMA_MIGRATIONS);
     let version = await schemaVersion(client);
     if (version > latest) throw newerSchemaError(location, schema, version, latest);

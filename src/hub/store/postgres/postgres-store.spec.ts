@@ -12,6 +12,7 @@ import { Code, SwitchboardError } from "../../../common/errors.js";
 import { waitFor } from "../../../common/wait-for.js";
 import type { AgentRecord, NodeRow, OutputStreamName, TokenRecord } from "../interfaces.js";
 import { openSqliteStore } from "../sqlite/store.js";
+import { describeStoreConformance } from "../testing/conformance.js";
 import { newTask, tempDir } from "../testing/fixtures.js";
 import { StoreTcpProxy } from "../testing/tcp-proxy.js";
 import type { StoreWriteFailure } from "../write-failure.js";
@@ -57,6 +58,18 @@ let schemaSeq = 0;
 
 afterEach(async () => {
   for (const s of open.splice(0)) await s.close().catch(() => undefined);
+});
+
+// The Store contract, as the SQLite store passes it: each test in a fresh schema; a store opened
+// again on that schema sees what the last one committed.
+let conformanceSchema = "";
+describeStoreConformance("postgres", {
+  setup: () => {
+    conformanceSchema = `c${++schemaSeq}_${randomBytes(3).toString("hex")}`;
+    return Promise.resolve();
+  },
+  teardown: () => admin((c) => c.query(`DROP SCHEMA IF EXISTS ${conformanceSchema} CASCADE`), DB),
+  open: (opts) => openPostgresStore({ url: URL_, schema: conformanceSchema, retryFirstMs: 20, ...opts }),
 });
 
 interface Logged {
@@ -315,11 +328,11 @@ describe("output", () => {
           }
         }
         for (const t of tasks) {
-          const expected = sqlite.getOutput(t.id);
+          const expected = await sqlite.getOutput(t.id);
           const actual = await pgs.getOutput(t.id);
           expect(actual).toEqual(expected);
           expect(expected.stdout.droppedBytes + expected.stderr.droppedBytes).toBeGreaterThan(0);
-          const [st, pt] = [sqlite.getTask(t.id)!, (await pgs.getTask(t.id))!];
+          const [st, pt] = [(await sqlite.getTask(t.id))!, (await pgs.getTask(t.id))!];
           expect([pt.stdoutBytes, pt.stderrBytes]).toEqual([st.stdoutBytes, st.stderrBytes]);
         }
         await sqlite.close();

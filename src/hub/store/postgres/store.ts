@@ -16,6 +16,7 @@ import type {
   AuditRecord,
   NewTask,
   NodeRow,
+  Store,
   OutputStreamName,
   StoredOutput,
   TaskFilter,
@@ -26,7 +27,6 @@ import type {
 import { withHeldAgents, withHeldNodes, withHeldUpdate } from "../held-reads.js";
 import type { StoreWriteFailure } from "../write-failure.js";
 import * as agents from "./agents.js";
-import type { AsyncStore } from "./async-store.js";
 import * as audit from "./audit.js";
 import { secretsOf, shownUrl, tokenInsertError, withoutSecrets } from "./errors.js";
 import { migrate } from "./migrate.js";
@@ -78,7 +78,7 @@ export async function openPostgresStore(opts: PostgresStoreOptions): Promise<Pos
   }
 }
 
-export class PostgresStore implements AsyncStore {
+export class PostgresStore implements Store {
   private readonly writer: PostgresWriter;
 
   constructor(

@@ -15,7 +15,7 @@ import { openSqliteStore } from "./store.js";
 import { splitCap } from "../output-buffer.js";
 import type { StoredOutput } from "../interfaces.js";
 import { tempDir, type TempDir } from "../testing/fixtures.js";
-import { waitFor } from "../../../common/wait-for.js";
+import { WaitAbandoned, waitFor } from "../../../common/wait-for.js";
 
 const CAP = 4096;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -78,7 +78,7 @@ it("keeps every acknowledged write when the process is killed", async () => {
     }
   });
   const alive = () => {
-    if (proc.exitCode !== null) throw new Error(`the child exited with ${proc.exitCode}: ${stderr}`);
+    if (proc.exitCode !== null) throw new WaitAbandoned(`the child exited with ${proc.exitCode}: ${stderr}`);
     return true;
   };
 
