@@ -88,7 +88,7 @@ async function settle(pids: Record<string, number>, maxMs = 3000): Promise<void>
  * Measures A and B in `rounds` windows each, in the order A B B A A B ..., so that drift of a
  * shared machine falls on both alike. Every window is preceded by a warmup that is not counted.
  */
-async function alternate(a: Side, b: Side, s: Schedule): Promise<[SideResult, SideResult]> {
+export async function alternate(a: Side, b: Side, s: Schedule): Promise<[SideResult, SideResult]> {
   const [ra, rb] = await alternateSides([a, b], s);
   return [ra!, rb!];
 }
@@ -176,12 +176,14 @@ export async function withCluster<T>(
   fn: (c: Cluster) => Promise<T>,
   agentArgs: readonly string[] = [],
   transport: "grpc" | "http" = "grpc",
+  hubArgs: readonly string[] = [],
 ): Promise<T> {
   const cluster = await startCluster({
     poolSize: 64,
     shell,
     agentArgs,
     transport,
+    hubArgs,
     hubNodeFlags: profileFlags(o, bench, "hub"),
     agentNodeFlags: profileFlags(o, bench, "agent"),
   });
@@ -192,7 +194,7 @@ export async function withCluster<T>(
   }
 }
 
-function throughputSchedule(o: RunOptions): Schedule {
+export function throughputSchedule(o: RunOptions): Schedule {
   return o.quick
     ? {
         rounds: 2,

@@ -24,6 +24,8 @@ export interface ClusterOptions {
   agentArgs?: readonly string[];
   /** The agent's transport: "grpc" (default) or "http" (long-polling on the hub's HTTP port). */
   transport?: "grpc" | "http";
+  /** Extra arguments for `switchboard hub` (e.g. --store URL). */
+  hubArgs?: readonly string[];
 }
 
 export interface Cluster {
@@ -113,7 +115,16 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   };
   try {
     hub = spawnNode("hub", CLI, {
-      args: ["hub", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data", hubDir],
+      args: [
+        "hub",
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--data",
+        hubDir,
+        ...(o.hubArgs ?? []),
+      ],
       env: childEnv,
       nodeFlags: o.hubNodeFlags ?? [],
     });

@@ -32,6 +32,7 @@ import { NODE_BENCHMARKS } from "./nodes.js";
 import { PTY_BENCHMARKS } from "./pty.js";
 import { natsServerVersion } from "./peers.js";
 import { SQL_BENCHMARKS } from "./sql.js";
+import { STORE_BENCHMARKS } from "./store.js";
 
 const BENCHMARKS: readonly Benchmark[] = [
   ...CORE_BENCHMARKS,
@@ -42,6 +43,7 @@ const BENCHMARKS: readonly Benchmark[] = [
   ...PTY_BENCHMARKS,
   ...CP_BENCHMARKS,
   ...HTTP_FLOOD_BENCHMARKS,
+  ...STORE_BENCHMARKS,
 ];
 
 const { values } = parseArgs({
