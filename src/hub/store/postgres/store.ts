@@ -11,21 +11,16 @@ import { isTerminal } from "../../../common/task-state.js";
 import { errorMessage } from "../errors.js";
 import type {
   AgentRecord,
-  AuditEntry,
   AuditFilter,
   AuditRecord,
-  NewTask,
   NodeRow,
   Store,
-  OutputStreamName,
   StoredOutput,
   TaskFilter,
-  TaskPatch,
   TaskRecord,
   TokenRecord,
 } from "../interfaces.js";
 import { withHeldAgents, withHeldNodes, withHeldUpdate } from "../held-reads.js";
-import type { StoreWriteFailure } from "../write-failure.js";
 import * as agents from "./agents.js";
 import * as audit from "./audit.js";
 import { secretsOf, shownUrl, tokenInsertError, withoutSecrets } from "./errors.js";
@@ -37,6 +32,8 @@ import * as output from "./output.js";
 import * as tasks from "./tasks.js";
 import * as tokens from "./tokens.js";
 import { PostgresWriter } from "./writer.js";
+import { BatchedStore } from "../batched-store.js";
+import type { PendingBatch } from "./pending-batch.js";
 
 /** Connects, creates the schema if needed and migrates it (once, whoever else starts meanwhile). */
 export async function openPostgresStore(opts: PostgresStoreOptions): Promise<PostgresStore> {
@@ -78,8 +75,8 @@ export async function openPostgresStore(opts: PostgresStoreOptions): Promise<Pos
   }
 }
 
-export class PostgresStore implements Store {
-  private readonly writer: PostgresWriter;
+export class PostgresStore extends BatchedStore<PendingBatch> implements Store {
+  protected readonly writer: PostgresWriter;
 
   constructor(
     private readonly pool: pg.Pool,
@@ -90,41 +87,18 @@ export class PostgresStore implements Store {
     settings: Settings,
     logger: Logger,
   ) {
+    super();
     this.writer = new PostgresWriter(pool, location, secrets, settings, logger);
   }
 
   // ---- health
-
-  get writeFailure(): StoreWriteFailure | undefined {
-    return this.writer.failure;
-  }
-
-  onWriteFailureChange(listener: (failure: StoreWriteFailure | undefined) => void): void {
-    this.writer.onFailureChange(listener);
-  }
-
-  get commitCount(): number {
-    return this.writer.commitCount;
-  }
 
   /** Statements sent so far, BEGIN and COMMIT included: a figure for tests and benchmarks. */
   get statementCount(): number {
     return this.writer.statements;
   }
 
-  committed(): Promise<void> {
-    return this.writer.committed();
-  }
-
   // ---- tasks
-
-  insertTask(task: NewTask): Promise<void> {
-    return this.writer.insert(task);
-  }
-
-  updateTask(id: string, patch: TaskPatch): void {
-    this.writer.updateTask(id, patch);
-  }
 
   async getTask(id: string): Promise<TaskRecord | undefined> {
     await this.writer.beforeRead();
@@ -160,10 +134,6 @@ export class PostgresStore implements Store {
 
   // ---- output
 
-  appendOutput(taskId: string, stream: OutputStreamName, data: Uint8Array): void {
-    this.writer.appendOutput(taskId, stream, data);
-  }
-
   async getOutput(taskId: string): Promise<StoredOutput> {
     // The task's tail is written with what is pending, so that the read sees all of it.
     await this.writer.beforeRead(this.writer.outputs.get(taskId));
@@ -171,10 +141,6 @@ export class PostgresStore implements Store {
   }
 
   // ---- agents
-
-  upsertAgent(agent: AgentRecord): void {
-    this.writer.upsertAgent(agent);
-  }
 
   async getAgent(id: string): Promise<AgentRecord | undefined> {
     this.writer.assertOpen();
@@ -273,15 +239,7 @@ export class PostgresStore implements Store {
     // Already revoked: keep the first revocation time.
   }
 
-  touchToken(id: string, at: number): void {
-    this.writer.touchToken(id, at);
-  }
-
   // ---- audit
-
-  audit(entry: AuditEntry): void {
-    this.writer.audit(entry);
-  }
 
   async listAudit(filter: AuditFilter): Promise<AuditRecord[]> {
     await this.writer.beforeRead();
@@ -289,10 +247,6 @@ export class PostgresStore implements Store {
   }
 
   // ---- lifecycle
-
-  flush(): Promise<void> {
-    return this.writer.flush();
-  }
 
   close(opts: { waitWritableMs?: number } = {}): Promise<void> {
     return this.writer.close(opts.waitWritableMs ?? 0, () => this.pool.end());

@@ -16,21 +16,16 @@ import { silentLogger, type Logger } from "../../../common/logger.js";
 import { isTerminal } from "../../../common/task-state.js";
 import type {
   AgentRecord,
-  AuditEntry,
   AuditFilter,
   AuditRecord,
-  NewTask,
   NodeRow,
-  OutputStreamName,
   Store,
   StoredOutput,
   TaskFilter,
-  TaskPatch,
   TaskRecord,
   TokenRecord,
 } from "../interfaces.js";
 import { toStoredOutput } from "../stored-output.js";
-import type { StoreWriteFailure } from "../write-failure.js";
 import { Checkpointer } from "./checkpointer.js";
 import { writeNode } from "./commit-plan.js";
 import { asError } from "../errors.js";
@@ -47,6 +42,8 @@ import { MIGRATIONS } from "./migrations/index.js";
 import { sqliteSettings, type Settings, type SqliteStoreOptions } from "./options.js";
 import { prepareQueries, type SqliteQueries } from "./queries.js";
 import { SqliteWriter } from "./writer.js";
+import { BatchedStore } from "../batched-store.js";
+import type { WriteBatch } from "../write-batch.js";
 
 /** Opens (creating it and its directory if needed) and migrates the store at `path`. */
 export function openSqliteStore(path: string, opts: SqliteStoreOptions = {}): SqliteStore {
@@ -83,9 +80,9 @@ export function openSqliteStore(path: string, opts: SqliteStoreOptions = {}): Sq
   }
 }
 
-export class SqliteStore implements Store {
+export class SqliteStore extends BatchedStore<WriteBatch> implements Store {
   private readonly q: SqliteQueries;
-  private readonly writer: SqliteWriter;
+  protected readonly writer: SqliteWriter;
   private closing: Promise<void> | undefined;
 
   constructor(
@@ -96,39 +93,14 @@ export class SqliteStore implements Store {
     private readonly logger: Logger,
     private readonly checkpointer?: Checkpointer,
   ) {
+    super();
     this.q = prepareQueries(db);
     this.writer = new SqliteWriter(db, this.q, path, settings, logger);
   }
 
   // ---- health
 
-  get writeFailure(): StoreWriteFailure | undefined {
-    return this.writer.failure;
-  }
-
-  onWriteFailureChange(listener: (failure: StoreWriteFailure | undefined) => void): void {
-    this.writer.onFailureChange(listener);
-  }
-
-  get commitCount(): number {
-    return this.writer.commitCount;
-  }
-
-  committed(): Promise<void> {
-    return this.writer.committed();
-  }
-
   // ---- tasks
-
-  insertTask(task: NewTask): Promise<void> {
-    return this.writer.insert(task);
-  }
-
-  updateTask(id: string, patch: TaskPatch): void {
-    this.writer.assertOpen();
-    this.writer.batch.addUpdate(id, patch);
-    this.writer.enqueued();
-  }
 
   async getTask(id: string): Promise<TaskRecord | undefined> {
     this.writer.beforeRead();
@@ -161,12 +133,6 @@ export class SqliteStore implements Store {
 
   // ---- output
 
-  appendOutput(taskId: string, stream: OutputStreamName, data: Uint8Array): void {
-    this.writer.assertOpen();
-    if (data.length === 0) return;
-    this.writer.appendOutput(taskId, stream, data);
-  }
-
   async getOutput(taskId: string): Promise<StoredOutput> {
     this.writer.beforeOutputRead(taskId);
     return toStoredOutput(this.q.output.rows(taskId), this.q.output.totals(taskId));
@@ -178,15 +144,6 @@ export class SqliteStore implements Store {
   }
 
   // ---- agents
-
-  upsertAgent(agent: AgentRecord): void {
-    this.writer.assertOpen();
-    // A second upsert before the commit keeps the first one's first-seen time, as the row would.
-    const agents = this.writer.batch.agents;
-    const pending = agents.get(agent.id);
-    agents.set(agent.id, pending ? { ...agent, firstSeenAt: pending.firstSeenAt } : agent);
-    this.writer.enqueued();
-  }
 
   async getAgent(id: string): Promise<AgentRecord | undefined> {
     this.writer.assertOpen();
@@ -296,22 +253,11 @@ export class SqliteStore implements Store {
     // Already revoked: keep the first revocation time.
   }
 
-  touchToken(id: string, at: number): void {
-    this.writer.assertOpen();
-    this.writer.batch.addTouch(id, at);
-    this.writer.enqueued();
-  }
-
   private withTouch(token: TokenRecord | undefined): TokenRecord | undefined {
     return token && withPendingTouch(token, this.writer.batch.touches.get(token.id));
   }
 
   // ---- audit
-
-  audit(entry: AuditEntry): void {
-    this.writer.assertOpen();
-    this.writer.audit(entry);
-  }
 
   async listAudit(filter: AuditFilter): Promise<AuditRecord[]> {
     this.writer.beforeRead();
@@ -319,10 +265,6 @@ export class SqliteStore implements Store {
   }
 
   // ---- lifecycle
-
-  flush(): Promise<void> {
-    return this.writer.flush();
-  }
 
   close(opts: { waitWritableMs?: number } = {}): Promise<void> {
     this.closing ??= this.shutdown(opts.waitWritableMs ?? 0);
