@@ -338,14 +338,7 @@ export class SessionLifecycle {
     this.nodes.sessionClosed(s);
     this.scheduler.removeAgent(s.agentId);
     s.evaluate(Date.now(), this.config.heartbeatIntervalMs);
-    this.agents.persist(s, false);
-    this.store.audit({
-      at: Date.now(),
-      actor: s.principal.name,
-      action: "agent.disconnect",
-      subject: s.agentId,
-      detail: { session: s.sessionId, why, held_tasks: s.tasks.size },
-    });
+    this.recordDisconnect(s, { why, held_tasks: s.tasks.size });
     this.logger.warn(
       {
         agent_id: s.agentId,
@@ -382,15 +375,20 @@ export class SessionLifecycle {
       );
     }
     s.tasks.clear();
+    this.recordDisconnect(s, { why });
+    this.logger.info({ agent_id: s.agentId, session_id: s.sessionId, why }, "agent disconnected");
+  }
+
+  /** The agent's record goes offline, and the audit log says why (with `detail` beside the session). */
+  private recordDisconnect(s: AgentSession, detail: Record<string, unknown>): void {
     this.agents.persist(s, false);
     this.store.audit({
       at: Date.now(),
       actor: s.principal.name,
       action: "agent.disconnect",
       subject: s.agentId,
-      detail: { session: s.sessionId, why },
+      detail: { session: s.sessionId, ...detail },
     });
-    this.logger.info({ agent_id: s.agentId, session_id: s.sessionId, why }, "agent disconnected");
   }
 
   /** The token was revoked: the sessions it opened end. */
