@@ -1,13 +1,15 @@
 // A hub whose state lives in PostgreSQL (`--store postgres://…`), connecting as a role that owns its
 // schema and nothing more, its password in a file: the core flows work (exact output, logs, cancel,
-// tokens and their revocation), nothing of the state lands in the data dir, the password shows in no
+// tokens and their revocation, SQL, supervised nodes), nothing of the state lands in the data dir, the password shows in no
 // log, and a hub killed with -9 and started again on the same database finds its tasks and tokens.
 import { randomBytes } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../src/common/wait-for.js";
+import { startNodeAgent } from "./support/node-agents.js";
 import {
   runCli,
   spawnCli,
@@ -60,7 +62,15 @@ beforeAll(async () => {
     args: hubArgs(),
     env: { SWITCHBOARD_STORE_PASSWORD_FILE: passwordFile },
   });
-  await startAgent(hub, { agentId: "pg-1", pool: "pg" });
+  const lite = join(tempDir("hub-pg-sql"), "shop.db");
+  const db = new Database(lite);
+  db.exec(
+    "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO items VALUES (1, 'tea'), (2, 'rice');",
+  );
+  db.close();
+  const config = join(tempDir("hub-pg-agent"), "agent.toml");
+  writeFileSync(config, `[datasources.shop]\ndriver = "sqlite"\npath = ${JSON.stringify(lite)}\n`);
+  await startAgent(hub, { agentId: "pg-1", pool: "pg", args: ["--config", config] });
 }, 60_000);
 
 afterAll(async () => {
@@ -108,6 +118,37 @@ describe("a hub on PostgreSQL", () => {
     const n = await rows.query<{ n: number }>("SELECT count(*)::int AS n FROM switchboard.tasks");
     await rows.end();
     expect(n.rows[0]!.n).toBeGreaterThanOrEqual(3);
+  }, 90_000);
+
+  it("answers SQL queries and supervises nodes, the node registry kept in PostgreSQL", async () => {
+    const q = await runCli([
+      ...hub.cli,
+      "query",
+      "--pool",
+      "pg",
+      "--db",
+      "shop",
+      "--format",
+      "csv",
+      "SELECT id, name FROM items ORDER BY id",
+    ]);
+    expect(q).toMatchObject({ code: 0, stdout: "id,name\n1,tea\n2,rice\n" });
+
+    await startNodeAgent(hub, "pg-nodes");
+    const spawned = await runCli([...hub.cli, "spawn", "--agent", "pg-nodes", "--output", "json"]);
+    expect(spawned.code, spawned.stderr).toBe(0);
+    const node = JSON.parse(spawned.stdout) as { nodeId: string; status: string };
+    expect(node.status).toBe("running");
+    const rows = new pg.Client({ connectionString: `${SERVER}/${DB}` });
+    await rows.connect();
+    const stored = await rows.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM switchboard.nodes WHERE id = $1",
+      [node.nodeId],
+    );
+    await rows.end();
+    expect(stored.rows[0]!.n).toBe(1);
+    const stopped = await runCli([...hub.cli, "stop", "--node", node.nodeId]);
+    expect(stopped.code, stopped.stderr).toBe(0);
   }, 90_000);
 
   it("refuses a revoked token, and after kill -9 and a restart still knows its tasks and tokens", async () => {
