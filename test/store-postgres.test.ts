@@ -1,7 +1,8 @@
 // A hub whose state lives in PostgreSQL (`--store postgres://…`), connecting as a role that owns its
 // schema and nothing more, its password in a file: the core flows work (exact output, logs, cancel,
-// tokens and their revocation, SQL, supervised nodes), nothing of the state lands in the data dir, the password shows in no
-// log, and a hub killed with -9 and started again on the same database finds its tasks and tokens.
+// tokens and their revocation, SQL, supervised nodes), nothing of the state lands in the data dir,
+// the password shows in no log, and a hub killed with -9 and started again on the same database finds
+// its tasks and tokens.
 import { randomBytes } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
