@@ -9,6 +9,7 @@ import {
   stopAll,
   tempDir,
   type HubProc,
+  waitForTaskState,
 } from "./support/processes.js";
 import { waitFor } from "../src/common/wait-for.js";
 
@@ -40,22 +41,10 @@ describe("switchboard CLI", () => {
 
   it("cancels a task by id and reports its state", async () => {
     const id = await detach("sleep 60");
-    await waitFor(
-      async () => {
-        const t = await runCli([...hub.cli, "task", id, "--output", "json"]);
-        return (JSON.parse(t.stdout) as { state: string }).state === "running";
-      },
-      { message: "the task to run" },
-    );
+    await waitForTaskState(hub, id, "running");
     const r = await runCli([...hub.cli, "cancel", id]);
     expect(r.code).toBe(0);
-    await waitFor(
-      async () => {
-        const t = await runCli([...hub.cli, "task", id, "--output", "json"]);
-        return (JSON.parse(t.stdout) as { state: string }).state === "cancelled";
-      },
-      { message: "the task to be cancelled" },
-    );
+    await waitForTaskState(hub, id, "cancelled");
     const list = await runCli([...hub.cli, "tasks", "--state", "cancelled", "--output", "json"]);
     expect((JSON.parse(list.stdout) as { taskId: string }[]).map((t) => t.taskId)).toContain(id);
   });

@@ -13,6 +13,7 @@ import {
   stopAll,
   tempDir,
   type HubProc,
+  waitForTaskState,
 } from "./support/processes.js";
 import { waitFor } from "../src/common/wait-for.js";
 
@@ -156,13 +157,7 @@ describe("switchboard exec", () => {
     ]);
     expect(r.code).toBe(0);
     const id = r.stdout.trim();
-    await waitFor(
-      async () => {
-        const t = await runCli([...hub.cli, "task", id, "--output", "json"]);
-        return t.code === 0 && (JSON.parse(t.stdout) as { state: string }).state === "succeeded";
-      },
-      { message: "the task to finish" },
-    );
+    await waitForTaskState(hub, id, "succeeded");
     const logs = await runCli([...hub.cli, "logs", id]);
     expect(logs.stdout).toBe("kept\n");
     expect(logs.stderr).toContain("kept-err");

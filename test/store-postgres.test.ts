@@ -19,6 +19,7 @@ import {
   stopAll,
   tempDir,
   type HubProc,
+  waitForTaskState,
 } from "./support/processes.js";
 
 const SERVER = "postgres://postgres@127.0.0.1:5432";
@@ -94,13 +95,7 @@ describe("a hub on PostgreSQL", () => {
       "echo kept; echo err >&2",
     ]);
     const id = detached.stdout.trim();
-    await waitFor(
-      async () => {
-        const t = await runCli([...hub.cli, "task", id, "--output", "json"]);
-        return t.code === 0 && (JSON.parse(t.stdout) as { state: string }).state === "succeeded";
-      },
-      { message: "the detached task to finish" },
-    );
+    await waitForTaskState(hub, id, "succeeded");
     const logs = await runCli([...hub.cli, "logs", id]);
     expect(logs.stdout).toBe("kept\n");
     expect(logs.stderr).toContain("err");

@@ -300,3 +300,14 @@ export async function freePort(): Promise<number> {
     });
   });
 }
+
+/** Waits until `switchboard task ID` shows the task in `state` (its JSON), through the hub's CLI. */
+export async function waitForTaskState(hub: HubProc, id: string, state: string): Promise<void> {
+  await waitFor(
+    async () => {
+      const t = await runCli([...hub.cli, "task", id, "--output", "json"]);
+      return t.code === 0 && (JSON.parse(t.stdout) as { state: string }).state === state;
+    },
+    { message: `task ${id} to be ${state}` },
+  );
+}
