@@ -6,7 +6,12 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { SwitchboardClient, type NodeInfo } from "../src/client/index.js";
-import { listenerScript, startNodeAgent, type NodeAgentOptions } from "./support/node-agents.js";
+import {
+  listenerScript,
+  startNodeAgent,
+  stopNodeAgents,
+  type NodeAgentOptions,
+} from "./support/node-agents.js";
 import {
   agentToken,
   healthz,
@@ -78,22 +83,7 @@ beforeAll(async () => {
   client = new SwitchboardClient({ hub: hub.address, token: hub.adminToken });
 }, 60_000);
 
-afterEach(async () => {
-  await Promise.all(
-    agents.splice(0).map(async (a) => {
-      a.kill("SIGTERM");
-      await a.exited;
-    }),
-  );
-  for (const pid of nodePids) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // gone
-    }
-  }
-  nodePids.clear();
-});
+afterEach(() => stopNodeAgents(agents, nodePids));
 
 afterAll(async () => {
   client.close();

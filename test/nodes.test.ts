@@ -16,7 +16,7 @@ import {
   type StopNodeRequest,
   type StopNodeResponse,
 } from "../src/gen/switchboard/grid/v1/grid_agent.js";
-import { startNodeAgent, type NodeAgentOptions } from "./support/node-agents.js";
+import { startNodeAgent, stopNodeAgents, type NodeAgentOptions } from "./support/node-agents.js";
 import {
   agentToken,
   healthz,
@@ -70,23 +70,7 @@ beforeAll(async () => {
   client = new SwitchboardClient({ hub: hub.address, token: hub.adminToken });
 }, 60_000);
 
-afterEach(async () => {
-  // Agents stop their nodes on SIGTERM (stop_nodes_on_exit); nodes of agents killed with -9 are killed here.
-  await Promise.all(
-    agents.splice(0).map(async (a) => {
-      a.kill("SIGTERM");
-      await a.exited;
-    }),
-  );
-  for (const pid of nodePids) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // gone
-    }
-  }
-  nodePids.clear();
-});
+afterEach(() => stopNodeAgents(agents, nodePids));
 
 afterAll(async () => {
   client.close();

@@ -90,3 +90,24 @@ export function listenerScript(dir: string, delaySecs: number): string {
   chmodSync(path, 0o755);
   return path;
 }
+
+/**
+ * After a node test: agents stop their nodes on SIGTERM (stop_nodes_on_exit); the nodes of agents
+ * killed with -9 are killed here, by the pids the test noted.
+ */
+export async function stopNodeAgents(agents: AgentProc[], nodePids: Set<number>): Promise<void> {
+  await Promise.all(
+    agents.splice(0).map(async (a) => {
+      a.kill("SIGTERM");
+      await a.exited;
+    }),
+  );
+  for (const pid of nodePids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+  nodePids.clear();
+}
