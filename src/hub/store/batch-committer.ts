@@ -18,6 +18,8 @@ export interface CommitPlan<B extends WriteBatch> {
   outputs: OutputWrite[];
   /** Filled by a commit written unit by unit: the units that failed alone. */
   failures: UnitFailure[];
+  /** The batch's number (BatchWriter.pendingBatch when its writes were made). */
+  number: number;
 }
 
 /** One commit, as the writer hands it to the committer. */

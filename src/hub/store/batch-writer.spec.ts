@@ -109,6 +109,40 @@ describe("BatchWriter", () => {
     await w.stop(0);
   });
 
+  it("counts a write made while a commit is under way as committed only with the next one", async () => {
+    // What an Assign waits for: an agent must never get a task whose record is not committed.
+    const committer = new RecordingCommitter(20);
+    const w = writer(committer, 0);
+    const first = w.insert(newTask());
+    const firstBatch = w.pendingBatch;
+    await waitFor(() => committer.running === 1, { message: "the first commit to start" });
+    const second = w.insert(newTask());
+    const secondBatch = w.pendingBatch;
+    expect(secondBatch).toBeGreaterThan(firstBatch);
+    await first;
+    expect(w.commitCount).toBe(1);
+    expect(w.committedBatch).toBeGreaterThanOrEqual(firstBatch);
+    expect(w.committedBatch).toBeLessThan(secondBatch);
+    await second;
+    expect(w.committedBatch).toBeGreaterThanOrEqual(secondBatch);
+    await w.stop(0);
+  });
+
+  it("counts the writes of a failed commit as committed only once the retry holding them commits", async () => {
+    const committer = new RecordingCommitter(20);
+    const w = writer(committer, 0);
+    await w.insert(newTask());
+    committer.fault = "lost connection";
+    w.updateTask("t1", { state: "running" });
+    const held = w.pendingBatch;
+    await waitFor(() => w.failure, { message: "the commit to fail" });
+    expect(w.committedBatch).toBeLessThan(held);
+    committer.fault = undefined;
+    await waitFor(() => w.failure === undefined, { message: "the retry to commit" });
+    expect(w.committedBatch).toBeGreaterThanOrEqual(held);
+    await w.stop(0);
+  });
+
   it("holds writes through a fault, refuses inserts naming the target, and commits them once it can", async () => {
     const committer = new RecordingCommitter();
     const w = writer(committer);

@@ -6,14 +6,16 @@
 // A commit that fails for want of the store's target (a full disk, a database out of reach: a
 // write fault) loses nothing: the batch goes back in front of what was written since, inserts are
 // refused (their callers learn the task was not accepted), and a timer retries with backoff until
-// a commit succeeds. The first failure and the recovery are each logged once, and told to the
-// listeners. How a batch is written, and which errors are write faults, is the BatchCommitter's.
+// a commit succeeds. The spell itself (why, since when, its audit entry, the backoff, the log lines
+// and listeners) is write-outage.ts's. How a batch is written, and which errors are write faults,
+// is the BatchCommitter's.
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, SwitchboardError } from "../../common/errors.js";
+import { isTerminal } from "../../common/task-state.js";
 import type { Logger } from "../../common/logger.js";
 import { serializeDetail } from "./audit-detail.js";
 import type { BatchSettings } from "./batch-settings.js";
-import { MAX_HELD_AUDITS, RETRY_MAX_MS } from "./batch-settings.js";
+import { MAX_HELD_AUDITS } from "./batch-settings.js";
 import { asError, closedError, notAccepted } from "./errors.js";
 import { withPendingAgent, withPendingTouch } from "./held-reads.js";
 import type {
@@ -28,17 +30,11 @@ import type {
 import { OutputBuffer, streamIndex, type PersistedOutput } from "./output-buffer.js";
 import { outputsCommitted, planOutputs, type FlushMode, type HeldOutputs } from "./output-writes.js";
 import type { BatchCommitter, CommitPlan, CommitRound } from "./batch-committer.js";
-import type { AuditInsert, WriteBatch } from "./write-batch.js";
+import type { WriteBatch } from "./write-batch.js";
 
 export type { BatchCommitter, CommitPlan, CommitRound, UnitFailure } from "./batch-committer.js";
 import { writeFailureSentence, type StoreWriteFailure } from "./write-failure.js";
-
-/** The audit entry that records a spell without writes; it rides every retry of the batch. */
-interface Outage {
-  entry: AuditInsert;
-  attempts: number;
-  droppedAudits: number;
-}
+import { WriteOutage } from "./write-outage.js";
 
 /** A commit asked for: joined by later requests until it takes the batch. */
 interface Round<B extends WriteBatch> {
@@ -53,10 +49,21 @@ interface Round<B extends WriteBatch> {
 
 const ignore = (): void => undefined;
 
+/** The batch ends the task: it holds a patch to a terminal state. */
+function endsIn(batch: WriteBatch, id: string): boolean {
+  const state = batch.updates.get(id)?.state;
+  return state !== undefined && isTerminal(state);
+}
+
 export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   batch: B;
   readonly outputs = new Map<string, OutputBuffer>();
   readonly unsavedTails = new Set<OutputBuffer>();
+  /**
+   * Tasks this writer inserted that have neither output in memory nor finished: they have nothing
+   * stored to carry on from, so their first output starts a buffer without reading the store.
+   */
+  private readonly fresh = new Set<string>();
   /** The batch whose commit is under way (asynchronous committers only). */
   private inflight: B | undefined;
   private current: Round<B> | undefined;
@@ -65,15 +72,15 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   private immediate: NodeJS.Immediate | undefined;
   private tailTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
-  private retryDelayMs: number;
   private isClosed = false;
   /** close() has begun: its own loop retries, not the timer. */
   private stopping = false;
 
-  private currentFailure: StoreWriteFailure | undefined;
-  private outage: Outage | undefined;
-  private readonly failureListeners: ((failure: StoreWriteFailure | undefined) => void)[] = [];
+  private readonly outage: WriteOutage;
   private commits = 0;
+  /** The number of the pending batch; batches commit in this order. */
+  private batchNumber = 1;
+  private committedNumber = 0;
   private closing: Promise<void> | undefined;
 
   constructor(
@@ -83,22 +90,32 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
     protected readonly logger: Logger,
   ) {
     this.batch = newBatch();
-    this.retryDelayMs = settings.retryFirstMs;
+    this.outage = new WriteOutage(committer, settings.retryFirstMs, logger, () => this.heldCounts());
   }
 
   // ---- state
 
   /** Set while commits fail for want of the target; see the module comment. */
   get failure(): StoreWriteFailure | undefined {
-    return this.currentFailure;
+    return this.outage.failure;
   }
 
   onFailureChange(listener: (failure: StoreWriteFailure | undefined) => void): void {
-    this.failureListeners.push(listener);
+    this.outage.onChange(listener);
   }
 
   get commitCount(): number {
     return this.commits;
+  }
+
+  /** The batch a write made now joins: it is committed once committedBatch reaches this. */
+  get pendingBatch(): number {
+    return this.batchNumber;
+  }
+
+  /** The last batch committed: every write of a batch up to it is committed. */
+  get committedBatch(): number {
+    return this.committedNumber;
   }
 
   assertOpen(): void {
@@ -111,7 +128,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
     // Nothing pending or in flight: everything written so far is committed.
     if (!batch) return Promise.resolve();
     const done = new Promise<void>((resolve, reject) => batch.waiters.push({ resolve, reject }));
-    if (batch === this.batch && !this.currentFailure) this.commitAtEndOfTurn();
+    if (batch === this.batch && !this.failure) this.commitAtEndOfTurn();
     return done;
   }
 
@@ -120,7 +137,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   /** Queues an insert; resolves once the transaction holding its row has committed. */
   insert(task: NewTask): Promise<void> {
     if (this.isClosed) return Promise.reject(closedError());
-    if (this.currentFailure) return Promise.reject(notAccepted(this.currentFailure, task.id));
+    if (this.failure) return Promise.reject(notAccepted(this.failure, task.id));
     const done = new Promise<void>((resolve, reject) => this.batch.inserts.push({ task, resolve, reject }));
     this.enqueued(true);
     return done;
@@ -129,7 +146,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   /** Queues a node row (null: its deletion); resolves once committed, or held while the store cannot write. */
   writeNode(id: string, row: NodeRow | null): Promise<void> {
     this.batch.nodes.set(id, row);
-    if (this.currentFailure) {
+    if (this.failure) {
       this.batch.ops++;
       return Promise.resolve();
     }
@@ -141,6 +158,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   /** Queues a task's patch; it merges with the task's pending one. */
   updateTask(id: string, patch: TaskPatch): void {
     this.assertOpen();
+    if (patch.state !== undefined && isTerminal(patch.state)) this.fresh.delete(id);
     this.batch.addUpdate(id, patch);
     this.enqueued();
   }
@@ -179,7 +197,10 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
     this.assertOpen();
     if (data.length === 0) return;
     let buffer = this.outputs.get(taskId);
-    if (!buffer && this.committer.persistedOutput) {
+    if (!buffer && this.fresh.delete(taskId)) {
+      buffer = new OutputBuffer(taskId, this.settings.outputCapBytes);
+      this.outputs.set(taskId, buffer);
+    } else if (!buffer && this.committer.persistedOutput) {
       // After a restart, or late output after the task finished: carry on from what is stored.
       const persisted = this.committer.persistedOutput(taskId);
       buffer = new OutputBuffer(taskId, this.settings.outputCapBytes, persisted);
@@ -202,8 +223,8 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   /** Queues an audit entry; while the store cannot write, past MAX_HELD_AUDITS it is only counted. */
   audit(entry: AuditEntry): void {
     this.assertOpen();
-    if (this.outage && this.batch.audits.length >= MAX_HELD_AUDITS) {
-      if (this.outage.droppedAudits++ === 0) {
+    if (this.failure && this.batch.audits.length >= MAX_HELD_AUDITS) {
+      if (this.outage.dropAudit()) {
         this.logger.error(
           { held: this.batch.audits.length },
           "store cannot write and holds as many audit entries as it may: further ones are counted, not kept",
@@ -229,7 +250,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
    */
   enqueued(urgent = false): void {
     this.batch.ops++;
-    if (this.currentFailure || this.isClosed) return;
+    if (this.failure || this.isClosed) return;
     if (this.batch.ops >= this.settings.maxBatchOps) this.commitQuietly("due");
     else if (urgent || this.settings.flushIntervalMs === 0) this.commitAtEndOfTurn();
     else this.batchTimer ??= setTimeout(this.onBatchTimer, this.settings.flushIntervalMs);
@@ -244,7 +265,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
    */
   beforeRead(tail?: OutputBuffer): Promise<void> | undefined {
     this.assertOpen();
-    if (this.currentFailure) return undefined;
+    if (this.failure) return undefined;
     const pending = !this.batch.isEmpty() || this.current || this.queued || (tail && tail.tailChanged);
     if (!pending) return undefined;
     try {
@@ -257,7 +278,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
 
   /** A commit before a read failed: the read goes on if the store now holds the writes (it reads through them). */
   private readonly unlessHeld = (err: unknown): void => {
-    if (!this.currentFailure) throw err;
+    if (!this.failure) throw err;
   };
 
   /** Resolves once the commits asked for so far are done (whether they succeeded or not). */
@@ -270,15 +291,15 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
 
   /** A direct write is refused while the store cannot write. */
   refuseWhileFailing(what: string): void {
-    if (this.currentFailure)
-      throw new SwitchboardError(Code.UNAVAILABLE, `${writeFailureSentence(this.currentFailure)}: ${what}`);
+    if (this.failure)
+      throw new SwitchboardError(Code.UNAVAILABLE, `${writeFailureSentence(this.failure)}: ${what}`);
   }
 
   /** A direct write failed for want of the target: the store is failing, and the caller hears so. */
   failIfWriteFault(err: unknown, what: string): void {
     if (!this.committer.isWriteFault(err)) return;
     this.enterFailure(err);
-    throw new SwitchboardError(Code.UNAVAILABLE, `${writeFailureSentence(this.currentFailure!)}: ${what}`, {
+    throw new SwitchboardError(Code.UNAVAILABLE, `${writeFailureSentence(this.failure!)}: ${what}`, {
       cause: err,
     });
   }
@@ -301,17 +322,17 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
 
   private readonly onImmediate = (): void => {
     this.immediate = undefined;
-    if (!this.currentFailure) this.commitQuietly("due");
+    if (!this.failure) this.commitQuietly("due");
   };
 
   private readonly onBatchTimer = (): void => {
     this.batchTimer = undefined;
-    if (!this.currentFailure) this.commitQuietly("due");
+    if (!this.failure) this.commitQuietly("due");
   };
 
   private readonly onTailTimer = (): void => {
     this.tailTimer = undefined;
-    if (!this.currentFailure) this.commitQuietly("due");
+    if (!this.failure) this.commitQuietly("due");
   };
 
   private readonly onRetryTimer = (): void => {
@@ -435,12 +456,10 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
     }
     this.batch = this.newBatch();
     this.inflight = batch;
-    if (this.outage) {
-      this.outage.attempts++;
-      this.outage.entry.detail = this.outageDetail(this.outage, now);
-    }
+    const number = this.batchNumber++;
+    this.outage.attempt(now);
     round.now = now;
-    round.plan = { batch, outputs, failures: [] };
+    round.plan = { batch, outputs, failures: [], number };
     return round.plan;
   }
 
@@ -464,9 +483,18 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
     if (!plan) return;
     const { batch, outputs, failures } = plan;
     this.commits++;
+    // Batches commit one at a time, in order; a failed one joined the pending batch, whose number
+    // is higher.
+    this.committedNumber = plan.number;
     for (const insert of batch.inserts) {
       if (insert.error) insert.reject(insert.error);
-      else insert.resolve();
+      else {
+        // Its output can come only once it is committed (its Assign waits for that), unless it
+        // ended meanwhile (cancelled while queued).
+        const id = insert.task.id;
+        if (!endsIn(batch, id) && !endsIn(this.batch, id)) this.fresh.add(id);
+        insert.resolve();
+      }
     }
     outputsCommitted(this, outputs, round.now);
     for (const w of batch.waiters) w.resolve();
@@ -483,7 +511,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
         "store writes failed and were dropped; the rest of their batch committed",
       );
     }
-    if (this.currentFailure) this.writableAgain(round.now);
+    if (this.failure) this.writableAgain(round.now);
     this.scheduleTailTimer();
   }
 
@@ -495,7 +523,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
       this.inflight = undefined;
     }
     this.hold(err);
-    throw new SwitchboardError(Code.UNAVAILABLE, writeFailureSentence(this.currentFailure!), { cause: err });
+    throw new SwitchboardError(Code.UNAVAILABLE, writeFailureSentence(this.failure!), { cause: err });
   }
 
   private scheduleTailTimer(): void {
@@ -514,7 +542,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   private hold(err: unknown): void {
     const batch = this.batch;
     this.enterFailure(err);
-    const failure = this.currentFailure!;
+    const failure = this.failure!;
     for (const insert of batch.inserts) {
       const rejection = notAccepted(failure, insert.task.id);
       rejection.cause = err;
@@ -526,80 +554,29 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
     this.scheduleRetry();
   }
 
-  /** Commits fail: remember why, hold an audit entry that records it, log and tell listeners once. */
+  /** Commits fail: the outage remembers why; the audit entry that records a new spell is held first. */
   enterFailure(err: unknown): void {
-    const now = Date.now();
-    const code = this.committer.faultCode(err);
-    const message = this.committer.message(err);
-    const previous = this.currentFailure;
-    if (previous && previous.code === code && previous.message === message) {
-      this.logger.debug(
-        { code, attempts: this.outage?.attempts ?? 0 },
-        "store commit failed again; retrying",
-      );
-      this.scheduleRetry();
-      return;
-    }
-    const { location, locationKind, subject, subjectField } = this.committer;
-    this.currentFailure = { code, message, location, locationKind, since: previous?.since ?? now };
-    if (!this.outage) {
-      const outage: Outage = {
-        entry: { at: now, actor: "system", action: "store.unwritable", subject, detail: null },
-        attempts: 0,
-        droppedAudits: 0,
-      };
-      outage.entry.detail = this.outageDetail(outage, now);
-      this.outage = outage;
+    const started = this.outage.enter(err);
+    if (started) {
       // Held at the head of the audit list: every retry writes at least this, so a success means
       // the store writes again.
-      this.batch.audits.unshift(outage.entry);
+      this.batch.audits.unshift(started);
       this.batch.ops++;
     }
     this.scheduleRetry();
-    for (const l of this.failureListeners) l(this.currentFailure);
-    this.logger.error(
-      { code, err: message, [subjectField]: subject, ...this.heldCounts() },
-      previous
-        ? "store still cannot write, for another reason now"
-        : "store cannot write: holding its writes in memory and retrying; no new tasks meanwhile",
-    );
   }
 
   private writableAgain(now: number): void {
-    const failure = this.currentFailure!;
-    this.logger.info(
-      {
-        down_ms: now - failure.since,
-        attempts: this.outage?.attempts ?? 0,
-        dropped_audits: this.outage?.droppedAudits ?? 0,
-      },
-      "store writable again",
-    );
-    this.currentFailure = undefined;
-    this.outage = undefined;
-    this.retryDelayMs = this.settings.retryFirstMs;
+    this.outage.over(now);
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
-    for (const l of this.failureListeners) l(undefined);
     // What was written during the spell waits for no timer.
     if (!this.batch.isEmpty()) this.commitAtEndOfTurn();
   }
 
   private scheduleRetry(): void {
     if (this.retryTimer || this.stopping || this.isClosed) return;
-    this.retryTimer = setTimeout(this.onRetryTimer, this.retryDelayMs);
-    this.retryDelayMs = Math.min(this.retryDelayMs * 2, RETRY_MAX_MS);
-  }
-
-  private outageDetail(outage: Outage, now: number): string {
-    const f = this.currentFailure;
-    return JSON.stringify({
-      cause: f ? `${f.code}: ${f.message}` : undefined,
-      since: f?.since ?? outage.entry.at,
-      until: now,
-      attempts: outage.attempts,
-      dropped_audit_entries: outage.droppedAudits,
-    });
+    this.retryTimer = setTimeout(this.onRetryTimer, this.outage.nextDelayMs());
   }
 
   /** What the store holds in memory, for the log lines about a spell without writes. */
@@ -647,16 +624,15 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
     } catch (err) {
       failure = err;
     }
-    if (failure !== undefined && this.currentFailure && waitWritableMs > 0) {
+    if (failure !== undefined && this.failure && waitWritableMs > 0) {
       // A drain must not lose what the hub holds: give the target the time the drain allows.
       this.logger.warn(
         { wait_ms: waitWritableMs, ...this.heldCounts() },
         "store cannot write: waiting for it before closing",
       );
       const deadline = Date.now() + waitWritableMs;
-      while (this.currentFailure && Date.now() < deadline) {
-        await sleep(Math.min(this.retryDelayMs, Math.max(0, deadline - Date.now())));
-        this.retryDelayMs = Math.min(this.retryDelayMs * 2, RETRY_MAX_MS);
+      while (this.failure && Date.now() < deadline) {
+        await sleep(Math.min(this.outage.nextDelayMs(), Math.max(0, deadline - Date.now())));
         try {
           await this.requestCommit("all");
           failure = undefined;
@@ -665,7 +641,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
         }
       }
     }
-    if (failure !== undefined && this.currentFailure) {
+    if (failure !== undefined && this.failure) {
       this.logger.error(
         { err: this.committer.message(failure), ...this.heldCounts() },
         "store closed without the writes it held: tasks whose outcome is among them show as lost after a restart",
@@ -683,6 +659,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
     this.batch.clear();
     this.outputs.clear();
     this.unsavedTails.clear();
+    this.fresh.clear();
     return failure;
   }
 }

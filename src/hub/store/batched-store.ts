@@ -22,6 +22,14 @@ export abstract class BatchedStore<B extends WriteBatch> {
     return this.writer.commitCount;
   }
 
+  get pendingBatch(): number {
+    return this.writer.pendingBatch;
+  }
+
+  get committedBatch(): number {
+    return this.writer.committedBatch;
+  }
+
   committed(): Promise<void> {
     return this.writer.committed();
   }

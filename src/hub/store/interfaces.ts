@@ -17,7 +17,7 @@
 //   resolves them at once.
 // - A commit that fails for want of the disk (full, I/O error, locked) drops nothing: the store
 //   holds its writes in memory, reports `writeFailure`, refuses new inserts, and retries with
-//   backoff until a commit succeeds. commitCount and committed() let the hub act only on writes
+//   backoff until a commit succeeds. pendingBatch, committedBatch and committed() let the hub act only on writes
 //   that are committed (an Assign goes to an agent only once the task is on record as assigned).
 import type { TaskStateName } from "../../common/task-state.js";
 import type { StoreWriteFailure } from "./write-failure.js";
@@ -237,8 +237,15 @@ export interface Store {
   readonly writeFailure: StoreWriteFailure | undefined;
   /** Called once when commits start failing (with why) and once when they succeed again (undefined). */
   onWriteFailureChange(listener: (failure: StoreWriteFailure | undefined) => void): void;
-  /** Commits so far. A write made while this is n is committed once it is greater than n. */
+  /** Commits so far: a figure for tests and benchmarks. */
   readonly commitCount: number;
+  /**
+   * The number of the batch a write made now joins. It is committed once committedBatch reaches
+   * that number (a commit under way when it was made does not hold it).
+   */
+  readonly pendingBatch: number;
+  /** The number of the last batch committed. */
+  readonly committedBatch: number;
   /**
    * Resolves after the next commit, made at the end of this turn of the event loop (while the
    * store cannot write: as soon as it can again). Rejects only if the store closes first.

@@ -10,10 +10,10 @@ import type { TaskTable } from "./task-table.js";
 
 export class TaskDispatch {
   /**
-   * Assignments on their way to the store, each with the store's commit count when it was
-   * written: its Assign goes out once a later commit has happened (see assign()).
+   * Assignments on their way to the store, each with the number of the store's batch that holds
+   * its write: its Assign goes out once that batch has committed (see assign()).
    */
-  private unsentAssigns: { t: LiveTask; after: number }[] = [];
+  private unsentAssigns: { t: LiveTask; batch: number }[] = [];
   private awaitingCommit = false;
 
   constructor(
@@ -54,7 +54,7 @@ export class TaskDispatch {
     t.assignPending = true;
     if (!opts.recorded)
       this.store.updateTask(t.id, { state: "assigned", agentId: session.agentId, assignedAt: now });
-    this.unsentAssigns.push({ t, after: this.store.commitCount });
+    this.unsentAssigns.push({ t, batch: this.store.pendingBatch });
     this.awaitCommitForAssigns();
   }
 
@@ -103,11 +103,11 @@ export class TaskDispatch {
 
   /** Sends the Assigns whose record has committed; the rest wait for the next commit. */
   private sendCommittedAssigns(): void {
-    const committed = this.store.commitCount;
-    const rest: { t: LiveTask; after: number }[] = [];
+    const committed = this.store.committedBatch;
+    const rest: { t: LiveTask; batch: number }[] = [];
     for (const u of this.unsentAssigns) {
       if (!u.t.assignPending) continue; // taken back meanwhile
-      if (u.after < committed) this.sendAssign(u.t);
+      if (u.batch <= committed) this.sendAssign(u.t);
       else rest.push(u);
     }
     this.unsentAssigns = rest;
