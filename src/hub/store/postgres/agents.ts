@@ -34,8 +34,12 @@ const DELETE_AGENT = `DELETE FROM agents WHERE id = $1`;
 const MARK_ALL_DISCONNECTED = `UPDATE agents SET connected = FALSE WHERE connected`;
 
 export async function upsertAgents(sql: Sql, agents: readonly AgentRecord[]): Promise<void> {
-  if (agents.length === 0) return;
-  await sql.query(UPSERT_AGENTS, [
+  if (agents.length > 0) await sql.query(UPSERT_AGENTS, upsertParams(agents));
+}
+
+/** The 13 arrays of agent records, in AGENT_COLUMNS order. */
+export function upsertParams(agents: readonly AgentRecord[]): unknown[] {
+  return [
     agents.map((a) => a.id),
     agents.map((a) => a.pool),
     agents.map((a) => JSON.stringify(a.labels)),
@@ -49,7 +53,7 @@ export async function upsertAgents(sql: Sql, agents: readonly AgentRecord[]): Pr
     agents.map((a) => a.lastSessionId),
     agents.map((a) => a.connected),
     agents.map((a) => a.tokenId),
-  ]);
+  ];
 }
 
 export async function markAllAgentsDisconnected(sql: Sql): Promise<void> {

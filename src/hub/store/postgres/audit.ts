@@ -14,14 +14,18 @@ FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
 ORDER BY n`;
 
 export async function insertAudit(sql: Sql, entries: readonly AuditInsert[]): Promise<void> {
-  if (entries.length === 0) return;
-  await sql.query(INSERT_AUDIT, [
+  if (entries.length > 0) await sql.query(INSERT_AUDIT, insertParams(entries));
+}
+
+/** The 5 arrays of audit entries, in the order they were made. */
+export function insertParams(entries: readonly AuditInsert[]): unknown[] {
+  return [
     entries.map((e) => e.at),
     entries.map((e) => e.actor),
     entries.map((e) => e.action),
     entries.map((e) => e.subject),
     entries.map((e) => e.detail),
-  ]);
+  ];
 }
 
 export async function listAudit(sql: Sql, filter: AuditFilter): Promise<AuditRecord[]> {

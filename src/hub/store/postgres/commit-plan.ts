@@ -1,7 +1,9 @@
-// The statements that write one commit's plan (batch-writer.ts takes it): one multi-row statement
-// per kind of write (tasks inserted, tasks updated, totals, agents, output rows, audit, touches,
-// nodes), so a commit costs a dozen round trips at most whatever its size. A batch that fails for a reason of
-// its own is written again unit by unit, each in a savepoint, so that one bad write fails alone.
+// How one commit's plan (batch-writer.ts takes it) is written: in one statement, write_batch()
+// (migrations/002-write-batch.ts), that applies every kind of write (tasks inserted, tasks
+// updated, totals, output rows, agents, audit, touches, nodes) as a multi-row statement over its
+// arrays, so a commit costs one round trip whatever its size. A batch that fails for a reason of
+// its own is written again unit by unit, statement by statement, each in a savepoint, so that one
+// bad write fails alone.
 import type { Logger } from "../../../common/logger.js";
 import type { UnitFailure } from "../batch-writer.js";
 import { errorMessage } from "../errors.js";
@@ -12,55 +14,82 @@ import { duplicateTaskError, isWriteFault, taskInsertError } from "./errors.js";
 import * as nodes from "./nodes.js";
 import * as output from "./output.js";
 import type { PendingBatch } from "./pending-batch.js";
+import { WRITE_BATCH_ARITY } from "./migrations/002-write-batch.js";
 import type { Sql } from "./sql.js";
 import * as tasks from "./tasks.js";
 import * as tokens from "./tokens.js";
 
-/** Writes the batch and the output writes; called inside the commit's transaction. */
+const WRITE_BATCH = `SELECT inserted, updated FROM write_batch(${Array.from(
+  { length: WRITE_BATCH_ARITY },
+  (_, i) => `$${i + 1}`,
+).join(", ")})`;
+
+/**
+ * Writes the batch and the output writes in one statement (write_batch(), one round trip, its own
+ * transaction), and marks the inserts that were duplicates.
+ */
 export async function writeAll(
   sql: Sql,
   batch: PendingBatch,
   outputs: readonly OutputWrite[],
   logger: Logger,
 ): Promise<void> {
-  const inserted = await tasks.insertTasks(
-    sql,
-    batch.inserts.map((i) => i.task),
+  const out = outputParts(outputs);
+  const nodeWrites = nodes.splitWrites(batch.nodes);
+  const params = [
+    ...tasks.insertParams(batch.inserts.map((i) => i.task)),
+    ...tasks.updateParams(batch.updates),
+    ...output.totalsParams(out.totals),
+    out.tails,
+    ...output.rowParams(out.rows),
+    batch.disconnectAll,
+    ...agents.upsertParams([...batch.agents.values()]),
+    ...audit.insertParams(batch.audits),
+    ...tokens.touchParams(batch.touches),
+    nodeWrites.deleted,
+    ...nodes.upsertParams(nodeWrites.rows),
+  ];
+  const { rows } = await sql.query<{ inserted: string[]; updated: string[] }>(
+    WRITE_BATCH,
+    params,
+    "write_batch",
   );
+  const inserted = new Set(rows[0]?.inserted);
   const seen = new Set<string>();
   for (const insert of batch.inserts) {
     const id = insert.task.id;
     if (!inserted.has(id) || seen.has(id)) insert.error = duplicateTaskError(id);
     seen.add(id);
   }
-  const updated = await tasks.updateTasks(sql, batch.updates);
+  const updated = new Set(rows[0]?.updated);
   for (const id of batch.updates.keys()) {
     if (!updated.has(id)) logger.warn({ taskId: id }, "store update of an unknown task ignored");
   }
-  await writeOutputs(sql, outputs);
-  if (batch.disconnectAll) await agents.markAllAgentsDisconnected(sql);
-  await agents.upsertAgents(sql, [...batch.agents.values()]);
-  await audit.insertAudit(sql, batch.audits);
-  await tokens.touchTokens(sql, batch.touches);
-  await nodes.writeNodes(sql, batch.nodes);
 }
 
-async function writeOutputs(sql: Sql, outputs: readonly OutputWrite[]): Promise<void> {
-  if (outputs.length === 0) return;
-  await output.setTotals(
-    sql,
-    outputs.flatMap((w) => (w.totals ? [{ taskId: w.buffer.taskId, totals: w.totals }] : [])),
-  );
-  await output.deleteTails(
-    sql,
-    outputs.filter((w) => w.tail).map((w) => w.buffer.taskId),
-  );
+/** A commit's output writes by statement: totals to set, tasks whose tail is rewritten, rows to write. */
+function outputParts(outputs: readonly OutputWrite[]): {
+  totals: output.TotalsWrite[];
+  tails: string[];
+  rows: output.OutputRowWrite[];
+} {
+  const totals: output.TotalsWrite[] = [];
+  const tails: string[] = [];
   const rows: output.OutputRowWrite[] = [];
   for (const w of outputs) {
     const taskId = w.buffer.taskId;
+    if (w.totals) totals.push({ taskId, totals: w.totals });
+    if (w.tail) tails.push(taskId);
     for (const r of w.head) rows.push({ ...r, taskId, part: "head" });
     for (const r of w.tail ?? []) rows.push({ ...r, taskId, part: "tail" });
   }
+  return { totals, tails, rows };
+}
+
+async function writeOutputs(sql: Sql, outputs: readonly OutputWrite[]): Promise<void> {
+  const { totals, tails, rows } = outputParts(outputs);
+  await output.setTotals(sql, totals);
+  await output.deleteTails(sql, tails);
   await output.insertOutputRows(sql, rows);
 }
 

@@ -28,11 +28,25 @@ const SELECT_NODES = `SELECT ${NODE_COLUMNS} FROM nodes ORDER BY created_at, id`
 
 /** Writes the node rows and deletions (null) of a commit. */
 export async function writeNodes(sql: Sql, nodes: ReadonlyMap<string, NodeRow | null>): Promise<void> {
-  const rows = [...nodes.values()].filter((n): n is NodeRow => n !== null);
-  const deleted = [...nodes].filter(([, n]) => n === null).map(([id]) => id);
+  const { deleted, rows } = splitWrites(nodes);
   if (deleted.length > 0) await sql.query(DELETE_NODES, [deleted]);
-  if (rows.length === 0) return;
-  await sql.query(UPSERT_NODES, [
+  if (rows.length > 0) await sql.query(UPSERT_NODES, upsertParams(rows));
+}
+
+/** The ids a commit deletes, and the rows it upserts. */
+export function splitWrites(nodes: ReadonlyMap<string, NodeRow | null>): {
+  deleted: string[];
+  rows: NodeRow[];
+} {
+  return {
+    deleted: [...nodes].filter(([, n]) => n === null).map(([id]) => id),
+    rows: [...nodes.values()].filter((n): n is NodeRow => n !== null),
+  };
+}
+
+/** The 11 arrays of node rows, in NODE_COLUMNS order. */
+export function upsertParams(rows: readonly NodeRow[]): unknown[] {
+  return [
     rows.map((n) => n.id),
     rows.map((n) => n.agentId),
     rows.map((n) => n.desired),
@@ -44,7 +58,7 @@ export async function writeNodes(sql: Sql, nodes: ReadonlyMap<string, NodeRow | 
     rows.map((n) => JSON.stringify(n.labels)),
     rows.map((n) => n.createdAt),
     rows.map((n) => n.updatedAt),
-  ]);
+  ];
 }
 
 export async function listNodes(sql: Sql): Promise<NodeRow[]> {

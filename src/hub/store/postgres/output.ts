@@ -49,27 +49,33 @@ export async function deleteTails(sql: Sql, taskIds: readonly string[]): Promise
 }
 
 export async function insertOutputRows(sql: Sql, rows: readonly OutputRowWrite[]): Promise<void> {
-  if (rows.length === 0) return;
-  await sql.query(INSERT_ROWS, [
+  if (rows.length > 0) await sql.query(INSERT_ROWS, rowParams(rows));
+}
+
+/** The 6 arrays of output rows. */
+export function rowParams(rows: readonly OutputRowWrite[]): unknown[] {
+  return [
     rows.map((r) => r.taskId),
     rows.map((r) => r.seq),
     rows.map((r) => STREAM_NAMES[r.stream]),
     rows.map((r) => r.part),
     rows.map((r) => r.gapBefore),
     rows.map((r) => bytes(r.data)),
-  ]);
+  ];
 }
 
-export async function setTotals(
-  sql: Sql,
-  totals: readonly { taskId: string; totals: readonly [number, number] }[],
-): Promise<void> {
-  if (totals.length === 0) return;
-  await sql.query(UPDATE_TOTALS, [
-    totals.map((t) => t.taskId),
-    totals.map((t) => t.totals[0]),
-    totals.map((t) => t.totals[1]),
-  ]);
+export interface TotalsWrite {
+  taskId: string;
+  totals: readonly [number, number];
+}
+
+export async function setTotals(sql: Sql, totals: readonly TotalsWrite[]): Promise<void> {
+  if (totals.length > 0) await sql.query(UPDATE_TOTALS, totalsParams(totals));
+}
+
+/** The 3 arrays of output totals: task id, stdout bytes, stderr bytes. */
+export function totalsParams(totals: readonly TotalsWrite[]): unknown[] {
+  return [totals.map((t) => t.taskId), totals.map((t) => t.totals[0]), totals.map((t) => t.totals[1])];
 }
 
 /** A task's kept output as read back (zeros for an unknown task). */

@@ -6,6 +6,8 @@ export interface Sql {
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(
     text: string,
     values?: unknown[],
+    /** Prepares the statement under this name, once per connection: for those sent on every commit. */
+    name?: string,
   ): Promise<pg.QueryResult<R>>;
 }
 

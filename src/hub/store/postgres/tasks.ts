@@ -64,7 +64,13 @@ const PATCH_FIELDS = [
 /** Inserts the tasks; returns the ids that were new (the others exist already). */
 export async function insertTasks(sql: Sql, tasks: readonly NewTask[]): Promise<Set<string>> {
   if (tasks.length === 0) return new Set();
-  const { rows } = await sql.query<{ id: string }>(INSERT_TASKS, [
+  const { rows } = await sql.query<{ id: string }>(INSERT_TASKS, insertParams(tasks));
+  return new Set(rows.map((r) => r.id));
+}
+
+/** The 11 arrays of a task insert: one element per task. */
+export function insertParams(tasks: readonly NewTask[]): unknown[] {
+  return [
     tasks.map((t) => t.id),
     tasks.map((t) => t.kind),
     tasks.map((t) => JSON.stringify(t.target)),
@@ -76,12 +82,18 @@ export async function insertTasks(sql: Sql, tasks: readonly NewTask[]): Promise<
     tasks.map((t) => t.createdAt),
     tasks.map((t) => t.assignedAt ?? null),
     tasks.map((t) => t.deadlineAt),
-  ]);
-  return new Set(rows.map((r) => r.id));
+  ];
 }
 
 /** Applies the patches; returns the ids of the tasks that exist (the others were not updated). */
 export async function updateTasks(sql: Sql, patches: ReadonlyMap<string, TaskPatch>): Promise<Set<string>> {
+  if (patches.size === 0) return new Set();
+  const { rows } = await sql.query<{ id: string }>(UPDATE_TASKS, updateParams(patches));
+  return new Set(rows.map((r) => r.id));
+}
+
+/** The 14 arrays of task patches: id, mask (which fields it sets), then each field. */
+export function updateParams(patches: ReadonlyMap<string, TaskPatch>): unknown[] {
   const columns: unknown[][] = Array.from({ length: 2 + PATCH_FIELDS.length }, () => []);
   for (const [id, patch] of patches) {
     let mask = 0;
@@ -93,9 +105,7 @@ export async function updateTasks(sql: Sql, patches: ReadonlyMap<string, TaskPat
     });
     columns[1]!.push(mask);
   }
-  if (columns[0]!.length === 0) return new Set();
-  const { rows } = await sql.query<{ id: string }>(UPDATE_TASKS, columns);
-  return new Set(rows.map((r) => r.id));
+  return columns;
 }
 
 export async function getTask(sql: Sql, id: string): Promise<TaskRecord | undefined> {

@@ -55,8 +55,12 @@ export async function revokeToken(sql: Sql, id: string, at: number): Promise<boo
 }
 
 export async function touchTokens(sql: Sql, touches: ReadonlyMap<string, number>): Promise<void> {
-  if (touches.size === 0) return;
-  await sql.query(TOUCH_TOKENS, [[...touches.keys()], [...touches.values()]]);
+  if (touches.size > 0) await sql.query(TOUCH_TOKENS, touchParams(touches));
+}
+
+/** The 2 arrays of token touches: id, last used. */
+export function touchParams(touches: ReadonlyMap<string, number>): unknown[] {
+  return [[...touches.keys()], [...touches.values()]];
 }
 
 function first(result: { rows: TokenRow[] }): TokenRecord | undefined {

@@ -1,5 +1,5 @@
 // The PostgreSQL store's write path: the batching writer (batch-writer.ts), committing each batch
-// in one transaction on a pooled connection while writes go on. Write faults are the database's:
+// in one statement (its own transaction) on a pooled connection while writes go on. Write faults are the database's:
 // refused or lost connections, a restart, a full disk. Reads and direct writes (tokens,
 // forgetting an agent) run on the pool, and name the database when it is out of reach.
 import type pg from "pg";
@@ -13,12 +13,12 @@ import { persistedOutputs } from "./output.js";
 import { PendingBatch } from "./pending-batch.js";
 import type { Sql } from "./sql.js";
 
-/** Commits a batch in one transaction on a connection of the pool, counting the statements sent. */
+/** Commits a batch in one statement on a connection of the pool, counting the statements sent. */
 export class PostgresCommitter implements BatchCommitter<PendingBatch> {
   readonly locationKind = "database";
   readonly subjectField = "database";
   readonly concurrent = true;
-  /** Statements sent, BEGIN and COMMIT included: what the batching saves, measured. */
+  /** Statements sent, BEGIN and COMMIT included where sent: what the batching saves, measured. */
   statements = 0;
   /** The pool, counting statements, for reads and direct writes. */
   readonly sql: Sql;
@@ -62,7 +62,8 @@ export class PostgresCommitter implements BatchCommitter<PendingBatch> {
       if (!plan) return;
       const { batch, outputs, failures } = plan;
       try {
-        await transaction(sql, () => writeAll(sql, batch, outputs, this.logger));
+        // One statement: its own transaction.
+        await writeAll(sql, batch, outputs, this.logger);
       } catch (err) {
         round.writingUnitByUnit(err);
         await transaction(sql, () => writeUnitByUnit(sql, batch, outputs, failures, this.logger));
@@ -78,9 +79,9 @@ export class PostgresCommitter implements BatchCommitter<PendingBatch> {
 
   counting(target: pg.Pool | pg.PoolClient): Sql {
     return {
-      query: <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => {
+      query: <R extends pg.QueryResultRow>(text: string, values?: unknown[], name?: string) => {
         this.statements++;
-        return target.query<R>(text, values);
+        return name === undefined ? target.query<R>(text, values) : target.query<R>({ text, values, name });
       },
     };
   }
