@@ -38,8 +38,7 @@ export async function writeAll(
   const nodeWrites = nodes.splitWrites(batch.nodes);
   const params = [
     ...tasks.insertParams(batch.inserts.map((i) => i.task)),
-    ...tasks.updateParams(batch.updates),
-    ...output.totalsParams(out.totals),
+    ...tasks.updateParams(batch.updates, new Map(out.totals.map((t) => [t.taskId, t.totals]))),
     out.tails,
     ...output.rowParams(out.rows),
     batch.disconnectAll,

@@ -20,8 +20,9 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[]
 ON CONFLICT (id) DO NOTHING
 RETURNING id`;
 
-// Each row's mask says which of the patch's fields it sets (bit i: PATCH_FIELDS[i]); the others
-// keep their value, so that one statement applies patches of every shape.
+// Each row's mask says which of the patch's fields it sets (bit i: PATCH_FIELDS[i]; bits 12 and 13:
+// the output totals); the others keep their value, so that one statement applies patches of every
+// shape.
 const UPDATE_TASKS = `
 UPDATE tasks AS t SET
   state         = CASE WHEN u.mask & 1    <> 0 THEN u.state         ELSE t.state END,
@@ -35,15 +36,21 @@ UPDATE tasks AS t SET
   error_message = CASE WHEN u.mask & 256  <> 0 THEN u.error_message ELSE t.error_message END,
   reason        = CASE WHEN u.mask & 512  <> 0 THEN u.reason        ELSE t.reason END,
   duration_ms   = CASE WHEN u.mask & 1024 <> 0 THEN u.duration_ms   ELSE t.duration_ms END,
-  result        = CASE WHEN u.mask & 2048 <> 0 THEN u.result        ELSE t.result END
+  result        = CASE WHEN u.mask & 2048 <> 0 THEN u.result        ELSE t.result END,
+  stdout_bytes  = CASE WHEN u.mask & 4096 <> 0 THEN u.stdout_bytes  ELSE t.stdout_bytes END,
+  stderr_bytes  = CASE WHEN u.mask & 8192 <> 0 THEN u.stderr_bytes  ELSE t.stderr_bytes END
 FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[],
-            $8::int[], $9::text[], $10::int[], $11::text[], $12::text[], $13::bigint[], $14::bytea[])
+            $8::int[], $9::text[], $10::int[], $11::text[], $12::text[], $13::bigint[], $14::bytea[],
+            $15::bigint[], $16::bigint[])
   AS u(id, mask, state, agent_id, assigned_at, started_at, finished_at, exit_code, signal, error_code,
-       error_message, reason, duration_ms, result)
+       error_message, reason, duration_ms, result, stdout_bytes, stderr_bytes)
 WHERE t.id = u.id
 RETURNING t.id`;
 
 const SELECT_TASK = `SELECT ${TASK_COLUMNS} FROM tasks WHERE id = $1`;
+
+/** The mask bits of UPDATE_TASKS that set the output totals. */
+const TOTALS_MASK = (1 << 12) | (1 << 13);
 
 /** TaskPatch fields in the order of the mask bits of UPDATE_TASKS. */
 const PATCH_FIELDS = [
@@ -92,19 +99,33 @@ export async function updateTasks(sql: Sql, patches: ReadonlyMap<string, TaskPat
   return new Set(rows.map((r) => r.id));
 }
 
-/** The 14 arrays of task patches: id, mask (which fields it sets), then each field. */
-export function updateParams(patches: ReadonlyMap<string, TaskPatch>): unknown[] {
-  const columns: unknown[][] = Array.from({ length: 2 + PATCH_FIELDS.length }, () => []);
-  for (const [id, patch] of patches) {
+/** Output totals to set on task rows (stdout bytes, stderr bytes), by task id. */
+export type Totals = ReadonlyMap<string, readonly [number, number]>;
+
+/**
+ * The 16 arrays of task row updates: id, mask (which fields it sets), each patch field, then the
+ * output totals. A task with totals and no patch gets a row that sets only those.
+ */
+export function updateParams(patches: ReadonlyMap<string, TaskPatch>, totals: Totals = new Map()): unknown[] {
+  const columns: unknown[][] = Array.from({ length: 4 + PATCH_FIELDS.length }, () => []);
+  const [ids, masks] = columns as [unknown[], unknown[]];
+  const [stdout, stderr] = columns.slice(2 + PATCH_FIELDS.length) as [unknown[], unknown[]];
+  const row = (id: string, patch: TaskPatch | undefined): void => {
     let mask = 0;
-    columns[0]!.push(id);
+    ids.push(id);
     PATCH_FIELDS.forEach((field, i) => {
-      const value = patch[field];
+      const value = patch?.[field];
       if (value !== undefined) mask |= 1 << i;
       columns[2 + i]!.push(value === undefined ? null : value instanceof Uint8Array ? bytes(value) : value);
     });
-    columns[1]!.push(mask);
-  }
+    const t = totals.get(id);
+    if (t) mask |= TOTALS_MASK;
+    stdout.push(t?.[0] ?? null);
+    stderr.push(t?.[1] ?? null);
+    masks.push(mask);
+  };
+  for (const [id, patch] of patches) row(id, patch);
+  for (const id of totals.keys()) if (!patches.has(id)) row(id, undefined);
   return columns;
 }
 

@@ -5,8 +5,10 @@
 // dozen (BEGIN, each kind, COMMIT). It returns the ids inserted and the ids patched, for the
 // writer to tell duplicate inserts and unknown tasks apart. Empty arrays are skipped.
 //
-// Parameters are named by kind (i_ inserts, u_ patches, o_ totals, r_ output rows, a_ agents,
-// e_ audit entries, t_ touches, n_ nodes) so that none is taken for a column.
+// A task's patch and its output totals are one row update (a task updated twice in a commit costs
+// two new row versions and their index entries). Parameters are named by kind (i_ inserts,
+// u_ patches and totals, r_ output rows, a_ agents, e_ audit entries, t_ touches, n_ nodes) so
+// that none is taken for a column.
 export const WRITE_BATCH = `
 CREATE FUNCTION write_batch(
   i_id text[], i_kind text[], i_target text[], i_pool text[], i_spec bytea[], i_state text[],
@@ -15,8 +17,7 @@ CREATE FUNCTION write_batch(
   u_id text[], u_mask int[], u_state text[], u_agent_id text[], u_assigned_at bigint[],
   u_started_at bigint[], u_finished_at bigint[], u_exit_code int[], u_signal text[],
   u_error_code int[], u_error_message text[], u_reason text[], u_duration_ms bigint[],
-  u_result bytea[],
-  o_task_id text[], o_stdout_bytes bigint[], o_stderr_bytes bigint[],
+  u_result bytea[], u_stdout_bytes bigint[], u_stderr_bytes bigint[],
   tails_of text[],
   r_task_id text[], r_seq int[], r_stream text[], r_part text[], r_gap_before bigint[],
   r_data bytea[],
@@ -61,21 +62,17 @@ BEGIN
         error_message = CASE WHEN u.mask & 256  <> 0 THEN u.error_message ELSE t.error_message END,
         reason        = CASE WHEN u.mask & 512  <> 0 THEN u.reason        ELSE t.reason END,
         duration_ms   = CASE WHEN u.mask & 1024 <> 0 THEN u.duration_ms   ELSE t.duration_ms END,
-        result        = CASE WHEN u.mask & 2048 <> 0 THEN u.result        ELSE t.result END
+        result        = CASE WHEN u.mask & 2048 <> 0 THEN u.result        ELSE t.result END,
+        stdout_bytes  = CASE WHEN u.mask & 4096 <> 0 THEN u.stdout_bytes  ELSE t.stdout_bytes END,
+        stderr_bytes  = CASE WHEN u.mask & 8192 <> 0 THEN u.stderr_bytes  ELSE t.stderr_bytes END
       FROM unnest(u_id, u_mask, u_state, u_agent_id, u_assigned_at, u_started_at, u_finished_at,
                   u_exit_code, u_signal, u_error_code, u_error_message, u_reason, u_duration_ms,
-                  u_result)
+                  u_result, u_stdout_bytes, u_stderr_bytes)
         AS u(id, mask, state, agent_id, assigned_at, started_at, finished_at, exit_code, signal,
-             error_code, error_message, reason, duration_ms, result)
+             error_code, error_message, reason, duration_ms, result, stdout_bytes, stderr_bytes)
       WHERE t.id = u.id
       RETURNING t.id)
     SELECT coalesce(array_agg(id), '{}') INTO updated FROM rows;
-  END IF;
-
-  IF cardinality(o_task_id) > 0 THEN
-    UPDATE tasks AS t SET stdout_bytes = o.stdout_bytes, stderr_bytes = o.stderr_bytes
-    FROM unnest(o_task_id, o_stdout_bytes, o_stderr_bytes) AS o(id, stdout_bytes, stderr_bytes)
-    WHERE t.id = o.id;
   END IF;
 
   IF cardinality(tails_of) > 0 THEN
@@ -141,4 +138,4 @@ $fn$;
 `;
 
 /** The parameters write_batch() takes, in order: what a call passes. */
-export const WRITE_BATCH_ARITY = 68;
+export const WRITE_BATCH_ARITY = 67;
