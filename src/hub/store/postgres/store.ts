@@ -57,9 +57,13 @@ export async function openPostgresStore(opts: PostgresStoreOptions): Promise<Pos
   try {
     const client = await pool.connect();
     let version: number;
+    // Heard, not thrown: a connection lost during the migration fails its next statement.
+    const lost = (): void => undefined;
+    client.on("error", lost);
     try {
       version = await migrate(client, settings.schema, MIGRATIONS, location, logger);
     } finally {
+      client.off("error", lost);
       client.release();
     }
     logger.info({ database: location, schemaVersion: version, poolSize: settings.poolSize }, "store opened");

@@ -2,11 +2,12 @@
 // in one statement (its own transaction) on a pooled connection while writes go on. Write faults are the database's:
 // refused or lost connections, a restart, a full disk. Reads and direct writes (tokens,
 // forgetting an agent) run on the pool, and name the database when it is out of reach.
+import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import type { Logger } from "../../../common/logger.js";
 import { BatchWriter, type BatchCommitter, type CommitRound } from "../batch-writer.js";
 import { errorMessage } from "../errors.js";
-import { writeAll, writeUnitByUnit } from "./commit-plan.js";
+import { committedMarks, writeAll, writeUnitByUnit } from "./commit-plan.js";
 import { faultCode, isWriteFault, unreachable, withoutSecrets } from "./errors.js";
 import type { Settings } from "./options.js";
 import { persistedOutputs } from "./output.js";
@@ -22,6 +23,8 @@ export class PostgresCommitter implements BatchCommitter<PendingBatch> {
   statements = 0;
   /** The pool, counting statements, for reads and direct writes. */
   readonly sql: Sql;
+  /** Names this store's commits in commit_marks. */
+  private readonly writerId = randomUUID();
 
   constructor(
     private readonly pool: pg.Pool,
@@ -53,26 +56,35 @@ export class PostgresCommitter implements BatchCommitter<PendingBatch> {
   async commit(round: CommitRound<PendingBatch>): Promise<void> {
     let client: pg.PoolClient | undefined;
     let broken: unknown;
+    // A connection that dies while checked out and between statements says so as an 'error'
+    // event: unheard, it would end the process. The next statement on it fails and says why.
+    const lost = (err: Error): void => {
+      broken ??= err;
+    };
     try {
       client = await this.pool.connect();
+      client.on("error", lost);
       const sql = this.counting(client);
+      if (round.uncertain.length > 0) round.settle(await committedMarks(sql, this.writerId, round.uncertain));
       const unrestored = round.unrestored;
       if (unrestored.length > 0) round.restore(await persistedOutputs(sql, [...unrestored]));
       const plan = round.take();
       if (!plan) return;
       const { batch, outputs, failures } = plan;
+      const mark = { writer: this.writerId, batch: plan.number };
       try {
         // One statement: its own transaction.
-        await writeAll(sql, batch, outputs, this.logger);
+        await writeAll(sql, mark, batch, outputs, this.logger);
       } catch (err) {
         round.writingUnitByUnit(err);
-        await transaction(sql, () => writeUnitByUnit(sql, batch, outputs, failures, this.logger));
+        await transaction(sql, () => writeUnitByUnit(sql, mark, batch, outputs, failures, this.logger));
       }
     } catch (err) {
       broken = err;
       throw err;
     } finally {
       // A connection that failed is not given back to the pool: it may be half-dead.
+      client?.off("error", lost);
       client?.release(broken === undefined ? undefined : true);
     }
   }
