@@ -24,6 +24,12 @@ export interface CommitPlan<B extends WriteBatch> {
 
 /** One commit, as the writer hands it to the committer. */
 export interface CommitRound<B extends WriteBatch> {
+  /**
+   * Batches whose commit failed after it may have reached the target (asynchronous committers):
+   * before take(), settle() with the numbers of those that did commit.
+   */
+  readonly uncertain: readonly number[];
+  settle(committed: ReadonlySet<number>): void;
   /** Tasks with output queued and no buffer in memory: restore() their stored output first. */
   readonly unrestored: readonly string[];
   restore(persisted: ReadonlyMap<string, PersistedOutput>): void;

@@ -35,6 +35,7 @@ import type { WriteBatch } from "./write-batch.js";
 export type { BatchCommitter, CommitPlan, CommitRound, UnitFailure } from "./batch-committer.js";
 import { writeFailureSentence, type StoreWriteFailure } from "./write-failure.js";
 import { WriteOutage } from "./write-outage.js";
+import { UncertainCommits } from "./uncertain-commits.js";
 
 /** A commit asked for: joined by later requests until it takes the batch. */
 interface Round<B extends WriteBatch> {
@@ -77,6 +78,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   private stopping = false;
 
   private readonly outage: WriteOutage;
+  private readonly uncertain = new UncertainCommits();
   private commits = 0;
   /** The number of the pending batch; batches commit in this order. */
   private batchNumber = 1;
@@ -422,6 +424,8 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   private roundFor(round: Round<B>): CommitRound<B> {
     const batchOf = (): B => this.batch;
     return {
+      uncertain: this.uncertain.numbers,
+      settle: (committed) => this.uncertain.settle(committed, this.batch, this.logger),
       get unrestored() {
         return [...batchOf().unrestored.keys()];
       },
@@ -518,6 +522,8 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   /** Nothing committed: the batch goes back in front, the store holds it, and this throws UNAVAILABLE. */
   private failed(round: Round<B>, err: unknown): never {
     const inflight = this.inflight;
+    // It may have committed all the same, its answer lost with the connection: asked when it can be.
+    if (round.plan && this.committer.concurrent) this.uncertain.note(round.plan);
     if (round.plan && inflight) {
       this.batch.takeInFront(inflight);
       this.inflight = undefined;

@@ -14,7 +14,7 @@ import { duplicateTaskError, isWriteFault, taskInsertError } from "./errors.js";
 import * as nodes from "./nodes.js";
 import * as output from "./output.js";
 import type { PendingBatch } from "./pending-batch.js";
-import { WRITE_BATCH_ARITY } from "./migrations/002-write-batch.js";
+import { INSERT_COMMIT_MARK, SELECT_COMMIT_MARKS, WRITE_BATCH_ARITY } from "./migrations/002-write-batch.js";
 import type { Sql } from "./sql.js";
 import * as tasks from "./tasks.js";
 import * as tokens from "./tokens.js";
@@ -30,6 +30,7 @@ const WRITE_BATCH = `SELECT inserted, updated FROM write_batch(${Array.from(
  */
 export async function writeAll(
   sql: Sql,
+  mark: CommitMark,
   batch: PendingBatch,
   outputs: readonly OutputWrite[],
   logger: Logger,
@@ -47,6 +48,8 @@ export async function writeAll(
     ...tokens.touchParams(batch.touches),
     nodeWrites.deleted,
     ...nodes.upsertParams(nodeWrites.rows),
+    mark.writer,
+    mark.batch,
   ];
   const { rows } = await sql.query<{ inserted: string[]; updated: string[] }>(
     WRITE_BATCH,
@@ -98,6 +101,7 @@ async function writeOutputs(sql: Sql, outputs: readonly OutputWrite[]): Promise<
  */
 export async function writeUnitByUnit(
   sql: Sql,
+  mark: CommitMark,
   batch: PendingBatch,
   outputs: readonly OutputWrite[],
   failures: UnitFailure[],
@@ -145,4 +149,21 @@ export async function writeUnitByUnit(
     await unit("token touch", id, () => tokens.touchTokens(sql, new Map([[id, at]])));
   for (const [id, node] of batch.nodes)
     await unit("node write", id, () => nodes.writeNodes(sql, new Map([[id, node]])));
+  await sql.query(INSERT_COMMIT_MARK, [mark.writer, mark.batch]);
+}
+
+/** Who wrote a commit and its batch's number: the mark it leaves (see write_batch()). */
+export interface CommitMark {
+  writer: string;
+  batch: number;
+}
+
+/** Which of the writer's batches committed, of those asked about. */
+export async function committedMarks(
+  sql: Sql,
+  writer: string,
+  batches: readonly number[],
+): Promise<Set<number>> {
+  const { rows } = await sql.query<{ batch: string }>(SELECT_COMMIT_MARKS, [writer, batches]);
+  return new Set(rows.map((r) => Number(r.batch)));
 }

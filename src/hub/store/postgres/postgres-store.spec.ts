@@ -423,6 +423,51 @@ describe("migrations", () => {
 });
 
 describe("while the database is out of reach", () => {
+  it("a commit whose answer was lost: the insert it refused ends cancelled, and its audit entry is written once", async () => {
+    const proxy = await StoreTcpProxy.start({ host: "127.0.0.1", port: 5432 });
+    try {
+      const { store, schema } = await openStore({
+        url: `postgres://postgres@127.0.0.1:${proxy.port}/${DB}`,
+        connectTimeoutMs: 500,
+        poolSize: 1,
+      });
+      await store.insertTask(newTask()); // the one connection is open
+
+      proxy.holdReplies();
+      const task = newTask();
+      store.audit({ at: 1, actor: "x", action: "answer.lost", subject: task.id });
+      const refused = store.insertTask(task).catch((e: unknown) => e);
+      // It committed on the server; the store never hears so.
+      await waitFor(
+        async () => (await peek(`SELECT 1 FROM ${schema}.tasks WHERE id = $1`, [task.id])).length > 0,
+        {
+          message: "the commit to reach the database",
+        },
+      );
+      proxy.down();
+      const err = await refused;
+      expect((err as SwitchboardError).code).toBe(Code.UNAVAILABLE);
+      expect((err as Error).message).toContain("was not accepted");
+
+      proxy.up();
+      await waitFor(() => store.writeFailure === undefined, {
+        timeout: 10_000,
+        message: "the store to write again",
+      });
+      await store.flush();
+      // Its client was told it was not accepted: it must never run, and says why.
+      const [row] = await peek<{ state: string; reason: string }>(
+        `SELECT state, reason FROM ${schema}.tasks WHERE id = $1`,
+        [task.id],
+      );
+      expect(row?.state).toBe("cancelled");
+      expect(row?.reason).toMatch(/not accepted: the database's answer to its commit was lost/);
+      expect((await store.listAudit({ action: "answer.lost" })).length).toBe(1);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it("holds the writes, refuses inserts, and commits them by itself once it is back; the password never shows", async () => {
     const proxy = await StoreTcpProxy.start({ host: "127.0.0.1", port: 5432 });
     try {

@@ -1,10 +1,13 @@
 // A TCP proxy for the store's fault tests: it forwards to a database server until down(), which
 // closes every connection and refuses new ones, as a server that restarted or went away would;
-// up() lets connections through again.
+// up() lets connections through again. holdReplies() lets requests through but keeps the server's
+// answers back, as a network that fails between a commit and its answer would.
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 
 export class StoreTcpProxy {
   private readonly sockets = new Set<Socket>();
+  /** Each connection's pair: the server's side and the client's. */
+  private readonly replies = new Map<Socket, Socket>();
   private refusing = false;
 
   private constructor(
@@ -34,6 +37,11 @@ export class StoreTcpProxy {
     this.refusing = false;
   }
 
+  /** From now on, what the server sends on the open connections is not passed on. */
+  holdReplies(): void {
+    for (const [upstream, client] of this.replies) upstream.unpipe(client);
+  }
+
   async close(): Promise<void> {
     this.down();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -45,6 +53,8 @@ export class StoreTcpProxy {
       return;
     }
     const upstream = createConnection(target);
+    this.replies.set(upstream, client);
+    upstream.on("close", () => this.replies.delete(upstream));
     for (const [a, b] of [
       [client, upstream],
       [upstream, client],

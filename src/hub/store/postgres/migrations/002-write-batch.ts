@@ -3,13 +3,24 @@
 // statement-by-statement path does, each kind as one multi-row statement over its arrays. A
 // statement is its own transaction, so a commit costs one round trip to the database instead of a
 // dozen (BEGIN, each kind, COMMIT). It returns the ids inserted and the ids patched, for the
-// writer to tell duplicate inserts and unknown tasks apart. Empty arrays are skipped.
+// writer to tell duplicate inserts and unknown tasks apart. Empty arrays are skipped. It leaves a
+// mark (writer, batch number) in commit_marks, so that a writer whose connection was lost before
+// the answer came can ask whether the batch committed (uncertain-commits.ts).
 //
 // A task's patch and its output totals are one row update (a task updated twice in a commit costs
 // two new row versions and their index entries). Parameters are named by kind (i_ inserts,
 // u_ patches and totals, r_ output rows, a_ agents, e_ audit entries, t_ touches, n_ nodes) so
 // that none is taken for a column.
 export const WRITE_BATCH = `
+-- One row per commit of each writer (a hub's store), so that a writer whose connection was lost
+-- before the answer to a commit came can ask whether it committed. Pruned as write_batch() goes.
+CREATE TABLE commit_marks (
+  writer TEXT NOT NULL,
+  batch  BIGINT NOT NULL,
+  at     BIGINT NOT NULL,
+  PRIMARY KEY (writer, batch)
+);
+
 CREATE FUNCTION write_batch(
   i_id text[], i_kind text[], i_target text[], i_pool text[], i_spec bytea[], i_state text[],
   i_agent_id text[], i_requester text[], i_created_at bigint[], i_assigned_at bigint[],
@@ -31,6 +42,7 @@ CREATE FUNCTION write_batch(
   n_id text[], n_agent_id text[], n_desired text[], n_spec bytea[], n_record bytea[],
   n_record_at bigint[], n_reschedule boolean[], n_pool text[], n_labels text[],
   n_created_at bigint[], n_updated_at bigint[],
+  m_writer text, m_batch bigint,
   OUT inserted text[], OUT updated text[]
 ) LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -133,9 +145,25 @@ BEGIN
       record = excluded.record, record_at = excluded.record_at, reschedule = excluded.reschedule,
       pool = excluded.pool, labels = excluded.labels, updated_at = excluded.updated_at;
   END IF;
+
+  INSERT INTO commit_marks (writer, batch, at)
+  VALUES (m_writer, m_batch, (extract(epoch FROM clock_timestamp()) * 1000)::bigint);
+  IF m_batch % 1024 = 0 THEN
+    -- This writer's older marks, and those of writers gone for a day (hubs restarted since).
+    DELETE FROM commit_marks
+    WHERE (writer = m_writer AND batch < m_batch - 1024)
+       OR at < (extract(epoch FROM clock_timestamp()) * 1000)::bigint - 86400000;
+  END IF;
 END
 $fn$;
 `;
 
 /** The parameters write_batch() takes, in order: what a call passes. */
-export const WRITE_BATCH_ARITY = 67;
+export const WRITE_BATCH_ARITY = 69;
+
+/** A commit written statement by statement leaves its mark too (inside its transaction). */
+export const INSERT_COMMIT_MARK = `
+INSERT INTO commit_marks (writer, batch, at) VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)`;
+
+/** Which of a writer's batches committed. */
+export const SELECT_COMMIT_MARKS = `SELECT batch FROM commit_marks WHERE writer = $1 AND batch = ANY($2::bigint[])`;
