@@ -1,6 +1,6 @@
 // A hub whose state lives in PostgreSQL (`--store postgres://…`), connecting as a role that owns its
 // schema and nothing more, its password in a file: the core flows work (exact output, logs, cancel,
-// tokens and their revocation, SQL, supervised nodes), nothing of the state lands in the data dir,
+// tokens and their revocation, SQL, supervised nodes, a seed-000 client's SendCommand), nothing of the state lands in the data dir,
 // the password shows in no log, and a hub killed with -9 and started again on the same database finds
 // its tasks and tokens.
 import { randomBytes } from "node:crypto";
@@ -11,6 +11,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../src/common/wait-for.js";
 import { startNodeAgent } from "./support/node-agents.js";
+import { generateSeedStubs, seedClientCall } from "./support/seed000.js";
 import {
   runCli,
   spawnCli,
@@ -145,6 +146,35 @@ describe("a hub on PostgreSQL", () => {
     expect(stored.rows[0]!.n).toBe(1);
     const stopped = await runCli([...hub.cli, "stop", "--node", node.nodeId]);
     expect(stopped.code, stopped.stderr).toBe(0);
+  }, 90_000);
+
+  it("answers a seed-000 client's SendCommand, the task kept in PostgreSQL", async () => {
+    const sqlTasks = async (): Promise<number> => {
+      const c = new pg.Client({ connectionString: `${SERVER}/${DB}` });
+      await c.connect();
+      try {
+        const r = await c.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM switchboard.tasks WHERE kind = 'sql' AND state = 'succeeded'",
+        );
+        return r.rows[0]!.n;
+      } finally {
+        await c.end();
+      }
+    };
+    const before = await sqlTasks();
+    const query = ["--query", "SELECT id, name FROM items ORDER BY id", "--tbl-name", "items"];
+    const r = seedClientCall(
+      generateSeedStubs(),
+      ["--agent-id", "pg", "--database", "shop", ...query],
+      hub.adminToken,
+      hub.address,
+    );
+    expect(r.ok, r.details).toBe(true);
+    expect(JSON.parse(r.json!)).toEqual([
+      { id: 1, name: "tea" },
+      { id: 2, name: "rice" },
+    ]);
+    expect(await sqlTasks()).toBe(before + 1);
   }, 90_000);
 
   it("refuses a revoked token, and after kill -9 and a restart still knows its tasks and tokens", async () => {
