@@ -31,7 +31,7 @@ export const COUNT_TASKS = `SELECT COUNT(*) AS n FROM tasks`;
 
 const UNFINISHED_STATES = ALL_STATES.filter((s) => !isTerminal(s));
 
-/** The same text in both dialects. The states are written out (not bound) so that the partial index tasks_unfinished applies. */
+/** The same text in both dialects. The states are written out (not bound) so that SQLite's partial index tasks_unfinished applies (PostgreSQL scans: its task updates stay HOT without it). */
 export const SELECT_UNFINISHED_TASKS = `
 SELECT ${TASK_COLUMNS} FROM tasks
 WHERE state IN (${UNFINISHED_STATES.map((s) => `'${s}'`).join(", ")})

@@ -60,35 +60,41 @@ BEGIN
     SELECT coalesce(array_agg(id), '{}') INTO inserted FROM rows;
   END IF;
 
+  -- The statements that find existing rows run as EXECUTE, planned on each call: a plan kept from
+  -- when the tables were small (a new store) scans them whole, and would stay until an ANALYZE.
   IF cardinality(u_id) > 0 THEN
-    WITH rows AS (
-      UPDATE tasks AS t SET
-        state         = CASE WHEN u.mask & 1    <> 0 THEN u.state         ELSE t.state END,
-        agent_id      = CASE WHEN u.mask & 2    <> 0 THEN u.agent_id      ELSE t.agent_id END,
-        assigned_at   = CASE WHEN u.mask & 4    <> 0 THEN u.assigned_at   ELSE t.assigned_at END,
-        started_at    = CASE WHEN u.mask & 8    <> 0 THEN u.started_at    ELSE t.started_at END,
-        finished_at   = CASE WHEN u.mask & 16   <> 0 THEN u.finished_at   ELSE t.finished_at END,
-        exit_code     = CASE WHEN u.mask & 32   <> 0 THEN u.exit_code     ELSE t.exit_code END,
-        signal        = CASE WHEN u.mask & 64   <> 0 THEN u.signal        ELSE t.signal END,
-        error_code    = CASE WHEN u.mask & 128  <> 0 THEN u.error_code    ELSE t.error_code END,
-        error_message = CASE WHEN u.mask & 256  <> 0 THEN u.error_message ELSE t.error_message END,
-        reason        = CASE WHEN u.mask & 512  <> 0 THEN u.reason        ELSE t.reason END,
-        duration_ms   = CASE WHEN u.mask & 1024 <> 0 THEN u.duration_ms   ELSE t.duration_ms END,
-        result        = CASE WHEN u.mask & 2048 <> 0 THEN u.result        ELSE t.result END,
-        stdout_bytes  = CASE WHEN u.mask & 4096 <> 0 THEN u.stdout_bytes  ELSE t.stdout_bytes END,
-        stderr_bytes  = CASE WHEN u.mask & 8192 <> 0 THEN u.stderr_bytes  ELSE t.stderr_bytes END
-      FROM unnest(u_id, u_mask, u_state, u_agent_id, u_assigned_at, u_started_at, u_finished_at,
-                  u_exit_code, u_signal, u_error_code, u_error_message, u_reason, u_duration_ms,
-                  u_result, u_stdout_bytes, u_stderr_bytes)
-        AS u(id, mask, state, agent_id, assigned_at, started_at, finished_at, exit_code, signal,
-             error_code, error_message, reason, duration_ms, result, stdout_bytes, stderr_bytes)
-      WHERE t.id = u.id
-      RETURNING t.id)
-    SELECT coalesce(array_agg(id), '{}') INTO updated FROM rows;
+    EXECUTE $sql$
+      WITH rows AS (
+        UPDATE tasks AS t SET
+          state         = CASE WHEN u.mask & 1    <> 0 THEN u.state         ELSE t.state END,
+          agent_id      = CASE WHEN u.mask & 2    <> 0 THEN u.agent_id      ELSE t.agent_id END,
+          assigned_at   = CASE WHEN u.mask & 4    <> 0 THEN u.assigned_at   ELSE t.assigned_at END,
+          started_at    = CASE WHEN u.mask & 8    <> 0 THEN u.started_at    ELSE t.started_at END,
+          finished_at   = CASE WHEN u.mask & 16   <> 0 THEN u.finished_at   ELSE t.finished_at END,
+          exit_code     = CASE WHEN u.mask & 32   <> 0 THEN u.exit_code     ELSE t.exit_code END,
+          signal        = CASE WHEN u.mask & 64   <> 0 THEN u.signal        ELSE t.signal END,
+          error_code    = CASE WHEN u.mask & 128  <> 0 THEN u.error_code    ELSE t.error_code END,
+          error_message = CASE WHEN u.mask & 256  <> 0 THEN u.error_message ELSE t.error_message END,
+          reason        = CASE WHEN u.mask & 512  <> 0 THEN u.reason        ELSE t.reason END,
+          duration_ms   = CASE WHEN u.mask & 1024 <> 0 THEN u.duration_ms   ELSE t.duration_ms END,
+          result        = CASE WHEN u.mask & 2048 <> 0 THEN u.result        ELSE t.result END,
+          stdout_bytes  = CASE WHEN u.mask & 4096 <> 0 THEN u.stdout_bytes  ELSE t.stdout_bytes END,
+          stderr_bytes  = CASE WHEN u.mask & 8192 <> 0 THEN u.stderr_bytes  ELSE t.stderr_bytes END
+        FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+          AS u(id, mask, state, agent_id, assigned_at, started_at, finished_at, exit_code, signal,
+               error_code, error_message, reason, duration_ms, result, stdout_bytes, stderr_bytes)
+        WHERE t.id = u.id
+        RETURNING t.id)
+      SELECT coalesce(array_agg(id), '{}') FROM rows
+    $sql$
+    INTO updated
+    USING u_id, u_mask, u_state, u_agent_id, u_assigned_at, u_started_at, u_finished_at,
+          u_exit_code, u_signal, u_error_code, u_error_message, u_reason, u_duration_ms, u_result,
+          u_stdout_bytes, u_stderr_bytes;
   END IF;
 
   IF cardinality(tails_of) > 0 THEN
-    DELETE FROM task_output WHERE part = 'tail' AND task_id = ANY(tails_of);
+    EXECUTE $sql$DELETE FROM task_output WHERE part = 'tail' AND task_id = ANY($1)$sql$ USING tails_of;
   END IF;
 
   IF cardinality(r_task_id) > 0 THEN
