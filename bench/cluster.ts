@@ -26,6 +26,8 @@ export interface ClusterOptions {
   transport?: "grpc" | "http";
   /** Extra arguments for `switchboard hub` (e.g. --store URL). */
   hubArgs?: readonly string[];
+  /** The built CLI to start the hub and the agent from (default: this checkout's). */
+  cli?: string;
 }
 
 export interface Cluster {
@@ -114,7 +116,8 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     rmSync(root, { recursive: true, force: true });
   };
   try {
-    hub = spawnNode("hub", CLI, {
+    const cli = o.cli ?? CLI;
+    hub = spawnNode("hub", cli, {
       args: [
         "hub",
         "--listen",
@@ -136,7 +139,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     const adminToken = readFileSync(path.join(hubDir, "admin.token"), "utf8").trim();
     const agentToken = await createAgentToken(info, adminToken, POOL, "bench-agent");
 
-    agent = spawnNode("agent", CLI, {
+    agent = spawnNode("agent", cli, {
       args: [
         "agent",
         ...(http ? ["--transport", "http"] : []),

@@ -33,6 +33,7 @@ import { PTY_BENCHMARKS } from "./pty.js";
 import { natsServerVersion } from "./peers.js";
 import { SQL_BENCHMARKS } from "./sql.js";
 import { STORE_BENCHMARKS } from "./store.js";
+import { BEFORE_SPLIT_BENCHMARKS } from "./before-split.js";
 
 const BENCHMARKS: readonly Benchmark[] = [
   ...CORE_BENCHMARKS,
@@ -44,6 +45,7 @@ const BENCHMARKS: readonly Benchmark[] = [
   ...CP_BENCHMARKS,
   ...HTTP_FLOOD_BENCHMARKS,
   ...STORE_BENCHMARKS,
+  ...BEFORE_SPLIT_BENCHMARKS,
 ];
 
 const { values } = parseArgs({
