@@ -113,18 +113,48 @@ describe("BatchWriter", () => {
     // What an Assign waits for: an agent must never get a task whose record is not committed.
     const committer = new RecordingCommitter(20);
     const w = writer(committer, 0);
-    const first = w.insert(newTask());
+    w.updateTask("t1", { state: "assigned" });
     const firstBatch = w.pendingBatch;
+    const first = w.committed();
     await waitFor(() => committer.running === 1, { message: "the first commit to start" });
-    const second = w.insert(newTask());
+    w.updateTask("t2", { state: "assigned" });
     const secondBatch = w.pendingBatch;
+    const second = w.committed();
     expect(secondBatch).toBeGreaterThan(firstBatch);
     await first;
-    expect(w.commitCount).toBe(1);
     expect(w.committedBatch).toBeGreaterThanOrEqual(firstBatch);
     expect(w.committedBatch).toBeLessThan(secondBatch);
     await second;
     expect(w.committedBatch).toBeGreaterThanOrEqual(secondBatch);
+    await w.stop(0);
+  });
+
+  it("commits inserts beside a commit under way, but no other writes beside an insert commit", async () => {
+    const committer = new RecordingCommitter(30);
+    const w = writer(committer, 1_000);
+    w.updateTask("t1", { state: "running" });
+    const main = w.flush();
+    await waitFor(() => committer.running === 1, { message: "the commit of the update to start" });
+    await w.insert(newTask()); // a client's submission waits for its own row only
+    await main;
+    expect(committer.mostRunning).toBe(2);
+    expect(committer.plans.map((p) => [p.batch.updates.size, p.batch.inserts.length])).toEqual([
+      [1, 0],
+      [0, 1],
+    ]);
+
+    // The other way round: an update may be the patch of a task being inserted; it waits.
+    committer.mostRunning = 0;
+    const task = newTask();
+    const inserted = w.insert(task);
+    await waitFor(() => committer.running === 1, { message: "the insert commit to start" });
+    w.updateTask(task.id, { state: "cancelled" });
+    await Promise.all([inserted, w.flush()]);
+    expect(committer.mostRunning).toBe(1);
+    expect(committer.plans.slice(2).map((p) => [p.batch.updates.size, p.batch.inserts.length])).toEqual([
+      [0, 1],
+      [1, 0],
+    ]);
     await w.stop(0);
   });
 

@@ -79,6 +79,8 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
 
   private readonly outage: WriteOutage;
   private readonly uncertain = new UncertainCommits();
+  /** A commit of inserts alone, under way (asynchronous committers; see commitInserts). */
+  private insertRound: Promise<void> | undefined;
   private commits = 0;
   /** The number of the pending batch; batches commit in this order. */
   private batchNumber = 1;
@@ -268,7 +270,8 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   beforeRead(tail?: OutputBuffer): Promise<void> | undefined {
     this.assertOpen();
     if (this.failure) return undefined;
-    const pending = !this.batch.isEmpty() || this.current || this.queued || (tail && tail.tailChanged);
+    const pending =
+      !this.batch.isEmpty() || this.current || this.queued || this.insertRound || (tail && tail.tailChanged);
     if (!pending) return undefined;
     try {
       return this.requestCommit("due", tail)?.catch(this.unlessHeld);
@@ -285,7 +288,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
 
   /** Resolves once the commits asked for so far are done (whether they succeeded or not). */
   afterCommits(): Promise<void> {
-    const last = this.queued?.round.done ?? this.current?.done;
+    const last = this.queued?.round.done ?? this.current?.done ?? this.insertRound;
     return last ? last.catch(ignore) : Promise.resolve();
   }
 
@@ -324,8 +327,58 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
 
   private readonly onImmediate = (): void => {
     this.immediate = undefined;
-    if (!this.failure) this.commitQuietly("due");
+    if (this.failure) return;
+    const batch = this.batch;
+    if (!this.committer.concurrent || batch.inserts.length === 0) {
+      this.commitQuietly("due");
+      return;
+    }
+    // Inserts wait for no other write: they go in a commit of their own (see insertRound), and the
+    // rest waits for its timer unless someone waits for it.
+    this.insertRound ??= this.commitInserts();
+    const urgent = batch.waiters.length + batch.nodeWaiters.length > 0 || this.settings.flushIntervalMs === 0;
+    if (urgent) this.commitQuietly("due");
+    else if (!batch.isEmpty())
+      this.batchTimer ??= setTimeout(this.onBatchTimer, this.settings.flushIntervalMs);
   };
+
+  /**
+   * Commits the pending inserts alone, beside the commit under way if there is one: a client's
+   * submission waits for its own row only. Safe beside it: that commit cannot write to a task not
+   * yet inserted, and no other commit starts until this one is done (requestCommit).
+   */
+  private async commitInserts(): Promise<void> {
+    const batch = this.newBatch();
+    batch.inserts.push(...this.batch.inserts.splice(0));
+    batch.ops = batch.inserts.length;
+    this.batch.ops -= batch.ops;
+    const plan: CommitPlan<B> = { batch, outputs: [], failures: [], number: this.batchNumber++ };
+    try {
+      await this.committer.commit({
+        uncertain: this.uncertain.numbers,
+        settle: (committed) => this.uncertain.settle(committed, this.batch, this.logger),
+        unrestored: [],
+        restore: ignore,
+        take: () => plan,
+        writingUnitByUnit: (err) => this.writingUnitByUnit(plan, err),
+      });
+      this.commits++;
+      this.settleInserts(batch);
+      if (this.failure) this.writableAgain(Date.now());
+    } catch (err) {
+      // As a failed commit: its inserts are refused, and it may have committed all the same.
+      this.uncertain.note(plan);
+      this.batch.inserts.unshift(...batch.inserts);
+      this.batch.ops += batch.ops;
+      if (this.committer.isWriteFault(err)) this.hold(err);
+      else for (const insert of this.batch.inserts.splice(0)) insert.reject(asError(err));
+    } finally {
+      this.insertRound = undefined;
+      // A commit that waited for this one goes first; else the inserts that came meanwhile.
+      if (this.queued && !this.current) this.startQueued();
+      else if (this.batch.inserts.length > 0 && !this.failure && !this.isClosed) this.commitAtEndOfTurn();
+    }
+  }
 
   private readonly onBatchTimer = (): void => {
     this.batchTimer = undefined;
@@ -376,7 +429,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
       now: 0,
       done: undefined,
     };
-    if (!this.current) return this.run(round);
+    if (!this.current && !this.insertRound) return this.run(round);
     // After the commit under way, which may have taken only part of what is pending now.
     let start!: () => void;
     round.done = new Promise<void>((resolve) => (start = resolve)).then(() => {
@@ -417,7 +470,8 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   }
 
   private startQueued(): void {
-    this.queued?.start();
+    // Not beside an insert commit: the next round may patch a task it inserts (see commitInserts).
+    if (!this.insertRound) this.queued?.start();
   }
 
   /** The committer's view of a round. */
@@ -431,15 +485,18 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
       },
       restore: (persisted) => this.restoreOutputs(persisted),
       take: () => this.take(round),
-      writingUnitByUnit: (err) => {
-        if (this.committer.isWriteFault(err)) throw err;
-        this.logger.warn(
-          { err: this.committer.message(err), writes: round.plan?.batch.ops ?? 0 },
-          "store batch failed; retrying its writes one by one",
-        );
-        for (const insert of round.plan?.batch.inserts ?? []) insert.error = undefined;
-      },
+      writingUnitByUnit: (err) => this.writingUnitByUnit(round.plan, err),
     };
+  }
+
+  /** A batch failed as a whole: a write fault is rethrown, else it is written again unit by unit. */
+  private writingUnitByUnit(plan: CommitPlan<B> | undefined, err: unknown): void {
+    if (this.committer.isWriteFault(err)) throw err;
+    this.logger.warn(
+      { err: this.committer.message(err), writes: plan?.batch.ops ?? 0 },
+      "store batch failed; retrying its writes one by one",
+    );
+    for (const insert of plan?.batch.inserts ?? []) insert.error = undefined;
   }
 
   /** Takes the pending batch and the output writes that are due; undefined: nothing to write. */
@@ -490,16 +547,7 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
     // Batches commit one at a time, in order; a failed one joined the pending batch, whose number
     // is higher.
     this.committedNumber = plan.number;
-    for (const insert of batch.inserts) {
-      if (insert.error) insert.reject(insert.error);
-      else {
-        // Its output can come only once it is committed (its Assign waits for that), unless it
-        // ended meanwhile (cancelled while queued).
-        const id = insert.task.id;
-        if (!endsIn(batch, id) && !endsIn(this.batch, id)) this.fresh.add(id);
-        insert.resolve();
-      }
-    }
+    this.settleInserts(batch);
     outputsCommitted(this, outputs, round.now);
     for (const w of batch.waiters) w.resolve();
     for (const w of batch.nodeWaiters) w.resolve();
@@ -517,6 +565,20 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
     }
     if (this.failure) this.writableAgain(round.now);
     this.scheduleTailTimer();
+  }
+
+  /** The inserts of a committed batch: each resolves, or rejects with its own failure. */
+  private settleInserts(batch: B): void {
+    for (const insert of batch.inserts) {
+      if (insert.error) insert.reject(insert.error);
+      else {
+        // Its output can come only once it is committed (its Assign waits for that), unless it
+        // ended meanwhile (cancelled while queued).
+        const id = insert.task.id;
+        if (!endsIn(batch, id) && !endsIn(this.batch, id)) this.fresh.add(id);
+        insert.resolve();
+      }
+    }
   }
 
   /** Nothing committed: the batch goes back in front, the store holds it, and this throws UNAVAILABLE. */

@@ -41,8 +41,9 @@ export class TaskDispatch {
 
   /**
    * Gives a task to an agent; its Assign goes out once the write has committed (sendCommittedAssigns).
-   * The write shares the group commit of whatever else this turn wrote (a new task's insert
-   * carries it itself: `recorded`), so this costs no commit of its own.
+   * The write shares the group commit of whatever else this turn wrote, so this costs no commit of
+   * its own. A new task's insert carries it itself (`recorded`): its Assign goes out when the
+   * caller says the insert committed (insertCommitted).
    */
   assign(t: LiveTask, session: AgentSession, opts: { at?: number; recorded?: boolean } = {}): void {
     if (!session.tasks.has(t.id)) session.noteAssigned(t.id);
@@ -52,10 +53,15 @@ export class TaskDispatch {
     t.sessionId = session.sessionId;
     t.assignedAt = now;
     t.assignPending = true;
-    if (!opts.recorded)
-      this.store.updateTask(t.id, { state: "assigned", agentId: session.agentId, assignedAt: now });
+    if (opts.recorded) return;
+    this.store.updateTask(t.id, { state: "assigned", agentId: session.agentId, assignedAt: now });
     this.unsentAssigns.push({ t, batch: this.store.pendingBatch });
     this.awaitCommitForAssigns();
+  }
+
+  /** The insert that recorded the task as assigned has committed: its Assign goes out. */
+  insertCommitted(t: LiveTask): void {
+    if (t.assignPending) this.sendAssign(t);
   }
 
   /**

@@ -95,6 +95,7 @@ export class TaskLifecycle {
       this.scheduler.remove(id);
       throw err;
     }
+    if (session) this.dispatch.insertCommitted(t);
     this.store.audit({
       at: now,
       actor: p.name,
