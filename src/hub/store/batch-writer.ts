@@ -1,7 +1,9 @@
-// The write path both stores share: writes queue in a WriteBatch (output in its task's buffer) and
-// commit together every flushIntervalMs or every maxBatchOps calls, whichever comes first; an
-// awaited write commits at the end of the current turn (group commit). One commit runs at a time;
-// what is written meanwhile waits for the next, so a burst costs a few commits, never one a write.
+// The write path both stores share: writes queue in a WriteBatch (batch-intake.ts; output in its
+// task's buffer) and commit together every flushIntervalMs or every maxBatchOps calls, whichever
+// comes first; an awaited write commits at the end of the current turn (group commit). One commit
+// runs at a time; what is written meanwhile waits for the next, so a burst costs a few commits,
+// never one a write. Where commits are asynchronous, pending inserts commit alone beside the one
+// under way, so that a submission waits for its own row only (commitInserts).
 //
 // A commit that fails for want of the store's target (a full disk, a database out of reach: a
 // write fault) loses nothing: the batch goes back in front of what was written since, inserts are
@@ -13,28 +15,17 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { Code, SwitchboardError } from "../../common/errors.js";
 import { isTerminal } from "../../common/task-state.js";
 import type { Logger } from "../../common/logger.js";
-import { serializeDetail } from "./audit-detail.js";
 import type { BatchSettings } from "./batch-settings.js";
-import { MAX_HELD_AUDITS } from "./batch-settings.js";
 import { asError, closedError, notAccepted } from "./errors.js";
-import { withPendingAgent, withPendingTouch } from "./held-reads.js";
-import type {
-  AgentRecord,
-  AuditEntry,
-  NewTask,
-  NodeRow,
-  OutputStreamName,
-  TaskPatch,
-  TokenRecord,
-} from "./interfaces.js";
-import { OutputBuffer, streamIndex, type PersistedOutput } from "./output-buffer.js";
-import { outputsCommitted, planOutputs, type FlushMode, type HeldOutputs } from "./output-writes.js";
+import { OutputBuffer, type PersistedOutput } from "./output-buffer.js";
+import { outputsCommitted, planOutputs, type FlushMode } from "./output-writes.js";
 import type { BatchCommitter, CommitPlan, CommitRound } from "./batch-committer.js";
 import type { WriteBatch } from "./write-batch.js";
 
 export type { BatchCommitter, CommitPlan, CommitRound, UnitFailure } from "./batch-committer.js";
 import { writeFailureSentence, type StoreWriteFailure } from "./write-failure.js";
 import { WriteOutage } from "./write-outage.js";
+import { BatchIntake } from "./batch-intake.js";
 import { UncertainCommits } from "./uncertain-commits.js";
 
 /** A commit asked for: joined by later requests until it takes the batch. */
@@ -56,28 +47,17 @@ function endsIn(batch: WriteBatch, id: string): boolean {
   return state !== undefined && isTerminal(state);
 }
 
-export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
-  batch: B;
-  readonly outputs = new Map<string, OutputBuffer>();
-  readonly unsavedTails = new Set<OutputBuffer>();
-  /**
-   * Tasks this writer inserted that have neither output in memory nor finished: they have nothing
-   * stored to carry on from, so their first output starts a buffer without reading the store.
-   */
-  private readonly fresh = new Set<string>();
-  /** The batch whose commit is under way (asynchronous committers only). */
-  private inflight: B | undefined;
+export class BatchWriter<B extends WriteBatch> extends BatchIntake<B> {
   private current: Round<B> | undefined;
   private queued: { round: Round<B>; start: () => void } | undefined;
   private batchTimer: NodeJS.Timeout | undefined;
   private immediate: NodeJS.Immediate | undefined;
   private tailTimer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
-  private isClosed = false;
   /** close() has begun: its own loop retries, not the timer. */
   private stopping = false;
 
-  private readonly outage: WriteOutage;
+  protected readonly outage: WriteOutage;
   private readonly uncertain = new UncertainCommits();
   /** A commit of inserts alone, under way (asynchronous committers; see commitInserts). */
   private insertRound: Promise<void> | undefined;
@@ -87,20 +67,15 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
   private committedNumber = 0;
   private closing: Promise<void> | undefined;
 
-  constructor(
-    private readonly committer: BatchCommitter<B>,
-    private readonly newBatch: () => B,
-    private readonly settings: BatchSettings,
-    protected readonly logger: Logger,
-  ) {
-    this.batch = newBatch();
+  constructor(committer: BatchCommitter<B>, newBatch: () => B, settings: BatchSettings, logger: Logger) {
+    super(committer, newBatch, settings, logger);
     this.outage = new WriteOutage(committer, settings.retryFirstMs, logger, () => this.heldCounts());
   }
 
   // ---- state
 
   /** Set while commits fail for want of the target; see the module comment. */
-  get failure(): StoreWriteFailure | undefined {
+  override get failure(): StoreWriteFailure | undefined {
     return this.outage.failure;
   }
 
@@ -122,10 +97,6 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
     return this.committedNumber;
   }
 
-  assertOpen(): void {
-    if (this.isClosed) throw closedError();
-  }
-
   committed(): Promise<void> {
     if (this.isClosed) return Promise.reject(closedError());
     const batch = !this.batch.isEmpty() ? this.batch : this.inflight;
@@ -136,123 +107,13 @@ export class BatchWriter<B extends WriteBatch> implements HeldOutputs {
     return done;
   }
 
-  // ---- queueing writes
-
-  /** Queues an insert; resolves once the transaction holding its row has committed. */
-  insert(task: NewTask): Promise<void> {
-    if (this.isClosed) return Promise.reject(closedError());
-    if (this.failure) return Promise.reject(notAccepted(this.failure, task.id));
-    const done = new Promise<void>((resolve, reject) => this.batch.inserts.push({ task, resolve, reject }));
-    this.enqueued(true);
-    return done;
-  }
-
-  /** Queues a node row (null: its deletion); resolves once committed, or held while the store cannot write. */
-  writeNode(id: string, row: NodeRow | null): Promise<void> {
-    this.batch.nodes.set(id, row);
-    if (this.failure) {
-      this.batch.ops++;
-      return Promise.resolve();
-    }
-    const done = new Promise<void>((resolve, reject) => this.batch.nodeWaiters.push({ resolve, reject }));
-    this.enqueued(true);
-    return done;
-  }
-
-  /** Queues a task's patch; it merges with the task's pending one. */
-  updateTask(id: string, patch: TaskPatch): void {
-    this.assertOpen();
-    if (patch.state !== undefined && isTerminal(patch.state)) this.fresh.delete(id);
-    this.batch.addUpdate(id, patch);
-    this.enqueued();
-  }
-
-  /** Queues an agent record; a second one before the commit keeps the first's first-seen time, as the row would. */
-  upsertAgent(agent: AgentRecord): void {
-    this.assertOpen();
-    const agents = this.batch.agents;
-    const pending = agents.get(agent.id);
-    agents.set(agent.id, pending ? { ...agent, firstSeenAt: pending.firstSeenAt } : agent);
-    this.enqueued();
-  }
-
-  /** Queues a token's last use; the latest wins. */
-  touchToken(id: string, at: number): void {
-    this.assertOpen();
-    this.batch.addTouch(id, at);
-    this.enqueued();
-  }
-
-  /** A stored agent as it will be once the upserts pending and in flight commit. */
-  agentWithPending(id: string, stored: AgentRecord | undefined): AgentRecord | undefined {
-    const inflight = withPendingAgent(stored, this.inflight?.agents.get(id));
-    return withPendingAgent(inflight, this.batch.agents.get(id));
-  }
-
-  /** A stored token with the touches pending and in flight applied. */
-  tokenWithPending(token: TokenRecord | undefined): TokenRecord | undefined {
-    if (!token) return token;
-    withPendingTouch(token, this.inflight?.touches.get(token.id));
-    return withPendingTouch(token, this.batch.touches.get(token.id));
-  }
-
-  /** Queues output of a task; empty output is no write. */
-  appendOutput(taskId: string, stream: OutputStreamName, data: Uint8Array): void {
-    this.assertOpen();
-    if (data.length === 0) return;
-    let buffer = this.outputs.get(taskId);
-    if (!buffer && this.fresh.delete(taskId)) {
-      buffer = new OutputBuffer(taskId, this.settings.outputCapBytes);
-      this.outputs.set(taskId, buffer);
-    } else if (!buffer && this.committer.persistedOutput) {
-      // After a restart, or late output after the task finished: carry on from what is stored.
-      const persisted = this.committer.persistedOutput(taskId);
-      buffer = new OutputBuffer(taskId, this.settings.outputCapBytes, persisted);
-      this.outputs.set(taskId, buffer);
-    }
-    if (!buffer) {
-      // The same, where the stored output is read in the next commit: until then the bytes wait
-      // here (copied).
-      let chunks = this.batch.unrestored.get(taskId);
-      if (!chunks) this.batch.unrestored.set(taskId, (chunks = []));
-      chunks.push({ stream: streamIndex(stream), data: data.slice() });
-    } else {
-      buffer.append(streamIndex(stream), data);
-      this.batch.outputs.add(buffer);
-      if (buffer.tailChanged) this.unsavedTails.add(buffer);
-    }
-    this.enqueued();
-  }
-
-  /** Queues an audit entry; while the store cannot write, past MAX_HELD_AUDITS it is only counted. */
-  audit(entry: AuditEntry): void {
-    this.assertOpen();
-    if (this.failure && this.batch.audits.length >= MAX_HELD_AUDITS) {
-      if (this.outage.dropAudit()) {
-        this.logger.error(
-          { held: this.batch.audits.length },
-          "store cannot write and holds as many audit entries as it may: further ones are counted, not kept",
-        );
-      }
-      return;
-    }
-    this.batch.audits.push({
-      at: entry.at,
-      actor: entry.actor,
-      action: entry.action,
-      subject: entry.subject,
-      detail: serializeDetail(entry, this.logger),
-    });
-    this.enqueued();
-  }
-
   /**
    * A write joined the batch. An awaited write (`urgent`) commits as soon as the current turn of
    * the event loop is done, taking everything pending with it; other writes wait up to
    * flushIntervalMs, so that a task's updates share commits with other tasks' instead of each
    * costing one. While the store cannot write, only its retry timer commits.
    */
-  enqueued(urgent = false): void {
+  override enqueued(urgent = false): void {
     this.batch.ops++;
     if (this.failure || this.isClosed) return;
     if (this.batch.ops >= this.settings.maxBatchOps) this.commitQuietly("due");
