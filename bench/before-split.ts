@@ -9,6 +9,7 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import {
   alternate,
+  profileFlags,
   ratioResult,
   throughputSchedule,
   type Benchmark,
@@ -81,9 +82,18 @@ const sqliteVsBeforeSplit: Benchmark = {
     const before = buildBeforeSplit();
     const clusters: Cluster[] = [];
     try {
-      const now = await startCluster({ poolSize: 64, shell: false });
+      const now = await startCluster({
+        poolSize: 64,
+        shell: false,
+        hubNodeFlags: profileFlags(o, this.name, "hub"),
+      });
       clusters.push(now);
-      const old = await startCluster({ poolSize: 64, shell: false, cli: before.cli });
+      const old = await startCluster({
+        poolSize: 64,
+        shell: false,
+        cli: before.cli,
+        hubNodeFlags: profileFlags(o, this.name, "hub-before-split"),
+      });
       clusters.push(old);
       const payload = randomBytes(PAYLOAD_BYTES);
       const ours = { name: "this checkout", op: () => echoViaSession(now.client, payload) };
