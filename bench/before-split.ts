@@ -11,11 +11,10 @@ import {
   alternate,
   profileFlags,
   ratioResult,
+  rttSchedule,
   throughputSchedule,
   type Benchmark,
   type Measured,
-  type RunOptions,
-  type Schedule,
 } from "./benchmarks.js";
 import { startCluster, type Cluster } from "./cluster.js";
 import { log, ROOT, round } from "./harness.js";
@@ -55,18 +54,6 @@ function buildBeforeSplit(): { cli: string; remove: () => void } {
     remove();
     throw err;
   }
-}
-
-function rttSchedule(o: RunOptions): Schedule {
-  return {
-    rounds: 2,
-    warmupMs: o.quick ? 300 : 1000,
-    rewarmMs: o.quick ? 200 : 500,
-    windowMs: o.quick ? 1000 : 3000,
-    concurrency: 1,
-    maxOpsPerWindow: 2e5,
-    latencies: true,
-  };
 }
 
 const PAYLOAD_BYTES = 64;

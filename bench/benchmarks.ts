@@ -194,6 +194,19 @@ export async function withCluster<T>(
   }
 }
 
+/** One task in flight, latencies kept: for a p50 beside a throughput figure. */
+export function rttSchedule(o: RunOptions): Schedule {
+  return {
+    rounds: 2,
+    warmupMs: o.quick ? 300 : 1000,
+    rewarmMs: o.quick ? 200 : 500,
+    windowMs: o.quick ? 1000 : 3000,
+    concurrency: 1,
+    maxOpsPerWindow: 2e5,
+    latencies: true,
+  };
+}
+
 export function throughputSchedule(o: RunOptions): Schedule {
   return o.quick
     ? {

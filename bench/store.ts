@@ -7,12 +7,11 @@ import pg from "pg";
 import {
   alternate,
   ratioResult,
+  rttSchedule,
   throughputSchedule,
   withCluster,
   type Benchmark,
   type Measured,
-  type RunOptions,
-  type Schedule,
 } from "./benchmarks.js";
 import { log, round } from "./harness.js";
 import { echoViaSession } from "./ours.js";
@@ -44,18 +43,6 @@ async function dbStats(db: string): Promise<DbStats> {
     );
     return { commits: Number(r.rows[0]?.commits ?? 0), rows: Number(r.rows[0]?.rows ?? 0) };
   });
-}
-
-function rttSchedule(o: RunOptions): Schedule {
-  return {
-    rounds: 2,
-    warmupMs: o.quick ? 300 : 1000,
-    rewarmMs: o.quick ? 200 : 500,
-    windowMs: o.quick ? 1000 : 3000,
-    concurrency: 1,
-    maxOpsPerWindow: 2e5,
-    latencies: true,
-  };
 }
 
 const echoPostgresVsSqlite: Benchmark = {

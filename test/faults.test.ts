@@ -5,16 +5,9 @@ import { afterAll, describe, expect, it } from "vitest";
 import { SwitchboardClient, echo, shell } from "../src/client/index.js";
 import { freePort, runCli, spawnCli, startAgent, startHub, stopAll, tempDir } from "./support/processes.js";
 import { waitFor } from "../src/common/wait-for.js";
+import { isTerminalWire } from "../src/common/task-state.js";
 
 afterAll(stopAll);
-
-const TERMINAL = new Set([
-  TaskState.TASK_STATE_SUCCEEDED,
-  TaskState.TASK_STATE_FAILED,
-  TaskState.TASK_STATE_CANCELLED,
-  TaskState.TASK_STATE_TIMED_OUT,
-  TaskState.TASK_STATE_LOST,
-]);
 
 describe("faults", () => {
   it("marks the task lost and tells the client when the agent is killed mid-task", async () => {
@@ -83,7 +76,7 @@ describe("faults", () => {
         async () => {
           for (const id of accepted) {
             const t = await after.getTask(id);
-            if (!t.info || !TERMINAL.has(t.info.state)) return false;
+            if (!t.info || !isTerminalWire(t.info.state)) return false;
           }
           return true;
         },

@@ -24,6 +24,7 @@ import {
   type HubProc,
 } from "./support/processes.js";
 import { waitFor } from "../src/common/wait-for.js";
+import { isTerminalWire } from "../src/common/task-state.js";
 
 const mounted: string[] = [];
 const scratch: string[] = [];
@@ -38,14 +39,6 @@ afterAll(async () => {
   }
   for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
 });
-
-const TERMINAL = new Set([
-  TaskState.TASK_STATE_SUCCEEDED,
-  TaskState.TASK_STATE_FAILED,
-  TaskState.TASK_STATE_CANCELLED,
-  TaskState.TASK_STATE_TIMED_OUT,
-  TaskState.TASK_STATE_LOST,
-]);
 
 /** A fresh tmpfs of `mib` MiB to serve as the hub's data dir. */
 function mountTmpfs(mib: number): string {
@@ -269,7 +262,7 @@ async function scenario(restart: "sigterm" | "kill"): Promise<void> {
     await waitFor(
       async () => {
         const listed = await client.listTasks({ pool, limit: 1000 });
-        const ended = new Set(listed.filter((t) => TERMINAL.has(t.state)).map((t) => t.taskId));
+        const ended = new Set(listed.filter((t) => isTerminalWire(t.state)).map((t) => t.taskId));
         return accepted.every((s) => ended.has(s.id!));
       },
       { timeout: 45_000, interval: 500, message: "every accepted task to end" },

@@ -51,4 +51,10 @@ export function stateFromWire(s: TaskState): TaskStateName | undefined {
   return undefined;
 }
 
+/** Whether a state as the wire carries it is terminal. */
+export function isTerminalWire(s: TaskState): boolean {
+  const name = stateFromWire(s);
+  return name !== undefined && isTerminal(name);
+}
+
 export const ALL_STATES = Object.keys(TO_WIRE) as TaskStateName[];
