@@ -6,6 +6,7 @@
 // - kill -9 of the hub while several clients submit thousands of tasks; started again on the same
 //   database: every accepted task ends in one state a client can see, none ran twice, and one
 //   that succeeded ran exactly once.
+// - two hubs started at once on an empty database migrate its schema once;
 // - the database crashes and stays down under a running hub: the hub says so, refuses new work
 //   with UNAVAILABLE naming the database, keeps relaying the output of what runs, and once the
 //   database is back carries on by itself; nothing accepted is lost or run twice, and a refused
@@ -16,6 +17,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SwitchboardClient, shell } from "../src/client/index.js";
 import { waitFor } from "../src/common/wait-for.js";
+import { isTerminalWire } from "../src/common/task-state.js";
 import { TaskState } from "../src/gen/switchboard/v1/task.js";
 import { PostgresServer } from "./support/postgres-server.js";
 import { freePort, startAgent, startHub, stopAll, tempDir, type HubProc } from "./support/processes.js";
@@ -30,14 +32,6 @@ afterAll(async () => {
   await stopAll();
   server?.remove();
 });
-
-const TERMINAL = new Set([
-  TaskState.TASK_STATE_SUCCEEDED,
-  TaskState.TASK_STATE_FAILED,
-  TaskState.TASK_STATE_CANCELLED,
-  TaskState.TASK_STATE_TIMED_OUT,
-  TaskState.TASK_STATE_LOST,
-]);
 
 interface Submission {
   n: number;
@@ -101,7 +95,7 @@ async function expectEveryAcceptedTaskEndedOnce(
       for (const s of accepted) {
         if (finals.has(s.n)) continue;
         const info = (await client.getTask(s.id!)).info!;
-        if (TERMINAL.has(info.state)) finals.set(s.n, { state: info.state, reason: info.reason });
+        if (isTerminalWire(info.state)) finals.set(s.n, { state: info.state, reason: info.reason });
       }
       return finals.size === accepted.length;
     },
@@ -184,6 +178,51 @@ describe("a hub on PostgreSQL", () => {
       await hub.exited;
     }
   }, 240_000);
+
+  it("two hubs started at once on an empty database: the schema is migrated once, and both serve", async () => {
+    const db = "together";
+    await createDatabase(db);
+    const args = ["--store", server.url(db)];
+    const [a, b] = await Promise.all([
+      startHub({ dataDir: tempDir("pg-together-a"), args, sharedStore: true }),
+      startHub({ dataDir: tempDir("pg-together-b"), args, sharedStore: true }),
+    ]);
+    // The first to open the store wrote the admin token; it serves on both.
+    const token = a.adminToken || b.adminToken;
+    expect([a.adminToken, b.adminToken].filter((t) => t !== "")).toHaveLength(1);
+    try {
+      const applied = (hub: HubProc): string[] =>
+        (hub.stdout() + hub.stderr())
+          .split("\n")
+          .filter((line) => line.includes('"store migration applied"'))
+          .map((line) => String((JSON.parse(line) as { name: string }).name));
+      // Every migration was applied by one of them, once; the other found nothing left to do.
+      expect([...applied(a), ...applied(b)].sort()).toEqual(["hot_task_updates", "initial", "write_batch"]);
+      const c = new pg.Client({ connectionString: server.url(db), connectionTimeoutMillis: 10_000 });
+      await c.connect();
+      try {
+        const { rows } = await c.query<{ version: number }>(
+          "SELECT version FROM switchboard.schema_migrations ORDER BY version",
+        );
+        expect(rows.map((r) => r.version)).toEqual([1, 2, 3]);
+      } finally {
+        await c.end();
+      }
+      for (const hub of [a, b]) {
+        const client = new SwitchboardClient({ hub: hub.address, token });
+        try {
+          expect((await client.admin.listAgents()).length).toBe(0);
+        } finally {
+          client.close();
+        }
+      }
+    } finally {
+      for (const hub of [a, b]) {
+        hub.kill("SIGTERM");
+        expect(await hub.exited).toBe(0);
+      }
+    }
+  }, 120_000);
 
   it("carries on by itself when its database crashes and comes back; meanwhile it refuses new work", async () => {
     const db = "restarted";
@@ -283,7 +322,7 @@ describe("a hub on PostgreSQL", () => {
       await waitFor(
         async () => {
           const listed = await client.listTasks({ pool: "restart", limit: 1000 });
-          return listed.length > 0 && listed.every((t) => TERMINAL.has(t.state));
+          return listed.length > 0 && listed.every((t) => isTerminalWire(t.state));
         },
         { timeout: 30_000, interval: 300, message: "every stored task of the pool to have ended" },
       );

@@ -105,7 +105,13 @@ export interface HubProc extends Proc {
 }
 
 export async function startHub(
-  opts: { dataDir?: string; args?: string[]; env?: NodeJS.ProcessEnv } = {},
+  opts: {
+    dataDir?: string;
+    args?: string[];
+    env?: NodeJS.ProcessEnv;
+    /** A store another hub created first holds the admin token: this hub writes none (adminToken ""). */
+    sharedStore?: boolean;
+  } = {},
 ): Promise<HubProc> {
   const dataDir = opts.dataDir ?? tempDir("hub");
   const hubJson = join(dataDir, "hub.json");
@@ -139,7 +145,8 @@ export async function startHub(
     },
     { timeout: 20_000, message: "the hub to write hub.json" },
   );
-  const adminToken = readFileSync(join(dataDir, "admin.token"), "utf8").trim();
+  const tokenFile = join(dataDir, "admin.token");
+  const adminToken = opts.sharedStore && !existsSync(tokenFile) ? "" : readFileSync(tokenFile, "utf8").trim();
   return {
     ...p,
     address: info.address,
