@@ -13,7 +13,7 @@ import {
 import { bytes, type Sql } from "./sql.js";
 
 // A duplicate id is not an error of the batch: the insert that names it fails alone.
-const INSERT_TASKS = `
+export const INSERT_TASKS = `
 INSERT INTO tasks (id, kind, target, pool, spec, state, agent_id, requester, created_at, assigned_at, deadline_at)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::text[],
                      $8::text[], $9::bigint[], $10::bigint[], $11::bigint[])
