@@ -229,10 +229,11 @@ export class BatchWriter<B extends WriteBatch> extends BatchIntake<B> {
     } catch (err) {
       // As a failed commit: its inserts are refused, and it may have committed all the same.
       this.uncertain.note(plan);
-      this.batch.inserts.unshift(...batch.inserts);
-      this.batch.ops += batch.ops;
-      if (this.committer.isWriteFault(err)) this.hold(err);
-      else for (const insert of this.batch.inserts.splice(0)) insert.reject(asError(err));
+      if (this.committer.isWriteFault(err)) {
+        this.batch.inserts.unshift(...batch.inserts);
+        this.batch.ops += batch.ops;
+        this.hold(err);
+      } else for (const insert of batch.inserts) insert.reject(asError(err));
     } finally {
       this.insertRound = undefined;
       // A commit that waited for this one goes first; else the inserts that came meanwhile.

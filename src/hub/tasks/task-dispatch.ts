@@ -59,9 +59,14 @@ export class TaskDispatch {
     this.awaitCommitForAssigns();
   }
 
-  /** The insert that recorded the task as assigned has committed: its Assign goes out. */
-  insertCommitted(t: LiveTask): void {
-    if (t.assignPending) this.sendAssign(t);
+  /**
+   * The insert that recorded the task as assigned to `session` has committed: its Assign goes out,
+   * unless that assignment was taken back meanwhile (a later one waits for its own write).
+   */
+  insertCommitted(t: LiveTask, session: AgentSession): void {
+    if (!t.assignPending || t.sessionId !== session.sessionId) return;
+    if (this.unsentAssigns.some((u) => u.t === t)) return;
+    this.sendAssign(t);
   }
 
   /**

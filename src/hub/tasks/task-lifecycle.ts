@@ -95,7 +95,7 @@ export class TaskLifecycle {
       this.scheduler.remove(id);
       throw err;
     }
-    if (session) this.dispatch.insertCommitted(t);
+    if (session) this.dispatch.insertCommitted(t, session);
     this.store.audit({
       at: now,
       actor: p.name,
