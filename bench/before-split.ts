@@ -10,6 +10,7 @@ import { randomBytes } from "node:crypto";
 import {
   alternate,
   profileFlags,
+  p50Check,
   ratioResult,
   rttSchedule,
   throughputSchedule,
@@ -114,14 +115,7 @@ const sqliteVsBeforeSplit: Benchmark = {
           p50: { ...p50, ratio: round(p50.ours / p50.peer, 3) },
         },
       );
-      res.extraChecks.push({
-        name: `p50 round trip, this checkout / ${BEFORE_SPLIT}`,
-        value: round(p50.ours / p50.peer, 3),
-        unit: "x",
-        comparison: "<=",
-        target: 1.05,
-        pass: p50.ours / p50.peer <= 1.05,
-      });
+      res.extraChecks.push(p50Check(`p50 round trip, this checkout / ${BEFORE_SPLIT}`, p50, 1.05));
       return res;
     } finally {
       for (const c of clusters) await c.stop();

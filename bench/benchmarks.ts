@@ -230,6 +230,16 @@ export function throughputSchedule(o: RunOptions): Schedule {
 }
 
 /** One `<= target` check per process on its peak RSS in MiB. */
+/** The p50 round trip of two sides as a check: ours/peer at most `target`. */
+export function p50Check(
+  name: string,
+  p50: { ours: number; peer: number },
+  target: number,
+): BenchResult["extraChecks"][number] {
+  const value = round(p50.ours / p50.peer, 3);
+  return { name, value, unit: "x", comparison: "<=", target, pass: p50.ours / p50.peer <= target };
+}
+
 export function rssChecks(peaksMiB: Record<string, number>, targetMiB: number): BenchResult["extraChecks"] {
   return Object.entries(peaksMiB).map(([proc, v]) => ({
     name: `${proc} peak RSS`,

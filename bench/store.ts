@@ -6,6 +6,7 @@ import { randomBytes } from "node:crypto";
 import pg from "pg";
 import {
   alternate,
+  p50Check,
   ratioResult,
   rttSchedule,
   throughputSchedule,
@@ -113,14 +114,7 @@ const echoPostgresVsSqlite: Benchmark = {
                 },
               },
             );
-            res.extraChecks.push({
-              name: "p50 round trip, PostgreSQL / SQLite",
-              value: round(p50.ours / p50.peer, 3),
-              unit: "x",
-              comparison: "<=",
-              target: 1.5,
-              pass: p50.ours / p50.peer <= 1.5,
-            });
+            res.extraChecks.push(p50Check("p50 round trip, PostgreSQL / SQLite", p50, 1.5));
             return res;
           },
           [],

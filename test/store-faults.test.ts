@@ -24,6 +24,7 @@ import {
   type HubProc,
 } from "./support/processes.js";
 import { waitFor } from "../src/common/wait-for.js";
+import { submitRecorded, type Submission } from "./support/submissions.js";
 import { isTerminalWire } from "../src/common/task-state.js";
 
 const mounted: string[] = [];
@@ -77,12 +78,6 @@ function fill(dir: string): () => void {
   };
 }
 
-interface Submission {
-  n: number;
-  id?: string;
-  err?: { code: string; message: string };
-}
-
 /** How many times submission n ran: the lines its command appended to its marker file. */
 function runs(marks: string, n: number): number {
   const file = join(marks, String(n));
@@ -106,16 +101,14 @@ class Load {
   async submit(): Promise<Submission> {
     const sub: Submission = { n: this.subs.length };
     this.subs.push(sub);
-    try {
-      sub.id = await this.client.submit({
+    return submitRecorded(
+      this.client,
+      {
         ...shell({ argv: ["sh", "-c", `echo run >> ${join(this.marks, String(sub.n))}; sleep 0.1`] }),
         target: { pool: this.pool },
-      });
-    } catch (e) {
-      const err = e as { codeName?: string; message?: string };
-      sub.err = { code: err.codeName ?? "?", message: err.message ?? String(e) };
-    }
-    return sub;
+      },
+      sub,
+    );
   }
 
   accepted(): Submission[] {

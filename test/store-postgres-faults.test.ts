@@ -17,6 +17,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SwitchboardClient, shell } from "../src/client/index.js";
 import { waitFor } from "../src/common/wait-for.js";
+import { submitRecorded, type Submission } from "./support/submissions.js";
 import { isTerminalWire } from "../src/common/task-state.js";
 import { TaskState } from "../src/gen/switchboard/v1/task.js";
 import { PostgresServer } from "./support/postgres-server.js";
@@ -33,12 +34,6 @@ afterAll(async () => {
   server?.remove();
 });
 
-interface Submission {
-  n: number;
-  id?: string;
-  err?: { code: string; message: string };
-}
-
 /** Submissions of shell tasks that append their number to one marker file each time they run. */
 class Load {
   readonly subs: Submission[] = [];
@@ -51,16 +46,14 @@ class Load {
   async submit(client: SwitchboardClient): Promise<Submission> {
     const sub: Submission = { n: this.subs.length };
     this.subs.push(sub);
-    try {
-      sub.id = await client.submit({
+    return submitRecorded(
+      client,
+      {
         ...shell({ argv: ["sh", "-c", `echo ${sub.n} >> ${this.marks}; sleep ${this.sleep}`] }),
         target: { pool: this.pool },
-      });
-    } catch (e) {
-      const err = e as { codeName?: string; message?: string };
-      sub.err = { code: err.codeName ?? "?", message: err.message ?? String(e) };
-    }
-    return sub;
+      },
+      sub,
+    );
   }
 
   accepted(): Submission[] {
