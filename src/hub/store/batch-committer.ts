@@ -12,6 +12,12 @@ export interface UnitFailure {
   err: unknown;
 }
 
+/** A batch whose commit may or may not have happened: its number, and the tasks it inserted. */
+export interface UncertainBatch {
+  number: number;
+  inserted: readonly string[];
+}
+
 /** What one commit writes, taken from the writer when the committer is ready to write it. */
 export interface CommitPlan<B extends WriteBatch> {
   batch: B;
@@ -28,7 +34,7 @@ export interface CommitRound<B extends WriteBatch> {
    * Batches whose commit failed after it may have reached the target (asynchronous committers):
    * before take(), settle() with the numbers of those that did commit.
    */
-  readonly uncertain: readonly number[];
+  readonly uncertain: readonly UncertainBatch[];
   settle(committed: ReadonlySet<number>): void;
   /** Tasks with output queued and no buffer in memory: restore() their stored output first. */
   readonly unrestored: readonly string[];

@@ -216,7 +216,7 @@ export class BatchWriter<B extends WriteBatch> extends BatchIntake<B> {
     const plan: CommitPlan<B> = { batch, outputs: [], failures: [], number: this.batchNumber++ };
     try {
       await this.committer.commit({
-        uncertain: this.uncertain.numbers,
+        uncertain: this.uncertain.batches,
         settle: (committed) => this.uncertain.settle(committed, this.batch, this.logger),
         unrestored: [],
         restore: ignore,
@@ -340,7 +340,7 @@ export class BatchWriter<B extends WriteBatch> extends BatchIntake<B> {
   private roundFor(round: Round<B>): CommitRound<B> {
     const batchOf = (): B => this.batch;
     return {
-      uncertain: this.uncertain.numbers,
+      uncertain: this.uncertain.batches,
       settle: (committed) => this.uncertain.settle(committed, this.batch, this.logger),
       get unrestored() {
         return [...batchOf().unrestored.keys()];

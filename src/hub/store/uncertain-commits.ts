@@ -8,13 +8,11 @@
 // The other writes are the same whether applied once or twice (rows set to values, output rows
 // keyed by their sequence), so the retry writes them again either way.
 import type { Logger } from "../../common/logger.js";
-import type { CommitPlan } from "./batch-committer.js";
+import type { CommitPlan, UncertainBatch } from "./batch-committer.js";
 import type { AuditInsert, WriteBatch } from "./write-batch.js";
 
-interface Uncertain {
-  number: number;
+interface Uncertain extends UncertainBatch {
   audits: ReadonlySet<AuditInsert>;
-  inserts: readonly string[];
 }
 
 export const NOT_ACCEPTED_REASON =
@@ -23,9 +21,9 @@ export const NOT_ACCEPTED_REASON =
 export class UncertainCommits {
   private readonly pending: Uncertain[] = [];
 
-  /** The numbers of the batches whose outcome is unknown. */
-  get numbers(): number[] {
-    return this.pending.map((u) => u.number);
+  /** The batches whose outcome is unknown. */
+  get batches(): UncertainBatch[] {
+    return this.pending.map((u) => ({ number: u.number, inserted: u.inserted }));
   }
 
   /** A batch failed after it may have reached the database. */
@@ -33,7 +31,7 @@ export class UncertainCommits {
     this.pending.push({
       number: plan.number,
       audits: new Set(plan.batch.audits),
-      inserts: plan.batch.inserts.map((i) => i.task.id),
+      inserted: plan.batch.inserts.map((i) => i.task.id),
     });
   }
 
@@ -45,12 +43,12 @@ export class UncertainCommits {
       const audits = batch.audits.filter((a) => !u.audits.has(a));
       batch.ops -= batch.audits.length - audits.length;
       batch.audits.splice(0, batch.audits.length, ...audits);
-      for (const id of u.inserts) {
+      for (const id of u.inserted) {
         batch.addUpdate(id, { state: "cancelled", finishedAt: now, reason: NOT_ACCEPTED_REASON });
         batch.ops++;
       }
       logger.warn(
-        { batch: u.number, refused_tasks: u.inserts.length },
+        { batch: u.number, refused_tasks: u.inserted.length },
         "a commit whose answer was lost had committed: the tasks it had refused are ended as cancelled, never run",
       );
     }

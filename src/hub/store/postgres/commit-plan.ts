@@ -16,6 +16,9 @@ import * as output from "./output.js";
 import type { PendingBatch } from "./pending-batch.js";
 import { INSERT_COMMIT_MARK, SELECT_COMMIT_MARKS, WRITE_BATCH_ARITY } from "./migrations/002-write-batch.js";
 import type { Sql } from "./sql.js";
+import type { UncertainBatch } from "../batch-committer.js";
+
+const SELECT_TASK_IDS = `SELECT id FROM tasks WHERE id = ANY($1::text[])`;
 import * as tasks from "./tasks.js";
 import * as tokens from "./tokens.js";
 
@@ -24,14 +27,10 @@ const WRITE_BATCH = `SELECT inserted, updated FROM write_batch(${Array.from(
   (_, i) => `$${i + 1}`,
 ).join(", ")})`;
 
-// A commit of inserts alone (a client waits for each): the task rows and the commit's mark, in one
-// statement lighter than write_batch() and its 69 arguments.
+// A commit of inserts alone (a client waits for each): the task rows, in one statement lighter
+// than write_batch() and its 69 arguments. It leaves no mark: its rows are one (committedBatches).
 const WRITE_INSERTS = `
-WITH ins AS (${tasks.INSERT_TASKS}),
-mark AS (
-  INSERT INTO commit_marks (writer, batch, at)
-  VALUES ($12, $13, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
-)
+WITH ins AS (${tasks.INSERT_TASKS})
 SELECT coalesce(array_agg(id), '{}') AS inserted, '{}'::text[] AS updated FROM ins`;
 
 /** The batch holds task inserts and nothing else. */
@@ -53,11 +52,7 @@ export async function writeAll(
 ): Promise<void> {
   const inserts = batch.inserts.map((i) => i.task);
   const { rows } = insertsOnly(batch, outputs)
-    ? await sql.query<Written>(
-        WRITE_INSERTS,
-        [...tasks.insertParams(inserts), mark.writer, mark.batch],
-        "write_inserts",
-      )
+    ? await sql.query<Written>(WRITE_INSERTS, tasks.insertParams(inserts), "write_inserts")
     : await sql.query<Written>(WRITE_BATCH, batchParams(mark, batch, outputs), "write_batch");
   const inserted = new Set(rows[0]?.inserted);
   const seen = new Set<string>();
@@ -186,12 +181,23 @@ export interface CommitMark {
   batch: number;
 }
 
-/** Which of the writer's batches committed, of those asked about. */
-export async function committedMarks(
+/**
+ * Which of the writer's uncertain batches committed: those that left their mark, and those whose
+ * inserted tasks are there (a batch is one statement: all of it committed, or none).
+ */
+export async function committedBatches(
   sql: Sql,
   writer: string,
-  batches: readonly number[],
+  batches: readonly UncertainBatch[],
 ): Promise<Set<number>> {
-  const { rows } = await sql.query<{ batch: string }>(SELECT_COMMIT_MARKS, [writer, batches]);
-  return new Set(rows.map((r) => Number(r.batch)));
+  const numbers = batches.map((b) => b.number);
+  const { rows } = await sql.query<{ batch: string }>(SELECT_COMMIT_MARKS, [writer, numbers]);
+  const committed = new Set(rows.map((r) => Number(r.batch)));
+  const firsts = batches.flatMap((b) => (b.inserted.length > 0 ? [b.inserted[0]!] : []));
+  if (firsts.length > 0) {
+    const found = await sql.query<{ id: string }>(SELECT_TASK_IDS, [firsts]);
+    const there = new Set(found.rows.map((r) => r.id));
+    for (const b of batches) if (b.inserted.length > 0 && there.has(b.inserted[0]!)) committed.add(b.number);
+  }
+  return committed;
 }

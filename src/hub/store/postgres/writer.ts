@@ -7,7 +7,7 @@ import type pg from "pg";
 import type { Logger } from "../../../common/logger.js";
 import { BatchWriter, type BatchCommitter, type CommitRound } from "../batch-writer.js";
 import { errorMessage } from "../errors.js";
-import { committedMarks, writeAll, writeUnitByUnit } from "./commit-plan.js";
+import { committedBatches, writeAll, writeUnitByUnit } from "./commit-plan.js";
 import { faultCode, isWriteFault, unreachable, withoutSecrets } from "./errors.js";
 import type { Settings } from "./options.js";
 import { persistedOutputs } from "./output.js";
@@ -65,7 +65,8 @@ export class PostgresCommitter implements BatchCommitter<PendingBatch> {
       client = await this.pool.connect();
       client.on("error", lost);
       const sql = this.counting(client);
-      if (round.uncertain.length > 0) round.settle(await committedMarks(sql, this.writerId, round.uncertain));
+      if (round.uncertain.length > 0)
+        round.settle(await committedBatches(sql, this.writerId, round.uncertain));
       const unrestored = round.unrestored;
       if (unrestored.length > 0) round.restore(await persistedOutputs(sql, [...unrestored]));
       const plan = round.take();
