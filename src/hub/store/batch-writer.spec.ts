@@ -158,6 +158,26 @@ describe("BatchWriter", () => {
     await w.stop(0);
   });
 
+  it("runs two insert commits at once, and none more while another commit waits for them", async () => {
+    const committer = new RecordingCommitter(100);
+    const w = writer(committer, 1_000);
+    const first = w.insert(newTask());
+    await waitFor(() => committer.running === 1, { message: "the first insert commit to start" });
+    const second = w.insert(newTask());
+    await waitFor(() => committer.mostRunning === 2, { message: "a second insert commit beside it" });
+    w.updateTask("t1", { state: "running" });
+    const flushed = w.flush(); // waits for the insert commits: it may patch a task they insert
+    const third = w.insert(newTask()); // goes with that commit, not in a third insert commit
+    await Promise.all([first, second, flushed, third]);
+    expect(committer.mostRunning).toBe(2);
+    expect(committer.plans.map((p) => [p.batch.updates.size, p.batch.inserts.length])).toEqual([
+      [0, 1],
+      [0, 1],
+      [1, 1],
+    ]);
+    await w.stop(0);
+  });
+
   it("counts the writes of a failed commit as committed only once the retry holding them commits", async () => {
     const committer = new RecordingCommitter(20);
     const w = writer(committer, 0);

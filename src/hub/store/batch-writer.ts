@@ -41,6 +41,12 @@ interface Round<B extends WriteBatch> {
 
 const ignore = (): void => undefined;
 
+/**
+ * Insert commits at once at most: inserts never touch the same row (each is a new task), so a
+ * submission need not wait for another's commit to end before its own starts.
+ */
+const MAX_INSERT_ROUNDS = 2;
+
 /** The batch ends the task: it holds a patch to a terminal state. */
 function endsIn(batch: WriteBatch, id: string): boolean {
   const state = batch.updates.get(id)?.state;
@@ -60,7 +66,7 @@ export class BatchWriter<B extends WriteBatch> extends BatchIntake<B> {
   protected readonly outage: WriteOutage;
   private readonly uncertain = new UncertainCommits();
   /** A commit of inserts alone, under way (asynchronous committers; see commitInserts). */
-  private insertRound: Promise<void> | undefined;
+  private readonly insertRounds = new Set<Promise<void>>();
   private commits = 0;
   /** The number of the pending batch; batches commit in this order. */
   private batchNumber = 1;
@@ -132,7 +138,11 @@ export class BatchWriter<B extends WriteBatch> extends BatchIntake<B> {
     this.assertOpen();
     if (this.failure) return undefined;
     const pending =
-      !this.batch.isEmpty() || this.current || this.queued || this.insertRound || (tail && tail.tailChanged);
+      !this.batch.isEmpty() ||
+      this.current ||
+      this.queued ||
+      this.insertRounds.size > 0 ||
+      (tail && tail.tailChanged);
     if (!pending) return undefined;
     try {
       return this.requestCommit("due", tail)?.catch(this.unlessHeld);
@@ -149,8 +159,9 @@ export class BatchWriter<B extends WriteBatch> extends BatchIntake<B> {
 
   /** Resolves once the commits asked for so far are done (whether they succeeded or not). */
   afterCommits(): Promise<void> {
-    const last = this.queued?.round.done ?? this.current?.done ?? this.insertRound;
-    return last ? last.catch(ignore) : Promise.resolve();
+    const last = this.queued?.round.done ?? this.current?.done;
+    const all = [...this.insertRounds, ...(last ? [last] : [])];
+    return Promise.all(all.map((p) => p.catch(ignore))).then(ignore);
   }
 
   // ---- direct writes (written at once, not batched)
@@ -194,9 +205,10 @@ export class BatchWriter<B extends WriteBatch> extends BatchIntake<B> {
       this.commitQuietly("due");
       return;
     }
-    // Inserts wait for no other write: they go in a commit of their own (see insertRound), and the
+    // Inserts wait for no other write: they go in a commit of their own (see commitInserts), and the
     // rest waits for its timer unless someone waits for it.
-    this.insertRound ??= this.commitInserts();
+    // Not while another commit waits for the insert commits to end: it takes the inserts along.
+    if (!this.queued && this.insertRounds.size < MAX_INSERT_ROUNDS) this.startInsertRound();
     const urgent = batch.waiters.length + batch.nodeWaiters.length > 0 || this.settings.flushIntervalMs === 0;
     if (urgent) this.commitQuietly("due");
     else if (!batch.isEmpty())
@@ -206,7 +218,7 @@ export class BatchWriter<B extends WriteBatch> extends BatchIntake<B> {
   /**
    * Commits the pending inserts alone, beside the commit under way if there is one: a client's
    * submission waits for its own row only. Safe beside it: that commit cannot write to a task not
-   * yet inserted, and no other commit starts until this one is done (requestCommit).
+   * yet inserted, and no other commit starts until the insert commits are done (requestCommit).
    */
   private async commitInserts(): Promise<void> {
     const batch = this.newBatch();
@@ -234,12 +246,18 @@ export class BatchWriter<B extends WriteBatch> extends BatchIntake<B> {
         this.batch.ops += batch.ops;
         this.hold(err);
       } else for (const insert of batch.inserts) insert.reject(asError(err));
-    } finally {
-      this.insertRound = undefined;
-      // A commit that waited for this one goes first; else the inserts that came meanwhile.
-      if (this.queued && !this.current) this.startQueued();
-      else if (this.batch.inserts.length > 0 && !this.failure && !this.isClosed) this.commitAtEndOfTurn();
     }
+  }
+
+  private startInsertRound(): void {
+    const round: Promise<void> = this.commitInserts().finally(() => {
+      this.insertRounds.delete(round);
+      // A commit that waited for the insert commits goes first; else the inserts that came meanwhile.
+      if (this.queued) {
+        if (!this.current) this.startQueued();
+      } else if (this.batch.inserts.length > 0 && !this.failure && !this.isClosed) this.commitAtEndOfTurn();
+    });
+    this.insertRounds.add(round);
   }
 
   private readonly onBatchTimer = (): void => {
@@ -291,7 +309,7 @@ export class BatchWriter<B extends WriteBatch> extends BatchIntake<B> {
       now: 0,
       done: undefined,
     };
-    if (!this.current && !this.insertRound) return this.run(round);
+    if (!this.current && this.insertRounds.size === 0) return this.run(round);
     // After the commit under way, which may have taken only part of what is pending now.
     let start!: () => void;
     round.done = new Promise<void>((resolve) => (start = resolve)).then(() => {
@@ -333,7 +351,7 @@ export class BatchWriter<B extends WriteBatch> extends BatchIntake<B> {
 
   private startQueued(): void {
     // Not beside an insert commit: the next round may patch a task it inserts (see commitInserts).
-    if (!this.insertRound) this.queued?.start();
+    if (this.insertRounds.size === 0) this.queued?.start();
   }
 
   /** The committer's view of a round. */
