@@ -65,7 +65,7 @@ export class BatchWriter<B extends WriteBatch> extends BatchIntake<B> {
 
   protected readonly outage: WriteOutage;
   private readonly uncertain = new UncertainCommits();
-  /** A commit of inserts alone, under way (asynchronous committers; see commitInserts). */
+  /** Commits of inserts alone under way, MAX_INSERT_ROUNDS at most (asynchronous committers; see commitInserts). */
   private readonly insertRounds = new Set<Promise<void>>();
   private commits = 0;
   /** The number of the pending batch; batches commit in this order. */

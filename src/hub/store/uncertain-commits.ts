@@ -1,7 +1,8 @@
 // Commits whose outcome is unknown: the connection to the database was lost after the batch was
 // sent, so it may have committed or not. The writer holds such a batch's writes as if it had not
 // (refusing its inserts, keeping the rest for the retry); once the database answers again, the
-// committer asks it which of them did commit (each commit leaves a mark) and settles them here:
+// committer asks it which of them did commit (a batch leaves a mark; a commit of inserts alone is
+// known by its rows) and settles them here:
 // - a task whose insert was refused yet committed must never run (its client was told it was not
 //   accepted, and may submit it again): it ends `cancelled`, saying why;
 // - the audit entries it wrote are not written a second time.

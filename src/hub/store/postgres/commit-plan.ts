@@ -14,11 +14,18 @@ import { duplicateTaskError, isWriteFault, taskInsertError } from "./errors.js";
 import * as nodes from "./nodes.js";
 import * as output from "./output.js";
 import type { PendingBatch } from "./pending-batch.js";
-import { INSERT_COMMIT_MARK, SELECT_COMMIT_MARKS, WRITE_BATCH_ARITY } from "./migrations/002-write-batch.js";
+import { WRITE_BATCH_ARITY } from "./migrations/002-write-batch.js";
 import type { Sql } from "./sql.js";
 import type { UncertainBatch } from "../batch-committer.js";
 
 const SELECT_TASK_IDS = `SELECT id FROM tasks WHERE id = ANY($1::text[])`;
+
+/** A commit written statement by statement leaves its mark too (inside its transaction). */
+const INSERT_COMMIT_MARK = `
+INSERT INTO commit_marks (writer, batch, at) VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)`;
+
+/** Which of a writer's batches committed. */
+const SELECT_COMMIT_MARKS = `SELECT batch FROM commit_marks WHERE writer = $1 AND batch = ANY($2::bigint[])`;
 import * as tasks from "./tasks.js";
 import * as tokens from "./tokens.js";
 
@@ -50,9 +57,12 @@ export async function writeAll(
   outputs: readonly OutputWrite[],
   logger: Logger,
 ): Promise<void> {
-  const inserts = batch.inserts.map((i) => i.task);
   const { rows } = insertsOnly(batch, outputs)
-    ? await sql.query<Written>(WRITE_INSERTS, tasks.insertParams(inserts), "write_inserts")
+    ? await sql.query<Written>(
+        WRITE_INSERTS,
+        tasks.insertParams(batch.inserts.map((i) => i.task)),
+        "write_inserts",
+      )
     : await sql.query<Written>(WRITE_BATCH, batchParams(mark, batch, outputs), "write_batch");
   const inserted = new Set(rows[0]?.inserted);
   const seen = new Set<string>();

@@ -166,10 +166,3 @@ $fn$;
 
 /** The parameters write_batch() takes, in order: what a call passes. */
 export const WRITE_BATCH_ARITY = 69;
-
-/** A commit written statement by statement leaves its mark too (inside its transaction). */
-export const INSERT_COMMIT_MARK = `
-INSERT INTO commit_marks (writer, batch, at) VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)`;
-
-/** Which of a writer's batches committed. */
-export const SELECT_COMMIT_MARKS = `SELECT batch FROM commit_marks WHERE writer = $1 AND batch = ANY($2::bigint[])`;
