@@ -35,7 +35,8 @@ const WRITE_BATCH = `SELECT inserted, updated FROM write_batch(${Array.from(
 ).join(", ")})`;
 
 // A commit of inserts alone (a client waits for each): the task rows, in one statement lighter
-// than write_batch() and its 69 arguments. It leaves no mark: its rows are one (committedBatches).
+// than write_batch() and its 69 arguments (a single task: tasks.INSERT_TASK, lighter still). It
+// leaves no mark: its rows are one (committedBatches).
 const WRITE_INSERTS = `
 WITH ins AS (${tasks.INSERT_TASKS})
 SELECT coalesce(array_agg(id), '{}') AS inserted, '{}'::text[] AS updated FROM ins`;
@@ -57,21 +58,29 @@ export async function writeAll(
   outputs: readonly OutputWrite[],
   logger: Logger,
 ): Promise<void> {
-  const { rows } = insertsOnly(batch, outputs)
-    ? await sql.query<Written>(
-        WRITE_INSERTS,
-        tasks.insertParams(batch.inserts.map((i) => i.task)),
-        "write_inserts",
-      )
-    : await sql.query<Written>(WRITE_BATCH, batchParams(mark, batch, outputs), "write_batch");
-  const inserted = new Set(rows[0]?.inserted);
+  let written: Written | undefined;
+  if (!insertsOnly(batch, outputs)) {
+    written = (await sql.query<Written>(WRITE_BATCH, batchParams(mark, batch, outputs), "write_batch"))
+      .rows[0];
+  } else if (batch.inserts.length === 1) {
+    const { rows } = await sql.query<{ id: string }>(
+      tasks.INSERT_TASK,
+      tasks.insertRowParams(batch.inserts[0]!.task),
+      "insert_task",
+    );
+    written = { inserted: rows.map((r) => r.id), updated: [] };
+  } else {
+    const params = tasks.insertParams(batch.inserts.map((i) => i.task));
+    written = (await sql.query<Written>(WRITE_INSERTS, params, "write_inserts")).rows[0];
+  }
+  const inserted = new Set(written?.inserted);
   const seen = new Set<string>();
   for (const insert of batch.inserts) {
     const id = insert.task.id;
     if (!inserted.has(id) || seen.has(id)) insert.error = duplicateTaskError(id);
     seen.add(id);
   }
-  const updated = new Set(rows[0]?.updated);
+  const updated = new Set(written?.updated);
   for (const id of batch.updates.keys()) {
     if (!updated.has(id)) logger.warn({ taskId: id }, "store update of an unknown task ignored");
   }

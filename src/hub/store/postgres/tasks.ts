@@ -20,6 +20,14 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[]
 ON CONFLICT (id) DO NOTHING
 RETURNING id`;
 
+// One task alone (a submission at a time: the common case at low load) as a row of values: the
+// arrays of INSERT_TASKS cost as much again to build and to unpack for one row.
+export const INSERT_TASK = `
+INSERT INTO tasks (id, kind, target, pool, spec, state, agent_id, requester, created_at, assigned_at, deadline_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (id) DO NOTHING
+RETURNING id`;
+
 // Each row's mask says which of the patch's fields it sets (bit i: PATCH_FIELDS[i]; bits 12 and 13:
 // the output totals); the others keep their value, so that one statement applies patches of every
 // shape.
@@ -73,6 +81,23 @@ export async function insertTasks(sql: Sql, tasks: readonly NewTask[]): Promise<
   if (tasks.length === 0) return new Set();
   const { rows } = await sql.query<{ id: string }>(INSERT_TASKS, insertParams(tasks));
   return new Set(rows.map((r) => r.id));
+}
+
+/** The 11 values of INSERT_TASK. */
+export function insertRowParams(t: NewTask): unknown[] {
+  return [
+    t.id,
+    t.kind,
+    JSON.stringify(t.target),
+    t.target.pool ?? null,
+    bytes(t.spec),
+    t.state ?? "queued",
+    t.agentId ?? null,
+    t.requester,
+    t.createdAt,
+    t.assignedAt ?? null,
+    t.deadlineAt,
+  ];
 }
 
 /** The 11 arrays of a task insert: one element per task. */

@@ -153,6 +153,22 @@ export function describeStoreConformance(name: string, backend: StoreBackend): v
         expect((await store.getTask(other.id))?.state).toBe("assigned");
       });
 
+      it("rejects a duplicate id that commits alone, and one among other inserts", async () => {
+        const store = await f.open();
+        const first = newTask();
+        await store.insertTask(first);
+        // Alone in its commit (the one-row statement), then beside a new task (the multi-row one).
+        await expect(store.insertTask({ ...first, kind: "shell" })).rejects.toMatchObject({
+          code: Code.ALREADY_EXISTS,
+        });
+        const other = newTask();
+        const [dup, ok] = await Promise.allSettled([store.insertTask({ ...first }), store.insertTask(other)]);
+        expect(dup).toMatchObject({ status: "rejected", reason: { code: Code.ALREADY_EXISTS } });
+        expect(ok.status).toBe("fulfilled");
+        expect((await store.getTask(first.id))?.kind).toBe("echo");
+        expect(await store.countTasks()).toBe(2);
+      });
+
       describe("listings", () => {
         let store: Store;
         let ids: string[]; // in creation order

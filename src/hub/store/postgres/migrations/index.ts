@@ -3,6 +3,7 @@ import type { Migration } from "../../migration.js";
 import { INITIAL } from "./001-initial.js";
 import { WRITE_BATCH } from "./002-write-batch.js";
 import { HOT_TASK_UPDATES } from "./003-hot-task-updates.js";
+import { TASK_PAGE_ROOM } from "./004-task-page-room.js";
 
 export type { Migration };
 
@@ -10,4 +11,5 @@ export const MIGRATIONS: readonly Migration[] = [
   { version: 1, name: "initial", sql: INITIAL },
   { version: 2, name: "write_batch", sql: WRITE_BATCH },
   { version: 3, name: "hot_task_updates", sql: HOT_TASK_UPDATES },
+  { version: 4, name: "task_page_room", sql: TASK_PAGE_ROOM },
 ];
