@@ -4,7 +4,7 @@
 //
 //   node dist/bench/nats-responders.js --url nats://127.0.0.1:PORT --subject S --queue Q --connections 2
 import { parseArgs } from "node:util";
-import { connect, type NatsConnection } from "nats";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 
 const { values } = parseArgs({
   options: {

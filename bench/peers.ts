@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { connect, type NatsConnection } from "nats";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { DIST_BENCH, freePort, spawnBinary, spawnNode, type Child } from "./harness.js";
 import { waitFor } from "../src/common/wait-for.js";
 

@@ -75,7 +75,8 @@ else
   export npm_config_nodedir="$PWD/$runtime"
 fi
 
-# Debian packages: nats-server is the peer the benchmarks measure against; protoc, its gRPC Python
+# Debian packages: nats-server carries the messages between the hubs of a cluster (and is the peer
+# the benchmarks measure against); protoc, its gRPC Python
 # plugin and python3-grpcio run the seed-000 Python client and agent in the interop tests;
 # PostgreSQL and MariaDB are the databases the SQL tests query (usually present already); podman
 # (with runc and slirp4netns) serves the Docker Engine API the docker tests use, and busybox-static
@@ -115,6 +116,16 @@ if ! port_open 3306 && [ -x /usr/sbin/mariadbd ] && [ "$(id -u)" -eq 0 ]; then
   mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
   for _ in $(seq 1 30); do port_open 3306 && break; sleep 1; done
+fi
+
+# NATS: what the hubs of a cluster talk through (the cluster tests), on its standard port.
+nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+if ! port_open 4222 && [ -x "$nats_bin" ] && [ "$(id -u)" -eq 0 ]; then
+  log "starting NATS"
+  mkdir -p /var/lib/nats-server
+  start-stop-daemon --start --oknodo --background --exec "$nats_bin" -- \
+    -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+  for _ in $(seq 1 30); do port_open 4222 && break; sleep 1; done
 fi
 
 # npm dependencies: reinstall when the lockfile changed since the last install, or when the native

@@ -9,6 +9,7 @@ import type {
   ClusterStatusResponse,
   CreateTokenResponse,
   ForgetAgentResponse,
+  ListHubsResponse,
   TokenInfo,
 } from "../gen/switchboard/v1/client.js";
 import type { UnaryCall } from "./unary.js";
@@ -45,6 +46,11 @@ export interface AdminApi {
   getAgent(agentId: string): Promise<AgentInfo>;
   /** Counts of agents, tasks and nodes, per pool, with a one-line summary. */
   clusterStatus(): Promise<ClusterStatusResponse>;
+  /**
+   * The hubs of the cluster, from their lease rows (a hub alone lists itself, with an empty id);
+   * `includeGone` adds those whose lease lapsed.
+   */
+  listHubs(opts?: { includeGone?: boolean }): Promise<ListHubsResponse>;
   /** A new token; its secret is in the answer and nowhere else, so keep it. */
   createToken(input: CreateTokenInput): Promise<CreateTokenResponse>;
   /** The tokens' public records (never their secrets). */
@@ -70,6 +76,8 @@ export function adminApi(a: AdminServiceClient, md: () => Metadata, unary: Unary
       ).agents,
     getAgent: (agentId) => unary<AgentInfo>((c, cb) => a.getAgent({ agentId }, md(), c, cb)),
     clusterStatus: () => unary<ClusterStatusResponse>((c, cb) => a.clusterStatus({}, md(), c, cb)),
+    listHubs: (o = {}) =>
+      unary<ListHubsResponse>((c, cb) => a.listHubs({ includeGone: o.includeGone ?? false }, md(), c, cb)),
     createToken: (i) =>
       unary<CreateTokenResponse>((c, cb) =>
         a.createToken(

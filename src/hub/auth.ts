@@ -21,6 +21,9 @@ export interface Principal {
   allowTakeover: boolean;
 }
 
+/** Whether this hub revoked a token, or heard that another hub of its cluster did. */
+export type RevokedWhere = "here" | "elsewhere";
+
 const CLIENT_RANK: Record<Exclude<Role, "agent">, number> = { viewer: 1, operator: 2, admin: 3 };
 
 export function hashToken(secret: string): string {
@@ -42,7 +45,7 @@ export class TokenAuthority {
   // Tokens revoked through this authority: a store read that was in flight when one was revoked
   // may return it unrevoked, and must neither admit nor cache it.
   private readonly revoked = new Set<string>();
-  private readonly revokeListeners = new Set<(tokenId: string) => void>();
+  private readonly revokeListeners = new Set<(tokenId: string, where: RevokedWhere) => void>();
   private lastTouch = new Map<string, number>();
 
   constructor(
@@ -194,13 +197,30 @@ export class TokenAuthority {
       await this.store.revokeToken(rec.id, at);
       rec.revokedAt = at;
     }
-    this.revoked.add(rec.id);
-    this.cache.delete(rec.hash);
-    for (const l of this.revokeListeners) l(rec.id);
+    this.forget(rec.id, "here");
     return rec;
   }
 
-  onRevoke(listener: (tokenId: string) => void): void {
+  /**
+   * Another hub of the cluster revoked the token (it is on record in the shared store): it admits
+   * nothing more here either, and its sessions here end.
+   */
+  revokedElsewhere(tokenId: string): void {
+    if (!this.revoked.has(tokenId)) this.forget(tokenId, "elsewhere");
+  }
+
+  private forget(tokenId: string, where: RevokedWhere): void {
+    this.revoked.add(tokenId);
+    for (const [hash, rec] of this.cache) if (rec.id === tokenId) this.cache.delete(hash);
+    for (const l of this.revokeListeners) l(tokenId, where);
+  }
+
+  /** The tokens this hub admits without reading the store: those a revocation elsewhere must reach. */
+  cachedTokenIds(): string[] {
+    return [...new Set([...this.cache.values()].map((r) => r.id))];
+  }
+
+  onRevoke(listener: (tokenId: string, where: RevokedWhere) => void): void {
     this.revokeListeners.add(listener);
   }
 

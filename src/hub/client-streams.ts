@@ -23,6 +23,10 @@ export class ClientStreams {
       if (c.principal.tokenId === tokenId) c.end(code, details(c.principal.name));
   }
 
+  get size(): number {
+    return this.open.size;
+  }
+
   endAll(code: number, details: string): void {
     for (const c of [...this.open]) c.end(code, details);
   }

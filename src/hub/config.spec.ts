@@ -61,6 +61,34 @@ describe("loadHubConfig", () => {
     ).toThrow(/store.password_file is for a PostgreSQL store: set store.url too/);
   });
 
+  it("joins a cluster only with cluster.nats and a PostgreSQL store, and checks its settings", () => {
+    const store = "postgres://hub@db/sb";
+    expect(loadHubConfig({ env: {}, flags: { insecure: true, store } }).cluster).toBeUndefined();
+    expect(
+      loadHubConfig({
+        env: { SWITCHBOARD_NATS: "nats://n1:4222, nats://n2:4222" },
+        flags: { insecure: true, store, hubId: "eu-1" },
+      }).cluster,
+    ).toEqual({ nats: ["nats://n1:4222", "nats://n2:4222"], hubId: "eu-1", leaseMs: 10_000 });
+    const f = file(
+      `[store]\nurl = "${store}"\n[cluster]\nnats = "nats://n1:4222"\nlease_secs = 3\nadvertise = "hub1.example:7000"\n`,
+    );
+    expect(loadHubConfig({ file: f, env: {}, flags: { insecure: true } }).cluster).toEqual({
+      nats: ["nats://n1:4222"],
+      advertise: "hub1.example:7000",
+      leaseMs: 3_000,
+    });
+    const load = (flags: Record<string, unknown>) => () =>
+      loadHubConfig({ env: {}, flags: { insecure: true, ...flags } });
+    expect(load({ nats: "nats://n1:4222" })).toThrow(/cluster\.nats: .* set store\.url/);
+    expect(load({ store, nats: "http://n1:4222" })).toThrow(/"http:\/\/n1:4222" is not a NATS URL/);
+    expect(load({ store, nats: " , " })).toThrow(/cluster\.nats: no NATS URL given/);
+    expect(load({ store, nats: "nats://n1:4222", hubId: "a b" })).toThrow(/cluster\.hub_id/);
+    expect(load({ advertise: "h:1" })).toThrow(
+      /cluster\.advertise is for a cluster of hubs: set cluster\.nats too/,
+    );
+  });
+
   it("reads the output window: 4 MiB by default, at least 64 KiB", () => {
     expect(loadHubConfig({ env: {}, flags: { insecure: true } }).outputWindowBytes).toBe(4 * 1024 * 1024);
     const f = file('[hub]\nlisten = "127.0.0.1:0"\noutput_window_bytes = 1048576\n');

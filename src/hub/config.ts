@@ -21,6 +21,8 @@ export interface HubConfig {
   outputCapBytes: number;
   /** PostgreSQL instead of the SQLite file in dataDir; undefined: SQLite. */
   postgresStore?: { url: string; passwordFile?: string; schema: string; poolSize: number };
+  /** Member of a cluster of hubs (on the PostgreSQL store, talking through NATS); undefined: alone. */
+  cluster?: ClusterConfig;
   drainGraceMs: number;
   /** How long an agent whose link broke keeps its tasks, to resume them; 0 ends them at once. */
   resumeGraceMs: number;
@@ -43,6 +45,17 @@ export interface HubConfig {
     statusTimeoutMs: number;
     rescheduleAfterMs: number;
   };
+}
+
+export interface ClusterConfig {
+  /** NATS server URLs. */
+  nats: string[];
+  /** This hub's id; undefined: the host name and the bound listen port. */
+  hubId?: string;
+  /** The address to show for this hub; undefined: the host name and the bound listen port. */
+  advertise?: string;
+  /** A lease not renewed for this long is a hub gone. */
+  leaseMs: number;
 }
 
 export interface HttpGuards {
@@ -103,6 +116,19 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
           },
         }
       : {}),
+    ...(v["cluster.nats"] !== undefined
+      ? {
+          cluster: {
+            nats: v["cluster.nats"]
+              .split(",")
+              .map((u) => u.trim())
+              .filter(Boolean),
+            ...(v["cluster.hub_id"] !== undefined ? { hubId: v["cluster.hub_id"] } : {}),
+            ...(v["cluster.advertise"] !== undefined ? { advertise: v["cluster.advertise"] } : {}),
+            leaseMs: ms(v["cluster.lease_secs"]),
+          },
+        }
+      : {}),
     drainGraceMs: ms(v["hub.drain_grace_secs"]),
     resumeGraceMs: ms(v["hub.resume_grace_secs"]),
     outputWindowBytes: v["hub.output_window_bytes"],
@@ -132,6 +158,27 @@ export function loadHubConfig(input: LoadHubConfigInput = {}): HubConfig {
     problems.push(
       `store.password_file is for a PostgreSQL store: set store.url too${where("store.password_file")}`,
     );
+  }
+  const nats = v["cluster.nats"];
+  if (nats !== undefined) {
+    if (storeUrl === undefined) {
+      problems.push(
+        `cluster.nats: the hubs of a cluster share their state in PostgreSQL: set store.url (--store postgres://…) too${where("cluster.nats")}`,
+      );
+    }
+    for (const u of cfg.cluster?.nats ?? []) {
+      if (!/^(nats|tls|wss?):\/\/[^\s]+$|^[\w.-]+:\d+$/.test(u))
+        problems.push(
+          `cluster.nats: ${JSON.stringify(redactedUrl(u))} is not a NATS URL (nats://host:4222)${where("cluster.nats")}`,
+        );
+    }
+    if (cfg.cluster?.nats.length === 0)
+      problems.push(`cluster.nats: no NATS URL given${where("cluster.nats")}`);
+  } else {
+    for (const key of ["cluster.hub_id", "cluster.advertise"] as const) {
+      if (v[key] !== undefined)
+        problems.push(`${key} is for a cluster of hubs: set cluster.nats too${where(key)}`);
+    }
   }
   if (cfg.offlineAfterMs <= cfg.heartbeatIntervalMs) {
     problems.push(

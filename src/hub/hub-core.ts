@@ -10,6 +10,7 @@ import type { AgentMessage, HubMessage } from "../gen/switchboard/v1/agent.js";
 import type { SubmitRequest } from "../gen/switchboard/v1/client.js";
 import type { TaskInfo, TaskResult } from "../gen/switchboard/v1/task.js";
 import { AgentLink } from "./agents/agent-link.js";
+import type { ClusterMember, HubLoad } from "./cluster/cluster-member.js";
 import { AgentRegistry } from "./agents/agent-registry.js";
 import type { AgentSession } from "./agents/agent-session.js";
 import type { Principal, TokenAuthority } from "./auth.js";
@@ -42,6 +43,8 @@ export class HubCore {
   private readonly sessions: SessionLifecycle;
   private readonly link: AgentLink;
   private isDraining = false;
+  /** This hub's membership of a cluster of hubs (cluster.nats); undefined: a hub alone. */
+  cluster: ClusterMember | undefined;
   private tickTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -93,6 +96,16 @@ export class HubCore {
       this.nodes,
     );
     auth.onRevoke((tokenId) => this.onRevoke(tokenId));
+  }
+
+  /** What the hub holds now, for its lease row in a cluster. */
+  load(): HubLoad {
+    return {
+      agents: this.agents.connectedCount(),
+      clients: this.clientStreams.size,
+      tasksInFlight: this.tasks.inFlight(),
+      draining: this.isDraining,
+    };
   }
 
   /** Whether the hub is draining (shutdown began): it takes no new work. */
@@ -197,6 +210,8 @@ export class HubCore {
 
   async shutdown(graceMs: number): Promise<void> {
     this.isDraining = true;
+    // The other hubs see this one draining at once, not at its next renewal.
+    void this.cluster?.renewNow();
     await drain(
       {
         logger: this.logger,

@@ -11,7 +11,12 @@ import { agentServiceDefinition, clientServiceDefinition } from "../common/codec
 import { type AgentServiceServer } from "../gen/switchboard/v1/agent.js";
 import { AdminServiceService, NodeServiceService } from "../gen/switchboard/v1/client.js";
 import { TokenAuthority } from "./auth.js";
-import { httpListenOf, redactedUrl, type HubConfig } from "./config.js";
+import { ClusterMember } from "./cluster/cluster-member.js";
+import { isClusterStore } from "./cluster/cluster-store.js";
+import { httpListenOf, redactedUrl, type ClusterConfig, type HubConfig } from "./config.js";
+import { Code, SwitchboardError } from "../common/errors.js";
+import { errorMessage } from "./store/errors.js";
+import { VERSION } from "../common/version.js";
 import { startHttpAgentApi, type HttpAgentApi } from "./http-agent-api.js";
 import { HubCore } from "./hub-core.js";
 import { widenHttp2Windows } from "./http2-windows.js";
@@ -128,6 +133,16 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
       );
     }
   }
+  if (config.cluster) {
+    try {
+      core.cluster = await joinCluster(config.cluster, core, store, auth, port, logger);
+    } catch (err) {
+      await httpApi?.close();
+      server.forceShutdown();
+      await store.close();
+      throw err;
+    }
+  }
   core.start();
 
   const hubJson = join(config.dataDir, "hub.json");
@@ -137,6 +152,7 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
       const graceMs = opts.graceMs ?? config.drainGraceMs;
       const drainEnds = Date.now() + graceMs;
       await core.shutdown(graceMs);
+      await core.cluster?.leave();
       await httpApi?.close();
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
@@ -185,6 +201,41 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
     "hub listening",
   );
   return { address, httpAddress: httpApi?.address, adminTokenFile, store, core, shutdown };
+}
+
+/** Joins the cluster of hubs on the shared store: a start-up error says what is missing. */
+async function joinCluster(
+  cluster: ClusterConfig,
+  core: HubCore,
+  store: Store,
+  auth: TokenAuthority,
+  port: number,
+  logger: Logger,
+): Promise<ClusterMember> {
+  if (!isClusterStore(store)) {
+    throw new StartupError(
+      "cluster.nats: a cluster of hubs needs a PostgreSQL store (store.url)",
+      "cluster.nats",
+    );
+  }
+  const member = new ClusterMember(
+    cluster,
+    store,
+    store.location,
+    auth,
+    () => core.load(),
+    VERSION,
+    port,
+    logger.child({ part: "cluster" }),
+  );
+  try {
+    await member.join();
+  } catch (err) {
+    const key =
+      err instanceof SwitchboardError && err.code === Code.ALREADY_EXISTS ? "cluster.hub_id" : "cluster.nats";
+    throw new StartupError(errorMessage(err), key, { cause: err });
+  }
+  return member;
 }
 
 /** hub.json, for the CLI on this machine: written whole under a temporary name, then renamed. */

@@ -29,6 +29,10 @@ export const HUB_SETTINGS = defineSettings({
     { name: "monitoring", help: "Agent liveness." },
     { name: "store", help: "What the store keeps." },
     {
+      name: "cluster",
+      help: "Several hubs on one PostgreSQL store, talking through NATS (needs store.url).",
+    },
+    {
       name: "nodes",
       help: "Supervised nodes: deadlines of operations forwarded to agents, and rescheduling.",
     },
@@ -177,6 +181,38 @@ export const HUB_SETTINGS = defineSettings({
       default: 1024 * 1024,
       input: "number",
       help: "output kept per task (head and tail) for `switchboard logs`",
+    },
+    "cluster.nats": {
+      schema: text,
+      input: "string",
+      env: "SWITCHBOARD_NATS",
+      flag: "--nats <url>",
+      help: "join a cluster of hubs: the NATS server(s) they talk through (nats://host:4222, several comma-separated); needs store.url",
+    },
+    "cluster.hub_id": {
+      schema: check<string>(
+        (v) => typeof v === "string" && /^[\w.:@-]{1,128}$/.test(v),
+        "letters, digits and . _ - @ : (at most 128)",
+      ),
+      defaultText: "the host name and the listen port",
+      input: "string",
+      env: "SWITCHBOARD_HUB_ID",
+      flag: "--hub-id <id>",
+      help: "this hub's name in the cluster, unique among its hubs",
+    },
+    "cluster.advertise": {
+      schema: text,
+      defaultText: "the host name and the listen port",
+      input: "string",
+      env: "SWITCHBOARD_ADVERTISE",
+      flag: "--advertise <host:port>",
+      help: "the address agents and clients should use to reach this hub, shown in `switchboard hubs`",
+    },
+    "cluster.lease_secs": {
+      schema: seconds,
+      default: 10,
+      input: "secs",
+      help: "a hub whose lease row was not renewed for this long is gone (renewed every third of it)",
     },
     "nodes.spawn_timeout_secs": {
       schema: seconds,

@@ -13,7 +13,7 @@ import {
   type AgentRow,
   type Column,
 } from "../output.js";
-import type { PoolStatus } from "../../gen/switchboard/v1/client.js";
+import type { HubInfo, PoolStatus } from "../../gen/switchboard/v1/client.js";
 
 /**
  * The listing's columns: ours, plus seed 003's list-agents fields, its platform and how long ago it was
@@ -97,6 +97,11 @@ export function registerAgents(program: Command): void {
           agents: `${s.agentsTotal} (${s.agentsHealthy} healthy, ${s.agentsDegraded} degraded, ${s.agentsOffline} offline)`,
           nodes: `${s.nodesTotal} (${s.nodesRunning} running, ${s.nodesUnhealthy} unhealthy)`,
           tasks: `${s.tasksQueued} queued, ${s.tasksRunning} running, ${s.tasksTotal} in all`,
+          ...(s.hubId
+            ? {
+                cluster: `${s.hubs.length} live hub${s.hubs.length === 1 ? "" : "s"} (${s.hubs.map((h) => h.id).join(", ")}); this is ${s.hubId}`,
+              }
+            : {}),
         },
         "table",
       );
@@ -109,5 +114,34 @@ export function registerAgents(program: Command): void {
         { header: "QUEUED", value: (p) => String(p.queued) },
       ];
       printList(s.pools, cols, "table", "no pools yet");
+    });
+
+  clientCommand(
+    program,
+    "hubs",
+    "the hubs of the cluster: address, agents, clients, tasks in flight, lease age",
+  )
+    .option("--all", "also hubs whose lease lapsed (gone, kept for a day)")
+    .option("-o, --output <format>", "table or json", "table")
+    .action(async (f: { all?: boolean; output?: string }, cmd: Command) => {
+      const format = outputFormat(f.output);
+      const r = await withClient(cmd, (c) => c.admin.listHubs({ includeGone: f.all === true }));
+      if (format === "json") return printObject(r, format);
+      if (r.leaseMs === 0) {
+        process.stdout.write("this hub runs alone (no cluster.nats): it is the whole control plane\n");
+        return;
+      }
+      const cols: Column<HubInfo>[] = [
+        { header: "HUB", value: (h) => `${h.id}${h.answering ? " *" : ""}` },
+        { header: "ADDRESS", value: (h) => h.address },
+        { header: "STATE", value: (h) => (!h.live ? "gone" : h.draining ? "draining" : "live") },
+        { header: "AGENTS", value: (h) => String(h.agents) },
+        { header: "CLIENTS", value: (h) => String(h.clients) },
+        { header: "TASKS", value: (h) => String(h.tasksInFlight) },
+        { header: "LEASE AGE", value: (h) => formatDuration(h.leaseAgeMs) },
+        { header: "UP", value: (h) => formatDuration(Date.now() - h.startedAtMs) },
+        { header: "VERSION", value: (h) => h.version },
+      ];
+      printList(r.hubs, cols, "table", "no hubs with a lease");
     });
 }

@@ -9,10 +9,12 @@ import {
   type AgentInfo,
   type PoolStatus,
   type TokenInfo,
+  type HubInfo,
 } from "../../gen/switchboard/v1/client.js";
 import type { AgentSession } from "../agents/agent-session.js";
 import { poolAllowed, type Principal } from "../auth.js";
 import type { HubCore } from "../hub-core.js";
+import type { ClusterMember, HubLoad } from "../cluster/cluster-member.js";
 import type { AgentRecord, TokenRecord } from "../store/index.js";
 
 const HEALTH = {
@@ -173,8 +175,15 @@ export function adminService(core: HubCore): AdminServiceServer {
         tasksTotal,
         pools: [...pools.values()],
         draining: core.draining,
+        hubId: core.cluster?.id ?? "",
+        hubs: core.cluster ? await clusterHubs(core, core.cluster, false) : [],
       };
     }),
+
+    listHubs: unary(core, "viewer", async (req) => ({
+      hubs: core.cluster ? await clusterHubs(core, core.cluster, req.includeGone) : [aloneHub(core)],
+      leaseMs: core.cluster?.leaseMs ?? 0,
+    })),
 
     createToken: unary(core, "admin", async (req, actor) => {
       const { secret, record } = await core.auth.create({
@@ -319,5 +328,44 @@ export function adminService(core: HubCore): AdminServiceServer {
       });
       return sessionInfo(s, (id) => core.nodes.slotsUsed(id));
     }),
+  };
+}
+
+/** The hubs of the cluster from their lease rows; the answering hub's own counts are current. */
+async function clusterHubs(core: HubCore, member: ClusterMember, includeGone: boolean): Promise<HubInfo[]> {
+  return (await member.hubs(includeGone)).map((h) => ({
+    id: h.id,
+    address: h.address,
+    version: h.version,
+    startedAtMs: h.startedAt,
+    ...(h.id === member.id ? { ...loadInfo(core.load()), answering: true } : loadInfo(h)),
+    leaseAgeMs: h.leaseAgeMs,
+    live: h.live,
+  }));
+}
+
+function loadInfo(
+  l: HubLoad,
+): Pick<HubInfo, "agents" | "clients" | "tasksInFlight" | "draining" | "answering"> {
+  return {
+    agents: l.agents,
+    clients: l.clients,
+    tasksInFlight: l.tasksInFlight,
+    draining: l.draining,
+    answering: false,
+  };
+}
+
+/** A hub alone lists itself. */
+function aloneHub(core: HubCore): HubInfo {
+  return {
+    id: "",
+    address: "",
+    version: VERSION,
+    startedAtMs: core.startedAt,
+    ...loadInfo(core.load()),
+    answering: true,
+    leaseAgeMs: 0,
+    live: true,
   };
 }

@@ -437,6 +437,50 @@ export interface ClusterStatusResponse {
   nodesUnhealthy: number;
   /** "Cluster: 3 agents (3 healthy), 5 storage nodes (5 running) - healthy" */
   summary: string;
+  /** the hub that answered (its cluster id; empty for a hub alone) */
+  hubId: string;
+  /** the live hubs of its cluster (empty for a hub alone) */
+  hubs: HubInfo[];
+}
+
+/** Which hubs to list. */
+export interface ListHubsRequest {
+  /** also hubs whose lease lapsed (kept for a day) */
+  includeGone: boolean;
+}
+
+/** One hub of a cluster, from its lease row. */
+export interface HubInfo {
+  /** its hub_id */
+  id: string;
+  /** where agents and clients reach it (cluster.advertise) */
+  address: string;
+  /** its Switchboard version */
+  version: string;
+  /** when it started, ms since epoch */
+  startedAtMs: number;
+  /** agents connected to it */
+  agents: number;
+  /** client streams open on it */
+  clients: number;
+  /** tasks it holds that have not ended */
+  tasksInFlight: number;
+  /** it is shutting down */
+  draining: boolean;
+  /** since it last renewed its lease (on the database's clock) */
+  leaseAgeMs: number;
+  /** its lease is current (age below cluster.lease_secs) */
+  live: boolean;
+  /** it is the hub that answered this call */
+  answering: boolean;
+}
+
+/** The hubs of the cluster, as `switchboard hubs` prints them. */
+export interface ListHubsResponse {
+  /** by id */
+  hubs: HubInfo[];
+  /** the answering hub's cluster.lease_secs, in ms (0 for a hub alone) */
+  leaseMs: number;
 }
 
 /** A supervised node: what the hub's registry wants of it and what its agent reports. */
@@ -3228,6 +3272,8 @@ function createBaseClusterStatusResponse(): ClusterStatusResponse {
     nodesRunning: 0,
     nodesUnhealthy: 0,
     summary: "",
+    hubId: "",
+    hubs: [],
   };
 }
 
@@ -3277,6 +3323,12 @@ export const ClusterStatusResponse: MessageFns<ClusterStatusResponse> = {
     }
     if (message.summary !== "") {
       writer.uint32(122).string(message.summary);
+    }
+    if (message.hubId !== "") {
+      writer.uint32(130).string(message.hubId);
+    }
+    for (const v of message.hubs) {
+      HubInfo.encode(v!, writer.uint32(138).fork()).join();
     }
     return writer;
   },
@@ -3414,6 +3466,22 @@ export const ClusterStatusResponse: MessageFns<ClusterStatusResponse> = {
             message.summary = reader.string();
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.hubId = reader.string();
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.hubs.push(HubInfo.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3493,6 +3561,14 @@ export const ClusterStatusResponse: MessageFns<ClusterStatusResponse> = {
         ? globalThis.Number(object.nodes_unhealthy)
         : 0,
       summary: isSet(object.summary) ? globalThis.String(object.summary) : "",
+      hubId: isSet(object.hubId)
+        ? globalThis.String(object.hubId)
+        : isSet(object.hub_id)
+        ? globalThis.String(object.hub_id)
+        : "",
+      hubs: globalThis.Array.isArray(object?.hubs)
+        ? object.hubs.map((e: any) => HubInfo.fromJSON(e))
+        : [],
     };
   },
 
@@ -3543,6 +3619,12 @@ export const ClusterStatusResponse: MessageFns<ClusterStatusResponse> = {
     if (message.summary !== "") {
       obj.summary = message.summary;
     }
+    if (message.hubId !== "") {
+      obj.hubId = message.hubId;
+    }
+    if (message.hubs?.length) {
+      obj.hubs = message.hubs.map((e) => HubInfo.toJSON(e));
+    }
     return obj;
   },
 
@@ -3566,6 +3648,423 @@ export const ClusterStatusResponse: MessageFns<ClusterStatusResponse> = {
     message.nodesRunning = object.nodesRunning ?? 0;
     message.nodesUnhealthy = object.nodesUnhealthy ?? 0;
     message.summary = object.summary ?? "";
+    message.hubId = object.hubId ?? "";
+    message.hubs = object.hubs?.map((e) => HubInfo.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseListHubsRequest(): ListHubsRequest {
+  return { includeGone: false };
+}
+
+export const ListHubsRequest: MessageFns<ListHubsRequest> = {
+  encode(message: ListHubsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.includeGone !== false) {
+      writer.uint32(8).bool(message.includeGone);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHubsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHubsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.includeGone = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListHubsRequest {
+    return {
+      includeGone: isSet(object.includeGone)
+        ? globalThis.Boolean(object.includeGone)
+        : isSet(object.include_gone)
+        ? globalThis.Boolean(object.include_gone)
+        : false,
+    };
+  },
+
+  toJSON(message: ListHubsRequest): unknown {
+    const obj: any = {};
+    if (message.includeGone !== false) {
+      obj.includeGone = message.includeGone;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListHubsRequest>, I>>(base?: I): ListHubsRequest {
+    return ListHubsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListHubsRequest>, I>>(object: I): ListHubsRequest {
+    const message = createBaseListHubsRequest();
+    message.includeGone = object.includeGone ?? false;
+    return message;
+  },
+};
+
+function createBaseHubInfo(): HubInfo {
+  return {
+    id: "",
+    address: "",
+    version: "",
+    startedAtMs: 0,
+    agents: 0,
+    clients: 0,
+    tasksInFlight: 0,
+    draining: false,
+    leaseAgeMs: 0,
+    live: false,
+    answering: false,
+  };
+}
+
+export const HubInfo: MessageFns<HubInfo> = {
+  encode(message: HubInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.address !== "") {
+      writer.uint32(18).string(message.address);
+    }
+    if (message.version !== "") {
+      writer.uint32(26).string(message.version);
+    }
+    if (message.startedAtMs !== 0) {
+      writer.uint32(32).int64(message.startedAtMs);
+    }
+    if (message.agents !== 0) {
+      writer.uint32(40).uint32(message.agents);
+    }
+    if (message.clients !== 0) {
+      writer.uint32(48).uint32(message.clients);
+    }
+    if (message.tasksInFlight !== 0) {
+      writer.uint32(56).uint32(message.tasksInFlight);
+    }
+    if (message.draining !== false) {
+      writer.uint32(64).bool(message.draining);
+    }
+    if (message.leaseAgeMs !== 0) {
+      writer.uint32(72).int64(message.leaseAgeMs);
+    }
+    if (message.live !== false) {
+      writer.uint32(80).bool(message.live);
+    }
+    if (message.answering !== false) {
+      writer.uint32(88).bool(message.answering);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HubInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHubInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.address = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.version = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.startedAtMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.agents = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.clients = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.tasksInFlight = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.draining = reader.bool();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.leaseAgeMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.live = reader.bool();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.answering = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HubInfo {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      address: isSet(object.address) ? globalThis.String(object.address) : "",
+      version: isSet(object.version) ? globalThis.String(object.version) : "",
+      startedAtMs: isSet(object.startedAtMs)
+        ? globalThis.Number(object.startedAtMs)
+        : isSet(object.started_at_ms)
+        ? globalThis.Number(object.started_at_ms)
+        : 0,
+      agents: isSet(object.agents) ? globalThis.Number(object.agents) : 0,
+      clients: isSet(object.clients) ? globalThis.Number(object.clients) : 0,
+      tasksInFlight: isSet(object.tasksInFlight)
+        ? globalThis.Number(object.tasksInFlight)
+        : isSet(object.tasks_in_flight)
+        ? globalThis.Number(object.tasks_in_flight)
+        : 0,
+      draining: isSet(object.draining) ? globalThis.Boolean(object.draining) : false,
+      leaseAgeMs: isSet(object.leaseAgeMs)
+        ? globalThis.Number(object.leaseAgeMs)
+        : isSet(object.lease_age_ms)
+        ? globalThis.Number(object.lease_age_ms)
+        : 0,
+      live: isSet(object.live) ? globalThis.Boolean(object.live) : false,
+      answering: isSet(object.answering) ? globalThis.Boolean(object.answering) : false,
+    };
+  },
+
+  toJSON(message: HubInfo): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.address !== "") {
+      obj.address = message.address;
+    }
+    if (message.version !== "") {
+      obj.version = message.version;
+    }
+    if (message.startedAtMs !== 0) {
+      obj.startedAtMs = Math.round(message.startedAtMs);
+    }
+    if (message.agents !== 0) {
+      obj.agents = Math.round(message.agents);
+    }
+    if (message.clients !== 0) {
+      obj.clients = Math.round(message.clients);
+    }
+    if (message.tasksInFlight !== 0) {
+      obj.tasksInFlight = Math.round(message.tasksInFlight);
+    }
+    if (message.draining !== false) {
+      obj.draining = message.draining;
+    }
+    if (message.leaseAgeMs !== 0) {
+      obj.leaseAgeMs = Math.round(message.leaseAgeMs);
+    }
+    if (message.live !== false) {
+      obj.live = message.live;
+    }
+    if (message.answering !== false) {
+      obj.answering = message.answering;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HubInfo>, I>>(base?: I): HubInfo {
+    return HubInfo.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HubInfo>, I>>(object: I): HubInfo {
+    const message = createBaseHubInfo();
+    message.id = object.id ?? "";
+    message.address = object.address ?? "";
+    message.version = object.version ?? "";
+    message.startedAtMs = object.startedAtMs ?? 0;
+    message.agents = object.agents ?? 0;
+    message.clients = object.clients ?? 0;
+    message.tasksInFlight = object.tasksInFlight ?? 0;
+    message.draining = object.draining ?? false;
+    message.leaseAgeMs = object.leaseAgeMs ?? 0;
+    message.live = object.live ?? false;
+    message.answering = object.answering ?? false;
+    return message;
+  },
+};
+
+function createBaseListHubsResponse(): ListHubsResponse {
+  return { hubs: [], leaseMs: 0 };
+}
+
+export const ListHubsResponse: MessageFns<ListHubsResponse> = {
+  encode(message: ListHubsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.hubs) {
+      HubInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.leaseMs !== 0) {
+      writer.uint32(16).int64(message.leaseMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHubsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHubsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.hubs.push(HubInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.leaseMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListHubsResponse {
+    return {
+      hubs: globalThis.Array.isArray(object?.hubs) ? object.hubs.map((e: any) => HubInfo.fromJSON(e)) : [],
+      leaseMs: isSet(object.leaseMs)
+        ? globalThis.Number(object.leaseMs)
+        : isSet(object.lease_ms)
+        ? globalThis.Number(object.lease_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: ListHubsResponse): unknown {
+    const obj: any = {};
+    if (message.hubs?.length) {
+      obj.hubs = message.hubs.map((e) => HubInfo.toJSON(e));
+    }
+    if (message.leaseMs !== 0) {
+      obj.leaseMs = Math.round(message.leaseMs);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ListHubsResponse>, I>>(base?: I): ListHubsResponse {
+    return ListHubsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ListHubsResponse>, I>>(object: I): ListHubsResponse {
+    const message = createBaseListHubsResponse();
+    message.hubs = object.hubs?.map((e) => HubInfo.fromPartial(e)) || [];
+    message.leaseMs = object.leaseMs ?? 0;
     return message;
   },
 };
@@ -7137,6 +7636,16 @@ export const AdminServiceService = {
       Buffer.from(ClusterStatusResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ClusterStatusResponse => ClusterStatusResponse.decode(value),
   },
+  /** The hubs of the cluster (a hub alone lists itself), as `switchboard hubs` prints them. Viewer. */
+  listHubs: {
+    path: "/switchboard.v1.AdminService/ListHubs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListHubsRequest): Buffer => Buffer.from(ListHubsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListHubsRequest => ListHubsRequest.decode(value),
+    responseSerialize: (value: ListHubsResponse): Buffer => Buffer.from(ListHubsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListHubsResponse => ListHubsResponse.decode(value),
+  },
   /** A new token; its secret is in the response and nowhere else. */
   createToken: {
     path: "/switchboard.v1.AdminService/CreateToken" as const,
@@ -7210,6 +7719,8 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   getAgent: handleUnaryCall<GetAgentRequest, AgentInfo>;
   /** Counts of agents, tasks and nodes, by pool, with a one-line summary. */
   clusterStatus: handleUnaryCall<ClusterStatusRequest, ClusterStatusResponse>;
+  /** The hubs of the cluster (a hub alone lists itself), as `switchboard hubs` prints them. Viewer. */
+  listHubs: handleUnaryCall<ListHubsRequest, ListHubsResponse>;
   /** A new token; its secret is in the response and nowhere else. */
   createToken: handleUnaryCall<CreateTokenRequest, CreateTokenResponse>;
   /** The tokens (never their secrets). */
@@ -7275,6 +7786,22 @@ export interface AdminServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ClusterStatusResponse) => void,
+  ): ClientUnaryCall;
+  /** The hubs of the cluster (a hub alone lists itself), as `switchboard hubs` prints them. Viewer. */
+  listHubs(
+    request: ListHubsRequest,
+    callback: (error: ServiceError | null, response: ListHubsResponse) => void,
+  ): ClientUnaryCall;
+  listHubs(
+    request: ListHubsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListHubsResponse) => void,
+  ): ClientUnaryCall;
+  listHubs(
+    request: ListHubsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListHubsResponse) => void,
   ): ClientUnaryCall;
   /** A new token; its secret is in the response and nowhere else. */
   createToken(

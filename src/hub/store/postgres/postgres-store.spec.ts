@@ -403,15 +403,16 @@ describe("migrations", () => {
   it("two stores opening the same empty schema together migrate it once", async () => {
     const schema = `m_${randomBytes(3).toString("hex")}`;
     const [a, b] = await Promise.all([openStore({ schema }), openStore({ schema })]);
-    expect(a.store.schemaVersion).toBe(4);
-    expect(b.store.schemaVersion).toBe(4);
+    expect(a.store.schemaVersion).toBe(5);
+    expect(b.store.schemaVersion).toBe(5);
     const applied = [...a.logs, ...b.logs].filter((l) => l.msg === "store migration applied");
-    expect(applied).toHaveLength(4);
+    expect(applied).toHaveLength(5);
     expect(await peek(`SELECT version, name FROM ${schema}.schema_migrations ORDER BY version`)).toEqual([
       { version: 1, name: "initial" },
       { version: 2, name: "write_batch" },
       { version: 3, name: "hot_task_updates" },
       { version: 4, name: "task_page_room" },
+      { version: 5, name: "hubs" },
     ]);
   });
 

@@ -4,6 +4,8 @@
 // holds them while the database refuses them; the per-table files (tasks.ts, agents.ts, ...) hold
 // the SQL. Reads commit the pending batch first, so they see every write made before them, except
 // where they read through it.
+import type { ClusterStore, HubLease, HubRecord } from "../../cluster/cluster-store.js";
+import * as hubs from "./hubs.js";
 import pg from "pg";
 import { Code, SwitchboardError } from "../../../common/errors.js";
 import { silentLogger, type Logger } from "../../../common/logger.js";
@@ -79,7 +81,7 @@ export async function openPostgresStore(opts: PostgresStoreOptions): Promise<Pos
   }
 }
 
-export class PostgresStore extends BatchedStore<PendingBatch> implements Store {
+export class PostgresStore extends BatchedStore<PendingBatch> implements Store, ClusterStore {
   protected readonly writer: PostgresWriter;
 
   constructor(
@@ -248,6 +250,30 @@ export class PostgresStore extends BatchedStore<PendingBatch> implements Store {
   async listAudit(filter: AuditFilter): Promise<AuditRecord[]> {
     await this.writer.beforeRead();
     return this.writer.read("the audit log was not read", (sql) => audit.listAudit(sql, filter));
+  }
+
+  // ---- the hubs of a cluster (cluster/cluster-store.ts): read and written at once, on the pool
+
+  claimLease(lease: HubLease, leaseMs: number): Promise<{ holder: string; ageMs: number } | undefined> {
+    return this.writer.read("the hub's lease was not claimed", (sql) => hubs.claimLease(sql, lease, leaseMs));
+  }
+
+  renewLease(lease: HubLease): Promise<boolean> {
+    return this.writer.read("the hub's lease was not renewed", (sql) => hubs.renewLease(sql, lease));
+  }
+
+  releaseLease(id: string, incarnation: string): Promise<void> {
+    return this.writer.read("the hub's lease was not released", (sql) =>
+      hubs.releaseLease(sql, id, incarnation),
+    );
+  }
+
+  listHubs(): Promise<HubRecord[]> {
+    return this.writer.read("the hubs were not listed", (sql) => hubs.listHubs(sql));
+  }
+
+  revokedAmong(ids: readonly string[]): Promise<string[]> {
+    return this.writer.read("the tokens were not read", (sql) => hubs.revokedAmong(sql, ids));
   }
 
   // ---- lifecycle

@@ -1,0 +1,51 @@
+// What a cluster of hubs needs from the store they share beyond the Store interface: the hubs'
+// leases, and which tokens were revoked (by any hub). Only the PostgreSQL store offers it.
+import type { Store } from "../store/index.js";
+
+/** A hub's lease row as it writes it. */
+export interface HubLease {
+  id: string;
+  /** One run of the hub: a restart is a new incarnation. */
+  incarnation: string;
+  address: string;
+  version: string;
+  agents: number;
+  clients: number;
+  tasksInFlight: number;
+  draining: boolean;
+}
+
+/** A hub as `switchboard hubs` shows it. */
+export interface HubRecord {
+  id: string;
+  address: string;
+  version: string;
+  startedAt: number;
+  agents: number;
+  clients: number;
+  tasksInFlight: number;
+  draining: boolean;
+  /** Since the lease was last renewed, on the database's clock. */
+  leaseAgeMs: number;
+  /** Its lease: gone when not renewed for this long. */
+  leaseMs: number;
+}
+
+export interface ClusterStore {
+  /** The database as shown (no password) and its schema: names the cluster. */
+  readonly location: string;
+  /** Claims the lease; undefined, or the live hub that holds the id. */
+  claimLease(lease: HubLease, leaseMs: number): Promise<{ holder: string; ageMs: number } | undefined>;
+  /** Renews the lease; false when another incarnation holds it. */
+  renewLease(lease: HubLease): Promise<boolean>;
+  releaseLease(id: string, incarnation: string): Promise<void>;
+  /** Every hub with a row, live or not (live: its lease age is below its lease). */
+  listHubs(): Promise<HubRecord[]>;
+  /** Which of these token ids are revoked. */
+  revokedAmong(ids: readonly string[]): Promise<string[]>;
+}
+
+export function isClusterStore(store: Store): store is Store & ClusterStore {
+  const s = store as Partial<ClusterStore>;
+  return typeof s.claimLease === "function" && typeof s.listHubs === "function";
+}

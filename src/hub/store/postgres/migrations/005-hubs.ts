@@ -1,0 +1,19 @@
+// The hubs of a cluster: one lease row per hub, renewed on the database's clock (so that the hubs'
+// own clocks need not agree), read by `switchboard hubs` and by the hubs themselves to tell which
+// of them are gone. The incarnation names one run of a hub: a hub that finds its row renewed by
+// another incarnation lost its lease (it was taken for dead) and says so.
+export const HUBS = `
+CREATE TABLE hubs (
+  id              TEXT PRIMARY KEY,
+  incarnation     TEXT NOT NULL,
+  address         TEXT NOT NULL,
+  version         TEXT NOT NULL,
+  started_at      BIGINT NOT NULL,
+  renewed_at      BIGINT NOT NULL,   -- the database's clock, milliseconds
+  lease_ms        BIGINT NOT NULL,   -- its cluster.lease_secs: gone when not renewed for this long
+  agents          INTEGER NOT NULL DEFAULT 0,
+  clients         INTEGER NOT NULL DEFAULT 0,
+  tasks_in_flight INTEGER NOT NULL DEFAULT 0,
+  draining        BOOLEAN NOT NULL DEFAULT FALSE
+);
+`;

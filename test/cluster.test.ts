@@ -1,0 +1,320 @@
+// Hubs of a cluster (`--store postgres://… --nats nats://…`), as real processes on one PostgreSQL
+// database and the machine's NATS: each lists all of them (`switchboard hubs`, `status`); a token
+// made through one hub works on another; a token revoked on one hub ends its sessions on the others
+// through NATS at once, and through the store when the NATS message is lost (a hub whose NATS link
+// is down); a second hub with a live hub's id is refused; a hub killed with -9 shows gone when its
+// lease lapses, one stopped cleanly at once; and the settings that cannot make a cluster say why.
+import { randomBytes } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { waitFor } from "../src/common/wait-for.js";
+import { TcpProxy } from "./support/tcp-proxy.js";
+import {
+  agentToken,
+  freePort,
+  listAgents,
+  runCli,
+  spawnCli,
+  startAgent,
+  startHub,
+  stopAll,
+  tempDir,
+  type HubProc,
+} from "./support/processes.js";
+
+const SERVER = "postgres://postgres@127.0.0.1:5432";
+const NATS = "127.0.0.1:4222";
+const DB = `sb_cluster_${randomBytes(4).toString("hex")}`;
+const STORE = `${SERVER}/${DB}`;
+
+async function onServer(sql: string): Promise<void> {
+  const c = new pg.Client({ connectionString: `${SERVER}/postgres`, connectionTimeoutMillis: 10_000 });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+/** A config file setting the hub's lease (no flag: an operator rarely changes it). */
+function leaseConfig(secs: number): string {
+  const file = join(tempDir("cluster-cfg"), "hub.toml");
+  writeFileSync(file, `[cluster]\nlease_secs = ${secs}\n`);
+  return file;
+}
+
+interface HubRow {
+  id: string;
+  address: string;
+  live: boolean;
+  answering: boolean;
+  agents: number;
+  draining: boolean;
+}
+
+async function hubsSeenBy(hub: HubProc, all = false): Promise<HubRow[]> {
+  const r = await runCli([...hub.cli, "hubs", "--output", "json", ...(all ? ["--all"] : [])]);
+  if (r.code !== 0) throw new Error(`hubs failed (${r.code}): ${r.stderr}`);
+  return (JSON.parse(r.stdout) as { hubs: HubRow[] }).hubs;
+}
+
+let a: HubProc;
+let b: HubProc;
+/** The subject hub A published a revocation on (learnt by listening). */
+let revocationSubject = "";
+
+/** Listens on the hubs' subjects; `next` is the first message heard. */
+async function natsListener(): Promise<{ next: Promise<{ subject: string }> }> {
+  const nc = await connect({ servers: NATS });
+  const sub = nc.subscribe("switchboard.>", { max: 1 });
+  await nc.flush();
+  const next = (async () => {
+    for await (const m of sub) {
+      await nc.close();
+      return { subject: m.subject };
+    }
+    throw new Error("no message on switchboard.>");
+  })();
+  return { next };
+}
+
+/** A hub of the cluster; the CLI args use hub A's admin token (the shared store made it). */
+async function clusterHub(id: string, extra: string[] = [], nats = `nats://${NATS}`): Promise<HubProc> {
+  const h = await startHub({
+    args: ["--store", STORE, "--nats", nats, "--hub-id", id, ...extra],
+    sharedStore: a !== undefined,
+  });
+  const token = a?.adminToken ?? h.adminToken;
+  return { ...h, adminToken: token, cli: ["--hub", h.address, "--token", token] };
+}
+
+beforeAll(async () => {
+  // NATS runs on this machine as PostgreSQL does (scripts/setup.sh starts it): without it, fail.
+  const probe = await TcpProxy.start(NATS);
+  await probe.close();
+  await onServer(`CREATE DATABASE ${DB}`);
+  a = await clusterHub("hub-a");
+  b = await clusterHub("hub-b", ["--config", leaseConfig(30)]);
+}, 60_000);
+
+afterAll(async () => {
+  await stopAll();
+  await onServer(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
+});
+
+describe("a cluster of hubs", () => {
+  it("lists every live hub on each of them, and in status", async () => {
+    for (const [hub, me] of [
+      [a, "hub-a"],
+      [b, "hub-b"],
+    ] as const) {
+      const hubs = await hubsSeenBy(hub);
+      expect(hubs.map((h) => h.id)).toEqual(["hub-a", "hub-b"]);
+      expect(hubs.every((h) => h.live)).toBe(true);
+      expect(hubs.find((h) => h.answering)?.id).toBe(me);
+    }
+    const table = await runCli([...a.cli, "hubs"]);
+    expect(table.stdout).toMatch(/^HUB\s+ADDRESS\s+STATE/m);
+    expect(table.stdout).toMatch(/^hub-a \*\s+\S+\s+live/m);
+    const status = await runCli([...b.cli, "status"]);
+    expect(status.stdout).toMatch(/cluster\s+2 live hubs \(hub-a, hub-b\); this is hub-b/);
+  });
+
+  it("admits on one hub a token made through another, and counts its agent there", async () => {
+    const token = await agentToken(a, "shared");
+    const agent = await startAgent(b, { agentId: "shared-1", pool: "shared", token });
+    const r = await runCli([...b.cli, "exec", "--agent", "shared-1", "--", "echo", "on b"]);
+    expect(r.stdout).toBe("on b\n");
+    // Its lease row carries its agents: hub A sees hub B's at B's next renewal (forced by a drain
+    // or the timer), and B's own answer counts it at once.
+    expect((await hubsSeenBy(b)).find((h) => h.id === "hub-b")?.agents).toBe(1);
+    agent.kill("SIGTERM");
+    await agent.exited;
+  });
+
+  it("ends on every hub, at once, the sessions of a token revoked on one", async () => {
+    const token = await agentToken(a, "revoked-everywhere");
+    const agent = await startAgent(b, { agentId: "rev-1", pool: "revoked-everywhere", token });
+    const name = await tokenIdOf(a, "revoked-everywhere");
+    const heard = await natsListener();
+    const revoked = await runCli([...a.cli, "token", "revoke", name]);
+    expect(revoked.code).toBe(0);
+    const t0 = Date.now();
+    // Hub B renews (and reads revocations from the store) every 10 s: ending within 3 s is NATS's doing.
+    await waitFor(() => /revoked/i.test(agent.stderr()), {
+      timeout: 3_000,
+      message: "the agent on hub B to hear its token was revoked on hub A",
+    });
+    expect(Date.now() - t0).toBeLessThan(3_000);
+    expect(b.stderr()).toMatch(/"by":"hub-a","msg":"token revoked by another hub"/);
+    revocationSubject = (await heard.next).subject;
+    expect((await listAgents(b)).some((x) => x.agentId === "rev-1" && x.connected)).toBe(false);
+    // And B admits it no more.
+    const again = await runCli([
+      "exec",
+      "--hub",
+      b.address,
+      "--token",
+      token,
+      "--agent",
+      "rev-1",
+      "--",
+      "true",
+    ]);
+    expect(again.code).not.toBe(0);
+    agent.kill("SIGTERM");
+    await agent.exited;
+  });
+
+  it("ignores a revocation forged on NATS: the store does not hold it", async () => {
+    expect(revocationSubject).toMatch(/^switchboard\.\w+\.tokens\.revoked$/);
+    const token = await agentToken(a, "forged");
+    const agent = await startAgent(b, { agentId: "forged-1", pool: "forged", token });
+    const id = await tokenIdOf(a, "forged");
+    const nc = await connect({ servers: NATS });
+    nc.publish(revocationSubject, JSON.stringify({ tokenId: id, hub: "hub-a" }));
+    await nc.flush();
+    await nc.close();
+    await waitFor(() => /a revocation the store does not hold was ignored/.test(b.stderr()), {
+      timeout: 5_000,
+      message: "hub B to check the forged revocation against the store",
+    });
+    expect(agent.stderr()).not.toMatch(/revoked/i);
+    expect((await listAgents(b)).some((x) => x.agentId === "forged-1" && x.connected)).toBe(true);
+    const r = await runCli([
+      "exec",
+      "--hub",
+      b.address,
+      "--token",
+      a.adminToken,
+      "--agent",
+      "forged-1",
+      "--",
+      "echo",
+      "still",
+    ]);
+    expect(r.stdout).toBe("still\n");
+    agent.kill("SIGTERM");
+    await agent.exited;
+  });
+
+  it("ends them through the store when the NATS message is lost: a hub whose NATS link is down", async () => {
+    const link = await TcpProxy.start(NATS);
+    // Lease 3 s: it renews, and reads revocations from the store, every second.
+    const c = await clusterHub("hub-c", ["--config", leaseConfig(3)], `nats://${link.address}`);
+    const token = await agentToken(a, "lost-message");
+    const agent = await startAgent(c, { agentId: "lost-1", pool: "lost-message", token });
+    link.down();
+    const revoked = await runCli([...a.cli, "token", "revoke", await tokenIdOf(a, "lost-message")]);
+    expect(revoked.code).toBe(0);
+    await waitFor(() => /revoked/i.test(agent.stderr()), {
+      timeout: 5_000,
+      message: "hub C to find the revocation in the store",
+    });
+    expect(c.stderr()).toMatch(/token revoked by another hub \(seen in the store\)/);
+    link.up();
+    agent.kill("SIGTERM");
+    await agent.exited;
+    c.kill("SIGTERM");
+    await c.exited;
+    await link.close();
+  });
+
+  it("refuses a second hub with a live hub's id, naming the holder", async () => {
+    const p = spawnCli([
+      "hub",
+      "--listen",
+      "127.0.0.1:0",
+      "--http-listen",
+      "off",
+      "--data",
+      tempDir("clash"),
+      "--store",
+      STORE,
+      "--nats",
+      `nats://${NATS}`,
+      "--hub-id",
+      "hub-a",
+    ]);
+    expect(await p.exited).not.toBe(0);
+    expect(p.stderr()).toMatch(/hub id hub-a is held by a live hub at \S+ .*--hub-id/);
+    expect((await hubsSeenBy(a)).filter((h) => h.id === "hub-a")).toHaveLength(1);
+  });
+
+  it("shows a hub killed with -9 gone once its lease lapses, and one stopped cleanly gone at once", async () => {
+    const d = await clusterHub("hub-d", ["--config", leaseConfig(2)]);
+    const e = await clusterHub("hub-e");
+    expect((await hubsSeenBy(a)).map((h) => h.id)).toEqual(expect.arrayContaining(["hub-d", "hub-e"]));
+    d.kill("SIGKILL");
+    await d.exited;
+    // Within its 2 s lease it still counts; after, it is gone (and listed with --all).
+    await waitFor(async () => !(await hubsSeenBy(a)).some((h) => h.id === "hub-d"), {
+      timeout: 6_000,
+      message: "hub D's lease to lapse",
+    });
+    expect((await hubsSeenBy(a, true)).find((h) => h.id === "hub-d")?.live).toBe(false);
+    e.kill("SIGTERM");
+    expect(await e.exited).toBe(0);
+    expect((await hubsSeenBy(a, true)).some((h) => h.id === "hub-e")).toBe(false);
+    // The id is free again: a new hub-d starts.
+    const d2 = await clusterHub("hub-d");
+    expect((await hubsSeenBy(d2)).find((h) => h.id === "hub-d")?.answering).toBe(true);
+    d2.kill("SIGTERM");
+    await d2.exited;
+  });
+});
+
+describe("settings that cannot make a cluster", () => {
+  it("asks for a PostgreSQL store", async () => {
+    const r = await runCli([
+      "hub",
+      "--listen",
+      "127.0.0.1:0",
+      "--data",
+      tempDir("no-pg"),
+      "--nats",
+      `nats://${NATS}`,
+    ]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(
+      /cluster\.nats: the hubs of a cluster share their state in PostgreSQL: set store\.url/,
+    );
+  });
+
+  it("names an unreachable NATS", async () => {
+    const port = await freePort();
+    const r = await runCli([
+      "hub",
+      "--listen",
+      "127.0.0.1:0",
+      "--http-listen",
+      "off",
+      "--data",
+      tempDir("no-nats"),
+      "--store",
+      STORE,
+      "--nats",
+      `nats://127.0.0.1:${port}`,
+    ]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`cannot reach NATS at nats://127\\.0\\.0\\.1:${port}`));
+  });
+
+  it("refuses cluster settings without cluster.nats", async () => {
+    const r = await runCli(["hub", "--listen", "127.0.0.1:0", "--data", tempDir("no-nats"), "--hub-id", "x"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/cluster\.hub_id is for a cluster of hubs: set cluster\.nats too/);
+  });
+});
+
+async function tokenIdOf(hub: HubProc, pool: string): Promise<string> {
+  const list = await runCli([...hub.cli, "token", "list", "--output", "json"]);
+  const tokens = JSON.parse(list.stdout) as { id: string; role: string; pools: string[] }[];
+  const mine = tokens.filter((t) => t.role === "agent" && t.pools.includes(pool));
+  if (mine.length !== 1) throw new Error(`expected one agent token of pool ${pool}, got ${mine.length}`);
+  return mine[0]!.id;
+}
