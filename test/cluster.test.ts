@@ -4,10 +4,11 @@
 // through NATS at once, and through the store when the NATS message is lost (a hub whose NATS link
 // is down); a second hub with a live hub's id is refused; a hub killed with -9 shows gone when its
 // lease lapses, one stopped cleanly at once; and the settings that cannot make a cluster say why.
-import { randomBytes } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { createHash, createHmac, randomBytes } from "node:crypto";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { connect } from "@nats-io/transport-node";
+import { connect, headers as natsHeaders } from "@nats-io/transport-node";
+import { SubmitRequest } from "../src/gen/switchboard/v1/client.js";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../src/common/wait-for.js";
@@ -22,6 +23,7 @@ import {
   startHub,
   stopAll,
   tempDir,
+  type AgentProc,
   type HubProc,
 } from "./support/processes.js";
 
@@ -268,6 +270,169 @@ describe("a cluster of hubs", () => {
   });
 });
 
+describe("tasks across hubs: the client on hub A, the agent on hub B", () => {
+  let agent: AgentProc;
+  beforeAll(async () => {
+    agent = await startAgent(b, { agentId: "x-1", pool: "across", token: await agentToken(a, "across") });
+  }, 30_000);
+  afterAll(async () => {
+    agent.kill("SIGTERM");
+    await agent.exited;
+  });
+
+  it("runs it there: exact output on both streams and the exit code", async () => {
+    const r = await runCli([
+      ...a.cli,
+      "exec",
+      "--agent",
+      "x-1",
+      "--shell",
+      "printf 'out\\n'; printf 'err\\n' >&2; exit 3",
+    ]);
+    expect(r).toMatchObject({ code: 3, stdout: "out\n", stderr: "err\n" });
+    // The record is hub B's, in the store both read: hub A lists it as B's agent ran it.
+    const tasks = await runCli([...a.cli, "tasks", "--agent", "x-1", "--output", "json"]);
+    expect(JSON.parse(tasks.stdout)).toContainEqual(
+      expect.objectContaining({ agentId: "x-1", state: "failed" }),
+    );
+  });
+
+  it("streams 100 MB through both hubs byte-exact (numbered lines: no gap, no duplicate)", async () => {
+    const lines = 12_000_000;
+    const p = spawnCli([...a.cli, "exec", "--agent", "x-1", "--", "seq", "1", String(lines)]);
+    const hash = createHash("sha256");
+    let bytes = 0;
+    p.child.stdout!.on("data", (d: Buffer) => {
+      hash.update(d);
+      bytes += d.length;
+    });
+    expect(await p.exited).toBe(0);
+    const want = createHash("sha256");
+    let wantBytes = 0;
+    for (let i = 1; i <= lines; i += 100_000) {
+      let chunk = "";
+      for (let j = i; j < i + 100_000 && j <= lines; j++) chunk += `${j}\n`;
+      want.update(chunk);
+      wantBytes += chunk.length;
+    }
+    expect(bytes).toBe(wantBytes);
+    expect(hash.digest("hex")).toBe(want.digest("hex"));
+  }, 120_000);
+
+  it("holds back the agent on hub B while the client on hub A does not read: no hub buffers it", async () => {
+    const rss = (pid: number): number =>
+      Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) * 1024;
+    const before = { a: rss(a.child.pid!), b: rss(b.child.pid!) };
+    const p = spawnCli([...a.cli, "exec", "--agent", "x-1", "--", "head", "-c", "2000000000", "/dev/zero"]);
+    p.child.stdout!.pause(); // a client that reads nothing
+    const produced = async (): Promise<number> => {
+      const r = await runCli([...b.cli, "tasks", "--agent", "x-1", "--state", "running", "--output", "json"]);
+      const running = JSON.parse(r.stdout) as { stdoutBytes?: number | string }[];
+      return Number(running[0]?.stdoutBytes ?? 0);
+    };
+    await waitFor(async () => (await produced()) > 0, { timeout: 10_000, message: "the task to run" });
+    await new Promise((r) => setTimeout(r, 2_000));
+    const first = await produced();
+    await new Promise((r) => setTimeout(r, 2_000));
+    const second = await produced();
+    // Stalled: the agent sends only what the windows of both hubs and the pipes hold.
+    expect(second).toBe(first);
+    expect(second).toBeLessThan(64 * 1024 * 1024);
+    expect(rss(a.child.pid!) - before.a).toBeLessThan(64 * 1024 * 1024);
+    expect(rss(b.child.pid!) - before.b).toBeLessThan(64 * 1024 * 1024);
+    p.kill("SIGKILL");
+    await p.exited;
+    const running = await runCli([
+      ...b.cli,
+      "tasks",
+      "--agent",
+      "x-1",
+      "--state",
+      "running",
+      "--output",
+      "json",
+    ]);
+    for (const t of JSON.parse(running.stdout) as { taskId: string }[])
+      expect((await runCli([...a.cli, "cancel", t.taskId])).code).toBe(0);
+  }, 60_000);
+
+  it("cancels it from hub A: the process on hub B's agent is gone", async () => {
+    const marker = join(tempDir("cancel-across"), "alive");
+    const d = await runCli([
+      ...a.cli,
+      "exec",
+      "--detach",
+      "--agent",
+      "x-1",
+      "--shell",
+      `while true; do date +%s%N > ${marker}; sleep 0.1; done`,
+    ]);
+    expect(d.code).toBe(0);
+    const id = d.stdout.trim();
+    await waitFor(() => existsSync(marker), { timeout: 10_000, message: "the task to start" });
+    const c = await runCli([...a.cli, "cancel", id]);
+    expect(c.code).toBe(0);
+    await waitFor(
+      async () => {
+        const t = await runCli([...a.cli, "task", id, "--output", "json"]);
+        return (JSON.parse(t.stdout) as { state: string }).state === "cancelled";
+      },
+      { timeout: 15_000, message: "the task to end cancelled" },
+    );
+    const last = readFileSync(marker, "utf8");
+    await new Promise((r) => setTimeout(r, 500));
+    expect(readFileSync(marker, "utf8")).toBe(last); // nothing writes it any more
+  });
+
+  it("passes on hub B's refusal as B gave it: a token scoped to another pool", async () => {
+    const scoped = await runCli([
+      ...a.cli,
+      "token",
+      "create",
+      "--role",
+      "operator",
+      "--pool",
+      "elsewhere",
+      "--name",
+      "scoped-op",
+    ]);
+    const token = scoped.stdout.trim().split("\n").pop()!.trim();
+    const r = await runCli(["exec", "--hub", a.address, "--token", token, "--agent", "x-1", "--", "true"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/may not reach agent x-1 in pool across/);
+  });
+
+  it("acts on no submission forged on NATS: unsigned, or signed with another key", async () => {
+    const marker = join(tempDir("forged-submit"), "ran");
+    const req = SubmitRequest.encode(
+      SubmitRequest.fromPartial({
+        target: { agentId: "x-1" },
+        spec: { kind: { $case: "shell", value: { argv: ["touch", marker] } } },
+      }),
+    ).finish();
+    const subject = agentSubjectOf("x-1");
+    const nc = await connect({ servers: NATS });
+    const body = JSON.stringify({
+      tokenId: "tok_x",
+      relay: "x",
+      hub: "hub-a",
+      window: 0,
+      request: Buffer.from(req).toString("base64"),
+    });
+    const h = natsHeaders();
+    h.set("Sb-Kind", "submit");
+    h.set("Sb-Sig", createHmac("sha256", "not the key").update(body).digest("hex"));
+    await nc.request(subject, body, { timeout: 1_000, headers: h }).catch(() => undefined);
+    await nc.request(subject, body, { timeout: 1_000 }).catch(() => undefined);
+    await nc.close();
+    await waitFor(() => (b.stderr().match(/its signature does not hold/g) ?? []).length >= 2, {
+      timeout: 5_000,
+      message: "hub B to refuse both",
+    });
+    expect(existsSync(marker)).toBe(false);
+  });
+});
+
 describe("settings that cannot make a cluster", () => {
   it("asks for a PostgreSQL store", async () => {
     const r = await runCli([
@@ -310,6 +475,12 @@ describe("settings that cannot make a cluster", () => {
     expect(r.stderr).toMatch(/cluster\.hub_id is for a cluster of hubs: set cluster\.nats too/);
   });
 });
+
+/** The subject hub B listens on for agent X's submissions: learnt from its NATS subscriptions. */
+function agentSubjectOf(agentId: string): string {
+  const token = Buffer.from(agentId, "utf8").toString("base64url");
+  return revocationSubject.replace(/\.tokens\.revoked$/, `.agent.${token}.submit`);
+}
 
 async function tokenIdOf(hub: HubProc, pool: string): Promise<string> {
   const list = await runCli([...hub.cli, "token", "list", "--output", "json"]);

@@ -97,6 +97,32 @@ export class TokenAuthority {
     };
   }
 
+  /**
+   * The principal of a token by its id, for a call another hub of the cluster relays (it
+   * authenticated the caller's secret): refused if the token is unknown or revoked.
+   */
+  async principalById(tokenId: string, min: Exclude<Role, "agent">): Promise<Principal> {
+    const rec = await this.store.findToken(tokenId);
+    if (!rec || rec.id !== tokenId)
+      throw new SwitchboardError(Code.UNAUTHENTICATED, `unknown token ${tokenId} relayed by another hub`);
+    if (rec.revokedAt !== null || this.revoked.has(rec.id))
+      throw new SwitchboardError(
+        Code.UNAUTHENTICATED,
+        `token ${rec.name} was revoked: ask an admin for a new one`,
+      );
+    return this.requireRole(
+      {
+        tokenId: rec.id,
+        name: rec.name,
+        role: rec.role,
+        pools: rec.pools,
+        agentId: rec.agentId,
+        allowTakeover: rec.allowTakeover,
+      },
+      min,
+    );
+  }
+
   /** A client principal with at least `min` role. */
   async requireClient(md: Metadata, min: Exclude<Role, "agent">): Promise<Principal> {
     return this.requireRole(await this.authenticate(md), min);

@@ -3,7 +3,7 @@
 // TaskReader), the scheduler, the supervised nodes and the store. The gRPC services are thin adapters
 // over this class, which only wires the parts together and hands each call to the part that owns it.
 import type { ServerDuplexStream } from "@grpc/grpc-js";
-import { Code } from "../common/errors.js";
+import { Code, SwitchboardError } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
 import type { TaskStateName } from "../common/task-state.js";
 import type { AgentMessage, HubMessage } from "../gen/switchboard/v1/agent.js";
@@ -127,16 +127,40 @@ export class HubCore {
 
   // ---- tasks ---------------------------------------------------------------------------------
 
-  submit(p: Principal, req: SubmitRequest): Promise<LiveTask> {
+  /**
+   * Accepts a task. In a cluster, a task for an agent another hub holds goes through that hub
+   * (cluster/task-relay.ts), and this hub relays its events.
+   */
+  async submit(p: Principal, req: SubmitRequest): Promise<LiveTask> {
+    const agentId = req.target?.agentId;
+    const relay = this.cluster?.relay;
+    if (relay && agentId && !this.agents.has(agentId) && !this.isDraining) {
+      const t = await relay.forward(p, req, agentId, { agentId });
+      if (t) return t;
+    }
+    return this.lifecycle.submit(p, req);
+  }
+
+  /** Accepts a task here, never through another hub (what a relayed submission does). */
+  submitHere(p: Principal, req: SubmitRequest): Promise<LiveTask> {
     return this.lifecycle.submit(p, req);
   }
 
   cancel(p: Principal, taskId: string, reason: string): Promise<TaskStateName> {
+    const t = this.tasks.get(taskId);
+    if (t?.remoteHub !== undefined && !t.terminal && this.cluster)
+      return this.cluster.relay.cancelRemote(p, t, reason);
     return this.lifecycle.cancel(p, taskId, reason);
   }
 
   /** The input queue of a live task (made on first use, dropped when the task ends). */
   inputFor(t: LiveTask): TaskInputQueue {
+    if (t.remoteHub !== undefined) {
+      throw new SwitchboardError(
+        Code.FAILED_PRECONDITION,
+        `task ${t.id} runs on hub ${t.remoteHub} of the cluster; input to it through another hub is not supported yet: send it through hub ${t.remoteHub}`,
+      );
+    }
     return this.inputs.inputFor(t);
   }
 

@@ -13,6 +13,7 @@ import { AdminServiceService, NodeServiceService } from "../gen/switchboard/v1/c
 import { TokenAuthority } from "./auth.js";
 import { ClusterMember } from "./cluster/cluster-member.js";
 import { isClusterStore } from "./cluster/cluster-store.js";
+import type { RelayHost } from "./cluster/task-relay.js";
 import { httpListenOf, redactedUrl, type ClusterConfig, type HubConfig } from "./config.js";
 import { Code, SwitchboardError } from "../common/errors.js";
 import { errorMessage } from "./store/errors.js";
@@ -228,8 +229,16 @@ async function joinCluster(
     port,
     logger.child({ part: "cluster" }),
   );
+  const host: RelayHost = {
+    tasks: core.tasks,
+    store,
+    auth,
+    outputWindowBytes: core.config.outputWindowBytes,
+    submit: (p, req) => core.submitHere(p, req),
+    cancel: (p, taskId, reason) => core.cancel(p, taskId, reason),
+  };
   try {
-    await member.join();
+    await member.join(host, core.agents);
   } catch (err) {
     const key =
       err instanceof SwitchboardError && err.code === Code.ALREADY_EXISTS ? "cluster.hub_id" : "cluster.nats";

@@ -54,15 +54,21 @@ export class AgentRegistry {
     return s && s.sessionId === t.sessionId ? s : undefined;
   }
 
+  /** Told when an agent id comes to this hub (a session speaks for it) and when it leaves. */
+  onPresence: ((agentId: string, here: boolean) => void) | undefined;
+
   /** The session speaks for its agent from now on (it replaces any earlier one). */
   add(s: AgentSession): void {
+    const known = this.sessions.has(s.agentId);
     this.sessions.set(s.agentId, s);
+    if (!known) this.onPresence?.(s.agentId, true);
   }
 
   /** Drops the session if it still speaks for its agent; true when it did. */
   remove(s: AgentSession): boolean {
     if (this.sessions.get(s.agentId) !== s) return false;
     this.sessions.delete(s.agentId);
+    this.onPresence?.(s.agentId, false);
     return true;
   }
 

@@ -6,7 +6,7 @@
 // every renewal, whether a token it admits from its cache was revoked: a lost message delays a
 // revocation by one renewal at most. A message is acted on only once the store confirms it: NATS
 // carries no proof of who published.
-import { createHash, randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { connect, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { Code, SwitchboardError } from "../../common/errors.js";
@@ -14,7 +14,10 @@ import type { Logger } from "../../common/logger.js";
 import { errorMessage } from "../store/errors.js";
 import type { TokenAuthority } from "../auth.js";
 import type { ClusterConfig } from "../config.js";
+import type { AgentRegistry } from "../agents/agent-registry.js";
 import type { ClusterStore, HubLease, HubRecord } from "./cluster-store.js";
+import { MessageSigner } from "./signed-messages.js";
+import { TaskRelay, type RelayHost } from "./task-relay.js";
 
 /** What the hub holds, for its lease row. */
 export interface HubLoad {
@@ -39,6 +42,8 @@ export class ClusterMember {
   private renewing: Promise<void> | undefined;
   private leaseLost = false;
   private readonly subjects: { revoked: string };
+  private readonly prefix: string;
+  private taskRelay: TaskRelay | undefined;
 
   constructor(
     private readonly config: ClusterConfig,
@@ -55,15 +60,25 @@ export class ClusterMember {
     this.id = config.hubId ?? self;
     this.address = config.advertise ?? self;
     const cluster = createHash("sha256").update(storeLocation).digest("hex").slice(0, 12);
-    this.subjects = { revoked: `switchboard.${cluster}.tokens.revoked` };
+    this.prefix = `switchboard.${cluster}`;
+    this.subjects = { revoked: `${this.prefix}.tokens.revoked` };
+  }
+
+  /** Tasks across the hubs: set once joined. */
+  get relay(): TaskRelay {
+    if (!this.taskRelay) throw new Error("the hub has not joined its cluster");
+    return this.taskRelay;
   }
 
   get leaseMs(): number {
     return this.config.leaseMs;
   }
 
-  /** Connects to NATS and claims the lease; a start-up error names what is wrong. */
-  async join(): Promise<void> {
+  /**
+   * Connects to NATS, claims the lease and starts relaying tasks for `host`; a start-up error names
+   * what is wrong.
+   */
+  async join(host: RelayHost, agents: AgentRegistry): Promise<void> {
     try {
       this.nc = await connect({
         servers: this.config.nats,
@@ -95,6 +110,13 @@ export class ClusterMember {
       );
     }
     this.subscribe(this.nc);
+    const key = await this.store.clusterKey(randomBytes(32));
+    const relay = new TaskRelay(this.nc, new MessageSigner(key), this.prefix, this.id, host, this.logger);
+    relay.start();
+    this.taskRelay = relay;
+    // Agents that connected before the hub joined, then every one that comes or goes.
+    agents.onPresence = (agentId, here) => (here ? relay.agentHere(agentId) : relay.agentGone(agentId));
+    for (const s of agents.all()) relay.agentHere(s.agentId);
     this.auth.onRevoke((tokenId, where) => {
       if (where === "here")
         this.publish(this.subjects.revoked, { tokenId, hub: this.id } satisfies RevokedMessage);
@@ -123,6 +145,7 @@ export class ClusterMember {
     clearInterval(this.timer);
     this.timer = undefined;
     await this.renewing;
+    this.taskRelay?.stop();
     if (!this.leaseLost) {
       await this.store.releaseLease(this.id, this.incarnation).catch((err: unknown) => {
         this.logger.warn({ err: errorMessage(err) }, "the hub's lease was not released; it lapses by itself");
@@ -155,6 +178,9 @@ export class ClusterMember {
         } else if (renewed && this.leaseLost) {
           this.leaseLost = false;
         }
+        const live = new Set((await this.hubs(false)).map((h) => h.id));
+        this.taskRelay?.dropRelaysOf(live);
+        this.taskRelay?.dropProxiesOf(live);
         const revoked = await this.store.revokedAmong(this.auth.cachedTokenIds());
         for (const tokenId of revoked) {
           this.logger.info({ token_id: tokenId }, "token revoked by another hub (seen in the store)");

@@ -41,6 +41,8 @@ export interface ClusterStore {
   releaseLease(id: string, incarnation: string): Promise<void>;
   /** Every hub with a row, live or not (live: its lease age is below its lease). */
   listHubs(): Promise<HubRecord[]>;
+  /** The key the hubs sign their NATS messages with (`candidate` becomes it if there is none yet). */
+  clusterKey(candidate: Buffer): Promise<Buffer>;
   /** Which of these token ids are revoked. */
   revokedAmong(ids: readonly string[]): Promise<string[]>;
 }

@@ -48,6 +48,11 @@ export class LiveTask {
    * not heard of the task yet, so it can still be taken back without running.
    */
   assignPending = false;
+  /**
+   * Set on a task another hub of the cluster runs (its agent is there): this hub relays its
+   * events to its own clients and never writes it, schedules it or ends it itself.
+   */
+  remoteHub: string | undefined;
 
   private seq = 0;
   private readonly events: TaskEvent[] = [];

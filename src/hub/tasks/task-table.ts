@@ -9,8 +9,9 @@ const LINGER_MS = 30_000;
 const TRIM_AFTER = 4096;
 
 /** Whether the task is on its agent (an assignment whose Assign has not gone out is not yet). */
-export function onAgent(t: LiveTask): boolean {
-  return (t.state === "assigned" && !t.assignPending) || t.state === "running";
+export /** On one of this hub's agents now (a task relayed from another hub's agent is not). */
+function onAgent(t: LiveTask): boolean {
+  return t.remoteHub === undefined && ((t.state === "assigned" && !t.assignPending) || t.state === "running");
 }
 
 export class TaskTable {
@@ -41,6 +42,7 @@ export class TaskTable {
     let queued = 0;
     let running = 0;
     for (const t of this.live.values()) {
+      if (t.remoteHub !== undefined) continue; // counted by the hub that runs it
       if (t.state === "queued") queued++;
       else if (t.state === "assigned" || t.state === "running") running++;
     }

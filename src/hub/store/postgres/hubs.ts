@@ -116,3 +116,12 @@ export async function revokedAmong(sql: Sql, ids: readonly string[]): Promise<st
   );
   return rows.map((r) => r.id);
 }
+
+/** The cluster's signing key: the first hub's candidate, kept; every later hub reads it. */
+export async function clusterKey(sql: Sql, candidate: Buffer): Promise<Buffer> {
+  await sql.query(`INSERT INTO cluster_key (id, key) VALUES (1, $1) ON CONFLICT (id) DO NOTHING`, [
+    candidate,
+  ]);
+  const { rows } = await sql.query<{ key: Buffer }>(`SELECT key FROM cluster_key WHERE id = 1`);
+  return rows[0]!.key;
+}

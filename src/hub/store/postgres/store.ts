@@ -272,6 +272,10 @@ export class PostgresStore extends BatchedStore<PendingBatch> implements Store, 
     return this.writer.read("the hubs were not listed", (sql) => hubs.listHubs(sql));
   }
 
+  clusterKey(candidate: Buffer): Promise<Buffer> {
+    return this.writer.read("the cluster key was not read", (sql) => hubs.clusterKey(sql, candidate));
+  }
+
   revokedAmong(ids: readonly string[]): Promise<string[]> {
     return this.writer.read("the tokens were not read", (sql) => hubs.revokedAmong(sql, ids));
   }

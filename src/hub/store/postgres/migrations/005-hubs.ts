@@ -1,7 +1,9 @@
 // The hubs of a cluster: one lease row per hub, renewed on the database's clock (so that the hubs'
 // own clocks need not agree), read by `switchboard hubs` and by the hubs themselves to tell which
 // of them are gone. The incarnation names one run of a hub: a hub that finds its row renewed by
-// another incarnation lost its lease (it was taken for dead) and says so.
+// another incarnation lost its lease (it was taken for dead) and says so. cluster_key holds the
+// secret the hubs sign their NATS messages with: whoever may publish on NATS but cannot read the
+// store cannot make a hub act.
 export const HUBS = `
 CREATE TABLE hubs (
   id              TEXT PRIMARY KEY,
@@ -15,5 +17,10 @@ CREATE TABLE hubs (
   clients         INTEGER NOT NULL DEFAULT 0,
   tasks_in_flight INTEGER NOT NULL DEFAULT 0,
   draining        BOOLEAN NOT NULL DEFAULT FALSE
+);
+
+CREATE TABLE cluster_key (
+  id  INTEGER PRIMARY KEY CHECK (id = 1),
+  key BYTEA NOT NULL
 );
 `;
