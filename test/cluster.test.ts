@@ -9,9 +9,11 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect, headers as natsHeaders } from "@nats-io/transport-node";
 import { SubmitRequest } from "../src/gen/switchboard/v1/client.js";
+import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../src/common/wait-for.js";
+import { generateSeedStubs, seedClientCall } from "./support/seed000.js";
 import { TcpProxy } from "./support/tcp-proxy.js";
 import {
   agentToken,
@@ -384,6 +386,26 @@ describe("tasks across hubs: the client on hub A, the agent on hub B", () => {
     expect(readFileSync(marker, "utf8")).toBe(last); // nothing writes it any more
   });
 
+  it("follows from hub A, live and exact, a task submitted on hub B (logs --follow)", async () => {
+    const d = await runCli([
+      ...b.cli,
+      "exec",
+      "--detach",
+      "--agent",
+      "x-1",
+      "--shell",
+      "for i in $(seq 1 40); do echo line-$i; sleep 0.05; done; echo err-line >&2",
+    ]);
+    expect(d.code).toBe(0);
+    const id = d.stdout.trim();
+    const f = await runCli([...a.cli, "logs", "--follow", id]);
+    expect(f.code).toBe(0);
+    expect(f.stdout).toBe(Array.from({ length: 40 }, (_, i) => `line-${i + 1}\n`).join(""));
+    expect(f.stderr).toContain("err-line\n");
+    // Every relayed message verified and came in order.
+    expect(a.stderr()).not.toMatch(/a cluster message was refused/);
+  });
+
   it("passes on hub B's refusal as B gave it: a token scoped to another pool", async () => {
     const scoped = await runCli([
       ...a.cli,
@@ -431,6 +453,82 @@ describe("tasks across hubs: the client on hub A, the agent on hub B", () => {
     });
     expect(existsSync(marker)).toBe(false);
   });
+});
+
+describe("pool tasks across hubs", () => {
+  it("runs a pool's task on another hub when only that hub has an agent of the pool", async () => {
+    const agent = await startAgent(b, {
+      agentId: "only-b",
+      pool: "only-b",
+      token: await agentToken(a, "only-b"),
+    });
+    const r = await runCli([...a.cli, "exec", "--pool", "only-b", "--", "echo", "from the pool"]);
+    expect(r).toMatchObject({ code: 0, stdout: "from the pool\n" });
+    agent.kill("SIGTERM");
+    await agent.exited;
+    // No agent of the pool anywhere: the refusal is the one a hub alone gives.
+    const none = await runCli([...a.cli, "exec", "--pool", "only-b", "--", "true"]);
+    expect(none.code).not.toBe(0);
+    expect(none.stderr).toMatch(/no agent of pool only-b is connected/);
+  });
+
+  it("sends it where the agents have room: here while this hub has, else to the hub with most", async () => {
+    // s-a runs one task at a time.
+    const sa = await startAgent(a, {
+      agentId: "s-a",
+      pool: "spread",
+      token: await agentToken(a, "spread"),
+      args: ["--pool-size", "1"],
+    });
+    const sb = await startAgent(b, { agentId: "s-b", pool: "spread", token: await agentToken(a, "spread") });
+    const agentOf = async (id: string): Promise<string> => {
+      const t = await runCli([...a.cli, "task", id, "--output", "json"]);
+      return (JSON.parse(t.stdout) as { agentId: string }).agentId;
+    };
+    const long = await runCli([...a.cli, "exec", "--detach", "--pool", "spread", "--", "sleep", "30"]);
+    const longId = long.stdout.trim();
+    expect(await agentOf(longId)).toBe("s-a"); // hub A had room
+    const next = await runCli([...a.cli, "exec", "--detach", "--pool", "spread", "--", "true"]);
+    expect(await agentOf(next.stdout.trim())).toBe("s-b"); // hub A full: hub B's agent had room
+    expect((await runCli([...a.cli, "cancel", longId])).code).toBe(0);
+    sa.kill("SIGTERM");
+    sb.kill("SIGTERM");
+    await Promise.all([sa.exited, sb.exited]);
+  });
+
+  it("answers a seed-000 SendCommand on hub A from an agent on hub B", async () => {
+    const lite = join(tempDir("cluster-seed"), "shop.db");
+    const db = new Database(lite);
+    db.exec("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO items VALUES (1, 'tea');");
+    db.close();
+    const config = join(tempDir("cluster-seed-agent"), "agent.toml");
+    writeFileSync(config, `[datasources.shop]\ndriver = "sqlite"\npath = ${JSON.stringify(lite)}\n`);
+    const agent = await startAgent(b, {
+      agentId: "seed-b",
+      pool: "seedpool",
+      token: await agentToken(a, "seedpool"),
+      args: ["--config", config],
+    });
+    const r = seedClientCall(
+      generateSeedStubs(),
+      [
+        "--agent-id",
+        "seedpool",
+        "--database",
+        "shop",
+        "--query",
+        "SELECT id, name FROM items",
+        "--tbl-name",
+        "items",
+      ],
+      a.adminToken,
+      a.address,
+    );
+    expect(r.ok, r.details).toBe(true);
+    expect(JSON.parse(r.json!)).toEqual([{ id: 1, name: "tea" }]);
+    agent.kill("SIGTERM");
+    await agent.exited;
+  }, 60_000);
 });
 
 describe("settings that cannot make a cluster", () => {

@@ -5,7 +5,7 @@
 import type { ServerDuplexStream } from "@grpc/grpc-js";
 import { Code, SwitchboardError } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
-import type { TaskStateName } from "../common/task-state.js";
+import { isTerminal, type TaskStateName } from "../common/task-state.js";
 import type { AgentMessage, HubMessage } from "../gen/switchboard/v1/agent.js";
 import type { SubmitRequest } from "../gen/switchboard/v1/client.js";
 import type { TaskInfo, TaskResult } from "../gen/switchboard/v1/task.js";
@@ -137,6 +137,16 @@ export class HubCore {
     if (relay && agentId && !this.agents.has(agentId) && !this.isDraining) {
       const t = await relay.forward(p, req, agentId, { agentId });
       if (t) return t;
+    } else if (relay && !agentId && !this.isDraining && req.spec?.kind) {
+      // A pool's or labels' task: here while this hub has room, else where the agents have most.
+      const tg = req.target;
+      const target = tg?.pool ? { pool: tg.pool } : { labels: tg?.labels ?? {} };
+      const task = { id: "", kind: req.spec.kind.$case, target, allowedPools: p.pools };
+      const here = this.scheduler.capacity(task);
+      if (here === undefined || here === 0) {
+        const t = await relay.forwardToBest(p, req, task, here, this.cluster!.otherLiveHubs);
+        if (t) return t;
+      }
     }
     return this.lifecycle.submit(p, req);
   }
@@ -184,7 +194,22 @@ export class HubCore {
     return this.reader.liveResult(t);
   }
 
-  watch(taskId: string, afterSeq: number, w: Watcher): Promise<boolean> {
+  /**
+   * Attaches a watcher to a task. In a cluster, a task that another hub runs now is followed
+   * through it (its events relayed from the first), as `p`.
+   */
+  async watch(p: Principal, taskId: string, afterSeq: number, w: Watcher): Promise<boolean> {
+    const relay = this.cluster?.relay;
+    if (relay && !this.tasks.get(taskId)) {
+      const rec = await this.store.getTask(taskId);
+      if (rec && !isTerminal(rec.state) && rec.agentId && !this.agents.has(rec.agentId)) {
+        const t = await relay.follow(p, rec);
+        if (t) {
+          t.attach(w, afterSeq);
+          return !t.terminal;
+        }
+      }
+    }
     return this.reader.watch(taskId, afterSeq, w);
   }
 

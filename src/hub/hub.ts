@@ -235,6 +235,8 @@ async function joinCluster(
     auth,
     outputWindowBytes: core.config.outputWindowBytes,
     submit: (p, req) => core.submitHere(p, req),
+    assertTaskVisible: (p, taskId) => core.assertTaskVisible(p, taskId),
+    capacity: (t) => core.scheduler.capacity(t),
     cancel: (p, taskId, reason) => core.cancel(p, taskId, reason),
   };
   try {

@@ -46,6 +46,43 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 );
 
 describe("Scheduler", () => {
+  it("tells another hub what it could give a task: free credits of the agents that may run it", () => {
+    const s = new Scheduler(10, () => 0.5);
+    const agent = (
+      id: string,
+      pool: string,
+      free: number,
+      kinds = ["echo"],
+      accepting = true,
+    ): SchedAgent => ({
+      id,
+      pool,
+      labels: { zone: pool === "a" ? "eu" : "us" },
+      kinds: new Set(kinds),
+      free,
+      accepting,
+      impaired: false,
+    });
+    const task = (target: SchedTask["target"], kind = "echo", allowedPools: string[] = []): SchedTask => ({
+      id: "t",
+      kind,
+      target,
+      allowedPools,
+    });
+    expect(s.capacity(task({ pool: "a" }))).toBeUndefined();
+    s.upsertAgent(agent("a1", "a", 2));
+    s.upsertAgent(agent("a2", "a", 0));
+    s.upsertAgent(agent("a3", "a", 5, ["shell"]));
+    s.upsertAgent(agent("a4", "a", 7, ["echo"], false));
+    s.upsertAgent(agent("b1", "b", 3));
+    expect(s.capacity(task({ pool: "a" }))).toBe(2); // busy a2 counts 0; a3 runs no echo; a4 takes nothing
+    expect(s.capacity(task({ pool: "a" }, "shell"))).toBe(5);
+    expect(s.capacity(task({ labels: { zone: "us" } }))).toBe(3);
+    expect(s.capacity(task({ agentId: "a2" }))).toBe(0); // there, and busy
+    expect(s.capacity(task({ pool: "b" }, "echo", ["a"]))).toBeUndefined(); // out of the caller's pools
+    expect(s.capacity(task({ pool: "c" }))).toBeUndefined();
+  });
+
   it("never exceeds credits, assigns only eligible agents, keeps FIFO and the queue bound", () => {
     let assignments = 0;
     fc.assert(

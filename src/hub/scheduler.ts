@@ -222,6 +222,19 @@ export class Scheduler {
     return { queued: true };
   }
 
+  /**
+   * What this hub could give the task now: the free credits of the agents that may run it (0: they
+   * are busy), or undefined when none is connected. In a cluster, a hub compares it with the others'.
+   */
+  capacity(t: SchedTask): number | undefined {
+    let free: number | undefined;
+    for (const a of this.candidates(t.target)) {
+      if (!this.eligible(a, t)) continue;
+      free = (free ?? 0) + Math.max(0, a.free);
+    }
+    return free;
+  }
+
   /** Put a task back in its queue (hub restart, or an agent left before taking it). */
   requeue(t: SchedTask): void {
     this.enqueue(targetKey(t.target), t);

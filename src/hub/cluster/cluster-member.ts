@@ -41,9 +41,10 @@ export class ClusterMember {
   private timer: NodeJS.Timeout | undefined;
   private renewing: Promise<void> | undefined;
   private leaseLost = false;
-  private readonly subjects: { revoked: string };
+  private readonly subjects: { revoked: string; changed: string };
   private readonly prefix: string;
   private taskRelay: TaskRelay | undefined;
+  private liveOthers = 0;
 
   constructor(
     private readonly config: ClusterConfig,
@@ -61,13 +62,18 @@ export class ClusterMember {
     this.address = config.advertise ?? self;
     const cluster = createHash("sha256").update(storeLocation).digest("hex").slice(0, 12);
     this.prefix = `switchboard.${cluster}`;
-    this.subjects = { revoked: `${this.prefix}.tokens.revoked` };
+    this.subjects = { revoked: `${this.prefix}.tokens.revoked`, changed: `${this.prefix}.hubs.changed` };
   }
 
   /** Tasks across the hubs: set once joined. */
   get relay(): TaskRelay {
     if (!this.taskRelay) throw new Error("the hub has not joined its cluster");
     return this.taskRelay;
+  }
+
+  /** The other hubs whose lease was current at the last renewal. */
+  get otherLiveHubs(): number {
+    return this.liveOthers;
   }
 
   get leaseMs(): number {
@@ -121,6 +127,9 @@ export class ClusterMember {
       if (where === "here")
         this.publish(this.subjects.revoked, { tokenId, hub: this.id } satisfies RevokedMessage);
     });
+    // The other hubs now (offers wait for their answers), then at every renewal or change.
+    await this.renew();
+    this.nc.publish(this.subjects.changed, this.id);
     this.timer = setInterval(() => void this.renew(), Math.max(100, Math.floor(this.config.leaseMs / 3)));
     this.timer.unref();
     this.logger.info(
@@ -151,6 +160,11 @@ export class ClusterMember {
         this.logger.warn({ err: errorMessage(err) }, "the hub's lease was not released; it lapses by itself");
       });
     }
+    try {
+      this.nc?.publish(this.subjects.changed, this.id);
+    } catch {
+      // NATS is away: the others see the lease gone at their next renewal.
+    }
     await this.nc?.drain().catch(() => undefined);
     this.nc = undefined;
   }
@@ -179,6 +193,7 @@ export class ClusterMember {
           this.leaseLost = false;
         }
         const live = new Set((await this.hubs(false)).map((h) => h.id));
+        this.liveOthers = [...live].filter((id) => id !== this.id).length;
         this.taskRelay?.dropRelaysOf(live);
         this.taskRelay?.dropProxiesOf(live);
         const revoked = await this.store.revokedAmong(this.auth.cachedTokenIds());
@@ -204,6 +219,12 @@ export class ClusterMember {
       },
     });
     void sub;
+    // A hub that joins or leaves says so: the others read the hubs again at once.
+    nc.subscribe(this.subjects.changed, {
+      callback: (err, msg) => {
+        if (!err && Buffer.from(msg.data).toString("utf8") !== this.id) void this.renew();
+      },
+    });
   }
 
   /**

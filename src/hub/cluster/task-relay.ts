@@ -18,10 +18,10 @@ import { Code, SwitchboardError } from "../../common/errors.js";
 import type { Logger } from "../../common/logger.js";
 import { stateFromWire, stateToWire, type TaskStateName } from "../../common/task-state.js";
 import { SubmitRequest } from "../../gen/switchboard/v1/client.js";
-import { OutputStream, TaskEvent } from "../../gen/switchboard/v1/task.js";
+import { OutputStream, TaskEvent, TaskSpec } from "../../gen/switchboard/v1/task.js";
 import type { Principal, TokenAuthority } from "../auth.js";
-import type { Target } from "../scheduler.js";
-import type { Store } from "../store/index.js";
+import type { SchedTask, Target } from "../scheduler.js";
+import type { Store, TaskRecord } from "../store/index.js";
 import { errorMessage } from "../store/errors.js";
 import { LiveTask, type Watcher } from "../tasks/live-task.js";
 import type { TaskTable } from "../tasks/task-table.js";
@@ -35,11 +35,32 @@ export interface RelayHost {
   /** Output a task may send ahead of its slowest watcher (hub.output_window_bytes). */
   readonly outputWindowBytes: number;
   submit(p: Principal, req: SubmitRequest): Promise<LiveTask>;
+  /** This hub's free credits for a task (undefined: no agent here may run it). */
+  capacity(t: SchedTask): number | undefined;
+  /** PERMISSION_DENIED when the principal's pools do not reach the task. */
+  assertTaskVisible(p: Principal, taskId: string): Promise<void>;
   cancel(p: Principal, taskId: string, reason: string): Promise<TaskStateName>;
 }
 
 /** How long a hub waits for another to answer a submission or a cancel. */
 const REQUEST_TIMEOUT_MS = 15_000;
+
+/** Asked of every hub: what it could give a task of a pool or labels. */
+interface OfferQuestion {
+  task: SchedTask;
+}
+
+/** How long a hub waits for the others' offers before it picks among those that came. */
+const OFFER_WAIT_MS = 250;
+
+/** A watch of a task another hub runs: its events from the first, to the relay subject. */
+interface WatchMessage {
+  tokenId: string;
+  relay: string;
+  hub: string;
+  window: number;
+  taskId: string;
+}
 
 interface SubmitMessage {
   tokenId: string;
@@ -83,7 +104,10 @@ export class TaskRelay {
   private readonly serving = new Map<string, RelayWatcher>();
   /** This hub's proxies of tasks on other hubs: by task id. */
   private readonly proxies = new Map<string, Proxy>();
+  /** Follows being opened, by task id: two watchers at once open one. */
+  private readonly following = new Map<string, Promise<LiveTask | undefined>>();
   private ctl: Subscription | undefined;
+  private offers: Subscription | undefined;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -96,6 +120,12 @@ export class TaskRelay {
   ) {}
 
   start(): void {
+    const offers = `${this.prefix}.offers`;
+    this.offers = this.nc.subscribe(offers, {
+      callback: (err, msg) => {
+        if (!err) this.onOffer(offers, msg);
+      },
+    });
     const subject = this.ctlSubject(this.hubId);
     this.ctl = this.nc.subscribe(subject, {
       callback: (err, msg) => {
@@ -112,7 +142,7 @@ export class TaskRelay {
       agentId,
       this.nc.subscribe(subject, {
         callback: (err, msg) => {
-          if (!err) void this.onSubmit(subject, msg);
+          if (!err) void this.onAgentRequest(subject, msg);
         },
       }),
     );
@@ -134,20 +164,20 @@ export class TaskRelay {
    * Submits the task through the hub that holds its agent; undefined when no hub does (the caller
    * goes on as a hub alone). Rejects with the other hub's refusal as it gave it.
    */
-  async forward(
+  forward(p: Principal, req: SubmitRequest, agentId: string, target: Target): Promise<LiveTask | undefined> {
+    return this.open(p, req, this.agentSubject(agentId), target);
+  }
+
+  /** Submits through whoever listens on `subject`; undefined when nobody does. */
+  private async open(
     p: Principal,
     req: SubmitRequest,
-    agentId: string,
+    subject: string,
     target: Target,
   ): Promise<LiveTask | undefined> {
-    const relay = `${this.prefix}.relay.${subjectToken(this.hubId)}.${randomUUID()}`;
+    const relay = this.relaySubject();
     const proxy = new Proxy(this, relay);
-    const sub = this.nc.subscribe(relay, {
-      callback: (err, msg) => {
-        if (!err) proxy.onMessage(relay, msg);
-      },
-    });
-    const subject = this.agentSubject(agentId);
+    const sub = this.listen(relay, proxy);
     const body: SubmitMessage = {
       tokenId: p.tokenId,
       relay,
@@ -155,22 +185,15 @@ export class TaskRelay {
       window: this.host.outputWindowBytes,
       request: Buffer.from(SubmitRequest.encode(req).finish()).toString("base64"),
     };
-    let reply: Msg;
-    try {
-      const m = this.signer.signOne(subject, "submit", json(body));
-      reply = await this.nc.request(subject, m.data, { timeout: REQUEST_TIMEOUT_MS, headers: m.headers });
-    } catch (err) {
+    const answer = await this.ask<{ taskId: string; hub: string }>(subject, "submit", body).catch(
+      (err: unknown) => {
+        sub.unsubscribe();
+        throw err;
+      },
+    );
+    if (!answer || !answer.ok) {
       sub.unsubscribe();
-      if (isNoResponders(err)) return undefined;
-      throw new SwitchboardError(
-        Code.UNAVAILABLE,
-        `the hub that holds agent ${agentId} did not answer: ${errorMessage(err)}; submit again in a moment`,
-        { cause: err },
-      );
-    }
-    const answer = this.answerOf<{ taskId: string; hub: string }>(reply);
-    if (!answer.ok) {
-      sub.unsubscribe();
+      if (!answer) return undefined;
       throw new SwitchboardError(answer.code, answer.message);
     }
     const now = Date.now();
@@ -195,25 +218,177 @@ export class TaskRelay {
     return t;
   }
 
-  /** Cancels a task another hub runs, as the caller. */
-  async cancelRemote(p: Principal, t: LiveTask, reason: string): Promise<TaskStateName> {
-    const subject = this.ctlSubject(t.remoteHub!);
-    const m = this.signer.signOne(
-      subject,
-      "cancel",
-      json({ taskId: t.id, tokenId: p.tokenId, reason } satisfies CancelMessage),
+  /**
+   * A proxy of a task that another hub runs now (on its agent `rec.agentId`), following its events
+   * from the first; undefined when no hub runs it (then the store has all there is to see).
+   */
+  follow(p: Principal, rec: TaskRecord): Promise<LiveTask | undefined> {
+    const open = this.following.get(rec.id);
+    if (open) return open;
+    const opening = this.openFollow(p, rec).finally(() => this.following.delete(rec.id));
+    this.following.set(rec.id, opening);
+    return opening;
+  }
+
+  private async openFollow(p: Principal, rec: TaskRecord): Promise<LiveTask | undefined> {
+    const held = this.host.tasks.get(rec.id);
+    if (held) return held;
+    if (!rec.agentId) return undefined;
+    const relay = this.relaySubject();
+    const proxy = new Proxy(this, relay);
+    const sub = this.listen(relay, proxy);
+    const body: WatchMessage = {
+      tokenId: p.tokenId,
+      relay,
+      hub: this.hubId,
+      window: this.host.outputWindowBytes,
+      taskId: rec.id,
+    };
+    const answer = await this.ask<{ taskId: string; hub: string }>(
+      this.agentSubject(rec.agentId),
+      "watch",
+      body,
+    ).catch((err: unknown) => {
+      sub.unsubscribe();
+      throw err;
+    });
+    if (!answer || !answer.ok) {
+      sub.unsubscribe();
+      if (answer && answer.code !== (Code.NOT_FOUND as number))
+        throw new SwitchboardError(answer.code, answer.message);
+      return undefined;
+    }
+    const t = new LiveTask(
+      rec.id,
+      rec.kind,
+      TaskSpec.decode(rec.spec),
+      rec.target,
+      rec.requester,
+      [],
+      rec.createdAt,
+      rec.deadlineAt,
+      false,
+      this.host.outputWindowBytes,
+      () => this.grant(answer.hub, t, relay),
     );
+    t.remoteHub = answer.hub;
+    this.proxies.set(t.id, proxy);
+    this.host.tasks.add(t);
+    proxy.attach(t, sub);
+    return t;
+  }
+
+  /** Sends a signed request; undefined when nobody listens on the subject. */
+  private async ask<T extends object>(
+    subject: string,
+    kind: string,
+    body: object,
+  ): Promise<Answer<T> | undefined> {
+    const m = this.signer.signOne(subject, kind, json(body));
     let reply: Msg;
     try {
       reply = await this.nc.request(subject, m.data, { timeout: REQUEST_TIMEOUT_MS, headers: m.headers });
     } catch (err) {
+      if (isNoResponders(err)) return undefined;
       throw new SwitchboardError(
         Code.UNAVAILABLE,
-        `hub ${t.remoteHub} runs task ${t.id} and did not answer: ${errorMessage(err)}`,
-        { cause: err },
+        `another hub of the cluster did not answer: ${errorMessage(err)}`,
+        {
+          cause: err,
+        },
       );
     }
-    const answer = this.answerOf<{ state: TaskStateName }>(reply);
+    return this.answerOf<T>(reply);
+  }
+
+  private relaySubject(): string {
+    return `${this.prefix}.relay.${subjectToken(this.hubId)}.${randomUUID()}`;
+  }
+
+  private listen(relay: string, proxy: Proxy): Subscription {
+    return this.nc.subscribe(relay, {
+      callback: (err, msg) => {
+        if (!err) proxy.onMessage(relay, msg);
+      },
+    });
+  }
+
+  /**
+   * Submits a task of a pool or labels through the hub whose agents have the most free credits
+   * for it, when that is more than this hub has (`here`: its own, undefined for none); undefined
+   * when this hub should take it itself. `others`: how many other hubs are live (their answers end
+   * the wait early).
+   */
+  async forwardToBest(
+    p: Principal,
+    req: SubmitRequest,
+    task: SchedTask,
+    here: number | undefined,
+    others: number,
+  ): Promise<LiveTask | undefined> {
+    if (others === 0) return undefined;
+    const offers = await this.gatherOffers(task, others);
+    let best: { hub: string; free: number } | undefined;
+    for (const o of offers) if (o.free >= 0 && (!best || o.free > best.free)) best = o;
+    // Here if this hub has room, or as much as the best; elsewhere if only there an agent may run it.
+    if (!best || (here !== undefined && here >= best.free)) return undefined;
+    return this.open(p, req, this.ctlSubject(best.hub), task.target);
+  }
+
+  private async gatherOffers(task: SchedTask, expected: number): Promise<{ hub: string; free: number }[]> {
+    const subject = `${this.prefix}.offers`;
+    const inbox = `${this.prefix}.inbox.${subjectToken(this.hubId)}.${randomUUID()}`;
+    const got: { hub: string; free: number }[] = [];
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        sub.unsubscribe();
+        resolve();
+      }, OFFER_WAIT_MS);
+      const sub = this.nc.subscribe(inbox, {
+        callback: (err, msg) => {
+          if (err) return;
+          const a =
+            this.signer.verify(inbox, msg)?.kind === "answer"
+              ? parse<{ hub: string; free: number }>(msg.data)
+              : undefined;
+          if (a && typeof a.hub === "string" && typeof a.free === "number") got.push(a);
+          else this.refused(inbox, "an offer does not verify");
+          if (got.length >= expected) {
+            clearTimeout(timer);
+            sub.unsubscribe();
+            resolve();
+          }
+        },
+      });
+      const m = this.signer.signOne(subject, "offer", json({ task } satisfies OfferQuestion));
+      this.nc.publish(subject, m.data, { headers: m.headers, reply: inbox });
+    });
+    return got;
+  }
+
+  private onOffer(subject: string, msg: Msg): void {
+    const v = this.verify(subject, msg);
+    if (v?.kind !== "offer") return;
+    const q = parse<OfferQuestion>(msg.data);
+    const t = q?.task;
+    if (!t || typeof t.kind !== "string" || typeof t.target !== "object" || !Array.isArray(t.allowedPools)) {
+      return this.refused(subject, "malformed offer question");
+    }
+    // The asking hub hears its own question too: it answers only the others.
+    if (msg.reply?.startsWith(`${this.prefix}.inbox.${subjectToken(this.hubId)}.`)) return;
+    // Every hub answers (-1: no agent here may run it), so that the asking hub waits for no timer.
+    this.answer(msg, { ok: true, hub: this.hubId, free: this.host.capacity({ ...t, id: "" }) ?? -1 });
+  }
+
+  /** Cancels a task another hub runs, as the caller. */
+  async cancelRemote(p: Principal, t: LiveTask, reason: string): Promise<TaskStateName> {
+    const body: CancelMessage = { taskId: t.id, tokenId: p.tokenId, reason };
+    const answer = await this.ask<{ state: TaskStateName }>(this.ctlSubject(t.remoteHub!), "cancel", body);
+    if (!answer)
+      throw new SwitchboardError(
+        Code.UNAVAILABLE,
+        `hub ${t.remoteHub} that runs task ${t.id} is not reachable`,
+      );
     if (!answer.ok) throw new SwitchboardError(answer.code, answer.message);
     return answer.state;
   }
@@ -246,9 +421,37 @@ export class TaskRelay {
 
   // ---- the agent's hub --------------------------------------------------------------------------
 
-  private async onSubmit(subject: string, msg: Msg): Promise<void> {
+  private async onAgentRequest(subject: string, msg: Msg): Promise<void> {
     const v = this.verify(subject, msg);
-    if (!v || v.kind !== "submit") return;
+    if (v?.kind === "submit") await this.onSubmit(subject, msg);
+    else if (v?.kind === "watch") await this.onWatch(subject, msg);
+  }
+
+  private async onWatch(subject: string, msg: Msg): Promise<void> {
+    const m = parse<WatchMessage>(msg.data);
+    if (!m || typeof m.tokenId !== "string" || typeof m.relay !== "string" || typeof m.taskId !== "string") {
+      this.refused(subject, "malformed watch");
+      return;
+    }
+    try {
+      const p = await this.host.auth.principalById(m.tokenId, "viewer");
+      await this.host.assertTaskVisible(p, m.taskId);
+      const t = this.host.tasks.get(m.taskId);
+      if (!t || t.terminal || t.remoteHub !== undefined) {
+        this.answer(msg, { ok: false, code: Code.NOT_FOUND, message: `task ${m.taskId} does not run here` });
+        return;
+      }
+      const w = new RelayWatcher(this, m.relay, m.hub, Number(m.window) || 0, t);
+      this.serving.set(m.relay, w);
+      this.answer(msg, { ok: true, taskId: t.id, hub: this.hubId });
+      t.attach(w, 0);
+      if (t.terminal) this.serving.delete(m.relay);
+    } catch (err) {
+      this.answer(msg, failure(err));
+    }
+  }
+
+  private async onSubmit(subject: string, msg: Msg): Promise<void> {
     const m = parse<SubmitMessage>(msg.data);
     if (!m || typeof m.tokenId !== "string" || typeof m.relay !== "string" || typeof m.request !== "string") {
       this.refused(subject, "malformed submission");
@@ -272,7 +475,9 @@ export class TaskRelay {
   private async onControl(subject: string, msg: Msg): Promise<void> {
     const v = this.verify(subject, msg);
     if (!v) return;
-    if (v.kind === "grant") {
+    if (v.kind === "submit") {
+      await this.onSubmit(subject, msg);
+    } else if (v.kind === "grant") {
       const g = parse<GrantMessage>(msg.data);
       if (g) this.serving.get(g.relay)?.granted(g.grantedTotal);
     } else if (v.kind === "cancel") {
@@ -505,35 +710,36 @@ class Proxy {
 
   private apply(t: LiveTask, ev: TaskEvent): void {
     if (t.terminal) return;
-    if (ev.seq !== t.lastSeq + 1) this.relay.refused(this.subject, `event ${ev.seq} after ${t.lastSeq}`);
+    if (ev.seq <= t.lastSeq) return this.relay.refused(this.subject, `event ${ev.seq} after ${t.lastSeq}`);
+    const at = { seq: ev.seq, gapBytes: ev.gapBytes };
     const e = ev.event;
     switch (e?.$case) {
       case "queued":
-        t.emit(e);
+        t.emit(e, 0, at);
         return;
       case "assigned":
         t.transition("assigned");
         t.agentId = e.value.agentId;
         t.assignedAt = e.value.assignedAtMs;
-        t.emit(e);
+        t.emit(e, 0, at);
         return;
       case "started":
         t.transition("running");
         t.startedAt = e.value.startedAtMs;
-        t.emit(e);
+        t.emit(e, 0, at);
         return;
       case "output": {
         const n = e.value.data.length;
         if (e.value.stream === OutputStream.OUTPUT_STREAM_STDERR) t.stderrBytes += n;
         else t.stdoutBytes += n;
-        t.emit(e, n);
+        t.emit(e, n, at);
         return;
       }
       case "finished": {
         const f = e.value;
         const state = stateFromWire(f.state) ?? "failed";
         t.transition(state);
-        t.emit(e);
+        t.emit(e, 0, at);
         const now = Date.now();
         t.complete(
           {

@@ -111,7 +111,8 @@ export function seedServices(
             "database is empty: name a datasource or a driver",
           );
         }
-        if (!core.agents.hasConnected(pool, "sql")) {
+        // In a cluster the agent may be on another hub: the submission finds it or says why not.
+        if (!core.cluster && !core.agents.hasConnected(pool, "sql")) {
           throw new SwitchboardError(
             Code.UNAVAILABLE,
             `agent ${shownName(pool)} is not connected: no worker of that agent_id is online to run SQL`,

@@ -206,7 +206,7 @@ export function clientService(core: HubCore): ClientServiceServer {
         const { taskId, afterSeq } = call.request;
         await core.assertTaskVisible(p, taskId);
         followTask(call, p, (w) => ({
-          live: core.watch(taskId, afterSeq, w),
+          live: core.watch(p, taskId, afterSeq, w),
           detach: () => core.detach(taskId, w),
         }));
       });

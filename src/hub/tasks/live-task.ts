@@ -98,9 +98,18 @@ export class LiveTask {
     return true;
   }
 
-  /** Add an event, numbered next, and hand it to every watcher. */
-  emit(event: TaskEvent["event"], outputBytes = 0): TaskEvent {
-    const ev: TaskEvent = { taskId: this.id, seq: ++this.seq, event, gapBytes: 0 };
+  /**
+   * Add an event, numbered next, and hand it to every watcher. `relayed`: an event another hub of
+   * the cluster numbered (cluster/task-relay.ts), kept at its number; a number past the next one
+   * follows output that hub no longer held (gapBytes of it).
+   */
+  emit(event: TaskEvent["event"], outputBytes = 0, relayed?: { seq: number; gapBytes: number }): TaskEvent {
+    if (relayed && relayed.seq > this.seq + 1) {
+      this.trimmedBefore = relayed.seq;
+      this.trimmedBytes += relayed.gapBytes;
+      this.seq = relayed.seq - 1;
+    }
+    const ev: TaskEvent = { taskId: this.id, seq: ++this.seq, event, gapBytes: relayed?.gapBytes ?? 0 };
     this.events.push(ev);
     if (outputBytes > 0) {
       this.received += outputBytes;
