@@ -33,6 +33,7 @@ import { PTY_BENCHMARKS } from "./pty.js";
 import { natsServerVersion } from "./peers.js";
 import { SQL_BENCHMARKS } from "./sql.js";
 import { STORE_BENCHMARKS } from "./store.js";
+import { CLUSTER_BENCHMARKS } from "./cluster-hubs.js";
 import { BEFORE_SPLIT_BENCHMARKS } from "./before-split.js";
 
 const BENCHMARKS: readonly Benchmark[] = [
@@ -45,6 +46,7 @@ const BENCHMARKS: readonly Benchmark[] = [
   ...CP_BENCHMARKS,
   ...HTTP_FLOOD_BENCHMARKS,
   ...STORE_BENCHMARKS,
+  ...CLUSTER_BENCHMARKS,
   ...BEFORE_SPLIT_BENCHMARKS,
 ];
 

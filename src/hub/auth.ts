@@ -42,6 +42,8 @@ export class TokenAuthority {
   // Authentication reads a token from the store once; later calls with it read this cache, so the
   // hot path waits on the store only for a token not seen yet (or unknown, or revoked).
   private readonly cache = new Map<string, TokenRecord>();
+  /** Tokens named by id in calls other hubs relay (they checked the secret), read once. */
+  private readonly byId = new Map<string, TokenRecord>();
   // Tokens revoked through this authority: a store read that was in flight when one was revoked
   // may return it unrevoked, and must neither admit nor cache it.
   private readonly revoked = new Set<string>();
@@ -102,7 +104,13 @@ export class TokenAuthority {
    * authenticated the caller's secret): refused if the token is unknown or revoked.
    */
   async principalById(tokenId: string, min: Exclude<Role, "agent">): Promise<Principal> {
-    const rec = await this.store.findToken(tokenId);
+    let rec = this.byId.get(tokenId);
+    if (!rec) {
+      rec = await this.store.findToken(tokenId);
+      // Cached as authenticate() caches by secret; a revocation drops it (forget()).
+      if (rec && rec.id === tokenId && rec.revokedAt === null && !this.revoked.has(rec.id))
+        this.byId.set(tokenId, rec);
+    }
     if (!rec || rec.id !== tokenId)
       throw new SwitchboardError(Code.UNAUTHENTICATED, `unknown token ${tokenId} relayed by another hub`);
     if (rec.revokedAt !== null || this.revoked.has(rec.id))
@@ -238,12 +246,13 @@ export class TokenAuthority {
   private forget(tokenId: string, where: RevokedWhere): void {
     this.revoked.add(tokenId);
     for (const [hash, rec] of this.cache) if (rec.id === tokenId) this.cache.delete(hash);
+    this.byId.delete(tokenId);
     for (const l of this.revokeListeners) l(tokenId, where);
   }
 
   /** The tokens this hub admits without reading the store: those a revocation elsewhere must reach. */
   cachedTokenIds(): string[] {
-    return [...new Set([...this.cache.values()].map((r) => r.id))];
+    return [...new Set([...this.cache.values(), ...this.byId.values()].map((r) => r.id))];
   }
 
   onRevoke(listener: (tokenId: string, where: RevokedWhere) => void): void {

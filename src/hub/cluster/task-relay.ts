@@ -52,6 +52,8 @@ interface OfferQuestion {
 
 /** How long a hub waits for the others' offers before it picks among those that came. */
 const OFFER_WAIT_MS = 250;
+/** Offers serve further tasks of the same target for this long (each taking one of their credits). */
+const OFFER_TTL_MS = 100;
 
 /** A watch of a task another hub runs: its events from the first, to the relay subject. */
 interface WatchMessage {
@@ -106,6 +108,8 @@ export class TaskRelay {
   private readonly proxies = new Map<string, Proxy>();
   /** Follows being opened, by task id: two watchers at once open one. */
   private readonly following = new Map<string, Promise<LiveTask | undefined>>();
+  /** The offers last heard per target (see forwardToBest). */
+  private readonly recentOffers = new Map<string, { at: number; list: { hub: string; free: number }[] }>();
   private ctl: Subscription | undefined;
   private offers: Subscription | undefined;
 
@@ -327,11 +331,21 @@ export class TaskRelay {
     others: number,
   ): Promise<LiveTask | undefined> {
     if (others === 0) return undefined;
-    const offers = await this.gatherOffers(task, others);
+    // Offers heard a moment ago serve the next tasks, each taking a credit of the one it goes to,
+    // so that a burst asks once, not once a task.
+    const key = JSON.stringify([task.kind, task.target, task.allowedPools]);
+    let offers = this.recentOffers.get(key);
+    const fresh =
+      offers && offers.at > performance.now() - OFFER_TTL_MS && offers.list.some((o) => o.free > 0);
+    if (!offers || !fresh) {
+      offers = { at: performance.now(), list: await this.gatherOffers(task, others) };
+      this.recentOffers.set(key, offers);
+    }
     let best: { hub: string; free: number } | undefined;
-    for (const o of offers) if (o.free >= 0 && (!best || o.free > best.free)) best = o;
+    for (const o of offers.list) if (o.free >= 0 && (!best || o.free > best.free)) best = o;
     // Here if this hub has room, or as much as the best; elsewhere if only there an agent may run it.
     if (!best || (here !== undefined && here >= best.free)) return undefined;
+    best.free--;
     return this.open(p, req, this.ctlSubject(best.hub), task.target);
   }
 
@@ -525,9 +539,9 @@ export class TaskRelay {
     for (const p of [...this.proxies.values()]) p.hubGone(liveHubs);
   }
 
-  /** Flushes the store: the relaying hub reads what this one wrote. */
-  committed(): Promise<void> {
-    return this.host.store.flush();
+  /** The task's writes are committed: the relaying hub reads what this one wrote. */
+  settled(taskId: string): Promise<void> {
+    return this.host.store.taskSettled(taskId);
   }
 
   /** Stops every subscription (the hub leaves the cluster). */
@@ -616,11 +630,14 @@ class RelayWatcher implements Watcher {
     if (this.ended) return;
     if (ev.event?.$case === "finished") {
       this.ended = true;
-      // Its last writes first: the client's hub reads the result and the output from the store.
-      void this.relay.committed().finally(() => {
+      const relay = (): void => {
         this.relay.relayEvent(this.subject, ev);
         this.relay.stopServing(this.subject);
-      });
+      };
+      // A task with output: its writes first, for the client's hub reads the output from the store
+      // (the result and the rest ride the event, as a hub alone answers before its commit).
+      if (this.t.stdoutBytes + this.t.stderrBytes > 0) void this.relay.settled(this.t.id).finally(relay);
+      else relay();
       return;
     }
     this.relay.relayEvent(this.subject, ev);

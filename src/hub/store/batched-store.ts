@@ -38,6 +38,10 @@ export abstract class BatchedStore<B extends WriteBatch> {
     return this.writer.flush();
   }
 
+  async taskSettled(taskId: string): Promise<void> {
+    await this.writer.beforeRead(this.writer.outputs.get(taskId));
+  }
+
   insertTask(task: NewTask): Promise<void> {
     return this.writer.insert(task);
   }

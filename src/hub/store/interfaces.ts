@@ -254,6 +254,12 @@ export interface Store {
 
   /** Commit everything pending now. */
   flush(): Promise<void>;
+
+  /**
+   * Resolves once everything written about the task so far (its record, its output and the tail
+   * of it) is committed: another process reading the store sees it as this one does.
+   */
+  taskSettled(taskId: string): Promise<void>;
   /**
    * Flush and close; the store is unusable afterwards. While it cannot write, it keeps retrying
    * for up to `waitWritableMs` (default 0) before it gives up and closes without what it held.
