@@ -87,10 +87,16 @@ async function natsListener(): Promise<{ next: Promise<{ subject: string }> }> {
 }
 
 /** A hub of the cluster; the CLI args use hub A's admin token (the shared store made it). */
-async function clusterHub(id: string, extra: string[] = [], nats = `nats://${NATS}`): Promise<HubProc> {
+async function clusterHub(
+  id: string,
+  extra: string[] = [],
+  nats = `nats://${NATS}`,
+  dataDir?: string,
+): Promise<HubProc> {
   const h = await startHub({
     args: ["--store", STORE, "--nats", nats, "--hub-id", id, ...extra],
     sharedStore: a !== undefined,
+    ...(dataDir !== undefined ? { dataDir } : {}),
   });
   const token = a?.adminToken ?? h.adminToken;
   return { ...h, adminToken: token, cli: ["--hub", h.address, "--token", token] };
@@ -453,6 +459,35 @@ describe("tasks across hubs: the client on hub A, the agent on hub B", () => {
     });
     expect(existsSync(marker)).toBe(false);
   });
+});
+
+describe("each hub recovers its own tasks", () => {
+  it("leaves another hub's running task alone when a hub starts, and after its kill -9 and restart", async () => {
+    const agent = await startAgent(b, { agentId: "own-1", pool: "own", token: await agentToken(a, "own") });
+    const d = await runCli([...b.cli, "exec", "--detach", "--agent", "own-1", "--", "sleep", "6"]);
+    const id = d.stdout.trim();
+    const state = async (): Promise<string> =>
+      (JSON.parse((await runCli([...a.cli, "task", id, "--output", "json"])).stdout) as { state: string })
+        .state;
+    await waitFor(async () => (await state()) === "running", { timeout: 10_000, message: "the task to run" });
+    // Hub R starts (its recovery runs), is killed, and starts again on the same id once its lease lapses.
+    const dataDir = tempDir("hub-r");
+    const args = ["--config", leaseConfig(2), "--resume-grace", "1s"];
+    const r1 = await clusterHub("hub-r", args, `nats://${NATS}`, dataDir);
+    r1.kill("SIGKILL");
+    await r1.exited;
+    const r2 = await clusterHub("hub-r", args, `nats://${NATS}`, dataDir);
+    await new Promise((res) => setTimeout(res, 1_500)); // past hub R's resume grace
+    expect(await state()).toBe("running");
+    expect((await listAgents(b)).find((x) => x.agentId === "own-1")?.connected).toBe(true);
+    await waitFor(async () => (await state()) === "succeeded", {
+      timeout: 15_000,
+      message: "the task to end",
+    });
+    r2.kill("SIGTERM");
+    agent.kill("SIGTERM");
+    await Promise.all([r2.exited, agent.exited]);
+  }, 60_000);
 });
 
 describe("pool tasks across hubs", () => {

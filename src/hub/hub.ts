@@ -1,6 +1,8 @@
 // Starting and stopping a hub: open the store, make the first admin token, recover what a crash
 // left, serve gRPC, and on shutdown drain before closing anything.
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { Server } from "@grpc/grpc-js";
 import { serverOptions } from "../common/grpc-options.js";
@@ -58,7 +60,9 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
       { cause: e },
     );
   }
-  const store = await openStore(config, logger.child({ part: "store" }));
+  // A cluster's hub is named before its store opens: the tasks it inserts are its own.
+  const hubId = config.cluster ? clusterHubId(config) : undefined;
+  const store = await openStore(config, logger.child({ part: "store" }), hubId);
   const auth = new TokenAuthority(store, logger);
   let adminTokenFile: string;
   try {
@@ -136,7 +140,7 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
   }
   if (config.cluster) {
     try {
-      core.cluster = await joinCluster(config.cluster, core, store, auth, port, logger);
+      core.cluster = await joinCluster(config.cluster, hubId!, core, store, auth, port, logger);
     } catch (err) {
       await httpApi?.close();
       server.forceShutdown();
@@ -207,6 +211,7 @@ export async function startHub(config: HubConfig, logger: Logger = silentLogger(
 /** Joins the cluster of hubs on the shared store: a start-up error says what is missing. */
 async function joinCluster(
   cluster: ClusterConfig,
+  hubId: string,
   core: HubCore,
   store: Store,
   auth: TokenAuthority,
@@ -221,6 +226,7 @@ async function joinCluster(
   }
   const member = new ClusterMember(
     cluster,
+    hubId,
     store,
     store.location,
     auth,
@@ -249,6 +255,16 @@ async function joinCluster(
   return member;
 }
 
+/**
+ * This hub's id in its cluster: cluster.hub_id, else the host name and the listen port (with port 0,
+ * the host name and a random suffix: the port is not known before the store opens).
+ */
+function clusterHubId(config: HubConfig): string {
+  if (config.cluster?.hubId) return config.cluster.hubId;
+  const port = config.listen.slice(config.listen.lastIndexOf(":") + 1);
+  return `${hostname()}:${port === "0" ? randomBytes(3).toString("hex") : port}`;
+}
+
 /** hub.json, for the CLI on this machine: written whole under a temporary name, then renamed. */
 function writeHubJson(file: string, content: Record<string, unknown>): void {
   const tmp = `${file}.${process.pid}.tmp`;
@@ -264,7 +280,7 @@ function writeHubJson(file: string, content: Record<string, unknown>): void {
  * The hub's store: PostgreSQL when store.url names one (shared by hubs), else the SQLite file in
  * hub.data_dir. A store that cannot be opened is a start-up error naming its setting.
  */
-async function openStore(config: HubConfig, logger: Logger): Promise<Store> {
+async function openStore(config: HubConfig, logger: Logger, owner: string | undefined): Promise<Store> {
   const pgStore = config.postgresStore;
   if (pgStore) {
     let password: string | undefined;
@@ -285,6 +301,7 @@ async function openStore(config: HubConfig, logger: Logger): Promise<Store> {
         ...(password !== undefined ? { password } : {}),
         schema: pgStore.schema,
         poolSize: pgStore.poolSize,
+        ...(owner !== undefined ? { owner } : {}),
         outputCapBytes: config.outputCapBytes,
         logger,
       });

@@ -1,6 +1,7 @@
 // After a restart, nothing accepted goes missing: a queued task is queued again (until its deadline,
 // or a bounded wait for its agents to come back), and one that was on an agent ends lost, since it
-// may have run there and must never run twice.
+// may have run there and must never run twice. In a cluster, a hub recovers its own tasks only (the
+// store lists those): the other hubs' run on.
 import { Code } from "../common/errors.js";
 import type { Logger } from "../common/logger.js";
 import type { HubConfig } from "./config.js";
@@ -14,7 +15,8 @@ export async function recoverTasks(
   logger: Logger,
   lifecycle: TaskLifecycle,
 ): Promise<{ requeued: number; lost: number }> {
-  store.markAllAgentsDisconnected();
+  // A hub alone held every agent's session; in a cluster the other hubs hold theirs still.
+  if (!config.cluster) store.markAllAgentsDisconnected();
   let requeued = 0;
   let lost = 0;
   const now = Date.now();

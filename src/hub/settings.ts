@@ -194,7 +194,7 @@ export const HUB_SETTINGS = defineSettings({
         (v) => typeof v === "string" && /^[\w.:@-]{1,128}$/.test(v),
         "letters, digits and . _ - @ : (at most 128)",
       ),
-      defaultText: "the host name and the listen port",
+      defaultText: "the host name and the listen port (port 0: a random suffix)",
       input: "string",
       env: "SWITCHBOARD_HUB_ID",
       flag: "--hub-id <id>",

@@ -34,7 +34,6 @@ interface RevokedMessage {
 }
 
 export class ClusterMember {
-  readonly id: string;
   readonly address: string;
   private readonly incarnation = randomUUID();
   private nc: NatsConnection | undefined;
@@ -48,6 +47,8 @@ export class ClusterMember {
 
   constructor(
     private readonly config: ClusterConfig,
+    /** This hub's id (cluster.hub_id, or what the hub made of its host name and port). */
+    readonly id: string,
     private readonly store: ClusterStore,
     /** Names the cluster: hubs share NATS subjects only with the hubs of their store. */
     storeLocation: string,
@@ -57,9 +58,7 @@ export class ClusterMember {
     boundPort: number,
     private readonly logger: Logger,
   ) {
-    const self = `${hostname()}:${boundPort}`;
-    this.id = config.hubId ?? self;
-    this.address = config.advertise ?? self;
+    this.address = config.advertise ?? `${hostname()}:${boundPort}`;
     const cluster = createHash("sha256").update(storeLocation).digest("hex").slice(0, 12);
     this.prefix = `switchboard.${cluster}`;
     this.subjects = { revoked: `${this.prefix}.tokens.revoked`, changed: `${this.prefix}.hubs.changed` };
@@ -102,14 +101,26 @@ export class ClusterMember {
       );
     }
     void this.watchStatus(this.nc);
-    const held = await this.store
-      .claimLease(this.lease(), this.config.leaseMs)
-      .catch(async (err: unknown) => {
-        await this.nc?.close();
+    // A hub restarted after a crash finds its own lease still current: it waits for it to lapse. A
+    // hub still renewing it is another hub with this id.
+    const nc = this.nc;
+    const giveUpAt = Date.now() + this.config.leaseMs + 2_000;
+    let held: { holder: string; ageMs: number } | undefined;
+    for (;;) {
+      held = await this.store.claimLease(this.lease(), this.config.leaseMs).catch(async (err: unknown) => {
+        await nc.close();
         throw err;
       });
+      if (!held || Date.now() >= giveUpAt) break;
+      if (held.ageMs >= 1_000)
+        this.logger.info(
+          { hub_id: this.id, holder: held.holder },
+          "waiting for this hub id's lease to lapse",
+        );
+      await new Promise((r) => setTimeout(r, 500));
+    }
     if (held) {
-      await this.nc.close();
+      await nc.close();
       throw new SwitchboardError(
         Code.ALREADY_EXISTS,
         `hub id ${this.id} is held by a live hub at ${held.holder} (its lease renewed ${Math.round(held.ageMs / 1000)} s ago): give this hub another cluster.hub_id (--hub-id)`,

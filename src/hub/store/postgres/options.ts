@@ -17,6 +17,11 @@ export interface PostgresStoreOptions extends BatchOptions {
   schema?: string;
   /** How long a connection attempt may take before it counts as failed. Default 5 s. */
   connectTimeoutMs?: number;
+  /**
+   * The hub of a cluster this store writes for (its hub_id): the tasks it inserts are that hub's,
+   * and the unfinished tasks it lists (to recover them) are that hub's only.
+   */
+  owner?: string;
 }
 
 /** What the store runs on, validated. */
@@ -24,12 +29,19 @@ export interface Settings extends BatchSettings {
   poolSize: number;
   schema: string;
   connectTimeoutMs: number;
+  owner: string | undefined;
 }
 
 /** The options with their defaults filled in; throws INVALID_ARGUMENT for one out of range. */
 export function postgresSettings(opts: PostgresStoreOptions): Settings {
   const schema = opts.schema ?? DEFAULT_SCHEMA;
   // The schema name is written into SQL (search_path, CREATE SCHEMA): a plain identifier only.
+  if (opts.owner !== undefined && !/^[\w.:@-]{1,128}$/.test(opts.owner)) {
+    throw new SwitchboardError(
+      Code.INVALID_ARGUMENT,
+      `store option owner is not a hub id: ${JSON.stringify(opts.owner)}`,
+    );
+  }
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
     throw new SwitchboardError(
       Code.INVALID_ARGUMENT,
@@ -41,5 +53,6 @@ export function postgresSettings(opts: PostgresStoreOptions): Settings {
     poolSize: option("poolSize", opts.poolSize, DEFAULT_POOL_SIZE, 1),
     connectTimeoutMs: option("connectTimeoutMs", opts.connectTimeoutMs, DEFAULT_CONNECT_TIMEOUT_MS, 1),
     schema,
+    owner: opts.owner,
   };
 }

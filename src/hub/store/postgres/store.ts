@@ -49,7 +49,8 @@ export async function openPostgresStore(opts: PostgresStoreOptions): Promise<Pos
     max: settings.poolSize,
     connectionTimeoutMillis: settings.connectTimeoutMs,
     // Every statement names its tables unqualified: the schema is the connection's search path.
-    options: `-c search_path=${settings.schema}`,
+    // A cluster's hub names itself on every connection: the tasks it inserts take its hub_id.
+    options: `-c search_path=${settings.schema}${settings.owner ? ` -c switchboard.hub_id=${settings.owner}` : ""}`,
     application_name: "switchboard-hub",
   });
   // A connection lost while idle in the pool is reported here; the next query on it fails and says so.

@@ -178,8 +178,14 @@ ORDER BY id DESC LIMIT ${param(clampLimit(filter.limit))}`;
   return rows.map(toTaskRecord);
 }
 
+// A hub's own (in a cluster, those it inserted: hub_id), and those no hub owns (written before).
+const SELECT_OWN_UNFINISHED_TASKS = SELECT_UNFINISHED_TASKS.replace(
+  "ORDER BY id",
+  "AND (hub_id IS NULL OR hub_id = nullif(current_setting('switchboard.hub_id', true), ''))\nORDER BY id",
+);
+
 export async function listUnfinishedTasks(sql: Sql): Promise<TaskRecord[]> {
-  const { rows } = await sql.query<TaskRow>(SELECT_UNFINISHED_TASKS);
+  const { rows } = await sql.query<TaskRow>(SELECT_OWN_UNFINISHED_TASKS);
   return rows.map(toTaskRecord);
 }
 

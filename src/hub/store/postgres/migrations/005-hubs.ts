@@ -1,4 +1,7 @@
-// The hubs of a cluster: one lease row per hub, renewed on the database's clock (so that the hubs'
+// The hubs of a cluster: each task is its hub's (tasks.hub_id, taken from the connection's
+// switchboard.hub_id setting, so that no statement of the write path changes), and a hub recovers
+// its own unfinished tasks only.
+// one lease row per hub, renewed on the database's clock (so that the hubs'
 // own clocks need not agree), read by `switchboard hubs` and by the hubs themselves to tell which
 // of them are gone. The incarnation names one run of a hub: a hub that finds its row renewed by
 // another incarnation lost its lease (it was taken for dead) and says so. cluster_key holds the
@@ -18,6 +21,8 @@ CREATE TABLE hubs (
   tasks_in_flight INTEGER NOT NULL DEFAULT 0,
   draining        BOOLEAN NOT NULL DEFAULT FALSE
 );
+
+ALTER TABLE tasks ADD COLUMN hub_id TEXT DEFAULT nullif(current_setting('switchboard.hub_id', true), '');
 
 CREATE TABLE cluster_key (
   id  INTEGER PRIMARY KEY CHECK (id = 1),
