@@ -23,79 +23,100 @@ export function registerDemo(program: Command): void {
     )
     .option("--listen <host:port>", "hub address (default 127.0.0.1:7000)")
     .option("--data <dir>", "data dir (default $SWITCHBOARD_DATA or ./data)")
-    .action(async (flags: { listen?: string; data?: string }) => {
-      const { loadAgentConfig, startAgent } = await import("../../agent/index.js");
-      const { ConfigError, loadHubConfig, startHub } = await import("../../hub/index.js");
-      const dataDir = resolve(flags.data ?? (process.env.SWITCHBOARD_DATA || "./data"));
-      let config;
-      try {
-        config = loadHubConfig({
-          env: {},
-          flags: { listen: flags.listen ?? "127.0.0.1:7000", data: dataDir, drainGrace: "10s" },
-        });
-      } catch (e) {
-        if (e instanceof ConfigError) throw usageError(e.message);
-        throw e;
-      }
-      const logger = createLogger("demo", { level: process.env.SWITCHBOARD_LOG_LEVEL ? undefined : "warn" });
-      const hub = await startHub(config, logger.child({ part: "hub" }));
-      const agents: Agent[] = [];
-      let node: NodeInfo | undefined;
-      const stop = async (o: { graceMs?: number }): Promise<void> => {
-        await Promise.all(agents.map((a) => a.shutdown(o)));
-        await hub.shutdown(o);
-      };
-      try {
-        const admin = new SwitchboardClient({
-          hub: hub.address,
-          token: readFileSync(hub.adminTokenFile, "utf8").trim(),
-        });
-        let token: string;
+    .option(
+      "--cluster",
+      "instead: three hubs (one process each) on one PostgreSQL database and NATS, and two agents spread over them",
+    )
+    .option(
+      "--store <url>",
+      "with --cluster: the PostgreSQL database, created if missing",
+      "postgres://postgres@127.0.0.1:5432/switchboard_demo",
+    )
+    .option("--nats <url>", "with --cluster: the NATS server", "nats://127.0.0.1:4222")
+    .action(
+      async (flags: { listen?: string; data?: string; cluster?: boolean; store: string; nats: string }) => {
+        const dataDir = resolve(flags.data ?? (process.env.SWITCHBOARD_DATA || "./data"));
+        if (flags.cluster) {
+          if (flags.listen)
+            throw usageError("--listen is for the single hub: the cluster demo's hubs pick free ports");
+          const { runClusterDemo } = await import("./demo-cluster.js");
+          return runClusterDemo({ data: dataDir, store: flags.store, nats: flags.nats });
+        }
+        const { loadAgentConfig, startAgent } = await import("../../agent/index.js");
+        const { ConfigError, loadHubConfig, startHub } = await import("../../hub/index.js");
+        let config;
         try {
-          // A data dir the demo ran in before: its agents' ids belong to the earlier run's token. Revoke
-          // that token first; a new token of the pool then claims them (an agent id never changes token
-          // while its token is live).
-          for (const t of await admin.admin.listTokens()) {
-            if (t.role === "agent" && t.name.startsWith("demo-agents-")) await admin.admin.revokeToken(t.id);
-          }
-          const created = await admin.admin.createToken({
-            name: `demo-agents-${Date.now()}`,
-            role: "agent",
-            pools: ["demo"],
-          });
-          token = created.token;
-        } finally {
-          admin.close();
-        }
-        const datasourceConfig = await writeDemoDatasource(dataDir);
-        for (const agentId of AGENTS) {
-          const cfg = loadAgentConfig({
+          config = loadHubConfig({
             env: {},
-            file: datasourceConfig,
-            flags: {
-              hub: [hub.address],
-              token,
-              agentId,
-              pool: "demo",
-              shell: true,
-              poolSize: "4",
-              data: agentDataDir(dataDir, agentId),
-              agentPort: "0",
-            },
+            flags: { listen: flags.listen ?? "127.0.0.1:7000", data: dataDir, drainGrace: "10s" },
           });
-          const agent = await startAgent(cfg, logger.child({ part: "agent", agentId }));
-          agents.push(agent);
+        } catch (e) {
+          if (e instanceof ConfigError) throw usageError(e.message);
+          throw e;
         }
-        await Promise.all(agents.map((a) => a.whenConnected(15_000)));
-        node = await demoNode(hub.address, readFileSync(hub.adminTokenFile, "utf8").trim());
-      } catch (e) {
-        await stop({ graceMs: 0 });
-        throw e;
-      }
-      process.stdout.write(tryNext(hub.address, dataDir, node));
-      await stopOnSignals(logger, stop);
-      process.stdout.write("demo stopped\n");
-    });
+        const logger = createLogger("demo", {
+          level: process.env.SWITCHBOARD_LOG_LEVEL ? undefined : "warn",
+        });
+        const hub = await startHub(config, logger.child({ part: "hub" }));
+        const agents: Agent[] = [];
+        let node: NodeInfo | undefined;
+        const stop = async (o: { graceMs?: number }): Promise<void> => {
+          await Promise.all(agents.map((a) => a.shutdown(o)));
+          await hub.shutdown(o);
+        };
+        try {
+          const admin = new SwitchboardClient({
+            hub: hub.address,
+            token: readFileSync(hub.adminTokenFile, "utf8").trim(),
+          });
+          let token: string;
+          try {
+            // A data dir the demo ran in before: its agents' ids belong to the earlier run's token. Revoke
+            // that token first; a new token of the pool then claims them (an agent id never changes token
+            // while its token is live).
+            for (const t of await admin.admin.listTokens()) {
+              if (t.role === "agent" && t.name.startsWith("demo-agents-"))
+                await admin.admin.revokeToken(t.id);
+            }
+            const created = await admin.admin.createToken({
+              name: `demo-agents-${Date.now()}`,
+              role: "agent",
+              pools: ["demo"],
+            });
+            token = created.token;
+          } finally {
+            admin.close();
+          }
+          const datasourceConfig = await writeDemoDatasource(dataDir);
+          for (const agentId of AGENTS) {
+            const cfg = loadAgentConfig({
+              env: {},
+              file: datasourceConfig,
+              flags: {
+                hub: [hub.address],
+                token,
+                agentId,
+                pool: "demo",
+                shell: true,
+                poolSize: "4",
+                data: agentDataDir(dataDir, agentId),
+                agentPort: "0",
+              },
+            });
+            const agent = await startAgent(cfg, logger.child({ part: "agent", agentId }));
+            agents.push(agent);
+          }
+          await Promise.all(agents.map((a) => a.whenConnected(15_000)));
+          node = await demoNode(hub.address, readFileSync(hub.adminTokenFile, "utf8").trim());
+        } catch (e) {
+          await stop({ graceMs: 0 });
+          throw e;
+        }
+        process.stdout.write(tryNext(hub.address, dataDir, node));
+        await stopOnSignals(logger, stop);
+        process.stdout.write("demo stopped\n");
+      },
+    );
 }
 
 function agentDataDir(dataDir: string, agentId: string): string {
