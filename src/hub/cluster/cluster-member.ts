@@ -102,22 +102,24 @@ export class ClusterMember {
     }
     void this.watchStatus(this.nc);
     // A hub restarted after a crash finds its own lease still current: it waits for it to lapse. A
-    // hub still renewing it is another hub with this id.
+    // lease renewed meanwhile (its age went down) is another live hub with this id: refused at once.
     const nc = this.nc;
     const giveUpAt = Date.now() + this.config.leaseMs + 2_000;
     let held: { holder: string; ageMs: number } | undefined;
+    let lastAge = Infinity;
     for (;;) {
       held = await this.store.claimLease(this.lease(), this.config.leaseMs).catch(async (err: unknown) => {
         await nc.close();
         throw err;
       });
-      if (!held || Date.now() >= giveUpAt) break;
-      if (held.ageMs >= 1_000)
+      if (!held || (lastAge !== Infinity && held.ageMs < lastAge - 100) || Date.now() >= giveUpAt) break;
+      if (lastAge === Infinity)
         this.logger.info(
           { hub_id: this.id, holder: held.holder },
           "waiting for this hub id's lease to lapse",
         );
-      await new Promise((r) => setTimeout(r, 500));
+      lastAge = held.ageMs;
+      await new Promise((r) => setTimeout(r, 250));
     }
     if (held) {
       await nc.close();

@@ -215,11 +215,7 @@ export class TaskRelay {
       this.host.outputWindowBytes,
       () => this.grant(answer.hub, t, relay),
     );
-    t.remoteHub = answer.hub;
-    this.proxies.set(t.id, proxy);
-    this.host.tasks.add(t);
-    proxy.attach(t, sub);
-    return t;
+    return this.adopt(t, answer.hub, proxy, sub);
   }
 
   /**
@@ -275,7 +271,12 @@ export class TaskRelay {
       this.host.outputWindowBytes,
       () => this.grant(answer.hub, t, relay),
     );
-    t.remoteHub = answer.hub;
+    return this.adopt(t, answer.hub, proxy, sub);
+  }
+
+  /** The proxy of a task hub `hub` runs joins this hub's task table, its relayed events applied. */
+  private adopt(t: LiveTask, hub: string, proxy: Proxy, sub: Subscription): LiveTask {
+    t.remoteHub = hub;
     this.proxies.set(t.id, proxy);
     this.host.tasks.add(t);
     proxy.attach(t, sub);
