@@ -491,6 +491,56 @@ describe("each hub recovers its own tasks", () => {
   }, 60_000);
 });
 
+describe("the work of a hub that is gone", () => {
+  it("is taken by one other hub once its lease lapses: its running task ends lost, its queued task runs", async () => {
+    const g = await clusterHub("hub-g", ["--config", leaseConfig(2)]);
+    const token = await agentToken(a, "orphans");
+    // One slot, and only hub G to dial: the first task holds it, the second waits in G's queue.
+    const g1 = await startAgent(g, { agentId: "g-1", pool: "orphans", token, args: ["--pool-size", "1"] });
+    const first = await runCli([...g.cli, "exec", "--detach", "--pool", "orphans", "--", "sleep", "60"]);
+    const second = await runCli([...g.cli, "exec", "--detach", "--pool", "orphans", "--", "echo", "after"]);
+    const [running, queued] = [first.stdout.trim(), second.stdout.trim()];
+    const task = async (id: string): Promise<{ state: string; reason?: string; agentId?: string }> =>
+      JSON.parse((await runCli([...a.cli, "task", id, "--output", "json"])).stdout) as {
+        state: string;
+        reason?: string;
+        agentId?: string;
+      };
+    await waitFor(async () => (await task(running)).state === "running", {
+      timeout: 10_000,
+      message: "the first task to run",
+    });
+    expect((await task(queued)).state).toBe("queued");
+    g.kill("SIGKILL");
+    await g.exited;
+    // Queued work waits on the hub that took it (it does not move between hubs yet): both have an agent.
+    const g2 = await startAgent(a, { agentId: "g-2", pool: "orphans", token });
+    const g3 = await startAgent(b, { agentId: "g-3", pool: "orphans", token });
+    await waitFor(async () => (await task(running)).state === "lost", {
+      timeout: 20_000,
+      message: "the running task of the gone hub to end lost",
+    });
+    expect((await task(running)).reason).toMatch(/hub hub-g that held the task is gone/);
+    await waitFor(async () => (await task(queued)).state === "succeeded", {
+      timeout: 20_000,
+      message: "the queued task of the gone hub to run on another hub's agent",
+    });
+    expect(["g-2", "g-3"]).toContain((await task(queued)).agentId);
+    // Exactly one hub took it (hub B and hub A both saw it gone).
+    const takers = [a, b].filter(
+      (h) =>
+        /took on the unfinished tasks of a hub that is gone/.test(h.stderr()) &&
+        /"hub_id":"hub-g"/.test(h.stderr()),
+    );
+    expect(takers).toHaveLength(1);
+    expect((await hubsSeenBy(a, true)).find((h) => h.id === "hub-g")?.live).toBe(false);
+    g1.kill("SIGKILL");
+    g2.kill("SIGTERM");
+    g3.kill("SIGTERM");
+    await Promise.all([g1.exited, g2.exited, g3.exited]);
+  }, 90_000);
+});
+
 describe("pool tasks across hubs", () => {
   it("runs a pool's task on another hub when only that hub has an agent of the pool", async () => {
     const agent = await startAgent(b, {

@@ -19,7 +19,7 @@ import type { HubConfig } from "./config.js";
 import { drain } from "./drain.js";
 import type { LiveTask, Watcher } from "./tasks/live-task.js";
 import { NodeOrchestrator } from "./nodes/node-orchestrator.js";
-import { recoverTasks } from "./recovery.js";
+import { recoverTasks, settleUnfinished } from "./recovery.js";
 import { Scheduler } from "./scheduler.js";
 import { SessionLifecycle } from "./agents/session-lifecycle.js";
 import type { Store, TaskRecord } from "./store/index.js";
@@ -106,6 +106,24 @@ export class HubCore {
       tasksInFlight: this.tasks.inFlight(),
       draining: this.isDraining,
     };
+  }
+
+  /**
+   * The unfinished tasks of a hub of the cluster that is gone, now this hub's: queued ones wait
+   * here, those that were on an agent end lost (they may have run; they never run twice).
+   */
+  adoptTasksOf(gone: string, records: TaskRecord[]): void {
+    const { requeued, lost } = settleUnfinished(
+      this.config,
+      this.store,
+      this.lifecycle,
+      records,
+      (agentId) =>
+        `hub ${gone} that held the task is gone, with the task on agent ${agentId ?? "(none)"}: it may have run there, so it is not run again`,
+    );
+    this.logger.warn({ hub_id: gone, requeued, lost }, "took on the unfinished tasks of a hub that is gone");
+    // The agents here are connected already: they take what was queued now.
+    if (requeued > 0) for (const s of this.agents.all()) if (s.connected) this.dispatch.dispatch(s);
   }
 
   /** Whether the hub is draining (shutdown began): it takes no new work. */

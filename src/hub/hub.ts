@@ -246,7 +246,7 @@ async function joinCluster(
     cancel: (p, taskId, reason) => core.cancel(p, taskId, reason),
   };
   try {
-    await member.join(host, core.agents);
+    await member.join(host, core.agents, (gone, tasks) => core.adoptTasksOf(gone, tasks));
   } catch (err) {
     const key =
       err instanceof SwitchboardError && err.code === Code.ALREADY_EXISTS ? "cluster.hub_id" : "cluster.nats";

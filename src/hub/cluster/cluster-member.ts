@@ -15,6 +15,7 @@ import { errorMessage } from "../store/errors.js";
 import type { TokenAuthority } from "../auth.js";
 import type { ClusterConfig } from "../config.js";
 import type { AgentRegistry } from "../agents/agent-registry.js";
+import type { TaskRecord } from "../store/index.js";
 import type { ClusterStore, HubLease, HubRecord } from "./cluster-store.js";
 import { MessageSigner } from "./signed-messages.js";
 import { TaskRelay, type RelayHost } from "./task-relay.js";
@@ -44,6 +45,7 @@ export class ClusterMember {
   private readonly prefix: string;
   private taskRelay: TaskRelay | undefined;
   private liveOthers = 0;
+  private adopt: ((gone: string, tasks: TaskRecord[]) => void) | undefined;
 
   constructor(
     private readonly config: ClusterConfig,
@@ -83,7 +85,13 @@ export class ClusterMember {
    * Connects to NATS, claims the lease and starts relaying tasks for `host`; a start-up error names
    * what is wrong.
    */
-  async join(host: RelayHost, agents: AgentRegistry): Promise<void> {
+  async join(
+    host: RelayHost,
+    agents: AgentRegistry,
+    /** Takes on the unfinished tasks of a hub that is gone (this hub won them). */
+    adopt: (gone: string, tasks: TaskRecord[]) => void,
+  ): Promise<void> {
+    this.adopt = adopt;
     try {
       this.nc = await connect({
         servers: this.config.nats,
@@ -205,10 +213,16 @@ export class ClusterMember {
         } else if (renewed && this.leaseLost) {
           this.leaseLost = false;
         }
-        const live = new Set((await this.hubs(false)).map((h) => h.id));
+        const all = await this.hubs(true);
+        const live = new Set(all.filter((h) => h.live).map((h) => h.id));
         this.liveOthers = [...live].filter((id) => id !== this.id).length;
         this.taskRelay?.dropRelaysOf(live);
         this.taskRelay?.dropProxiesOf(live);
+        // A hub whose lease lapsed leaves its unfinished tasks: one hub takes them (the store says which).
+        for (const h of all) {
+          if (h.live || h.takenBy !== null || h.id === this.id || !this.adopt) continue;
+          this.adopt(h.id, await this.store.takeOver(h.id, this.id));
+        }
         const revoked = await this.store.revokedAmong(this.auth.cachedTokenIds());
         for (const tokenId of revoked) {
           this.logger.info({ token_id: tokenId }, "token revoked by another hub (seen in the store)");

@@ -1,6 +1,6 @@
 // What a cluster of hubs needs from the store they share beyond the Store interface: the hubs'
 // leases, and which tokens were revoked (by any hub). Only the PostgreSQL store offers it.
-import type { Store } from "../store/index.js";
+import type { Store, TaskRecord } from "../store/index.js";
 
 /** A hub's lease row as it writes it. */
 export interface HubLease {
@@ -29,6 +29,8 @@ export interface HubRecord {
   leaseAgeMs: number;
   /** Its lease: gone when not renewed for this long. */
   leaseMs: number;
+  /** The hub that took its unfinished tasks once it was gone (null: none yet). */
+  takenBy: string | null;
 }
 
 export interface ClusterStore {
@@ -43,6 +45,11 @@ export interface ClusterStore {
   listHubs(): Promise<HubRecord[]>;
   /** The key the hubs sign their NATS messages with (`candidate` becomes it if there is none yet). */
   clusterKey(candidate: Buffer): Promise<Buffer>;
+  /**
+   * Takes the unfinished tasks of hub `gone`, whose lease lapsed, for hub `me`: at most one hub
+   * gets them (the lease row goes in the same statement); [] when another did or it came back.
+   */
+  takeOver(gone: string, me: string): Promise<TaskRecord[]>;
   /** Which of these token ids are revoked. */
   revokedAmong(ids: readonly string[]): Promise<string[]>;
 }

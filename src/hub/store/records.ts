@@ -29,7 +29,7 @@ export const TASK_COLUMNS = `id, kind, target, spec, state, agent_id, requester,
 
 export const COUNT_TASKS = `SELECT COUNT(*) AS n FROM tasks`;
 
-const UNFINISHED_STATES = ALL_STATES.filter((s) => !isTerminal(s));
+export const UNFINISHED_STATES = ALL_STATES.filter((s) => !isTerminal(s));
 
 /** The same text in both dialects. The states are written out (not bound) so that SQLite's partial index tasks_unfinished applies (PostgreSQL scans: its task updates stay HOT without it). */
 export const SELECT_UNFINISHED_TASKS = `

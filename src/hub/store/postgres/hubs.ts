@@ -1,7 +1,8 @@
 // Queries on the hubs table (migration 5): a hub's lease, claimed at start, renewed while it runs,
 // dropped when it stops; all on the database's clock.
 import type { HubLease, HubRecord } from "../../cluster/cluster-store.js";
-import { int } from "../records.js";
+import type { TaskRecord } from "../interfaces.js";
+import { int, TASK_COLUMNS, toTaskRecord, UNFINISHED_STATES, type TaskRow } from "../records.js";
 import type { Sql } from "./sql.js";
 
 const NOW_MS = `(extract(epoch FROM clock_timestamp()) * 1000)::bigint`;
@@ -15,7 +16,7 @@ ON CONFLICT (id) DO UPDATE SET
   incarnation = excluded.incarnation, address = excluded.address, version = excluded.version,
   started_at = excluded.started_at, renewed_at = excluded.renewed_at, lease_ms = excluded.lease_ms,
   agents = excluded.agents, clients = excluded.clients, tasks_in_flight = excluded.tasks_in_flight,
-  draining = excluded.draining
+  draining = excluded.draining, taken_by = NULL
 WHERE h.incarnation = excluded.incarnation OR h.renewed_at < ${NOW_MS} - h.lease_ms
 RETURNING id`;
 
@@ -33,7 +34,7 @@ const RELEASE = `DELETE FROM hubs WHERE id = $1 AND incarnation = $2`;
 const PRUNE = `DELETE FROM hubs WHERE renewed_at < ${NOW_MS} - 86400000`;
 
 const LIST = `
-SELECT id, address, version, started_at, agents, clients, tasks_in_flight, draining, lease_ms,
+SELECT id, address, version, started_at, agents, clients, tasks_in_flight, draining, lease_ms, taken_by,
        ${NOW_MS} - renewed_at AS lease_age_ms
 FROM hubs ORDER BY id`;
 
@@ -47,6 +48,7 @@ interface HubRow {
   tasks_in_flight: number;
   draining: boolean;
   lease_ms: string;
+  taken_by: string | null;
   lease_age_ms: string;
 }
 
@@ -104,6 +106,7 @@ export async function listHubs(sql: Sql): Promise<HubRecord[]> {
     draining: r.draining,
     leaseAgeMs: int(r.lease_age_ms),
     leaseMs: int(r.lease_ms),
+    takenBy: r.taken_by,
   }));
 }
 
@@ -124,4 +127,22 @@ export async function clusterKey(sql: Sql, candidate: Buffer): Promise<Buffer> {
   ]);
   const { rows } = await sql.query<{ key: Buffer }>(`SELECT key FROM cluster_key WHERE id = 1`);
   return rows[0]!.key;
+}
+
+// A gone hub's lease row is marked by the one hub that takes its work, in the statement that moves
+// its unfinished tasks to that hub: two hubs that see it gone at once cannot both take them.
+const TAKE_OVER = `
+WITH gone AS (
+  UPDATE hubs SET taken_by = $2
+  WHERE id = $1 AND taken_by IS NULL AND renewed_at < ${NOW_MS} - lease_ms
+  RETURNING id
+)
+UPDATE tasks SET hub_id = $2
+WHERE hub_id IN (SELECT id FROM gone) AND state IN (${UNFINISHED_STATES.map((s) => `'${s}'`).join(", ")})
+RETURNING ${TASK_COLUMNS}`;
+
+/** Takes a gone hub's unfinished tasks (none if another hub took them, or it renewed meanwhile). */
+export async function takeOver(sql: Sql, gone: string, me: string): Promise<TaskRecord[]> {
+  const { rows } = await sql.query<TaskRow>(TAKE_OVER, [gone, me]);
+  return rows.map(toTaskRecord);
 }

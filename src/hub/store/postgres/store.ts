@@ -277,6 +277,10 @@ export class PostgresStore extends BatchedStore<PendingBatch> implements Store, 
     return this.writer.read("the cluster key was not read", (sql) => hubs.clusterKey(sql, candidate));
   }
 
+  takeOver(gone: string, me: string): Promise<TaskRecord[]> {
+    return this.writer.read("a gone hub's tasks were not taken over", (sql) => hubs.takeOver(sql, gone, me));
+  }
+
   revokedAmong(ids: readonly string[]): Promise<string[]> {
     return this.writer.read("the tokens were not read", (sql) => hubs.revokedAmong(sql, ids));
   }

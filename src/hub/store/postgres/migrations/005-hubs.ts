@@ -19,7 +19,8 @@ CREATE TABLE hubs (
   agents          INTEGER NOT NULL DEFAULT 0,
   clients         INTEGER NOT NULL DEFAULT 0,
   tasks_in_flight INTEGER NOT NULL DEFAULT 0,
-  draining        BOOLEAN NOT NULL DEFAULT FALSE
+  draining        BOOLEAN NOT NULL DEFAULT FALSE,
+  taken_by        TEXT               -- the hub that took its unfinished tasks once its lease lapsed
 );
 
 ALTER TABLE tasks ADD COLUMN hub_id TEXT DEFAULT nullif(current_setting('switchboard.hub_id', true), '');
