@@ -465,7 +465,7 @@ describe("tasks across hubs: the client on hub A, the agent on hub B", () => {
 describe("each hub recovers its own tasks", () => {
   it("leaves another hub's running task alone when a hub starts, and after its kill -9 and restart", async () => {
     const agent = await startAgent(b, { agentId: "own-1", pool: "own", token: await agentToken(a, "own") });
-    const d = await runCli([...b.cli, "exec", "--detach", "--agent", "own-1", "--", "sleep", "6"]);
+    const d = await runCli([...b.cli, "exec", "--detach", "--agent", "own-1", "--", "sleep", "25"]);
     const id = d.stdout.trim();
     const state = async (): Promise<string> =>
       (JSON.parse((await runCli([...a.cli, "task", id, "--output", "json"])).stdout) as { state: string })
@@ -474,21 +474,26 @@ describe("each hub recovers its own tasks", () => {
     // Hub R starts (its recovery runs), is killed, and starts again on the same id once its lease lapses.
     const dataDir = tempDir("hub-r");
     const args = ["--config", leaseConfig(2), "--resume-grace", "1s"];
-    const r1 = await clusterHub("hub-r", args, `nats://${NATS}`, dataDir);
-    r1.kill("SIGKILL");
-    await r1.exited;
-    const r2 = await clusterHub("hub-r", args, `nats://${NATS}`, dataDir);
-    await new Promise((res) => setTimeout(res, 1_500)); // past hub R's resume grace
-    expect(await state()).toBe("running");
-    expect((await listAgents(b)).find((x) => x.agentId === "own-1")?.connected).toBe(true);
-    await waitFor(async () => (await state()) === "succeeded", {
-      timeout: 15_000,
-      message: "the task to end",
-    });
-    r2.kill("SIGTERM");
-    agent.kill("SIGTERM");
-    await Promise.all([r2.exited, agent.exited]);
-  }, 60_000);
+    const hubs: HubProc[] = [];
+    try {
+      hubs.push(await clusterHub("hub-r", args, `nats://${NATS}`, dataDir));
+      hubs[0]!.kill("SIGKILL");
+      await hubs[0]!.exited;
+      hubs.push(await clusterHub("hub-r", args, `nats://${NATS}`, dataDir));
+      await new Promise((res) => setTimeout(res, 1_500)); // past hub R's resume grace
+      expect(await state()).toBe("running");
+      expect((await listAgents(b)).find((x) => x.agentId === "own-1")?.connected).toBe(true);
+      await waitFor(async () => (await state()) === "succeeded", {
+        timeout: 40_000,
+        message: "the task to end",
+      });
+    } finally {
+      // A hub R left running would take the next test's gone hub's work.
+      for (const h of hubs) h.kill("SIGTERM");
+      agent.kill("SIGTERM");
+      await Promise.all([...hubs.map((h) => h.exited), agent.exited]);
+    }
+  }, 90_000);
 });
 
 describe("the work of a hub that is gone", () => {
