@@ -38,7 +38,8 @@ async function agent(
   o: NodeAgentOptions = {},
   on = hub,
 ): Promise<AgentProc & { dataDir: string }> {
-  const a = await startNodeAgent(on, id, o);
+  // Ports of their own: nodes.test.ts runs at the same time, from 21000.
+  const a = await startNodeAgent(on, id, { portRangeStart: 23000, ...o });
   agents.push(a);
   return a;
 }

@@ -131,7 +131,7 @@ describe("a hub on PostgreSQL", () => {
     ]);
     expect(q).toMatchObject({ code: 0, stdout: "id,name\n1,tea\n2,rice\n" });
 
-    await startNodeAgent(hub, "pg-nodes");
+    await startNodeAgent(hub, "pg-nodes", { portRangeStart: 25000 });
     const spawned = await runCli([...hub.cli, "spawn", "--agent", "pg-nodes", "--output", "json"]);
     expect(spawned.code, spawned.stderr).toBe(0);
     const node = JSON.parse(spawned.stdout) as { nodeId: string; status: string };

@@ -19,6 +19,11 @@ export interface NodeAgentOptions {
   allowedBinaries?: string[];
   /** storage.startup_timeout_secs (default 10). */
   startupTimeoutSecs?: number;
+  /**
+   * storage.default_port_range_start (default 21000). Test files that run at once take ranges of
+   * their own: a node of one must not find its port taken by a node of the other.
+   */
+  portRangeStart?: number;
 }
 
 export function nodeAgentConfig(dir: string, o: NodeAgentOptions): string {
@@ -31,7 +36,7 @@ export function nodeAgentConfig(dir: string, o: NodeAgentOptions): string {
       "[storage]",
       `data_path = ${JSON.stringify(o.storageData ?? join(dir, "nodes"))}`,
       // Below the kernel's ephemeral range (32768-60999), where a client's port could land on a node's.
-      "default_port_range_start = 21000",
+      `default_port_range_start = ${o.portRangeStart ?? 21000}`,
       `allowed_binaries = ${JSON.stringify(o.allowedBinaries ?? ["/bin/false", "/no/such/binary"])}`,
       "restart_backoff_initial_secs = 0.1",
       "restart_backoff_max_secs = 0.4",

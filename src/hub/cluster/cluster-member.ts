@@ -8,7 +8,7 @@
 // carries no proof of who published.
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { hostname } from "node:os";
-import { connect, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Code, SwitchboardError } from "../../common/errors.js";
 import type { Logger } from "../../common/logger.js";
 import { errorMessage } from "../store/errors.js";
@@ -221,7 +221,9 @@ export class ClusterMember {
         // A hub whose lease lapsed leaves its unfinished tasks: one hub takes them (the store says which).
         for (const h of all) {
           if (h.live || h.takenBy !== null || h.id === this.id || !this.adopt) continue;
-          this.adopt(h.id, await this.store.takeOver(h.id, this.id));
+          // Nothing came back: another hub took them, or there were none.
+          const tasks = await this.store.takeOver(h.id, this.id);
+          if (tasks.length > 0) this.adopt(h.id, tasks);
         }
         const revoked = await this.store.revokedAmong(this.auth.cachedTokenIds());
         for (const tokenId of revoked) {
@@ -238,14 +240,13 @@ export class ClusterMember {
   }
 
   private subscribe(nc: NatsConnection): void {
-    const sub: Subscription = nc.subscribe(this.subjects.revoked, {
+    nc.subscribe(this.subjects.revoked, {
       callback: (err, msg) => {
         if (err) return;
         const m = this.parse(msg.data);
         if (m && m.hub !== this.id) void this.confirmRevoked(m);
       },
     });
-    void sub;
     // A hub that joins or leaves says so: the others read the hubs again at once.
     nc.subscribe(this.subjects.changed, {
       callback: (err, msg) => {
