@@ -7,7 +7,6 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import pg from "pg";
 import { SwitchboardClient } from "../src/client/index.js";
 import {
   alternate,
@@ -21,20 +20,10 @@ import {
 import { waitForHubJson } from "./cluster.js";
 import { CLI, log, round, spawnNode } from "./harness.js";
 import { echoViaSession } from "./ours.js";
+import { onServer, SERVER } from "./store.js";
 
-const SERVER = process.env.SWITCHBOARD_BENCH_PG ?? "postgres://postgres@127.0.0.1:5432";
 const NATS = process.env.SWITCHBOARD_BENCH_NATS ?? "nats://127.0.0.1:4222";
 const PAYLOAD_BYTES = 64;
-
-async function onServer(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: `${SERVER}/postgres`, connectionTimeoutMillis: 10_000 });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
 
 const echoTwoHubsVsOne: Benchmark = {
   name: "echo-two-hubs-vs-one",
@@ -45,7 +34,7 @@ const echoTwoHubsVsOne: Benchmark = {
     "p50 <= 2x.",
   async run(o) {
     const db = `sb_bench_cluster_${randomBytes(4).toString("hex")}`;
-    await onServer(`CREATE DATABASE ${db}`);
+    await onServer("postgres", (c) => c.query(`CREATE DATABASE ${db}`));
     const store = `${SERVER}/${db}`;
     const dirA = mkdtempSync(path.join(os.tmpdir(), "switchboard-bench-hub-a-"));
     try {
@@ -125,7 +114,7 @@ const echoTwoHubsVsOne: Benchmark = {
       );
     } finally {
       rmSync(dirA, { recursive: true, force: true });
-      await onServer(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+      await onServer("postgres", (c) => c.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`));
     }
   },
 };

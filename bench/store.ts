@@ -17,7 +17,7 @@ import {
 import { log, round } from "./harness.js";
 import { echoViaSession } from "./ours.js";
 
-const SERVER = process.env.SWITCHBOARD_BENCH_PG ?? "postgres://postgres@127.0.0.1:5432";
+export const SERVER = process.env.SWITCHBOARD_BENCH_PG ?? "postgres://postgres@127.0.0.1:5432";
 const PAYLOAD_BYTES = 64;
 
 interface DbStats {
@@ -25,7 +25,7 @@ interface DbStats {
   rows: number;
 }
 
-async function onServer<T>(db: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+export async function onServer<T>(db: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = new pg.Client({ connectionString: `${SERVER}/${db}`, connectionTimeoutMillis: 10_000 });
   await c.connect();
   try {

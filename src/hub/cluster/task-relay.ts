@@ -456,14 +456,19 @@ export class TaskRelay {
         this.answer(msg, { ok: false, code: Code.NOT_FOUND, message: `task ${m.taskId} does not run here` });
         return;
       }
-      const w = new RelayWatcher(this, m.relay, m.hub, Number(m.window) || 0, t);
-      this.serving.set(m.relay, w);
-      this.answer(msg, { ok: true, taskId: t.id, hub: this.hubId });
-      t.attach(w, 0);
-      if (t.terminal) this.serving.delete(m.relay);
+      this.serve(msg, m, t);
     } catch (err) {
       this.answer(msg, failure(err));
     }
+  }
+
+  /** Answers with the task, then relays its events from the first to the asking hub's subject. */
+  private serve(msg: Msg, m: { relay: string; hub: string; window: number }, t: LiveTask): void {
+    const w = new RelayWatcher(this, m.relay, m.hub, Number(m.window) || 0, t);
+    this.serving.set(m.relay, w);
+    this.answer(msg, { ok: true, taskId: t.id, hub: this.hubId });
+    t.attach(w, 0);
+    if (t.terminal) this.serving.delete(m.relay);
   }
 
   private async onSubmit(subject: string, msg: Msg): Promise<void> {
@@ -476,11 +481,7 @@ export class TaskRelay {
       const p = await this.host.auth.principalById(m.tokenId, "operator");
       const req = SubmitRequest.decode(Buffer.from(m.request, "base64"));
       const t = await this.host.submit(p, req);
-      const w = new RelayWatcher(this, m.relay, m.hub, Number(m.window) || 0, t);
-      this.serving.set(m.relay, w);
-      this.answer(msg, { ok: true, taskId: t.id, hub: this.hubId });
-      t.attach(w, 0);
-      if (t.terminal) this.serving.delete(m.relay);
+      this.serve(msg, m, t);
       this.logger.debug({ task_id: t.id, for_hub: m.hub }, "task submitted through another hub");
     } catch (err) {
       this.answer(msg, failure(err));
